@@ -1,0 +1,125 @@
+//! The command line: clap types live here and only here. Each subcommand
+//! resolves its arguments into plain settings once and calls one function
+//! that returns an [`Outcome`]; `main` maps that to an exit code (SPEC §7).
+
+mod gen;
+mod policy;
+mod progress;
+mod validate;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// How a command ended, mapped to SPEC §7 exit codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every item reached a good terminal state or was reported.
+    Success,
+    /// Finished, but some items failed or were rejected by the API.
+    Partial,
+    /// Stopped before finishing; can be resumed.
+    Interrupted,
+}
+
+impl Outcome {
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Outcome::Success => 0,
+            Outcome::Partial => 3,
+            Outcome::Interrupted => 4,
+        }
+    }
+}
+
+/// A usage or configuration error: exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+#[derive(Parser, Debug)]
+#[command(name = "refleet", version, about = "Bulk reactivation of Poly device fleets and their licenses.", long_about = None)]
+pub struct Cli {
+    /// Policy file merged over the built-in policy.
+    #[arg(long, global = true, value_name = "FILE", env = "REFLEET_POLICY")]
+    policy: Option<PathBuf>,
+    /// No progress bars and no summary on stderr.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Validate an inventory (CSV, gzip/zstd CSV, Parquet, or - for stdin) and write rejects.csv.
+    #[command(
+        after_help = "Examples:\n  refleet validate sample-data/inventory.csv --out out/\n  zcat fleet.csv.gz | refleet validate - --out out/ --date-format dmy\n  refleet validate fleet.parquet --out out/ --emit-valid --format parquet"
+    )]
+    Validate(validate::Args),
+    /// Generate a realistic inventory and matching contracts (deterministic).
+    Gen(gen::Args),
+    /// Inspect the policy.
+    Policy {
+        #[command(subcommand)]
+        command: policy::Command,
+    },
+}
+
+pub fn run() -> anyhow::Result<Outcome> {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version are successes; everything else is usage.
+            let usage = e.use_stderr();
+            e.print()?;
+            return if usage {
+                Err(UsageError("invalid arguments".into()).into())
+            } else {
+                Ok(Outcome::Success)
+            };
+        }
+    };
+    let global = Global {
+        policy: cli.policy,
+        quiet: cli.quiet,
+    };
+    match cli.command {
+        Command::Validate(args) => validate::run(args, &global),
+        Command::Gen(args) => gen::run(args, &global),
+        Command::Policy { command } => policy::run(command, &global),
+    }
+}
+
+/// Options every subcommand shares.
+struct Global {
+    policy: Option<PathBuf>,
+    quiet: bool,
+}
+
+impl Global {
+    fn load_policy(&self) -> anyhow::Result<crate::policy::Policy> {
+        crate::policy::Policy::load(self.policy.as_deref())
+            .map_err(|e| UsageError(e.to_string()).into())
+    }
+}
+
+/// Parses `--delimiter`: one byte, or `tab`.
+fn parse_delimiter(s: &str) -> Result<u8, String> {
+    match s {
+        "tab" | "\\t" | "\t" => Ok(b'\t'),
+        _ if s.len() == 1 && s.is_ascii() => Ok(s.as_bytes()[0]),
+        _ => Err(format!(
+            "delimiter must be one ASCII character or `tab`, not `{s}`"
+        )),
+    }
+}
+
+/// A rayon pool of `threads` threads (0 = one per core).
+fn thread_pool(threads: usize) -> anyhow::Result<rayon::ThreadPool> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("refleet-{i}"))
+        .build()
+        .map_err(|e| UsageError(format!("cannot start {threads} threads: {e}")).into())
+}

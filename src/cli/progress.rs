@@ -1,0 +1,64 @@
+//! indicatif progress on stderr, shown only when stderr is a terminal and
+//! `--quiet` is off.
+
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::progress::{NoProgress, Progress};
+
+pub struct Bars {
+    bar: ProgressBar,
+    rows: AtomicU64,
+    bytes: Mutex<Option<Arc<AtomicU64>>>,
+}
+
+/// A progress reporter fit for where stderr goes.
+pub fn for_terminal(quiet: bool) -> Box<dyn Progress> {
+    if quiet || !std::io::stderr().is_terminal() {
+        return Box::new(NoProgress);
+    }
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(8));
+    Box::new(Bars {
+        bar,
+        rows: AtomicU64::new(0),
+        bytes: Mutex::new(None),
+    })
+}
+
+impl Progress for Bars {
+    fn start(&self, total_bytes: Option<u64>, bytes_read: Arc<AtomicU64>) {
+        let template = if total_bytes.is_some() {
+            "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta}) {msg}"
+        } else {
+            "{spinner} [{elapsed_precise}] {bytes} ({bytes_per_sec}) {msg}"
+        };
+        if let Ok(style) = ProgressStyle::with_template(template) {
+            self.bar.set_style(style);
+        }
+        if let Some(n) = total_bytes {
+            self.bar.set_length(n);
+        }
+        self.bar.enable_steady_tick(Duration::from_millis(125));
+        if let Ok(mut b) = self.bytes.lock() {
+            *b = Some(bytes_read);
+        }
+    }
+
+    fn rows(&self, n: u64) {
+        let rows = self.rows.fetch_add(n, Ordering::Relaxed) + n;
+        if let Ok(b) = self.bytes.lock() {
+            if let Some(b) = b.as_ref() {
+                self.bar.set_position(b.load(Ordering::Relaxed));
+            }
+        }
+        self.bar.set_message(format!("{rows} rows"));
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}

@@ -1,0 +1,214 @@
+//! `refleet validate`: the validate stage on its own.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+
+use super::{parse_delimiter, thread_pool, Global, Outcome, UsageError};
+use crate::domain::{DateFormat, Item};
+use crate::ingest::{self, IngestError, IngestOptions, InputPath};
+use crate::policy::Policy;
+use crate::report::{RejectsWriter, ValidFormat, ValidWriter};
+use crate::validate::{self, Reject, ValidateOptions, ValidateSink, ValidateStats, Validator};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Inventory file (CSV, .csv.gz, .csv.zst, Parquet) or - for stdin.
+    inventory: PathBuf,
+    /// Directory for the reports (created if missing).
+    #[arg(long, default_value = "refleet-out")]
+    out: PathBuf,
+    /// How to read non-ISO dates: dmy, mdy or a strftime pattern like %d.%m.%Y.
+    #[arg(long, value_name = "FORMAT")]
+    date_format: Option<String>,
+    /// Field delimiter (one character, or `tab`); sniffed when absent.
+    #[arg(long, value_parser = parse_delimiter)]
+    delimiter: Option<u8>,
+    /// Worker threads (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Also write the valid rows, normalised (valid.csv or valid.parquet).
+    #[arg(long)]
+    emit_valid: bool,
+    /// Format of the valid rows.
+    #[arg(long, value_enum, default_value_t = Format::Csv)]
+    format: Format,
+    /// Largest CSV record accepted, in bytes.
+    #[arg(long, default_value_t = ingest::DEFAULT_MAX_RECORD, value_name = "BYTES")]
+    max_record_bytes: usize,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+enum Format {
+    Csv,
+    Parquet,
+}
+
+/// Resolved settings: what the command needs, without clap.
+struct Settings {
+    input: InputPath,
+    out: PathBuf,
+    ingest: IngestOptions,
+    validate: ValidateOptions,
+    threads: usize,
+    emit_valid: Option<ValidFormat>,
+}
+
+impl Args {
+    fn resolve(self) -> Result<Settings, UsageError> {
+        let date_format = self
+            .date_format
+            .as_deref()
+            .map(str::parse::<DateFormat>)
+            .transpose()
+            .map_err(UsageError)?;
+        if self.max_record_bytes < 1024 {
+            return Err(UsageError(
+                "--max-record-bytes must be at least 1024".into(),
+            ));
+        }
+        Ok(Settings {
+            input: InputPath::from_arg(&self.inventory),
+            out: self.out,
+            ingest: IngestOptions {
+                delimiter: self.delimiter,
+                max_record: self.max_record_bytes,
+            },
+            validate: ValidateOptions { date_format },
+            threads: self.threads,
+            emit_valid: self.emit_valid.then_some(match self.format {
+                Format::Csv => ValidFormat::Csv,
+                Format::Parquet => ValidFormat::Parquet,
+            }),
+        })
+    }
+}
+
+/// Writes rejects, warnings and (optionally) the valid rows as they come.
+struct FileSink<'p> {
+    policy: &'p Policy,
+    rejects: RejectsWriter,
+    warnings: RejectsWriter,
+    valid: Option<ValidWriter>,
+}
+
+impl ValidateSink for FileSink<'_> {
+    fn item(&mut self, item: Item) -> anyhow::Result<()> {
+        if let Some(v) = self.valid.as_mut() {
+            v.write(&item, self.policy)?;
+        }
+        Ok(())
+    }
+    fn reject(&mut self, reject: &Reject) -> anyhow::Result<()> {
+        self.rejects.write(reject)
+    }
+    fn warning(&mut self, warning: &Reject) -> anyhow::Result<()> {
+        self.warnings.write(warning)
+    }
+}
+
+pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
+    let settings = args.resolve()?;
+    let policy = global.load_policy()?;
+    let started = Instant::now();
+    let opened =
+        ingest::open(&settings.input, &settings.ingest).map_err(input_error(&settings.input))?;
+    let validator = Validator::new(&policy, settings.validate.clone(), opened.source.headers())
+        .map_err(input_error(&settings.input))?;
+    std::fs::create_dir_all(&settings.out)
+        .with_context(|| format!("cannot create {}", settings.out.display()))?;
+    let valid_path = |f: ValidFormat| {
+        settings.out.join(if f == ValidFormat::Csv {
+            "valid.csv"
+        } else {
+            "valid.parquet"
+        })
+    };
+    let mut sink = FileSink {
+        policy: &policy,
+        rejects: RejectsWriter::create(&settings.out.join("rejects.csv"))?,
+        warnings: RejectsWriter::create(&settings.out.join("warnings.csv"))?,
+        valid: settings
+            .emit_valid
+            .map(|f| ValidWriter::create(&valid_path(f), f, &validator.extra_columns()))
+            .transpose()?,
+    };
+    let pool = thread_pool(settings.threads)?;
+    let progress = super::progress::for_terminal(global.quiet);
+    progress.start(opened.total_bytes, opened.bytes_read.clone());
+    let stats = validate::run(
+        opened.source,
+        &validator,
+        &pool,
+        &mut sink,
+        progress.as_ref(),
+    )
+    .with_context(|| format!("reading {}", settings.input.display()))?;
+    progress.finish();
+    sink.rejects.commit()?;
+    sink.warnings.commit()?;
+    if let Some(v) = sink.valid {
+        v.commit()?;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    if !global.quiet {
+        let bytes = opened.bytes_read.load(std::sync::atomic::Ordering::Relaxed);
+        eprint!(
+            "{}",
+            summary(
+                &settings.input,
+                opened.format,
+                &stats,
+                bytes,
+                elapsed,
+                &settings.out
+            )
+        );
+    }
+    Ok(Outcome::Success)
+}
+
+/// A missing column, an empty file or an unreadable header is the user's to
+/// fix: a usage error (exit 2) naming the file.
+fn input_error(input: &InputPath) -> impl Fn(IngestError) -> anyhow::Error + '_ {
+    move |e| match e {
+        IngestError::Io(_) | IngestError::Open { .. } => {
+            anyhow::Error::new(e).context(format!("reading {}", input.display()))
+        }
+        _ => UsageError(format!("{}: {e}", input.display())).into(),
+    }
+}
+
+fn summary(
+    input: &InputPath,
+    format: &str,
+    s: &ValidateStats,
+    bytes: u64,
+    secs: f64,
+    out: &Path,
+) -> String {
+    let mut text = format!(
+        "{} ({format}): {} rows, {} valid, {} rejected, {} warnings\n",
+        input.display(),
+        s.rows,
+        s.valid,
+        s.rejected_rows,
+        s.warnings_by_code.values().sum::<u64>()
+    );
+    for (code, n) in &s.rejects_by_code {
+        text.push_str(&format!("  {code:<22} {n}\n"));
+    }
+    for (code, n) in &s.warnings_by_code {
+        text.push_str(&format!("  {code:<22} {n} (warning)\n"));
+    }
+    let secs = secs.max(1e-9);
+    text.push_str(&format!(
+        "{:.2} s, {:.0} rows/s, {:.1} MB/s; reports in {}\n",
+        secs,
+        s.rows as f64 / secs,
+        bytes as f64 / 1e6 / secs,
+        out.display()
+    ));
+    text
+}

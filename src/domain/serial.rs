@@ -1,0 +1,254 @@
+//! Device serial numbers and license ids (SPEC §3).
+
+use std::fmt;
+
+/// A device serial: 8–20 upper-case ASCII letters and digits (the bounds come
+/// from the policy), with the spaces and hyphens of printed labels removed.
+#[derive(Copy, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Serial {
+    bytes: [u8; Serial::MAX],
+    len: u8,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SerialError {
+    #[error("serial has {0} characters after removing spaces and '-'; expected {1} to {2}")]
+    Length(usize, usize, usize),
+    #[error("serial may only contain letters A-Z and digits 0-9")]
+    Charset,
+}
+
+impl Serial {
+    /// The longest serial any policy may allow.
+    pub const MAX: usize = 32;
+
+    pub fn parse(input: &str, min_len: usize, max_len: usize) -> Result<Serial, SerialError> {
+        let max_len = max_len.min(Serial::MAX);
+        let mut bytes = [0u8; Serial::MAX];
+        let mut len = 0usize;
+        let mut charset_ok = true;
+        for b in input.bytes() {
+            if b == b' ' || b == b'-' || b == b'\t' {
+                continue;
+            }
+            if !b.is_ascii_alphanumeric() {
+                charset_ok = false;
+            }
+            if len < Serial::MAX {
+                bytes[len] = b.to_ascii_uppercase();
+            }
+            len += 1;
+        }
+        if !charset_ok {
+            return Err(SerialError::Charset);
+        }
+        if len < min_len || len > max_len {
+            return Err(SerialError::Length(len, min_len, max_len));
+        }
+        Ok(Serial {
+            bytes,
+            len: len as u8,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ASCII alphanumerics are ever stored.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+
+    /// A collision-free 128-bit key for the duplicate index (base 37 with 0 as
+    /// padding, so "A" and "A0" differ). Serials over 24 characters fall back to
+    /// folding, which the default policy (max 20) never reaches.
+    pub fn key(&self) -> u128 {
+        let mut k: u128 = 0;
+        for &b in self.as_bytes() {
+            k = k
+                .wrapping_mul(37)
+                .wrapping_add(u128::from(alnum_digit(b)) + 1);
+        }
+        k
+    }
+}
+
+/// 0–9 for digits, 10–35 for letters (upper-case only reaches here).
+fn alnum_digit(b: u8) -> u8 {
+    match b {
+        b'0'..=b'9' => b - b'0',
+        _ => b.wrapping_sub(b'A') + 10,
+    }
+}
+
+impl fmt::Display for Serial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for Serial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Serial({})", self.as_str())
+    }
+}
+
+/// A license id: 16 letters and digits, canonically `XXXX-XXXX-XXXX-XXXX`.
+#[derive(Copy, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LicenseId([u8; 16]);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("license id must be 16 letters and digits, in groups of 4 (XXXX-XXXX-XXXX-XXXX) or without separators")]
+pub struct LicenseError;
+
+impl LicenseId {
+    /// Accepts any separator between the four groups, or none at all.
+    pub fn parse(input: &str) -> Result<LicenseId, LicenseError> {
+        let s = input.trim();
+        let mut out = [0u8; 16];
+        let mut n = 0usize;
+        let mut group = 0usize;
+        let mut groups = Vec::with_capacity(4);
+        for b in s.bytes() {
+            if b.is_ascii_alphanumeric() {
+                if n == 16 {
+                    return Err(LicenseError);
+                }
+                out[n] = b.to_ascii_uppercase();
+                n += 1;
+                group += 1;
+            } else if b.is_ascii_punctuation() || b == b' ' {
+                if group == 0 {
+                    return Err(LicenseError);
+                }
+                groups.push(group);
+                group = 0;
+            } else {
+                return Err(LicenseError);
+            }
+        }
+        groups.push(group);
+        let grouped_ok = groups == [16] || groups == [4, 4, 4, 4];
+        if n != 16 || !grouped_ok {
+            return Err(LicenseError);
+        }
+        Ok(LicenseId(out))
+    }
+
+    pub fn key(&self) -> u128 {
+        self.0
+            .iter()
+            .fold(0u128, |k, &b| k * 36 + u128::from(alnum_digit(b)))
+    }
+}
+
+impl fmt::Display for LicenseId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, chunk) in self.0.chunks(4).enumerate() {
+            if i > 0 {
+                f.write_str("-")?;
+            }
+            // Only ASCII alphanumerics are ever stored.
+            f.write_str(std::str::from_utf8(chunk).unwrap_or_default())?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for LicenseId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "LicenseId({self})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn serial_is_trimmed_upper_cased_and_stripped() {
+        let s = Serial::parse(" 0004-f2ab cdef ", 8, 20).unwrap();
+        assert_eq!(s.as_str(), "0004F2ABCDEF");
+    }
+
+    #[test]
+    fn serial_length_and_charset() {
+        assert_eq!(
+            Serial::parse("ABC1234", 8, 20),
+            Err(SerialError::Length(7, 8, 20))
+        );
+        assert_eq!(
+            Serial::parse("A23456789012345678901", 8, 20),
+            Err(SerialError::Length(21, 8, 20))
+        );
+        assert_eq!(Serial::parse("ABCD_1234", 8, 20), Err(SerialError::Charset));
+        assert_eq!(Serial::parse("ABCDÉ1234", 8, 20), Err(SerialError::Charset));
+        assert!(Serial::parse("ABCD1234", 8, 20).is_ok());
+        assert!(Serial::parse("A2345678901234567890", 8, 20).is_ok());
+    }
+
+    #[test]
+    fn serial_keys_are_distinct_for_padding_lookalikes() {
+        let a = Serial::parse("A0000000", 1, 20).unwrap();
+        let b = Serial::parse("A00000000", 1, 20).unwrap();
+        assert_ne!(a.key(), b.key());
+    }
+
+    #[test]
+    fn license_notations() {
+        for s in [
+            "abcd-efgh-1234-5678",
+            "ABCD EFGH 1234 5678",
+            "ABCD.EFGH.1234.5678",
+            "ABCDEFGH12345678",
+            " abcd_efgh_1234_5678 ",
+        ] {
+            assert_eq!(
+                LicenseId::parse(s).unwrap().to_string(),
+                "ABCD-EFGH-1234-5678",
+                "{s}"
+            );
+        }
+        for s in [
+            "",
+            "ABCD-EFGH-1234",
+            "ABCD-EFGH-1234-56789",
+            "ABC-DEFGH-1234-5678",
+            "ABCD--EFGH-1234-5678",
+            "ABCDEFGH-12345678",
+            "ABCD-EFGH-1234-567É",
+        ] {
+            assert_eq!(LicenseId::parse(s), Err(LicenseError), "{s:?}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn serial_round_trips(s in "[A-Z0-9]{8,20}") {
+            let serial = Serial::parse(&s, 8, 20).unwrap();
+            prop_assert_eq!(serial.as_str(), s.as_str());
+            prop_assert_eq!(Serial::parse(&serial.to_string(), 8, 20).unwrap(), serial);
+        }
+
+        #[test]
+        fn serial_keys_are_injective(a in "[A-Z0-9]{1,20}", b in "[A-Z0-9]{1,20}") {
+            let (sa, sb) = (Serial::parse(&a, 1, 20).unwrap(), Serial::parse(&b, 1, 20).unwrap());
+            prop_assert_eq!(sa.key() == sb.key(), a == b);
+        }
+
+        #[test]
+        fn license_round_trips(s in "[A-Z0-9]{16}") {
+            let id = LicenseId::parse(&s).unwrap();
+            prop_assert_eq!(LicenseId::parse(&id.to_string()), Ok(id));
+            prop_assert_eq!(id.to_string().replace('-', ""), s);
+        }
+
+        #[test]
+        fn parsers_never_panic(s in "\\PC{0,40}") {
+            let _ = Serial::parse(&s, 8, 20);
+            let _ = LicenseId::parse(&s);
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! refleet: bulk reactivation of Poly device fleets and their licenses.
+//!
+//! The pipeline, one module per stage (SPEC §1):
+//!
+//! 1. [`ingest`] reads CSV (plain, gzip, zstd), Parquet or stdin into raw records;
+//! 2. [`validate`] turns them into typed [`domain::Item`]s or rejects, in parallel;
+//! 3. eligibility, quotes, submission and tracking follow (issues 3–5);
+//! 4. [`report`] writes every output atomically and spreadsheet-safe.
+//!
+//! [`policy`] holds the rules every stage reads; [`gen`] makes realistic test
+//! inventories; [`cli`] is the command line and nothing else.
+
+pub mod cli;
+pub mod domain;
+pub mod gen;
+pub mod ingest;
+pub mod logging;
+pub mod policy;
+pub mod progress;
+pub mod report;
+pub mod validate;

@@ -1,0 +1,27 @@
+//! The `refleet` binary: parse, run, map the outcome to an exit code (SPEC §7).
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    refleet::logging::init();
+    match refleet::cli::run() {
+        Ok(outcome) => ExitCode::from(outcome.exit_code() as u8),
+        Err(err) => {
+            if is_broken_pipe(&err) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("refleet: {err:#}");
+            if err.is::<refleet::cli::UsageError>() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain()
+        .filter_map(|e| e.downcast_ref::<std::io::Error>())
+        .any(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+}

@@ -1,0 +1,584 @@
+//! The policy (SPEC §2.3): catalog, identifier rules, regions, calendar,
+//! price book and header aliases.
+//!
+//! A complete default is built into the binary (`default.toml`). A user file
+//! given with `--policy` is merged over it: tables merge key by key, and an
+//! entry of the same name (a model, a family, a country…) replaces the
+//! built-in one; `replace = true` at the top of the user file starts from an
+//! empty policy instead. The merged [`PolicyFile`] is then built once into the
+//! runtime [`Policy`] that stages use (compiled patterns, look-up tables).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+
+use chrono::NaiveDate;
+use regex::Regex;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{normalise_name, parse_oui, Country, CountryTable, Region};
+
+/// The built-in default policy.
+pub const DEFAULT_POLICY: &str = include_str!("default.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("cannot read policy file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("policy file {path} is not valid: {message}")]
+    Parse { path: String, message: String },
+    #[error("policy is inconsistent: {0}")]
+    Invalid(String),
+}
+
+/// The policy as written in TOML. Every part is optional so that a user file
+/// can say only what it changes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyFile {
+    /// In a user file: start from an empty policy instead of the built-in one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replace: bool,
+    #[serde(default)]
+    pub identifiers: IdentifierRules,
+    #[serde(default)]
+    pub vendor_ouis: BTreeMap<String, String>,
+    #[serde(default)]
+    pub families: BTreeMap<String, FamilyEntry>,
+    #[serde(default)]
+    pub models: BTreeMap<String, ModelEntry>,
+    #[serde(default)]
+    pub regions: BTreeMap<String, RegionEntry>,
+    #[serde(default)]
+    pub countries: BTreeMap<String, Region>,
+    #[serde(default)]
+    pub country_aliases: BTreeMap<String, String>,
+    #[serde(default)]
+    pub compliance: Compliance,
+    #[serde(default)]
+    pub calendar: CalendarFile,
+    #[serde(default)]
+    pub sla: Sla,
+    #[serde(default)]
+    pub pricing: PricingFile,
+    #[serde(default)]
+    pub headers: Headers,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentifierRules {
+    pub serial_min_len: Option<usize>,
+    pub serial_max_len: Option<usize>,
+    pub account_pattern: Option<String>,
+    pub contract_pattern: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FamilyEntry {
+    pub kind: String,
+    #[serde(default)]
+    pub serial_is_mac: bool,
+    #[serde(default)]
+    pub network_port: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial_pattern: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelEntry {
+    pub family: String,
+    pub eligible: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_of_support: Option<NaiveDate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    /// Overrides the family's `network_port` (e.g. a USB-only model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_port: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionEntry {
+    pub currency: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Compliance {
+    pub restricted_countries: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalendarFile {
+    pub weekend: Option<Vec<String>>,
+    #[serde(default)]
+    pub weekend_overrides: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub holidays: BTreeMap<String, Vec<NaiveDate>>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sla {
+    pub standard: Option<u32>,
+    pub extended: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PricingFile {
+    pub quote_validity_days: Option<u32>,
+    #[serde(default)]
+    pub term_multipliers: BTreeMap<String, Decimal>,
+    pub volume_tiers: Option<Vec<VolumeTier>>,
+    #[serde(default)]
+    pub per_term_fee: BTreeMap<String, CoveragePrices>,
+    #[serde(default)]
+    pub unit: BTreeMap<String, BTreeMap<String, CoveragePrices>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeTier {
+    pub min_devices: u64,
+    pub discount: Decimal,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CoveragePrices {
+    pub standard: Decimal,
+    pub extended: Decimal,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Headers {
+    /// Normalised alias (lower-case, letters and digits only) → canonical column.
+    #[serde(default)]
+    pub aliases: BTreeMap<String, String>,
+}
+
+impl PolicyFile {
+    pub fn parse(text: &str, origin: &str) -> Result<PolicyFile, PolicyError> {
+        toml::from_str(text).map_err(|e| PolicyError::Parse {
+            path: origin.to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    pub fn builtin() -> PolicyFile {
+        // The built-in file is tested to parse; an empty policy would only
+        // surface as a build error below, never as a panic.
+        PolicyFile::parse(DEFAULT_POLICY, "built-in policy").unwrap_or_default()
+    }
+
+    /// Lays `over` on top of `self`: maps merge key by key, set values replace.
+    pub fn merge(mut self, over: PolicyFile) -> PolicyFile {
+        if over.replace {
+            return PolicyFile {
+                replace: false,
+                ..over
+            };
+        }
+        let id = over.identifiers;
+        self.identifiers.serial_min_len = id.serial_min_len.or(self.identifiers.serial_min_len);
+        self.identifiers.serial_max_len = id.serial_max_len.or(self.identifiers.serial_max_len);
+        self.identifiers.account_pattern = id.account_pattern.or(self.identifiers.account_pattern);
+        self.identifiers.contract_pattern =
+            id.contract_pattern.or(self.identifiers.contract_pattern);
+        self.vendor_ouis.extend(over.vendor_ouis);
+        self.families.extend(over.families);
+        self.models.extend(over.models);
+        self.regions.extend(over.regions);
+        self.countries.extend(over.countries);
+        self.country_aliases.extend(over.country_aliases);
+        self.compliance.restricted_countries = over
+            .compliance
+            .restricted_countries
+            .or(self.compliance.restricted_countries);
+        self.calendar.weekend = over.calendar.weekend.or(self.calendar.weekend);
+        self.calendar
+            .weekend_overrides
+            .extend(over.calendar.weekend_overrides);
+        self.calendar.holidays.extend(over.calendar.holidays);
+        self.sla.standard = over.sla.standard.or(self.sla.standard);
+        self.sla.extended = over.sla.extended.or(self.sla.extended);
+        let p = over.pricing;
+        self.pricing.quote_validity_days =
+            p.quote_validity_days.or(self.pricing.quote_validity_days);
+        self.pricing.term_multipliers.extend(p.term_multipliers);
+        self.pricing.volume_tiers = p.volume_tiers.or(self.pricing.volume_tiers);
+        self.pricing.per_term_fee.extend(p.per_term_fee);
+        for (currency, book) in p.unit {
+            self.pricing.unit.entry(currency).or_default().extend(book);
+        }
+        self.headers.aliases.extend(over.headers.aliases);
+        self
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot print policy: {e}\n"))
+    }
+}
+
+/// Index of a family in [`Policy::families`].
+pub type FamilyId = u16;
+/// Index of a model in [`Policy::models`].
+pub type ModelId = u16;
+
+#[derive(Debug, Clone)]
+pub struct Family {
+    pub name: String,
+    pub kind: String,
+    pub serial_is_mac: bool,
+    pub network_port: bool,
+    pub serial_pattern: Option<Regex>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub name: String,
+    pub family: FamilyId,
+    pub eligible: bool,
+    pub end_of_support: Option<NaiveDate>,
+    pub upgrade_path: Option<String>,
+    /// Whether the device has a network port, so a MAC address is required.
+    pub network_port: bool,
+}
+
+/// The runtime policy: built once, shared read-only by every stage.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// The effective policy as written, for `refleet policy show`.
+    pub file: PolicyFile,
+    pub serial_min_len: usize,
+    pub serial_max_len: usize,
+    pub account_pattern: Regex,
+    pub contract_pattern: Regex,
+    pub vendor_ouis: HashSet<u32>,
+    pub families: Vec<Family>,
+    pub models: Vec<Model>,
+    model_index: HashMap<String, ModelId>,
+    pub countries: CountryTable,
+    pub currencies: BTreeMap<Region, String>,
+    pub restricted: HashSet<Country>,
+    /// Normalised header or alias → canonical column name.
+    pub header_aliases: HashMap<String, String>,
+}
+
+impl std::fmt::Debug for CountryTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CountryTable")
+    }
+}
+
+/// Catalog matching ignores case, spaces, punctuation and a vendor prefix.
+pub fn normalise_model(name: &str) -> String {
+    let n = normalise_name(name);
+    for prefix in ["polycom", "plantronics", "hppoly", "poly"] {
+        if let Some(rest) = n.strip_prefix(prefix) {
+            if !rest.is_empty() {
+                return rest.to_string();
+            }
+        }
+    }
+    n
+}
+
+impl Policy {
+    /// The built-in policy, merged with the user's file if one is given.
+    pub fn load(user_file: Option<&Path>) -> Result<Policy, PolicyError> {
+        let base = PolicyFile::parse(DEFAULT_POLICY, "built-in policy")?;
+        let file = match user_file {
+            None => base,
+            Some(path) => {
+                let origin = path.display().to_string();
+                let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+                    path: origin.clone(),
+                    source,
+                })?;
+                base.merge(PolicyFile::parse(&text, &origin)?)
+            }
+        };
+        Policy::build(file)
+    }
+
+    pub fn build(file: PolicyFile) -> Result<Policy, PolicyError> {
+        let invalid = |m: String| PolicyError::Invalid(m);
+        let pattern = |key: &str, p: &Option<String>| -> Result<Regex, PolicyError> {
+            let p = p.as_deref().unwrap_or(r"^\S+$");
+            Regex::new(p).map_err(|e| invalid(format!("identifiers.{key}: {e}")))
+        };
+        let account_pattern = pattern("account_pattern", &file.identifiers.account_pattern)?;
+        let contract_pattern = pattern("contract_pattern", &file.identifiers.contract_pattern)?;
+        let serial_min_len = file.identifiers.serial_min_len.unwrap_or(8);
+        let serial_max_len = file.identifiers.serial_max_len.unwrap_or(20);
+        if serial_min_len == 0
+            || serial_min_len > serial_max_len
+            || serial_max_len > crate::domain::Serial::MAX
+        {
+            return Err(invalid(format!(
+                "identifiers: serial lengths {serial_min_len}..{serial_max_len} must satisfy 1 <= min <= max <= {}",
+                crate::domain::Serial::MAX
+            )));
+        }
+
+        let mut vendor_ouis = HashSet::new();
+        for oui in file.vendor_ouis.keys() {
+            vendor_ouis.insert(parse_oui(oui).ok_or_else(|| {
+                invalid(format!("vendor_ouis: `{oui}` is not an OUI like 00:04:F2"))
+            })?);
+        }
+
+        let mut families = Vec::new();
+        let mut family_ids = HashMap::new();
+        for (name, f) in &file.families {
+            let serial_pattern = f
+                .serial_pattern
+                .as_deref()
+                .map(Regex::new)
+                .transpose()
+                .map_err(|e| invalid(format!("families.{name}.serial_pattern: {e}")))?;
+            family_ids.insert(name.clone(), families.len() as FamilyId);
+            families.push(Family {
+                name: name.clone(),
+                kind: f.kind.clone(),
+                serial_is_mac: f.serial_is_mac,
+                network_port: f.network_port,
+                serial_pattern,
+            });
+        }
+
+        let mut models = Vec::new();
+        let mut model_index = HashMap::new();
+        for (name, m) in &file.models {
+            let family = *family_ids.get(&m.family).ok_or_else(|| {
+                invalid(format!(
+                    "models.\"{name}\".family: no family `{}`",
+                    m.family
+                ))
+            })?;
+            if let Some(up) = &m.upgrade_path {
+                if !file.models.contains_key(up) {
+                    return Err(invalid(format!(
+                        "models.\"{name}\".upgrade_path: no model `{up}`"
+                    )));
+                }
+            }
+            let id = models.len() as ModelId;
+            for key in std::iter::once(name).chain(&m.aliases) {
+                if let Some(prev) = model_index.insert(normalise_model(key), id) {
+                    if prev != id {
+                        return Err(invalid(format!("models: `{key}` names two models")));
+                    }
+                }
+            }
+            models.push(Model {
+                name: name.clone(),
+                network_port: m
+                    .network_port
+                    .unwrap_or(families[usize::from(family)].network_port),
+                family,
+                eligible: m.eligible,
+                end_of_support: m.end_of_support,
+                upgrade_path: m.upgrade_path.clone(),
+            });
+        }
+
+        let countries = CountryTable::new(
+            file.countries.iter().map(|(c, r)| (c.as_str(), *r)),
+            file.country_aliases
+                .iter()
+                .map(|(a, c)| (a.as_str(), c.as_str())),
+        )
+        .map_err(invalid)?;
+
+        let mut currencies = BTreeMap::new();
+        for (name, entry) in &file.regions {
+            let region = Region::parse(name).ok_or_else(|| {
+                invalid(format!("regions.{name}: regions are AMER, EMEA and APAC"))
+            })?;
+            currencies.insert(region, entry.currency.clone());
+        }
+
+        let mut restricted = HashSet::new();
+        for code in file.compliance.restricted_countries.iter().flatten() {
+            restricted.insert(countries.parse(code).map_err(|_| {
+                invalid(format!(
+                    "compliance.restricted_countries: unknown country `{code}`"
+                ))
+            })?);
+        }
+
+        let mut header_aliases = HashMap::new();
+        for (alias, column) in &file.headers.aliases {
+            header_aliases.insert(normalise_name(alias), column.clone());
+        }
+
+        Ok(Policy {
+            serial_min_len,
+            serial_max_len,
+            account_pattern,
+            contract_pattern,
+            vendor_ouis,
+            families,
+            models,
+            model_index,
+            countries,
+            currencies,
+            restricted,
+            header_aliases,
+            file,
+        })
+    }
+
+    pub fn model(&self, name: &str) -> Option<ModelId> {
+        self.model_index.get(&normalise_model(name)).copied()
+    }
+
+    pub fn family_of(&self, model: ModelId) -> &Family {
+        &self.families[usize::from(self.models[usize::from(model)].family)]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_policy_builds_and_covers_the_spec_catalog() {
+        let file = PolicyFile::parse(DEFAULT_POLICY, "built-in").unwrap();
+        let p = Policy::build(file).unwrap();
+        for m in [
+            "VVX 450",
+            "vvx450",
+            "Poly VVX 450",
+            "CCX 400",
+            "Edge E550",
+            "Trio C60",
+            "Studio X30",
+            "G7500",
+            "RealPresence Group 500",
+            "Sync 60",
+            "Voyager Focus 2",
+            "Savi 7320",
+            "Studio USB",
+        ] {
+            assert!(p.model(m).is_some(), "{m}");
+        }
+        let vvx = p.model("VVX 411").unwrap();
+        assert!(!p.models[usize::from(vvx)].eligible);
+        assert_eq!(
+            p.models[usize::from(vvx)].upgrade_path.as_deref(),
+            Some("CCX 500")
+        );
+        assert!(p.family_of(vvx).serial_is_mac);
+        assert!(!p.family_of(p.model("Studio X50").unwrap()).serial_is_mac);
+        assert!(p.vendor_ouis.contains(&0x0004F2));
+        assert_eq!(p.vendor_ouis.len(), 11);
+        for code in ["CU", "IR", "KP", "SY"] {
+            assert!(p.restricted.contains(&p.countries.parse(code).unwrap()));
+        }
+        assert_eq!(p.currencies[&Region::Emea], "EUR");
+    }
+
+    #[test]
+    fn every_iso_country_has_a_region() {
+        let p = Policy::load(None).unwrap();
+        let missing: Vec<String> = celes::Country::get_countries()
+            .iter()
+            .filter(|c| {
+                p.countries
+                    .region(p.countries.parse(c.alpha2).unwrap())
+                    .is_none()
+            })
+            .map(|c| c.alpha2.to_string())
+            .collect();
+        assert!(missing.is_empty(), "no region for {missing:?}");
+        let region = |c: &str| p.countries.region(p.countries.parse(c).unwrap()).unwrap();
+        assert_eq!(region("BR"), Region::Amer);
+        assert_eq!(region("KZ"), Region::Emea);
+        assert_eq!(region("ZA"), Region::Emea);
+        assert_eq!(region("IN"), Region::Apac);
+        assert_eq!(region("NZ"), Region::Apac);
+    }
+
+    #[test]
+    fn user_file_extends_and_overrides() {
+        let user = PolicyFile::parse(
+            r#"
+            [models."VVX 450"]
+            family = "vvx"
+            eligible = false
+            upgrade_path = "CCX 500"
+            [models."Acme 1"]
+            family = "ccx"
+            eligible = true
+            [headers.aliases]
+            assettag = "serial_number"
+            "#,
+            "user.toml",
+        )
+        .unwrap();
+        let p = Policy::build(PolicyFile::builtin().merge(user)).unwrap();
+        assert!(!p.models[usize::from(p.model("VVX 450").unwrap())].eligible);
+        assert!(p.model("acme-1").is_some());
+        assert!(p.model("CCX 600").is_some(), "built-in models are kept");
+        assert_eq!(p.header_aliases["assettag"], "serial_number");
+        assert_eq!(
+            p.header_aliases["sn"], "serial_number",
+            "built-in aliases are kept"
+        );
+    }
+
+    #[test]
+    fn replace_starts_from_empty() {
+        let user = PolicyFile::parse("replace = true\n[families.x]\nkind = \"k\"\n[models.\"X 1\"]\nfamily = \"x\"\neligible = true\n", "u").unwrap();
+        let p = Policy::build(PolicyFile::builtin().merge(user)).unwrap();
+        assert_eq!(p.models.len(), 1);
+    }
+
+    #[test]
+    fn malformed_file_names_the_line() {
+        let err = PolicyFile::parse(
+            "[identifiers]\nserial_min_len = 8\nserial_max_len = \"twenty\"\n",
+            "bad.toml",
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("bad.toml") && msg.contains("line 3"), "{msg}");
+        let err = PolicyFile::parse("[modles]\n", "typo.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 1") && err.contains("modles"), "{err}");
+    }
+
+    #[test]
+    fn inconsistent_policy_is_refused_with_the_key() {
+        let user = PolicyFile::parse(
+            "[models.\"X 1\"]\nfamily = \"nope\"\neligible = true\n",
+            "u",
+        )
+        .unwrap();
+        let err = Policy::build(PolicyFile::builtin().merge(user))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("models.\"X 1\".family"), "{err}");
+        let user = PolicyFile::parse("[identifiers]\naccount_pattern = \"([\"\n", "u").unwrap();
+        let err = Policy::build(PolicyFile::builtin().merge(user))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("identifiers.account_pattern"), "{err}");
+    }
+}

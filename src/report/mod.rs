@@ -1,0 +1,128 @@
+//! Report writers (SPEC §7). Every file is written under a temporary name in
+//! its final directory and renamed when complete, so a crash never leaves a
+//! half-written report; every cell that came from input is neutralised
+//! against spreadsheet formula injection.
+
+mod valid;
+
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+pub use valid::{ValidFormat, ValidWriter};
+
+use crate::validate::Reject;
+
+/// OWASP ASVS V1.2.10: a cell that a spreadsheet would read as a formula is
+/// prefixed with a single quote.
+pub fn neutralise(cell: &str) -> Cow<'_, str> {
+    match cell.as_bytes().first() {
+        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r' | b'\0') => Cow::Owned(format!("'{cell}")),
+        _ => Cow::Borrowed(cell),
+    }
+}
+
+use std::borrow::Cow;
+
+/// A file that appears at its path only when [`AtomicFile::commit`] is called.
+pub struct AtomicFile {
+    inner: BufWriter<tempfile::NamedTempFile>,
+    path: PathBuf,
+}
+
+impl AtomicFile {
+    pub fn create(path: &Path) -> anyhow::Result<AtomicFile> {
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let tmp = tempfile::Builder::new()
+            .prefix(".refleet-")
+            .suffix(".tmp")
+            .tempfile_in(dir)
+            .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+        Ok(AtomicFile {
+            inner: BufWriter::with_capacity(256 * 1024, tmp),
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn commit(self) -> anyhow::Result<()> {
+        let tmp = self.inner.into_inner().map_err(|e| e.into_error())?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(&self.path)
+            .with_context(|| format!("cannot write {}", self.path.display()))?;
+        Ok(())
+    }
+}
+
+impl Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.inner.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// `rejects.csv` and `warnings.csv`: `row,column,value,code,message`.
+pub struct RejectsWriter {
+    csv: csv::Writer<AtomicFile>,
+    pub count: u64,
+}
+
+impl RejectsWriter {
+    pub fn create(path: &Path) -> anyhow::Result<RejectsWriter> {
+        let mut csv = csv::Writer::from_writer(AtomicFile::create(path)?);
+        csv.write_record(["row", "column", "value", "code", "message"])?;
+        Ok(RejectsWriter { csv, count: 0 })
+    }
+
+    pub fn write(&mut self, r: &Reject) -> anyhow::Result<()> {
+        let row = r.row.to_string();
+        self.csv.write_record([
+            row.as_str(),
+            neutralise(&r.column).as_ref(),
+            neutralise(&r.value).as_ref(),
+            r.code.as_str(),
+            neutralise(&r.message).as_ref(),
+        ])?;
+        self.count += 1;
+        Ok(())
+    }
+
+    pub fn commit(self) -> anyhow::Result<()> {
+        let file = self
+            .csv
+            .into_inner()
+            .map_err(|e| anyhow::anyhow!("{}", e.error()))?;
+        file.commit()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formula_cells_are_neutralised() {
+        for s in ["=1+1", "+SUM(A1)", "-2", "@cmd", "\tx", "\rx", "\0x"] {
+            assert!(neutralise(s).starts_with('\''), "{s:?}");
+        }
+        for s in ["", "plain", "00:04:F2:AB:CD:EF", "a=b"] {
+            assert_eq!(neutralise(s), s);
+        }
+    }
+
+    #[test]
+    fn atomic_file_appears_only_on_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.csv");
+        let mut f = AtomicFile::create(&path).unwrap();
+        f.write_all(b"x").unwrap();
+        assert!(!path.exists());
+        f.commit().unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"x");
+    }
+}
