@@ -456,15 +456,13 @@ fn plant(
         MacReserved => c[1] = "01:00:5E:00:00:FB".into(),
         MacForeignOui if family == 0 => {
             // Keep the serial equal to the MAC: the row stays valid with a warning.
-            let mac = 0x02_1234_000000u64 | (i & 0xFF_FFFF);
+            let mac = 0x0212_3400_0000_u64 | (i & 0xFF_FFFF);
             c[1] = fmt_mac(mac, 0);
             c[0] = format!("{mac:012X}");
         }
-        MacForeignOui => c[1] = fmt_mac(0x02_1234_000000u64 | (i & 0xFF_FFFF), 0),
+        MacForeignOui => c[1] = fmt_mac(0x0212_3400_0000_u64 | (i & 0xFF_FFFF), 0),
         SerialInvalid => c[0] = "SN#12".into(),
-        SerialMacMismatch if family == 0 => {
-            c[0] = format!("{}", ids(opts.seed, i + (1 << 23), 0).serial)
-        }
+        SerialMacMismatch if family == 0 => c[0] = ids(opts.seed, i + (1 << 23), 0).serial,
         SerialMacMismatch => c[0] = "BADSERIAL123".into(),
         LicenseInvalid => c[4] = "LIC-123".into(),
         AccountInvalid => c[6] = "#ACME".into(),
@@ -635,7 +633,7 @@ pub fn write_inventory_csv(opts: &GenOptions, out: &mut dyn Write) -> std::io::R
 /// All inventory rows as string columns (for the Parquet output).
 pub fn inventory_columns(opts: &GenOptions, start: u64, end: u64) -> Vec<Vec<String>> {
     let rows: Vec<[String; 15]> = (start..end).into_par_iter().map(|i| row(opts, i)).collect();
-    let mut cols: Vec<Vec<String>> = vec![Vec::with_capacity(rows.len()); 15];
+    let mut cols: Vec<Vec<String>> = (0..15).map(|_| Vec::with_capacity(rows.len())).collect();
     for r in rows {
         for (c, v) in cols.iter_mut().zip(r) {
             c.push(v);

@@ -2,6 +2,11 @@
 
 use std::process::ExitCode;
 
+// Items are built on worker threads and freed on another: mimalloc handles
+// that without the arena growth glibc shows (measured in benches/README.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     refleet::logging::init();
     match refleet::cli::run() {

@@ -14,6 +14,7 @@ use std::sync::mpsc::sync_channel;
 use compact_str::CompactString;
 use hashbrown::HashSet;
 use rayon::prelude::*;
+use smallvec::SmallVec;
 
 use crate::domain::{
     parse_bool, parse_timestamp, DateError, DateFormat, DeactivationReason, Item, ItemKind,
@@ -175,8 +176,10 @@ pub struct Validator<'p> {
     columns: HeaderMap,
 }
 
-/// The result for one row, before duplicate detection.
+/// The result for one row, before duplicate detection. Not boxed: a box
+/// would cost an allocation per valid row on the hot path.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum RowOutcome {
     Valid { item: Item, warnings: Vec<Reject> },
     Rejected(Vec<Reject>),
@@ -231,21 +234,30 @@ impl<'p> Validator<'p> {
             warnings: Vec::new(),
         };
 
-        // Any field that is not UTF-8 rejects the row, naming the column.
+        // Any field that is not UTF-8 rejects the row, naming the column. One
+        // check of the whole record covers the common case: fields split at
+        // ASCII delimiters, so each is UTF-8 when the record is.
+        let record = std::str::from_utf8(chunk.record_bytes(r)).ok();
+        let text = |i: usize| -> Result<&str, ()> {
+            match record {
+                Some(rec) => rec.get(chunk.field_range(r, i)).ok_or(()),
+                None => std::str::from_utf8(chunk.field(r, i)).map_err(|_| ()),
+            }
+        };
         let mut texts: [&str; INVENTORY_COLUMNS.len()] = [""; INVENTORY_COLUMNS.len()];
         for (c, idx) in self.columns.canonical.iter().enumerate() {
             if let Some(i) = *idx {
-                match std::str::from_utf8(chunk.field(r, i)) {
+                match text(i) {
                     Ok(s) => texts[c] = s.trim(),
-                    Err(_) => v.encoding(Cow::Borrowed(INVENTORY_COLUMNS[c]), chunk.field(r, i)),
+                    Err(()) => v.encoding(Cow::Borrowed(INVENTORY_COLUMNS[c]), chunk.field(r, i)),
                 }
             }
         }
-        let mut extra = Vec::with_capacity(self.columns.extras.len());
+        let mut extra = SmallVec::new();
         for &i in &self.columns.extras {
-            match std::str::from_utf8(chunk.field(r, i)) {
+            match text(i) {
                 Ok(s) => extra.push(CompactString::from(s)),
-                Err(_) => v.encoding(Cow::Owned(self.columns.names[i].clone()), chunk.field(r, i)),
+                Err(()) => v.encoding(Cow::Owned(self.columns.names[i].clone()), chunk.field(r, i)),
             }
         }
         let get = |c: Col| -> &str { texts[c as usize] };
@@ -403,15 +415,15 @@ impl<'p> Validator<'p> {
                         }
                     },
                 };
-                if let (Some(s), Some(m), Some(f)) = (serial, mac, family) {
+                if let (Some(s), Some(m), Some(f), Some(model)) = (serial, mac, family, model) {
                     if f.serial_is_mac && s.as_bytes() != m.hex12() {
                         v.reject(
                             Col::Serial,
                             get(Col::Serial),
                             RejectCode::SerialMacMismatch,
                             format!(
-                                "{} serials are the MAC's 12 hex digits: expected {}",
-                                f.name,
+                                "a {}'s serial is its MAC's 12 hex digits: expected {}",
+                                self.policy.models[usize::from(model)].name,
                                 String::from_utf8_lossy(&m.hex12())
                             ),
                         );
@@ -568,68 +580,120 @@ impl RowCheck {
     }
 }
 
+type FastSet<K> = HashSet<K, foldhash::fast::FixedState>;
+
 /// Serials, MACs and license ids seen so far; the first valid occurrence wins.
+///
+/// Keys are exact (no hashing of identifiers into fewer bits): a serial of up
+/// to 12 characters fits a `u64`, longer ones a `u128`; a MAC is its 48 bits.
 #[derive(Default)]
 pub struct DuplicateIndex {
-    serials: HashSet<u128, foldhash::fast::FixedState>,
-    macs: HashSet<u64, foldhash::fast::FixedState>,
-    licenses: HashSet<u128, foldhash::fast::FixedState>,
+    short_serials: FastSet<u64>,
+    long_serials: FastSet<u128>,
+    macs: FastSet<u64>,
+    licenses: FastSet<u128>,
+}
+
+#[derive(Clone, Copy)]
+enum SerialKey {
+    Short(u64),
+    Long(u128),
 }
 
 impl DuplicateIndex {
+    /// Sized for about `rows` rows, so the tables do not grow (and briefly
+    /// double) while a large file is read.
+    pub fn with_capacity(rows: usize) -> DuplicateIndex {
+        let hasher = foldhash::fast::FixedState::default;
+        DuplicateIndex {
+            short_serials: FastSet::with_capacity_and_hasher(rows, hasher()),
+            long_serials: FastSet::with_capacity_and_hasher(rows / 8, hasher()),
+            macs: FastSet::with_capacity_and_hasher(rows, hasher()),
+            licenses: FastSet::with_capacity_and_hasher(rows / 16, hasher()),
+        }
+    }
+
+    fn serial_key(s: &crate::domain::Serial) -> SerialKey {
+        let k = s.key();
+        if s.as_bytes().len() <= 12 {
+            SerialKey::Short(k as u64)
+        } else {
+            SerialKey::Long(k)
+        }
+    }
+
+    fn insert_serial(&mut self, k: SerialKey) -> bool {
+        match k {
+            SerialKey::Short(k) => self.short_serials.insert(k),
+            SerialKey::Long(k) => self.long_serials.insert(k),
+        }
+    }
+
+    fn remove_serial(&mut self, k: SerialKey) {
+        match k {
+            SerialKey::Short(k) => self.short_serials.remove(&k),
+            SerialKey::Long(k) => self.long_serials.remove(&k),
+        };
+    }
+
     /// Records the item's identifiers, or returns the duplicate rejects and
     /// records nothing (a rejected row does not shadow a later good one).
     pub fn check(&mut self, item: &Item) -> Vec<Reject> {
+        // Insert first and undo on a duplicate: one probe per key on the
+        // common path instead of a look-up and an insert.
+        let serial = (item.kind == ItemKind::Device)
+            .then_some(item.serial)
+            .flatten();
+        let serial_key = serial.as_ref().map(Self::serial_key);
+        let serial_new = serial_key.map(|k| self.insert_serial(k));
+        let mac_new = item.mac.map(|m| self.macs.insert(m.as_u64()));
+        let license_new = item.license_id.map(|l| self.licenses.insert(l.key()));
+        if serial_new != Some(false) && mac_new != Some(false) && license_new != Some(false) {
+            return Vec::new();
+        }
         let mut rejects = Vec::new();
         let mut dup = |column: &'static str, value: String, code: RejectCode, what: &str| {
             rejects.push(Reject {
                 row: item.row,
                 column: Cow::Borrowed(column),
-                value: value.clone(),
-                code,
                 message: format!("{what} {value} already appears in an earlier row; the first occurrence is kept"),
+                value,
+                code,
             });
         };
-        let serial_key = (item.kind == ItemKind::Device)
-            .then_some(item.serial)
-            .flatten()
-            .map(|s| s.key());
-        let mac_key = item.mac.map(Mac::as_u64);
-        let license_key = item.license_id.map(|l| l.key());
-        if let (Some(k), Some(s)) = (serial_key, item.serial) {
-            if self.serials.contains(&k) {
-                dup(
-                    "serial_number",
-                    s.to_string(),
-                    RejectCode::DuplicateSerial,
-                    "serial",
-                );
-            }
+        match (serial_new, serial_key, serial) {
+            (Some(false), _, Some(s)) => dup(
+                "serial_number",
+                s.to_string(),
+                RejectCode::DuplicateSerial,
+                "serial",
+            ),
+            (Some(true), Some(k), _) => self.remove_serial(k),
+            _ => {}
         }
-        if let (Some(k), Some(m)) = (mac_key, item.mac) {
-            if self.macs.contains(&k) {
-                dup(
-                    "mac_address",
-                    m.to_string(),
-                    RejectCode::DuplicateMac,
-                    "MAC",
-                );
+        match (mac_new, item.mac) {
+            (Some(false), Some(m)) => dup(
+                "mac_address",
+                m.to_string(),
+                RejectCode::DuplicateMac,
+                "MAC",
+            ),
+            (Some(true), Some(m)) => {
+                self.macs.remove(&m.as_u64());
             }
+            _ => {}
         }
-        if let (Some(k), Some(l)) = (license_key, item.license_id) {
-            if self.licenses.contains(&k) {
-                dup(
-                    "license_id",
-                    l.to_string(),
-                    RejectCode::DuplicateLicense,
-                    "license",
-                );
+        match (license_new, item.license_id) {
+            (Some(false), Some(l)) => dup(
+                "license_id",
+                l.to_string(),
+                RejectCode::DuplicateLicense,
+                "license",
+            ),
+            (Some(true), Some(l)) => {
+                self.licenses.remove(&l.key());
             }
-        }
-        if rejects.is_empty() {
-            serial_key.map(|k| self.serials.insert(k));
-            mac_key.map(|k| self.macs.insert(k));
-            license_key.map(|k| self.licenses.insert(k));
+            _ => {}
         }
         rejects
     }
@@ -656,46 +720,60 @@ pub struct ValidateStats {
 /// that a few chunks in flight stay in the tens of megabytes.
 pub const CHUNK_RECORDS: usize = 32 * 1024;
 
-/// Runs the stage: reads `source` on one thread, validates each chunk on
-/// `pool`, finds duplicates in row order and hands everything to `sink`.
+/// Runs the stage as a three-step pipeline: one thread reads and splits
+/// records, `pool` validates each chunk on all cores, and the calling thread
+/// finds duplicates in row order and hands everything to `sink`, so reading,
+/// validating and de-duplicating overlap. `expected_rows` (a guess from the
+/// file size, 0 if unknown) pre-sizes the duplicate index.
 pub fn run(
     mut source: Box<dyn RecordSource>,
     validator: &Validator<'_>,
     pool: &rayon::ThreadPool,
+    expected_rows: usize,
     sink: &mut dyn ValidateSink,
     progress: &dyn Progress,
 ) -> anyhow::Result<ValidateStats> {
-    let (tx, rx) = sync_channel::<Result<RecordChunk, IngestError>>(2);
+    let (raw_tx, raw_rx) = sync_channel::<Result<RecordChunk, IngestError>>(2);
+    let (done_tx, done_rx) = sync_channel::<Result<(usize, Vec<RowOutcome>), IngestError>>(2);
     std::thread::scope(|scope| {
         scope.spawn(move || loop {
             match source.next_chunk(CHUNK_RECORDS) {
                 Ok(Some(chunk)) => {
-                    if tx.send(Ok(chunk)).is_err() {
+                    if raw_tx.send(Ok(chunk)).is_err() {
                         break;
                     }
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    let _ = tx.send(Err(e));
+                    let _ = raw_tx.send(Err(e));
+                    break;
+                }
+            }
+        });
+        scope.spawn(move || {
+            for chunk in raw_rx {
+                let result = chunk.map(|chunk| {
+                    let outcomes = pool.install(|| {
+                        (0..chunk.len())
+                            .into_par_iter()
+                            .with_min_len(256)
+                            .map(|i| validator.validate(&chunk, chunk.record_at(i)))
+                            .collect()
+                    });
+                    (chunk.len(), outcomes)
+                });
+                if done_tx.send(result).is_err() {
                     break;
                 }
             }
         });
         let mut stats = ValidateStats::default();
-        let mut index = DuplicateIndex::default();
+        let mut index = DuplicateIndex::with_capacity(expected_rows);
         let mut by_code: BTreeMap<RejectCode, u64> = BTreeMap::new();
         let mut warn_by_code: BTreeMap<RejectCode, u64> = BTreeMap::new();
-        for chunk in rx {
-            let chunk = chunk?;
-            let outcomes: Vec<RowOutcome> = pool.install(|| {
-                chunk
-                    .records()
-                    .collect::<Vec<_>>()
-                    .into_par_iter()
-                    .map(|r| validator.validate(&chunk, r))
-                    .collect()
-            });
-            stats.rows += outcomes.len() as u64;
+        for done in done_rx {
+            let (len, outcomes) = done?;
+            stats.rows += len as u64;
             for outcome in outcomes {
                 let rejects = match outcome {
                     RowOutcome::Valid { item, warnings } => {
@@ -719,7 +797,7 @@ pub fn run(
                     sink.reject(r)?;
                 }
             }
-            progress.rows(chunk.len() as u64);
+            progress.rows(len as u64);
         }
         stats.rejects_by_code = by_code
             .into_iter()

@@ -88,10 +88,7 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
 fn write_parquet(opts: &GenOptions, path: &std::path::Path) -> anyhow::Result<()> {
     let names: Vec<&str> = gen::INVENTORY_HEADER.split(',').collect();
     let dir = path.parent().unwrap_or(std::path::Path::new("."));
-    let tmp = tempfile::Builder::new()
-        .prefix(".refleet-")
-        .suffix(".tmp")
-        .tempfile_in(dir)?;
+    let tmp = crate::report::temp_in(dir)?;
     let mut writer = None;
     let batch = 256 * 1024;
     let mut start = 0;

@@ -137,10 +137,16 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
     let pool = thread_pool(settings.threads)?;
     let progress = super::progress::for_terminal(global.quiet);
     progress.start(opened.total_bytes, opened.bytes_read.clone());
+    // About 130 bytes per row in a typical export: pre-size, never cap.
+    let expected_rows = opened
+        .total_bytes
+        .map_or(0, |b| (b / 130) as usize)
+        .min(50_000_000);
     let stats = validate::run(
         opened.source,
         &validator,
         &pool,
+        expected_rows,
         &mut sink,
         progress.as_ref(),
     )

@@ -1,6 +1,7 @@
 //! The validated inventory item: what every stage after `validate` works on.
 
 use compact_str::CompactString;
+use smallvec::SmallVec;
 
 use super::{Country, LicenseId, Mac, Region, Serial, Timestamp};
 use crate::policy::ModelId;
@@ -45,7 +46,7 @@ fn enum_key(s: &str) -> CompactString {
 impl ItemKind {
     pub const ALLOWED: &'static str = "device, license";
     pub fn parse(s: &str) -> Option<ItemKind> {
-        match enum_key(s).as_str() {
+        match enum_key(s).as_ref() {
             "device" => Some(ItemKind::Device),
             "license" | "licence" => Some(ItemKind::License),
             _ => None,
@@ -64,7 +65,7 @@ impl DeactivationReason {
         "license_timeout, contract_lapsed, migration, manual, security_lock, unknown";
     pub fn parse(s: &str) -> Option<DeactivationReason> {
         use DeactivationReason::*;
-        match enum_key(s).as_str() {
+        match enum_key(s).as_ref() {
             "license_timeout" | "licence_timeout" => Some(LicenseTimeout),
             "contract_lapsed" => Some(ContractLapsed),
             "migration" => Some(Migration),
@@ -90,7 +91,7 @@ impl DeactivationReason {
 impl RepairStatus {
     pub const ALLOWED: &'static str = "none, pending, in_repair";
     pub fn parse(s: &str) -> Option<RepairStatus> {
-        match enum_key(s).as_str() {
+        match enum_key(s).as_ref() {
             "none" => Some(RepairStatus::None),
             "pending" => Some(RepairStatus::Pending),
             "in_repair" => Some(RepairStatus::InRepair),
@@ -108,7 +109,7 @@ impl RepairStatus {
 
 /// `true/false/yes/no/1/0` (SPEC §2.1), any case.
 pub fn parse_bool(s: &str) -> Option<bool> {
-    match enum_key(s).as_str() {
+    match enum_key(s).as_ref() {
         "true" | "yes" | "y" | "1" => Some(true),
         "false" | "no" | "n" | "0" => Some(false),
         _ => None,
@@ -139,7 +140,8 @@ pub struct Item {
     pub repair_status: RepairStatus,
     pub reported_lost: bool,
     /// The columns refleet does not know, in file order, carried to reports.
-    pub extra: Vec<CompactString>,
+    /// Inline for up to two columns: no allocation per row in the hot path.
+    pub extra: SmallVec<[CompactString; 2]>,
 }
 
 impl Item {

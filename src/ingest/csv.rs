@@ -379,10 +379,9 @@ fn count_outside_quotes(line: &[u8], d: u8) -> usize {
 mod tests {
     use super::*;
 
-    fn read_all(
-        data: &[u8],
-        cap: usize,
-    ) -> (Vec<String>, Vec<(u64, Result<Vec<String>, RejectCode>)>) {
+    type Rows = Vec<(u64, Result<Vec<String>, RejectCode>)>;
+
+    fn read_all(data: &[u8], cap: usize) -> (Vec<String>, Rows) {
         let mut src =
             CsvSource::new(Box::new(std::io::Cursor::new(data.to_vec())), None, cap).unwrap();
         let headers = src.headers().to_vec();

@@ -136,6 +136,10 @@ impl RecordChunk {
         (0..self.records.len()).map(RecordIdx)
     }
 
+    pub fn record_at(&self, i: usize) -> RecordIdx {
+        RecordIdx(i)
+    }
+
     pub fn row(&self, r: RecordIdx) -> u64 {
         self.records[r.0].row
     }
@@ -159,15 +163,34 @@ impl RecordChunk {
         }
     }
 
-    /// Field `i` of record `r`, or empty when the record is narrower.
-    pub fn field(&self, r: RecordIdx, i: usize) -> &[u8] {
+    /// All of record `r`'s field bytes, back to back.
+    pub fn record_bytes(&self, r: RecordIdx) -> &[u8] {
+        let m = &self.records[r.0];
+        let len = if m.width == 0 {
+            0
+        } else {
+            self.ends[m.ends_start as usize + m.width as usize - 1] as usize
+        };
+        &self.data[m.data_start..m.data_start + len]
+    }
+
+    /// Where field `i` sits inside [`RecordChunk::record_bytes`]; empty when
+    /// the record is narrower.
+    pub fn field_range(&self, r: RecordIdx, i: usize) -> std::ops::Range<usize> {
         let m = &self.records[r.0];
         if i >= m.width as usize {
-            return &[];
+            return 0..0;
         }
         let e = m.ends_start as usize + i;
         let start = if i == 0 { 0 } else { self.ends[e - 1] as usize };
-        &self.data[m.data_start + start..m.data_start + self.ends[e] as usize]
+        start..self.ends[e] as usize
+    }
+
+    /// Field `i` of record `r`, or empty when the record is narrower.
+    pub fn field(&self, r: RecordIdx, i: usize) -> &[u8] {
+        let range = self.field_range(r, i);
+        let start = self.records[r.0].data_start;
+        &self.data[start + range.start..start + range.end]
     }
 }
 

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use chrono::NaiveDate;
+use compact_str::CompactString;
 use regex::Regex;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -269,7 +270,7 @@ pub struct Policy {
     pub vendor_ouis: HashSet<u32>,
     pub families: Vec<Family>,
     pub models: Vec<Model>,
-    model_index: HashMap<String, ModelId>,
+    model_index: hashbrown::HashMap<CompactString, ModelId, foldhash::fast::FixedState>,
     pub countries: CountryTable,
     pub currencies: BTreeMap<Region, String>,
     pub restricted: HashSet<Country>,
@@ -284,12 +285,17 @@ impl std::fmt::Debug for CountryTable {
 }
 
 /// Catalog matching ignores case, spaces, punctuation and a vendor prefix.
-pub fn normalise_model(name: &str) -> String {
-    let n = normalise_name(name);
+/// Short names (all real ones) are normalised without a heap allocation.
+pub fn normalise_model(name: &str) -> CompactString {
+    let n: CompactString = name
+        .chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect();
     for prefix in ["polycom", "plantronics", "hppoly", "poly"] {
         if let Some(rest) = n.strip_prefix(prefix) {
             if !rest.is_empty() {
-                return rest.to_string();
+                return rest.into();
             }
         }
     }
@@ -361,7 +367,8 @@ impl Policy {
         }
 
         let mut models = Vec::new();
-        let mut model_index = HashMap::new();
+        let mut model_index =
+            hashbrown::HashMap::with_hasher(foldhash::fast::FixedState::default());
         for (name, m) in &file.models {
             let family = *family_ids.get(&m.family).ok_or_else(|| {
                 invalid(format!(
@@ -444,7 +451,9 @@ impl Policy {
     }
 
     pub fn model(&self, name: &str) -> Option<ModelId> {
-        self.model_index.get(&normalise_model(name)).copied()
+        self.model_index
+            .get(normalise_model(name).as_str())
+            .copied()
     }
 
     pub fn family_of(&self, model: ModelId) -> &Family {

@@ -25,6 +25,21 @@ pub fn neutralise(cell: &str) -> Cow<'_, str> {
 
 use std::borrow::Cow;
 
+/// A temporary file in `dir` (so the final rename stays on one file system),
+/// readable like any other report (tempfile's default is owner-only).
+pub fn temp_in(dir: &Path) -> anyhow::Result<tempfile::NamedTempFile> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".refleet-").suffix(".tmp");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o644));
+    }
+    builder
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a file in {}", dir.display()))
+}
+
 /// A file that appears at its path only when [`AtomicFile::commit`] is called.
 pub struct AtomicFile {
     inner: BufWriter<tempfile::NamedTempFile>,
@@ -37,11 +52,7 @@ impl AtomicFile {
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        let tmp = tempfile::Builder::new()
-            .prefix(".refleet-")
-            .suffix(".tmp")
-            .tempfile_in(dir)
-            .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+        let tmp = temp_in(dir)?;
         Ok(AtomicFile {
             inner: BufWriter::with_capacity(256 * 1024, tmp),
             path: path.to_path_buf(),

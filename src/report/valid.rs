@@ -36,9 +36,11 @@ pub enum ValidFormat {
     Parquet,
 }
 
+/// One per run, so the size of its variants does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum ValidWriter {
     Csv(csv::Writer<AtomicFile>),
-    Parquet(ParquetSink),
+    Parquet(Box<ParquetSink>),
 }
 
 pub struct ParquetSink {
@@ -95,12 +97,9 @@ impl ValidWriter {
                     .parent()
                     .filter(|p| !p.as_os_str().is_empty())
                     .unwrap_or(Path::new("."));
-                let tmp = tempfile::Builder::new()
-                    .prefix(".refleet-")
-                    .suffix(".tmp")
-                    .tempfile_in(dir)?;
+                let tmp = crate::report::temp_in(dir)?;
                 let text_columns = names.len() - 2;
-                ValidWriter::Parquet(ParquetSink {
+                ValidWriter::Parquet(Box::new(ParquetSink {
                     names,
                     columns: vec![Vec::new(); text_columns],
                     rows: Vec::new(),
@@ -108,7 +107,7 @@ impl ValidWriter {
                     writer: None,
                     tmp,
                     path: path.to_path_buf(),
-                })
+                }))
             }
         })
     }

@@ -1,0 +1,445 @@
+//! Integration tests: the real `refleet` binary on the fixtures in
+//! `fixtures/` and on generated inventories. One test binary on purpose
+//! (polars makes each one large).
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+
+fn refleet() -> Command {
+    let mut cmd = Command::cargo_bin("refleet").expect("binary built");
+    cmd.env_remove("REFLEET_POLICY");
+    cmd
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+}
+
+/// (row, column, code) of each line of a rejects file.
+fn rejects(path: &Path) -> Vec<(u64, String, String)> {
+    let mut r = csv::Reader::from_path(path).expect("rejects file");
+    assert_eq!(
+        r.headers().unwrap(),
+        vec!["row", "column", "value", "code", "message"]
+    );
+    r.records()
+        .map(|rec| {
+            let rec = rec.unwrap();
+            (
+                rec[0].parse().unwrap(),
+                rec[1].to_string(),
+                rec[3].to_string(),
+            )
+        })
+        .collect()
+}
+
+fn rj(row: u64, column: &str, code: &str) -> (u64, String, String) {
+    (row, column.to_string(), code.to_string())
+}
+
+/// Runs `refleet validate` and returns the output directory.
+fn validate(input: &Path, extra: &[&str]) -> (tempfile::TempDir, std::process::Output) {
+    let out = tempfile::tempdir().unwrap();
+    let output = refleet()
+        .arg("validate")
+        .arg(input)
+        .arg("--out")
+        .arg(out.path())
+        .args(extra)
+        .output()
+        .unwrap();
+    (out, output)
+}
+
+fn ok_validate(input: &Path, extra: &[&str]) -> tempfile::TempDir {
+    let (out, output) = validate(input, extra);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    out
+}
+
+#[test]
+fn every_reject_code_on_its_row() {
+    let out = ok_validate(&fixture("every_code.csv"), &["--emit-valid"]);
+    assert_eq!(
+        rejects(&out.path().join("rejects.csv")),
+        vec![
+            rj(4, "mac_address", "MAC_INVALID"),
+            rj(5, "mac_address", "MAC_RESERVED"),
+            rj(6, "mac_address", "MAC_RESERVED"),
+            rj(8, "serial_number", "SERIAL_INVALID"),
+            rj(9, "serial_number", "SERIAL_MAC_MISMATCH"),
+            rj(10, "license_id", "LICENSE_INVALID"),
+            rj(11, "account_id", "ACCOUNT_INVALID"),
+            rj(12, "contract_id", "CONTRACT_ID_INVALID"),
+            rj(13, "country", "COUNTRY_INVALID"),
+            rj(14, "deactivated_at", "DATE_INVALID"),
+            rj(15, "deactivated_at", "DATE_AMBIGUOUS"),
+            rj(16, "serial_number", "DUPLICATE_SERIAL"),
+            rj(17, "mac_address", "DUPLICATE_MAC"),
+            rj(19, "license_id", "DUPLICATE_LICENSE"),
+            rj(20, "account_id", "MISSING_FIELD"),
+            rj(21, "mac_address", "MISSING_FIELD"),
+            rj(22, "item_type", "VALUE_INVALID"),
+            rj(22, "deactivation_reason", "VALUE_INVALID"),
+            rj(22, "repair_status", "VALUE_INVALID"),
+            rj(22, "reported_lost", "VALUE_INVALID"),
+            rj(23, "", "FIELD_COUNT_MISMATCH"),
+            rj(24, "account_id", "MISSING_FIELD"),
+            rj(24, "contract_id", "MISSING_FIELD"),
+            rj(24, "country", "MISSING_FIELD"),
+            rj(24, "deactivated_at", "MISSING_FIELD"),
+            rj(24, "serial_number", "SERIAL_INVALID"),
+            rj(24, "mac_address", "MAC_INVALID"),
+            rj(25, "serial_number", "DUPLICATE_SERIAL"),
+            rj(25, "mac_address", "DUPLICATE_MAC"),
+        ]
+    );
+    // The foreign OUI is a warning: the row is kept.
+    assert_eq!(
+        rejects(&out.path().join("warnings.csv")),
+        vec![rj(7, "mac_address", "MAC_FOREIGN_OUI")]
+    );
+    let valid = std::fs::read_to_string(out.path().join("valid.csv")).unwrap();
+    let rows: Vec<&str> = valid
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    assert_eq!(rows, vec!["1", "2", "3", "7", "18"]);
+    // Canonical forms: MAC notation, date-time in UTC, license id grouping.
+    assert!(
+        valid.contains("2,device,0004F2000002,00:04:F2:00:00:02,CCX 500,"),
+        "{valid}"
+    );
+    assert!(
+        valid.contains(",JP,APAC,Tokyo,2026-10-03T00:30:00Z,manual,none,false"),
+        "{valid}"
+    );
+    assert!(
+        valid.contains("18,license,,,,ABCD-EFGH-1234-5678,0004F2000001,"),
+        "{valid}"
+    );
+}
+
+#[test]
+fn export_quirks_give_the_same_single_reject() {
+    for name in [
+        "bom_crlf.csv",
+        "semicolon.csv",
+        "aliased_headers.csv",
+        "quoted_newlines.csv",
+    ] {
+        let out = ok_validate(&fixture(name), &["--emit-valid"]);
+        assert_eq!(
+            rejects(&out.path().join("rejects.csv")),
+            vec![rj(4, "mac_address", "MAC_INVALID")],
+            "{name}"
+        );
+        let mut valid = csv::Reader::from_path(out.path().join("valid.csv")).unwrap();
+        assert_eq!(valid.records().count(), 3, "{name}");
+    }
+}
+
+#[test]
+fn aliased_headers_are_canonical_in_valid_csv_and_unknown_columns_carried() {
+    let out = ok_validate(&fixture("aliased_headers.csv"), &["--emit-valid"]);
+    let mut valid = csv::Reader::from_path(out.path().join("valid.csv")).unwrap();
+    let headers = valid.headers().unwrap().clone();
+    assert_eq!(&headers[2], "serial_number");
+    assert_eq!(&headers[3], "mac_address");
+    assert_eq!(headers.iter().next_back(), Some("Cost Center"));
+    let first = valid.records().next().unwrap().unwrap();
+    assert_eq!(first.iter().next_back(), Some("CC-0"));
+}
+
+#[test]
+fn quoted_newlines_survive_into_valid_csv() {
+    let out = ok_validate(&fixture("quoted_newlines.csv"), &["--emit-valid"]);
+    let mut valid = csv::Reader::from_path(out.path().join("valid.csv")).unwrap();
+    let first = valid.records().next().unwrap().unwrap();
+    assert_eq!(&first[11], "HQ\nBuilding 2, Floor \"3\"");
+}
+
+#[test]
+fn latin1_byte_rejects_only_its_row() {
+    let out = ok_validate(&fixture("latin1.csv"), &["--emit-valid"]);
+    assert_eq!(
+        rejects(&out.path().join("rejects.csv")),
+        vec![rj(2, "site", "ENCODING_INVALID")]
+    );
+    let valid = std::fs::read_to_string(out.path().join("valid.csv")).unwrap();
+    assert_eq!(valid.lines().count(), 3);
+}
+
+#[test]
+fn unterminated_quote_is_reported_where_it_starts_and_the_rest_is_read() {
+    let out = ok_validate(&fixture("unterminated_quote.csv"), &["--emit-valid"]);
+    assert_eq!(
+        rejects(&out.path().join("rejects.csv")),
+        vec![
+            rj(2, "", "UNTERMINATED_QUOTE"),
+            rj(4, "mac_address", "MAC_INVALID")
+        ]
+    );
+    let valid = std::fs::read_to_string(out.path().join("valid.csv")).unwrap();
+    let rows: Vec<&str> = valid
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    assert_eq!(rows, vec!["1", "3"]);
+}
+
+#[test]
+fn missing_required_column_is_one_clear_fatal_error() {
+    let (_out, output) = validate(&fixture("missing_column.csv"), &[]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("required column `country` is missing"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("`countrycode`"),
+        "names the aliases tried: {stderr}"
+    );
+}
+
+#[test]
+fn empty_file_is_a_usage_error_and_header_only_is_fine() {
+    let (_out, output) = validate(&fixture("empty.csv"), &[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("empty"));
+    let out = ok_validate(&fixture("header_only.csv"), &[]);
+    assert!(rejects(&out.path().join("rejects.csv")).is_empty());
+}
+
+#[test]
+fn typed_parquet_columns_are_read_as_text() {
+    let out = ok_validate(&fixture("typed.parquet"), &["--emit-valid"]);
+    assert_eq!(
+        rejects(&out.path().join("rejects.csv")),
+        vec![
+            rj(4, "deactivated_at", "MISSING_FIELD"),
+            rj(4, "mac_address", "MAC_INVALID")
+        ]
+    );
+    let mut valid = csv::Reader::from_path(out.path().join("valid.csv")).unwrap();
+    let rows: Vec<csv::StringRecord> = valid.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 3);
+    // Integer account id, categorical model and country, date, boolean, carried integer column.
+    assert_eq!(
+        (&rows[0][4], &rows[0][7], &rows[0][9], &rows[0][12]),
+        ("VVX 450", "1001", "US", "2026-10-01")
+    );
+    assert_eq!(&rows[2][15], "true");
+    assert_eq!(&rows[2][16], "3");
+}
+
+#[test]
+fn formula_cells_are_neutralised_in_every_report() {
+    let out = ok_validate(&fixture("formulas.csv"), &["--emit-valid"]);
+    for file in ["rejects.csv", "valid.csv"] {
+        let mut r = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .from_path(out.path().join(file))
+            .unwrap();
+        for rec in r.records() {
+            for cell in rec.unwrap().iter() {
+                assert!(
+                    !cell.starts_with(['=', '+', '-', '@', '\t', '\r', '\0']),
+                    "{file}: {cell:?}"
+                );
+            }
+        }
+    }
+    let valid = std::fs::read_to_string(out.path().join("valid.csv")).unwrap();
+    assert!(
+        valid.contains("'@SUM(A1)") && valid.contains("'=HYPERLINK"),
+        "{valid}"
+    );
+    assert_eq!(valid.lines().count(), 3, "{valid}");
+}
+
+#[test]
+fn date_format_resolves_ambiguous_dates() {
+    let out = ok_validate(
+        &fixture("every_code.csv"),
+        &["--date-format", "dmy", "--emit-valid"],
+    );
+    assert!(!rejects(&out.path().join("rejects.csv"))
+        .iter()
+        .any(|r| r.2 == "DATE_AMBIGUOUS"));
+    let valid = std::fs::read_to_string(out.path().join("valid.csv")).unwrap();
+    assert!(valid.contains(",2025-04-03,"), "{valid}");
+    let (_o, output) = validate(&fixture("every_code.csv"), &["--date-format", "sometimes"]);
+    assert_eq!(output.status.code(), Some(2));
+}
+
+fn gen(dir: &Path, rows: u64, format: &str) {
+    refleet()
+        .args([
+            "gen",
+            "--rows",
+            &rows.to_string(),
+            "--seed",
+            "11",
+            "--defects",
+            "0.2",
+            "--format",
+            format,
+            "--out",
+        ])
+        .arg(dir)
+        .assert()
+        .success();
+}
+
+#[test]
+fn csv_gzip_zstd_parquet_and_stdin_give_identical_rejects() {
+    let dir = tempfile::tempdir().unwrap();
+    gen(dir.path(), 6000, "csv");
+    gen(dir.path(), 6000, "parquet");
+    let csv_path = dir.path().join("inventory.csv");
+    let plain = std::fs::read(&csv_path).unwrap();
+    // Deliberately named without .gz/.zst: the format is told by magic bytes.
+    let gz_path = dir.path().join("inventory.gzipped");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &plain).unwrap();
+    std::fs::write(&gz_path, gz.finish().unwrap()).unwrap();
+    let zst_path = dir.path().join("inventory.csv.zst");
+    std::fs::write(&zst_path, zstd::encode_all(&plain[..], 3).unwrap()).unwrap();
+
+    let reference = std::fs::read(ok_validate(&csv_path, &[]).path().join("rejects.csv")).unwrap();
+    let codes: std::collections::BTreeSet<String> =
+        rejects(&ok_validate(&csv_path, &[]).path().join("rejects.csv"))
+            .into_iter()
+            .map(|r| r.2)
+            .collect();
+    assert!(
+        codes.len() >= 12,
+        "a generated file has most reject codes: {codes:?}"
+    );
+    for input in [gz_path, zst_path, dir.path().join("inventory.parquet")] {
+        let got = std::fs::read(ok_validate(&input, &[]).path().join("rejects.csv")).unwrap();
+        assert!(
+            got == reference,
+            "{} differs from the CSV's rejects",
+            input.display()
+        );
+    }
+    let out = tempfile::tempdir().unwrap();
+    refleet()
+        .args(["validate", "-", "--out"])
+        .arg(out.path())
+        .write_stdin(plain)
+        .assert()
+        .success();
+    assert!(
+        std::fs::read(out.path().join("rejects.csv")).unwrap() == reference,
+        "stdin differs"
+    );
+}
+
+#[test]
+fn rejects_are_in_source_order_whatever_the_thread_count() {
+    let dir = tempfile::tempdir().unwrap();
+    gen(dir.path(), 80_000, "csv");
+    let input = dir.path().join("inventory.csv");
+    let one = std::fs::read(
+        ok_validate(&input, &["--threads", "1"])
+            .path()
+            .join("rejects.csv"),
+    )
+    .unwrap();
+    let four = std::fs::read(
+        ok_validate(&input, &["--threads", "4"])
+            .path()
+            .join("rejects.csv"),
+    )
+    .unwrap();
+    assert!(one == four);
+    let rows: Vec<u64> = rejects(
+        &ok_validate(&input, &["--threads", "3"])
+            .path()
+            .join("rejects.csv"),
+    )
+    .iter()
+    .map(|r| r.0)
+    .collect();
+    assert!(rows.windows(2).all(|w| w[0] <= w[1]));
+    assert!(rows.len() > 1000);
+}
+
+#[test]
+fn summary_and_quiet() {
+    let (_out, output) = validate(&fixture("every_code.csv"), &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("25 rows, 5 valid, 20 rejected, 1 warnings"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("rows/s"), "{stderr}");
+    let (_out, output) = validate(&fixture("every_code.csv"), &["--quiet"]);
+    assert!(output.stderr.is_empty());
+}
+
+#[test]
+fn policy_show_and_user_policy() {
+    let out = refleet().args(["policy", "show"]).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("[models.\"VVX 450\"]") && text.contains("restricted_countries"),
+        "{text}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[identifiers]\nserial_min_len = 8\nserial_max_len = \"x\"\n",
+    )
+    .unwrap();
+    let out = refleet()
+        .args(["policy", "show", "--policy"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 3"));
+
+    // A user alias makes an otherwise unknown header the serial column.
+    let user = dir.path().join("user.toml");
+    std::fs::write(&user, "[headers.aliases]\nassettag = \"serial_number\"\n").unwrap();
+    let inv = dir.path().join("inv.csv");
+    std::fs::write(
+        &inv,
+        "Asset Tag,mac,model,account,contract,country,deactivated\n0004F2000001,00:04:F2:00:00:01,VVX 450,A-1,C-1,US,2026-01-01\n",
+    )
+    .unwrap();
+    let out = ok_validate(&inv, &["--policy", user.to_str().unwrap(), "--emit-valid"]);
+    assert!(std::fs::read_to_string(out.path().join("valid.csv"))
+        .unwrap()
+        .contains("0004F2000001"));
+}
+
+#[test]
+fn sample_data_validates_with_a_believable_mix() {
+    let out = ok_validate(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-data/inventory.csv"),
+        &[],
+    );
+    let r = rejects(&out.path().join("rejects.csv"));
+    let codes: std::collections::BTreeSet<&str> = r.iter().map(|x| x.2.as_str()).collect();
+    assert!(r.len() > 20 && r.len() < 200, "{}", r.len());
+    assert!(codes.len() >= 8, "{codes:?}");
+}
