@@ -28,13 +28,14 @@ fn bench(c: &mut Criterion) {
         .expect("read")
         .expect("rows");
 
+    let state = validator.thread_state();
     let mut g = c.benchmark_group("validate");
     g.throughput(Throughput::Elements(chunk.len() as u64));
     g.bench_function("validate_row x32768 (one thread)", |b| {
         b.iter(|| {
             chunk
                 .records()
-                .map(|r| std::hint::black_box(validator.validate(&chunk, r)))
+                .map(|r| std::hint::black_box(validator.validate(&state, &chunk, r)))
                 .fold(0usize, |n, _| n + 1)
         })
     });

@@ -75,7 +75,10 @@ impl Args {
                 delimiter: self.delimiter,
                 max_record: self.max_record_bytes,
             },
-            validate: ValidateOptions { date_format },
+            validate: ValidateOptions {
+                date_format,
+                keep_items: self.emit_valid,
+            },
             threads: self.threads,
             emit_valid: self.emit_valid.then_some(match self.format {
                 Format::Csv => ValidFormat::Csv,

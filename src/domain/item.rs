@@ -45,8 +45,13 @@ fn enum_key(s: &str) -> CompactString {
 
 impl ItemKind {
     pub const ALLOWED: &'static str = "device, license";
+    /// Exact canonical spelling first (the common case), then lenient.
     pub fn parse(s: &str) -> Option<ItemKind> {
-        match enum_key(s).as_ref() {
+        Self::exact(s).or_else(|| Self::exact(&enum_key(s)))
+    }
+
+    fn exact(s: &str) -> Option<ItemKind> {
+        match s {
             "device" => Some(ItemKind::Device),
             "license" | "licence" => Some(ItemKind::License),
             _ => None,
@@ -63,9 +68,14 @@ impl ItemKind {
 impl DeactivationReason {
     pub const ALLOWED: &'static str =
         "license_timeout, contract_lapsed, migration, manual, security_lock, unknown";
+    /// Exact canonical spelling first (the common case), then lenient.
     pub fn parse(s: &str) -> Option<DeactivationReason> {
+        Self::exact(s).or_else(|| Self::exact(&enum_key(s)))
+    }
+
+    fn exact(s: &str) -> Option<DeactivationReason> {
         use DeactivationReason::*;
-        match enum_key(s).as_ref() {
+        match s {
             "license_timeout" | "licence_timeout" => Some(LicenseTimeout),
             "contract_lapsed" => Some(ContractLapsed),
             "migration" => Some(Migration),
@@ -90,8 +100,13 @@ impl DeactivationReason {
 
 impl RepairStatus {
     pub const ALLOWED: &'static str = "none, pending, in_repair";
+    /// Exact canonical spelling first (the common case), then lenient.
     pub fn parse(s: &str) -> Option<RepairStatus> {
-        match enum_key(s).as_ref() {
+        Self::exact(s).or_else(|| Self::exact(&enum_key(s)))
+    }
+
+    fn exact(s: &str) -> Option<RepairStatus> {
+        match s {
             "none" => Some(RepairStatus::None),
             "pending" => Some(RepairStatus::Pending),
             "in_repair" => Some(RepairStatus::InRepair),
@@ -109,7 +124,11 @@ impl RepairStatus {
 
 /// `true/false/yes/no/1/0` (SPEC §2.1), any case.
 pub fn parse_bool(s: &str) -> Option<bool> {
-    match enum_key(s).as_ref() {
+    bool_exact(s).or_else(|| bool_exact(&enum_key(s)))
+}
+
+fn bool_exact(s: &str) -> Option<bool> {
+    match s {
         "true" | "yes" | "y" | "1" => Some(true),
         "false" | "no" | "n" | "0" => Some(false),
         _ => None,

@@ -73,6 +73,10 @@ impl CsvSource {
             None => sniff_delimiter(&source.buf[..source.len]),
         };
         source.core = ReaderBuilder::new().delimiter(source.delimiter).build();
+        // The fast path does not know about byte-order marks: drop it here.
+        if source.buf[..source.len].starts_with(b"\xEF\xBB\xBF") {
+            source.pos = 3;
+        }
         match source.read_raw()? {
             Raw::End => return Err(IngestError::Empty),
             Raw::TooLarge => {
@@ -132,6 +136,9 @@ impl CsvSource {
 
     /// Parses one record into `out`/`ends`, remembering its raw bytes.
     fn read_raw(&mut self) -> Result<Raw, IngestError> {
+        if let Some(raw) = self.read_plain_line() {
+            return Ok(raw);
+        }
         self.raw.clear();
         let (mut olen, mut elen) = (0, 0);
         loop {
@@ -168,6 +175,54 @@ impl CsvSource {
                 }
                 ReadRecordResult::End => return Ok(Raw::End),
             }
+        }
+    }
+
+    /// The fast path: a whole line already in the buffer, with no quote and
+    /// no bare CR, is split with memchr. Everything else (quotes, a line cut
+    /// by the buffer end, an over-long line) goes through csv-core, which
+    /// this path matches byte for byte on the lines it takes.
+    fn read_plain_line(&mut self) -> Option<Raw> {
+        loop {
+            let input = &self.buf[self.pos..self.len];
+            let nl = memchr::memchr(b'\n', input)?;
+            let mut line = &input[..nl];
+            if line.last() == Some(&b'\r') {
+                line = &line[..line.len() - 1];
+            }
+            if line.is_empty() {
+                // A blank line is no record, as in csv-core.
+                self.pos += nl + 1;
+                continue;
+            }
+            if line.len() > self.max_record || memchr::memchr2(b'"', b'\r', line).is_some() {
+                return None;
+            }
+            self.raw.clear();
+            self.raw.extend_from_slice(&input[..=nl]);
+            if self.out.len() < line.len() {
+                self.out.resize(line.len().next_power_of_two(), 0);
+            }
+            // Fields are stored back to back without delimiters, as csv-core does.
+            let (mut n, mut olen, mut start) = (0, 0, 0);
+            for end in memchr::memchr_iter(self.delimiter, line).chain(std::iter::once(line.len()))
+            {
+                let field = &line[start..end];
+                self.out[olen..olen + field.len()].copy_from_slice(field);
+                olen += field.len();
+                if n == self.ends.len() {
+                    self.ends.resize(n * 2, 0);
+                }
+                self.ends[n] = olen;
+                n += 1;
+                start = end + 1;
+            }
+            self.out_len = olen;
+            self.ends_len = n;
+            self.pos += nl + 1;
+            return Some(Raw::Record {
+                at_eof: self.eof && self.pos == self.len,
+            });
         }
     }
 
@@ -224,10 +279,10 @@ impl RecordSource for CsvSource {
         &self.headers
     }
 
-    fn next_chunk(&mut self, max_records: usize) -> Result<Option<RecordChunk>, IngestError> {
-        let mut chunk = RecordChunk::with_capacity(max_records, self.headers.len());
+    fn fill(&mut self, chunk: &mut RecordChunk, max_records: usize) -> Result<(), IngestError> {
+        let start = chunk.len();
         let width = self.headers.len();
-        while chunk.len() < max_records {
+        while chunk.len() - start < max_records {
             let row = self.next_row;
             let problem = match self.read_raw()? {
                 Raw::End => break,
@@ -268,7 +323,7 @@ impl RecordSource for CsvSource {
                 }
             }
         }
-        Ok((!chunk.is_empty()).then_some(chunk))
+        Ok(())
     }
 }
 

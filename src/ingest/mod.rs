@@ -86,6 +86,14 @@ impl RecordChunk {
         self.records.len()
     }
 
+    /// Empties the chunk, keeping its buffers for the next fill.
+    pub fn clear(&mut self) {
+        self.data.clear();
+        self.ends.clear();
+        self.records.clear();
+        self.problems.clear();
+    }
+
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
     }
@@ -197,7 +205,16 @@ impl RecordChunk {
 /// Anything that yields record chunks in source order.
 pub trait RecordSource: Send {
     fn headers(&self) -> &[String];
-    fn next_chunk(&mut self, max_records: usize) -> Result<Option<RecordChunk>, IngestError>;
+
+    /// Appends up to `max_records` records to `chunk`; none means the end.
+    fn fill(&mut self, chunk: &mut RecordChunk, max_records: usize) -> Result<(), IngestError>;
+
+    /// The next chunk in a new buffer, or `None` at the end.
+    fn next_chunk(&mut self, max_records: usize) -> Result<Option<RecordChunk>, IngestError> {
+        let mut chunk = RecordChunk::default();
+        self.fill(&mut chunk, max_records)?;
+        Ok((!chunk.is_empty()).then_some(chunk))
+    }
 }
 
 /// Where an inventory comes from.

@@ -69,9 +69,9 @@ impl RecordSource for ParquetSource {
         &self.headers
     }
 
-    fn next_chunk(&mut self, max_records: usize) -> Result<Option<RecordChunk>, IngestError> {
+    fn fill(&mut self, chunk: &mut RecordChunk, max_records: usize) -> Result<(), IngestError> {
         if self.offset >= self.total_rows {
-            return Ok(None);
+            return Ok(());
         }
         let len = max_records.min(self.total_rows - self.offset);
         let file = File::open(&self.path)?;
@@ -83,7 +83,6 @@ impl RecordSource for ParquetSource {
             .iter()
             .map(|c| column_as_text(c.as_materialized_series()))
             .collect::<Result<_, _>>()?;
-        let mut chunk = RecordChunk::with_capacity(df.height(), columns.len());
         for i in 0..df.height() {
             let row = (self.offset + i + 1) as u64;
             chunk.push_fields(
@@ -97,7 +96,7 @@ impl RecordSource for ParquetSource {
             );
         }
         self.offset += len;
-        Ok(Some(chunk))
+        Ok(())
     }
 }
 

@@ -271,6 +271,9 @@ pub struct Policy {
     pub families: Vec<Family>,
     pub models: Vec<Model>,
     model_index: hashbrown::HashMap<CompactString, ModelId, foldhash::fast::FixedState>,
+    /// Names and aliases exactly as the policy writes them: most exports
+    /// do too, and this look-up needs no normalising.
+    model_exact: hashbrown::HashMap<String, ModelId, foldhash::fast::FixedState>,
     pub countries: CountryTable,
     pub currencies: BTreeMap<Region, String>,
     pub restricted: HashSet<Country>,
@@ -369,6 +372,8 @@ impl Policy {
         let mut models = Vec::new();
         let mut model_index =
             hashbrown::HashMap::with_hasher(foldhash::fast::FixedState::default());
+        let mut model_exact =
+            hashbrown::HashMap::with_hasher(foldhash::fast::FixedState::default());
         for (name, m) in &file.models {
             let family = *family_ids.get(&m.family).ok_or_else(|| {
                 invalid(format!(
@@ -385,6 +390,7 @@ impl Policy {
             }
             let id = models.len() as ModelId;
             for key in std::iter::once(name).chain(&m.aliases) {
+                model_exact.insert(key.clone(), id);
                 if let Some(prev) = model_index.insert(normalise_model(key), id) {
                     if prev != id {
                         return Err(invalid(format!("models: `{key}` names two models")));
@@ -442,6 +448,7 @@ impl Policy {
             families,
             models,
             model_index,
+            model_exact,
             countries,
             currencies,
             restricted,
@@ -451,6 +458,9 @@ impl Policy {
     }
 
     pub fn model(&self, name: &str) -> Option<ModelId> {
+        if let Some(id) = self.model_exact.get(name) {
+            return Some(*id);
+        }
         self.model_index
             .get(normalise_model(name).as_str())
             .copied()
