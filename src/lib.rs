@@ -11,7 +11,9 @@
 //! inventories; [`cli`] is the command line and nothing else.
 
 pub mod cli;
+pub mod contracts;
 pub mod domain;
+pub mod eligibility;
 pub mod gen;
 pub mod ingest;
 pub mod logging;

@@ -47,10 +47,11 @@ pub enum RejectCode {
     FieldCountMismatch,
     RecordTooLarge,
     UnterminatedQuote,
+    DuplicateContract,
 }
 
 impl RejectCode {
-    pub const ALL: [RejectCode; 20] = [
+    pub const ALL: [RejectCode; 21] = [
         RejectCode::MacInvalid,
         RejectCode::MacReserved,
         RejectCode::MacForeignOui,
@@ -71,6 +72,7 @@ impl RejectCode {
         RejectCode::FieldCountMismatch,
         RejectCode::RecordTooLarge,
         RejectCode::UnterminatedQuote,
+        RejectCode::DuplicateContract,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -96,6 +98,7 @@ impl RejectCode {
             FieldCountMismatch => "FIELD_COUNT_MISMATCH",
             RecordTooLarge => "RECORD_TOO_LARGE",
             UnterminatedQuote => "UNTERMINATED_QUOTE",
+            DuplicateContract => "DUPLICATE_CONTRACT",
         }
     }
 

@@ -12,3 +12,5 @@ pub use mac::{parse_oui, Mac, MacError};
 pub use serial::{LicenseError, LicenseId, Serial, SerialError};
 mod item;
 pub use item::{parse_bool, DeactivationReason, Item, ItemKind, RepairStatus};
+mod contract;
+pub use contract::{Contract, ContractStatus, Coverage, PricingModel};

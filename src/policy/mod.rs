@@ -17,7 +17,11 @@ use regex::Regex;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{normalise_name, parse_oui, Country, CountryTable, Region};
+mod calendar;
+
+pub use calendar::{parse_weekday, Calendar};
+
+use crate::domain::{normalise_name, parse_oui, Country, CountryTable, Coverage, Region};
 
 /// The built-in default policy.
 pub const DEFAULT_POLICY: &str = include_str!("default.toml");
@@ -279,6 +283,9 @@ pub struct Policy {
     pub restricted: HashSet<Country>,
     /// Normalised header or alias → canonical column name.
     pub header_aliases: HashMap<String, String>,
+    pub calendar: Calendar,
+    /// Activation SLA in business days: standard, extended.
+    sla: [u32; 2],
 }
 
 impl std::fmt::Debug for CountryTable {
@@ -439,7 +446,42 @@ impl Policy {
             header_aliases.insert(normalise_name(alias), column.clone());
         }
 
+        let weekdays = |key: &str, names: &[String]| -> Result<Vec<chrono::Weekday>, PolicyError> {
+            names
+                .iter()
+                .map(|n| {
+                    parse_weekday(n)
+                        .ok_or_else(|| invalid(format!("{key}: `{n}` is not a weekday")))
+                })
+                .collect()
+        };
+        let default_weekend = vec!["sat".to_string(), "sun".to_string()];
+        let weekend = weekdays(
+            "calendar.weekend",
+            file.calendar.weekend.as_ref().unwrap_or(&default_weekend),
+        )?;
+        let mut overrides = HashMap::new();
+        for (country, days) in &file.calendar.weekend_overrides {
+            overrides.insert(
+                country.clone(),
+                weekdays(&format!("calendar.weekend_overrides.{country}"), days)?,
+            );
+        }
+        let holidays = file
+            .calendar
+            .holidays
+            .iter()
+            .map(|(c, days)| (c.clone(), days.iter().copied().collect()))
+            .collect();
+        let calendar = Calendar::new(weekend, overrides, holidays);
+        let sla = [
+            file.sla.standard.unwrap_or(2),
+            file.sla.extended.unwrap_or(1),
+        ];
+
         Ok(Policy {
+            calendar,
+            sla,
             serial_min_len,
             serial_max_len,
             account_pattern,
@@ -464,6 +506,26 @@ impl Policy {
         self.model_index
             .get(normalise_model(name).as_str())
             .copied()
+    }
+
+    /// Activation SLA in business days for a coverage level.
+    pub fn sla_days(&self, coverage: Coverage) -> u32 {
+        match coverage {
+            Coverage::Standard => self.sla[0],
+            Coverage::Extended => self.sla[1],
+        }
+    }
+
+    /// The expected activation date: `from` plus the SLA in business days of
+    /// the device's country.
+    pub fn activation_eta(
+        &self,
+        country: Country,
+        coverage: Coverage,
+        from: NaiveDate,
+    ) -> NaiveDate {
+        self.calendar
+            .add_business_days(country, from, self.sla_days(coverage))
     }
 
     pub fn family_of(&self, model: ModelId) -> &Family {
@@ -558,6 +620,34 @@ mod tests {
         assert_eq!(
             p.header_aliases["sn"], "serial_number",
             "built-in aliases are kept"
+        );
+    }
+
+    #[test]
+    fn activation_eta_skips_weekends_and_holidays() {
+        let p = Policy::load(None).unwrap();
+        let d = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        let c = |s: &str| p.countries.parse(s).unwrap();
+        // Wednesday 2026-11-25 + 2 business days in the US: Thanksgiving
+        // (Thu 26th) is a holiday, so Friday 27th and Monday 30th.
+        assert_eq!(
+            p.activation_eta(c("US"), Coverage::Standard, d("2026-11-25")),
+            d("2026-11-30")
+        );
+        // Germany has no Thanksgiving.
+        assert_eq!(
+            p.activation_eta(c("DE"), Coverage::Standard, d("2026-11-25")),
+            d("2026-11-27")
+        );
+        // Saudi Arabia's weekend is Friday–Saturday: Thursday + 1 is Sunday.
+        assert_eq!(
+            p.activation_eta(c("SA"), Coverage::Extended, d("2026-11-26")),
+            d("2026-11-29")
+        );
+        // Everywhere else, Friday + 1 is Monday.
+        assert_eq!(
+            p.activation_eta(c("GB"), Coverage::Extended, d("2026-11-27")),
+            d("2026-11-30")
         );
     }
 

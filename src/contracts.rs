@@ -1,0 +1,336 @@
+//! Contracts ingest (SPEC §2.2): the contracts file → a map by contract id,
+//! and rejects for the rows that cannot be used. An inventory row that points
+//! at a rejected contract is then `CONTRACT_NOT_FOUND`.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use chrono::NaiveDate;
+use compact_str::CompactString;
+
+use crate::domain::{parse_bool, Contract, ContractStatus, Coverage, PricingModel};
+use crate::ingest::{match_headers, IngestError, RecordSource};
+use crate::policy::Policy;
+use crate::validate::{Reject, RejectCode};
+
+pub const CONTRACT_COLUMNS: [&str; 13] = [
+    "contract_id",
+    "account_id",
+    "status",
+    "coverage",
+    "covers_reactivation",
+    "start_date",
+    "end_date",
+    "home_country",
+    "pricing_model",
+    "term_months",
+    "included_devices",
+    "auto_renew",
+    "cancellation_days",
+];
+
+/// The usable contracts and the rejected rows, in file order.
+#[derive(Debug, Default)]
+pub struct Contracts {
+    pub by_id: HashMap<CompactString, Contract>,
+    pub rejects: Vec<Reject>,
+}
+
+/// Reads every contract. Duplicate ids: the first row is kept and later ones
+/// are rejected (`DUPLICATE_CONTRACT`), as for inventory identifiers.
+pub fn load(mut source: Box<dyn RecordSource>, policy: &Policy) -> Result<Contracts, IngestError> {
+    let columns = match_headers(source.headers(), &CONTRACT_COLUMNS, &policy.header_aliases)?;
+    let required: Vec<&str> = CONTRACT_COLUMNS
+        .iter()
+        .copied()
+        .filter(|c| *c != "included_devices" && *c != "auto_renew" && *c != "cancellation_days")
+        .collect();
+    columns.require(&CONTRACT_COLUMNS, &required, &policy.header_aliases)?;
+    let mut out = Contracts::default();
+    while let Some(chunk) = source.next_chunk(16 * 1024)? {
+        for r in chunk.records() {
+            let row = chunk.row(r);
+            let mut rejects = Vec::new();
+            if let Some(p) = chunk.problem(r) {
+                out.rejects.push(Reject {
+                    row,
+                    column: Cow::Borrowed(""),
+                    value: chunk.problem_preview(r).to_string(),
+                    code: p.code,
+                    message: p.message.clone(),
+                });
+                continue;
+            }
+            let mut field = |c: usize| -> Option<String> {
+                let i = columns.canonical[c]?;
+                match std::str::from_utf8(chunk.field(r, i)) {
+                    Ok(s) => Some(s.trim().to_string()).filter(|s| !s.is_empty()),
+                    Err(_) => {
+                        rejects.push(reject(
+                            row,
+                            c,
+                            &String::from_utf8_lossy(chunk.field(r, i)),
+                            RejectCode::EncodingInvalid,
+                            "field is not valid UTF-8 (save the export as UTF-8)".into(),
+                        ));
+                        None
+                    }
+                }
+            };
+            let texts: Vec<Option<String>> = (0..CONTRACT_COLUMNS.len()).map(&mut field).collect();
+            if let Some(c) = parse_row(row, &texts, policy, &mut rejects) {
+                if rejects.is_empty() {
+                    if out.by_id.contains_key(&c.id) {
+                        out.rejects.push(reject(row, 0, &c.id, RejectCode::DuplicateContract, format!("contract {} already appears in an earlier row; the first occurrence is kept", c.id)));
+                    } else {
+                        out.by_id.insert(c.id.clone(), c);
+                    }
+                }
+            }
+            out.rejects.extend(rejects);
+        }
+    }
+    Ok(out)
+}
+
+fn reject(row: u64, col: usize, value: &str, code: RejectCode, message: String) -> Reject {
+    Reject {
+        row,
+        column: Cow::Borrowed(CONTRACT_COLUMNS[col]),
+        value: value.to_string(),
+        code,
+        message,
+    }
+}
+
+fn parse_row(
+    row: u64,
+    t: &[Option<String>],
+    policy: &Policy,
+    rejects: &mut Vec<Reject>,
+) -> Option<Contract> {
+    let mut required = |c: usize| -> Option<&str> {
+        let v = t[c].as_deref();
+        if v.is_none() {
+            rejects.push(reject(
+                row,
+                c,
+                "",
+                RejectCode::MissingField,
+                format!("{} is required", CONTRACT_COLUMNS[c]),
+            ));
+        }
+        v
+    };
+    let id = required(0);
+    let account = required(1);
+    let status = required(2);
+    let coverage = required(3);
+    let covers = required(4);
+    let start = required(5);
+    let end = required(6);
+    let home = required(7);
+    let pricing = required(8);
+    let term = required(9);
+
+    let mut bad = |c: usize, v: &str, code: RejectCode, msg: String| {
+        rejects.push(reject(row, c, v, code, msg))
+    };
+    let id = id.filter(|v| {
+        let ok = policy.contract_pattern.is_match(v);
+        if !ok {
+            bad(
+                0,
+                v,
+                RejectCode::ContractIdInvalid,
+                "contract id does not match the policy's contract pattern".into(),
+            );
+        }
+        ok
+    });
+    let account = account.filter(|v| {
+        let ok = policy.account_pattern.is_match(v);
+        if !ok {
+            bad(
+                1,
+                v,
+                RejectCode::AccountInvalid,
+                "account id does not match the policy's account pattern".into(),
+            );
+        }
+        ok
+    });
+    let mut value = |c: usize, v: Option<&str>, allowed: &str| -> Option<()> {
+        v?;
+        bad(
+            c,
+            v.unwrap_or(""),
+            RejectCode::ValueInvalid,
+            format!("{} must be one of: {allowed}", CONTRACT_COLUMNS[c]),
+        );
+        None
+    };
+    let status_v = status
+        .and_then(ContractStatus::parse)
+        .or_else(|| value(2, status, ContractStatus::ALLOWED).and(None));
+    let coverage_v = coverage
+        .and_then(Coverage::parse)
+        .or_else(|| value(3, coverage, Coverage::ALLOWED).and(None));
+    let covers_v = covers
+        .and_then(parse_bool)
+        .or_else(|| value(4, covers, "true, false, yes, no, 1, 0").and(None));
+    let pricing_v = pricing
+        .and_then(PricingModel::parse)
+        .or_else(|| value(8, pricing, PricingModel::ALLOWED).and(None));
+    let term_v = term
+        .and_then(|v| v.parse::<u32>().ok())
+        .filter(|v| matches!(v, 12 | 24 | 36))
+        .or_else(|| value(9, term, "12, 24, 36").and(None));
+    let auto_renew = match t[11].as_deref() {
+        None => Some(false),
+        Some(v) => {
+            parse_bool(v).or_else(|| value(11, Some(v), "true, false, yes, no, 1, 0").and(None))
+        }
+    };
+    let cancellation_days = match t[12].as_deref() {
+        None => Some(0),
+        Some(v) => v
+            .parse::<u32>()
+            .ok()
+            .or_else(|| value(12, Some(v), "a whole number of days").and(None)),
+    };
+    let included = match (pricing_v, t[10].as_deref()) {
+        (_, Some(v)) => match v.parse::<u64>() {
+            Ok(n) => Some(Some(n)),
+            Err(_) => value(10, Some(v), "a whole number of devices").and(None),
+        },
+        (Some(PricingModel::PerTerm), None) => {
+            rejects.push(reject(
+                row,
+                10,
+                "",
+                RejectCode::MissingField,
+                "included_devices is required for a per_term contract".into(),
+            ));
+            None
+        }
+        (_, None) => Some(None),
+    };
+    let mut date = |c: usize, v: Option<&str>| -> Option<NaiveDate> {
+        let v = v?;
+        NaiveDate::parse_from_str(v, "%Y-%m-%d").ok().or_else(|| {
+            rejects.push(reject(
+                row,
+                c,
+                v,
+                RejectCode::DateInvalid,
+                "not a date: expected YYYY-MM-DD".into(),
+            ));
+            None
+        })
+    };
+    let start_v = date(5, start);
+    let end_v = date(6, end);
+    if let (Some(s), Some(e)) = (start_v, end_v) {
+        if e < s {
+            rejects.push(reject(
+                row,
+                6,
+                end.unwrap_or(""),
+                RejectCode::DateInvalid,
+                format!("end_date is before start_date {s}"),
+            ));
+        }
+    }
+    let home_v = home.and_then(|v| match policy.countries.parse(v) {
+        Ok(c) => policy.countries.region(c).map(|r| (c, r)),
+        Err(e) => {
+            rejects.push(reject(row, 7, v, RejectCode::CountryInvalid, e.to_string()));
+            None
+        }
+    });
+    Some(Contract {
+        row,
+        id: id?.into(),
+        account_id: account?.into(),
+        status: status_v?,
+        coverage: coverage_v?,
+        covers_reactivation: covers_v?,
+        start_date: start_v?,
+        end_date: end_v?,
+        home_country: home_v?.0,
+        home_region: home_v?.1,
+        pricing_model: pricing_v?,
+        term_months: term_v?,
+        included_devices: included?,
+        auto_renew: auto_renew?,
+        cancellation_days: cancellation_days?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::CsvSource;
+
+    fn load_str(text: &str) -> Contracts {
+        let policy = Policy::load(None).unwrap();
+        let src = CsvSource::new(
+            Box::new(std::io::Cursor::new(text.as_bytes().to_vec())),
+            None,
+            65536,
+        )
+        .unwrap();
+        load(Box::new(src), &policy).unwrap()
+    }
+
+    const HEADER: &str = "contract_id,account_id,status,coverage,covers_reactivation,start_date,end_date,home_country,pricing_model,term_months,included_devices,auto_renew,cancellation_days\n";
+
+    #[test]
+    fn good_rows_and_every_kind_of_bad_row() {
+        let c = load_str(&format!(
+            "{HEADER}C-1,A-1,active,extended,true,2026-01-01,2027-12-31,US,per_device,24,,yes,30\n\
+             C-2,A-1,Active,Standard,no,2026-01-01,2027-12-31,Germany,per_term,12,150,false,14\n\
+             C-1,A-9,active,extended,true,2026-01-01,2027-12-31,US,per_device,24,,yes,30\n\
+             C-3,A-1,paused,gold,maybe,2026-13-01,2025-12-31,Atlantis,per_site,18,,sometimes,x\n\
+             C-4,A-1,active,extended,true,2026-06-01,2026-01-01,US,per_term,12,,no,30\n\
+             ,,active,extended,true,2026-01-01,2027-12-31,US,per_device,12,,,\n"
+        ));
+        assert_eq!(c.by_id.len(), 2);
+        let c2 = &c.by_id["C-2"];
+        assert_eq!(
+            (
+                c2.coverage,
+                c2.pricing_model,
+                c2.included_devices,
+                c2.term_months
+            ),
+            (Coverage::Standard, PricingModel::PerTerm, Some(150), 12)
+        );
+        assert_eq!(c2.home_country.as_str(), "DE");
+        let got: Vec<(u64, &str, &str)> = c
+            .rejects
+            .iter()
+            .map(|r| (r.row, r.column.as_ref(), r.code.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (3, "contract_id", "DUPLICATE_CONTRACT"),
+                (4, "status", "VALUE_INVALID"),
+                (4, "coverage", "VALUE_INVALID"),
+                (4, "covers_reactivation", "VALUE_INVALID"),
+                (4, "pricing_model", "VALUE_INVALID"),
+                (4, "term_months", "VALUE_INVALID"),
+                (4, "auto_renew", "VALUE_INVALID"),
+                (4, "cancellation_days", "VALUE_INVALID"),
+                (4, "start_date", "DATE_INVALID"),
+                (4, "home_country", "COUNTRY_INVALID"),
+                (5, "included_devices", "MISSING_FIELD"),
+                (5, "end_date", "DATE_INVALID"),
+                (6, "contract_id", "MISSING_FIELD"),
+                (6, "account_id", "MISSING_FIELD"),
+            ]
+        );
+    }
+}
