@@ -19,5 +19,6 @@ pub mod ingest;
 pub mod logging;
 pub mod policy;
 pub mod progress;
+pub mod quote;
 pub mod report;
 pub mod validate;
