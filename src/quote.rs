@@ -89,14 +89,82 @@ fn round(d: Decimal) -> Decimal {
     d.round_dp_with_strategy(CENTS, RoundingStrategy::MidpointNearestEven)
 }
 
-/// What a group needs, gathered from its items in row order.
-#[derive(Default)]
-struct Group<'a> {
-    /// Device family names in row order (for per_term overage).
-    devices: Vec<&'a str>,
-    /// Item keys in row order, for the quote id.
-    keys: Vec<String>,
+/// What a group needs, folded in from its items in row order, so that a
+/// quote never holds the items themselves.
+struct Group<'p> {
+    devices: u64,
     licenses: u64,
+    by_family: BTreeMap<&'p str, u64>,
+    /// per_term: devices after the first `included_devices`, by family.
+    overage: BTreeMap<&'p str, u64>,
+    /// The item keys in row order, for the quote id.
+    keys: Sha256,
+}
+
+/// Quotes built incrementally: [`QuoteBuilder::add`] each eligible item in
+/// row order, then [`QuoteBuilder::finish`].
+pub struct QuoteBuilder<'p> {
+    contracts: &'p std::collections::HashMap<CompactString, Contract>,
+    policy: &'p Policy,
+    groups: BTreeMap<(CompactString, Region), Group<'p>>,
+}
+
+impl<'p> QuoteBuilder<'p> {
+    pub fn new(
+        contracts: &'p std::collections::HashMap<CompactString, Contract>,
+        policy: &'p Policy,
+    ) -> QuoteBuilder<'p> {
+        QuoteBuilder {
+            contracts,
+            policy,
+            groups: BTreeMap::new(),
+        }
+    }
+
+    /// Adds one eligible item (its contract must be known).
+    pub fn add(&mut self, item: &Item) {
+        let Some(contract) = self.contracts.get(&item.contract_id) else {
+            return;
+        };
+        let g = self
+            .groups
+            .entry((item.contract_id.clone(), item.region))
+            .or_insert_with(|| Group {
+                devices: 0,
+                licenses: 0,
+                by_family: BTreeMap::new(),
+                overage: BTreeMap::new(),
+                keys: Sha256::new(),
+            });
+        g.keys.update(item.key().as_bytes());
+        g.keys.update([0]);
+        match item.kind {
+            ItemKind::License => g.licenses += 1,
+            ItemKind::Device => {
+                let family = item
+                    .model
+                    .map_or("", |m| self.policy.family_of(m).name.as_str());
+                *g.by_family.entry(family).or_default() += 1;
+                if contract.pricing_model == PricingModel::PerTerm
+                    && g.devices >= contract.included_devices.unwrap_or(0)
+                {
+                    *g.overage.entry(family).or_default() += 1;
+                }
+                g.devices += 1;
+            }
+        }
+    }
+
+    /// The quotes, sorted by contract id then region.
+    pub fn finish(self, as_of: NaiveDate) -> Result<Vec<Quote>, QuoteError> {
+        let mut quotes = Vec::with_capacity(self.groups.len());
+        for ((contract_id, region), group) in self.groups {
+            if let Some(contract) = self.contracts.get(&contract_id) {
+                quotes.push(quote_group(contract, region, group, self.policy, as_of)?);
+            }
+        }
+        Ok(quotes)
+    }
 }
 
 /// Builds the quotes for the eligible items (`eligible[i]` for `items[i]`),
@@ -108,35 +176,17 @@ pub fn build_quotes(
     policy: &Policy,
     as_of: NaiveDate,
 ) -> Result<Vec<Quote>, QuoteError> {
-    let mut groups: BTreeMap<(&str, Region), Group> = BTreeMap::new();
+    let mut builder = QuoteBuilder::new(contracts, policy);
     for (item, _) in items.iter().zip(eligible).filter(|(_, e)| **e) {
-        let g = groups
-            .entry((item.contract_id.as_str(), item.region))
-            .or_default();
-        g.keys.push(item.key());
-        match item.kind {
-            ItemKind::License => g.licenses += 1,
-            ItemKind::Device => {
-                let family = item.model.map_or("", |m| policy.family_of(m).name.as_str());
-                g.devices.push(family);
-            }
-        }
+        builder.add(item);
     }
-    let mut quotes = Vec::with_capacity(groups.len());
-    for ((contract_id, region), group) in groups {
-        // Eligible items always have their contract.
-        let Some(contract) = contracts.get(contract_id) else {
-            continue;
-        };
-        quotes.push(quote_group(contract, region, &group, policy, as_of)?);
-    }
-    Ok(quotes)
+    builder.finish(as_of)
 }
 
 fn quote_group(
     contract: &Contract,
     region: Region,
-    g: &Group,
+    g: Group,
     policy: &Policy,
     as_of: NaiveDate,
 ) -> Result<Quote, QuoteError> {
@@ -167,10 +217,11 @@ fn quote_group(
                 currency: currency.clone(),
             })
     };
-    let mut by_family: BTreeMap<String, u64> = BTreeMap::new();
-    for f in &g.devices {
-        *by_family.entry(f.to_string()).or_default() += 1;
-    }
+    let by_family: BTreeMap<String, u64> = g
+        .by_family
+        .iter()
+        .map(|(f, n)| (f.to_string(), *n))
+        .collect();
     let family_line = |kind: LineKind, family: &str, qty: u64| -> Result<QuoteLine, QuoteError> {
         let unit_price = unit(family)?;
         let what = if kind == LineKind::Overage {
@@ -200,7 +251,7 @@ fn quote_group(
             for (family, qty) in &by_family {
                 lines.push(family_line(LineKind::Devices, family, *qty)?);
             }
-            let devices = g.devices.len() as u64;
+            let devices = g.devices;
             let rate = pricing
                 .volume_tiers
                 .iter()
@@ -244,17 +295,9 @@ fn quote_group(
                 rate: None,
                 amount: round(fee * multiplier),
             });
-            // The first `included` devices in row order are covered.
-            let mut overage: BTreeMap<&str, u64> = BTreeMap::new();
-            for f in g
-                .devices
-                .iter()
-                .skip(usize::try_from(included).unwrap_or(usize::MAX))
-            {
-                *overage.entry(f).or_default() += 1;
-            }
-            for (family, qty) in overage {
-                lines.push(family_line(LineKind::Overage, family, qty)?);
+            // The first `included` devices in row order are covered (see `add`).
+            for (family, qty) in &g.overage {
+                lines.push(family_line(LineKind::Overage, family, *qty)?);
             }
         }
     }
@@ -291,8 +334,8 @@ fn quote_group(
     let subtotal = cents(total - discount);
     let validity = i64::from(pricing.quote_validity_days.unwrap_or(30));
 
-    // Same contract, region, items, terms and prices → same id.
-    let mut h = Sha256::new();
+    // Same items, contract, region, date, terms and prices → same id.
+    let mut h = g.keys;
     for part in [
         contract.id.as_str(),
         region.as_str(),
@@ -301,10 +344,6 @@ fn quote_group(
         &total.to_string(),
     ] {
         h.update(part.as_bytes());
-        h.update([0]);
-    }
-    for k in &g.keys {
-        h.update(k.as_bytes());
         h.update([0]);
     }
     let digest = h.finalize();
@@ -326,7 +365,7 @@ fn quote_group(
         pricing_model: contract.pricing_model.as_str(),
         coverage: coverage.as_str(),
         term_months: contract.term_months,
-        devices: g.devices.len() as u64,
+        devices: g.devices,
         licenses: g.licenses,
         devices_by_family: by_family,
         lines,

@@ -443,3 +443,167 @@ fn sample_data_validates_with_a_believable_mix() {
     assert!(r.len() > 20 && r.len() < 200, "{}", r.len());
     assert!(codes.len() >= 8, "{codes:?}");
 }
+
+fn sample(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("sample-data")
+        .join(name)
+}
+
+fn quote_cmd(out: &Path, extra: &[&str]) -> std::process::Output {
+    refleet()
+        .arg("quote")
+        .arg(sample("inventory.csv"))
+        .arg("--contracts")
+        .arg(sample("contracts.csv"))
+        .args(["--as-of", "2026-11-24", "--out"])
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn quote_on_sample_data_gives_a_verdict_per_valid_row_and_checkable_quotes() {
+    let out = tempfile::tempdir().unwrap();
+    let o = quote_cmd(out.path(), &[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rejected: std::collections::BTreeSet<u64> = rejects(&out.path().join("rejects.csv"))
+        .iter()
+        .map(|r| r.0)
+        .collect();
+    let mut elig = csv::Reader::from_path(out.path().join("eligibility.csv")).unwrap();
+    assert_eq!(
+        elig.headers().unwrap(),
+        vec![
+            "row",
+            "item_key",
+            "item_type",
+            "serial_number",
+            "license_id",
+            "contract_id",
+            "country",
+            "region",
+            "eligible",
+            "reasons",
+            "alternative",
+            "eta"
+        ]
+    );
+    let rows: Vec<csv::StringRecord> = elig.records().map(Result::unwrap).collect();
+    // Every input row is either rejected or has exactly one verdict, in row order.
+    let verdict_rows: Vec<u64> = rows.iter().map(|r| r[0].parse().unwrap()).collect();
+    assert!(verdict_rows.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(verdict_rows.len() + rejected.len(), 2000);
+    assert!(verdict_rows.iter().all(|r| !rejected.contains(r)));
+    let ineligible: Vec<&csv::StringRecord> = rows.iter().filter(|r| &r[8] == "false").collect();
+    assert!(
+        ineligible.len() > 20,
+        "the sample has planted ineligibility"
+    );
+    assert!(ineligible.iter().all(|r| !r[9].is_empty()));
+    assert!(
+        rows.iter()
+            .filter(|r| &r[8] == "true")
+            .all(|r| !r[11].is_empty()),
+        "eligible rows have an ETA"
+    );
+
+    // quotes.json alone is enough to check every quote by hand.
+    let quotes: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("quotes.json")).unwrap()).unwrap();
+    let quotes = quotes.as_array().unwrap();
+    assert!(quotes.len() >= 3);
+    let dec = |v: &serde_json::Value| -> f64 { v.as_str().unwrap().parse().unwrap() };
+    let mut quoted_items = 0;
+    for q in quotes {
+        let mut sum_cents = 0i64;
+        for l in q["lines"].as_array().unwrap() {
+            let amount = dec(&l["amount"]);
+            if l["kind"] != "volume_discount" {
+                let by_hand =
+                    l["quantity"].as_f64().unwrap() * dec(&l["unit_price"]) * dec(&l["multiplier"]);
+                assert!((by_hand - amount).abs() <= 0.005 + 1e-9, "{l}");
+            }
+            sum_cents += (amount * 100.0).round() as i64;
+        }
+        assert_eq!(sum_cents, (dec(&q["total"]) * 100.0).round() as i64, "{q}");
+        quoted_items += q["devices"].as_u64().unwrap() + q["licenses"].as_u64().unwrap();
+    }
+    assert_eq!(
+        quoted_items as usize,
+        rows.iter().filter(|r| &r[8] == "true").count()
+    );
+    let quotes_csv = std::fs::read_to_string(out.path().join("quotes.csv")).unwrap();
+    assert_eq!(quotes_csv.lines().count(), quotes.len() + 1);
+
+    // The same input gives the same quotes, ids included.
+    let again = tempfile::tempdir().unwrap();
+    assert!(quote_cmd(again.path(), &[]).status.success());
+    assert_eq!(
+        std::fs::read(out.path().join("quotes.json")).unwrap(),
+        std::fs::read(again.path().join("quotes.json")).unwrap()
+    );
+}
+
+#[test]
+fn quote_budget_guard() {
+    let out = tempfile::tempdir().unwrap();
+    let o = quote_cmd(
+        out.path(),
+        &["--budget", "1000", "USD", "--budget", "10000000", "EUR"],
+    );
+    assert_eq!(o.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("budget exceeded: USD: quoted") && !stderr.contains("EUR: quoted"),
+        "{stderr}"
+    );
+    let o = quote_cmd(
+        out.path(),
+        &["--budget", "10000000", "USD", "--budget", "10000000", "EUR"],
+    );
+    assert!(o.status.success());
+    let o = quote_cmd(out.path(), &["--budget", "lots", "USD"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn quote_reads_the_inventory_from_stdin_and_reports_bad_contracts() {
+    let dir = tempfile::tempdir().unwrap();
+    let contracts = dir.path().join("contracts.csv");
+    let mut text = std::fs::read_to_string(sample("contracts.csv")).unwrap();
+    text.push_str("C-00000-1,ACME-00000,active,extended,true,2026-01-01,2027-01-01,US,per_device,12,,false,30\n");
+    text.push_str(
+        "C-BAD,ACME-00000,paused,extended,true,2026-01-01,2027-01-01,US,per_device,12,,false,30\n",
+    );
+    std::fs::write(&contracts, text).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    refleet()
+        .args([
+            "quote",
+            "-",
+            "--as-of",
+            "2026-11-24",
+            "--quiet",
+            "--contracts",
+        ])
+        .arg(&contracts)
+        .arg("--out")
+        .arg(out.path())
+        .write_stdin(std::fs::read(sample("inventory.csv")).unwrap())
+        .assert()
+        .success();
+    let codes: Vec<String> = rejects(&out.path().join("contract_rejects.csv"))
+        .into_iter()
+        .map(|r| r.2)
+        .collect();
+    assert_eq!(codes, vec!["DUPLICATE_CONTRACT", "VALUE_INVALID"]);
+    assert!(
+        std::fs::read_to_string(out.path().join("quotes.csv"))
+            .unwrap()
+            .lines()
+            .count()
+            > 1
+    );
+}

@@ -5,6 +5,7 @@
 mod gen;
 mod policy;
 mod progress;
+mod quote;
 mod validate;
 
 use std::path::PathBuf;
@@ -57,6 +58,11 @@ enum Command {
         after_help = "Examples:\n  refleet validate sample-data/inventory.csv --out out/\n  zcat fleet.csv.gz | refleet validate - --out out/ --date-format dmy\n  refleet validate fleet.parquet --out out/ --emit-valid --format parquet"
     )]
     Validate(validate::Args),
+    /// Validate, decide eligibility and quote per contract and region.
+    #[command(
+        after_help = "Examples:\n  refleet quote sample-data/inventory.csv --contracts sample-data/contracts.csv --as-of 2026-11-24\n  refleet quote fleet.csv --contracts contracts.csv --budget 50000 USD --budget 40000 EUR"
+    )]
+    Quote(quote::Args),
     /// Generate a realistic inventory and matching contracts (deterministic).
     Gen(gen::Args),
     /// Inspect the policy.
@@ -86,6 +92,7 @@ pub fn run() -> anyhow::Result<Outcome> {
     };
     match cli.command {
         Command::Validate(args) => validate::run(args, &global),
+        Command::Quote(args) => quote::run(args, &global),
         Command::Gen(args) => gen::run(args, &global),
         Command::Policy { command } => policy::run(command, &global),
     }
@@ -122,4 +129,18 @@ fn thread_pool(threads: usize) -> anyhow::Result<rayon::ThreadPool> {
         .thread_name(|i| format!("refleet-{i}"))
         .build()
         .map_err(|e| UsageError(format!("cannot start {threads} threads: {e}")).into())
+}
+
+/// A missing column, an empty file or an unreadable header is the user's to
+/// fix: a usage error (exit 2) naming the file. I/O errors stay errors.
+fn input_error(
+    input: &crate::ingest::InputPath,
+) -> impl Fn(crate::ingest::IngestError) -> anyhow::Error + '_ {
+    use crate::ingest::IngestError;
+    move |e| match e {
+        IngestError::Io(_) | IngestError::Open { .. } => {
+            anyhow::Error::new(e).context(format!("reading {}", input.display()))
+        }
+        _ => UsageError(format!("{}: {e}", input.display())).into(),
+    }
 }

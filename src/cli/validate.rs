@@ -5,9 +5,9 @@ use std::time::Instant;
 
 use anyhow::Context;
 
-use super::{parse_delimiter, thread_pool, Global, Outcome, UsageError};
+use super::{input_error, parse_delimiter, thread_pool, Global, Outcome, UsageError};
 use crate::domain::{DateFormat, Item};
-use crate::ingest::{self, IngestError, IngestOptions, InputPath};
+use crate::ingest::{self, IngestOptions, InputPath};
 use crate::policy::Policy;
 use crate::report::{RejectsWriter, ValidFormat, ValidWriter};
 use crate::validate::{self, Reject, ValidateOptions, ValidateSink, ValidateStats, Validator};
@@ -176,17 +176,6 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
         );
     }
     Ok(Outcome::Success)
-}
-
-/// A missing column, an empty file or an unreadable header is the user's to
-/// fix: a usage error (exit 2) naming the file.
-fn input_error(input: &InputPath) -> impl Fn(IngestError) -> anyhow::Error + '_ {
-    move |e| match e {
-        IngestError::Io(_) | IngestError::Open { .. } => {
-            anyhow::Error::new(e).context(format!("reading {}", input.display()))
-        }
-        _ => UsageError(format!("{}: {e}", input.display())).into(),
-    }
 }
 
 fn summary(
