@@ -902,6 +902,10 @@ pub struct ValidateStats {
 /// that a few chunks in flight stay in the tens of megabytes.
 pub const CHUNK_RECORDS: usize = 32 * 1024;
 
+/// Chunk buffers in circulation: one being read, two queued, one being
+/// validated, and one spare.
+const CHUNKS_IN_FLIGHT: usize = 5;
+
 /// Runs the stage as a three-step pipeline: one thread reads and splits
 /// records, `pool` validates each chunk on all cores, and the calling thread
 /// finds duplicates in row order and hands everything to `sink`, so reading,
@@ -922,19 +926,34 @@ pub fn run(
     let (spare_chunk_tx, spare_chunk_rx) = std::sync::mpsc::channel::<RecordChunk>();
     let (spare_vec_tx, spare_vec_rx) = std::sync::mpsc::channel::<Vec<RowOutcome>>();
     std::thread::scope(|scope| {
-        scope.spawn(move || loop {
-            let mut chunk = spare_chunk_rx.try_recv().unwrap_or_default();
-            chunk.clear();
-            match source.fill(&mut chunk, CHUNK_RECORDS) {
-                Ok(()) if chunk.is_empty() => break,
-                Ok(()) => {
-                    if raw_tx.send(Ok(chunk)).is_err() {
+        scope.spawn(move || {
+            // A fixed set of chunk buffers circulates: after the first few,
+            // the reader waits for one to come back rather than allocate.
+            let mut made = 0;
+            loop {
+                let mut chunk = match spare_chunk_rx.try_recv() {
+                    Ok(c) => c,
+                    Err(_) if made < CHUNKS_IN_FLIGHT => {
+                        made += 1;
+                        RecordChunk::default()
+                    }
+                    Err(_) => match spare_chunk_rx.recv() {
+                        Ok(c) => c,
+                        Err(_) => break,
+                    },
+                };
+                chunk.clear();
+                match source.fill(&mut chunk, CHUNK_RECORDS) {
+                    Ok(()) if chunk.is_empty() => break,
+                    Ok(()) => {
+                        if raw_tx.send(Ok(chunk)).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = raw_tx.send(Err(e));
                         break;
                     }
-                }
-                Err(e) => {
-                    let _ = raw_tx.send(Err(e));
-                    break;
                 }
             }
         });

@@ -37,7 +37,12 @@ pub struct CsvSource {
 }
 
 enum Raw {
-    Record { at_eof: bool },
+    /// `plain`: one line without quotes, so nothing about it can be broken
+    /// but its field count.
+    Record {
+        at_eof: bool,
+        plain: bool,
+    },
     TooLarge,
     End,
 }
@@ -171,6 +176,7 @@ impl CsvSource {
                     self.ends_len = elen;
                     return Ok(Raw::Record {
                         at_eof: self.eof && self.pos == self.len,
+                        plain: false,
                     });
                 }
                 ReadRecordResult::End => return Ok(Raw::End),
@@ -222,6 +228,7 @@ impl CsvSource {
             self.pos += nl + 1;
             return Some(Raw::Record {
                 at_eof: self.eof && self.pos == self.len,
+                plain: true,
             });
         }
     }
@@ -293,16 +300,20 @@ impl RecordSource for CsvSource {
                         self.max_record / 1024
                     ),
                 }),
-                Raw::Record { at_eof } if (at_eof || spans_lines(&self.raw)) && quotes_broken(&self.raw, self.delimiter) => Some(RecordProblem {
+                Raw::Record { at_eof, plain: false }
+                    if (at_eof || spans_lines(&self.raw)) && quotes_broken(&self.raw, self.delimiter) =>
+                {
+                    Some(RecordProblem {
                     code: RejectCode::UnterminatedQuote,
                     message: "a quoted field opened in this row is not closed where it should be; skipped the row and resumed at the next line".into(),
-                }),
-                Raw::Record { .. } if self.ends_len != width => {
+                })
+                }
+                Raw::Record { plain, .. } if self.ends_len != width => {
                     let problem = RecordProblem {
                         code: RejectCode::FieldCountMismatch,
                         message: format!("row has {} fields, the header has {width}", self.ends_len),
                     };
-                    if spans_lines(&self.raw) {
+                    if !plain && spans_lines(&self.raw) {
                         Some(problem)
                     } else {
                         chunk.push_problem(row, problem, self.preview());
