@@ -1,19 +1,25 @@
 #!/usr/bin/env bash
-# Throughput and peak memory of `refleet validate` against the Python Polars
-# baseline (benches/polars_baseline.py) on the same generated inventory.
+# Throughput and peak memory of `refleet validate` and `refleet quote` against
+# the Python Polars baselines (benches/polars_baseline.py) on the same
+# generated inventory and contracts.
 #
 #   benches/throughput.sh [ROWS...]          default: 1000000 10000000
 #
 # Environment:
+#   BENCH=WHICH    validate, quote or all (default all)
+#   AS_OF=DATE     --as-of for both quote runs (default 2026-11-24; fixed so
+#                  the eligible set, and so the work, does not drift by day)
 #   THREADS=N      refleet --threads N and POLARS_MAX_THREADS=N (unset: all cores)
 #   BENCH_DIR=DIR  where inventories are generated and kept (default target/bench)
 #   REFLEET=PATH   binary to measure (default target/release/refleet)
 #   NO_BUILD=1     skip `cargo build --release`
 #   PYTHON=PATH    interpreter for the baseline (default python3)
 #
-# Acceptance: refleet/polars must be <= 0.5 for both wall time and peak RSS.
-# Every ratio is printed with PASS/FAIL; the script exits 1 if any FAILs, so
-# it can gate a change.
+# Acceptance: refleet/polars must be <= 0.5 for both wall time and peak RSS,
+# for each benchmark. Every ratio is printed with PASS/FAIL; the script exits 1
+# if any FAILs, so it can gate a change. When the binary has no `quote`
+# subcommand, refleet's quote run is skipped and said so (no ratio, no verdict,
+# not a FAIL); polars's quote run is still measured.
 set -euo pipefail
 
 # Paths below (target/, benches/) are relative to the repository root.
@@ -24,10 +30,19 @@ PYTHON=${PYTHON:-python3}
 BENCH_DIR=${BENCH_DIR:-target/bench}
 TIME=/usr/bin/time
 MAX_RATIO=0.5
+BENCH=${BENCH:-all}
+AS_OF=${AS_OF:-2026-11-24}
 
 if [[ $# -gt 0 ]]; then ROWS=("$@"); else ROWS=(1000000 10000000); fi
 
 die() { echo "throughput.sh: $*" >&2; exit 1; }
+
+case $BENCH in
+    validate) do_validate=1 do_quote=0 ;;
+    quote) do_validate=0 do_quote=1 ;;
+    all) do_validate=1 do_quote=1 ;;
+    *) die "BENCH must be validate, quote or all, got '$BENCH'" ;;
+esac
 
 # "Elapsed (wall clock) time (h:mm:ss or m:ss): 1:02.34" -> seconds.
 # GNU time prints m:ss.ss under an hour and h:mm:ss above it.
@@ -67,6 +82,33 @@ run_timed() {
     fi
 }
 
+# table_row TOOL ROWS FILE_MIB TIMEFILE: one line of a results table.
+table_row() {
+    local w r
+    w=$(wall_seconds "$4")
+    r=$(peak_rss_mib "$4")
+    awk -v t="$1" -v n="$2" -v mib="$3" -v w="$w" -v r="$r" 'BEGIN {
+        ws = (w > 0) ? w : 0.01   # time -v has 10 ms resolution
+        printf "%-8s %12d %10.1f %8.2f %12.0f %8.1f %12.1f", t, n, mib, w, n / ws, mib / ws, r
+    }'
+}
+
+# add_comparison ARRAY ROWS REFLEET_TIMEFILE POLARS_TIMEFILE: appends the
+# ratios and their verdicts to ARRAY; sets failed=1 on a FAIL.
+add_comparison() {
+    local -n out=$1
+    local n=$2 wr wp rr rp wall_ratio rss_ratio wall_verdict rss_verdict
+    wr=$(wall_seconds "$3"); wp=$(wall_seconds "$4")
+    rr=$(peak_rss_mib "$3"); rp=$(peak_rss_mib "$4")
+    wall_ratio=$(ratio "$wr" "$wp")
+    rss_ratio=$(ratio "$rr" "$rp")
+    wall_verdict=$(verdict "$wr" "$wp")
+    rss_verdict=$(verdict "$rr" "$rp")
+    [[ $wall_verdict == PASS && $rss_verdict == PASS ]] || failed=1
+    out+=("$(printf '  refleet/polars at %d rows: wall %s %s, peak RSS %s %s (need <= %s)' \
+        "$n" "$wall_ratio" "$wall_verdict" "$rss_ratio" "$rss_verdict" "$MAX_RATIO")")
+}
+
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f\n", a / b; else print "inf" }'; }
 # On the unrounded ratio, so 0.5004 is not printed as a PASS at 0.500.
 verdict() { awk -v a="$1" -v b="$2" -v m="$MAX_RATIO" 'BEGIN { print (b > 0 && a / b <= m) ? "PASS" : "FAIL" }'; }
@@ -94,23 +136,34 @@ if [[ -n ${THREADS:-} ]]; then
     polars_env=(env "POLARS_MAX_THREADS=$THREADS")
 fi
 echo "threads: ${THREADS:-all cores} ($(nproc) online)"
+echo "bench: $BENCH"
+
+refleet_quote=1
+if [[ $do_quote == 1 ]] && ! "$REFLEET" quote --help >/dev/null 2>&1; then
+    echo "refleet quote not available: skipped"
+    refleet_quote=0
+fi
 
 results=()
+quote_results=()
 failed=0
-declare -A wall rss
 for n in "${ROWS[@]}"; do
     [[ $n =~ ^[0-9]+$ ]] || die "ROWS must be integers, got '$n'"
     dir=$BENCH_DIR/$n
     inv=$dir/inventory.csv
+    con=$dir/contracts.csv
     mkdir -p "$dir"
 
-    # Generating 10M rows costs more than validating them: keep the file.
-    if [[ -s $inv ]]; then
-        echo "data: reusing $inv"
+    # Generating 10M rows costs more than validating them: keep the files.
+    # gen is deterministic, so regenerating for a missing contracts file
+    # rewrites the same inventory.
+    if [[ -s $inv && ( $do_quote == 0 || -s $con ) ]]; then
+        echo "data: reusing $dir"
     else
         echo "data: $REFLEET gen --rows $n --seed 42 --out $dir --defects 0.03"
         "$REFLEET" gen --rows "$n" --seed 42 --out "$dir" --defects 0.03
         [[ -s $inv ]] || die "gen did not write $inv"
+        [[ $do_quote == 0 || -s $con ]] || die "gen did not write $con"
     fi
     bytes=$(stat -c %s "$inv")
     file_mib=$(awk -v b="$bytes" 'BEGIN { printf "%.1f\n", b / 1048576 }')
@@ -119,35 +172,69 @@ for n in "${ROWS[@]}"; do
     # paying for the disk.
     cat "$inv" >/dev/null
 
-    echo "run: refleet validate ($n rows)"
-    rm -rf "$dir/out-refleet"
-    run_timed "$dir/refleet" "$dir/refleet.log" -- \
-        "$REFLEET" validate "$inv" --out "$dir/out-refleet" --quiet "${refleet_threads[@]}"
+    if [[ $do_validate == 1 ]]; then
+        echo "run: refleet validate ($n rows)"
+        rm -rf "$dir/out-refleet"
+        run_timed "$dir/refleet" "$dir/refleet.log" -- \
+            "$REFLEET" validate "$inv" --out "$dir/out-refleet" --quiet "${refleet_threads[@]}"
 
-    echo "run: polars baseline ($n rows)"
-    run_timed "$dir/polars" "$dir/polars.log" -- \
-        "${polars_env[@]}" "$PYTHON" benches/polars_baseline.py validate "$inv"
-    sed 's/^/  polars: /' "$dir/polars.log"
+        echo "run: polars baseline ($n rows)"
+        run_timed "$dir/polars" "$dir/polars.log" -- \
+            "${polars_env[@]}" "$PYTHON" benches/polars_baseline.py validate "$inv"
+        sed 's/^/  polars: /' "$dir/polars.log"
 
-    for tool in refleet polars; do
-        wall[$tool]=$(wall_seconds "$dir/$tool.time")
-        rss[$tool]=$(peak_rss_mib "$dir/$tool.time")
-        results+=("$(awk -v t="$tool" -v n="$n" -v mib="$file_mib" -v w="${wall[$tool]}" -v r="${rss[$tool]}" 'BEGIN {
-            ws = (w > 0) ? w : 0.01   # time -v has 10 ms resolution
-            printf "%-8s %12d %10.1f %8.2f %12.0f %8.1f %12.1f", t, n, mib, w, n / ws, mib / ws, r
-        }')")
-    done
+        for tool in refleet polars; do
+            results+=("$(table_row "$tool" "$n" "$file_mib" "$dir/$tool.time")")
+        done
+        add_comparison results "$n" "$dir/refleet.time" "$dir/polars.time"
+    fi
 
-    wall_ratio=$(ratio "${wall[refleet]}" "${wall[polars]}")
-    rss_ratio=$(ratio "${rss[refleet]}" "${rss[polars]}")
-    wall_verdict=$(verdict "${wall[refleet]}" "${wall[polars]}")
-    rss_verdict=$(verdict "${rss[refleet]}" "${rss[polars]}")
-    [[ $wall_verdict == PASS && $rss_verdict == PASS ]] || failed=1
-    results+=("$(printf '  refleet/polars at %d rows: wall %s %s, peak RSS %s %s (need <= %s)' \
-        "$n" "$wall_ratio" "$wall_verdict" "$rss_ratio" "$rss_verdict" "$MAX_RATIO")")
+    if [[ $do_quote == 1 ]]; then
+        # Both inputs are read, so file MiB (and MiB/s) counts the contracts too.
+        qbytes=$((bytes + $(stat -c %s "$con")))
+        qfile_mib=$(awk -v b="$qbytes" 'BEGIN { printf "%.1f\n", b / 1048576 }')
+        cat "$con" >/dev/null
+
+        if [[ $refleet_quote == 1 ]]; then
+            echo "run: refleet quote ($n rows)"
+            rm -rf "$dir/out-refleet-quote"
+            run_timed "$dir/refleet-quote" "$dir/refleet-quote.log" -- \
+                "$REFLEET" quote "$inv" --contracts "$con" --out "$dir/out-refleet-quote" \
+                --as-of "$AS_OF" --quiet "${refleet_threads[@]}"
+        else
+            echo "run: refleet quote ($n rows): skipped, refleet quote not available"
+        fi
+
+        echo "run: polars quote baseline ($n rows)"
+        run_timed "$dir/polars-quote" "$dir/polars-quote.log" -- \
+            "${polars_env[@]}" "$PYTHON" benches/polars_baseline.py quote "$inv" "$con" --as-of "$AS_OF"
+        sed 's/^/  polars: /' "$dir/polars-quote.log"
+
+        if [[ $refleet_quote == 1 ]]; then
+            quote_results+=("$(table_row refleet "$n" "$qfile_mib" "$dir/refleet-quote.time")")
+        fi
+        quote_results+=("$(table_row polars "$n" "$qfile_mib" "$dir/polars-quote.time")")
+        if [[ $refleet_quote == 1 ]]; then
+            add_comparison quote_results "$n" "$dir/refleet-quote.time" "$dir/polars-quote.time"
+        else
+            quote_results+=("$(printf '  refleet/polars at %d rows: skipped (refleet quote not available)' "$n")")
+        fi
+    fi
 done
 
-echo
-printf '%-8s %12s %10s %8s %12s %8s %12s\n' tool rows "file MiB" "wall s" "rows/s" "MiB/s" "peak RSS MiB"
-printf '%s\n' "${results[@]}"
+header() {
+    printf '%-8s %12s %10s %8s %12s %8s %12s\n' tool rows "file MiB" "wall s" "rows/s" "MiB/s" "peak RSS MiB"
+}
+if [[ $do_validate == 1 ]]; then
+    echo
+    echo "validate:"
+    header
+    printf '%s\n' "${results[@]}"
+fi
+if [[ $do_quote == 1 ]]; then
+    echo
+    echo "quote (as of $AS_OF):"
+    header
+    printf '%s\n' "${quote_results[@]}"
+fi
 exit "$failed"

@@ -9,7 +9,7 @@ use chrono::NaiveDate;
 use compact_str::CompactString;
 
 use crate::domain::{
-    Contract, ContractStatus, Coverage, DeactivationReason, Item, ItemKind, RepairStatus, Serial,
+    Contract, ContractStatus, Coverage, DeactivationReason, Item, ItemKind, RepairStatus,
 };
 use crate::policy::Policy;
 
@@ -87,7 +87,7 @@ impl Verdict {
 }
 
 /// Devices of this inventory that are eligible, for `LICENSE_UNBOUND`.
-pub type EligibleDevices = std::collections::HashSet<Serial>;
+pub type EligibleDevices = crate::validate::SerialSet;
 
 /// Evaluates one item. For a license, `eligible_devices` holds the eligible
 /// devices of the same inventory (see [`evaluate_all`]).
@@ -252,7 +252,7 @@ pub fn evaluate_all(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{parse_timestamp, Mac, PricingModel, Region};
+    use crate::domain::{parse_timestamp, Mac, PricingModel, Region, Serial};
 
     fn d(s: &str) -> NaiveDate {
         NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()

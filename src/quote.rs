@@ -106,7 +106,9 @@ struct Group<'p> {
 pub struct QuoteBuilder<'p> {
     contracts: &'p std::collections::HashMap<CompactString, Contract>,
     policy: &'p Policy,
-    groups: BTreeMap<(CompactString, Region), Group<'p>>,
+    /// Looked up once per item: a hash map, sorted only in `finish`.
+    groups:
+        std::collections::HashMap<(CompactString, Region), Group<'p>, foldhash::fast::FixedState>,
 }
 
 impl<'p> QuoteBuilder<'p> {
@@ -117,7 +119,7 @@ impl<'p> QuoteBuilder<'p> {
         QuoteBuilder {
             contracts,
             policy,
-            groups: BTreeMap::new(),
+            groups: std::collections::HashMap::with_hasher(foldhash::fast::FixedState::default()),
         }
     }
 
@@ -157,8 +159,10 @@ impl<'p> QuoteBuilder<'p> {
 
     /// The quotes, sorted by contract id then region.
     pub fn finish(self, as_of: NaiveDate) -> Result<Vec<Quote>, QuoteError> {
-        let mut quotes = Vec::with_capacity(self.groups.len());
-        for ((contract_id, region), group) in self.groups {
+        let mut groups: Vec<_> = self.groups.into_iter().collect();
+        groups.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut quotes = Vec::with_capacity(groups.len());
+        for ((contract_id, region), group) in groups {
             if let Some(contract) = self.contracts.get(&contract_id) {
                 quotes.push(quote_group(contract, region, group, self.policy, as_of)?);
             }

@@ -686,6 +686,45 @@ fn serial_key(s: &Serial) -> SerialKey {
     }
 }
 
+/// A set of serials stored as their narrow exact keys: a third of the
+/// memory of a `HashSet<Serial>` at millions of devices.
+#[derive(Default)]
+pub struct SerialSet {
+    short: FastSet<u64>,
+    mid: FastSet<[u8; 10]>,
+    long: FastSet<u128>,
+}
+
+impl SerialSet {
+    pub fn new() -> SerialSet {
+        SerialSet::default()
+    }
+
+    pub fn insert(&mut self, s: Serial) -> bool {
+        match serial_key(&s) {
+            SerialKey::Short(k) => self.short.insert(k),
+            SerialKey::Mid(k) => self.mid.insert(k),
+            SerialKey::Long(k) => self.long.insert(k),
+        }
+    }
+
+    pub fn contains(&self, s: &Serial) -> bool {
+        match serial_key(s) {
+            SerialKey::Short(k) => self.short.contains(&k),
+            SerialKey::Mid(k) => self.mid.contains(&k),
+            SerialKey::Long(k) => self.long.contains(&k),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.short.len() + self.mid.len() + self.long.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 fn mac_key(m: Mac) -> [u8; 6] {
     let b = m.as_u64().to_le_bytes();
     [b[0], b[1], b[2], b[3], b[4], b[5]]

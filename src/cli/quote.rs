@@ -4,7 +4,7 @@
 //! the eligible devices (a license's verdict depends on them), the second
 //! writes every verdict in row order and folds eligible items into quotes.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -14,7 +14,7 @@ use rust_decimal::Decimal;
 
 use super::{input_error, parse_delimiter, thread_pool, Global, Outcome, UsageError};
 use crate::contracts::{self, Contracts};
-use crate::domain::{DateFormat, Item, ItemKind, Serial};
+use crate::domain::{DateFormat, Item, ItemKind};
 use crate::eligibility::{self, EligibleDevices};
 use crate::ingest::{self, IngestOptions, InputPath};
 use crate::policy::Policy;
@@ -107,7 +107,7 @@ struct EligibleDeviceSink<'a> {
     policy: &'a Policy,
     as_of: NaiveDate,
     none: EligibleDevices,
-    eligible: HashSet<Serial>,
+    eligible: EligibleDevices,
 }
 
 impl ValidateSink for EligibleDeviceSink<'_> {
@@ -245,7 +245,7 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
         policy: &policy,
         as_of: settings.as_of,
         none: EligibleDevices::new(),
-        eligible: HashSet::new(),
+        eligible: EligibleDevices::new(),
     };
     validate::run(
         opened.source,
