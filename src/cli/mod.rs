@@ -111,6 +111,30 @@ impl Global {
     }
 }
 
+/// How to read an inventory: shared by every command that reads one.
+#[derive(clap::Args, Debug)]
+struct InputArgs {
+    /// How to read non-ISO dates: dmy, mdy or a strftime pattern like %d.%m.%Y.
+    #[arg(long, value_name = "FORMAT")]
+    date_format: Option<String>,
+    /// Field delimiter (one character, or `tab`); sniffed when absent.
+    #[arg(long, value_parser = parse_delimiter)]
+    delimiter: Option<u8>,
+    /// Worker threads (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
+impl InputArgs {
+    fn date_format(&self) -> Result<Option<crate::domain::DateFormat>, UsageError> {
+        self.date_format
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(UsageError)
+    }
+}
+
 /// Parses `--delimiter`: one byte, or `tab`.
 fn parse_delimiter(s: &str) -> Result<u8, String> {
     match s {

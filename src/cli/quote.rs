@@ -12,7 +12,7 @@ use anyhow::Context;
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
 
-use super::{input_error, parse_delimiter, thread_pool, Global, Outcome, UsageError};
+use super::{input_error, thread_pool, Global, InputArgs, Outcome, UsageError};
 use crate::contracts::{self, Contracts};
 use crate::domain::{DateFormat, Item, ItemKind};
 use crate::eligibility::{self, EligibleDevices};
@@ -36,15 +36,8 @@ pub struct Args {
     /// Directory for the reports (created if missing).
     #[arg(long, default_value = "refleet-out")]
     out: PathBuf,
-    /// How to read non-ISO dates: dmy, mdy or a strftime pattern.
-    #[arg(long, value_name = "FORMAT")]
-    date_format: Option<String>,
-    /// Field delimiter (one character, or `tab`); sniffed when absent.
-    #[arg(long, value_parser = parse_delimiter)]
-    delimiter: Option<u8>,
-    /// Worker threads (0 = one per core).
-    #[arg(long, default_value_t = 0)]
-    threads: usize,
+    #[command(flatten)]
+    input: InputArgs,
     /// Refuse when a currency's total exceeds AMOUNT, e.g. --budget 50000 USD (repeatable).
     #[arg(long, num_args = 2, value_names = ["AMOUNT", "CUR"], action = clap::ArgAction::Append)]
     budget: Vec<String>,
@@ -63,12 +56,7 @@ struct Settings {
 
 impl Args {
     fn resolve(self) -> Result<Settings, UsageError> {
-        let date_format = self
-            .date_format
-            .as_deref()
-            .map(str::parse::<DateFormat>)
-            .transpose()
-            .map_err(UsageError)?;
+        let date_format = self.input.date_format()?;
         let mut budgets = BTreeMap::new();
         for pair in self.budget.chunks(2) {
             let [amount, currency] = pair else {
@@ -91,11 +79,11 @@ impl Args {
                 .unwrap_or_else(|| chrono::Utc::now().date_naive()),
             out: self.out,
             ingest: IngestOptions {
-                delimiter: self.delimiter,
+                delimiter: self.input.delimiter,
                 ..IngestOptions::default()
             },
             date_format,
-            threads: self.threads,
+            threads: self.input.threads,
             budgets,
         })
     }

@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use anyhow::Context;
 
-use super::{input_error, parse_delimiter, thread_pool, Global, Outcome, UsageError};
-use crate::domain::{DateFormat, Item};
+use super::{input_error, thread_pool, Global, InputArgs, Outcome, UsageError};
+use crate::domain::Item;
 use crate::ingest::{self, IngestOptions, InputPath};
 use crate::policy::Policy;
 use crate::report::{RejectsWriter, ValidFormat, ValidWriter};
@@ -19,15 +19,8 @@ pub struct Args {
     /// Directory for the reports (created if missing).
     #[arg(long, default_value = "refleet-out")]
     out: PathBuf,
-    /// How to read non-ISO dates: dmy, mdy or a strftime pattern like %d.%m.%Y.
-    #[arg(long, value_name = "FORMAT")]
-    date_format: Option<String>,
-    /// Field delimiter (one character, or `tab`); sniffed when absent.
-    #[arg(long, value_parser = parse_delimiter)]
-    delimiter: Option<u8>,
-    /// Worker threads (0 = one per core).
-    #[arg(long, default_value_t = 0)]
-    threads: usize,
+    #[command(flatten)]
+    input: InputArgs,
     /// Also write the valid rows, normalised (valid.csv or valid.parquet).
     #[arg(long)]
     emit_valid: bool,
@@ -57,12 +50,7 @@ struct Settings {
 
 impl Args {
     fn resolve(self) -> Result<Settings, UsageError> {
-        let date_format = self
-            .date_format
-            .as_deref()
-            .map(str::parse::<DateFormat>)
-            .transpose()
-            .map_err(UsageError)?;
+        let date_format = self.input.date_format()?;
         if self.max_record_bytes < 1024 {
             return Err(UsageError(
                 "--max-record-bytes must be at least 1024".into(),
@@ -72,14 +60,14 @@ impl Args {
             input: InputPath::from_arg(&self.inventory),
             out: self.out,
             ingest: IngestOptions {
-                delimiter: self.delimiter,
+                delimiter: self.input.delimiter,
                 max_record: self.max_record_bytes,
             },
             validate: ValidateOptions {
                 date_format,
                 keep_items: self.emit_valid,
             },
-            threads: self.threads,
+            threads: self.input.threads,
             emit_valid: self.emit_valid.then_some(match self.format {
                 Format::Csv => ValidFormat::Csv,
                 Format::Parquet => ValidFormat::Parquet,
