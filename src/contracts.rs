@@ -93,6 +93,31 @@ pub fn load(mut source: Box<dyn RecordSource>, policy: &Policy) -> Result<Contra
     Ok(out)
 }
 
+const BOOLEANS: &str = "true, false, yes, no, 1, 0";
+
+/// A present value parsed, or a `VALUE_INVALID` reject saying what is allowed.
+fn parse_value<T>(
+    rejects: &mut Vec<Reject>,
+    row: u64,
+    col: usize,
+    value: Option<&str>,
+    parse: impl Fn(&str) -> Option<T>,
+    allowed: &str,
+) -> Option<T> {
+    let value = value?;
+    let parsed = parse(value);
+    if parsed.is_none() {
+        rejects.push(reject(
+            row,
+            col,
+            value,
+            RejectCode::ValueInvalid,
+            format!("{} must be one of: {allowed}", CONTRACT_COLUMNS[col]),
+        ));
+    }
+    parsed
+}
+
 fn reject(row: u64, col: usize, value: &str, code: RejectCode, message: String) -> Reject {
     Reject {
         row,
@@ -160,50 +185,64 @@ fn parse_row(
         }
         ok
     });
-    let mut value = |c: usize, v: Option<&str>, allowed: &str| -> Option<()> {
-        v?;
-        bad(
-            c,
-            v.unwrap_or(""),
-            RejectCode::ValueInvalid,
-            format!("{} must be one of: {allowed}", CONTRACT_COLUMNS[c]),
-        );
-        None
-    };
-    let status_v = status
-        .and_then(ContractStatus::parse)
-        .or_else(|| value(2, status, ContractStatus::ALLOWED).and(None));
-    let coverage_v = coverage
-        .and_then(Coverage::parse)
-        .or_else(|| value(3, coverage, Coverage::ALLOWED).and(None));
-    let covers_v = covers
-        .and_then(parse_bool)
-        .or_else(|| value(4, covers, "true, false, yes, no, 1, 0").and(None));
-    let pricing_v = pricing
-        .and_then(PricingModel::parse)
-        .or_else(|| value(8, pricing, PricingModel::ALLOWED).and(None));
-    let term_v = term
-        .and_then(|v| v.parse::<u32>().ok())
-        .filter(|v| matches!(v, 12 | 24 | 36))
-        .or_else(|| value(9, term, "12, 24, 36").and(None));
+    let status_v = parse_value(
+        rejects,
+        row,
+        2,
+        status,
+        ContractStatus::parse,
+        ContractStatus::ALLOWED,
+    );
+    let coverage_v = parse_value(
+        rejects,
+        row,
+        3,
+        coverage,
+        Coverage::parse,
+        Coverage::ALLOWED,
+    );
+    let covers_v = parse_value(rejects, row, 4, covers, parse_bool, BOOLEANS);
+    let pricing_v = parse_value(
+        rejects,
+        row,
+        8,
+        pricing,
+        PricingModel::parse,
+        PricingModel::ALLOWED,
+    );
+    let term_v = parse_value(
+        rejects,
+        row,
+        9,
+        term,
+        |v| v.parse::<u32>().ok().filter(|v| matches!(v, 12 | 24 | 36)),
+        "12, 24, 36",
+    );
     let auto_renew = match t[11].as_deref() {
         None => Some(false),
-        Some(v) => {
-            parse_bool(v).or_else(|| value(11, Some(v), "true, false, yes, no, 1, 0").and(None))
-        }
+        v => parse_value(rejects, row, 11, v, parse_bool, BOOLEANS),
     };
     let cancellation_days = match t[12].as_deref() {
         None => Some(0),
-        Some(v) => v
-            .parse::<u32>()
-            .ok()
-            .or_else(|| value(12, Some(v), "a whole number of days").and(None)),
+        v => parse_value(
+            rejects,
+            row,
+            12,
+            v,
+            |v| v.parse::<u32>().ok(),
+            "a whole number of days",
+        ),
     };
     let included = match (pricing_v, t[10].as_deref()) {
-        (_, Some(v)) => match v.parse::<u64>() {
-            Ok(n) => Some(Some(n)),
-            Err(_) => value(10, Some(v), "a whole number of devices").and(None),
-        },
+        (_, Some(v)) => parse_value(
+            rejects,
+            row,
+            10,
+            Some(v),
+            |v| v.parse::<u64>().ok(),
+            "a whole number of devices",
+        )
+        .map(Some),
         (Some(PricingModel::PerTerm), None) => {
             rejects.push(reject(
                 row,

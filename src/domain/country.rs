@@ -92,6 +92,12 @@ pub struct CountryTable {
     by_name: HashMap<String, Country>,
 }
 
+impl fmt::Debug for CountryTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CountryTable")
+    }
+}
+
 /// Lower-case letters and digits only: "Côte d'Ivoire" and "cote divoire" meet.
 pub fn normalise_name(s: &str) -> String {
     s.chars()

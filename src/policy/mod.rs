@@ -288,12 +288,6 @@ pub struct Policy {
     sla: [u32; 2],
 }
 
-impl std::fmt::Debug for CountryTable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("CountryTable")
-    }
-}
-
 /// Catalog matching ignores case, spaces, punctuation and a vendor prefix.
 /// Short names (all real ones) are normalised without a heap allocation.
 pub fn normalise_model(name: &str) -> CompactString {

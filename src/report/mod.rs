@@ -5,6 +5,7 @@
 
 mod valid;
 
+use std::borrow::Cow;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -22,8 +23,6 @@ pub fn neutralise(cell: &str) -> Cow<'_, str> {
         _ => Cow::Borrowed(cell),
     }
 }
-
-use std::borrow::Cow;
 
 /// A temporary file in `dir` (so the final rename stays on one file system),
 /// readable like any other report (tempfile's default is owner-only).
