@@ -123,8 +123,9 @@ impl<'p> QuoteBuilder<'p> {
         }
     }
 
-    /// Adds one eligible item (its contract must be known).
-    pub fn add(&mut self, item: &Item) {
+    /// Adds one eligible item (its contract must be known); `key` is
+    /// [`Item::key`], which the caller has usually built already.
+    pub fn add(&mut self, item: &Item, key: &str) {
         let Some(contract) = self.contracts.get(&item.contract_id) else {
             return;
         };
@@ -138,7 +139,7 @@ impl<'p> QuoteBuilder<'p> {
                 overage: BTreeMap::new(),
                 keys: Sha256::new(),
             });
-        g.keys.update(item.key().as_bytes());
+        g.keys.update(key.as_bytes());
         g.keys.update([0]);
         match item.kind {
             ItemKind::License => g.licenses += 1,
@@ -182,7 +183,7 @@ pub fn build_quotes(
 ) -> Result<Vec<Quote>, QuoteError> {
     let mut builder = QuoteBuilder::new(contracts, policy);
     for (item, _) in items.iter().zip(eligible).filter(|(_, e)| **e) {
-        builder.add(item);
+        builder.add(item, &item.key());
     }
     builder.finish(as_of)
 }

@@ -139,6 +139,7 @@ struct QuoteSink<'a> {
 
 impl ValidateSink for QuoteSink<'_> {
     fn item(&mut self, item: Item) -> anyhow::Result<()> {
+        let key = item.key();
         let contract = self.contracts.by_id.get(&item.contract_id);
         let v = eligibility::evaluate(
             &item,
@@ -156,7 +157,7 @@ impl ValidateSink for QuoteSink<'_> {
         };
         if v.eligible() {
             self.eligible += 1;
-            self.builder.add(&item);
+            self.builder.add(&item, &key);
         } else {
             self.ineligible += 1;
             for r in &v.reasons {
@@ -166,7 +167,7 @@ impl ValidateSink for QuoteSink<'_> {
         let opt = |v: Option<String>| v.unwrap_or_default();
         self.eligibility.write_record([
             item.row.to_string().as_str(),
-            neutralise(&item.key()).as_ref(),
+            neutralise(&key).as_ref(),
             item.kind.as_str(),
             &opt(item.serial.map(|s| s.to_string())),
             &opt(item.license_id.map(|l| l.to_string())),
