@@ -10,6 +10,7 @@
 //! [`policy`] holds the rules every stage reads; [`gen`] makes realistic test
 //! inventories; [`cli`] is the command line and nothing else.
 
+pub mod api;
 pub mod cli;
 pub mod contracts;
 pub mod domain;
