@@ -1,6 +1,6 @@
 //! The vendor reactivation API on the wire (SPEC §6): the request and
 //! response bodies that `refleet sim` serves and `refleet run` sends. The
-//! OpenAPI document `api/openapi.yaml` describes exactly these types.
+//! OpenAPI document `api/openapi.json` describes exactly these types.
 //!
 //! Two levels of identity:
 //! - each item carries its deterministic `item_key`
@@ -204,7 +204,8 @@ pub struct ApiError {
 /// `GET /v1/_sim/stats`: what the simulator saw (SPEC §8).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SimStats {
-    /// Every HTTP request received, whatever its answer.
+    /// Every API request received, whatever its answer (reading these
+    /// statistics and the OpenAPI document is not counted).
     pub requests: u64,
     /// Requests answered 429.
     pub rate_limited: u64,

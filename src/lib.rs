@@ -7,7 +7,8 @@
 //! 3. eligibility, quotes, submission and tracking follow (issues 3–5);
 //! 4. [`report`] writes every output atomically and spreadsheet-safe.
 //!
-//! [`policy`] holds the rules every stage reads; [`gen`] makes realistic test
+//! [`sim`] serves the vendor API (SPEC §6, §8) on loopback for tests and
+//! `refleet run`. [`policy`] holds the rules every stage reads; [`gen`] makes realistic test
 //! inventories; [`cli`] is the command line and nothing else.
 
 pub mod api;
@@ -22,4 +23,5 @@ pub mod policy;
 pub mod progress;
 pub mod quote;
 pub mod report;
+pub mod sim;
 pub mod validate;
