@@ -6,6 +6,7 @@ mod gen;
 mod policy;
 mod progress;
 mod quote;
+mod sim;
 mod validate;
 
 use std::path::PathBuf;
@@ -65,6 +66,11 @@ enum Command {
     Quote(quote::Args),
     /// Generate a realistic inventory and matching contracts (deterministic).
     Gen(gen::Args),
+    /// Serve a SIMULATED vendor API on loopback (for tests and trial runs).
+    #[command(
+        after_help = "Examples:\n  refleet sim --listen 127.0.0.1:8080 --token secret\n  refleet sim --listen 127.0.0.1:0 --rate-limit 20/s --burst 5 --error-rate 0.05 --latency-ms 5..50 --seed 7"
+    )]
+    Sim(sim::Args),
     /// Inspect the policy.
     Policy {
         #[command(subcommand)]
@@ -94,6 +100,7 @@ pub fn run() -> anyhow::Result<Outcome> {
         Command::Validate(args) => validate::run(args, &global),
         Command::Quote(args) => quote::run(args, &global),
         Command::Gen(args) => gen::run(args, &global),
+        Command::Sim(args) => sim::run(args, &global),
         Command::Policy { command } => policy::run(command, &global),
     }
 }

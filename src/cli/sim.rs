@@ -1,0 +1,194 @@
+//! `refleet sim`: serve the vendor API simulator (SPEC §8) until Ctrl-C.
+//! The flags resolve into a [`SimConfig`]; every fault is off unless asked.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use super::{Global, Outcome, UsageError};
+use crate::sim::{RateLimit, Sim, SimConfig};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Address to listen on (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    listen: SocketAddr,
+    /// The only bearer token accepted (default: any non-empty token).
+    #[arg(
+        long,
+        env = "REFLEET_SIM_TOKEN",
+        hide_env_values = true,
+        value_name = "T"
+    )]
+    token: Option<String>,
+    /// Real milliseconds one simulated calendar day lasts.
+    #[arg(long, default_value_t = 50, value_name = "N")]
+    business_day_ms: u64,
+    /// Share of items the vendor finds ineligible, 0..=1.
+    #[arg(long, default_value_t = 0.0, value_name = "F")]
+    reject_rate: f64,
+    /// Share of accepted items whose provisioning fails, 0..=1.
+    #[arg(long, default_value_t = 0.0, value_name = "F")]
+    fail_rate: f64,
+    /// Server-side rate limit: requests per second, e.g. 50 or 50/s or 600/m.
+    #[arg(long, value_name = "R[/s]")]
+    rate_limit: Option<String>,
+    /// Requests allowed at once above the rate (default: one second's worth).
+    #[arg(long, value_name = "B", requires = "rate_limit")]
+    burst: Option<u32>,
+    /// Added latency per request, uniform in MIN..MAX milliseconds (or one value).
+    #[arg(long, value_name = "MIN..MAX")]
+    latency_ms: Option<String>,
+    /// Share of requests answered 500/503 without doing anything, 0..=1.
+    #[arg(long, default_value_t = 0.0, value_name = "F")]
+    error_rate: f64,
+    /// Share of requests processed, then cut off mid-response, 0..=1.
+    #[arg(long, default_value_t = 0.0, value_name = "F")]
+    reset_rate: f64,
+    /// Share of requests processed, then held for --timeout-ms, 0..=1.
+    #[arg(long, default_value_t = 0.0, value_name = "F")]
+    timeout_rate: f64,
+    /// How long a held request hangs before it is answered.
+    #[arg(long, default_value_t = 30_000, value_name = "N")]
+    timeout_ms: u64,
+    /// Seed for reproducible faults and per-item verdicts.
+    #[arg(long, default_value_t = 0, value_name = "S")]
+    seed: u64,
+}
+
+impl Args {
+    fn resolve(self) -> Result<SimConfig, UsageError> {
+        for (flag, rate) in [
+            ("--reject-rate", self.reject_rate),
+            ("--fail-rate", self.fail_rate),
+            ("--error-rate", self.error_rate),
+            ("--reset-rate", self.reset_rate),
+            ("--timeout-rate", self.timeout_rate),
+        ] {
+            if !(0.0..=1.0).contains(&rate) {
+                return Err(UsageError(format!(
+                    "{flag} must be a share between 0 and 1, not {rate}"
+                )));
+            }
+        }
+        if self.business_day_ms == 0 {
+            return Err(UsageError("--business-day-ms must be at least 1".into()));
+        }
+        let rate_limit = self
+            .rate_limit
+            .as_deref()
+            .map(|r| {
+                let per_second = parse_rate(r)?;
+                let burst = self.burst.unwrap_or(per_second.ceil() as u32).max(1);
+                if self.burst == Some(0) {
+                    return Err(UsageError("--burst must be at least 1".into()));
+                }
+                Ok(RateLimit { per_second, burst })
+            })
+            .transpose()?;
+        let latency_ms = self.latency_ms.as_deref().map(parse_range).transpose()?;
+        Ok(SimConfig {
+            listen: self.listen,
+            token: self.token.filter(|t| !t.is_empty()),
+            business_day_ms: self.business_day_ms,
+            reject_rate: self.reject_rate,
+            fail_rate: self.fail_rate,
+            rate_limit,
+            latency_ms,
+            error_rate: self.error_rate,
+            reset_rate: self.reset_rate,
+            timeout_rate: self.timeout_rate,
+            timeout_ms: self.timeout_ms,
+            seed: self.seed,
+            ..SimConfig::default()
+        })
+    }
+}
+
+/// `50`, `50/s` or `600/m` → requests per second.
+fn parse_rate(s: &str) -> Result<f64, UsageError> {
+    let (n, per) = s.split_once('/').unwrap_or((s, "s"));
+    let seconds = match per.trim() {
+        "s" | "sec" | "second" => 1.0,
+        "m" | "min" | "minute" => 60.0,
+        other => {
+            return Err(UsageError(format!(
+                "--rate-limit: unknown period `{other}` (use /s or /m)"
+            )))
+        }
+    };
+    let n: f64 = n
+        .trim()
+        .parse()
+        .map_err(|_| UsageError(format!("--rate-limit: `{s}` is not a rate like 50 or 50/s")))?;
+    if !(n.is_finite() && n > 0.0) {
+        return Err(UsageError(format!(
+            "--rate-limit must be positive, not `{s}`"
+        )));
+    }
+    Ok(n / seconds)
+}
+
+/// `MIN..MAX` (or `N`) milliseconds.
+fn parse_range(s: &str) -> Result<(u64, u64), UsageError> {
+    let bad = || UsageError(format!("--latency-ms: `{s}` is not MIN..MAX milliseconds"));
+    let (lo, hi) = s.split_once("..").unwrap_or((s, s));
+    let lo: u64 = lo.trim().parse().map_err(|_| bad())?;
+    let hi: u64 = hi
+        .trim()
+        .trim_start_matches('=')
+        .parse()
+        .map_err(|_| bad())?;
+    if lo > hi {
+        return Err(UsageError(format!(
+            "--latency-ms: MIN ({lo}) is greater than MAX ({hi})"
+        )));
+    }
+    Ok((lo, hi))
+}
+
+pub fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
+    let config = args.resolve()?;
+    let policy = Arc::new(global.load_policy()?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let listen = config.listen;
+        let sim = Sim::start(config, policy)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        println!(
+            "refleet sim: SIMULATED vendor API (nothing is really activated) listening on {} (OpenAPI at {}/openapi.json); Ctrl-C stops it",
+            sim.url(),
+            sim.url()
+        );
+        tokio::signal::ctrl_c()
+            .await
+            .context("waiting for Ctrl-C")?;
+        sim.stop().await;
+        Ok(Outcome::Success)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_and_ranges_parse() {
+        assert_eq!(parse_rate("50").unwrap(), 50.0);
+        assert_eq!(parse_rate("50/s").unwrap(), 50.0);
+        assert_eq!(parse_rate("600/m").unwrap(), 10.0);
+        assert!(parse_rate("0").is_err());
+        assert!(parse_rate("fast").is_err());
+        assert!(parse_rate("5/h").is_err());
+        assert_eq!(parse_range("5..20").unwrap(), (5, 20));
+        assert_eq!(parse_range("5..=20").unwrap(), (5, 20));
+        assert_eq!(parse_range("7").unwrap(), (7, 7));
+        assert!(parse_range("20..5").is_err());
+        assert!(parse_range("a..b").is_err());
+    }
+}
