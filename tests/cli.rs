@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 
+mod sim;
+
 fn refleet() -> Command {
     let mut cmd = Command::cargo_bin("refleet").expect("binary built");
     cmd.env_remove("REFLEET_POLICY");
