@@ -286,7 +286,7 @@ fn ids(seed: u64, i: u64, family: u8) -> RowIds {
 }
 
 fn is_license_row(seed: u64, i: u64) -> bool {
-    i % ACCOUNT_ROWS != 0 && (mix(seed, i) >> 16) % 20 == 0
+    !i.is_multiple_of(ACCOUNT_ROWS) && (mix(seed, i) >> 16).is_multiple_of(20)
 }
 
 fn anchor_ids(seed: u64, i: u64) -> RowIds {
@@ -331,7 +331,7 @@ fn row(opts: &GenOptions, i: u64) -> [String; 15] {
     let account = i / ACCOUNT_ROWS;
     let (home, home_region) = account_country(seed, account);
     // Devices are mostly in the account's home country, some elsewhere in its region.
-    let country = if r % 5 == 0 {
+    let country = if r.is_multiple_of(5) {
         let same: Vec<&str> = COUNTRIES
             .iter()
             .filter(|(_, reg)| *reg == home_region)
@@ -344,7 +344,7 @@ fn row(opts: &GenOptions, i: u64) -> [String; 15] {
     let is_license = is_license_row(seed, i);
     // Each account's first row is a clean desk phone: planted duplicates and
     // license bindings point at it, so they are what they claim to be.
-    let (model, family, _) = if i % ACCOUNT_ROWS == 0 {
+    let (model, family, _) = if i.is_multiple_of(ACCOUNT_ROWS) {
         MODELS[((r >> 20) % 15) as usize]
     } else {
         MODELS[((r >> 20) % MODELS.len() as u64) as usize]
@@ -373,20 +373,20 @@ fn row(opts: &GenOptions, i: u64) -> [String; 15] {
         cells[3] = "license".into();
         cells[4] = license;
         // Bound to the account's anchor device; a few licenses are unbound.
-        cells[5] = if r % 9 == 0 {
+        cells[5] = if r.is_multiple_of(9) {
             String::new()
         } else {
             anchor_ids(seed, i).serial
         };
     } else {
         cells[0] = serial;
-        cells[1] = if family == 2 && r % 3 == 0 {
+        cells[1] = if family == 2 && r.is_multiple_of(3) {
             String::new()
         } else {
             fmt_mac(mac, r >> 48)
         };
         cells[2] = model.into();
-        cells[3] = if r % 7 == 0 {
+        cells[3] = if r.is_multiple_of(7) {
             "device".into()
         } else {
             String::new()
@@ -396,7 +396,7 @@ fn row(opts: &GenOptions, i: u64) -> [String; 15] {
     cells[7] = contract_id(account, 0);
     cells[8] = country.into();
     cells[9] = site;
-    cells[10] = if r % 11 == 0 {
+    cells[10] = if r.is_multiple_of(11) {
         format!(
             "{}T{:02}:{:02}:00Z",
             deactivated.format("%Y-%m-%d"),
@@ -412,7 +412,7 @@ fn row(opts: &GenOptions, i: u64) -> [String; 15] {
     cells[14] = format!("AT-{:08}", i + 1);
 
     let defect_roll = (mix(seed ^ 0xD3F3C7, i) % 1_000_000) as f64 / 1_000_000.0;
-    if defect_roll < opts.defects && i % ACCOUNT_ROWS != 0 {
+    if defect_roll < opts.defects && !i.is_multiple_of(ACCOUNT_ROWS) {
         plant(opts, i, &mut cells, is_license, family, home_region);
     }
     cells
@@ -530,7 +530,7 @@ fn contract_row(opts: &GenOptions, account: u64, k: usize) -> [String; 13] {
     let r = mix(opts.seed ^ 0xC0, account);
     let as_of = opts.as_of;
     let term = [12u32, 24, 36][(r % 3) as usize];
-    let per_term = r % 4 == 0;
+    let per_term = r.is_multiple_of(4);
     let start = as_of - Duration::days(30 + (r >> 8) as i64 % 300);
     let mut c: [String; 13] = Default::default();
     let (status, coverage, covers, start, end) = match CONTRACT_KINDS[k] {
@@ -592,7 +592,7 @@ fn contract_row(opts: &GenOptions, account: u64, k: usize) -> [String; 13] {
     } else {
         String::new()
     };
-    c[11] = (r % 2 == 0).to_string();
+    c[11] = r.is_multiple_of(2).to_string();
     c[12] = [14u32, 30, 30, 60][((r >> 12) % 4) as usize].to_string();
     c
 }

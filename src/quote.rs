@@ -172,6 +172,43 @@ impl<'p> QuoteBuilder<'p> {
     }
 }
 
+/// What the quotes in one currency add up to.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct CurrencyTotal {
+    pub quotes: u64,
+    pub devices: u64,
+    pub licenses: u64,
+    pub total: Decimal,
+}
+
+/// The quotes' totals by currency.
+pub fn totals_by_currency(quotes: &[Quote]) -> BTreeMap<String, CurrencyTotal> {
+    let mut totals: BTreeMap<String, CurrencyTotal> = BTreeMap::new();
+    for q in quotes {
+        let t = totals.entry(q.currency.clone()).or_default();
+        t.quotes += 1;
+        t.devices += q.devices;
+        t.licenses += q.licenses;
+        t.total += q.total;
+    }
+    totals
+}
+
+/// The budget guard (SPEC §5): one sentence per currency whose quoted total
+/// exceeds its budget; empty when every budget holds.
+pub fn over_budget(
+    totals: &BTreeMap<String, CurrencyTotal>,
+    budgets: &BTreeMap<String, Decimal>,
+) -> Vec<String> {
+    budgets
+        .iter()
+        .filter_map(|(cur, limit)| {
+            let total = totals.get(cur).map_or(Decimal::ZERO, |t| t.total);
+            (total > *limit).then(|| format!("{cur}: quoted {total} exceeds the budget of {limit}"))
+        })
+        .collect()
+}
+
 /// Builds the quotes for the eligible items (`eligible[i]` for `items[i]`),
 /// sorted by contract id then region.
 pub fn build_quotes(

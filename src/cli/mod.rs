@@ -6,7 +6,9 @@ mod gen;
 mod policy;
 mod progress;
 mod quote;
+mod run;
 mod sim;
+mod status;
 mod validate;
 
 use std::path::PathBuf;
@@ -64,6 +66,13 @@ enum Command {
         after_help = "Examples:\n  refleet quote sample-data/inventory.csv --contracts sample-data/contracts.csv --as-of 2026-11-24\n  refleet quote fleet.csv --contracts contracts.csv --budget 50000 USD --budget 40000 EUR"
     )]
     Quote(quote::Args),
+    /// Validate, quote, submit to the vendor API, track to the end, report.
+    #[command(
+        after_help = "Examples:\n  refleet run sample-data/inventory.csv --contracts sample-data/contracts.csv   # against the built-in simulator\n  REFLEET_API_TOKEN=... refleet run fleet.csv --contracts contracts.csv --api-url https://vendor.example/api --rate 10 --state /var/lib/refleet/journal.sqlite\n  refleet run fleet.csv --contracts contracts.csv --dry-run --budget 50000 USD"
+    )]
+    Run(run::Args),
+    /// Show where a run stands, from its journal.
+    Status(status::Args),
     /// Generate a realistic inventory and matching contracts (deterministic).
     Gen(gen::Args),
     /// Serve a SIMULATED vendor API on loopback (for tests and trial runs).
@@ -99,6 +108,8 @@ pub fn run() -> anyhow::Result<Outcome> {
     match cli.command {
         Command::Validate(args) => validate::run(args, &global),
         Command::Quote(args) => quote::run(args, &global),
+        Command::Run(args) => run::run(args, &global),
+        Command::Status(args) => status::run(args, &global),
         Command::Gen(args) => gen::run(args, &global),
         Command::Sim(args) => sim::run(args, &global),
         Command::Policy { command } => policy::run(command, &global),

@@ -9,6 +9,8 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::progress::{NoProgress, Progress};
+use crate::submit::journal::ItemState;
+use crate::submit::{NoSubmitProgress, SubmitProgress};
 
 pub struct Bars {
     bar: ProgressBar,
@@ -59,6 +61,61 @@ impl Progress for Bars {
     }
 
     fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+/// The submission's bar: items done out of all, and the state counts.
+pub struct SubmitBar {
+    bar: ProgressBar,
+    started: std::time::Instant,
+}
+
+/// A submission reporter fit for where stderr goes.
+pub fn submit_bar(quiet: bool, total: u64) -> Box<dyn SubmitProgress> {
+    if quiet || !std::io::stderr().is_terminal() {
+        return Box::new(NoSubmitProgress);
+    }
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr_with_hz(8));
+    if let Ok(style) = ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} done (eta {eta}) {msg}",
+    ) {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(Duration::from_millis(125));
+    Box::new(SubmitBar {
+        bar,
+        started: std::time::Instant::now(),
+    })
+}
+
+impl SubmitProgress for SubmitBar {
+    fn update(&self, counts: &[(ItemState, u64)], requests: u64) {
+        let n = |s: ItemState| {
+            counts
+                .iter()
+                .find(|(st, _)| *st == s)
+                .map_or(0, |(_, n)| *n)
+        };
+        let done = n(ItemState::Active)
+            + n(ItemState::Rejected)
+            + n(ItemState::Failed)
+            + n(ItemState::Escalated);
+        self.bar.set_position(done);
+        let rate = requests as f64 / self.started.elapsed().as_secs_f64().max(0.001);
+        self.bar.set_message(format!(
+            "submitted {} · active {} · failed {} · rejected {} · {:.1} req/s",
+            n(ItemState::Submitted) + n(ItemState::Accepted) + n(ItemState::Provisioning),
+            n(ItemState::Active),
+            n(ItemState::Failed) + n(ItemState::Escalated),
+            n(ItemState::Rejected),
+            rate
+        ));
+    }
+}
+
+impl Drop for SubmitBar {
+    fn drop(&mut self) {
         self.bar.finish_and_clear();
     }
 }

@@ -1,8 +1,6 @@
 //! `refleet quote`: validate → eligibility → quotes (SPEC §4, §5), with a
-//! budget guard. Two passes over the inventory keep memory bounded by the
-//! number of eligible devices, never the number of rows: the first finds
-//! the eligible devices (a license's verdict depends on them), the second
-//! writes every verdict in row order and folds eligible items into quotes.
+//! budget guard. The arguments and steps it shares with `refleet run` live
+//! here too: [`PlanArgs`], [`load_contracts`], [`make_plan`].
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -14,17 +12,24 @@ use rust_decimal::Decimal;
 
 use super::{input_error, thread_pool, Global, InputArgs, Outcome, UsageError};
 use crate::contracts::{self, Contracts};
-use crate::domain::{DateFormat, Item, ItemKind};
-use crate::eligibility::{self, EligibleDevices};
+use crate::domain::{DateFormat, Item};
+use crate::eligibility::Verdict;
 use crate::ingest::{self, IngestOptions, InputPath};
+use crate::plan::{self, Plan, PlanContext, PlanSink};
 use crate::policy::Policy;
-use crate::progress::NoProgress;
-use crate::quote::{Quote, QuoteBuilder};
-use crate::report::{neutralise, AtomicFile, RejectsWriter};
-use crate::validate::{self, Reject, ValidateOptions, ValidateSink, Validator};
+use crate::quote::{over_budget, totals_by_currency, CurrencyTotal, QuoteError};
+use crate::report::{write_quotes, PlanReports, RejectsWriter};
+use crate::validate::{Reject, ValidateOptions, Validator};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    #[command(flatten)]
+    plan: PlanArgs,
+}
+
+/// What `quote` and `run` both take.
+#[derive(clap::Args, Debug)]
+pub(super) struct PlanArgs {
     /// Inventory file (CSV, .csv.gz, .csv.zst, Parquet) or - for stdin.
     inventory: PathBuf,
     /// Contracts file (CSV or Parquet).
@@ -43,19 +48,19 @@ pub struct Args {
     budget: Vec<String>,
 }
 
-struct Settings {
-    input: InputPath,
-    contracts: InputPath,
-    as_of: NaiveDate,
-    out: PathBuf,
-    ingest: IngestOptions,
-    date_format: Option<DateFormat>,
-    threads: usize,
-    budgets: BTreeMap<String, Decimal>,
+pub(super) struct PlanSettings {
+    pub input: InputPath,
+    pub contracts: InputPath,
+    pub as_of: NaiveDate,
+    pub out: PathBuf,
+    pub ingest: IngestOptions,
+    pub date_format: Option<DateFormat>,
+    pub threads: usize,
+    pub budgets: BTreeMap<String, Decimal>,
 }
 
-impl Args {
-    fn resolve(self) -> Result<Settings, UsageError> {
+impl PlanArgs {
+    pub(super) fn resolve(self) -> Result<PlanSettings, UsageError> {
         let date_format = self.input.date_format()?;
         let mut budgets = BTreeMap::new();
         for pair in self.budget.chunks(2) {
@@ -71,7 +76,7 @@ impl Args {
             })?;
             budgets.insert(currency.trim().to_ascii_uppercase(), amount);
         }
-        Ok(Settings {
+        Ok(PlanSettings {
             input: InputPath::from_arg(&self.inventory),
             contracts: InputPath::from_arg(&self.contracts),
             as_of: self
@@ -89,123 +94,43 @@ impl Args {
     }
 }
 
-/// Pass 1: the serials of the eligible devices.
-struct EligibleDeviceSink<'a> {
-    contracts: &'a Contracts,
-    policy: &'a Policy,
-    as_of: NaiveDate,
-    none: EligibleDevices,
-    eligible: EligibleDevices,
-}
-
-impl ValidateSink for EligibleDeviceSink<'_> {
-    fn item(&mut self, item: Item) -> anyhow::Result<()> {
-        if item.kind == ItemKind::Device {
-            let v = eligibility::evaluate(
-                &item,
-                self.contracts.by_id.get(&item.contract_id),
-                self.policy,
-                self.as_of,
-                &self.none,
-            );
-            if let (true, Some(s)) = (v.eligible(), item.serial) {
-                self.eligible.insert(s);
-            }
-        }
-        Ok(())
-    }
-    fn reject(&mut self, _: &Reject) -> anyhow::Result<()> {
-        Ok(())
-    }
-    fn warning(&mut self, _: &Reject) -> anyhow::Result<()> {
-        Ok(())
-    }
-}
-
-/// Pass 2: every verdict in row order, rejects, and the quotes.
-struct QuoteSink<'a> {
-    contracts: &'a Contracts,
-    policy: &'a Policy,
-    as_of: NaiveDate,
-    eligible_devices: &'a EligibleDevices,
-    rejects: RejectsWriter,
-    warnings: RejectsWriter,
-    eligibility: csv::Writer<AtomicFile>,
-    builder: QuoteBuilder<'a>,
-    eligible: u64,
-    ineligible: u64,
-    by_reason: BTreeMap<&'static str, u64>,
-}
-
-impl ValidateSink for QuoteSink<'_> {
-    fn item(&mut self, item: Item) -> anyhow::Result<()> {
-        let key = item.key();
-        let contract = self.contracts.by_id.get(&item.contract_id);
-        let v = eligibility::evaluate(
-            &item,
-            contract,
-            self.policy,
-            self.as_of,
-            self.eligible_devices,
-        );
-        let eta = match (v.eligible(), contract) {
-            (true, Some(c)) => self
-                .policy
-                .activation_eta(item.country, c.coverage, self.as_of)
-                .to_string(),
-            _ => String::new(),
-        };
-        if v.eligible() {
-            self.eligible += 1;
-            self.builder.add(&item, &key);
-        } else {
-            self.ineligible += 1;
-            for r in &v.reasons {
-                *self.by_reason.entry(r.as_str()).or_default() += 1;
-            }
-        }
-        let opt = |v: Option<String>| v.unwrap_or_default();
-        self.eligibility.write_record([
-            item.row.to_string().as_str(),
-            neutralise(&key).as_ref(),
-            item.kind.as_str(),
-            &opt(item.serial.map(|s| s.to_string())),
-            &opt(item.license_id.map(|l| l.to_string())),
-            neutralise(&item.contract_id).as_ref(),
-            item.country.as_str(),
-            item.region.as_str(),
-            if v.eligible() { "true" } else { "false" },
-            &v.reasons_text(),
-            neutralise(&v.alternative).as_ref(),
-            &eta,
-        ])?;
-        Ok(())
-    }
-    fn reject(&mut self, r: &Reject) -> anyhow::Result<()> {
-        self.rejects.write(r)
-    }
-    fn warning(&mut self, w: &Reject) -> anyhow::Result<()> {
-        self.warnings.write(w)
-    }
-}
-
-pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
-    let mut settings = args.resolve()?;
-    let policy = global.load_policy()?;
-    let started = Instant::now();
+/// Creates the output directory, reads the contracts and writes
+/// `contract_rejects.csv`.
+pub(super) fn load_contracts(
+    settings: &PlanSettings,
+    policy: &Policy,
+) -> anyhow::Result<Contracts> {
     std::fs::create_dir_all(&settings.out)
         .with_context(|| format!("cannot create {}", settings.out.display()))?;
-
     let opened = ingest::open(&settings.contracts, &settings.ingest)
         .map_err(input_error(&settings.contracts))?;
     let contracts =
-        contracts::load(opened.source, &policy).map_err(input_error(&settings.contracts))?;
+        contracts::load(opened.source, policy).map_err(input_error(&settings.contracts))?;
     let mut contract_rejects = RejectsWriter::create(&settings.out.join("contract_rejects.csv"))?;
     for r in &contracts.rejects {
         contract_rejects.write(r)?;
     }
     contract_rejects.commit()?;
+    Ok(contracts)
+}
 
+/// The plan, its quotes' totals and the budget verdict.
+pub(super) struct Planned {
+    pub plan: Plan,
+    pub totals: BTreeMap<String, CurrencyTotal>,
+    /// One sentence per currency over its budget.
+    pub over_budget: Vec<String>,
+}
+
+/// Runs the plan, writing `rejects.csv`, `warnings.csv`, `eligibility.csv`,
+/// `quotes.csv` and `quotes.json`; `extra` sees every verdict too.
+pub(super) fn make_plan(
+    settings: &mut PlanSettings,
+    policy: &Policy,
+    contracts: &Contracts,
+    global: &Global,
+    extra: Option<&mut dyn PlanSink>,
+) -> anyhow::Result<Planned> {
     // The inventory is read twice: stdin is kept in a temporary file.
     let _spool;
     if settings.input == InputPath::Stdin {
@@ -220,192 +145,135 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
         date_format: settings.date_format.clone(),
         keep_items: true,
     };
-
-    let opened =
-        ingest::open(&settings.input, &settings.ingest).map_err(input_error(&settings.input))?;
-    let validator = Validator::new(&policy, options.clone(), opened.source.headers())
-        .map_err(input_error(&settings.input))?;
-    let expected = opened
-        .total_bytes
-        .map_or(0, |b| (b / 130) as usize)
-        .min(50_000_000);
-    let mut pass1 = EligibleDeviceSink {
-        contracts: &contracts,
-        policy: &policy,
-        as_of: settings.as_of,
-        none: EligibleDevices::new(),
-        eligible: EligibleDevices::new(),
+    let input = &settings.input;
+    let first = ingest::open(input, &settings.ingest).map_err(input_error(input))?;
+    let validator =
+        Validator::new(policy, options, first.source.headers()).map_err(input_error(input))?;
+    let mut first = Some(first);
+    let mut open = || -> anyhow::Result<ingest::Opened> {
+        match first.take() {
+            Some(opened) => Ok(opened),
+            None => ingest::open(input, &settings.ingest).map_err(input_error(input)),
+        }
     };
-    validate::run(
-        opened.source,
-        &validator,
-        &pool,
-        expected,
-        &mut pass1,
-        &NoProgress,
-    )
-    .with_context(|| format!("reading {}", settings.input.display()))?;
-    let eligible_devices = pass1.eligible;
-
-    let opened =
-        ingest::open(&settings.input, &settings.ingest).map_err(input_error(&settings.input))?;
-    let mut eligibility =
-        csv::Writer::from_writer(AtomicFile::create(&settings.out.join("eligibility.csv"))?);
-    eligibility.write_record([
-        "row",
-        "item_key",
-        "item_type",
-        "serial_number",
-        "license_id",
-        "contract_id",
-        "country",
-        "region",
-        "eligible",
-        "reasons",
-        "alternative",
-        "eta",
-    ])?;
-    let mut sink = QuoteSink {
-        contracts: &contracts,
-        policy: &policy,
-        as_of: settings.as_of,
-        eligible_devices: &eligible_devices,
-        rejects: RejectsWriter::create(&settings.out.join("rejects.csv"))?,
-        warnings: RejectsWriter::create(&settings.out.join("warnings.csv"))?,
-        eligibility,
-        builder: QuoteBuilder::new(&contracts.by_id, &policy),
-        eligible: 0,
-        ineligible: 0,
-        by_reason: BTreeMap::new(),
+    let mut reports = PlanReports::create(&settings.out)?;
+    let mut tee = Tee {
+        reports: &mut reports,
+        extra,
     };
     let progress = super::progress::for_terminal(global.quiet);
-    progress.start(opened.total_bytes, opened.bytes_read.clone());
-    let stats = validate::run(
-        opened.source,
-        &validator,
-        &pool,
-        expected,
-        &mut sink,
-        progress.as_ref(),
-    )
-    .with_context(|| format!("reading {}", settings.input.display()))?;
-    progress.finish();
-    let QuoteSink {
-        rejects,
-        warnings,
-        eligibility,
-        builder,
-        eligible,
-        ineligible,
-        by_reason,
-        ..
-    } = sink;
-    rejects.commit()?;
-    warnings.commit()?;
-    eligibility
-        .into_inner()
-        .map_err(|e| anyhow::anyhow!("{}", e.error()))?
-        .commit()?;
-    let quotes = builder
-        .finish(settings.as_of)
-        .map_err(|e| UsageError(e.to_string()))?;
-    write_quotes(&settings.out, &quotes)?;
+    let ctx = PlanContext {
+        contracts,
+        policy,
+        as_of: settings.as_of,
+        pool: &pool,
+    };
+    let plan =
+        plan::plan(&ctx, &mut open, &validator, &mut tee, progress.as_ref()).map_err(|e| {
+            match e.downcast::<QuoteError>() {
+                Ok(q) => UsageError(q.to_string()).into(),
+                Err(e) => e.context(format!("reading {}", input.display())),
+            }
+        })?;
+    reports.commit()?;
+    write_quotes(&settings.out, &plan.quotes)?;
+    let totals = totals_by_currency(&plan.quotes);
+    let over_budget = over_budget(&totals, &settings.budgets);
+    Ok(Planned {
+        plan,
+        totals,
+        over_budget,
+    })
+}
 
-    let mut totals: BTreeMap<&str, (u64, u64, u64, Decimal)> = BTreeMap::new();
-    for q in &quotes {
-        let t = totals.entry(q.currency.as_str()).or_default();
-        t.0 += 1;
-        t.1 += q.devices;
-        t.2 += q.licenses;
-        t.3 += q.total;
+/// The plan's reports, and whoever else wants the verdicts.
+struct Tee<'a, 'b> {
+    reports: &'a mut PlanReports,
+    extra: Option<&'b mut dyn PlanSink>,
+}
+
+impl PlanSink for Tee<'_, '_> {
+    fn verdict(
+        &mut self,
+        item: &Item,
+        key: &str,
+        v: &Verdict,
+        eta: Option<NaiveDate>,
+    ) -> anyhow::Result<()> {
+        self.reports.verdict(item, key, v, eta)?;
+        match self.extra.as_deref_mut() {
+            Some(extra) => extra.verdict(item, key, v, eta),
+            None => Ok(()),
+        }
     }
-    if !global.quiet {
-        let mut text = format!(
-            "{}: {} rows, {} rejected, {} eligible, {} ineligible (as of {})\n",
-            settings.input.display(),
-            stats.rows,
-            stats.rejected_rows,
-            eligible,
-            ineligible,
-            settings.as_of
-        );
-        if !contracts.rejects.is_empty() {
-            text.push_str(&format!(
-                "contracts: {} rejected rows (contract_rejects.csv)\n",
-                contracts.rejects.len()
-            ));
+    fn reject(&mut self, r: &Reject) -> anyhow::Result<()> {
+        self.reports.reject(r)?;
+        match self.extra.as_deref_mut() {
+            Some(extra) => extra.reject(r),
+            None => Ok(()),
         }
-        for (cur, (n, d, l, total)) in &totals {
-            text.push_str(&format!(
-                "  {cur}: {n} quotes, {d} devices, {l} licenses, total {total} {cur}\n"
-            ));
-        }
-        let mut reasons: Vec<_> = by_reason.iter().collect();
-        reasons.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
-        for (reason, n) in reasons.iter().take(5) {
-            text.push_str(&format!("  {reason:<26} {n}\n"));
-        }
+    }
+    fn warning(&mut self, w: &Reject) -> anyhow::Result<()> {
+        self.reports.warning(w)
+    }
+}
+
+/// The summary both commands print: rows, verdicts, totals, top reasons.
+pub(super) fn summary_text(
+    settings: &PlanSettings,
+    contracts: &Contracts,
+    planned: &Planned,
+) -> String {
+    let plan = &planned.plan;
+    let mut text = format!(
+        "{}: {} rows, {} rejected, {} eligible, {} ineligible (as of {})\n",
+        settings.input.display(),
+        plan.stats.rows,
+        plan.stats.rejected_rows,
+        plan.eligible,
+        plan.ineligible,
+        settings.as_of
+    );
+    if !contracts.rejects.is_empty() {
         text.push_str(&format!(
-            "{:.2} s; reports in {}\n",
+            "contracts: {} rejected rows (contract_rejects.csv)\n",
+            contracts.rejects.len()
+        ));
+    }
+    for (cur, t) in &planned.totals {
+        text.push_str(&format!(
+            "  {cur}: {} quotes, {} devices, {} licenses, total {} {cur}\n",
+            t.quotes, t.devices, t.licenses, t.total
+        ));
+    }
+    let mut reasons: Vec<_> = plan.by_reason.iter().collect();
+    reasons.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    for (reason, n) in reasons.iter().take(5) {
+        text.push_str(&format!("  {reason:<26} {n}\n"));
+    }
+    text
+}
+
+pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
+    let mut settings = args.plan.resolve()?;
+    let policy = global.load_policy()?;
+    let started = Instant::now();
+    let contracts = load_contracts(&settings, &policy)?;
+    let planned = make_plan(&mut settings, &policy, &contracts, global, None)?;
+    if !global.quiet {
+        eprintln!(
+            "{}{:.2} s; reports in {}",
+            summary_text(&settings, &contracts, &planned),
             started.elapsed().as_secs_f64(),
             settings.out.display()
-        ));
-        eprint!("{text}");
+        );
     }
-
-    let mut over = Vec::new();
-    for (cur, limit) in &settings.budgets {
-        let total = totals.get(cur.as_str()).map_or(Decimal::ZERO, |t| t.3);
-        if total > *limit {
-            over.push(format!(
-                "{cur}: quoted {total} exceeds the budget of {limit}"
-            ));
-        }
-    }
-    if !over.is_empty() {
-        eprintln!("refleet: budget exceeded: {}", over.join("; "));
+    if !planned.over_budget.is_empty() {
+        eprintln!(
+            "refleet: budget exceeded: {}",
+            planned.over_budget.join("; ")
+        );
         return Ok(Outcome::Partial);
     }
     Ok(Outcome::Success)
-}
-
-fn write_quotes(out: &std::path::Path, quotes: &[Quote]) -> anyhow::Result<()> {
-    let mut csv = csv::Writer::from_writer(AtomicFile::create(&out.join("quotes.csv"))?);
-    csv.write_record([
-        "quote_id",
-        "contract_id",
-        "region",
-        "currency",
-        "pricing_model",
-        "term_months",
-        "devices",
-        "licenses",
-        "subtotal",
-        "discount",
-        "total",
-        "valid_until",
-    ])?;
-    for q in quotes {
-        csv.write_record([
-            q.quote_id.clone(),
-            neutralise(&q.contract_id).into_owned(),
-            q.region.to_string(),
-            q.currency.clone(),
-            q.pricing_model.to_string(),
-            q.term_months.to_string(),
-            q.devices.to_string(),
-            q.licenses.to_string(),
-            q.subtotal.to_string(),
-            q.discount.to_string(),
-            q.total.to_string(),
-            q.valid_until.to_string(),
-        ])?;
-    }
-    csv.into_inner()
-        .map_err(|e| anyhow::anyhow!("{}", e.error()))?
-        .commit()?;
-    let mut json = AtomicFile::create(&out.join("quotes.json"))?;
-    serde_json::to_writer_pretty(&mut json, quotes)?;
-    std::io::Write::write_all(&mut json, b"\n")?;
-    json.commit()
 }

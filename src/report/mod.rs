@@ -3,6 +3,8 @@
 //! half-written report; every cell that came from input is neutralised
 //! against spreadsheet formula injection.
 
+mod plan;
+mod results;
 mod valid;
 
 use std::borrow::Cow;
@@ -11,6 +13,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
+pub use plan::{write_quotes, PlanReports, ELIGIBILITY_COLUMNS};
+pub use results::{
+    event_key, write_results, PlannedKind, ResultCounts, RowSpool, RESULTS_COLUMNS, RESULT_STATES,
+};
 pub use valid::{ValidFormat, ValidWriter};
 
 use crate::validate::Reject;

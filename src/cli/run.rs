@@ -1,0 +1,521 @@
+//! `refleet run`: validate → eligibility → quote → budget guard → submit →
+//! track → reports (SPEC §1, §6, §7). Without `--api-url` it starts the
+//! built-in simulator on loopback and says so.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde::Serialize;
+
+use super::quote::{load_contracts, make_plan, summary_text, PlanArgs, PlanSettings, Planned};
+use super::{Global, Outcome, UsageError};
+use crate::api::{CoverageWire, ItemType};
+use crate::contracts::Contracts;
+use crate::domain::{Coverage, Item, ItemKind};
+use crate::quote::CurrencyTotal;
+use crate::report::{write_results, AtomicFile, PlannedKind, ResultCounts, RowSpool};
+use crate::sim::{Sim, SimConfig};
+use crate::submit::client::{ApiClient, ClientConfig, Token};
+use crate::submit::journal::{ItemState, Journal, PlannedItem};
+use crate::submit::retry::RetryPolicy;
+use crate::submit::{submit_and_track, SubmitError, SubmitReport, SubmitSettings};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    plan: PlanArgs,
+    /// The vendor API's base URL. Without it, refleet starts its built-in
+    /// simulator on loopback (nothing leaves this machine). The token comes
+    /// from REFLEET_API_TOKEN or --token-file, never from a flag.
+    #[arg(long, value_name = "URL", env = "REFLEET_API_URL")]
+    api_url: Option<String>,
+    /// A file holding the API token (first line); default: REFLEET_API_TOKEN.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Requests per second, never exceeded (submissions and polls alike).
+    #[arg(long, default_value_t = 20.0)]
+    rate: f64,
+    /// Requests that may leave at once after a quiet spell.
+    #[arg(long, default_value_t = 1)]
+    burst: u32,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Items per request (at most 500), grouped by contract and region.
+    #[arg(long, default_value_t = 100)]
+    batch_size: usize,
+    /// The journal (SQLite); default OUT/journal.sqlite. Re-running with the
+    /// same journal resumes and never submits an item twice.
+    #[arg(long, value_name = "FILE")]
+    state: Option<PathBuf>,
+    /// Do everything but send: validate, decide, quote, plan the journal.
+    #[arg(long)]
+    dry_run: bool,
+    /// Do not open support cases for failed and manual-review items.
+    #[arg(long)]
+    no_escalate: bool,
+    /// Stop tracking after this long (e.g. 90s, 30m, 2h); the run is then resumable (exit 4).
+    #[arg(long, default_value = "30m", value_parser = parse_duration)]
+    track_timeout: Duration,
+    /// Time-out of one HTTP attempt (e.g. 10s, 500ms).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    request_timeout: Duration,
+}
+
+/// `90s`, `30m`, `2h`, `500ms`, or plain seconds.
+pub(super) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (e.g. 90s, 30m, 2h, 500ms)"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("`{s}`: unknown unit `{unit}` (ms, s, m, h)")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("`{s}` is not a duration"))
+}
+
+/// Where requests go.
+enum Endpoint {
+    Url(String, Token),
+    Simulator,
+}
+
+struct Settings {
+    plan: PlanSettings,
+    endpoint: Endpoint,
+    state: PathBuf,
+    rate: f64,
+    burst: u32,
+    dry_run: bool,
+    submit: SubmitSettings,
+    request_timeout: Duration,
+}
+
+impl Args {
+    fn resolve(self) -> Result<Settings, UsageError> {
+        let plan = self.plan.resolve()?;
+        if !(self.rate > 0.0 && self.rate.is_finite()) {
+            return Err(UsageError(format!(
+                "--rate must be above 0, not {}",
+                self.rate
+            )));
+        }
+        if self.batch_size == 0 || self.batch_size > crate::api::MAX_BATCH {
+            return Err(UsageError(format!(
+                "--batch-size must be between 1 and {}, not {}",
+                crate::api::MAX_BATCH,
+                self.batch_size
+            )));
+        }
+        let endpoint = match self.api_url {
+            None => Endpoint::Simulator,
+            Some(url) => {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(UsageError(format!(
+                        "--api-url must start with http:// or https://, not `{url}`"
+                    )));
+                }
+                Endpoint::Url(url, read_token(self.token_file.as_deref())?)
+            }
+        };
+        let state = self
+            .state
+            .unwrap_or_else(|| plan.out.join("journal.sqlite"));
+        Ok(Settings {
+            endpoint,
+            state,
+            rate: self.rate,
+            burst: self.burst.max(1),
+            dry_run: self.dry_run,
+            submit: SubmitSettings {
+                batch_size: self.batch_size,
+                concurrency: self.concurrency.max(1),
+                escalate: !self.no_escalate,
+                track_timeout: self.track_timeout,
+                ..SubmitSettings::default()
+            },
+            request_timeout: self.request_timeout,
+            plan,
+        })
+    }
+}
+
+/// The API token: `--token-file` (first line) or `REFLEET_API_TOKEN`.
+fn read_token(file: Option<&std::path::Path>) -> Result<Token, UsageError> {
+    let token = match file {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| UsageError(format!("--token-file {}: {e}", path.display())))?
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_string(),
+        None => std::env::var("REFLEET_API_TOKEN").unwrap_or_default(),
+    };
+    if token.is_empty() {
+        return Err(UsageError(
+            "--api-url needs a token: set REFLEET_API_TOKEN or pass --token-file FILE".into(),
+        ));
+    }
+    Ok(Token::new(token))
+}
+
+/// `summary.json`: stable keys for monitoring (SPEC §7).
+#[derive(Serialize)]
+struct Summary<'a> {
+    refleet_version: &'static str,
+    run_id: i64,
+    input: String,
+    as_of: String,
+    api: &'a str,
+    dry_run: bool,
+    outcome: &'a str,
+    exit_code: i32,
+    stopped_because: Option<String>,
+    rows: u64,
+    valid_rows: u64,
+    rejected_rows: u64,
+    eligible: u64,
+    ineligible: u64,
+    items_by_state: &'a BTreeMap<String, u64>,
+    reasons: &'a BTreeMap<String, u64>,
+    by_region: &'a BTreeMap<String, BTreeMap<String, u64>>,
+    by_contract: &'a BTreeMap<String, BTreeMap<String, u64>>,
+    quotes: &'a BTreeMap<String, CurrencyTotal>,
+    budget: BTreeMap<String, String>,
+    over_budget: &'a [String],
+    requests: Requests,
+    timings: Timings,
+}
+
+#[derive(Serialize)]
+struct Requests {
+    sent: u64,
+    throttled: u64,
+    configured_rate: f64,
+    achieved_rate: f64,
+}
+
+#[derive(Serialize)]
+struct Timings {
+    plan_seconds: f64,
+    submit_seconds: f64,
+    total_seconds: f64,
+}
+
+pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
+    let mut settings = args.resolve()?;
+    let policy = Arc::new(global.load_policy()?);
+    let started = Instant::now();
+    let contracts = load_contracts(&settings.plan, &policy)?;
+    // The journal first: a second run on it is refused before any work.
+    let journal = Journal::open(&settings.state).map_err(|e| match e {
+        crate::submit::journal::JournalError::Busy(_) => UsageError(e.to_string()).into(),
+        e => anyhow::Error::new(e),
+    })?;
+    let run_id = journal.begin_run(
+        &settings.plan.input.display().to_string(),
+        settings.plan.as_of,
+    )?;
+
+    // Plan: every verdict to the reports, eligible and manual-review items to the journal.
+    let escalate = settings.submit.escalate;
+    let out = settings.plan.out.clone();
+    journal.begin()?;
+    let spool = {
+        let journal = &journal;
+        let contracts_ref = &contracts;
+        let on_planned = move |item: &Item,
+                               event: &str,
+                               _: &crate::eligibility::Verdict,
+                               kind: PlannedKind|
+              -> anyhow::Result<()> {
+            let state = match kind {
+                PlannedKind::Eligible => ItemState::Planned,
+                PlannedKind::ManualReview if escalate => ItemState::ManualReview,
+                PlannedKind::ManualReview => return Ok(()),
+            };
+            journal.plan_item(&planned_item(item, event, contracts_ref), state, run_id)?;
+            Ok(())
+        };
+        let mut spool = RowSpool::create(&out, Box::new(on_planned))?;
+        let planned = make_plan(
+            &mut settings.plan,
+            &policy,
+            &contracts,
+            global,
+            Some(&mut spool),
+        )?;
+        (spool.finish()?, planned)
+    };
+    journal.commit()?;
+    let (spool, planned) = spool;
+    for q in &planned.plan.quotes {
+        journal.set_quote(&q.contract_id, q.region.as_str(), &q.quote_id)?;
+    }
+    let plan_seconds = started.elapsed().as_secs_f64();
+    if !global.quiet {
+        eprint!("{}", summary_text(&settings.plan, &contracts, &planned));
+    }
+
+    // The budget guard comes before any request.
+    let mut report = SubmitReport::default();
+    let mut api_label = match &settings.endpoint {
+        Endpoint::Url(url, _) => url.clone(),
+        Endpoint::Simulator => "simulator".to_string(),
+    };
+    let budget_refused = !planned.over_budget.is_empty();
+    if budget_refused {
+        eprintln!(
+            "refleet: budget exceeded, nothing was submitted: {}",
+            planned.over_budget.join("; ")
+        );
+    } else if settings.dry_run {
+        if !global.quiet {
+            eprintln!("dry run: nothing was sent");
+        }
+    } else {
+        let (label, rep) = submit(&settings, &journal, run_id, policy.clone(), global)?;
+        api_label = label;
+        report = rep;
+    }
+
+    let counts = write_results(&out, &spool, &mut |key| Ok(journal.record(key)?))?;
+    drop(spool);
+    let outcome = if report.unfinished {
+        Outcome::Interrupted
+    } else if budget_refused || counts.failed_or_rejected > 0 {
+        Outcome::Partial
+    } else {
+        Outcome::Success
+    };
+    let outcome_name = if budget_refused {
+        "budget_exceeded"
+    } else {
+        match outcome {
+            Outcome::Success => "finished",
+            Outcome::Partial => "finished_with_failures",
+            Outcome::Interrupted => "stopped_resumable",
+        }
+    };
+    journal.finish_run(run_id, outcome_name)?;
+    let summary = Summary {
+        refleet_version: env!("CARGO_PKG_VERSION"),
+        run_id,
+        input: settings.plan.input.display().to_string(),
+        as_of: settings.plan.as_of.to_string(),
+        api: &api_label,
+        dry_run: settings.dry_run,
+        outcome: outcome_name,
+        exit_code: outcome.exit_code(),
+        stopped_because: report.stopped_because.clone(),
+        rows: planned.plan.stats.rows,
+        valid_rows: planned.plan.stats.valid,
+        rejected_rows: planned.plan.stats.rejected_rows,
+        eligible: planned.plan.eligible,
+        ineligible: planned.plan.ineligible,
+        items_by_state: &counts.by_state,
+        reasons: &counts.by_reason,
+        by_region: &counts.by_region,
+        by_contract: &counts.by_contract,
+        quotes: &planned.totals,
+        budget: settings
+            .plan
+            .budgets
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_string()))
+            .collect(),
+        over_budget: &planned.over_budget,
+        requests: Requests {
+            sent: report.requests,
+            throttled: report.throttled,
+            configured_rate: settings.rate,
+            achieved_rate: if report.seconds > 0.0 {
+                report.requests as f64 / report.seconds
+            } else {
+                0.0
+            },
+        },
+        timings: Timings {
+            plan_seconds,
+            submit_seconds: report.seconds,
+            total_seconds: started.elapsed().as_secs_f64(),
+        },
+    };
+    let mut f = AtomicFile::create(&out.join("summary.json"))?;
+    serde_json::to_writer_pretty(&mut f, &summary)?;
+    std::io::Write::write_all(&mut f, b"\n")?;
+    f.commit()?;
+    if !global.quiet {
+        eprint!(
+            "{}",
+            final_text(&counts, &report, &planned, &settings, started)
+        );
+    }
+    Ok(outcome)
+}
+
+/// Starts the simulator when asked, then submits and tracks.
+fn submit(
+    settings: &Settings,
+    journal: &Journal,
+    run_id: i64,
+    policy: Arc<crate::policy::Policy>,
+    global: &Global,
+) -> anyhow::Result<(String, SubmitReport)> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let (label, base_url, token, _sim) = match &settings.endpoint {
+            Endpoint::Url(url, token) => (url.clone(), url.clone(), token.clone(), None),
+            Endpoint::Simulator => {
+                let token = format!("sim-{:016x}", fastrand::u64(..));
+                let sim = Sim::start(
+                    SimConfig {
+                        token: Some(token.clone()),
+                        ..SimConfig::default()
+                    },
+                    policy,
+                )
+                .await
+                .context("cannot start the built-in simulator")?;
+                if !global.quiet {
+                    eprintln!(
+                        "no --api-url: using the built-in simulator on {} (a simulation: nothing leaves this machine)",
+                        sim.url()
+                    );
+                }
+                ("simulator".to_string(), sim.url(), Token::new(token), Some(sim))
+            }
+        };
+        let client = Arc::new(ApiClient::new(ClientConfig {
+            base_url,
+            token,
+            rate: settings.rate,
+            burst: settings.burst,
+            timeout: settings.request_timeout,
+            retry: RetryPolicy::default(),
+        })?);
+        let stop = Arc::new(AtomicBool::new(false));
+        {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    stop.store(true, Ordering::Relaxed);
+                }
+            });
+        }
+        let total = journal.counts()?.iter().map(|(_, n)| *n).sum();
+        let bar = super::progress::submit_bar(global.quiet, total);
+        let report = submit_and_track(
+            journal,
+            client,
+            run_id,
+            &settings.submit,
+            stop,
+            bar.as_ref(),
+        )
+        .await
+        .map_err(|e| match e {
+            SubmitError::Unauthorized { .. } => UsageError(e.to_string()).into(),
+            e => anyhow::Error::new(e),
+        })?;
+        Ok((label, report))
+    })
+}
+
+/// What the journal needs to rebuild an item's request.
+fn planned_item(item: &Item, event: &str, contracts: &Contracts) -> PlannedItem {
+    let coverage = match contracts.by_id.get(&item.contract_id).map(|c| c.coverage) {
+        Some(Coverage::Extended) => CoverageWire::Extended,
+        _ => CoverageWire::Standard,
+    };
+    PlannedItem {
+        event_key: event.to_string(),
+        item_type: match item.kind {
+            ItemKind::License => ItemType::License,
+            ItemKind::Device => ItemType::Device,
+        },
+        serial_number: item.serial.map(|s| s.to_string()),
+        mac_address: item.mac.map(|m| m.to_string()),
+        model: (!item.model_text.is_empty()).then(|| item.model_text.to_string()),
+        license_id: item.license_id.map(|l| l.to_string()),
+        bound_serial: item.bound_serial.map(|s| s.to_string()),
+        contract_id: item.contract_id.to_string(),
+        region: item.region.as_str().to_string(),
+        country: item.country.as_str().to_string(),
+        deactivated_at: item.deactivated_at.to_string(),
+        coverage,
+    }
+}
+
+fn final_text(
+    counts: &ResultCounts,
+    report: &SubmitReport,
+    planned: &Planned,
+    settings: &Settings,
+    started: Instant,
+) -> String {
+    let _ = planned;
+    let mut text = String::from("results:");
+    for (state, n) in &counts.by_state {
+        if *n > 0 {
+            text.push_str(&format!(" {state} {n},"));
+        }
+    }
+    text.pop();
+    text.push('\n');
+    if report.requests > 0 {
+        text.push_str(&format!(
+            "{} requests in {:.1} s ({:.1}/s of {}/s allowed), {} throttled\n",
+            report.requests,
+            report.seconds,
+            report.requests as f64 / report.seconds.max(0.001),
+            settings.rate,
+            report.throttled
+        ));
+    }
+    if let Some(why) = &report.stopped_because {
+        text.push_str(&format!(
+            "stopped before finishing: {why}; run the same command again to resume (journal {})\n",
+            settings.state.display()
+        ));
+    }
+    text.push_str(&format!(
+        "{:.2} s; reports in {}: results.csv, summary.json, eligibility.csv, quotes.csv, quotes.json, rejects.csv\n",
+        started.elapsed().as_secs_f64(),
+        settings.plan.out.display()
+    ));
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("12"), Ok(Duration::from_secs(12)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5d").is_err());
+    }
+}

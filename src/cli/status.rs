@@ -1,0 +1,79 @@
+//! `refleet status --state FILE`: where a run stands, read from its journal
+//! (safe while the run goes on: WAL lets a reader in).
+
+use std::path::PathBuf;
+
+use rusqlite::OptionalExtension;
+
+use super::{Global, Outcome, UsageError};
+use crate::submit::journal::{self, ItemState, Journal};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The run's journal.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "refleet-out/journal.sqlite"
+    )]
+    state: PathBuf,
+}
+
+pub(super) fn run(args: Args, _global: &Global) -> anyhow::Result<Outcome> {
+    let conn = Journal::open_read_only(&args.state).map_err(|e| UsageError(e.to_string()))?;
+    let counts = journal::counts(&conn, &args.state)?;
+    let n = |s: ItemState| counts.iter().find(|(st, _)| *st == s).map_or(0, |c| c.1);
+    let total: u64 = counts.iter().map(|c| c.1).sum();
+    let done = n(ItemState::Active)
+        + n(ItemState::Rejected)
+        + n(ItemState::Failed)
+        + n(ItemState::Escalated);
+    let mut text = format!(
+        "journal {}: {total} items, {done} done\n",
+        args.state.display()
+    );
+    for (state, count) in &counts {
+        text.push_str(&format!("  {:<13} {count}\n", state.as_str()));
+    }
+    let last: Option<(i64, String, Option<String>, Option<String>)> = conn
+        .query_row(
+            "SELECT id, started_at, finished_at, outcome FROM runs ORDER BY id DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()?;
+    if let Some((id, started, finished, outcome)) = last {
+        match finished {
+            Some(f) => text.push_str(&format!(
+                "last run #{id}: {started} → {f}, {}\n",
+                outcome.unwrap_or_default()
+            )),
+            None => text.push_str(&format!(
+                "run #{id} started {started}: still going, or stopped without finishing\n"
+            )),
+        }
+        // The rate over the last minute of attempts, and an ETA from it.
+        let (requests, span): (i64, f64) = conn.query_row(
+            "SELECT COUNT(*), COALESCE((julianday(MAX(at)) - julianday(MIN(at))) * 86400.0, 0)
+             FROM attempts WHERE run_id = ?1
+               AND julianday(at) >= (SELECT julianday(MAX(at)) FROM attempts WHERE run_id = ?1) - 60.0 / 86400.0",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        if requests > 1 && span > 0.0 {
+            let rate = requests as f64 / span;
+            text.push_str(&format!(
+                "rate: {rate:.1} requests/s over the last minute of requests\n"
+            ));
+        }
+    }
+    let left = n(ItemState::Planned)
+        + n(ItemState::Submitted)
+        + n(ItemState::Accepted)
+        + n(ItemState::Provisioning);
+    if left > 0 {
+        text.push_str(&format!("{left} items still to submit or on their way\n"));
+    }
+    print!("{text}");
+    Ok(Outcome::Success)
+}

@@ -1,0 +1,521 @@
+//! The HTTP client of the vendor API, layered as STYLE §9 asks: one rate
+//! limiter that every request passes (submissions, polls and cases alike),
+//! then the retry policy, then a timeout per attempt. Concurrency is bounded
+//! by the caller ([`super::submit_and_track`]).
+
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::Method;
+use serde::de::DeserializeOwned;
+
+use super::retry::{
+    classify_status, parse_retry_after, Class, RetryBudget, RetryPolicy, RETRY_COST,
+    TIMEOUT_RETRY_COST,
+};
+use crate::api;
+
+/// A secret that never prints: `Debug` and `Display` show `***`.
+#[derive(Clone)]
+pub struct Token(String);
+
+impl Token {
+    pub fn new(s: impl Into<String>) -> Token {
+        Token(s.into())
+    }
+    fn header(&self) -> Option<HeaderValue> {
+        let mut v = HeaderValue::from_str(&format!("Bearer {}", self.0)).ok()?;
+        v.set_sensitive(true);
+        Some(v)
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// The request rate the run may use: GCRA at `rate` per second with `burst`,
+/// lowered after a 429 and raised back step by step after successes, with a
+/// global pause for the server's `Retry-After`.
+pub struct Limiter {
+    max_rate: f64,
+    min_rate: f64,
+    burst: NonZeroU32,
+    state: Mutex<LimiterState>,
+}
+
+struct LimiterState {
+    rate: f64,
+    limiter: Arc<DefaultDirectRateLimiter>,
+    pause_until: Option<Instant>,
+    successes: u32,
+    /// The rate that last drew a 429: probing stays below it for a while.
+    ceiling: Option<f64>,
+}
+
+/// Successes at a lowered rate before it is raised one step.
+const PROBE_AFTER: u32 = 20;
+/// Successes just under the last throttled rate before probing above it.
+const PROBE_CEILING_AFTER: u32 = 10 * PROBE_AFTER;
+
+fn gcra(rate: f64, burst: NonZeroU32) -> Arc<DefaultDirectRateLimiter> {
+    let period = Duration::from_secs_f64(1.0 / rate.max(0.001));
+    let quota = Quota::with_period(period)
+        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+        .allow_burst(burst);
+    Arc::new(RateLimiter::direct(quota))
+}
+
+impl Limiter {
+    pub fn new(rate: f64, burst: u32) -> Limiter {
+        let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+        Limiter {
+            max_rate: rate,
+            min_rate: (rate / 16.0).max(0.1).min(rate),
+            burst,
+            state: Mutex::new(LimiterState {
+                rate,
+                limiter: gcra(rate, burst),
+                pause_until: None,
+                successes: 0,
+                ceiling: None,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LimiterState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until a request may leave. Each call consumes one cell.
+    pub async fn acquire(&self) {
+        loop {
+            let (limiter, pause) = {
+                let s = self.lock();
+                (s.limiter.clone(), s.pause_until)
+            };
+            if let Some(until) = pause.filter(|u| *u > Instant::now()) {
+                tokio::time::sleep_until(until.into()).await;
+                continue;
+            }
+            limiter.until_ready().await;
+            // A 429 may have paused everyone while this one waited for its
+            // cell: then wait out the pause and queue for a fresh cell, so
+            // the waiters leave at the (lowered) rate, not all at once.
+            let paused = self.lock().pause_until.is_some_and(|u| u > Instant::now());
+            if !paused {
+                return;
+            }
+        }
+    }
+
+    /// A 429: pause every request for `retry_after` (1 s if the server did
+    /// not say) and halve the rate, with no burst until it is back to the
+    /// configured rate. The other 429s of the same burst arrive while the
+    /// pause holds: they extend it but do not halve the rate again.
+    pub fn throttled(&self, retry_after: Option<Duration>) {
+        let mut s = self.lock();
+        let now = Instant::now();
+        let already_paused = s.pause_until.is_some_and(|p| p > now);
+        let until = now + retry_after.unwrap_or(Duration::from_secs(1));
+        s.pause_until = Some(s.pause_until.map_or(until, |p| p.max(until)));
+        if !already_paused {
+            s.ceiling = Some(s.rate);
+            s.rate = (s.rate / 2.0).max(self.min_rate);
+            s.limiter = gcra(s.rate, NonZeroU32::MIN);
+            s.successes = 0;
+        }
+    }
+
+    /// A success: after [`PROBE_AFTER`] of them at a lowered rate, raise it
+    /// by a quarter, but to no more than 90 % of the rate that last drew a
+    /// 429 until [`PROBE_CEILING_AFTER`] successes say the server has room
+    /// (additive probing near the limit, multiplicative back-off above it).
+    /// Never above the configured rate, where the burst is allowed again.
+    pub fn succeeded(&self) {
+        let mut s = self.lock();
+        if s.rate >= self.max_rate {
+            return;
+        }
+        s.successes += 1;
+        let mut next = s.rate * 1.25;
+        if let Some(ceiling) = s.ceiling {
+            if s.successes >= PROBE_CEILING_AFTER {
+                s.ceiling = None;
+            } else {
+                next = next.min(ceiling * 0.9);
+                if next <= s.rate {
+                    return;
+                }
+            }
+        }
+        if s.successes >= PROBE_AFTER {
+            s.rate = next.min(self.max_rate);
+            let burst = if s.rate >= self.max_rate {
+                self.burst
+            } else {
+                NonZeroU32::MIN
+            };
+            s.limiter = gcra(s.rate, burst);
+            s.successes = 0;
+        }
+    }
+
+    pub fn current_rate(&self) -> f64 {
+        self.lock().rate
+    }
+}
+
+/// One HTTP exchange, for the journal's audit trail.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    /// When it was sent.
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    pub millis: u64,
+}
+
+/// Why a call ended without a usable answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    /// The server answered for good (a 4xx that is not retried).
+    #[error("HTTP {status}: {message}")]
+    Refused { status: u16, message: String },
+    /// Every attempt, or the retry budget, was spent without an answer.
+    #[error("no answer after {attempts} attempts: {last}")]
+    GaveUp { attempts: u32, last: String },
+}
+
+/// An answer and the attempts it took.
+pub struct Call<T> {
+    pub result: Result<T, CallError>,
+    pub attempts: Vec<Attempt>,
+}
+
+pub struct ClientConfig {
+    pub base_url: String,
+    pub token: Token,
+    pub rate: f64,
+    pub burst: u32,
+    pub timeout: Duration,
+    pub retry: RetryPolicy,
+}
+
+/// The vendor API client. Cheap to share behind an `Arc`.
+pub struct ApiClient {
+    http: reqwest::Client,
+    base: String,
+    token: Token,
+    timeout: Duration,
+    retry: RetryPolicy,
+    pub limiter: Limiter,
+    pub budget: RetryBudget,
+    /// Every attempt sent, and those answered 429.
+    pub sent: AtomicU64,
+    pub throttled: AtomicU64,
+}
+
+impl ApiClient {
+    pub fn new(config: ClientConfig) -> anyhow::Result<ApiClient> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.timeout.min(Duration::from_secs(10)))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()?;
+        Ok(ApiClient {
+            http,
+            base: config.base_url.trim_end_matches('/').to_string(),
+            token: config.token,
+            timeout: config.timeout,
+            retry: config.retry,
+            limiter: Limiter::new(config.rate, config.burst),
+            budget: RetryBudget::default(),
+            sent: AtomicU64::new(0),
+            throttled: AtomicU64::new(0),
+        })
+    }
+
+    pub async fn submit(
+        &self,
+        idempotency_key: &str,
+        body: &api::ReactivationRequest,
+    ) -> Call<api::ReactivationAccepted> {
+        self.call(
+            Method::POST,
+            "/v1/reactivations",
+            Some(idempotency_key),
+            Some(body),
+        )
+        .await
+    }
+
+    pub async fn status(&self, request_id: &str) -> Call<api::ReactivationStatus> {
+        let path = format!("/v1/reactivations/{request_id}");
+        self.call::<(), _>(Method::GET, &path, None, None).await
+    }
+
+    pub async fn open_case(
+        &self,
+        idempotency_key: &str,
+        body: &api::CaseRequest,
+    ) -> Call<api::Case> {
+        self.call(Method::POST, "/v1/cases", Some(idempotency_key), Some(body))
+            .await
+    }
+
+    async fn call<B: serde::Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        idempotency_key: Option<&str>,
+        body: Option<&B>,
+    ) -> Call<T> {
+        let mut attempts = Vec::new();
+        let body = match body.map(serde_json::to_vec).transpose() {
+            Ok(b) => b,
+            Err(e) => {
+                return Call {
+                    result: Err(CallError::Refused {
+                        status: 0,
+                        message: format!("cannot encode the request: {e}"),
+                    }),
+                    attempts,
+                }
+            }
+        };
+        let url = format!("{}{path}", self.base);
+        let mut rng = fastrand::Rng::new();
+        loop {
+            self.limiter.acquire().await;
+            self.sent.fetch_add(1, Ordering::Relaxed);
+            let started = Instant::now();
+            let sent_at = chrono::Utc::now();
+            let mut req = self
+                .http
+                .request(method.clone(), &url)
+                .timeout(self.timeout);
+            if let Some(auth) = self.token.header() {
+                req = req.header(AUTHORIZATION, auth);
+            }
+            if let Some(key) = idempotency_key {
+                req = req.header(api::IDEMPOTENCY_KEY, key);
+            }
+            if let Some(b) = &body {
+                req = req.header(CONTENT_TYPE, "application/json").body(b.clone());
+            }
+            let (class, retry_after, timed_out, attempt) = match req.send().await {
+                Err(e) => (
+                    Class::Retry { throttled: false },
+                    None,
+                    e.is_timeout(),
+                    Attempt {
+                        at: sent_at,
+                        status: None,
+                        error: Some(describe(&e)),
+                        millis: started.elapsed().as_millis() as u64,
+                    },
+                ),
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    let retry_after = resp
+                        .headers()
+                        .get(RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| parse_retry_after(v, SystemTime::now()));
+                    match resp.bytes().await {
+                        Err(e) => (
+                            Class::Retry { throttled: false },
+                            None,
+                            e.is_timeout(),
+                            Attempt {
+                                at: sent_at,
+                                status: Some(status),
+                                error: Some(format!("answer cut off: {}", describe(&e))),
+                                millis: started.elapsed().as_millis() as u64,
+                            },
+                        ),
+                        Ok(bytes) => {
+                            let millis = started.elapsed().as_millis() as u64;
+                            match classify_status(status) {
+                                Class::Success => match serde_json::from_slice::<T>(&bytes) {
+                                    Ok(v) => {
+                                        attempts.push(Attempt {
+                                            at: sent_at,
+                                            status: Some(status),
+                                            error: None,
+                                            millis,
+                                        });
+                                        self.budget.refill();
+                                        self.limiter.succeeded();
+                                        return Call {
+                                            result: Ok(v),
+                                            attempts,
+                                        };
+                                    }
+                                    // A garbled answer: the same key replays it.
+                                    Err(e) => (
+                                        Class::Retry { throttled: false },
+                                        None,
+                                        false,
+                                        Attempt {
+                                            at: sent_at,
+                                            status: Some(status),
+                                            error: Some(format!("unreadable answer: {e}")),
+                                            millis,
+                                        },
+                                    ),
+                                },
+                                Class::Fatal => {
+                                    attempts.push(Attempt {
+                                        at: sent_at,
+                                        status: Some(status),
+                                        error: Some("refused".into()),
+                                        millis,
+                                    });
+                                    return Call {
+                                        result: Err(CallError::Refused {
+                                            status,
+                                            message: error_message(&bytes),
+                                        }),
+                                        attempts,
+                                    };
+                                }
+                                class => (
+                                    class,
+                                    retry_after,
+                                    false,
+                                    Attempt {
+                                        at: sent_at,
+                                        status: Some(status),
+                                        error: Some(error_message(&bytes)),
+                                        millis,
+                                    },
+                                ),
+                            }
+                        }
+                    }
+                }
+            };
+            let last = attempt
+                .error
+                .clone()
+                .unwrap_or_else(|| format!("HTTP {}", attempt.status.unwrap_or(0)));
+            attempts.push(attempt);
+            if class == (Class::Retry { throttled: true }) {
+                self.throttled.fetch_add(1, Ordering::Relaxed);
+                self.limiter.throttled(retry_after);
+            }
+            let n = attempts.len() as u32;
+            let cost = if timed_out {
+                TIMEOUT_RETRY_COST
+            } else {
+                RETRY_COST
+            };
+            if n >= self.retry.max_attempts || !self.budget.try_spend(cost) {
+                let last = if n >= self.retry.max_attempts {
+                    last
+                } else {
+                    format!("{last} (retry budget spent)")
+                };
+                return Call {
+                    result: Err(CallError::GaveUp { attempts: n, last }),
+                    attempts,
+                };
+            }
+            // After a 429 the limiter's pause is the wait.
+            if class != (Class::Retry { throttled: true }) {
+                tokio::time::sleep(self.retry.wait(n, retry_after, &mut rng)).await;
+            }
+        }
+    }
+}
+
+/// A transport error in a few words (never the URL's secrets: there are none,
+/// the token travels in a header).
+fn describe(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timed out".into()
+    } else if e.is_connect() {
+        "cannot connect".into()
+    } else if e.is_body() || e.is_decode() {
+        "connection lost".into()
+    } else {
+        let mut s = e.to_string();
+        let mut src = std::error::Error::source(e);
+        while let Some(inner) = src {
+            s = format!("{s}: {inner}");
+            src = inner.source();
+        }
+        s
+    }
+}
+
+/// The server's error sentence, or the start of its body.
+fn error_message(body: &[u8]) -> String {
+    match serde_json::from_slice::<api::ApiError>(body) {
+        Ok(e) => match e.field {
+            Some(f) => format!("{} ({}: {})", e.error, f, e.message),
+            None => format!("{}: {}", e.error, e.message),
+        },
+        Err(_) => String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_never_prints() {
+        let t = Token::new("s3cr3t-token");
+        assert_eq!(format!("{t:?}"), "***");
+        assert!(t.header().is_some_and(|h| h.is_sensitive()));
+    }
+
+    #[tokio::test]
+    async fn a_throttle_halves_the_rate_and_successes_bring_it_back() {
+        let l = Limiter::new(100.0, 1);
+        l.throttled(Some(Duration::from_millis(10)));
+        assert!((l.current_rate() - 50.0).abs() < 1e-9);
+        // The rest of the same burst's 429s: the pause holds, the rate stays.
+        l.throttled(Some(Duration::from_millis(10)));
+        assert!((l.current_rate() - 50.0).abs() < 1e-9);
+        // The rest of the same burst's 429s: the pause holds, the rate stays.
+        l.throttled(Some(Duration::from_millis(10)));
+        assert!((l.current_rate() - 50.0).abs() < 1e-9);
+        let started = Instant::now();
+        l.acquire().await;
+        assert!(
+            started.elapsed() >= Duration::from_millis(9),
+            "the pause is honoured"
+        );
+        for _ in 0..PROBE_AFTER {
+            l.succeeded();
+        }
+        assert!((l.current_rate() - 62.5).abs() < 1e-9);
+        // Below the rate that drew the 429 (100/s) for a long while...
+        for _ in 0..PROBE_CEILING_AFTER - 1 {
+            l.succeeded();
+        }
+        assert!(
+            (l.current_rate() - 90.0).abs() < 1e-9,
+            "{}",
+            l.current_rate()
+        );
+        // ...then probing above it again, never above the configured rate.
+        for _ in 0..PROBE_CEILING_AFTER * 2 {
+            l.succeeded();
+        }
+        assert!(
+            (l.current_rate() - 100.0).abs() < 1e-9,
+            "{}",
+            l.current_rate()
+        );
+    }
+}

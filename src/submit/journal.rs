@@ -1,0 +1,869 @@
+//! The durable journal of submissions (SPEC §6): SQLite in WAL mode with
+//! `synchronous = FULL`, so a committed write survives `kill -9` and a power
+//! cut alike.
+//!
+//! The rule that makes a crash harmless: a batch is written as `submitted`,
+//! with its idempotency key and its items, in one transaction *before* its
+//! request leaves; its outcome is written after. A later run re-sends every
+//! batch still `submitted` with the same key and the same body, so the
+//! server replays its answer instead of activating anything twice.
+//!
+//! Items are keyed by their event key (`serial or license | contract |
+//! deactivated_at`), across runs: the same export run again the next night
+//! finds its items already done, and a new deactivation is a new key.
+//!
+//! One process at a time: [`Journal::open`] takes an exclusive lock on
+//! `FILE.lock` (released by the kernel when the process dies, however it dies).
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::api::{self, CoverageWire, ItemType, RequestItem};
+
+/// Where an item stands (SPEC §6). `ManualReview` is an ineligible item that
+/// waits for a support case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ItemState {
+    Planned,
+    Submitted,
+    Accepted,
+    Provisioning,
+    Active,
+    Rejected,
+    Failed,
+    Escalated,
+    ManualReview,
+}
+
+impl ItemState {
+    pub const ALL: [ItemState; 9] = [
+        ItemState::Planned,
+        ItemState::Submitted,
+        ItemState::Accepted,
+        ItemState::Provisioning,
+        ItemState::Active,
+        ItemState::Rejected,
+        ItemState::Failed,
+        ItemState::Escalated,
+        ItemState::ManualReview,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ItemState::Planned => "planned",
+            ItemState::Submitted => "submitted",
+            ItemState::Accepted => "accepted",
+            ItemState::Provisioning => "provisioning",
+            ItemState::Active => "active",
+            ItemState::Rejected => "rejected",
+            ItemState::Failed => "failed",
+            ItemState::Escalated => "escalated",
+            ItemState::ManualReview => "manual_review",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ItemState> {
+        ItemState::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+/// An error of the journal itself: the run cannot go on safely without it.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("another refleet process is using the journal {0} (its lock file {0}.lock is held); wait for it to finish")]
+    Busy(PathBuf),
+    #[error("cannot open the journal {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("journal: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("journal {0}: unknown state `{1}` (written by a newer refleet?)")]
+    BadState(PathBuf, String),
+}
+
+/// An eligible item as the journal keeps it: enough to rebuild its request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedItem {
+    pub event_key: String,
+    pub item_type: ItemType,
+    pub serial_number: Option<String>,
+    pub mac_address: Option<String>,
+    pub model: Option<String>,
+    pub license_id: Option<String>,
+    pub bound_serial: Option<String>,
+    pub contract_id: String,
+    pub region: String,
+    pub country: String,
+    pub deactivated_at: String,
+    pub coverage: CoverageWire,
+}
+
+impl PlannedItem {
+    pub fn to_request_item(&self) -> RequestItem {
+        RequestItem {
+            item_key: self.event_key.clone(),
+            item_type: self.item_type,
+            serial_number: self.serial_number.clone(),
+            mac_address: self.mac_address.clone(),
+            model: self.model.clone(),
+            license_id: self.license_id.clone(),
+            bound_serial: self.bound_serial.clone(),
+            country: self.country.clone(),
+            deactivated_at: self.deactivated_at.clone(),
+        }
+    }
+}
+
+/// A batch to send: the request body and its idempotency key.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub id: i64,
+    pub idempotency_key: String,
+    pub request: api::ReactivationRequest,
+}
+
+/// An accepted batch whose items are still on their way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tracked {
+    pub batch_id: i64,
+    pub request_id: String,
+}
+
+/// An item that needs a support case.
+#[derive(Debug, Clone)]
+pub struct CaseToOpen {
+    pub event_key: String,
+    pub request: api::CaseRequest,
+}
+
+/// The journal's view of one item, for `results.csv`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ItemRecord {
+    pub state: String,
+    pub reason: Option<String>,
+    pub request_id: Option<String>,
+    pub confirmation_id: Option<String>,
+    pub features: Option<String>,
+    pub case_id: Option<String>,
+    pub attempts: u32,
+    pub eta: Option<String>,
+    pub activated_at: Option<String>,
+}
+
+pub struct Journal {
+    conn: Connection,
+    path: PathBuf,
+    /// Held for the life of the journal: the kernel releases it on exit.
+    _lock: File,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    input TEXT NOT NULL,
+    as_of TEXT NOT NULL,
+    outcome TEXT
+);
+CREATE TABLE IF NOT EXISTS items (
+    event_key TEXT PRIMARY KEY,
+    item_type TEXT NOT NULL,
+    serial_number TEXT,
+    mac_address TEXT,
+    model TEXT,
+    license_id TEXT,
+    bound_serial TEXT,
+    contract_id TEXT NOT NULL,
+    region TEXT NOT NULL,
+    country TEXT NOT NULL,
+    deactivated_at TEXT NOT NULL,
+    coverage TEXT NOT NULL,
+    quote_id TEXT NOT NULL DEFAULT '',
+    state TEXT NOT NULL,
+    reason TEXT,
+    batch_id INTEGER,
+    batch_pos INTEGER,
+    request_id TEXT,
+    eta TEXT,
+    confirmation_id TEXT,
+    features TEXT,
+    activated_at TEXT,
+    case_id TEXT,
+    first_run INTEGER NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS items_state ON items(state);
+CREATE INDEX IF NOT EXISTS items_batch ON items(batch_id, batch_pos);
+CREATE TABLE IF NOT EXISTS batches (
+    id INTEGER PRIMARY KEY,
+    idem_key TEXT NOT NULL UNIQUE,
+    contract_id TEXT NOT NULL,
+    region TEXT NOT NULL,
+    quote_id TEXT NOT NULL,
+    coverage TEXT NOT NULL,
+    state TEXT NOT NULL,
+    request_id TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS batches_state ON batches(state);
+CREATE TABLE IF NOT EXISTS attempts (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL,
+    at TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    target TEXT NOT NULL,
+    status INTEGER,
+    error TEXT,
+    millis INTEGER NOT NULL
+);
+";
+
+fn now() -> String {
+    Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+fn coverage_str(c: CoverageWire) -> &'static str {
+    match c {
+        CoverageWire::Standard => "standard",
+        CoverageWire::Extended => "extended",
+    }
+}
+
+fn parse_coverage(s: &str) -> CoverageWire {
+    if s == "extended" {
+        CoverageWire::Extended
+    } else {
+        CoverageWire::Standard
+    }
+}
+
+fn item_type_str(t: ItemType) -> &'static str {
+    match t {
+        ItemType::Device => "device",
+        ItemType::License => "license",
+    }
+}
+
+impl Journal {
+    /// Opens (creating if needed) the journal at `path`, refusing when
+    /// another process holds it.
+    pub fn open(path: &Path) -> Result<Journal, JournalError> {
+        let open_err = |source| JournalError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(open_err)?;
+        }
+        let mut lock_path = path.as_os_str().to_owned();
+        lock_path.push(".lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(PathBuf::from(&lock_path))
+            .map_err(open_err)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(JournalError::Busy(path.to_path_buf()))
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(open_err(e)),
+        }
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Journal {
+            conn,
+            path: path.to_path_buf(),
+            _lock: lock,
+        })
+    }
+
+    /// Opens an existing journal to read it while a run may hold the lock
+    /// (`refleet status`, `refleet report`). WAL lets readers in.
+    pub fn open_read_only(path: &Path) -> Result<Connection, JournalError> {
+        if !path.exists() {
+            return Err(JournalError::Open {
+                path: path.to_path_buf(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+            });
+        }
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        Ok(conn)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn begin_run(&self, input: &str, as_of: NaiveDate) -> Result<i64, JournalError> {
+        self.conn.execute(
+            "INSERT INTO runs (started_at, input, as_of) VALUES (?1, ?2, ?3)",
+            params![now(), input, as_of.to_string()],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    pub fn finish_run(&self, run_id: i64, outcome: &str) -> Result<(), JournalError> {
+        self.conn.execute(
+            "UPDATE runs SET finished_at = ?1, outcome = ?2 WHERE id = ?3",
+            params![now(), outcome, run_id],
+        )?;
+        Ok(())
+    }
+
+    /// Starts a transaction for a stream of [`Journal::plan_item`] calls.
+    pub fn begin(&self) -> Result<(), JournalError> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        Ok(())
+    }
+
+    pub fn commit(&self) -> Result<(), JournalError> {
+        self.conn.execute_batch("COMMIT")?;
+        Ok(())
+    }
+
+    /// Records an item to submit (`Planned`) or to escalate
+    /// (`ManualReview`), unless the journal already knows its event key:
+    /// then its recorded state stands (a re-run never submits it again).
+    pub fn plan_item(
+        &self,
+        item: &PlannedItem,
+        state: ItemState,
+        run_id: i64,
+    ) -> Result<(), JournalError> {
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT OR IGNORE INTO items (event_key, item_type, serial_number, mac_address, model,
+                license_id, bound_serial, contract_id, region, country, deactivated_at, coverage,
+                state, first_run, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+        )?;
+        stmt.execute(params![
+            item.event_key,
+            item_type_str(item.item_type),
+            item.serial_number,
+            item.mac_address,
+            item.model,
+            item.license_id,
+            item.bound_serial,
+            item.contract_id,
+            item.region,
+            item.country,
+            item.deactivated_at,
+            coverage_str(item.coverage),
+            state.as_str(),
+            run_id,
+            now(),
+        ])?;
+        Ok(())
+    }
+
+    /// Gives the planned items of (contract, region) their quote.
+    pub fn set_quote(
+        &self,
+        contract_id: &str,
+        region: &str,
+        quote_id: &str,
+    ) -> Result<(), JournalError> {
+        self.conn.execute(
+            "UPDATE items SET quote_id = ?3 WHERE contract_id = ?1 AND region = ?2 AND state = 'planned'",
+            params![contract_id, region, quote_id],
+        )?;
+        Ok(())
+    }
+
+    /// Batches whose outcome is unknown: written, maybe sent, no answer kept.
+    pub fn unsent_batches(&self) -> Result<Vec<Batch>, JournalError> {
+        let ids: Vec<i64> = self
+            .conn
+            .prepare("SELECT id FROM batches WHERE state = 'submitted' ORDER BY id")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        ids.into_iter().map(|id| self.load_batch(id)).collect()
+    }
+
+    fn load_batch(&self, id: i64) -> Result<Batch, JournalError> {
+        let (idem, contract_id, region, quote_id, coverage): (
+            String,
+            String,
+            String,
+            String,
+            String,
+        ) = self.conn.query_row(
+            "SELECT idem_key, contract_id, region, quote_id, coverage FROM batches WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )?;
+        let items = self
+            .conn
+            .prepare_cached(
+                "SELECT event_key, item_type, serial_number, mac_address, model, license_id,
+                        bound_serial, contract_id, region, country, deactivated_at, coverage
+                 FROM items WHERE batch_id = ?1 ORDER BY batch_pos",
+            )?
+            .query_map([id], read_planned)?
+            .map(|r| r.map(|p| p.to_request_item()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Batch {
+            id,
+            idempotency_key: idem,
+            request: api::ReactivationRequest {
+                contract_id,
+                region,
+                quote_id,
+                coverage: parse_coverage(&coverage),
+                items,
+            },
+        })
+    }
+
+    /// Forms the next batch from planned items: the first planned item in
+    /// journal order picks the (contract, region), and up to `max` items of
+    /// that group follow it. The batch is committed as `submitted` before
+    /// it is returned, so it is on disk before its request can leave.
+    pub fn next_batch(&self, max: usize) -> Result<Option<Batch>, JournalError> {
+        let first: Option<(String, String)> = self
+            .conn
+            .query_row(
+                "SELECT contract_id, region FROM items WHERE state = 'planned' ORDER BY rowid LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((contract_id, region)) = first else {
+            return Ok(None);
+        };
+        let planned: Vec<(PlannedItem, String)> = self
+            .conn
+            .prepare_cached(
+                "SELECT event_key, item_type, serial_number, mac_address, model, license_id,
+                        bound_serial, contract_id, region, country, deactivated_at, coverage, quote_id
+                 FROM items WHERE state = 'planned' AND contract_id = ?1 AND region = ?2
+                 ORDER BY rowid LIMIT ?3",
+            )?
+            .query_map(params![contract_id, region, max as i64], |r| {
+                Ok((read_planned(r)?, r.get(12)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        let Some((head, quote_id)) = planned.first() else {
+            return Ok(None);
+        };
+        let coverage = head.coverage;
+        let quote_id = quote_id.clone();
+        let key = api::batch_key(planned.iter().map(|(p, _)| p.event_key.as_str()));
+        let tx = self.conn.unchecked_transaction()?;
+        let at = now();
+        tx.execute(
+            "INSERT INTO batches (idem_key, contract_id, region, quote_id, coverage, state, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'submitted', ?6, ?6)",
+            params![key, contract_id, region, quote_id, coverage_str(coverage), at],
+        )?;
+        let id = tx.last_insert_rowid();
+        {
+            let mut upd = tx.prepare_cached(
+                "UPDATE items SET state = 'submitted', batch_id = ?1, batch_pos = ?2, updated_at = ?3
+                 WHERE event_key = ?4",
+            )?;
+            for (pos, (p, _)) in planned.iter().enumerate() {
+                upd.execute(params![id, pos as i64, at, p.event_key])?;
+            }
+        }
+        tx.commit()?;
+        Ok(Some(Batch {
+            id,
+            idempotency_key: key,
+            request: api::ReactivationRequest {
+                contract_id,
+                region,
+                quote_id,
+                coverage,
+                items: planned.iter().map(|(p, _)| p.to_request_item()).collect(),
+            },
+        }))
+    }
+
+    /// The server accepted the batch: its request id and each item's first word.
+    pub fn batch_accepted(
+        &self,
+        batch_id: i64,
+        attempts: u32,
+        answer: &api::ReactivationAccepted,
+    ) -> Result<(), JournalError> {
+        let tx = self.conn.unchecked_transaction()?;
+        let at = now();
+        tx.execute(
+            "UPDATE batches SET state = 'accepted', request_id = ?2, attempts = attempts + ?3,
+                 last_error = NULL, updated_at = ?4 WHERE id = ?1",
+            params![batch_id, answer.request_id, attempts, at],
+        )?;
+        {
+            let mut upd = tx.prepare_cached(
+                "UPDATE items SET state = ?1, reason = ?2, eta = ?3, request_id = ?4, updated_at = ?5
+                 WHERE event_key = ?6 AND batch_id = ?7",
+            )?;
+            for d in &answer.items {
+                let state = match d.status {
+                    api::Decision::Accepted => ItemState::Accepted,
+                    api::Decision::Rejected => ItemState::Rejected,
+                };
+                upd.execute(params![
+                    state.as_str(),
+                    d.reason,
+                    d.eta.map(|e| e.to_string()),
+                    answer.request_id,
+                    at,
+                    d.item_key,
+                    batch_id
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The server refused the batch for good (a 4xx that is not retried):
+    /// its items are `failed` with the server's reason.
+    pub fn batch_refused(
+        &self,
+        batch_id: i64,
+        attempts: u32,
+        reason: &str,
+    ) -> Result<(), JournalError> {
+        let tx = self.conn.unchecked_transaction()?;
+        let at = now();
+        tx.execute(
+            "UPDATE batches SET state = 'refused', attempts = attempts + ?2, last_error = ?3,
+                 updated_at = ?4 WHERE id = ?1",
+            params![batch_id, attempts, reason, at],
+        )?;
+        tx.execute(
+            "UPDATE items SET state = 'failed', reason = ?2, updated_at = ?3 WHERE batch_id = ?1",
+            params![batch_id, reason, at],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// No answer after every retry: the batch stays `submitted` (outcome
+    /// unknown) and will be re-sent with the same key.
+    pub fn batch_unanswered(
+        &self,
+        batch_id: i64,
+        attempts: u32,
+        error: &str,
+    ) -> Result<(), JournalError> {
+        self.conn.execute(
+            "UPDATE batches SET attempts = attempts + ?2, last_error = ?3, updated_at = ?4 WHERE id = ?1",
+            params![batch_id, attempts, error, now()],
+        )?;
+        Ok(())
+    }
+
+    /// Accepted batches with items still pending or provisioning.
+    pub fn tracked(&self) -> Result<Vec<Tracked>, JournalError> {
+        let rows = self
+            .conn
+            .prepare(
+                "SELECT DISTINCT b.id, b.request_id FROM batches b JOIN items i ON i.batch_id = b.id
+                 WHERE b.state = 'accepted' AND i.state IN ('accepted', 'provisioning')
+                 ORDER BY b.id",
+            )?
+            .query_map([], |r| {
+                Ok(Tracked {
+                    batch_id: r.get(0)?,
+                    request_id: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    /// Records a status answer; returns how many of its items are still
+    /// on their way.
+    pub fn record_status(
+        &self,
+        batch_id: i64,
+        status: &api::ReactivationStatus,
+    ) -> Result<usize, JournalError> {
+        let tx = self.conn.unchecked_transaction()?;
+        let at = now();
+        let mut open = 0;
+        {
+            let mut upd = tx.prepare_cached(
+                "UPDATE items SET state = ?1, reason = COALESCE(?2, reason), eta = COALESCE(?3, eta),
+                     confirmation_id = ?4, features = ?5, activated_at = ?6, updated_at = ?7
+                 WHERE event_key = ?8 AND batch_id = ?9 AND state IN ('accepted', 'provisioning')",
+            )?;
+            for it in &status.items {
+                let state = match it.state {
+                    api::ItemState::Pending => ItemState::Accepted,
+                    api::ItemState::Provisioning => ItemState::Provisioning,
+                    api::ItemState::Active => ItemState::Active,
+                    api::ItemState::Failed => ItemState::Failed,
+                    api::ItemState::Rejected => ItemState::Rejected,
+                };
+                if !it.state.is_terminal() {
+                    open += 1;
+                }
+                let features = it.features_verified.map(|f| {
+                    let mut v = Vec::new();
+                    if f.meetings {
+                        v.push("meetings");
+                    }
+                    if f.conferencing {
+                        v.push("conferencing");
+                    }
+                    if f.uc {
+                        v.push("uc");
+                    }
+                    v.join(";")
+                });
+                upd.execute(params![
+                    state.as_str(),
+                    it.reason,
+                    it.eta.map(|e| e.to_string()),
+                    it.confirmation_id,
+                    features,
+                    it.activated_at.map(fmt_time),
+                    at,
+                    it.item_key,
+                    batch_id
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(open)
+    }
+
+    /// Items that need a support case: failed ones and manual reviews.
+    pub fn cases_to_open(&self) -> Result<Vec<CaseToOpen>, JournalError> {
+        let rows = self
+            .conn
+            .prepare(
+                "SELECT event_key, contract_id, request_id, serial_number, license_id, state, reason
+                 FROM items WHERE state IN ('failed', 'manual_review') AND case_id IS NULL
+                 ORDER BY rowid",
+            )?
+            .query_map([], |r| {
+                let state: String = r.get(5)?;
+                let reason: Option<String> = r.get(6)?;
+                Ok(CaseToOpen {
+                    event_key: r.get(0)?,
+                    request: api::CaseRequest {
+                        item_key: r.get(0)?,
+                        contract_id: r.get(1)?,
+                        request_id: r.get(2)?,
+                        serial_number: r.get(3)?,
+                        license_id: r.get(4)?,
+                        reason: if state == "manual_review" {
+                            "MANUAL_REVIEW".into()
+                        } else {
+                            reason.unwrap_or_else(|| "FAILED".into())
+                        },
+                    },
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    pub fn case_opened(&self, event_key: &str, case_id: &str) -> Result<(), JournalError> {
+        self.conn.execute(
+            "UPDATE items SET state = 'escalated', case_id = ?2, updated_at = ?3 WHERE event_key = ?1",
+            params![event_key, case_id, now()],
+        )?;
+        Ok(())
+    }
+
+    /// One HTTP exchange, for the audit trail.
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_attempt(
+        &self,
+        run_id: i64,
+        at: DateTime<Utc>,
+        kind: &str,
+        target: &str,
+        status: Option<u16>,
+        error: Option<&str>,
+        millis: u64,
+    ) -> Result<(), JournalError> {
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT INTO attempts (run_id, at, kind, target, status, error, millis)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        stmt.execute(params![
+            run_id,
+            at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            kind,
+            target,
+            status,
+            error,
+            millis as i64
+        ])?;
+        Ok(())
+    }
+
+    /// Item counts by state.
+    pub fn counts(&self) -> Result<Vec<(ItemState, u64)>, JournalError> {
+        counts(&self.conn, &self.path)
+    }
+
+    /// Looks up items by event key, for `results.csv`.
+    pub fn record(&self, event_key: &str) -> Result<Option<ItemRecord>, JournalError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT i.state, i.reason, i.request_id, i.confirmation_id, i.features, i.case_id,
+                    COALESCE(b.attempts, 0), i.eta, i.activated_at
+             FROM items i LEFT JOIN batches b ON b.id = i.batch_id WHERE i.event_key = ?1",
+        )?;
+        Ok(stmt
+            .query_row([event_key], |r| {
+                Ok(ItemRecord {
+                    state: r.get(0)?,
+                    reason: r.get(1)?,
+                    request_id: r.get(2)?,
+                    confirmation_id: r.get(3)?,
+                    features: r.get(4)?,
+                    case_id: r.get(5)?,
+                    attempts: r.get::<_, i64>(6)?.try_into().unwrap_or(u32::MAX),
+                    eta: r.get(7)?,
+                    activated_at: r.get(8)?,
+                })
+            })
+            .optional()?)
+    }
+}
+
+/// Item counts by state, from any connection to a journal.
+pub fn counts(conn: &Connection, path: &Path) -> Result<Vec<(ItemState, u64)>, JournalError> {
+    let mut out = Vec::new();
+    let mut stmt = conn.prepare("SELECT state, COUNT(*) FROM items GROUP BY state")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+    for row in rows {
+        let (state, n) = row?;
+        let st = ItemState::parse(&state)
+            .ok_or_else(|| JournalError::BadState(path.to_path_buf(), state.clone()))?;
+        out.push((st, n.max(0) as u64));
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn fmt_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn read_planned(r: &rusqlite::Row<'_>) -> rusqlite::Result<PlannedItem> {
+    let item_type: String = r.get(1)?;
+    let coverage: String = r.get(11)?;
+    Ok(PlannedItem {
+        event_key: r.get(0)?,
+        item_type: if item_type == "license" {
+            ItemType::License
+        } else {
+            ItemType::Device
+        },
+        serial_number: r.get(2)?,
+        mac_address: r.get(3)?,
+        model: r.get(4)?,
+        license_id: r.get(5)?,
+        bound_serial: r.get(6)?,
+        contract_id: r.get(7)?,
+        region: r.get(8)?,
+        country: r.get(9)?,
+        deactivated_at: r.get(10)?,
+        coverage: parse_coverage(&coverage),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(key: &str, contract: &str, region: &str) -> PlannedItem {
+        PlannedItem {
+            event_key: key.into(),
+            item_type: ItemType::Device,
+            serial_number: Some(key.into()),
+            mac_address: None,
+            model: Some("CCX 500".into()),
+            license_id: None,
+            bound_serial: None,
+            contract_id: contract.into(),
+            region: region.into(),
+            country: "US".into(),
+            deactivated_at: "2026-01-01".into(),
+            coverage: CoverageWire::Standard,
+        }
+    }
+
+    #[test]
+    fn a_second_process_is_refused_while_the_first_holds_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.sqlite");
+        let first = Journal::open(&path).unwrap();
+        match Journal::open(&path) {
+            Err(JournalError::Busy(p)) => assert_eq!(p, path),
+            other => panic!("expected Busy, got {:?}", other.map(|_| ())),
+        }
+        drop(first);
+        Journal::open(&path).unwrap();
+    }
+
+    #[test]
+    fn batches_are_on_disk_before_they_are_returned_and_resent_with_the_same_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.sqlite");
+        let j = Journal::open(&path).unwrap();
+        let run = j
+            .begin_run("x.csv", NaiveDate::from_ymd_opt(2026, 1, 2).unwrap())
+            .unwrap();
+        j.begin().unwrap();
+        for (k, c, r) in [
+            ("A", "C1", "AMER"),
+            ("B", "C2", "EMEA"),
+            ("C", "C1", "AMER"),
+        ] {
+            j.plan_item(&item(k, c, r), ItemState::Planned, run)
+                .unwrap();
+        }
+        j.commit().unwrap();
+        j.set_quote("C1", "AMER", "Q1").unwrap();
+        let b = j.next_batch(10).unwrap().unwrap();
+        assert_eq!(b.request.contract_id, "C1");
+        assert_eq!(b.request.quote_id, "Q1");
+        let keys: Vec<_> = b
+            .request
+            .items
+            .iter()
+            .map(|i| i.item_key.as_str())
+            .collect();
+        assert_eq!(keys, ["A", "C"]);
+        drop(j);
+        // A crash now: the next run finds the batch as it was, same key and body.
+        let j = Journal::open(&path).unwrap();
+        let again = j.unsent_batches().unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].idempotency_key, b.idempotency_key);
+        assert_eq!(again[0].request, b.request);
+        // Planning the same items again changes nothing.
+        j.plan_item(&item("A", "C1", "AMER"), ItemState::Planned, run)
+            .unwrap();
+        let next = j.next_batch(10).unwrap().unwrap();
+        assert_eq!(next.request.contract_id, "C2");
+        assert!(j.next_batch(10).unwrap().is_none());
+    }
+}

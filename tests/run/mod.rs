@@ -1,0 +1,628 @@
+//! `refleet run` against the simulator on loopback: results for every row,
+//! faults, crashes, rate limits, the budget guard, secrets, nightly re-runs.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use refleet::policy::Policy;
+use refleet::sim::{RateLimit, Sim, SimConfig};
+
+use super::{refleet, sample};
+
+const TOKEN: &str = "test-token-Zq81xv";
+const AS_OF: &str = "2026-11-24";
+
+fn sim(config: SimConfig) -> Sim {
+    let policy = Arc::new(Policy::load(None).expect("built-in policy"));
+    Sim::start_in_background(
+        SimConfig {
+            token: Some(TOKEN.into()),
+            ..config
+        },
+        policy,
+    )
+    .expect("simulator starts on loopback")
+}
+
+/// The arguments of `refleet run` on `inventory` against `sim`.
+fn run_args(inventory: &Path, out: &Path, sim: &Sim, extra: &[&str]) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = vec!["run".into(), inventory.into()];
+    args.push("--contracts".into());
+    args.push(sample("contracts.csv").into());
+    for a in [
+        "--as-of",
+        AS_OF,
+        "--api-url",
+        &sim.url(),
+        "--quiet",
+        "--out",
+    ] {
+        args.push(a.into());
+    }
+    args.push(out.into());
+    args.extend(extra.iter().map(|a| a.into()));
+    args
+}
+
+/// `refleet run` on `inventory` against `sim`, with extra flags.
+fn run_cmd(inventory: &Path, out: &Path, sim: &Sim, extra: &[&str]) -> assert_cmd::Command {
+    let mut cmd = refleet();
+    cmd.args(run_args(inventory, out, sim, extra))
+        .env("REFLEET_API_TOKEN", TOKEN)
+        .env_remove("REFLEET_API_URL");
+    cmd
+}
+
+/// `refleet run` as a child process we can signal.
+fn run_child(inventory: &Path, out: &Path, sim: &Sim, extra: &[&str]) -> std::process::Child {
+    std::process::Command::new(assert_cmd::cargo::cargo_bin("refleet"))
+        .args(run_args(inventory, out, sim, extra))
+        .env("REFLEET_API_TOKEN", TOKEN)
+        .env_remove("REFLEET_POLICY")
+        .env_remove("REFLEET_API_URL")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("refleet starts")
+}
+
+/// results.csv as (header, rows).
+fn results(out: &Path) -> Vec<BTreeMap<String, String>> {
+    let mut r = csv::Reader::from_path(out.join("results.csv")).expect("results.csv");
+    let headers: Vec<String> = r.headers().unwrap().iter().map(String::from).collect();
+    assert_eq!(
+        &headers[..14],
+        [
+            "row",
+            "item_key",
+            "serial_number",
+            "license_id",
+            "contract_id",
+            "region",
+            "state",
+            "reason",
+            "request_id",
+            "confirmation_id",
+            "case_id",
+            "attempts",
+            "eta",
+            "activated_at"
+        ]
+    );
+    r.records()
+        .map(|rec| {
+            let rec = rec.unwrap();
+            headers
+                .iter()
+                .cloned()
+                .zip(rec.iter().map(String::from))
+                .collect()
+        })
+        .collect()
+}
+
+fn summary(out: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(out.join("summary.json")).expect("summary.json"))
+        .expect("summary.json is JSON")
+}
+
+const TERMINAL: [&str; 5] = ["invalid", "ineligible", "active", "rejected", "escalated"];
+
+/// Every input row exactly once, every state terminal, and summary.json
+/// counting exactly what results.csv holds.
+fn assert_complete(out: &Path, rows: usize) -> Vec<BTreeMap<String, String>> {
+    let res = results(out);
+    let mut seen = HashSet::new();
+    for r in &res {
+        assert!(seen.insert(r["row"].clone()), "row {} twice", r["row"]);
+    }
+    assert_eq!(res.len(), rows, "one line per input row");
+    for n in 1..=rows {
+        assert!(seen.contains(&n.to_string()), "row {n} missing");
+    }
+    for r in &res {
+        assert!(
+            TERMINAL.contains(&r["state"].as_str()),
+            "row {} is {}",
+            r["row"],
+            r["state"]
+        );
+    }
+    let s = summary(out);
+    let mut by_state: BTreeMap<String, u64> = BTreeMap::new();
+    for r in &res {
+        *by_state.entry(r["state"].clone()).or_default() += 1;
+    }
+    for (state, n) in s["items_by_state"].as_object().unwrap() {
+        assert_eq!(
+            n.as_u64().unwrap(),
+            by_state.get(state).copied().unwrap_or(0),
+            "summary.json {state}"
+        );
+    }
+    assert_eq!(s["rows"].as_u64(), Some(rows as u64));
+    res
+}
+
+fn sample_rows() -> usize {
+    csv::Reader::from_path(sample("inventory.csv"))
+        .unwrap()
+        .records()
+        .count()
+}
+
+#[test]
+fn the_quick_start_runs_against_the_built_in_simulator() {
+    let out = tempfile::tempdir().unwrap();
+    let assert = refleet()
+        .arg("run")
+        .arg(sample("inventory.csv"))
+        .arg("--contracts")
+        .arg(sample("contracts.csv"))
+        .arg("--as-of")
+        .arg(AS_OF)
+        .arg("--out")
+        .arg(out.path())
+        .env_remove("REFLEET_API_URL")
+        .env_remove("REFLEET_API_TOKEN")
+        .assert()
+        .code(0);
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    assert!(stderr.contains("built-in simulator"), "{stderr}");
+    assert!(stderr.contains("results.csv"), "{stderr}");
+    let res = assert_complete(out.path(), sample_rows());
+    let active = res.iter().filter(|r| r["state"] == "active").count();
+    assert!(active > 1000, "{active} active");
+    for r in res.iter().filter(|r| r["state"] == "active") {
+        assert!(!r["confirmation_id"].is_empty() && !r["request_id"].is_empty());
+        assert!(!r["activated_at"].is_empty());
+    }
+    // Manual reviews are escalated with a case, not submitted.
+    let escalated: Vec<_> = res.iter().filter(|r| r["state"] == "escalated").collect();
+    assert!(!escalated.is_empty());
+    for r in escalated {
+        assert_eq!(r["reason"], "MANUAL_REVIEW");
+        assert!(!r["case_id"].is_empty());
+        assert!(r["request_id"].is_empty(), "never submitted");
+    }
+    for f in [
+        "eligibility.csv",
+        "quotes.csv",
+        "quotes.json",
+        "rejects.csv",
+    ] {
+        assert!(out.path().join(f).exists(), "{f}");
+    }
+}
+
+#[test]
+fn every_fault_at_once_and_still_every_item_terminal_and_never_twice() {
+    let sim = sim(SimConfig {
+        reset_rate: 0.05,
+        timeout_rate: 0.05,
+        timeout_ms: 1500,
+        error_rate: 0.10,
+        rate_limit: Some(RateLimit {
+            per_second: 40.0,
+            burst: 2,
+        }),
+        reject_rate: 0.02,
+        fail_rate: 0.02,
+        latency_ms: Some((0, 5)),
+        seed: 11,
+        ..SimConfig::default()
+    });
+    let out = tempfile::tempdir().unwrap();
+    let output = run_cmd(
+        &sample("inventory.csv"),
+        out.path(),
+        &sim,
+        &[
+            "--rate",
+            "400",
+            "--burst",
+            "5",
+            "--batch-size",
+            "25",
+            "--concurrency",
+            "8",
+            "--request-timeout",
+            "500ms",
+        ],
+    )
+    .output()
+    .unwrap();
+    // Some items were rejected or failed on purpose: exit 3.
+    assert_eq!(
+        output.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let res = assert_complete(out.path(), sample_rows());
+    let stats = sim.stats();
+    assert_eq!(stats.duplicate_activations, 0, "{stats:?}");
+    assert!(
+        stats.resets > 0 && stats.timeouts > 0 && stats.injected_errors > 0,
+        "{stats:?}"
+    );
+    assert!(stats.rate_limited > 0, "{stats:?}");
+    let active = res.iter().filter(|r| r["state"] == "active").count() as u64;
+    assert!(active > 1000);
+    // Every activation the server billed is an active or failed item here.
+    let billed = res
+        .iter()
+        .filter(|r| {
+            r["state"] == "active" || (r["state"] == "escalated" && r["reason"] != "MANUAL_REVIEW")
+        })
+        .count() as u64;
+    assert_eq!(stats.activations, billed, "{stats:?}");
+}
+
+#[test]
+fn sigkill_at_random_moments_never_pays_twice_nor_loses_a_row() {
+    let sim = sim(SimConfig {
+        latency_ms: Some((2, 15)),
+        ..SimConfig::default()
+    });
+    let out = tempfile::tempdir().unwrap();
+    let mut rng = fastrand::Rng::with_seed(20261125);
+    let mut killed_mid_submission = 0;
+    for _ in 0..20 {
+        let before = sim.stats().requests;
+        let mut child = run_child(
+            &sample("inventory.csv"),
+            out.path(),
+            &sim,
+            &["--rate", "60", "--batch-size", "10", "--concurrency", "4"],
+        );
+        // Let it reach the submission phase, then kill it at a random moment.
+        let started = Instant::now();
+        while sim.stats().requests == before && started.elapsed() < Duration::from_secs(20) {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        std::thread::sleep(Duration::from_millis(rng.u64(0..250)));
+        let still_running = child.try_wait().unwrap().is_none();
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        if still_running && sim.stats().requests > before {
+            killed_mid_submission += 1;
+        }
+    }
+    assert!(
+        killed_mid_submission >= 15,
+        "only {killed_mid_submission} of 20 kills landed mid-submission"
+    );
+    run_cmd(
+        &sample("inventory.csv"),
+        out.path(),
+        &sim,
+        &["--rate", "300"],
+    )
+    .assert()
+    .code(0);
+    assert_complete(out.path(), sample_rows());
+    assert_eq!(sim.stats().duplicate_activations, 0, "{:?}", sim.stats());
+}
+
+/// The largest number of requests the server saw in any `window`.
+fn max_in_window(times: &[Duration], window: Duration) -> usize {
+    let mut best = 0;
+    let mut start = 0;
+    for end in 0..times.len() {
+        while times[end] - times[start] >= window {
+            start += 1;
+        }
+        best = best.max(end - start + 1);
+    }
+    best
+}
+
+#[test]
+fn the_client_keeps_to_its_rate_gets_no_429_and_uses_95_percent_of_it() {
+    let rate = 40.0;
+    let sim = sim(SimConfig {
+        rate_limit: Some(RateLimit {
+            per_second: rate,
+            burst: 3,
+        }),
+        ..SimConfig::default()
+    });
+    let out = tempfile::tempdir().unwrap();
+    run_cmd(
+        &sample("inventory.csv"),
+        out.path(),
+        &sim,
+        &[
+            "--rate",
+            "40",
+            "--burst",
+            "1",
+            "--batch-size",
+            "15",
+            "--concurrency",
+            "8",
+        ],
+    )
+    .assert()
+    .code(0);
+    assert_eq!(sim.stats().rate_limited, 0, "{:?}", sim.stats());
+    let log = sim.request_log();
+    let times: Vec<Duration> = log.iter().map(|r| r.at).collect();
+    // Never above the rate (+ its burst of 1) in any one-second window.
+    assert!(max_in_window(&times, Duration::from_secs(1)) <= rate as usize + 1);
+    // While it had batches to send, it used at least 95 % of the rate.
+    let posts: Vec<&Duration> = log
+        .iter()
+        .filter(|r| r.method == "POST" && r.path == "/v1/reactivations")
+        .map(|r| &r.at)
+        .collect();
+    let (first, last) = (**posts.first().unwrap(), **posts.last().unwrap());
+    let in_window = times.iter().filter(|t| **t >= first && **t <= last).count();
+    let achieved = (in_window - 1) as f64 / (last - first).as_secs_f64();
+    assert!(
+        achieved >= 0.95 * rate,
+        "achieved {achieved:.1}/s of {rate}/s"
+    );
+}
+
+/// A small inventory: the first `n` rows of the sample.
+fn head(dir: &Path, n: usize) -> PathBuf {
+    let text = std::fs::read_to_string(sample("inventory.csv")).unwrap();
+    let path = dir.join("head.csv");
+    let lines: Vec<&str> = text.lines().take(n + 1).collect();
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    path
+}
+
+#[test]
+fn retry_after_is_honoured_no_request_before_it_expires() {
+    let sim = sim(SimConfig {
+        rate_limit: Some(RateLimit {
+            per_second: 4.0,
+            burst: 1,
+        }),
+        ..SimConfig::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let input = head(dir.path(), 40);
+    run_cmd(
+        &input,
+        &dir.path().join("out"),
+        &sim,
+        &[
+            "--rate",
+            "50",
+            "--burst",
+            "3",
+            "--batch-size",
+            "5",
+            "--concurrency",
+            "1",
+        ],
+    )
+    .assert()
+    .code(0);
+    let log = sim.request_log();
+    let throttled: Vec<_> = log.iter().filter(|r| r.status == 429).collect();
+    assert!(
+        !throttled.is_empty(),
+        "the client was faster than the server allows"
+    );
+    for t in throttled {
+        let wait = t.retry_after.expect("429 carries Retry-After");
+        let until = t.at + wait;
+        let early: Vec<_> = log
+            .iter()
+            .filter(|r| r.at > t.at && r.at + Duration::from_millis(5) < until)
+            .collect();
+        assert!(
+            early.is_empty(),
+            "requests before Retry-After expired: {early:?}"
+        );
+    }
+}
+
+#[test]
+fn the_budget_guard_refuses_before_any_request() {
+    let sim = sim(SimConfig::default());
+    let out = tempfile::tempdir().unwrap();
+    let output = run_cmd(
+        &sample("inventory.csv"),
+        out.path(),
+        &sim,
+        &["--budget", "1", "USD"],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(output.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("budget exceeded"));
+    assert_eq!(sim.stats().requests, 0, "not one request was sent");
+    let s = summary(out.path());
+    assert_eq!(s["outcome"], "budget_exceeded");
+    let res = results(out.path());
+    assert_eq!(res.len(), sample_rows());
+    assert!(res.iter().all(|r| r["request_id"].is_empty()));
+}
+
+#[test]
+fn the_token_appears_in_no_log_and_no_output() {
+    let sim = sim(SimConfig::default());
+    let out = tempfile::tempdir().unwrap();
+    let output = run_cmd(&sample("inventory.csv"), out.path(), &sim, &[])
+        .env("REFLEET_LOG", "trace")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let mut haystacks = vec![output.stdout.clone(), output.stderr.clone()];
+    assert!(!output.stderr.is_empty(), "trace logging produced output");
+    for entry in std::fs::read_dir(out.path()).unwrap() {
+        haystacks.push(std::fs::read(entry.unwrap().path()).unwrap());
+    }
+    for h in haystacks {
+        assert!(
+            !h.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes()),
+            "the token leaked"
+        );
+    }
+}
+
+#[test]
+fn a_token_is_required_for_a_real_endpoint_and_never_a_flag() {
+    let out = tempfile::tempdir().unwrap();
+    let output = refleet()
+        .args([
+            "run",
+            "x.csv",
+            "--contracts",
+            "c.csv",
+            "--api-url",
+            "http://127.0.0.1:9",
+        ])
+        .arg("--out")
+        .arg(out.path())
+        .env_remove("REFLEET_API_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("REFLEET_API_TOKEN"));
+    refleet()
+        .args(["run", "x.csv", "--contracts", "c.csv", "--token", "abc"])
+        .assert()
+        .code(2);
+}
+
+#[test]
+fn a_second_run_on_the_same_journal_is_refused() {
+    let sim = sim(SimConfig::default());
+    let out = tempfile::tempdir().unwrap();
+    let journal = out.path().join("journal.sqlite");
+    let held = refleet::submit::journal::Journal::open(&journal).unwrap();
+    let output = run_cmd(&sample("inventory.csv"), out.path(), &sim, &[])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("another refleet process"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(sim.stats().requests, 0);
+    drop(held);
+}
+
+#[test]
+fn nightly_runs_submit_only_new_deactivations() {
+    let sim = sim(SimConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal.sqlite");
+    let state = ["--state", journal.to_str().unwrap()];
+    let night1 = dir.path().join("night1");
+    run_cmd(&sample("inventory.csv"), &night1, &sim, &state)
+        .assert()
+        .code(0);
+    let after1 = sim.stats();
+    assert!(after1.activations > 1000);
+
+    // Night 2: the same export. Nothing new is sent for activation.
+    let night2 = dir.path().join("night2");
+    run_cmd(&sample("inventory.csv"), &night2, &sim, &state)
+        .assert()
+        .code(0);
+    let after2 = sim.stats();
+    assert_eq!(after2.reactivation_requests, after1.reactivation_requests);
+    assert_eq!(after2.activations, after1.activations);
+    let res2 = assert_complete(&night2, sample_rows());
+    assert_eq!(
+        res2.iter().filter(|r| r["state"] == "active").count(),
+        results(&night1)
+            .iter()
+            .filter(|r| r["state"] == "active")
+            .count(),
+        "the second night reports the first night's activations"
+    );
+
+    // Night 3: ten active devices were deactivated again on a new date.
+    let text = std::fs::read_to_string(sample("inventory.csv")).unwrap();
+    let active_rows: HashSet<usize> = res2
+        .iter()
+        .filter(|r| r["state"] == "active" && !r["serial_number"].is_empty())
+        .take(10)
+        .map(|r| r["row"].parse().unwrap())
+        .collect();
+    let mut rdr = csv::Reader::from_reader(text.as_bytes());
+    let headers = rdr.headers().unwrap().clone();
+    let col = headers.iter().position(|h| h == "deactivated_at").unwrap();
+    let mut w = csv::Writer::from_path(dir.path().join("night3.csv")).unwrap();
+    w.write_record(&headers).unwrap();
+    for (i, rec) in rdr.records().enumerate() {
+        let mut rec: Vec<String> = rec.unwrap().iter().map(String::from).collect();
+        if active_rows.contains(&(i + 1)) {
+            rec[col] = "2026-11-20".into();
+        }
+        w.write_record(&rec).unwrap();
+    }
+    w.flush().unwrap();
+    let night3 = dir.path().join("night3");
+    run_cmd(&dir.path().join("night3.csv"), &night3, &sim, &state)
+        .assert()
+        .code(0);
+    let after3 = sim.stats();
+    assert_eq!(after3.activations - after2.activations, 10);
+    assert_eq!(after3.duplicate_activations, 0);
+}
+
+#[test]
+fn ctrl_c_stops_cleanly_with_exit_4_and_the_next_run_resumes() {
+    let sim = sim(SimConfig {
+        latency_ms: Some((5, 10)),
+        ..SimConfig::default()
+    });
+    let out = tempfile::tempdir().unwrap();
+    let child = run_child(
+        &sample("inventory.csv"),
+        out.path(),
+        &sim,
+        &["--rate", "30", "--batch-size", "10"],
+    );
+    // Wait for the first submissions, then interrupt.
+    let started = Instant::now();
+    while sim.stats().reactivation_requests < 3 && started.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // kill(1) sends SIGINT, as Ctrl-C would.
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let res = results(out.path());
+    assert_eq!(
+        res.len(),
+        sample_rows(),
+        "results.csv is written when stopped too"
+    );
+    assert!(res.iter().any(|r| r["state"] == "planned"));
+    run_cmd(
+        &sample("inventory.csv"),
+        out.path(),
+        &sim,
+        &["--rate", "300"],
+    )
+    .assert()
+    .code(0);
+    assert_complete(out.path(), sample_rows());
+    assert_eq!(sim.stats().duplicate_activations, 0);
+}
