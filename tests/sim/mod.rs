@@ -953,3 +953,51 @@ fn bad_knobs_are_usage_errors() {
         assert_eq!(out.status.code(), Some(2), "{args:?}");
     }
 }
+
+/// One raw HTTP/1.1 GET; returns the status code.
+fn raw_get(addr: &str, path: &str, token: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: sim\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn refleet_sim_says_it_is_a_simulation_and_where_it_listens() {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_refleet"))
+        .args(["sim", "--listen", "127.0.0.1:0"])
+        .env("REFLEET_SIM_TOKEN", "from-env")
+        .env_remove("REFLEET_POLICY")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("http://"))
+        .map(str::to_string);
+    let statuses = addr.as_deref().map(|a| {
+        (
+            raw_get(a, "/v1/reactivations/x", "wrong"),
+            raw_get(a, "/v1/reactivations/x", "from-env"),
+        )
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(line.contains("SIMULATED"), "{line}");
+    assert_eq!(statuses, Some((401, 404)), "{line}");
+}
