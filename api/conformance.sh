@@ -7,6 +7,7 @@
 #   api/conformance.sh                      # default run
 #   MAX_EXAMPLES=500 api/conformance.sh     # longer (default: schemathesis's own, 100 per operation)
 #   REFLEET_BIN=target/release/refleet api/conformance.sh   # skip the build
+#   SIM_ARGS="--rate-limit 50 --error-rate 0.05" api/conformance.sh   # with faults on
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,7 +38,8 @@ fi
 
 TOKEN="conformance-$$"
 SIM_LOG="$(mktemp)"
-"$BIN" sim --listen 127.0.0.1:0 --token "$TOKEN" >"$SIM_LOG" 2>&1 &
+# shellcheck disable=SC2086 # SIM_ARGS is a list of flags
+"$BIN" sim --listen 127.0.0.1:0 --token "$TOKEN" ${SIM_ARGS:-} >"$SIM_LOG" 2>&1 &
 SIM_PID=$!
 cleanup() {
   kill "$SIM_PID" 2>/dev/null || true
@@ -70,4 +72,8 @@ REFLEET_CONFORMANCE_TOKEN="$TOKEN" \
   ${MAX_EXAMPLES:+--max-examples "$MAX_EXAMPLES"} \
   ${SCHEMATHESIS_SEED:+--seed "$SCHEMATHESIS_SEED"} \
   || status=$?
+
+echo "== what the simulator saw (GET /v1/_sim/stats)"
+"$VENV/bin/python" -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1]).read().decode())' \
+  "$URL/v1/_sim/stats" || true
 exit "$status"
