@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Conformance: schemathesis (from PyPI) against `refleet sim`, every check on.
-# Installs schemathesis into a venv if it is missing, starts the simulator on
+# Conformance: the document is valid OpenAPI (openapi-spec-validator), and
+# `refleet sim` conforms to it (schemathesis, every check on). Both come from
+# PyPI into a venv if missing. The script starts the simulator on
 # a free loopback port with a token, runs schemathesis on the served
 # /openapi.json, stops the simulator and exits with schemathesis's status.
 #
@@ -12,9 +13,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV="${REFLEET_CONFORMANCE_VENV:-target/conformance-venv}"
-if [ ! -x "$VENV/bin/schemathesis" ]; then
-  echo "== installing schemathesis into $VENV"
-  if ! { command -v python3 >/dev/null && python3 -m venv "$VENV"; }; then
+if [ ! -x "$VENV/bin/schemathesis" ] || [ ! -x "$VENV/bin/openapi-spec-validator" ]; then
+  echo "== installing schemathesis and openapi-spec-validator into $VENV"
+  if [ ! -x "$VENV/bin/pip" ] && ! { command -v python3 >/dev/null && python3 -m venv "$VENV"; }; then
     # A fresh Debian/Ubuntu lacks venv (ensurepip) or Python itself.
     if command -v apt-get >/dev/null; then
       SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -26,9 +27,12 @@ if [ ! -x "$VENV/bin/schemathesis" ]; then
       exit 1
     fi
   fi
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis>=4.32,<5"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis>=4.32,<5" "openapi-spec-validator>=0.7"
 fi
 "$VENV/bin/schemathesis" --version
+
+echo "== openapi-spec-validator api/openapi.json"
+"$VENV/bin/openapi-spec-validator" api/openapi.json
 
 BIN="${REFLEET_BIN:-}"
 if [ -z "$BIN" ]; then
