@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
-# Conformance: schemathesis (from PyPI) against `refleet sim`, every check on.
-# Installs schemathesis into a venv if it is missing, starts the simulator on
+# Conformance: the document is valid OpenAPI (openapi-spec-validator), and
+# `refleet sim` conforms to it (schemathesis, every check on). Both come from
+# PyPI into a venv if missing. The script starts the simulator on
 # a free loopback port with a token, runs schemathesis on the served
 # /openapi.json, stops the simulator and exits with schemathesis's status.
 #
 #   api/conformance.sh                      # default run
 #   MAX_EXAMPLES=500 api/conformance.sh     # longer (default: schemathesis's own, 100 per operation)
 #   REFLEET_BIN=target/release/refleet api/conformance.sh   # skip the build
+#   SIM_ARGS="--rate-limit 50 --error-rate 0.05" api/conformance.sh   # with faults on
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV="${REFLEET_CONFORMANCE_VENV:-target/conformance-venv}"
-if [ ! -x "$VENV/bin/schemathesis" ]; then
-  echo "== installing schemathesis into $VENV"
-  if ! { command -v python3 >/dev/null && python3 -m venv "$VENV"; }; then
+if [ ! -x "$VENV/bin/schemathesis" ] || [ ! -x "$VENV/bin/openapi-spec-validator" ]; then
+  echo "== installing schemathesis and openapi-spec-validator into $VENV"
+  if [ ! -x "$VENV/bin/pip" ] && ! { command -v python3 >/dev/null && python3 -m venv "$VENV"; }; then
     # A fresh Debian/Ubuntu lacks venv (ensurepip) or Python itself.
     if command -v apt-get >/dev/null; then
       SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -25,9 +27,12 @@ if [ ! -x "$VENV/bin/schemathesis" ]; then
       exit 1
     fi
   fi
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis>=4.32,<5"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis>=4.32,<5" "openapi-spec-validator>=0.7"
 fi
 "$VENV/bin/schemathesis" --version
+
+echo "== openapi-spec-validator api/openapi.json"
+"$VENV/bin/openapi-spec-validator" api/openapi.json
 
 BIN="${REFLEET_BIN:-}"
 if [ -z "$BIN" ]; then
@@ -37,7 +42,8 @@ fi
 
 TOKEN="conformance-$$"
 SIM_LOG="$(mktemp)"
-"$BIN" sim --listen 127.0.0.1:0 --token "$TOKEN" >"$SIM_LOG" 2>&1 &
+# shellcheck disable=SC2086 # SIM_ARGS is a list of flags
+"$BIN" sim --listen 127.0.0.1:0 --token "$TOKEN" ${SIM_ARGS:-} >"$SIM_LOG" 2>&1 &
 SIM_PID=$!
 cleanup() {
   kill "$SIM_PID" 2>/dev/null || true
@@ -70,4 +76,8 @@ REFLEET_CONFORMANCE_TOKEN="$TOKEN" \
   ${MAX_EXAMPLES:+--max-examples "$MAX_EXAMPLES"} \
   ${SCHEMATHESIS_SEED:+--seed "$SCHEMATHESIS_SEED"} \
   || status=$?
+
+echo "== what the simulator saw (GET /v1/_sim/stats)"
+"$VENV/bin/python" -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1]).read().decode())' \
+  "$URL/v1/_sim/stats" || true
 exit "$status"

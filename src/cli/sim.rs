@@ -1,6 +1,7 @@
 //! `refleet sim`: serve the vendor API simulator (SPEC §8) until Ctrl-C.
 //! The flags resolve into a [`SimConfig`]; every fault is off unless asked.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -160,11 +161,16 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
         let sim = Sim::start(config, policy)
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
-        println!(
+        // A closed stdout must not stop the server (println! would panic).
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(
+            out,
             "refleet sim: SIMULATED vendor API (nothing is really activated) listening on {} (OpenAPI at {}/openapi.json); Ctrl-C stops it",
             sim.url(),
             sim.url()
         );
+        let _ = out.flush();
+        drop(out);
         tokio::signal::ctrl_c()
             .await
             .context("waiting for Ctrl-C")?;

@@ -121,7 +121,8 @@ impl Limiter {
             return None;
         }
         let burst = NonZeroU32::new(burst.max(1))?;
-        let period = Duration::from_secs_f64(1.0 / per_second);
+        // A rate so low that its period overflows a Duration is no rate.
+        let period = Duration::try_from_secs_f64(1.0 / per_second).ok()?;
         let quota = Quota::with_period(period)?.allow_burst(burst);
         Some(Limiter {
             limiter: RateLimiter::direct(quota).with_middleware::<StateInformationMiddleware>(),
@@ -201,6 +202,7 @@ mod tests {
         }
         assert!(Limiter::new(0.0, 1).is_none());
         assert!(Limiter::new(f64::NAN, 1).is_none());
+        assert!(Limiter::new(1e-300, 1).is_none());
     }
 
     #[test]

@@ -127,11 +127,20 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Shared {
     fn new(config: SimConfig, policy: Arc<Policy>) -> Shared {
+        Shared::starting_at(config, policy, chrono::Utc::now())
+    }
+
+    /// A simulator whose simulated time starts at `origin` (tests pin it).
+    fn starting_at(
+        config: SimConfig,
+        policy: Arc<Policy>,
+        origin: chrono::DateTime<chrono::Utc>,
+    ) -> Shared {
         let limiter = config
             .rate_limit
             .and_then(|r| Limiter::new(r.per_second, r.burst));
         Shared {
-            clock: SimClock::new(chrono::Utc::now(), config.business_day_ms),
+            clock: SimClock::new(origin, config.business_day_ms),
             counters: Counters::default(),
             idempotency: Mutex::new(IdempotencyStore::new(KEY_TTL)),
             store: Mutex::new(Store::default()),

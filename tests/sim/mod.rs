@@ -272,7 +272,12 @@ async fn a_key_in_flight_is_409_and_never_processed_twice() {
         let (api, body) = (api.clone(), body.clone());
         tokio::spawn(async move { api.post("/v1/reactivations", Some("slow"), &body).await })
     };
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Once the server has counted the first request, its key is in flight
+    // for the next 400 ms (the body is tiny; reading it takes no time).
+    while api.stats().await.requests == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
     let (status, e) = error_of(api.post("/v1/reactivations", Some("slow"), &body).await).await;
     assert_eq!(status, 409);
     assert_eq!(e.error, "request_in_flight");
@@ -555,8 +560,9 @@ async fn poll_until_terminal(api: &Api, id: &str) -> (ReactivationStatus, Vec<It
 
 #[tokio::test(flavor = "multi_thread")]
 async fn items_go_pending_provisioning_active_on_their_countrys_calendar() {
+    // Long enough days that a poll every few ms sees every state.
     let (_sim, api) = start(SimConfig {
-        business_day_ms: 40,
+        business_day_ms: 100,
         ..SimConfig::default()
     })
     .await;
@@ -782,7 +788,7 @@ async fn two_hundred_concurrent_clients_replaying_keys_activate_each_item_once()
 async fn the_rate_limit_answers_429_and_its_retry_after_is_truthful() {
     let (sim, api) = start(SimConfig {
         rate_limit: Some(RateLimit {
-            per_second: 2.0,
+            per_second: 1.0,
             burst: 2,
         }),
         ..SimConfig::default()
@@ -792,7 +798,7 @@ async fn the_rate_limit_answers_429_and_its_retry_after_is_truthful() {
     for _ in 0..2 {
         let r = api.get(path).await;
         assert_eq!(r.status(), 404);
-        assert_eq!(r.headers()["ratelimit-policy"], "\"default\";q=2;w=1");
+        assert_eq!(r.headers()["ratelimit-policy"], "\"default\";q=2;w=2");
     }
     let limited = api.get(path).await;
     assert_eq!(limited.status(), 429);
@@ -802,7 +808,7 @@ async fn the_rate_limit_answers_429_and_its_retry_after_is_truthful() {
         .parse()
         .unwrap();
     assert!(retry_after >= 1);
-    assert_eq!(limited.headers()["ratelimit-policy"], "\"default\";q=2;w=1");
+    assert_eq!(limited.headers()["ratelimit-policy"], "\"default\";q=2;w=2");
     assert_eq!(
         limited.headers()["ratelimit"],
         format!("\"default\";r=0;t={retry_after}").as_str()
@@ -952,4 +958,52 @@ fn bad_knobs_are_usage_errors() {
             .unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
     }
+}
+
+/// One raw HTTP/1.1 GET; returns the status code.
+fn raw_get(addr: &str, path: &str, token: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: sim\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn refleet_sim_says_it_is_a_simulation_and_where_it_listens() {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_refleet"))
+        .args(["sim", "--listen", "127.0.0.1:0"])
+        .env("REFLEET_SIM_TOKEN", "from-env")
+        .env_remove("REFLEET_POLICY")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("http://"))
+        .map(str::to_string);
+    let statuses = addr.as_deref().map(|a| {
+        (
+            raw_get(a, "/v1/reactivations/x", "wrong"),
+            raw_get(a, "/v1/reactivations/x", "from-env"),
+        )
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(line.contains("SIMULATED"), "{line}");
+    assert_eq!(statuses, Some((401, 404)), "{line}");
 }
