@@ -2,6 +2,7 @@
 //! resolves its arguments into plain settings once and calls one function
 //! that returns an [`Outcome`]; `main` maps that to an exit code (SPEC §7).
 
+mod audit;
 mod gen;
 mod policy;
 mod progress;
@@ -80,6 +81,11 @@ enum Command {
         after_help = "Examples:\n  refleet sim --listen 127.0.0.1:8080 --token secret\n  refleet sim --listen 127.0.0.1:0 --rate-limit 20/s --burst 5 --error-rate 0.05 --latency-ms 5..50 --seed 7"
     )]
     Sim(sim::Args),
+    /// Check the hash chain of an audit log.
+    Audit {
+        #[command(subcommand)]
+        command: audit::Command,
+    },
     /// Inspect the policy.
     Policy {
         #[command(subcommand)]
@@ -113,6 +119,7 @@ pub fn run() -> anyhow::Result<Outcome> {
         Command::Gen(args) => gen::run(args, &global),
         Command::Sim(args) => sim::run(args, &global),
         Command::Policy { command } => policy::run(command, &global),
+        Command::Audit { command } => audit::run(command, &global),
     }
 }
 

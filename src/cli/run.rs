@@ -17,7 +17,7 @@ use crate::api::{CoverageWire, ItemType};
 use crate::contracts::Contracts;
 use crate::domain::{Coverage, Item, ItemKind};
 use crate::quote::CurrencyTotal;
-use crate::report::{write_results, AtomicFile, PlannedKind, ResultCounts, RowSpool};
+use crate::report::{write_results, AtomicFile, AuditLog, PlannedKind, ResultCounts, RowSpool};
 use crate::sim::{Sim, SimConfig};
 use crate::submit::client::{ApiClient, ClientConfig, Token};
 use crate::submit::journal::{ItemState, Journal, PlannedItem};
@@ -292,6 +292,13 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
         report = rep;
     }
 
+    let audit_path = settings
+        .state
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."))
+        .join("audit.jsonl");
+    let audited = write_audit(&journal, &audit_path, &contracts)?;
     let counts = write_results(&out, &spool, &mut |key| Ok(journal.record(key)?))?;
     drop(spool);
     let outcome = if report.unfinished {
@@ -310,7 +317,6 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
             Outcome::Interrupted => "stopped_resumable",
         }
     };
-    journal.finish_run(run_id, outcome_name)?;
     let summary = Summary {
         refleet_version: env!("CARGO_PKG_VERSION"),
         run_id,
@@ -354,15 +360,28 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
             total_seconds: started.elapsed().as_secs_f64(),
         },
     };
+    let summary_json = serde_json::to_string_pretty(&summary)?;
     let mut f = AtomicFile::create(&out.join("summary.json"))?;
-    serde_json::to_writer_pretty(&mut f, &summary)?;
+    std::io::Write::write_all(&mut f, summary_json.as_bytes())?;
     std::io::Write::write_all(&mut f, b"\n")?;
     f.commit()?;
+    journal.finish_run(
+        run_id,
+        outcome_name,
+        &summary_json,
+        &serde_json::to_string(&planned.plan.quotes)?,
+    )?;
     if !global.quiet {
         eprint!(
             "{}",
             final_text(&counts, &report, &planned, &settings, started)
         );
+        if audited > 0 {
+            eprintln!(
+                "audit log: {audited} new records in {}",
+                audit_path.display()
+            );
+        }
     }
     Ok(outcome)
 }
@@ -437,6 +456,82 @@ fn submit(
         })?;
         Ok((label, report))
     })
+}
+
+/// Appends the run's new activations, orders (cancellation windows) and
+/// cases to the hash-chained audit log beside the journal; returns how many.
+fn write_audit(
+    journal: &Journal,
+    path: &std::path::Path,
+    contracts: &Contracts,
+) -> anyhow::Result<u64> {
+    use serde_json::{json, Map, Value};
+    let orders = journal.unaudited_orders()?;
+    let items = journal.unaudited_items()?;
+    if orders.is_empty() && items.is_empty() {
+        return Ok(0);
+    }
+    let mut log = AuditLog::open(path, journal.audit_state()?)?;
+    let recorded_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let obj = |v: Value| -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        }
+    };
+    for o in &orders {
+        let days = contracts
+            .by_id
+            .get(o.contract_id.as_str())
+            .map(|c| c.cancellation_days);
+        let until = days.and_then(|d| {
+            chrono::DateTime::parse_from_rfc3339(&o.accepted_at)
+                .ok()
+                .map(|t| (t.date_naive() + chrono::Duration::days(i64::from(d))).to_string())
+        });
+        log.append(obj(json!({
+            "kind": "cancellation_window",
+            "recorded_at": recorded_at,
+            "request_id": o.request_id,
+            "contract_id": o.contract_id,
+            "region": o.region,
+            "quote_id": o.quote_id,
+            "ordered_at": o.accepted_at,
+            "items": o.items,
+            "cancellation_days": days,
+            "cancellable_until": until,
+        })))?;
+    }
+    for i in &items {
+        let kind = if i.state == "active" {
+            "activation"
+        } else {
+            "case"
+        };
+        log.append(obj(json!({
+            "kind": kind,
+            "recorded_at": recorded_at,
+            "event_key": i.event_key,
+            "item_type": i.item_type,
+            "serial_number": i.serial_number,
+            "license_id": i.license_id,
+            "contract_id": i.contract_id,
+            "region": i.region,
+            "quote_id": i.quote_id,
+            "request_id": i.request_id,
+            "confirmation_id": i.confirmation_id,
+            "features_verified": i.features,
+            "activated_at": i.activated_at,
+            "case_id": i.case_id,
+            "reason": i.reason,
+        })))?;
+    }
+    let state = log.sync()?;
+    let appended = (orders.len() + items.len()) as u64;
+    let keys: Vec<String> = items.into_iter().map(|i| i.event_key).collect();
+    let ids: Vec<i64> = orders.iter().map(|o| o.batch_id).collect();
+    journal.mark_audited(&keys, &ids, &state)?;
+    Ok(appended)
 }
 
 /// What the journal needs to rebuild an item's request.

@@ -3,6 +3,7 @@
 //! half-written report; every cell that came from input is neutralised
 //! against spreadsheet formula injection.
 
+pub mod audit;
 mod plan;
 mod results;
 mod valid;
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
+pub use audit::{AuditLog, ChainState};
 pub use plan::{write_quotes, PlanReports, ELIGIBILITY_COLUMNS};
 pub use results::{
     event_key, write_results, PlannedKind, ResultCounts, RowSpool, RESULTS_COLUMNS, RESULT_STATES,

@@ -170,7 +170,10 @@ CREATE TABLE IF NOT EXISTS runs (
     finished_at TEXT,
     input TEXT NOT NULL,
     as_of TEXT NOT NULL,
-    outcome TEXT
+    outcome TEXT,
+    -- the run's summary.json and quotes.json, so a report can be made from the journal alone
+    summary_json TEXT,
+    quotes_json TEXT
 );
 CREATE TABLE IF NOT EXISTS items (
     event_key TEXT PRIMARY KEY,
@@ -196,6 +199,7 @@ CREATE TABLE IF NOT EXISTS items (
     features TEXT,
     activated_at TEXT,
     case_id TEXT,
+    audited INTEGER NOT NULL DEFAULT 0,
     first_run INTEGER NOT NULL,
     updated_at TEXT NOT NULL
 );
@@ -212,6 +216,7 @@ CREATE TABLE IF NOT EXISTS batches (
     request_id TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
     last_error TEXT,
+    audited INTEGER NOT NULL DEFAULT 0,
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL
 );
@@ -318,10 +323,18 @@ impl Journal {
         Ok(self.conn.last_insert_rowid())
     }
 
-    pub fn finish_run(&self, run_id: i64, outcome: &str) -> Result<(), JournalError> {
+    /// Closes a run, keeping its `summary.json` and `quotes.json`.
+    pub fn finish_run(
+        &self,
+        run_id: i64,
+        outcome: &str,
+        summary_json: &str,
+        quotes_json: &str,
+    ) -> Result<(), JournalError> {
         self.conn.execute(
-            "UPDATE runs SET finished_at = ?1, outcome = ?2 WHERE id = ?3",
-            params![now(), outcome, run_id],
+            "UPDATE runs SET finished_at = ?1, outcome = ?2, summary_json = ?3, quotes_json = ?4
+             WHERE id = ?5",
+            params![now(), outcome, summary_json, quotes_json, run_id],
         )?;
         Ok(())
     }
@@ -744,6 +757,140 @@ impl Journal {
                 })
             })
             .optional()?)
+    }
+}
+
+/// An activation or a case the audit log does not have yet.
+#[derive(Debug, Clone)]
+pub struct AuditItem {
+    pub event_key: String,
+    pub state: String,
+    pub item_type: String,
+    pub serial_number: Option<String>,
+    pub license_id: Option<String>,
+    pub contract_id: String,
+    pub region: String,
+    pub quote_id: String,
+    pub request_id: Option<String>,
+    pub confirmation_id: Option<String>,
+    pub features: Option<String>,
+    pub activated_at: Option<String>,
+    pub case_id: Option<String>,
+    pub reason: Option<String>,
+}
+
+/// An accepted request (an order) the audit log does not have yet.
+#[derive(Debug, Clone)]
+pub struct AuditOrder {
+    pub batch_id: i64,
+    pub request_id: String,
+    pub contract_id: String,
+    pub region: String,
+    pub quote_id: String,
+    pub accepted_at: String,
+    pub items: u64,
+}
+
+impl Journal {
+    /// Where the audit chain stands, as last recorded.
+    pub fn audit_state(&self) -> Result<crate::report::ChainState, JournalError> {
+        let get = |k: &str| -> Result<Option<String>, JournalError> {
+            Ok(self
+                .conn
+                .query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| r.get(0))
+                .optional()?)
+        };
+        let mut state = crate::report::ChainState::default();
+        if let (Some(len), Some(records), Some(hash)) =
+            (get("audit_len")?, get("audit_records")?, get("audit_hash")?)
+        {
+            state.len = len.parse().unwrap_or(0);
+            state.records = records.parse().unwrap_or(0);
+            state.last_hash = hash;
+        }
+        Ok(state)
+    }
+
+    /// Active and escalated items not yet in the audit log, in journal order.
+    pub fn unaudited_items(&self) -> Result<Vec<AuditItem>, JournalError> {
+        let rows = self
+            .conn
+            .prepare(
+                "SELECT event_key, state, item_type, serial_number, license_id, contract_id, region,
+                        quote_id, request_id, confirmation_id, features, activated_at, case_id, reason
+                 FROM items WHERE state IN ('active', 'escalated') AND audited = 0 ORDER BY rowid",
+            )?
+            .query_map([], |r| {
+                Ok(AuditItem {
+                    event_key: r.get(0)?,
+                    state: r.get(1)?,
+                    item_type: r.get(2)?,
+                    serial_number: r.get(3)?,
+                    license_id: r.get(4)?,
+                    contract_id: r.get(5)?,
+                    region: r.get(6)?,
+                    quote_id: r.get(7)?,
+                    request_id: r.get(8)?,
+                    confirmation_id: r.get(9)?,
+                    features: r.get(10)?,
+                    activated_at: r.get(11)?,
+                    case_id: r.get(12)?,
+                    reason: r.get(13)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    /// Accepted requests not yet in the audit log.
+    pub fn unaudited_orders(&self) -> Result<Vec<AuditOrder>, JournalError> {
+        let rows = self
+            .conn
+            .prepare(
+                "SELECT b.id, b.request_id, b.contract_id, b.region, b.quote_id, b.updated_at,
+                        (SELECT COUNT(*) FROM items i WHERE i.batch_id = b.id AND i.state != 'rejected')
+                 FROM batches b WHERE b.state = 'accepted' AND b.audited = 0 ORDER BY b.id",
+            )?
+            .query_map([], |r| {
+                Ok(AuditOrder {
+                    batch_id: r.get(0)?,
+                    request_id: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                    contract_id: r.get(2)?,
+                    region: r.get(3)?,
+                    quote_id: r.get(4)?,
+                    accepted_at: r.get(5)?,
+                    items: r.get::<_, i64>(6)?.max(0) as u64,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    /// Marks what was appended, with the chain's new state, in one transaction.
+    pub fn mark_audited(
+        &self,
+        items: &[String],
+        orders: &[i64],
+        state: &crate::report::ChainState,
+    ) -> Result<(), JournalError> {
+        let tx = self.conn.unchecked_transaction()?;
+        {
+            let mut it = tx.prepare_cached("UPDATE items SET audited = 1 WHERE event_key = ?1")?;
+            for k in items {
+                it.execute([k])?;
+            }
+            let mut b = tx.prepare_cached("UPDATE batches SET audited = 1 WHERE id = ?1")?;
+            for id in orders {
+                b.execute([id])?;
+            }
+            let mut m =
+                tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?;
+            m.execute(params!["audit_len", state.len.to_string()])?;
+            m.execute(params!["audit_records", state.records.to_string()])?;
+            m.execute(params!["audit_hash", state.last_hash])?;
+        }
+        tx.commit()?;
+        Ok(())
     }
 }
 

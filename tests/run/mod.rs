@@ -626,3 +626,78 @@ fn ctrl_c_stops_cleanly_with_exit_4_and_the_next_run_resumes() {
     assert_complete(out.path(), sample_rows());
     assert_eq!(sim.stats().duplicate_activations, 0);
 }
+
+#[test]
+fn the_audit_log_chains_every_activation_and_names_a_tampered_record() {
+    let sim = sim(SimConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    run_cmd(&sample("inventory.csv"), &out, &sim, &[])
+        .assert()
+        .code(0);
+    let log = out.join("audit.jsonl");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let res = results(&out);
+    let kind = |k: &str| records.iter().filter(|r| r["kind"] == k).count();
+    assert_eq!(
+        kind("activation"),
+        res.iter().filter(|r| r["state"] == "active").count()
+    );
+    assert_eq!(
+        kind("case"),
+        res.iter().filter(|r| r["state"] == "escalated").count()
+    );
+    assert_eq!(
+        kind("cancellation_window"),
+        sim.stats().reactivation_requests as usize
+    );
+    for r in records.iter().filter(|r| r["kind"] == "activation") {
+        for field in [
+            "contract_id",
+            "quote_id",
+            "request_id",
+            "confirmation_id",
+            "activated_at",
+        ] {
+            assert!(
+                r[field].as_str().is_some_and(|s| !s.is_empty()),
+                "{field} in {r}"
+            );
+        }
+    }
+    refleet()
+        .args(["audit", "verify"])
+        .arg(&log)
+        .assert()
+        .code(0);
+
+    // A second run on the same journal adds nothing: each event is recorded once.
+    run_cmd(&sample("inventory.csv"), &out, &sim, &[])
+        .assert()
+        .code(0);
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), text);
+
+    // One changed byte in record 7 (a digit of its confirmation or request id).
+    let lines: Vec<&str> = text.lines().collect();
+    let at: usize = lines[..6].iter().map(|l| l.len() + 1).sum::<usize>()
+        + lines[6].find("\"seq\":7").unwrap()
+        + 6;
+    let mut bytes = text.clone().into_bytes();
+    bytes[at] = b'8';
+    std::fs::write(&log, &bytes).unwrap();
+    let output = refleet()
+        .args(["audit", "verify"])
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("record 7 "),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
