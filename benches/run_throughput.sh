@@ -5,7 +5,7 @@
 #   benches/run_throughput.sh [ITEMS] [RATE]     default: 100000 200
 #
 # The simulator (`refleet sim`, faults off) enforces RATE requests/s with a
-# burst of 2; refleet runs with --rate RATE --burst 1, so it should use the
+# burst of SIM_BURST (default 10: 50 ms at 200/s); refleet runs with --rate RATE --burst 1, so it should use the
 # whole rate and never draw a 429. The inventory comes from `refleet gen`
 # (deterministic); its eligible share is what gets submitted.
 #
@@ -31,7 +31,7 @@ if [[ ! -f $data/inventory.csv ]]; then
 fi
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$REFLEET" sim --listen "127.0.0.1:$port" --token bench --rate-limit "$RATE" --burst 2 --quiet &
+"$REFLEET" sim --listen "127.0.0.1:$port" --token bench --rate-limit "$RATE" --burst "${SIM_BURST:-10}" --quiet &
 sim=$!
 trap 'kill $sim 2>/dev/null || true' EXIT
 stats() { python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1]).read().decode())' "http://127.0.0.1:$port/v1/_sim/stats"; }

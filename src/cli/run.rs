@@ -233,8 +233,7 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
     // Plan: every verdict to the reports, eligible and manual-review items to the journal.
     let escalate = settings.submit.escalate;
     let out = settings.plan.out.clone();
-    journal.begin()?;
-    let spool = {
+    let spool = journal.atomically(|| -> anyhow::Result<_> {
         let journal = &journal;
         let contracts_ref = &contracts;
         let on_planned = move |item: &Item,
@@ -258,9 +257,8 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
             global,
             Some(&mut spool),
         )?;
-        (spool.finish()?, planned)
-    };
-    journal.commit()?;
+        Ok((spool.finish()?, planned))
+    })?;
     let (spool, planned) = spool;
     for q in &planned.plan.quotes {
         journal.set_quote(&q.contract_id, q.region.as_str(), &q.quote_id)?;

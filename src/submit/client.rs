@@ -64,8 +64,15 @@ const PROBE_AFTER: u32 = 20;
 /// Successes just under the last throttled rate before probing above it.
 const PROBE_CEILING_AFTER: u32 = 10 * PROBE_AFTER;
 
+/// The limiter paces at 99 % of the rate it is given: on the way to the
+/// server, scheduling and network jitter can bunch requests together, never
+/// spread them out, so a client at exactly the server's rate would now and
+/// then look faster than it (measured: 11 429s in 2,111 requests at 200/s
+/// with no margin).
+const PACING: f64 = 0.99;
+
 fn gcra(rate: f64, burst: NonZeroU32) -> Arc<DefaultDirectRateLimiter> {
-    let period = Duration::from_secs_f64(1.0 / rate.max(0.001));
+    let period = Duration::from_secs_f64(1.0 / (rate * PACING).max(0.001));
     let quota = Quota::with_period(period)
         .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
         .allow_burst(burst);

@@ -158,6 +158,8 @@ pub struct ItemRecord {
 pub struct Journal {
     conn: Connection,
     path: PathBuf,
+    /// Nesting of [`Journal::atomically`]: only the outermost commits.
+    depth: std::cell::Cell<u32>,
     /// Held for the life of the journal: the kernel releases it on exit.
     _lock: File,
 }
@@ -221,6 +223,12 @@ CREATE TABLE IF NOT EXISTS batches (
     updated_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS batches_state ON batches(state);
+CREATE TABLE IF NOT EXISTS quotes (
+    contract_id TEXT NOT NULL,
+    region TEXT NOT NULL,
+    quote_id TEXT NOT NULL,
+    PRIMARY KEY (contract_id, region)
+);
 CREATE TABLE IF NOT EXISTS attempts (
     id INTEGER PRIMARY KEY,
     run_id INTEGER NOT NULL,
@@ -289,10 +297,13 @@ impl Journal {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
+        // 32 MiB of page cache: a million-item journal is read without disk reads.
+        conn.pragma_update(None, "cache_size", -32768)?;
         conn.execute_batch(SCHEMA)?;
         Ok(Journal {
             conn,
             path: path.to_path_buf(),
+            depth: std::cell::Cell::new(0),
             _lock: lock,
         })
     }
@@ -339,15 +350,34 @@ impl Journal {
         Ok(())
     }
 
-    /// Starts a transaction for a stream of [`Journal::plan_item`] calls.
-    pub fn begin(&self) -> Result<(), JournalError> {
-        self.conn.execute_batch("BEGIN IMMEDIATE")?;
-        Ok(())
-    }
-
-    pub fn commit(&self) -> Result<(), JournalError> {
-        self.conn.execute_batch("COMMIT")?;
-        Ok(())
+    /// Runs `f` in one transaction (one sync to disk), or inside the
+    /// caller's when one is open: the coordinator groups a round of
+    /// answers and new batches into a single commit.
+    pub fn atomically<T, E: From<JournalError>>(
+        &self,
+        f: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, E> {
+        let outer = self.depth.get() == 0;
+        if outer {
+            self.conn
+                .execute_batch("BEGIN IMMEDIATE")
+                .map_err(|e| E::from(e.into()))?;
+        }
+        self.depth.set(self.depth.get() + 1);
+        let result = f();
+        self.depth.set(self.depth.get() - 1);
+        if outer {
+            match &result {
+                Ok(_) => self
+                    .conn
+                    .execute_batch("COMMIT")
+                    .map_err(|e| E::from(e.into()))?,
+                Err(_) => {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                }
+            }
+        }
+        result
     }
 
     /// Records an item to submit (`Planned`) or to escalate
@@ -385,7 +415,7 @@ impl Journal {
         Ok(())
     }
 
-    /// Gives the planned items of (contract, region) their quote.
+    /// The quote of (contract, region) for the batches formed from now on.
     pub fn set_quote(
         &self,
         contract_id: &str,
@@ -393,7 +423,7 @@ impl Journal {
         quote_id: &str,
     ) -> Result<(), JournalError> {
         self.conn.execute(
-            "UPDATE items SET quote_id = ?3 WHERE contract_id = ?1 AND region = ?2 AND state = 'planned'",
+            "INSERT OR REPLACE INTO quotes (contract_id, region, quote_id) VALUES (?1, ?2, ?3)",
             params![contract_id, region, quote_id],
         )?;
         Ok(())
@@ -460,25 +490,29 @@ impl Journal {
         let Some((contract_id, region)) = first else {
             return Ok(None);
         };
-        let planned: Vec<(PlannedItem, String)> = self
+        let planned: Vec<PlannedItem> = self
             .conn
             .prepare_cached(
                 "SELECT event_key, item_type, serial_number, mac_address, model, license_id,
-                        bound_serial, contract_id, region, country, deactivated_at, coverage, quote_id
+                        bound_serial, contract_id, region, country, deactivated_at, coverage
                  FROM items WHERE state = 'planned' AND contract_id = ?1 AND region = ?2
                  ORDER BY rowid LIMIT ?3",
             )?
-            .query_map(params![contract_id, region, max as i64], |r| {
-                Ok((read_planned(r)?, r.get(12)?))
-            })?
+            .query_map(params![contract_id, region, max as i64], read_planned)?
             .collect::<Result<_, _>>()?;
-        let Some((head, quote_id)) = planned.first() else {
+        let Some(head) = planned.first() else {
             return Ok(None);
         };
         let coverage = head.coverage;
-        let quote_id = quote_id.clone();
-        let key = api::batch_key(planned.iter().map(|(p, _)| p.event_key.as_str()));
-        let tx = self.conn.unchecked_transaction()?;
+        let quote_id: String = self
+            .conn
+            .prepare_cached("SELECT quote_id FROM quotes WHERE contract_id = ?1 AND region = ?2")?
+            .query_row(params![contract_id, region], |r| r.get(0))
+            .optional()?
+            .unwrap_or_default();
+        let key = api::batch_key(planned.iter().map(|p| p.event_key.as_str()));
+        let tx = &self.conn;
+        let id = self.atomically(|| -> Result<_, JournalError> {
         let at = now();
         tx.execute(
             "INSERT INTO batches (idem_key, contract_id, region, quote_id, coverage, state, created_at, updated_at)
@@ -488,14 +522,16 @@ impl Journal {
         let id = tx.last_insert_rowid();
         {
             let mut upd = tx.prepare_cached(
-                "UPDATE items SET state = 'submitted', batch_id = ?1, batch_pos = ?2, updated_at = ?3
+                "UPDATE items SET state = 'submitted', batch_id = ?1, batch_pos = ?2, updated_at = ?3,
+                     quote_id = ?5
                  WHERE event_key = ?4",
             )?;
-            for (pos, (p, _)) in planned.iter().enumerate() {
-                upd.execute(params![id, pos as i64, at, p.event_key])?;
+            for (pos, p) in planned.iter().enumerate() {
+                upd.execute(params![id, pos as i64, at, p.event_key, quote_id])?;
             }
         }
-        tx.commit()?;
+        Ok(id)
+        })?;
         Ok(Some(Batch {
             id,
             idempotency_key: key,
@@ -504,7 +540,7 @@ impl Journal {
                 region,
                 quote_id,
                 coverage,
-                items: planned.iter().map(|(p, _)| p.to_request_item()).collect(),
+                items: planned.iter().map(|p| p.to_request_item()).collect(),
             },
         }))
     }
@@ -516,7 +552,8 @@ impl Journal {
         attempts: u32,
         answer: &api::ReactivationAccepted,
     ) -> Result<(), JournalError> {
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = &self.conn;
+        self.atomically(|| -> Result<_, JournalError> {
         let at = now();
         tx.execute(
             "UPDATE batches SET state = 'accepted', request_id = ?2, attempts = attempts + ?3,
@@ -544,7 +581,8 @@ impl Journal {
                 ])?;
             }
         }
-        tx.commit()?;
+        Ok(())
+        })?;
         Ok(())
     }
 
@@ -556,18 +594,20 @@ impl Journal {
         attempts: u32,
         reason: &str,
     ) -> Result<(), JournalError> {
-        let tx = self.conn.unchecked_transaction()?;
-        let at = now();
-        tx.execute(
-            "UPDATE batches SET state = 'refused', attempts = attempts + ?2, last_error = ?3,
+        let tx = &self.conn;
+        self.atomically(|| -> Result<_, JournalError> {
+            let at = now();
+            tx.execute(
+                "UPDATE batches SET state = 'refused', attempts = attempts + ?2, last_error = ?3,
                  updated_at = ?4 WHERE id = ?1",
-            params![batch_id, attempts, reason, at],
-        )?;
-        tx.execute(
+                params![batch_id, attempts, reason, at],
+            )?;
+            tx.execute(
             "UPDATE items SET state = 'failed', reason = ?2, updated_at = ?3 WHERE batch_id = ?1",
             params![batch_id, reason, at],
         )?;
-        tx.commit()?;
+            Ok(())
+        })?;
         Ok(())
     }
 
@@ -612,9 +652,10 @@ impl Journal {
         batch_id: i64,
         status: &api::ReactivationStatus,
     ) -> Result<usize, JournalError> {
-        let tx = self.conn.unchecked_transaction()?;
-        let at = now();
+        let tx = &self.conn;
         let mut open = 0;
+        self.atomically(|| -> Result<_, JournalError> {
+        let at = now();
         {
             let mut upd = tx.prepare_cached(
                 "UPDATE items SET state = ?1, reason = COALESCE(?2, reason), eta = COALESCE(?3, eta),
@@ -658,7 +699,8 @@ impl Journal {
                 ])?;
             }
         }
-        tx.commit()?;
+        Ok(())
+        })?;
         Ok(open)
     }
 
@@ -873,23 +915,26 @@ impl Journal {
         orders: &[i64],
         state: &crate::report::ChainState,
     ) -> Result<(), JournalError> {
-        let tx = self.conn.unchecked_transaction()?;
-        {
-            let mut it = tx.prepare_cached("UPDATE items SET audited = 1 WHERE event_key = ?1")?;
-            for k in items {
-                it.execute([k])?;
+        let tx = &self.conn;
+        self.atomically(|| -> Result<_, JournalError> {
+            {
+                let mut it =
+                    tx.prepare_cached("UPDATE items SET audited = 1 WHERE event_key = ?1")?;
+                for k in items {
+                    it.execute([k])?;
+                }
+                let mut b = tx.prepare_cached("UPDATE batches SET audited = 1 WHERE id = ?1")?;
+                for id in orders {
+                    b.execute([id])?;
+                }
+                let mut m =
+                    tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?;
+                m.execute(params!["audit_len", state.len.to_string()])?;
+                m.execute(params!["audit_records", state.records.to_string()])?;
+                m.execute(params!["audit_hash", state.last_hash])?;
             }
-            let mut b = tx.prepare_cached("UPDATE batches SET audited = 1 WHERE id = ?1")?;
-            for id in orders {
-                b.execute([id])?;
-            }
-            let mut m =
-                tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?;
-            m.execute(params!["audit_len", state.len.to_string()])?;
-            m.execute(params!["audit_records", state.records.to_string()])?;
-            m.execute(params!["audit_hash", state.last_hash])?;
-        }
-        tx.commit()?;
+            Ok(())
+        })?;
         Ok(())
     }
 }
@@ -978,16 +1023,17 @@ mod tests {
         let run = j
             .begin_run("x.csv", NaiveDate::from_ymd_opt(2026, 1, 2).unwrap())
             .unwrap();
-        j.begin().unwrap();
-        for (k, c, r) in [
-            ("A", "C1", "AMER"),
-            ("B", "C2", "EMEA"),
-            ("C", "C1", "AMER"),
-        ] {
-            j.plan_item(&item(k, c, r), ItemState::Planned, run)
-                .unwrap();
-        }
-        j.commit().unwrap();
+        j.atomically(|| -> Result<(), JournalError> {
+            for (k, c, r) in [
+                ("A", "C1", "AMER"),
+                ("B", "C2", "EMEA"),
+                ("C", "C1", "AMER"),
+            ] {
+                j.plan_item(&item(k, c, r), ItemState::Planned, run)?;
+            }
+            Ok(())
+        })
+        .unwrap();
         j.set_quote("C1", "AMER", "Q1").unwrap();
         let b = j.next_batch(10).unwrap().unwrap();
         assert_eq!(b.request.contract_id, "C1");

@@ -138,6 +138,7 @@ pub async fn submit_and_track(
     let mut stopped_because: Option<String> = None;
     let mut last_progress = Instant::now();
 
+    let mut finished: Vec<Done> = Vec::new();
     loop {
         let now = Instant::now();
         if stopped_because.is_none() {
@@ -150,7 +151,24 @@ pub async fn submit_and_track(
                 ));
             }
         }
-        if stopped_because.is_none() {
+        // One transaction, so one sync to disk, per round: the answers that
+        // came in, then the batches about to leave (on disk before they do).
+        let to_send = journal.atomically(|| -> Result<Vec<Work>, SubmitError> {
+            for done in finished.drain(..) {
+                record(
+                    journal,
+                    run_id,
+                    settings,
+                    done,
+                    &mut later,
+                    &mut now_queue,
+                    &mut cases_queued,
+                )?;
+            }
+            let mut to_send = Vec::new();
+            if stopped_because.is_some() {
+                return Ok(to_send);
+            }
             // Work whose time has come joins the queue.
             let mut i = 0;
             while i < later.len() {
@@ -160,7 +178,7 @@ pub async fn submit_and_track(
                     i += 1;
                 }
             }
-            while tasks.len() < concurrency {
+            while tasks.len() + to_send.len() < concurrency {
                 let work = match now_queue.pop_front() {
                     Some(w) => w,
                     None if planned_left => match journal.next_batch(batch_size)? {
@@ -172,8 +190,12 @@ pub async fn submit_and_track(
                     },
                     None => break,
                 };
-                spawn(&mut tasks, &client, work);
+                to_send.push(work);
             }
+            Ok(to_send)
+        })?;
+        for work in to_send {
+            spawn(&mut tasks, &client, work);
         }
         if tasks.is_empty()
             && (stopped_because.is_some()
@@ -192,20 +214,21 @@ pub async fn submit_and_track(
             .unwrap_or(deadline)
             .min(deadline)
             .min(Instant::now() + Duration::from_millis(200));
+        let mut joined = Vec::new();
         tokio::select! {
-            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
-                let done = match joined {
-                    Ok(done) => done,
-                    // A task that panicked: its batch stays `submitted`
-                    // and the next run re-sends it with the same key.
-                    Err(e) => {
-                        tracing::error!("a request task failed: {e}");
-                        continue;
-                    }
-                };
-                record(journal, run_id, settings, done, &mut later, &mut now_queue, &mut cases_queued)?;
-            }
+            Some(j) = tasks.join_next(), if !tasks.is_empty() => joined.push(j),
             _ = tokio::time::sleep_until(next_due.into()) => {}
+        }
+        while let Some(j) = tasks.try_join_next() {
+            joined.push(j);
+        }
+        for j in joined {
+            match j {
+                Ok(done) => finished.push(done),
+                // A task that panicked: its batch stays `submitted` and the
+                // next run re-sends it with the same key.
+                Err(e) => tracing::error!("a request task failed: {e}"),
+            }
         }
     }
     progress.update(&journal.counts()?, client.sent.load(Ordering::Relaxed));
