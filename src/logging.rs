@@ -1,11 +1,16 @@
 //! Diagnostics through `tracing`, on stderr, off unless `REFLEET_LOG` asks
-//! (e.g. `REFLEET_LOG=debug`). Never logs secrets.
+//! (e.g. `REFLEET_LOG=debug`); one JSON object per line with
+//! `--log-format json`, for schedulers. Never logs secrets.
 
-pub fn init() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("REFLEET_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+pub fn init(json: bool) {
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_env("REFLEET_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"))
+    };
+    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().with_env_filter(filter()).try_init()
+    } else {
+        builder.with_env_filter(filter()).try_init()
+    };
 }

@@ -8,7 +8,6 @@ use std::process::ExitCode;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    refleet::logging::init();
     match refleet::cli::run() {
         Ok(outcome) => ExitCode::from(outcome.exit_code() as u8),
         Err(err) => {

@@ -3,6 +3,7 @@
 //! that returns an [`Outcome`]; `main` maps that to an exit code (SPEC §7).
 
 mod audit;
+mod config;
 mod gen;
 mod policy;
 mod progress;
@@ -49,10 +50,22 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "FILE", env = "REFLEET_POLICY")]
     policy: Option<PathBuf>,
     /// No progress bars and no summary on stderr.
-    #[arg(long, short, global = true)]
+    #[arg(long, short, global = true, env = "REFLEET_QUIET")]
     quiet: bool,
+    /// A TOML file of settings (keys are flag names); flags > REFLEET_* environment > file.
+    #[arg(long, global = true, value_name = "FILE", env = "REFLEET_CONFIG")]
+    config: Option<PathBuf>,
+    /// Diagnostics format on stderr (with REFLEET_LOG=info, debug, …): text or json (for schedulers).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "REFLEET_LOG_FORMAT")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -86,6 +99,11 @@ enum Command {
         #[command(subcommand)]
         command: audit::Command,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(
+        after_help = "Example:\n  refleet completions bash > /etc/bash_completion.d/refleet"
+    )]
+    Completions { shell: clap_complete::Shell },
     /// Inspect the policy.
     Policy {
         #[command(subcommand)]
@@ -94,7 +112,9 @@ enum Command {
 }
 
 pub fn run() -> anyhow::Result<Outcome> {
-    let cli = match Cli::try_parse() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    config::apply(&args)?;
+    let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(e) => {
             // --help and --version are successes; everything else is usage.
@@ -107,6 +127,7 @@ pub fn run() -> anyhow::Result<Outcome> {
             };
         }
     };
+    crate::logging::init(cli.log_format == LogFormat::Json);
     let global = Global {
         policy: cli.policy,
         quiet: cli.quiet,
@@ -120,6 +141,18 @@ pub fn run() -> anyhow::Result<Outcome> {
         Command::Sim(args) => sim::run(args, &global),
         Command::Policy { command } => policy::run(command, &global),
         Command::Audit { command } => audit::run(command, &global),
+        Command::Completions { shell } => {
+            // Into a buffer first: the generator panics on a closed pipe.
+            let mut script = Vec::new();
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "refleet",
+                &mut script,
+            );
+            std::io::Write::write_all(&mut std::io::stdout(), &script)?;
+            Ok(Outcome::Success)
+        }
     }
 }
 
@@ -140,13 +173,13 @@ impl Global {
 #[derive(clap::Args, Debug)]
 struct InputArgs {
     /// How to read non-ISO dates: dmy, mdy or a strftime pattern like %d.%m.%Y.
-    #[arg(long, value_name = "FORMAT")]
+    #[arg(long, value_name = "FORMAT", env = "REFLEET_DATE_FORMAT")]
     date_format: Option<String>,
     /// Field delimiter (one character, or `tab`); sniffed when absent.
-    #[arg(long, value_parser = parse_delimiter)]
+    #[arg(long, value_parser = parse_delimiter, env = "REFLEET_DELIMITER")]
     delimiter: Option<u8>,
     /// Worker threads (0 = one per core).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, env = "REFLEET_THREADS")]
     threads: usize,
 }
 

@@ -33,13 +33,13 @@ pub(super) struct PlanArgs {
     /// Inventory file (CSV, .csv.gz, .csv.zst, Parquet) or - for stdin.
     inventory: PathBuf,
     /// Contracts file (CSV or Parquet).
-    #[arg(long)]
+    #[arg(long, env = "REFLEET_CONTRACTS")]
     contracts: PathBuf,
     /// Evaluate as of this date (YYYY-MM-DD); default today, UTC.
-    #[arg(long)]
+    #[arg(long, env = "REFLEET_AS_OF")]
     as_of: Option<NaiveDate>,
     /// Directory for the reports (created if missing).
-    #[arg(long, default_value = "refleet-out")]
+    #[arg(long, default_value = "refleet-out", env = "REFLEET_OUT")]
     out: PathBuf,
     #[command(flatten)]
     input: InputArgs,

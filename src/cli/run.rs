@@ -34,35 +34,35 @@ pub struct Args {
     #[arg(long, value_name = "URL", env = "REFLEET_API_URL")]
     api_url: Option<String>,
     /// A file holding the API token (first line); default: REFLEET_API_TOKEN.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "REFLEET_TOKEN_FILE")]
     token_file: Option<PathBuf>,
     /// Requests per second, never exceeded (submissions and polls alike).
-    #[arg(long, default_value_t = 20.0)]
+    #[arg(long, default_value_t = 20.0, env = "REFLEET_RATE")]
     rate: f64,
     /// Requests that may leave at once after a quiet spell.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, env = "REFLEET_BURST")]
     burst: u32,
     /// Requests in flight at once.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, env = "REFLEET_CONCURRENCY")]
     concurrency: usize,
     /// Items per request (at most 500), grouped by contract and region.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, env = "REFLEET_BATCH_SIZE")]
     batch_size: usize,
     /// The journal (SQLite); default OUT/journal.sqlite. Re-running with the
     /// same journal resumes and never submits an item twice.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "REFLEET_STATE")]
     state: Option<PathBuf>,
     /// Do everything but send: validate, decide, quote, plan the journal.
-    #[arg(long)]
+    #[arg(long, env = "REFLEET_DRY_RUN")]
     dry_run: bool,
     /// Do not open support cases for failed and manual-review items.
-    #[arg(long)]
+    #[arg(long, env = "REFLEET_NO_ESCALATE")]
     no_escalate: bool,
     /// Stop tracking after this long (e.g. 90s, 30m, 2h); the run is then resumable (exit 4).
-    #[arg(long, default_value = "30m", value_parser = parse_duration)]
+    #[arg(long, default_value = "30m", value_parser = parse_duration, env = "REFLEET_TRACK_TIMEOUT")]
     track_timeout: Duration,
     /// Time-out of one HTTP attempt (e.g. 10s, 500ms).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = parse_duration, env = "REFLEET_REQUEST_TIMEOUT")]
     request_timeout: Duration,
 }
 
@@ -264,6 +264,15 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
         journal.set_quote(&q.contract_id, q.region.as_str(), &q.quote_id)?;
     }
     let plan_seconds = started.elapsed().as_secs_f64();
+    tracing::info!(
+        run_id,
+        rows = planned.plan.stats.rows,
+        rejected = planned.plan.stats.rejected_rows,
+        eligible = planned.plan.eligible,
+        ineligible = planned.plan.ineligible,
+        seconds = plan_seconds,
+        "planned"
+    );
     if !global.quiet {
         eprint!("{}", summary_text(&settings.plan, &contracts, &planned));
     }
@@ -308,6 +317,8 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
     };
     let outcome_name = if budget_refused {
         "budget_exceeded"
+    } else if settings.dry_run {
+        "dry_run"
     } else {
         match outcome {
             Outcome::Success => "finished",
@@ -358,6 +369,18 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
             total_seconds: started.elapsed().as_secs_f64(),
         },
     };
+    tracing::info!(
+        run_id,
+        outcome = outcome_name,
+        exit_code = outcome.exit_code(),
+        rows = counts.rows,
+        active = counts.by_state.get("active").copied().unwrap_or(0),
+        failed_or_rejected = counts.failed_or_rejected,
+        unfinished = counts.unfinished,
+        requests = report.requests,
+        throttled = report.throttled,
+        "run finished"
+    );
     let summary_json = serde_json::to_string_pretty(&summary)?;
     let mut f = AtomicFile::create(&out.join("summary.json"))?;
     std::io::Write::write_all(&mut f, summary_json.as_bytes())?;

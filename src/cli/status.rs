@@ -14,7 +14,8 @@ pub struct Args {
     #[arg(
         long,
         value_name = "FILE",
-        default_value = "refleet-out/journal.sqlite"
+        default_value = "refleet-out/journal.sqlite",
+        env = "REFLEET_STATE"
     )]
     state: PathBuf,
 }

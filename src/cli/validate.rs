@@ -17,18 +17,18 @@ pub struct Args {
     /// Inventory file (CSV, .csv.gz, .csv.zst, Parquet) or - for stdin.
     inventory: PathBuf,
     /// Directory for the reports (created if missing).
-    #[arg(long, default_value = "refleet-out")]
+    #[arg(long, default_value = "refleet-out", env = "REFLEET_OUT")]
     out: PathBuf,
     #[command(flatten)]
     input: InputArgs,
     /// Also write the valid rows, normalised (valid.csv or valid.parquet).
-    #[arg(long)]
+    #[arg(long, env = "REFLEET_EMIT_VALID")]
     emit_valid: bool,
     /// Format of the valid rows.
-    #[arg(long, value_enum, default_value_t = Format::Csv)]
+    #[arg(long, value_enum, default_value_t = Format::Csv, env = "REFLEET_FORMAT")]
     format: Format,
     /// Largest CSV record accepted, in bytes.
-    #[arg(long, default_value_t = ingest::DEFAULT_MAX_RECORD, value_name = "BYTES")]
+    #[arg(long, default_value_t = ingest::DEFAULT_MAX_RECORD, value_name = "BYTES", env = "REFLEET_MAX_RECORD_BYTES")]
     max_record_bytes: usize,
 }
 

@@ -21,7 +21,7 @@ use crate::plan::PlanSink;
 use crate::submit::journal::ItemRecord;
 use crate::validate::Reject;
 
-pub const RESULTS_COLUMNS: [&str; 16] = [
+pub const RESULTS_COLUMNS: [&str; 17] = [
     "row",
     "item_key",
     "serial_number",
@@ -38,6 +38,7 @@ pub const RESULTS_COLUMNS: [&str; 16] = [
     "activated_at",
     "features_verified",
     "idempotency_key",
+    "site",
 ];
 
 /// What the plan decided for an item that goes on to the journal.
@@ -83,6 +84,7 @@ impl<'a> RowSpool<'a> {
                 "",
                 "",
                 &codes.join(";"),
+                "",
                 "",
                 "",
             ])?;
@@ -142,6 +144,7 @@ impl PlanSink for RowSpool<'_> {
             &v.reasons_text(),
             &eta.map(|d| d.to_string()).unwrap_or_default(),
             &event,
+            &item.site,
         ])?;
         Ok(())
     }
@@ -214,6 +217,7 @@ pub fn write_results(
         let f = |i: usize| rec.get(i).unwrap_or("");
         let (row, plan_state, key, serial, license, contract, region, reasons, eta, event) =
             (f(0), f(1), f(2), f(3), f(4), f(5), f(6), f(7), f(8), f(9));
+        let site = f(10);
         let mut state = plan_state.to_string();
         let mut reason = reasons.to_string();
         let mut record = ItemRecord::default();
@@ -250,6 +254,7 @@ pub fn write_results(
             record.activated_at.as_deref().unwrap_or(""),
             record.features.as_deref().unwrap_or(""),
             neutralise(event).as_ref(),
+            neutralise(site).as_ref(),
         ])?;
         counts.rows += 1;
         *counts.by_state.entry(state.clone()).or_default() += 1;
