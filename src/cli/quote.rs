@@ -260,6 +260,7 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
     let started = Instant::now();
     let contracts = load_contracts(&settings, &policy)?;
     let planned = make_plan(&mut settings, &policy, &contracts, global, None)?;
+    super::report::write_plan_report(&settings, &planned)?;
     if !global.quiet {
         eprintln!(
             "{}{:.2} s; reports in {}",
