@@ -336,7 +336,7 @@ fn group(digits: &str) -> String {
     let n = digits.len();
     let mut out = String::with_capacity(n + n / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (n - i) % 3 == 0 {
+        if i > 0 && (n - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -479,9 +479,12 @@ fn hbar_chart(title: &str, bars: &[Bar]) -> String {
     s
 }
 
+/// A group of the stacked chart: its name, (state, count) segments, total.
+type Stack<'a> = (&'a String, Vec<(&'a String, u64)>, u64);
+
 /// One horizontal bar per group, split into segments by state, with a legend.
 fn stacked_chart(title: &str, groups: &BTreeMap<String, BTreeMap<String, u64>>) -> String {
-    let groups: Vec<(&String, Vec<(&String, u64)>, u64)> = groups
+    let groups: Vec<Stack<'_>> = groups
         .iter()
         .map(|(g, m)| {
             let mut segs: Vec<(&String, u64)> = m
@@ -608,7 +611,7 @@ fn day_chart(title: &str, days: &[(String, u64)]) -> String {
             );
         }
         let last_fits = i + 1 == days.len() && i % label_every >= label_every.div_ceil(2);
-        if i % label_every == 0 || last_fits {
+        if i.is_multiple_of(label_every) || last_fits {
             // `MM-DD` under the column; the full date is in its tooltip.
             let short = day.get(5..).unwrap_or(day);
             let _ = write!(
