@@ -2,14 +2,20 @@
 //! alone, and the glue that lets `run` and `quote` write theirs with one
 //! call each (the page itself is `report::html`).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use chrono::NaiveDate;
 
 use super::quote::{PlanSettings, Planned};
 use super::{Global, Outcome, UsageError};
+use crate::domain::Item;
+use crate::eligibility::Verdict;
+use crate::plan::PlanSink;
 use crate::report::html::{self, Problems, QuoteRow, ReportData, Source};
 use crate::submit::journal::{self, Journal};
+use crate::validate::Reject;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -80,8 +86,46 @@ pub(super) fn write_run_report(
     html::write(out, &data)
 }
 
+/// Verdicts per region, counted as the plan goes (a plan keeps no counts by
+/// region, and reading `eligibility.csv` back would cost a pass over it).
+#[derive(Default)]
+pub(super) struct RegionTally(BTreeMap<String, BTreeMap<String, u64>>);
+
+impl PlanSink for RegionTally {
+    fn verdict(
+        &mut self,
+        item: &Item,
+        _key: &str,
+        verdict: &Verdict,
+        _eta: Option<NaiveDate>,
+    ) -> anyhow::Result<()> {
+        let v = if verdict.eligible() {
+            "eligible"
+        } else {
+            "ineligible"
+        };
+        *self
+            .0
+            .entry(item.region.as_str().to_string())
+            .or_default()
+            .entry(v.to_string())
+            .or_default() += 1;
+        Ok(())
+    }
+    fn reject(&mut self, _: &Reject) -> anyhow::Result<()> {
+        Ok(())
+    }
+    fn warning(&mut self, _: &Reject) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
 /// `quote`'s `report.html`: verdicts, reasons, regions and quotes.
-pub(super) fn write_plan_report(settings: &PlanSettings, planned: &Planned) -> anyhow::Result<()> {
+pub(super) fn write_plan_report(
+    settings: &PlanSettings,
+    planned: &Planned,
+    regions: RegionTally,
+) -> anyhow::Result<()> {
     let plan = &planned.plan;
     // Reasons as run's summary counts them: reject codes and ineligibility
     // reasons side by side.
@@ -104,7 +148,7 @@ pub(super) fn write_plan_report(settings: &PlanSettings, planned: &Planned) -> a
         ineligible: plan.ineligible,
         states: None,
         reasons,
-        by_region: html::verdicts_by_region(&settings.out.join("eligibility.csv"))?,
+        by_region: regions.0,
         quote_totals: planned
             .totals
             .iter()

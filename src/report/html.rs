@@ -285,30 +285,6 @@ pub fn read_problems(path: &Path, limit: usize) -> anyhow::Result<Problems> {
     })
 }
 
-/// Verdicts per region from `eligibility.csv` (`region`, `eligible`), for a
-/// plan, which keeps no counts by region.
-pub fn verdicts_by_region(path: &Path) -> anyhow::Result<BTreeMap<String, BTreeMap<String, u64>>> {
-    let mut rd =
-        csv::Reader::from_path(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let headers = rd.headers()?.clone();
-    let col = |name: &str| headers.iter().position(|h| h == name);
-    let (Some(region), Some(eligible)) = (col("region"), col("eligible")) else {
-        anyhow::bail!("{}: no region or eligible column", path.display());
-    };
-    let mut out: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
-    for rec in rd.records() {
-        let rec = rec.with_context(|| format!("reading {}", path.display()))?;
-        let verdict = if rec.get(eligible) == Some("true") {
-            "eligible"
-        } else {
-            "ineligible"
-        };
-        let r = rec.get(region).unwrap_or("").to_string();
-        *out.entry(r).or_default().entry(verdict.into()).or_default() += 1;
-    }
-    Ok(out)
-}
-
 /// Writes `dir/report.html` atomically.
 pub fn write(dir: &Path, data: &ReportData) -> anyhow::Result<()> {
     let mut f = AtomicFile::create(&dir.join("report.html"))?;

@@ -299,12 +299,24 @@ fn quote_writes_a_report_of_its_plan() {
     let html = std::fs::read_to_string(out.path().join("report.html")).unwrap();
     let m = metrics(&html);
     let mut elig = csv::Reader::from_path(out.path().join("eligibility.csv")).unwrap();
-    let eligible = elig
-        .records()
-        .filter(|r| r.as_ref().unwrap().get(8) == Some("true"))
-        .count();
+    let mut by_region: BTreeMap<(String, bool), u64> = BTreeMap::new();
+    for r in elig.records() {
+        let r = r.unwrap();
+        *by_region
+            .entry((r[7].to_string(), &r[8] == "true"))
+            .or_default() += 1;
+    }
+    let eligible: u64 = by_region.iter().filter(|(k, _)| k.1).map(|(_, n)| n).sum();
     assert_eq!(m["rows"], "2,000");
     assert_eq!(m["eligible"].replace(',', ""), eligible.to_string());
+    // The regions chart counts what eligibility.csv holds (tooltips carry the numbers).
+    for ((region, ok), n) in &by_region {
+        let verdict = if *ok { "eligible" } else { "ineligible" };
+        assert!(
+            html.contains(&format!("<title>{region} {verdict}: {n}</title>")),
+            "{region} {verdict}: {n}"
+        );
+    }
     assert!(!m.keys().any(|k| k.starts_with("items_by_state")));
     assert!(m.contains_key("quotes.USD.total"));
     assert!(html.contains(r#"data-source="quote""#));
