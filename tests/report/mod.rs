@@ -321,3 +321,40 @@ fn quote_writes_a_report_of_its_plan() {
     assert!(m.contains_key("quotes.USD.total"));
     assert!(html.contains(r#"data-source="quote""#));
 }
+
+#[test]
+fn hostile_cells_stay_text_in_chromium() {
+    let Some(chromium) = chromium() else {
+        return;
+    };
+    // Rejected rows whose values are markup: they reach the page through
+    // rejects.csv. Were one not escaped, Chromium would run or refuse it,
+    // and either logs to the console.
+    let dir = tempfile::tempdir().unwrap();
+    let inventory = dir.path().join("inventory.csv");
+    let mut text = std::fs::read_to_string(sample("inventory.csv")).unwrap();
+    text.push_str("<script>console.error('xss-1')</script>,00-04-f2-00-00-01,Edge E350,,,,ACME-00000,C-00000-1,US,HQ,2026-01-01,migration,none,false,\n");
+    text.push_str("0004F2000002,\"\"\"><img src=x onerror=console.error(2)>\",Edge E350,,,,ACME-00000,C-00000-1,US,HQ,2026-01-01,migration,none,false,\n");
+    std::fs::write(&inventory, text).unwrap();
+    let out = dir.path().join("out");
+    refleet()
+        .arg("quote")
+        .arg(&inventory)
+        .arg("--contracts")
+        .arg(sample("contracts.csv"))
+        .args(["--as-of", AS_OF, "--quiet", "--out"])
+        .arg(&out)
+        .assert()
+        .success();
+    let dom = render(&chromium, &out.join("report.html"), &["--dump-dom"]);
+    assert!(dom.console.is_empty(), "{}", dom.console.join("\n"));
+    assert!(!dom.stdout.contains("<script") && !dom.stdout.contains("<img"));
+    assert!(
+        dom.stdout
+            .contains("&lt;script&gt;console.error('xss-1')&lt;/script&gt;"),
+        "the markup shows as text"
+    );
+    assert!(dom
+        .stdout
+        .contains("\"&gt;&lt;img src=x onerror=console.error(2)&gt;"));
+}
