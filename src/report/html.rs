@@ -492,9 +492,14 @@ fn notices(h: &mut String, d: &ReportData) {
         h.push_str(r#"<p class="notice">Dry run: nothing was sent to the API.</p>"#);
     }
     if !d.over_budget.is_empty() {
+        let consequence = if d.source == Source::Quote {
+            "refleet run would submit nothing"
+        } else {
+            "nothing was submitted"
+        };
         let _ = write!(
             h,
-            r#"<p class="notice bad">Budget exceeded, nothing was submitted: {}</p>"#,
+            r#"<p class="notice bad">Budget exceeded, {consequence}: {}</p>"#,
             esc(&d.over_budget.join("; "))
         );
     }
@@ -695,7 +700,11 @@ fn charts(h: &mut String, d: &ReportData) {
         h,
         "Items by region",
         &stacked_chart("Items by region", &d.by_region),
-        "Valid items; segments by state.",
+        if d.states.is_some() {
+            "Valid items; segments by state."
+        } else {
+            "Valid items; segments by verdict."
+        },
     );
 
     let bars: Vec<Bar> = d
