@@ -8,6 +8,7 @@ mod gen;
 mod policy;
 mod progress;
 mod quote;
+mod report;
 mod run;
 mod sim;
 mod status;
@@ -87,6 +88,11 @@ enum Command {
     Run(run::Args),
     /// Show where a run stands, from its journal.
     Status(status::Args),
+    /// Write report.html for the last finished run of a journal.
+    #[command(
+        after_help = "Examples:\n  refleet report --state refleet-out/journal.sqlite --out refleet-out/"
+    )]
+    Report(report::Args),
     /// Generate a realistic inventory and matching contracts (deterministic).
     Gen(gen::Args),
     /// Serve a SIMULATED vendor API on loopback (for tests and trial runs).
@@ -137,6 +143,7 @@ pub fn run() -> anyhow::Result<Outcome> {
         Command::Quote(args) => quote::run(args, &global),
         Command::Run(args) => run::run(args, &global),
         Command::Status(args) => status::run(args, &global),
+        Command::Report(args) => report::run(args, &global),
         Command::Gen(args) => gen::run(args, &global),
         Command::Sim(args) => sim::run(args, &global),
         Command::Policy { command } => policy::run(command, &global),

@@ -259,7 +259,15 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
     let policy = global.load_policy()?;
     let started = Instant::now();
     let contracts = load_contracts(&settings, &policy)?;
-    let planned = make_plan(&mut settings, &policy, &contracts, global, None)?;
+    let mut regions = super::report::RegionTally::default();
+    let planned = make_plan(
+        &mut settings,
+        &policy,
+        &contracts,
+        global,
+        Some(&mut regions),
+    )?;
+    super::report::write_plan_report(&settings, &planned, regions)?;
     if !global.quiet {
         eprintln!(
             "{}{:.2} s; reports in {}",

@@ -392,6 +392,7 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
         &summary_json,
         &serde_json::to_string(&planned.plan.quotes)?,
     )?;
+    super::report::write_run_report(&out, &summary_json, &planned.plan.quotes, &journal)?;
     if !global.quiet {
         eprint!(
             "{}",
@@ -613,7 +614,7 @@ fn final_text(
         ));
     }
     text.push_str(&format!(
-        "{:.2} s; reports in {}: results.csv, summary.json, eligibility.csv, quotes.csv, quotes.json, rejects.csv\n",
+        "{:.2} s; reports in {}: report.html, results.csv, summary.json, eligibility.csv, quotes.csv, quotes.json, rejects.csv\n",
         started.elapsed().as_secs_f64(),
         settings.plan.out.display()
     ));

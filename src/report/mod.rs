@@ -4,6 +4,7 @@
 //! against spreadsheet formula injection.
 
 pub mod audit;
+pub mod html;
 mod plan;
 mod results;
 mod valid;

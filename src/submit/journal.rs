@@ -981,6 +981,43 @@ fn read_planned(r: &rusqlite::Row<'_>) -> rusqlite::Result<PlannedItem> {
     })
 }
 
+impl Journal {
+    /// Activations per UTC day, for `report.html`.
+    pub fn activations_by_day(&self) -> Result<Vec<(String, u64)>, JournalError> {
+        activations_by_day(&self.conn)
+    }
+}
+
+/// Activations per UTC day (`YYYY-MM-DD`), oldest first, over every item the
+/// journal holds: the journal spans nightly runs, so this is its history.
+pub fn activations_by_day(conn: &Connection) -> Result<Vec<(String, u64)>, JournalError> {
+    let mut stmt = conn.prepare(
+        "SELECT substr(activated_at, 1, 10) AS day, COUNT(*) FROM items
+         WHERE activated_at IS NOT NULL AND activated_at <> '' GROUP BY day ORDER BY day",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The last finished run: (id, finished_at, summary_json, quotes_json).
+pub type FinishedRun = (i64, String, String, String);
+
+/// The last run that finished and left its `summary.json` and quotes, so a
+/// report can be made from the journal alone (`refleet report`).
+pub fn last_finished_run(conn: &Connection) -> Result<Option<FinishedRun>, JournalError> {
+    Ok(conn
+        .query_row(
+            "SELECT id, finished_at, summary_json, COALESCE(quotes_json, '[]') FROM runs
+             WHERE finished_at IS NOT NULL AND summary_json IS NOT NULL
+             ORDER BY id DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,164 @@
+//! `refleet report --state FILE --out DIR`: `report.html` from a journal
+//! alone, and the glue that lets `run` and `quote` write theirs with one
+//! call each (the page itself is `report::html`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use chrono::NaiveDate;
+
+use super::quote::{PlanSettings, Planned};
+use super::{Global, Outcome, UsageError};
+use crate::domain::Item;
+use crate::eligibility::Verdict;
+use crate::plan::PlanSink;
+use crate::report::html::{self, Problems, QuoteRow, ReportData, Source};
+use crate::submit::journal::{self, Journal};
+use crate::validate::Reject;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The run's journal.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "refleet-out/journal.sqlite"
+    )]
+    state: PathBuf,
+    /// Directory for report.html (created if missing).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+}
+
+/// Why a page made from a journal has no rows to fix.
+const NO_PROBLEMS: &str = "The journal does not keep rejected rows: see rejects.csv in the run's output directory for the rows to fix.";
+
+pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
+    let conn = Journal::open_read_only(&args.state).map_err(|e| UsageError(e.to_string()))?;
+    let Some((run_id, finished_at, summary, quotes)) = journal::last_finished_run(&conn)? else {
+        return Err(UsageError(format!(
+            "journal {}: no finished run to report on yet",
+            args.state.display()
+        ))
+        .into());
+    };
+    let data = ReportData::from_summary(
+        Source::Journal {
+            path: args.state.display().to_string(),
+            run_id,
+            finished_at,
+        },
+        &summary,
+        html::quotes_from_json(&quotes)?,
+        journal::activations_by_day(&conn)?,
+        Problems::NotAvailable(NO_PROBLEMS.into()),
+    )
+    .with_context(|| format!("journal {}, run #{run_id}", args.state.display()))?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    html::write(&args.out, &data)?;
+    if !global.quiet {
+        eprintln!(
+            "run #{run_id} of {}: {}",
+            args.state.display(),
+            args.out.join("report.html").display()
+        );
+    }
+    Ok(Outcome::Success)
+}
+
+/// `run`'s `report.html`: its summary, quotes, the rows to fix from its
+/// `rejects.csv` and the activations in its journal.
+pub(super) fn write_run_report(
+    out: &Path,
+    summary_json: &str,
+    quotes: &[crate::quote::Quote],
+    journal: &Journal,
+) -> anyhow::Result<()> {
+    let data = ReportData::from_summary(
+        Source::Run,
+        summary_json,
+        quotes.iter().map(QuoteRow::from).collect(),
+        journal.activations_by_day()?,
+        html::read_problems(&out.join("rejects.csv"), html::PROBLEM_ROWS)?,
+    )?;
+    html::write(out, &data)
+}
+
+/// Verdicts per region, counted as the plan goes (a plan keeps no counts by
+/// region, and reading `eligibility.csv` back would cost a pass over it).
+#[derive(Default)]
+pub(super) struct RegionTally(BTreeMap<String, BTreeMap<String, u64>>);
+
+impl PlanSink for RegionTally {
+    fn verdict(
+        &mut self,
+        item: &Item,
+        _key: &str,
+        verdict: &Verdict,
+        _eta: Option<NaiveDate>,
+    ) -> anyhow::Result<()> {
+        let v = if verdict.eligible() {
+            "eligible"
+        } else {
+            "ineligible"
+        };
+        *self
+            .0
+            .entry(item.region.as_str().to_string())
+            .or_default()
+            .entry(v.to_string())
+            .or_default() += 1;
+        Ok(())
+    }
+    fn reject(&mut self, _: &Reject) -> anyhow::Result<()> {
+        Ok(())
+    }
+    fn warning(&mut self, _: &Reject) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// `quote`'s `report.html`: verdicts, reasons, regions and quotes.
+pub(super) fn write_plan_report(
+    settings: &PlanSettings,
+    planned: &Planned,
+    regions: RegionTally,
+) -> anyhow::Result<()> {
+    let plan = &planned.plan;
+    // Reasons as run's summary counts them: reject codes and ineligibility
+    // reasons side by side.
+    let mut reasons = plan.stats.rejects_by_code.clone();
+    for (reason, n) in &plan.by_reason {
+        *reasons.entry((*reason).to_string()).or_default() += n;
+    }
+    let data = ReportData {
+        source: Source::Quote,
+        input: settings.input.display().to_string(),
+        as_of: settings.as_of.to_string(),
+        outcome: None,
+        api: None,
+        dry_run: false,
+        stopped_because: None,
+        rows: plan.stats.rows,
+        valid_rows: plan.stats.valid,
+        rejected_rows: plan.stats.rejected_rows,
+        eligible: plan.eligible,
+        ineligible: plan.ineligible,
+        states: None,
+        reasons,
+        by_region: regions.0,
+        quote_totals: planned
+            .totals
+            .iter()
+            .map(|(c, t)| (c.clone(), t.into()))
+            .collect(),
+        quotes: plan.quotes.iter().map(QuoteRow::from).collect(),
+        over_budget: planned.over_budget.clone(),
+        requests: None,
+        activations: None,
+        problems: html::read_problems(&settings.out.join("rejects.csv"), html::PROBLEM_ROWS)?,
+    };
+    html::write(&settings.out, &data)
+}

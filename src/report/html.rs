@@ -1,0 +1,1186 @@
+//! `report.html` (SPEC §7): one self-contained page a person opens offline
+//! in any browser: headline numbers, inline SVG charts, the quotes and the
+//! rows to fix.
+//!
+//! [`ReportData`] is what the page shows, built by `run` (from its
+//! `summary.json`, quotes, `rejects.csv` and journal), by `quote` (from its
+//! plan) and by `refleet report` (from a journal alone); [`render`] turns it
+//! into HTML and is pure, so the tests call it directly.
+//!
+//! The page has no script, no font, no image and no URL: charts are inline
+//! SVG and the styles one `<style>` element. A Content-Security-Policy of
+//! `default-src 'none'` makes a browser refuse any load that slipped in.
+//! Every string that came from input is HTML-escaped ([`esc`]) wherever it
+//! lands, text or attribute. Each headline number carries a
+//! `data-metric="PATH"` hook where PATH is its key path in `summary.json`
+//! (`rows`, `items_by_state.active`, `quotes.USD.total`), so a test can read
+//! the rendered page and compare it with the summary.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Context;
+use rust_decimal::prelude::ToPrimitive;
+use rust_decimal::Decimal;
+use serde::Deserialize;
+
+use super::AtomicFile;
+use svg::{day_chart, hbar_chart, stacked_chart, state_colour, state_rank, Bar};
+
+mod svg;
+
+/// Rows of `rejects.csv` shown in the table of rows to fix.
+pub const PROBLEM_ROWS: usize = 50;
+/// Reasons shown in the reasons chart (the rest are summed into one bar).
+const TOP_REASONS: usize = 15;
+/// Quotes listed in the table (the rest are in `quotes.csv`).
+const QUOTE_ROWS: usize = 200;
+
+/// Which command the page describes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// `refleet run`: submission states, requests and activations.
+    Run,
+    /// `refleet quote`: a plan, nothing submitted.
+    Quote,
+    /// `refleet report --state FILE`: the last finished run of a journal.
+    Journal {
+        path: String,
+        run_id: i64,
+        finished_at: String,
+    },
+}
+
+/// The quotes of one currency, summed.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct QuoteTotal {
+    pub quotes: u64,
+    pub devices: u64,
+    pub licenses: u64,
+    pub total: Decimal,
+}
+
+impl From<&crate::quote::CurrencyTotal> for QuoteTotal {
+    fn from(t: &crate::quote::CurrencyTotal) -> QuoteTotal {
+        QuoteTotal {
+            quotes: t.quotes,
+            devices: t.devices,
+            licenses: t.licenses,
+            total: t.total,
+        }
+    }
+}
+
+/// One line of the quotes table; deserialised from `quotes.json` too.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct QuoteRow {
+    pub quote_id: String,
+    pub contract_id: String,
+    pub region: String,
+    pub currency: String,
+    pub pricing_model: String,
+    pub term_months: u32,
+    pub devices: u64,
+    pub licenses: u64,
+    pub subtotal: Decimal,
+    pub discount: Decimal,
+    pub total: Decimal,
+    pub valid_until: String,
+}
+
+impl From<&crate::quote::Quote> for QuoteRow {
+    fn from(q: &crate::quote::Quote) -> QuoteRow {
+        QuoteRow {
+            quote_id: q.quote_id.clone(),
+            contract_id: q.contract_id.clone(),
+            region: q.region.as_str().to_string(),
+            currency: q.currency.clone(),
+            pricing_model: q.pricing_model.to_string(),
+            term_months: q.term_months,
+            devices: q.devices,
+            licenses: q.licenses,
+            subtotal: q.subtotal,
+            discount: q.discount,
+            total: q.total,
+            valid_until: q.valid_until.to_string(),
+        }
+    }
+}
+
+/// Requests sent and the rate achieved (`summary.json`'s `requests`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct RequestStats {
+    pub sent: u64,
+    #[serde(default)]
+    pub throttled: u64,
+    #[serde(default)]
+    pub configured_rate: f64,
+    #[serde(default)]
+    pub achieved_rate: f64,
+}
+
+/// One line of `rejects.csv`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProblemRow {
+    pub row: String,
+    pub column: String,
+    pub value: String,
+    pub code: String,
+    pub message: String,
+}
+
+/// The rows to fix, or why they are not in the page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problems {
+    /// From `rejects.csv`: lines per code (most first) and the first lines.
+    Rejects {
+        by_code: Vec<(String, u64)>,
+        lines: u64,
+        first: Vec<ProblemRow>,
+    },
+    /// Not available, with the sentence that says why.
+    NotAvailable(String),
+}
+
+/// Everything the page shows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportData {
+    pub source: Source,
+    pub input: String,
+    pub as_of: String,
+    pub outcome: Option<String>,
+    pub api: Option<String>,
+    pub dry_run: bool,
+    pub stopped_because: Option<String>,
+    pub rows: u64,
+    pub valid_rows: u64,
+    pub rejected_rows: u64,
+    pub eligible: u64,
+    pub ineligible: u64,
+    /// Items by final state; `None` for a plan (nothing was submitted).
+    pub states: Option<BTreeMap<String, u64>>,
+    /// Rows per reject code and ineligibility or API reason.
+    pub reasons: BTreeMap<String, u64>,
+    /// Items per region, by state (or by verdict for a plan).
+    pub by_region: BTreeMap<String, BTreeMap<String, u64>>,
+    pub quote_totals: BTreeMap<String, QuoteTotal>,
+    pub quotes: Vec<QuoteRow>,
+    pub over_budget: Vec<String>,
+    pub requests: Option<RequestStats>,
+    /// Activations per day, oldest first; `None` for a plan.
+    pub activations: Option<Vec<(String, u64)>>,
+    pub problems: Problems,
+}
+
+/// The part of `summary.json` the page reads; lenient, so that a journal
+/// written by an older refleet still gives a report.
+#[derive(Deserialize)]
+struct SummaryIn {
+    #[serde(default)]
+    input: String,
+    #[serde(default)]
+    as_of: String,
+    api: Option<String>,
+    #[serde(default)]
+    dry_run: bool,
+    outcome: Option<String>,
+    stopped_because: Option<String>,
+    #[serde(default)]
+    rows: u64,
+    #[serde(default)]
+    valid_rows: u64,
+    #[serde(default)]
+    rejected_rows: u64,
+    #[serde(default)]
+    eligible: u64,
+    #[serde(default)]
+    ineligible: u64,
+    #[serde(default)]
+    items_by_state: BTreeMap<String, u64>,
+    #[serde(default)]
+    reasons: BTreeMap<String, u64>,
+    #[serde(default)]
+    by_region: BTreeMap<String, BTreeMap<String, u64>>,
+    #[serde(default)]
+    quotes: BTreeMap<String, QuoteTotal>,
+    #[serde(default)]
+    over_budget: Vec<String>,
+    requests: Option<RequestStats>,
+}
+
+impl ReportData {
+    /// A run's page from its `summary.json` text, so that the page and the
+    /// summary cannot disagree.
+    pub fn from_summary(
+        source: Source,
+        summary_json: &str,
+        quotes: Vec<QuoteRow>,
+        activations: Vec<(String, u64)>,
+        problems: Problems,
+    ) -> anyhow::Result<ReportData> {
+        let s: SummaryIn =
+            serde_json::from_str(summary_json).context("summary.json is not as expected")?;
+        Ok(ReportData {
+            source,
+            input: s.input,
+            as_of: s.as_of,
+            outcome: s.outcome,
+            api: s.api,
+            dry_run: s.dry_run,
+            stopped_because: s.stopped_because,
+            rows: s.rows,
+            valid_rows: s.valid_rows,
+            rejected_rows: s.rejected_rows,
+            eligible: s.eligible,
+            ineligible: s.ineligible,
+            states: Some(s.items_by_state),
+            reasons: s.reasons,
+            by_region: s.by_region,
+            quote_totals: s.quotes,
+            quotes,
+            over_budget: s.over_budget,
+            requests: s.requests,
+            activations: Some(activations),
+            problems,
+        })
+    }
+}
+
+/// Quotes from a `quotes.json` text (as the journal keeps it).
+pub fn quotes_from_json(text: &str) -> anyhow::Result<Vec<QuoteRow>> {
+    serde_json::from_str(text).context("the quotes are not as expected")
+}
+
+/// `rejects.csv`: lines per code (most first, then by code) and the first
+/// `limit` lines, read in one pass whatever the file's size.
+pub fn read_problems(path: &Path, limit: usize) -> anyhow::Result<Problems> {
+    let mut rd =
+        csv::Reader::from_path(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    let mut first = Vec::new();
+    let mut lines = 0u64;
+    for rec in rd.records() {
+        let rec = rec.with_context(|| format!("reading {}", path.display()))?;
+        let f = |i: usize| rec.get(i).unwrap_or("").to_string();
+        lines += 1;
+        *counts.entry(f(3)).or_default() += 1;
+        if first.len() < limit {
+            first.push(ProblemRow {
+                row: f(0),
+                column: f(1),
+                value: f(2),
+                code: f(3),
+                message: f(4),
+            });
+        }
+    }
+    let mut by_code: Vec<(String, u64)> = counts.into_iter().collect();
+    by_code.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    Ok(Problems::Rejects {
+        by_code,
+        lines,
+        first,
+    })
+}
+
+/// Writes `dir/report.html` atomically.
+pub fn write(dir: &Path, data: &ReportData) -> anyhow::Result<()> {
+    let mut f = AtomicFile::create(&dir.join("report.html"))?;
+    std::io::Write::write_all(&mut f, render(data).as_bytes())?;
+    f.commit()
+}
+
+/// HTML-escapes text for element content and quoted attributes alike.
+pub fn esc(s: &str) -> Cow<'_, str> {
+    if !s.contains(['&', '<', '>', '"', '\'']) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Digits grouped by thousands with commas: `1889` → `1,889`.
+fn group(digits: &str) -> String {
+    let n = digits.len();
+    let mut out = String::with_capacity(n + n / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (n - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A count: `1,889`.
+pub fn fmt_int(n: u64) -> String {
+    group(&n.to_string())
+}
+
+/// An amount with two decimals and grouped thousands: `45,490.58`.
+pub fn fmt_money(d: Decimal) -> String {
+    let text = d
+        .round_dp_with_strategy(2, rust_decimal::RoundingStrategy::MidpointNearestEven)
+        .abs()
+        .to_string();
+    let (int, frac) = text.split_once('.').unwrap_or((&text, ""));
+    let sign = if d.is_sign_negative() && !d.is_zero() {
+        "-"
+    } else {
+        ""
+    };
+    format!("{sign}{}.{frac:0<2}", group(int))
+}
+
+/// `1 quote`, `4 quotes`.
+fn plural(n: u64, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{} {word}s", fmt_int(n))
+    }
+}
+
+/// A rate with one decimal: `19.7`.
+fn fmt_rate(r: f64) -> String {
+    if r.is_finite() {
+        format!("{r:.1}")
+    } else {
+        "0.0".into()
+    }
+}
+
+/// A headline number with its `data-metric` hook.
+fn metric(path: &str, text: &str) -> String {
+    format!(
+        r#"<span class="num" data-metric="{}">{}</span>"#,
+        esc(path),
+        esc(text)
+    )
+}
+
+fn card(out: &mut String, label: &str, value: &str, sub: &str, tone: &str) {
+    let _ = write!(
+        out,
+        r#"<div class="card {tone}"><div class="label">{}</div><div class="value">{value}</div><div class="sub">{sub}</div></div>"#,
+        esc(label)
+    );
+}
+
+const STYLE: &str = r#"
+:root{color-scheme:light;--ink:#1d2731;--muted:#5f6f7d;--line:#dde3e8;--bg:#f5f7f9}
+*{box-sizing:border-box}
+body{margin:0;background:var(--bg);color:var(--ink);font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif}
+main{max-width:1220px;margin:0 auto;padding:24px}
+h1{font-size:24px;margin:0 0 4px}
+h2{font-size:17px;margin:28px 0 10px}
+.meta{color:var(--muted);margin:0}
+.meta b{color:var(--ink);font-weight:600}
+.notice{background:#fff8e1;border:1px solid #ffe082;border-radius:6px;padding:10px 14px;margin:14px 0}
+.notice.bad{background:#ffebee;border-color:#ef9a9a}
+.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(170px,1fr));gap:12px;margin-top:18px}
+.card{background:#fff;border:1px solid var(--line);border-left:4px solid #90a4ae;border-radius:6px;padding:10px 12px}
+.card.good{border-left-color:#2e7d32}.card.bad{border-left-color:#c62828}.card.warn{border-left-color:#ef6c00}.card.info{border-left-color:#1565c0}
+.card .label{color:var(--muted);font-size:12px;text-transform:uppercase;letter-spacing:.04em}
+.card .value{font-size:24px;font-weight:650;font-variant-numeric:tabular-nums;white-space:nowrap}
+.card .sub{color:var(--muted);font-size:12px;min-height:1em}
+.card .sub .num{font-variant-numeric:tabular-nums}
+.charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(560px,1fr));gap:14px}
+figure{margin:0;background:#fff;border:1px solid var(--line);border-radius:6px;padding:12px 14px;overflow-x:auto}
+figcaption{font-weight:600;margin-bottom:6px}
+figure .note{color:var(--muted);font-size:12px;margin:4px 0 0}
+svg.chart{display:block;max-width:100%;height:auto}
+svg .lbl{font-size:12px;fill:#37474f}
+svg .val{font-size:12px;fill:#263238;font-variant-numeric:tabular-nums}
+svg .lgd{font-size:11px;fill:#455a64}
+.empty{color:var(--muted);font-style:italic}
+table{border-collapse:collapse;width:100%;background:#fff;border:1px solid var(--line);font-size:13px}
+th,td{padding:5px 8px;border-bottom:1px solid var(--line);text-align:left;vertical-align:top}
+th{background:#eceff1;font-weight:600}
+td.n,th.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+td.code{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:12px}
+td.value{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:12px;word-break:break-all;max-width:260px}
+.two{display:grid;grid-template-columns:minmax(260px,1fr) 3fr;gap:14px;align-items:start}
+footer{color:var(--muted);font-size:12px;margin-top:28px}
+@media (max-width:700px){.charts,.two{grid-template-columns:1fr}}
+@media print{body{background:#fff}.card,figure,table{break-inside:avoid}}
+"#;
+
+/// The page.
+pub fn render(d: &ReportData) -> String {
+    let mut h = String::with_capacity(64 * 1024);
+    let (heading, what) = match &d.source {
+        Source::Run => ("refleet run", "run"),
+        Source::Quote => ("refleet quote", "quote"),
+        Source::Journal { .. } => ("refleet run (from its journal)", "journal"),
+    };
+    let _ = write!(
+        h,
+        r#"<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">
+<meta name="generator" content="refleet {ver}">
+<title>{heading}: {input}</title>
+<style>{STYLE}</style>
+</head>
+<body>
+<main id="refleet-report" data-source="{what}">
+<header>
+<h1>{heading}</h1>
+<p class="meta">Input <b>{input}</b> · as of <b>{as_of}</b>"#,
+        ver = env!("CARGO_PKG_VERSION"),
+        input = esc(&d.input),
+        as_of = esc(&d.as_of),
+    );
+    if let Some(outcome) = &d.outcome {
+        let _ = write!(
+            h,
+            r#" · outcome <b data-field="outcome">{}</b>"#,
+            esc(outcome)
+        );
+    }
+    if let Some(api) = &d.api {
+        let _ = write!(h, " · API <b>{}</b>", esc(api));
+    }
+    if let Source::Journal {
+        path,
+        run_id,
+        finished_at,
+    } = &d.source
+    {
+        let _ = write!(
+            h,
+            " · journal <b>{}</b>, run #{run_id} finished {}",
+            esc(path),
+            esc(finished_at)
+        );
+    }
+    h.push_str("</p>\n</header>\n");
+    notices(&mut h, d);
+    headline(&mut h, d);
+    charts(&mut h, d);
+    quotes_table(&mut h, d);
+    problems(&mut h, d);
+    let _ = write!(
+        h,
+        "<footer>Written by refleet {} · one self-contained file: no script, no network.</footer>\n</main>\n</body>\n</html>\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    h
+}
+
+fn notices(h: &mut String, d: &ReportData) {
+    if d.source == Source::Quote {
+        h.push_str(r#"<p class="notice">A quote: nothing was submitted. Verdicts, reasons and quotes only.</p>"#);
+    }
+    if d.dry_run {
+        h.push_str(r#"<p class="notice">Dry run: nothing was sent to the API.</p>"#);
+    }
+    if !d.over_budget.is_empty() {
+        let consequence = if d.source == Source::Quote {
+            "refleet run would submit nothing"
+        } else {
+            "nothing was submitted"
+        };
+        let _ = write!(
+            h,
+            r#"<p class="notice bad">Budget exceeded, {consequence}: {}</p>"#,
+            esc(&d.over_budget.join("; "))
+        );
+    }
+    if let Some(why) = &d.stopped_because {
+        let _ = write!(
+            h,
+            r#"<p class="notice bad">Stopped before finishing: {}. Run the same command again to resume.</p>"#,
+            esc(why)
+        );
+    }
+}
+
+fn headline(h: &mut String, d: &ReportData) {
+    h.push_str("<section class=\"cards\" aria-label=\"Headline numbers\">");
+    card(h, "Rows", &metric("rows", &fmt_int(d.rows)), "", "");
+    card(
+        h,
+        "Valid",
+        &metric("valid_rows", &fmt_int(d.valid_rows)),
+        "",
+        "",
+    );
+    card(
+        h,
+        "Rejected rows",
+        &metric("rejected_rows", &fmt_int(d.rejected_rows)),
+        "invalid: see the rows to fix",
+        if d.rejected_rows > 0 { "warn" } else { "" },
+    );
+    card(
+        h,
+        "Eligible",
+        &metric("eligible", &fmt_int(d.eligible)),
+        "",
+        "good",
+    );
+    card(
+        h,
+        "Ineligible",
+        &metric("ineligible", &fmt_int(d.ineligible)),
+        "",
+        "",
+    );
+    if let Some(states) = &d.states {
+        let n = |s: &str| states.get(s).copied().unwrap_or(0);
+        card(
+            h,
+            "Active",
+            &metric("items_by_state.active", &fmt_int(n("active"))),
+            "reactivated",
+            "good",
+        );
+        card(
+            h,
+            "Failed / rejected",
+            &format!(
+                "{} / {}",
+                metric("items_by_state.failed", &fmt_int(n("failed"))),
+                metric("items_by_state.rejected", &fmt_int(n("rejected")))
+            ),
+            "failed · rejected by the API",
+            if n("failed") + n("rejected") > 0 {
+                "bad"
+            } else {
+                ""
+            },
+        );
+        card(
+            h,
+            "Escalated",
+            &metric("items_by_state.escalated", &fmt_int(n("escalated"))),
+            "support case opened",
+            if n("escalated") > 0 { "warn" } else { "" },
+        );
+    }
+    for (cur, t) in &d.quote_totals {
+        let p = |field: &str| format!("quotes.{cur}.{field}");
+        card(
+            h,
+            &format!("Quoted {cur}"),
+            &metric(&p("total"), &fmt_money(t.total)),
+            &format!(
+                "{} quote(s) · {} devices · {} licenses",
+                metric(&p("quotes"), &fmt_int(t.quotes)),
+                metric(&p("devices"), &fmt_int(t.devices)),
+                metric(&p("licenses"), &fmt_int(t.licenses)),
+            ),
+            "info",
+        );
+    }
+    if let Some(r) = &d.requests {
+        card(
+            h,
+            "Requests",
+            &metric("requests.sent", &fmt_int(r.sent)),
+            &format!(
+                "{}/s achieved of {}/s allowed · {} throttled",
+                metric("requests.achieved_rate", &fmt_rate(r.achieved_rate)),
+                metric("requests.configured_rate", &fmt_rate(r.configured_rate)),
+                metric("requests.throttled", &fmt_int(r.throttled)),
+            ),
+            "info",
+        );
+    }
+    h.push_str("</section>\n");
+}
+
+fn figure(h: &mut String, caption: &str, svg: &str, note: &str) {
+    let _ = write!(h, "<figure><figcaption>{}</figcaption>{svg}", esc(caption));
+    if !note.is_empty() {
+        let _ = write!(h, r#"<p class="note">{}</p>"#, esc(note));
+    }
+    h.push_str("</figure>\n");
+}
+
+fn charts(h: &mut String, d: &ReportData) {
+    h.push_str("<h2>Charts</h2>\n<section class=\"charts\">\n");
+    match &d.states {
+        Some(states) => {
+            let mut bars: Vec<Bar> = states
+                .iter()
+                .filter(|(_, n)| **n > 0)
+                .map(|(s, n)| Bar {
+                    label: s.clone(),
+                    value: *n as f64,
+                    text: fmt_int(*n),
+                    colour: state_colour(s),
+                })
+                .collect();
+            bars.sort_by_key(|b| (state_rank(&b.label), b.label.clone()));
+            figure(
+                h,
+                "Items by state",
+                &hbar_chart("Items by state", &bars),
+                "States with no item are left out.",
+            );
+        }
+        None => {
+            let bars = [
+                ("eligible", d.eligible),
+                ("ineligible", d.ineligible),
+                ("invalid", d.rejected_rows),
+            ]
+            .iter()
+            .map(|(s, n)| Bar {
+                label: (*s).into(),
+                value: *n as f64,
+                text: fmt_int(*n),
+                colour: state_colour(s),
+            })
+            .collect::<Vec<_>>();
+            figure(
+                h,
+                "Rows by verdict",
+                &hbar_chart("Rows by verdict", &bars),
+                "",
+            );
+        }
+    }
+
+    let mut reasons: Vec<(&String, u64)> = d
+        .reasons
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(r, n)| (r, *n))
+        .collect();
+    reasons.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    let bars: Vec<Bar> = reasons
+        .iter()
+        .take(TOP_REASONS)
+        .map(|(r, n)| Bar {
+            label: (*r).clone(),
+            value: *n as f64,
+            text: fmt_int(*n),
+            colour: "#6d4c41",
+        })
+        .collect();
+    let rest: u64 = reasons.iter().skip(TOP_REASONS).map(|r| r.1).sum();
+    // The rest is a sentence, not a bar: their sum would dwarf the top ones.
+    let note = if rest > 0 {
+        format!(
+            "Top {TOP_REASONS} of {} reasons; the other {} count {} more. A row may have several.",
+            reasons.len(),
+            reasons.len() - TOP_REASONS,
+            plural(rest, "row")
+        )
+    } else {
+        "Reject codes and ineligibility reasons; a row may have several.".into()
+    };
+    figure(
+        h,
+        "Reasons: rejected and ineligible rows",
+        &hbar_chart("Reasons", &bars),
+        &note,
+    );
+
+    figure(
+        h,
+        "Items by region",
+        &stacked_chart("Items by region", &d.by_region),
+        if d.states.is_some() {
+            "Valid items; segments by state."
+        } else {
+            "Valid items; segments by verdict."
+        },
+    );
+
+    let bars: Vec<Bar> = d
+        .quote_totals
+        .iter()
+        .map(|(cur, t)| Bar {
+            label: format!("{cur} ({})", plural(t.quotes, "quote")),
+            // Only the lengths need a float; the text keeps the exact amount.
+            value: t.total.to_f64().unwrap_or(0.0),
+            text: format!("{} {cur}", fmt_money(t.total)),
+            colour: "#1565c0",
+        })
+        .collect();
+    figure(
+        h,
+        "Quote totals by currency",
+        &hbar_chart("Quote totals by currency", &bars),
+        if bars.len() > 1 {
+            "Each bar is in its own currency: lengths compare amounts, not values."
+        } else {
+            ""
+        },
+    );
+
+    match &d.activations {
+        Some(days) => figure(
+            h,
+            "Activations per day",
+            &day_chart("Activations per day", days),
+            "Days are UTC; every item the journal holds, across its runs.",
+        ),
+        None => figure(
+            h,
+            "Activations per day",
+            r#"<p class="empty">A quote submits nothing: no activation yet.</p>"#,
+            "",
+        ),
+    }
+    h.push_str("</section>\n");
+}
+
+fn quotes_table(h: &mut String, d: &ReportData) {
+    h.push_str("<h2>Quotes</h2>\n");
+    if d.quotes.is_empty() {
+        h.push_str(r#"<p class="empty">No quote: no eligible item.</p>"#);
+        return;
+    }
+    h.push_str(
+        r#"<table id="quotes"><thead><tr><th>Quote</th><th>Contract</th><th>Region</th><th>Pricing</th><th class="n">Term</th><th class="n">Devices</th><th class="n">Licenses</th><th class="n">Subtotal</th><th class="n">Discount</th><th class="n">Total</th><th>Currency</th><th>Valid until</th></tr></thead><tbody>"#,
+    );
+    for q in d.quotes.iter().take(QUOTE_ROWS) {
+        let _ = write!(
+            h,
+            r#"<tr><td class="code">{}</td><td>{}</td><td>{}</td><td>{}</td><td class="n">{} mo</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td><td>{}</td><td>{}</td></tr>"#,
+            esc(&q.quote_id),
+            esc(&q.contract_id),
+            esc(&q.region),
+            esc(&q.pricing_model),
+            q.term_months,
+            fmt_int(q.devices),
+            fmt_int(q.licenses),
+            fmt_money(q.subtotal),
+            fmt_money(q.discount),
+            fmt_money(q.total),
+            esc(&q.currency),
+            esc(&q.valid_until),
+        );
+    }
+    h.push_str("</tbody></table>\n");
+    if d.quotes.len() > QUOTE_ROWS {
+        let _ = write!(
+            h,
+            r#"<p class="note">The first {QUOTE_ROWS} of {} quotes; all are in quotes.csv.</p>"#,
+            fmt_int(d.quotes.len() as u64)
+        );
+    }
+}
+
+fn problems(h: &mut String, d: &ReportData) {
+    h.push_str("<h2>Rows to fix</h2>\n");
+    match &d.problems {
+        Problems::NotAvailable(why) => {
+            let _ = write!(h, r#"<p class="notice" id="problems">{}</p>"#, esc(why));
+        }
+        Problems::Rejects { lines: 0, .. } => {
+            h.push_str(r#"<p class="empty" id="problems">No row was rejected.</p>"#);
+        }
+        Problems::Rejects {
+            by_code,
+            lines,
+            first,
+        } => {
+            h.push_str(r#"<div class="two" id="problems"><table><thead><tr><th>Code</th><th class="n">Lines</th></tr></thead><tbody>"#);
+            for (code, n) in by_code {
+                let _ = write!(
+                    h,
+                    r#"<tr><td class="code">{}</td><td class="n">{}</td></tr>"#,
+                    esc(code),
+                    fmt_int(*n)
+                );
+            }
+            h.push_str(r#"</tbody></table><div><table><thead><tr><th class="n">Row</th><th>Column</th><th>Value</th><th>Code</th><th>Message</th></tr></thead><tbody>"#);
+            for p in first {
+                let _ = write!(
+                    h,
+                    r#"<tr><td class="n">{}</td><td>{}</td><td class="value">{}</td><td class="code">{}</td><td>{}</td></tr>"#,
+                    esc(&p.row),
+                    esc(&p.column),
+                    esc(&p.value),
+                    esc(&p.code),
+                    esc(&p.message),
+                );
+            }
+            let _ = write!(
+                h,
+                r#"</tbody></table><p class="note">{} of {} lines; all are in rejects.csv (row is the data record number, header not counted).</p></div></div>"#,
+                fmt_int(first.len() as u64),
+                fmt_int(*lines),
+            );
+        }
+    }
+    h.push('\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hostile() -> &'static str {
+        r#"<script>alert(1)</script>"onload=alert(2) 'x' & <img src=https://evil.example/x.png>"#
+    }
+
+    /// The tags of a page and their attribute names; quoted values skipped.
+    fn tags(html: &str) -> Vec<(String, Vec<String>)> {
+        let mut out = Vec::new();
+        for chunk in html.split('<').skip(1) {
+            let inner = chunk.split('>').next().unwrap_or("");
+            let mut names = Vec::new();
+            for (i, part) in inner.split('"').enumerate() {
+                // Even parts are outside quotes: the tag name and attribute names.
+                if i % 2 == 0 {
+                    names.extend(
+                        part.split(|c: char| c.is_whitespace() || c == '=')
+                            .filter(|t| !t.is_empty() && *t != "/")
+                            .map(str::to_ascii_lowercase),
+                    );
+                }
+            }
+            let name = names.remove(0).trim_start_matches('/').to_string();
+            out.push((name, names));
+        }
+        out
+    }
+
+    fn sample_with(hostile: &str) -> ReportData {
+        let mut states = BTreeMap::new();
+        states.insert("active".to_string(), 1889);
+        states.insert("escalated".to_string(), 2);
+        states.insert("invalid".to_string(), 39);
+        states.insert("failed".to_string(), 0);
+        let mut region = BTreeMap::new();
+        region.insert("active".to_string(), 751);
+        let mut by_region = BTreeMap::new();
+        by_region.insert("AMER".to_string(), region.clone());
+        by_region.insert(hostile.to_string(), region);
+        let mut reasons = BTreeMap::new();
+        for i in 0..15 {
+            reasons.insert(format!("CODE_{i}"), i + 1);
+        }
+        reasons.insert(hostile.to_string(), 3);
+        let mut quote_totals = BTreeMap::new();
+        quote_totals.insert(
+            "USD".to_string(),
+            QuoteTotal {
+                quotes: 4,
+                devices: 1452,
+                licenses: 57,
+                total: "94963.15".parse().unwrap(),
+            },
+        );
+        ReportData {
+            source: Source::Run,
+            input: hostile.into(),
+            as_of: "2026-11-24".into(),
+            outcome: Some("finished".into()),
+            api: Some("simulator".into()),
+            dry_run: false,
+            stopped_because: Some(hostile.into()),
+            rows: 2000,
+            valid_rows: 1961,
+            rejected_rows: 39,
+            eligible: 1889,
+            ineligible: 72,
+            states: Some(states),
+            reasons,
+            by_region,
+            quote_totals,
+            quotes: vec![QuoteRow {
+                quote_id: "Q-1".into(),
+                contract_id: hostile.into(),
+                region: "AMER".into(),
+                currency: "USD".into(),
+                pricing_model: "per_device".into(),
+                term_months: 12,
+                devices: 356,
+                licenses: 17,
+                subtotal: "1234567.5".parse().unwrap(),
+                discount: "-10".parse().unwrap(),
+                total: "1234557.5".parse().unwrap(),
+                valid_until: "2026-12-24".into(),
+            }],
+            over_budget: vec![hostile.into()],
+            requests: Some(RequestStats {
+                sent: 42,
+                throttled: 0,
+                configured_rate: 20.0,
+                achieved_rate: 19.656,
+            }),
+            activations: Some(vec![("2026-11-30".into(), 178), (hostile.into(), 100)]),
+            problems: Problems::Rejects {
+                by_code: vec![(hostile.into(), 1)],
+                lines: 1,
+                first: vec![ProblemRow {
+                    row: "50".into(),
+                    column: hostile.into(),
+                    value: format!("'={hostile}"),
+                    code: hostile.into(),
+                    message: hostile.into(),
+                }],
+            },
+        }
+    }
+
+    fn sample() -> ReportData {
+        sample_with(hostile())
+    }
+
+    #[test]
+    fn input_is_escaped_everywhere() {
+        let html = render(&sample());
+        for raw in ["<script", "<img", "\"onload=", "'x'"] {
+            assert!(!html.contains(raw), "{raw} appears raw");
+        }
+        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;&quot;onload=alert(2)"));
+        // Whatever the input, the page holds only the tags refleet writes,
+        // and none has an event handler or a source.
+        let allowed = [
+            "!doctype",
+            "html",
+            "head",
+            "meta",
+            "title",
+            "style",
+            "body",
+            "main",
+            "header",
+            "h1",
+            "h2",
+            "p",
+            "b",
+            "section",
+            "div",
+            "span",
+            "svg",
+            "g",
+            "text",
+            "rect",
+            "line",
+            "figure",
+            "figcaption",
+            "table",
+            "thead",
+            "tbody",
+            "tr",
+            "th",
+            "td",
+            "footer",
+        ];
+        for (tag, attrs) in tags(&html) {
+            assert!(allowed.contains(&tag.as_str()), "unexpected tag <{tag}>");
+            for a in attrs {
+                assert!(
+                    !a.starts_with("on") && a != "src" && a != "href",
+                    "<{tag} {a}=…>"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn nothing_points_outside_the_page() {
+        // Input with no URL in it gives a page with no URL at all.
+        let html = render(&sample_with("Building 2, <Floor 3>"));
+        let lower = html.to_ascii_lowercase();
+        for needle in [
+            "<script", "<link", "<img", "<iframe", "<object", "@import", "url(", "href=", "src=",
+            "http://", "https://", "://",
+        ] {
+            assert!(!lower.contains(needle), "{needle}");
+        }
+        assert!(html.contains("default-src 'none'"));
+        assert!(html.starts_with("<!DOCTYPE html>"));
+        assert!(html.trim_end().ends_with("</html>"));
+    }
+
+    #[test]
+    fn headline_numbers_are_formatted_and_hooked() {
+        let html = render(&sample());
+        for (path, text) in [
+            ("rows", "2,000"),
+            ("valid_rows", "1,961"),
+            ("rejected_rows", "39"),
+            ("eligible", "1,889"),
+            ("ineligible", "72"),
+            ("items_by_state.active", "1,889"),
+            ("items_by_state.failed", "0"),
+            ("items_by_state.rejected", "0"),
+            ("items_by_state.escalated", "2"),
+            ("quotes.USD.total", "94,963.15"),
+            ("quotes.USD.devices", "1,452"),
+            ("requests.sent", "42"),
+            ("requests.achieved_rate", "19.7"),
+        ] {
+            let hook = format!(r#"data-metric="{path}">{text}</span>"#);
+            assert!(html.contains(&hook), "{hook}");
+        }
+        // Quote rows: grouped thousands, two decimals, the sign kept.
+        assert!(html.contains("1,234,567.50"));
+        assert!(html.contains("-10.00"));
+    }
+
+    #[test]
+    fn number_formats() {
+        assert_eq!(fmt_int(0), "0");
+        assert_eq!(fmt_int(999), "999");
+        assert_eq!(fmt_int(1000), "1,000");
+        assert_eq!(fmt_int(1_234_567), "1,234,567");
+        let m = |s: &str| fmt_money(s.parse().unwrap());
+        assert_eq!(m("0"), "0.00");
+        assert_eq!(m("45490.58"), "45,490.58");
+        assert_eq!(m("1000000"), "1,000,000.00");
+        assert_eq!(m("-1234.5"), "-1,234.50");
+        assert_eq!(m("2.345"), "2.34");
+        assert_eq!(fmt_rate(19.656), "19.7");
+        assert_eq!(fmt_rate(f64::NAN), "0.0");
+    }
+
+    #[test]
+    fn a_plan_has_no_submission_numbers_and_a_journal_says_problems_are_missing() {
+        let mut d = sample();
+        d.source = Source::Quote;
+        d.states = None;
+        d.requests = None;
+        d.activations = None;
+        let html = render(&d);
+        assert!(!html.contains("items_by_state."));
+        assert!(!html.contains("requests.sent"));
+        assert!(html.contains("Rows by verdict"));
+        assert!(html.contains("nothing was submitted"));
+
+        let mut d = sample();
+        d.source = Source::Journal {
+            path: "j.sqlite".into(),
+            run_id: 3,
+            finished_at: "2026-11-25T10:00:00Z".into(),
+        };
+        d.problems = Problems::NotAvailable("not in the journal".into());
+        let html = render(&d);
+        assert!(html.contains("run #3"));
+        assert!(html.contains(r#"<p class="notice" id="problems">not in the journal</p>"#));
+    }
+
+    #[test]
+    fn the_reasons_chart_keeps_the_top_and_counts_the_rest() {
+        let html = render(&sample());
+        // 16 reasons: 15 bars and a sentence for the last.
+        assert!(html.contains("Top 15 of 16 reasons; the other 1 count 1 row more."));
+    }
+
+    #[test]
+    fn empty_data_renders() {
+        let d = ReportData {
+            source: Source::Run,
+            input: String::new(),
+            as_of: String::new(),
+            outcome: None,
+            api: None,
+            dry_run: true,
+            stopped_because: None,
+            rows: 0,
+            valid_rows: 0,
+            rejected_rows: 0,
+            eligible: 0,
+            ineligible: 0,
+            states: Some(BTreeMap::new()),
+            reasons: BTreeMap::new(),
+            by_region: BTreeMap::new(),
+            quote_totals: BTreeMap::new(),
+            quotes: vec![],
+            over_budget: vec![],
+            requests: None,
+            activations: Some(vec![]),
+            problems: Problems::Rejects {
+                by_code: vec![],
+                lines: 0,
+                first: vec![],
+            },
+        };
+        let html = render(&d);
+        assert!(html.contains("No row was rejected."));
+        assert!(html.contains("No activation recorded yet."));
+        assert!(html.contains("Dry run"));
+    }
+
+    #[test]
+    fn summary_json_round_trips_into_the_page() {
+        let summary = r#"{"input":"inv.csv","as_of":"2026-11-24","outcome":"finished","rows":3,
+            "valid_rows":2,"rejected_rows":1,"eligible":2,"ineligible":0,
+            "items_by_state":{"active":2,"invalid":1},"reasons":{"MAC_INVALID":1},
+            "by_region":{"EMEA":{"active":2}},
+            "quotes":{"EUR":{"quotes":1,"devices":2,"licenses":0,"total":"72.00"}},
+            "requests":{"sent":3,"throttled":0,"configured_rate":20.0,"achieved_rate":2.5}}"#;
+        let quotes = quotes_from_json(
+            r#"[{"quote_id":"Q-1","contract_id":"C-1","account_id":"A","region":"EMEA","currency":"EUR",
+            "pricing_model":"per_device","coverage":"extended","term_months":12,"devices":2,"licenses":0,
+            "subtotal":"72.00","discount":"0.00","total":"72.00","valid_until":"2026-12-24","lines":[]}]"#,
+        )
+        .unwrap();
+        let d = ReportData::from_summary(
+            Source::Run,
+            summary,
+            quotes,
+            vec![("2026-11-30".into(), 2)],
+            Problems::NotAvailable("x".into()),
+        )
+        .unwrap();
+        assert_eq!(d.quote_totals["EUR"].total, "72".parse().unwrap());
+        let html = render(&d);
+        assert!(html.contains(r#"data-metric="quotes.EUR.total">72.00</span>"#));
+        assert!(html.contains(r#"data-metric="requests.achieved_rate">2.5</span>"#));
+        assert!(ReportData::from_summary(
+            Source::Run,
+            "[",
+            vec![],
+            vec![],
+            Problems::NotAvailable(String::new())
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn rejects_csv_is_grouped_by_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rejects.csv");
+        std::fs::write(
+            &path,
+            "row,column,value,code,message\n1,mac_address,x,MAC_INVALID,bad\n2,country,ZZ,COUNTRY_INVALID,bad\n3,mac_address,y,MAC_INVALID,bad\n",
+        )
+        .unwrap();
+        let Problems::Rejects {
+            by_code,
+            lines,
+            first,
+        } = read_problems(&path, 2).unwrap()
+        else {
+            panic!("rejects expected");
+        };
+        assert_eq!(lines, 3);
+        assert_eq!(
+            by_code,
+            vec![
+                ("MAC_INVALID".to_string(), 2),
+                ("COUNTRY_INVALID".to_string(), 1)
+            ]
+        );
+        assert_eq!(first.len(), 2);
+        assert_eq!(first[1].value, "ZZ");
+    }
+}
