@@ -46,6 +46,9 @@ pub(super) struct PlanArgs {
     /// Refuse when a currency's total exceeds AMOUNT, e.g. --budget 50000 USD (repeatable).
     #[arg(long, num_args = 2, value_names = ["AMOUNT", "CUR"], action = clap::ArgAction::Append)]
     budget: Vec<String>,
+    /// csv, or parquet: the row-level reports (rejects, eligibility, results) also as Parquet.
+    #[arg(long, value_enum, default_value_t = super::validate::Format::Csv, env = "REFLEET_FORMAT")]
+    format: super::validate::Format,
 }
 
 pub(super) struct PlanSettings {
@@ -57,6 +60,8 @@ pub(super) struct PlanSettings {
     pub date_format: Option<DateFormat>,
     pub threads: usize,
     pub budgets: BTreeMap<String, Decimal>,
+    /// Also write the row-level reports as Parquet.
+    pub parquet: bool,
 }
 
 impl PlanArgs {
@@ -90,6 +95,7 @@ impl PlanArgs {
             date_format,
             threads: self.input.threads,
             budgets,
+            parquet: self.format == super::validate::Format::Parquet,
         })
     }
 }
@@ -268,6 +274,9 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
         Some(&mut regions),
     )?;
     super::report::write_plan_report(&settings, &planned, regions)?;
+    if settings.parquet {
+        crate::report::parquet::write_copies(&settings.out, &["rejects", "eligibility"])?;
+    }
     if !global.quiet {
         eprintln!(
             "{}{:.2} s; reports in {}",

@@ -307,6 +307,9 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
         .join("audit.jsonl");
     let audited = write_audit(&journal, &audit_path, &contracts)?;
     let counts = write_results(&out, &spool, &mut |key| Ok(journal.record(key)?))?;
+    if settings.plan.parquet {
+        crate::report::parquet::write_copies(&out, &["rejects", "eligibility", "results"])?;
+    }
     drop(spool);
     let outcome = if report.unfinished {
         Outcome::Interrupted

@@ -32,8 +32,8 @@ pub struct Args {
     max_record_bytes: usize,
 }
 
-#[derive(clap::ValueEnum, Debug, Clone, Copy)]
-enum Format {
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Format {
     Csv,
     Parquet,
 }

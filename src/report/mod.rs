@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod html;
+pub mod parquet;
 mod plan;
 mod results;
 mod valid;

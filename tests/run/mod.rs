@@ -850,3 +850,88 @@ fn completions_and_json_logs_for_schedulers() {
     assert_eq!(finished["fields"]["outcome"], "dry_run");
     assert_eq!(finished["fields"]["rows"], 2000);
 }
+
+/// The Python that reads Parquet (polars, pyarrow, duckdb): REFLEET_PYTHON,
+/// else `python3` if it has them. In CI a missing one fails the test.
+fn parquet_python() -> Option<String> {
+    let candidate = std::env::var("REFLEET_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = std::process::Command::new(&candidate)
+        .args(["-c", "import polars, pyarrow, duckdb"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        return Some(candidate);
+    }
+    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+    assert!(
+        !ci,
+        "CI needs REFLEET_PYTHON with polars, pyarrow and duckdb (.ci/run makes one)"
+    );
+    eprintln!(
+        "\n*** SKIPPED: no Python with polars, pyarrow and duckdb (set REFLEET_PYTHON) ***\n"
+    );
+    None
+}
+
+#[test]
+fn parquet_reports_read_back_in_polars_pyarrow_and_duckdb() {
+    let out = tempfile::tempdir().unwrap();
+    refleet()
+        .arg("run")
+        .arg(sample("inventory.csv"))
+        .arg("--contracts")
+        .arg(sample("contracts.csv"))
+        .args(["--as-of", AS_OF, "--quiet", "--format", "parquet", "--out"])
+        .arg(out.path())
+        .env_remove("REFLEET_API_URL")
+        .assert()
+        .code(0);
+    let Some(python) = parquet_python() else {
+        return;
+    };
+    let names = ["rejects", "eligibility", "results"];
+    let paths: Vec<PathBuf> = names
+        .iter()
+        .map(|n| out.path().join(format!("{n}.parquet")))
+        .collect();
+    let output = std::process::Command::new(python)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/read_parquet.py"))
+        .args(&paths)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let read: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    for (name, path) in names.iter().zip(&paths) {
+        let mut csv = csv::Reader::from_path(out.path().join(format!("{name}.csv"))).unwrap();
+        let headers: Vec<String> = csv.headers().unwrap().iter().map(String::from).collect();
+        let rows: Vec<csv::StringRecord> = csv.records().map(|r| r.unwrap()).collect();
+        for reader in ["polars", "pyarrow", "duckdb"] {
+            let got = &read[path.to_str().unwrap()][reader];
+            assert_eq!(
+                got["rows"].as_u64(),
+                Some(rows.len() as u64),
+                "{name} {reader}"
+            );
+            let cols: Vec<&str> = got["columns"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c.as_str().unwrap())
+                .collect();
+            assert_eq!(cols, headers, "{name} {reader}");
+            // The first row's row number and key cells are the CSV's.
+            let first: Vec<&str> = got["first"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c.as_str().unwrap())
+                .collect();
+            assert_eq!(first[0], &rows[0][0], "{name} {reader}");
+            assert_eq!(first[1], &rows[0][1], "{name} {reader}");
+        }
+    }
+}
