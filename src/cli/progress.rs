@@ -104,11 +104,12 @@ impl SubmitProgress for SubmitBar {
         self.bar.set_position(done);
         let rate = requests as f64 / self.started.elapsed().as_secs_f64().max(0.001);
         self.bar.set_message(format!(
-            "submitted {} · active {} · failed {} · rejected {} · {:.1} req/s",
+            "submitted {} · active {} · failed {} · rejected {} · escalated {} · {:.1} req/s",
             n(ItemState::Submitted) + n(ItemState::Accepted) + n(ItemState::Provisioning),
             n(ItemState::Active),
-            n(ItemState::Failed) + n(ItemState::Escalated),
+            n(ItemState::Failed),
             n(ItemState::Rejected),
+            n(ItemState::Escalated),
             rate
         ));
     }
