@@ -200,14 +200,36 @@ pub struct ThreadState {
 /// built only when a sink wants items (`keep_items`): the duplicate index
 /// needs just the keys, and building and dropping millions of items that
 /// nobody reads was a tenth of `validate`'s time.
+///
+/// `T` is what the row's item became on the validating thread: the boxed
+/// item itself from [`Validator::validate`], or an [`ItemMap`]'s output in
+/// [`run_mapped`].
 #[derive(Debug)]
-pub enum RowOutcome {
+pub enum RowOutcome<T = Box<Item>> {
     Valid {
         keys: RowKeys,
-        item: Option<Box<Item>>,
+        item: Option<T>,
         warnings: Vec<Reject>,
     },
     Rejected(Vec<Reject>),
+}
+
+impl<T> RowOutcome<T> {
+    /// Turns the item (when there is one) into something else.
+    pub fn map_item<U>(self, f: impl FnOnce(T) -> U) -> RowOutcome<U> {
+        match self {
+            RowOutcome::Valid {
+                keys,
+                item,
+                warnings,
+            } => RowOutcome::Valid {
+                keys,
+                item: item.map(f),
+                warnings,
+            },
+            RowOutcome::Rejected(r) => RowOutcome::Rejected(r),
+        }
+    }
 }
 
 /// The identifiers of a valid row that must be unique in the file.
@@ -720,6 +742,13 @@ impl SerialSet {
         self.short.len() + self.mid.len() + self.long.len()
     }
 
+    /// True when no serial is in both sets.
+    pub fn is_disjoint(&self, other: &SerialSet) -> bool {
+        self.short.is_disjoint(&other.short)
+            && self.mid.is_disjoint(&other.mid)
+            && self.long.is_disjoint(&other.long)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -927,6 +956,53 @@ pub trait ValidateSink {
     fn warning(&mut self, warning: &Reject) -> anyhow::Result<()>;
 }
 
+/// Work on each valid row's item done on the validating threads, in
+/// parallel, before duplicate detection: so it also runs for a row that
+/// turns out to be a duplicate, whose output is then dropped. Whatever
+/// depends on the rows before (the duplicate rule, running totals) belongs
+/// in the [`MappedSink`], which sees the outputs in source order.
+pub trait ItemMap: Sync {
+    /// Scratch space of one worker (buffers, caches).
+    type State: Send;
+    type Out: Send;
+    fn state(&self) -> Self::State;
+    /// The item comes boxed, so that an output that keeps it moves a pointer.
+    fn map(&self, state: &mut Self::State, item: Box<Item>) -> Self::Out;
+}
+
+/// [`ValidateSink`] for the outputs of an [`ItemMap`].
+pub trait MappedSink<T> {
+    fn item(&mut self, out: T) -> anyhow::Result<()>;
+    fn reject(&mut self, reject: &Reject) -> anyhow::Result<()>;
+    fn warning(&mut self, warning: &Reject) -> anyhow::Result<()>;
+}
+
+/// The identity [`ItemMap`], for [`run`].
+struct Items;
+
+impl ItemMap for Items {
+    type State = ();
+    type Out = Box<Item>;
+    fn state(&self) {}
+    fn map(&self, _: &mut (), item: Box<Item>) -> Box<Item> {
+        item
+    }
+}
+
+struct ItemSink<'s>(&'s mut dyn ValidateSink);
+
+impl MappedSink<Box<Item>> for ItemSink<'_> {
+    fn item(&mut self, item: Box<Item>) -> anyhow::Result<()> {
+        self.0.item(*item)
+    }
+    fn reject(&mut self, reject: &Reject) -> anyhow::Result<()> {
+        self.0.reject(reject)
+    }
+    fn warning(&mut self, warning: &Reject) -> anyhow::Result<()> {
+        self.0.warning(warning)
+    }
+}
+
 /// Counts that the summary prints.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ValidateStats {
@@ -951,19 +1027,43 @@ const CHUNKS_IN_FLIGHT: usize = 5;
 /// validating and de-duplicating overlap. `expected_rows` (a guess from the
 /// file size, 0 if unknown) pre-sizes the duplicate index.
 pub fn run(
-    mut source: Box<dyn RecordSource>,
+    source: Box<dyn RecordSource>,
     validator: &Validator<'_>,
     pool: &rayon::ThreadPool,
     expected_rows: usize,
     sink: &mut dyn ValidateSink,
     progress: &dyn Progress,
 ) -> anyhow::Result<ValidateStats> {
+    run_mapped(
+        source,
+        validator,
+        pool,
+        expected_rows,
+        &Items,
+        &mut ItemSink(sink),
+        progress,
+    )
+}
+
+/// [`run`], with `map` applied to each valid row's item on the validating
+/// threads and its outputs handed to `sink` in source order (items are
+/// built only when the validator's options keep them).
+pub fn run_mapped<M: ItemMap>(
+    mut source: Box<dyn RecordSource>,
+    validator: &Validator<'_>,
+    pool: &rayon::ThreadPool,
+    expected_rows: usize,
+    map: &M,
+    sink: &mut dyn MappedSink<M::Out>,
+    progress: &dyn Progress,
+) -> anyhow::Result<ValidateStats> {
+    type Done<T> = Result<(usize, Vec<RowOutcome<T>>), IngestError>;
     let (raw_tx, raw_rx) = sync_channel::<Result<RecordChunk, IngestError>>(2);
-    let (done_tx, done_rx) = sync_channel::<Result<(usize, Vec<RowOutcome>), IngestError>>(2);
+    let (done_tx, done_rx) = sync_channel::<Done<M::Out>>(2);
     // Buffers go back upstream to be refilled: fresh multi-megabyte buffers
     // per chunk cost the kernel more in page clearing than the parsing.
     let (spare_chunk_tx, spare_chunk_rx) = std::sync::mpsc::channel::<RecordChunk>();
-    let (spare_vec_tx, spare_vec_rx) = std::sync::mpsc::channel::<Vec<RowOutcome>>();
+    let (spare_vec_tx, spare_vec_rx) = std::sync::mpsc::channel::<Vec<RowOutcome<M::Out>>>();
     std::thread::scope(|scope| {
         scope.spawn(move || {
             // A fixed set of chunk buffers circulates: after the first few,
@@ -1005,8 +1105,12 @@ pub fn run(
                             .into_par_iter()
                             .with_min_len(256)
                             .map_init(
-                                || validator.thread_state(),
-                                |state, i| validator.validate(state, &chunk, chunk.record_at(i)),
+                                || (validator.thread_state(), map.state()),
+                                |(state, map_state), i| {
+                                    validator
+                                        .validate(state, &chunk, chunk.record_at(i))
+                                        .map_item(|item| map.map(map_state, item))
+                                },
                             )
                             .collect_into_vec(&mut outcomes)
                     });
@@ -1050,7 +1154,7 @@ pub fn run(
                             }
                             stats.valid += 1;
                             if let Some(item) = item {
-                                sink.item(*item)?;
+                                sink.item(item)?;
                             }
                             continue;
                         }

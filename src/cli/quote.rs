@@ -1,10 +1,14 @@
 //! `refleet quote`: validate → eligibility → quotes (SPEC §4, §5), with a
-//! budget guard. Two passes over the inventory keep memory bounded by the
-//! number of eligible devices, never the number of rows: the first finds
-//! the eligible devices (a license's verdict depends on them), the second
-//! writes every verdict in row order and folds eligible items into quotes.
+//! budget guard. Memory stays bounded by the number of eligible devices,
+//! never the number of rows. The verdicts and their `eligibility.csv` lines
+//! are made on the validating threads; the sink takes them in row order and
+//! folds eligible items into quotes. A license's verdict depends on the
+//! eligible devices of the same inventory, so the inventory is read a second
+//! time only when a license came before its eligible device (see
+//! [`QuoteSink`]).
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -15,13 +19,12 @@ use rust_decimal::Decimal;
 use super::{input_error, thread_pool, Global, InputArgs, Outcome, UsageError};
 use crate::contracts::{self, Contracts};
 use crate::domain::{DateFormat, Item, ItemKind};
-use crate::eligibility::{self, EligibleDevices};
+use crate::eligibility::{self, EligibleDevices, Reason, Verdict};
 use crate::ingest::{self, IngestOptions, InputPath};
 use crate::policy::Policy;
-use crate::progress::NoProgress;
 use crate::quote::{Quote, QuoteBuilder};
 use crate::report::{neutralise, AtomicFile, RejectsWriter};
-use crate::validate::{self, Reject, ValidateOptions, ValidateSink, Validator};
+use crate::validate::{self, ItemMap, MappedSink, Reject, ValidateOptions, Validator};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -89,65 +92,87 @@ impl Args {
     }
 }
 
-/// Pass 1: the serials of the eligible devices.
-struct EligibleDeviceSink<'a> {
+/// The columns of `eligibility.csv`.
+const ELIGIBILITY_HEADER: [&str; 12] = [
+    "row",
+    "item_key",
+    "item_type",
+    "serial_number",
+    "license_id",
+    "contract_id",
+    "country",
+    "region",
+    "eligible",
+    "reasons",
+    "alternative",
+    "eta",
+];
+
+/// A `csv::Writer` target from which each finished line can be taken.
+#[derive(Default)]
+struct LineBuf(std::cell::RefCell<Vec<u8>>);
+
+impl Write for LineBuf {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.get_mut().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+type LineWriter = csv::Writer<LineBuf>;
+
+fn line_writer() -> LineWriter {
+    csv::Writer::from_writer(LineBuf::default())
+}
+
+/// One CSV line, formatted exactly as `csv::Writer` writes it to a file.
+fn csv_line<'f>(
+    w: &mut LineWriter,
+    fields: impl IntoIterator<Item = &'f str>,
+) -> anyhow::Result<Vec<u8>> {
+    w.write_record(fields)?;
+    w.flush()?;
+    Ok(w.get_ref().0.take())
+}
+
+/// The verdicts (SPEC §4) and their `eligibility.csv` lines.
+struct Evaluator<'a> {
     contracts: &'a Contracts,
     policy: &'a Policy,
     as_of: NaiveDate,
+    /// A device's verdict does not look at the eligible devices.
     none: EligibleDevices,
-    eligible: EligibleDevices,
 }
 
-impl ValidateSink for EligibleDeviceSink<'_> {
-    fn item(&mut self, item: Item) -> anyhow::Result<()> {
-        if item.kind == ItemKind::Device {
-            let v = eligibility::evaluate(
-                &item,
-                self.contracts.by_id.get(&item.contract_id),
-                self.policy,
-                self.as_of,
-                &self.none,
-            );
-            if let (true, Some(s)) = (v.eligible(), item.serial) {
-                self.eligible.insert(s);
-            }
-        }
-        Ok(())
-    }
-    fn reject(&mut self, _: &Reject) -> anyhow::Result<()> {
-        Ok(())
-    }
-    fn warning(&mut self, _: &Reject) -> anyhow::Result<()> {
-        Ok(())
-    }
+/// What a validating thread makes of one valid row. A license's verdict
+/// depends on the eligible devices of the rows before it, so the sink
+/// finishes it in row order.
+enum Evaluated {
+    Device {
+        /// Kept only when eligible: the sink needs it for the quotes.
+        eligible: Option<Box<Item>>,
+        key: String,
+        line: Vec<u8>,
+        /// The failing reasons, one bit per [`Reason`].
+        reasons: u32,
+    },
+    License(Box<Item>),
 }
 
-/// Pass 2: every verdict in row order, rejects, and the quotes.
-struct QuoteSink<'a> {
-    contracts: &'a Contracts,
-    policy: &'a Policy,
-    as_of: NaiveDate,
-    eligible_devices: &'a EligibleDevices,
-    rejects: RejectsWriter,
-    warnings: RejectsWriter,
-    eligibility: csv::Writer<AtomicFile>,
-    builder: QuoteBuilder<'a>,
-    eligible: u64,
-    ineligible: u64,
-    by_reason: BTreeMap<&'static str, u64>,
-}
-
-impl ValidateSink for QuoteSink<'_> {
-    fn item(&mut self, item: Item) -> anyhow::Result<()> {
-        let key = item.key();
+impl Evaluator<'_> {
+    /// The verdict and `eligibility.csv` line of one item.
+    fn evaluate(
+        &self,
+        w: &mut LineWriter,
+        item: &Item,
+        key: &str,
+        eligible_devices: &EligibleDevices,
+    ) -> anyhow::Result<(Verdict, Vec<u8>)> {
         let contract = self.contracts.by_id.get(&item.contract_id);
-        let v = eligibility::evaluate(
-            &item,
-            contract,
-            self.policy,
-            self.as_of,
-            self.eligible_devices,
-        );
+        let v = eligibility::evaluate(item, contract, self.policy, self.as_of, eligible_devices);
         let eta = match (v.eligible(), contract) {
             (true, Some(c)) => self
                 .policy
@@ -155,30 +180,170 @@ impl ValidateSink for QuoteSink<'_> {
                 .to_string(),
             _ => String::new(),
         };
-        if v.eligible() {
-            self.eligible += 1;
-            self.builder.add(&item, &key);
-        } else {
-            self.ineligible += 1;
-            for r in &v.reasons {
-                *self.by_reason.entry(r.as_str()).or_default() += 1;
+        let opt = |v: Option<String>| v.unwrap_or_default();
+        let line = csv_line(
+            w,
+            [
+                item.row.to_string().as_str(),
+                neutralise(key).as_ref(),
+                item.kind.as_str(),
+                &opt(item.serial.map(|s| s.to_string())),
+                &opt(item.license_id.map(|l| l.to_string())),
+                neutralise(&item.contract_id).as_ref(),
+                item.country.as_str(),
+                item.region.as_str(),
+                if v.eligible() { "true" } else { "false" },
+                &v.reasons_text(),
+                neutralise(&v.alternative).as_ref(),
+                &eta,
+            ],
+        )?;
+        Ok((v, line))
+    }
+}
+
+fn reason_bits(reasons: &[Reason]) -> u32 {
+    reasons.iter().fold(0, |m, r| m | 1 << (*r as u32))
+}
+
+impl ItemMap for Evaluator<'_> {
+    type State = LineWriter;
+    type Out = anyhow::Result<Evaluated>;
+
+    fn state(&self) -> Self::State {
+        line_writer()
+    }
+
+    fn map(&self, w: &mut Self::State, item: Box<Item>) -> Self::Out {
+        if item.kind == ItemKind::License {
+            return Ok(Evaluated::License(item));
+        }
+        let key = item.key();
+        let (v, line) = self.evaluate(w, &item, &key, &self.none)?;
+        Ok(Evaluated::Device {
+            reasons: reason_bits(&v.reasons),
+            eligible: v.eligible().then_some(item),
+            key,
+            line,
+        })
+    }
+}
+
+/// Every verdict in row order, rejects, and the quotes.
+///
+/// One pass is enough when every license bound to an eligible device comes
+/// after that device, as exports usually list them: a license is judged on
+/// the eligible devices of the rows before it, and the bound serials of the
+/// licenses found unbound that way are kept in `pending`. If one of them
+/// turns out eligible later in the file, [`QuoteSink::exact`] is false and
+/// the pass is run again with the whole file's eligible devices (`known`).
+struct QuoteSink<'a> {
+    evaluator: &'a Evaluator<'a>,
+    /// The eligible devices of the whole file, on a second pass.
+    known: Option<&'a EligibleDevices>,
+    /// The eligible devices so far (first pass only).
+    eligible_devices: EligibleDevices,
+    /// Bound serials of licenses judged unbound on `eligible_devices`.
+    pending: EligibleDevices,
+    line: LineWriter,
+    rejects: RejectsWriter,
+    warnings: RejectsWriter,
+    eligibility: AtomicFile,
+    builder: QuoteBuilder<'a>,
+    eligible: u64,
+    ineligible: u64,
+    by_reason: [u64; 32],
+}
+
+impl<'a> QuoteSink<'a> {
+    fn create(
+        out: &std::path::Path,
+        evaluator: &'a Evaluator<'a>,
+        known: Option<&'a EligibleDevices>,
+    ) -> anyhow::Result<QuoteSink<'a>> {
+        let mut line = line_writer();
+        let mut eligibility = AtomicFile::create(&out.join("eligibility.csv"))?;
+        eligibility.write_all(&csv_line(&mut line, ELIGIBILITY_HEADER)?)?;
+        Ok(QuoteSink {
+            evaluator,
+            known,
+            eligible_devices: EligibleDevices::new(),
+            pending: EligibleDevices::new(),
+            line,
+            rejects: RejectsWriter::create(&out.join("rejects.csv"))?,
+            warnings: RejectsWriter::create(&out.join("warnings.csv"))?,
+            eligibility,
+            builder: QuoteBuilder::new(&evaluator.contracts.by_id, evaluator.policy),
+            eligible: 0,
+            ineligible: 0,
+            by_reason: [0; 32],
+        })
+    }
+
+    /// False when a license was judged unbound but its device turned out
+    /// eligible further down: the pass must be run again.
+    fn exact(&self) -> bool {
+        self.known.is_some() || self.pending.is_disjoint(&self.eligible_devices)
+    }
+
+    fn count(&mut self, item: Option<(&Item, &str)>, reasons: u32) {
+        match item {
+            Some((item, key)) => {
+                self.eligible += 1;
+                self.builder.add(item, key);
+            }
+            None => {
+                self.ineligible += 1;
+                for (bit, n) in self.by_reason.iter_mut().enumerate() {
+                    *n += u64::from(reasons >> bit & 1);
+                }
             }
         }
-        let opt = |v: Option<String>| v.unwrap_or_default();
-        self.eligibility.write_record([
-            item.row.to_string().as_str(),
-            neutralise(&key).as_ref(),
-            item.kind.as_str(),
-            &opt(item.serial.map(|s| s.to_string())),
-            &opt(item.license_id.map(|l| l.to_string())),
-            neutralise(&item.contract_id).as_ref(),
-            item.country.as_str(),
-            item.region.as_str(),
-            if v.eligible() { "true" } else { "false" },
-            &v.reasons_text(),
-            neutralise(&v.alternative).as_ref(),
-            &eta,
-        ])?;
+    }
+
+    /// The reason counts for the summary.
+    fn by_reason(&self) -> BTreeMap<&'static str, u64> {
+        Reason::ALL
+            .iter()
+            .filter(|r| self.by_reason[**r as usize] > 0)
+            .map(|r| (r.as_str(), self.by_reason[*r as usize]))
+            .collect()
+    }
+}
+
+impl MappedSink<anyhow::Result<Evaluated>> for QuoteSink<'_> {
+    fn item(&mut self, evaluated: anyhow::Result<Evaluated>) -> anyhow::Result<()> {
+        match evaluated? {
+            Evaluated::Device {
+                eligible,
+                key,
+                line,
+                reasons,
+            } => {
+                self.eligibility.write_all(&line)?;
+                if let (Some(item), None) = (&eligible, self.known) {
+                    if let Some(s) = item.serial {
+                        self.eligible_devices.insert(s);
+                    }
+                }
+                self.count(eligible.as_deref().map(|i| (i, key.as_str())), reasons);
+            }
+            Evaluated::License(item) => {
+                let key = item.key();
+                let devices = self.known.unwrap_or(&self.eligible_devices);
+                let (v, line) = self
+                    .evaluator
+                    .evaluate(&mut self.line, &item, &key, devices)?;
+                self.eligibility.write_all(&line)?;
+                if self.known.is_none() && v.reasons.contains(&Reason::LicenseUnbound) {
+                    if let Some(s) = item.bound_serial {
+                        self.pending.insert(s);
+                    }
+                }
+                let eligible = v.eligible().then_some((&*item, key.as_str()));
+                self.count(eligible, reason_bits(&v.reasons));
+            }
+        }
         Ok(())
     }
     fn reject(&mut self, r: &Reject) -> anyhow::Result<()> {
@@ -229,67 +394,45 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
         .total_bytes
         .map_or(0, |b| (b / 130) as usize)
         .min(50_000_000);
-    let mut pass1 = EligibleDeviceSink {
+    let evaluator = Evaluator {
         contracts: &contracts,
         policy: &policy,
         as_of: settings.as_of,
         none: EligibleDevices::new(),
-        eligible: EligibleDevices::new(),
-    };
-    validate::run(
-        opened.source,
-        &validator,
-        &pool,
-        expected,
-        &mut pass1,
-        &NoProgress,
-    )
-    .with_context(|| format!("reading {}", settings.input.display()))?;
-    let eligible_devices = pass1.eligible;
-
-    let opened =
-        ingest::open(&settings.input, &settings.ingest).map_err(input_error(&settings.input))?;
-    let mut eligibility =
-        csv::Writer::from_writer(AtomicFile::create(&settings.out.join("eligibility.csv"))?);
-    eligibility.write_record([
-        "row",
-        "item_key",
-        "item_type",
-        "serial_number",
-        "license_id",
-        "contract_id",
-        "country",
-        "region",
-        "eligible",
-        "reasons",
-        "alternative",
-        "eta",
-    ])?;
-    let mut sink = QuoteSink {
-        contracts: &contracts,
-        policy: &policy,
-        as_of: settings.as_of,
-        eligible_devices: &eligible_devices,
-        rejects: RejectsWriter::create(&settings.out.join("rejects.csv"))?,
-        warnings: RejectsWriter::create(&settings.out.join("warnings.csv"))?,
-        eligibility,
-        builder: QuoteBuilder::new(&contracts.by_id, &policy),
-        eligible: 0,
-        ineligible: 0,
-        by_reason: BTreeMap::new(),
     };
     let progress = super::progress::for_terminal(global.quiet);
-    progress.start(opened.total_bytes, opened.bytes_read.clone());
-    let stats = validate::run(
-        opened.source,
-        &validator,
-        &pool,
-        expected,
-        &mut sink,
-        progress.as_ref(),
-    )
-    .with_context(|| format!("reading {}", settings.input.display()))?;
-    progress.finish();
+    let pass = |opened: ingest::Opened, sink: &mut QuoteSink<'_>| {
+        progress.start(opened.total_bytes, opened.bytes_read.clone());
+        let stats = validate::run_mapped(
+            opened.source,
+            &validator,
+            &pool,
+            expected,
+            &evaluator,
+            sink,
+            progress.as_ref(),
+        )
+        .with_context(|| format!("reading {}", settings.input.display()));
+        progress.finish();
+        stats
+    };
+    let mut first = QuoteSink::create(&settings.out, &evaluator, None)?;
+    let mut stats = pass(opened, &mut first)?;
+    let known;
+    let sink = if first.exact() {
+        first
+    } else {
+        // A license came before its eligible device: judge every license
+        // again on the whole file's eligible devices.
+        known = std::mem::take(&mut first.eligible_devices);
+        drop(first);
+        let opened = ingest::open(&settings.input, &settings.ingest)
+            .map_err(input_error(&settings.input))?;
+        let mut second = QuoteSink::create(&settings.out, &evaluator, Some(&known))?;
+        stats = pass(opened, &mut second)?;
+        second
+    };
+    let by_reason = sink.by_reason();
     let QuoteSink {
         rejects,
         warnings,
@@ -297,15 +440,11 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
         builder,
         eligible,
         ineligible,
-        by_reason,
         ..
     } = sink;
     rejects.commit()?;
     warnings.commit()?;
-    eligibility
-        .into_inner()
-        .map_err(|e| anyhow::anyhow!("{}", e.error()))?
-        .commit()?;
+    eligibility.commit()?;
     let quotes = builder
         .finish(settings.as_of)
         .map_err(|e| UsageError(e.to_string()))?;
