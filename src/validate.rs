@@ -24,6 +24,9 @@ use crate::ingest::{match_headers, HeaderMap, IngestError, RecordChunk, RecordId
 use crate::policy::Policy;
 use crate::progress::Progress;
 
+mod probe;
+use probe::{KeySet, Probe};
+
 /// Every reason a row can be rejected or warned about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RejectCode {
@@ -192,8 +195,47 @@ pub struct Validator<'p> {
 
 /// What one validating thread keeps for itself.
 pub struct ThreadState {
-    account: regex::Regex,
-    contract: regex::Regex,
+    account: IdPattern,
+    contract: IdPattern,
+}
+
+/// The built-in pattern of account and contract ids (policy `[identifiers]`).
+const DEFAULT_ID_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._/-]{1,63}$";
+
+/// An id pattern: the built-in one matched by hand (a byte loop instead of
+/// a regex search per field), any other with its regex.
+#[derive(Clone)]
+enum IdPattern {
+    Default,
+    Regex(regex::Regex),
+}
+
+impl IdPattern {
+    fn new(re: &regex::Regex) -> IdPattern {
+        if re.as_str() == DEFAULT_ID_PATTERN {
+            IdPattern::Default
+        } else {
+            IdPattern::Regex(re.clone())
+        }
+    }
+
+    fn is_match(&self, s: &str) -> bool {
+        match self {
+            IdPattern::Default => default_id_match(s),
+            IdPattern::Regex(re) => re.is_match(s),
+        }
+    }
+}
+
+/// `^[A-Za-z0-9][A-Za-z0-9._/-]{1,63}$`: the class is ASCII, so a byte is
+/// a character and the length bound is in bytes.
+fn default_id_match(s: &str) -> bool {
+    let b = s.as_bytes();
+    (2..=64).contains(&b.len())
+        && b[0].is_ascii_alphanumeric()
+        && b[1..]
+            .iter()
+            .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'/' | b'-'))
 }
 
 /// The result for one row, before duplicate detection. The item itself is
@@ -240,6 +282,56 @@ pub struct RowKeys {
     pub serial: Option<Serial>,
     pub mac: Option<Mac>,
     pub license: Option<LicenseId>,
+    /// The same, as the duplicate index stores them.
+    prepared: Prepared,
+}
+
+impl RowKeys {
+    pub fn new(
+        row: u64,
+        serial: Option<Serial>,
+        mac: Option<Mac>,
+        license: Option<LicenseId>,
+    ) -> RowKeys {
+        RowKeys {
+            row,
+            serial,
+            mac,
+            license,
+            prepared: Prepared::new(serial.as_ref(), mac, license),
+        }
+    }
+}
+
+/// The narrow exact keys of a row and their hashes, computed on the
+/// validating thread so that the duplicate index (on one thread) only
+/// probes.
+#[derive(Debug, Clone, Copy, Default)]
+struct Prepared {
+    serial: Option<(SerialKey, u64)>,
+    mac: Option<([u8; 6], u64)>,
+    license: Option<(u128, u64)>,
+}
+
+impl Prepared {
+    fn new(serial: Option<&Serial>, mac: Option<Mac>, license: Option<LicenseId>) -> Prepared {
+        Prepared {
+            serial: serial.map(|s| {
+                let k = serial_key(s);
+                let h = match k {
+                    SerialKey::Short(k) => KeySet::hash(&k),
+                    SerialKey::Mid(k) => KeySet::hash(&k),
+                    SerialKey::Long(k) => KeySet::hash(&k),
+                };
+                (k, h)
+            }),
+            mac: mac.map(|m| {
+                let k = mac_key(m);
+                (k, KeySet::hash(&k))
+            }),
+            license: license.map(|l| (l.key(), KeySet::hash(&l.key()))),
+        }
+    }
 }
 
 impl<'p> Validator<'p> {
@@ -277,8 +369,8 @@ impl<'p> Validator<'p> {
     /// cache between threads through a pool, which showed in profiles.
     pub fn thread_state(&self) -> ThreadState {
         ThreadState {
-            account: self.policy.account_pattern.clone(),
-            contract: self.policy.contract_pattern.clone(),
+            account: IdPattern::new(&self.policy.account_pattern),
+            contract: IdPattern::new(&self.policy.contract_pattern),
         }
     }
 
@@ -537,12 +629,12 @@ impl<'p> Validator<'p> {
                 Some(repair),
                 Some(lost),
             ) if v.rejects.is_empty() => RowOutcome::Valid {
-                keys: RowKeys {
+                keys: RowKeys::new(
                     row,
-                    serial: serial.filter(|_| kind == ItemKind::Device),
+                    serial.filter(|_| kind == ItemKind::Device),
                     mac,
-                    license: license_id,
-                },
+                    license_id,
+                ),
                 item: self.options.keep_items.then(|| {
                     Box::new(Item {
                         row,
@@ -654,16 +746,23 @@ type FastSet<K> = HashSet<K, foldhash::fast::FixedState>;
 /// Keys are exact (no hashing of identifiers into fewer bits) and as narrow
 /// as the value allows, since this index is most of the stage's memory: a
 /// serial of up to 12 characters fits 8 bytes, up to 15 fits 10, longer ones
-/// 16; a MAC is its 6 bytes. (A version sharded into cache-sized sets and checked in parallel passes
-/// was measured: no faster on 2 cores, and 110 MB more at 10 M rows.)
+/// 16; a MAC is its 6 bytes. The index runs on one thread, in row order;
+/// the keys and their hashes are computed on the validating threads
+/// ([`RowKeys::new`]) and each chunk is probed with the slots of the rows a
+/// few places ahead already being fetched (see [`KeySet`]). (A version
+/// sharded into cache-sized sets and checked in parallel passes was
+/// measured: no faster on 2 cores, and 110 MB more at 10 M rows.)
 pub struct DuplicateIndex {
-    short_serials: FastSet<u64>,
-    mid_serials: FastSet<[u8; 10]>,
-    long_serials: FastSet<u128>,
-    /// 6 bytes, not a `u64`: at ten million MACs the difference is 30 MB.
-    macs: FastSet<[u8; 6]>,
-    licenses: FastSet<u128>,
+    short_serials: KeySet<u64>,
+    mid_serials: KeySet<[u8; 10]>,
+    long_serials: KeySet<u128>,
+    macs: KeySet<[u8; 6]>,
+    licenses: KeySet<u128>,
 }
+
+/// How many rows ahead the index fetches the slots it will probe: enough to
+/// cover a memory access, few enough that they are still cached when used.
+const PREFETCH_AHEAD: usize = 16;
 
 impl Default for DuplicateIndex {
     fn default() -> Self {
@@ -763,13 +862,12 @@ impl DuplicateIndex {
     /// Sized for about `rows` rows, so the sets do not grow (and briefly
     /// double) while a large file is read.
     pub fn with_capacity(rows: usize) -> DuplicateIndex {
-        let hasher = foldhash::fast::FixedState::default;
         DuplicateIndex {
-            short_serials: FastSet::with_capacity_and_hasher(rows / 2, hasher()),
-            mid_serials: FastSet::with_capacity_and_hasher(rows / 2, hasher()),
-            long_serials: FastSet::with_capacity_and_hasher(rows / 64, hasher()),
-            macs: FastSet::with_capacity_and_hasher(rows, hasher()),
-            licenses: FastSet::with_capacity_and_hasher(rows / 16, hasher()),
+            short_serials: KeySet::with_capacity(rows / 2),
+            mid_serials: KeySet::with_capacity(rows / 2),
+            long_serials: KeySet::with_capacity(rows / 64),
+            macs: KeySet::with_capacity(rows),
+            licenses: KeySet::with_capacity(rows / 16),
         }
     }
 
@@ -778,39 +876,83 @@ impl DuplicateIndex {
     /// for each repeated key and records none of its keys, so it never
     /// shadows a later good row.
     pub fn check_chunk(&mut self, rows: &[RowKeys]) -> Vec<Dups> {
-        rows.iter().map(|r| self.check_row(r)).collect()
+        let mut dups = Vec::with_capacity(rows.len());
+        self.check_each(rows.len(), |i| rows.get(i), &mut dups);
+        dups
     }
 
-    fn check_row(&mut self, r: &RowKeys) -> Dups {
-        // Insert first and undo on a duplicate: one probe per key on the
-        // common path instead of a look-up and an insert.
-        let sk = r.serial.as_ref().map(serial_key);
-        let serial_new = sk.map(|k| match k {
-            SerialKey::Short(k) => self.short_serials.insert(k),
-            SerialKey::Mid(k) => self.mid_serials.insert(k),
-            SerialKey::Long(k) => self.long_serials.insert(k),
+    /// [`DuplicateIndex::check_chunk`] over a chunk's outcomes, one entry
+    /// per outcome (no duplicates for a rejected row).
+    fn check_outcomes<T>(&mut self, outcomes: &[RowOutcome<T>], dups: &mut Vec<Dups>) {
+        self.check_each(
+            outcomes.len(),
+            |i| match outcomes.get(i) {
+                Some(RowOutcome::Valid { keys, .. }) => Some(keys),
+                _ => None,
+            },
+            dups,
+        );
+    }
+
+    fn check_each<'k>(
+        &mut self,
+        n: usize,
+        keys: impl Fn(usize) -> Option<&'k RowKeys>,
+        dups: &mut Vec<Dups>,
+    ) {
+        dups.clear();
+        for i in 0..n {
+            if let Some(ahead) = keys(i + PREFETCH_AHEAD) {
+                self.prefetch(&ahead.prepared);
+            }
+            dups.push(keys(i).map_or(Dups::default(), |k| self.check_row(&k.prepared)));
+        }
+    }
+
+    fn prefetch(&self, p: &Prepared) {
+        match p.serial {
+            Some((SerialKey::Short(_), h)) => self.short_serials.prefetch(h),
+            Some((SerialKey::Mid(_), h)) => self.mid_serials.prefetch(h),
+            Some((SerialKey::Long(_), h)) => self.long_serials.prefetch(h),
+            None => {}
+        }
+        if let Some((_, h)) = p.mac {
+            self.macs.prefetch(h);
+        }
+        if let Some((_, h)) = p.license {
+            self.licenses.prefetch(h);
+        }
+    }
+
+    fn check_row(&mut self, p: &Prepared) -> Dups {
+        // Look every key up first and record them only if none repeats:
+        // each key goes to a different set, so the free slot a look-up
+        // found is still the right one when the keys are recorded.
+        let serial = p.serial.map(|(k, h)| match k {
+            SerialKey::Short(k) => self.short_serials.probe(&k, h),
+            SerialKey::Mid(k) => self.mid_serials.probe(&k, h),
+            SerialKey::Long(k) => self.long_serials.probe(&k, h),
         });
-        let mac_new = r.mac.map(|m| self.macs.insert(mac_key(m)));
-        let license_new = r.license.map(|l| self.licenses.insert(l.key()));
+        let mac = p.mac.map(|(k, h)| self.macs.probe(&k, h));
+        let license = p.license.map(|(k, h)| self.licenses.probe(&k, h));
         let dups = Dups {
-            serial: serial_new == Some(false),
-            mac: mac_new == Some(false),
-            license: license_new == Some(false),
+            serial: serial == Some(Probe::Present),
+            mac: mac == Some(Probe::Present),
+            license: license == Some(Probe::Present),
         };
-        if dups.any() {
-            if serial_new == Some(true) {
-                match sk {
-                    Some(SerialKey::Short(k)) => self.short_serials.remove(&k),
-                    Some(SerialKey::Mid(k)) => self.mid_serials.remove(&k),
-                    Some(SerialKey::Long(k)) => self.long_serials.remove(&k),
-                    None => false,
-                };
+        if !dups.any() {
+            if let (Some((k, _)), Some(Probe::Vacant(slot))) = (p.serial, serial) {
+                match k {
+                    SerialKey::Short(k) => self.short_serials.fill(k, slot),
+                    SerialKey::Mid(k) => self.mid_serials.fill(k, slot),
+                    SerialKey::Long(k) => self.long_serials.fill(k, slot),
+                }
             }
-            if let (Some(true), Some(m)) = (mac_new, r.mac) {
-                self.macs.remove(&mac_key(m));
+            if let (Some((k, _)), Some(Probe::Vacant(slot))) = (p.mac, mac) {
+                self.macs.fill(k, slot);
             }
-            if let (Some(true), Some(l)) = (license_new, r.license) {
-                self.licenses.remove(&l.key());
+            if let (Some((k, _)), Some(Probe::Vacant(slot))) = (p.license, license) {
+                self.licenses.fill(k, slot);
             }
         }
         dups
@@ -861,12 +1003,12 @@ mod dedupe_tests {
     use super::*;
 
     fn keys(row: u64, serial: Option<&str>, mac: Option<&str>, license: Option<&str>) -> RowKeys {
-        RowKeys {
+        RowKeys::new(
             row,
-            serial: serial.map(|s| Serial::parse(s, 1, 20).unwrap()),
-            mac: mac.map(|m| Mac::parse(m).unwrap()),
-            license: license.map(|l| LicenseId::parse(l).unwrap()),
-        }
+            serial.map(|s| Serial::parse(s, 1, 20).unwrap()),
+            mac.map(|m| Mac::parse(m).unwrap()),
+            license.map(|l| LicenseId::parse(l).unwrap()),
+        )
     }
 
     /// The row-by-row rule the sharded index must match exactly.
@@ -915,7 +1057,70 @@ mod dedupe_tests {
         );
     }
 
+    /// Outcomes with rejected rows between the valid ones: the index
+    /// skips them and still follows the row-by-row rule.
+    #[test]
+    fn outcomes_with_rejected_rows_match_the_row_by_row_rule() {
+        let rows: Vec<RowKeys> = (0..200u64)
+            .map(|i| {
+                let s = format!("{:012X}", 0x0004F2000000u64 + i % 37);
+                let m = format!("00:04:F2:00:02:{:02X}", i % 29);
+                keys(i + 1, Some(&s), Some(&m), None)
+            })
+            .collect();
+        let outcomes: Vec<RowOutcome<()>> = rows
+            .iter()
+            .enumerate()
+            .flat_map(|(i, k)| {
+                let valid = RowOutcome::Valid {
+                    keys: *k,
+                    item: None,
+                    warnings: Vec::new(),
+                };
+                let rejected = (i % 3 == 0).then(|| RowOutcome::Rejected(Vec::new()));
+                rejected.into_iter().chain([valid])
+            })
+            .collect();
+        let mut index = DuplicateIndex::default();
+        let mut got = Vec::new();
+        index.check_outcomes(&outcomes, &mut got);
+        let valid: Vec<Dups> = outcomes
+            .iter()
+            .zip(&got)
+            .filter(|(o, _)| matches!(o, RowOutcome::Valid { .. }))
+            .map(|(_, d)| *d)
+            .collect();
+        assert_eq!(valid, reference(&rows));
+        assert!(outcomes
+            .iter()
+            .zip(&got)
+            .all(|(o, d)| matches!(o, RowOutcome::Valid { .. }) || !d.any()));
+    }
+
+    #[test]
+    fn the_built_in_id_patterns_take_the_hand_written_matcher() {
+        let p = Policy::load(None).unwrap();
+        assert!(matches!(
+            IdPattern::new(&p.account_pattern),
+            IdPattern::Default
+        ));
+        assert!(matches!(
+            IdPattern::new(&p.contract_pattern),
+            IdPattern::Default
+        ));
+        let other = regex::Regex::new("^A-[0-9]+$").unwrap();
+        assert!(matches!(IdPattern::new(&other), IdPattern::Regex(_)));
+    }
+
     proptest::proptest! {
+        /// The hand-written matcher of the built-in id pattern agrees with
+        /// the regex on any text, Unicode included.
+        #[test]
+        fn default_id_matcher_equals_the_regex(s in "[A-Za-z0-9._/\\-é ]{0,70}|\\PC{0,70}") {
+            let re = regex::Regex::new(DEFAULT_ID_PATTERN).unwrap();
+            proptest::prop_assert_eq!(default_id_match(&s), re.is_match(&s));
+        }
+
         #[test]
         fn narrow_serial_keys_are_exact(a in "[A-Z0-9]{1,20}", b in "[A-Z0-9]{1,20}") {
             let (sa, sb) = (Serial::parse(&a, 1, 20).unwrap(), Serial::parse(&b, 1, 20).unwrap());
@@ -1125,28 +1330,21 @@ pub fn run_mapped<M: ItemMap>(
         });
         let mut stats = ValidateStats::default();
         let mut index = DuplicateIndex::with_capacity(expected_rows);
+        let mut dups = Vec::new();
         let mut by_code: BTreeMap<RejectCode, u64> = BTreeMap::new();
         let mut warn_by_code: BTreeMap<RejectCode, u64> = BTreeMap::new();
         for done in done_rx {
             let (len, mut outcomes) = done?;
             stats.rows += len as u64;
-            let keys: Vec<RowKeys> = outcomes
-                .iter()
-                .filter_map(|o| match o {
-                    RowOutcome::Valid { keys, .. } => Some(*keys),
-                    RowOutcome::Rejected(_) => None,
-                })
-                .collect();
-            let dups = index.check_chunk(&keys);
-            let mut dups = dups.into_iter();
-            for outcome in outcomes.drain(..) {
+            index.check_outcomes(&outcomes, &mut dups);
+            for (outcome, d) in outcomes.drain(..).zip(&dups) {
                 let rejects = match outcome {
                     RowOutcome::Valid {
                         keys,
                         item,
                         warnings,
                     } => {
-                        let d = dups.next().unwrap_or_default();
+                        let d = *d;
                         if !d.any() {
                             for w in &warnings {
                                 *warn_by_code.entry(w.code).or_default() += 1;
