@@ -12,7 +12,6 @@ use std::fmt;
 use std::sync::mpsc::sync_channel;
 
 use compact_str::CompactString;
-use hashbrown::HashSet;
 use rayon::prelude::*;
 use smallvec::SmallVec;
 
@@ -740,8 +739,6 @@ impl RowCheck {
     }
 }
 
-type FastSet<K> = HashSet<K, foldhash::fast::FixedState>;
-
 /// Serials, MACs and license ids seen so far; the first valid occurrence wins.
 ///
 /// Keys are exact (no hashing of identifiers into fewer bits) and as narrow
@@ -810,11 +807,33 @@ fn serial_key(s: &Serial) -> SerialKey {
 
 /// A set of serials stored as their narrow exact keys: a third of the
 /// memory of a `HashSet<Serial>` at millions of devices.
-#[derive(Default)]
 pub struct SerialSet {
-    short: FastSet<u64>,
-    mid: FastSet<[u8; 10]>,
-    long: FastSet<u128>,
+    short: KeySet<u64>,
+    mid: KeySet<[u8; 10]>,
+    long: KeySet<u128>,
+}
+
+impl Default for SerialSet {
+    fn default() -> Self {
+        SerialSet::with_capacity(0)
+    }
+}
+
+/// A serial's key and hash for a [`SerialSet`], computed ahead (possibly on
+/// another thread) so that inserting it only probes.
+#[derive(Debug, Clone, Copy)]
+pub struct PreparedSerial(SerialKey, u64);
+
+impl PreparedSerial {
+    pub fn new(s: &Serial) -> PreparedSerial {
+        let k = serial_key(s);
+        let h = match k {
+            SerialKey::Short(k) => KeySet::hash(&k),
+            SerialKey::Mid(k) => KeySet::hash(&k),
+            SerialKey::Long(k) => KeySet::hash(&k),
+        };
+        PreparedSerial(k, h)
+    }
 }
 
 impl SerialSet {
@@ -822,11 +841,33 @@ impl SerialSet {
         SerialSet::default()
     }
 
+    /// Sized for about `n` serials, so that it does not grow while filled.
+    pub fn with_capacity(n: usize) -> SerialSet {
+        SerialSet {
+            short: KeySet::with_capacity(n / 2),
+            mid: KeySet::with_capacity(n / 2),
+            long: KeySet::with_capacity(n / 64),
+        }
+    }
+
     pub fn insert(&mut self, s: Serial) -> bool {
-        match serial_key(&s) {
+        self.insert_prepared(PreparedSerial::new(&s))
+    }
+
+    pub fn insert_prepared(&mut self, PreparedSerial(k, _): PreparedSerial) -> bool {
+        match k {
             SerialKey::Short(k) => self.short.insert(k),
             SerialKey::Mid(k) => self.mid.insert(k),
             SerialKey::Long(k) => self.long.insert(k),
+        }
+    }
+
+    /// A hint that this serial will be inserted or looked up soon.
+    pub fn prefetch(&self, PreparedSerial(k, h): &PreparedSerial) {
+        match k {
+            SerialKey::Short(_) => self.short.prefetch(*h),
+            SerialKey::Mid(_) => self.mid.prefetch(*h),
+            SerialKey::Long(_) => self.long.prefetch(*h),
         }
     }
 
@@ -842,15 +883,15 @@ impl SerialSet {
         self.short.len() + self.mid.len() + self.long.len()
     }
 
-    /// True when no serial is in both sets.
-    pub fn is_disjoint(&self, other: &SerialSet) -> bool {
-        self.short.is_disjoint(&other.short)
-            && self.mid.is_disjoint(&other.mid)
-            && self.long.is_disjoint(&other.long)
-    }
-
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// True when no serial is in both sets.
+    pub fn is_disjoint(&self, other: &SerialSet) -> bool {
+        self.short.iter().all(|k| !other.short.contains(&k))
+            && self.mid.iter().all(|k| !other.mid.contains(&k))
+            && self.long.iter().all(|k| !other.long.contains(&k))
     }
 }
 

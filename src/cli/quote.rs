@@ -24,7 +24,9 @@ use crate::ingest::{self, IngestOptions, InputPath};
 use crate::policy::Policy;
 use crate::quote::{Quote, QuoteBuilder};
 use crate::report::{neutralise, AtomicFile, RejectsWriter};
-use crate::validate::{self, ItemMap, MappedSink, Reject, ValidateOptions, Validator};
+use crate::validate::{
+    self, ItemMap, MappedSink, PreparedSerial, Reject, ValidateOptions, Validator,
+};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -154,6 +156,8 @@ enum Evaluated {
     Device {
         /// Kept only when eligible: the sink needs it for the quotes.
         eligible: Option<Box<Item>>,
+        /// An eligible device's serial, ready for the sink's set.
+        serial: Option<PreparedSerial>,
         key: String,
         line: Vec<u8>,
         /// The failing reasons, one bit per [`Reason`].
@@ -221,6 +225,10 @@ impl ItemMap for Evaluator<'_> {
         let key = item.key();
         let (v, line) = self.evaluate(w, &item, &key, &self.none)?;
         Ok(Evaluated::Device {
+            serial: item
+                .serial
+                .filter(|_| v.eligible())
+                .map(|s| PreparedSerial::new(&s)),
             reasons: reason_bits(&v.reasons),
             eligible: v.eligible().then_some(item),
             key,
@@ -228,6 +236,9 @@ impl ItemMap for Evaluator<'_> {
         })
     }
 }
+
+/// How many eligible devices wait in [`QuoteSink`]'s queue.
+const QUEUE: usize = 16;
 
 /// Every verdict in row order, rejects, and the quotes.
 ///
@@ -245,6 +256,10 @@ struct QuoteSink<'a> {
     eligible_devices: EligibleDevices,
     /// Bound serials of licenses judged unbound on `eligible_devices`.
     pending: EligibleDevices,
+    /// Eligible devices not yet in `eligible_devices`: each one's slot is
+    /// fetched when it arrives and filled a few devices later, and the
+    /// queue is emptied before any license is judged.
+    queue: std::collections::VecDeque<PreparedSerial>,
     line: LineWriter,
     rejects: RejectsWriter,
     warnings: RejectsWriter,
@@ -260,6 +275,7 @@ impl<'a> QuoteSink<'a> {
         out: &std::path::Path,
         evaluator: &'a Evaluator<'a>,
         known: Option<&'a EligibleDevices>,
+        expected_rows: usize,
     ) -> anyhow::Result<QuoteSink<'a>> {
         let mut line = line_writer();
         let mut eligibility = AtomicFile::create(&out.join("eligibility.csv"))?;
@@ -267,8 +283,13 @@ impl<'a> QuoteSink<'a> {
         Ok(QuoteSink {
             evaluator,
             known,
-            eligible_devices: EligibleDevices::new(),
+            eligible_devices: if known.is_some() {
+                EligibleDevices::new()
+            } else {
+                EligibleDevices::with_capacity(expected_rows)
+            },
             pending: EligibleDevices::new(),
+            queue: std::collections::VecDeque::with_capacity(QUEUE + 1),
             line,
             rejects: RejectsWriter::create(&out.join("rejects.csv"))?,
             warnings: RejectsWriter::create(&out.join("warnings.csv"))?,
@@ -282,8 +303,25 @@ impl<'a> QuoteSink<'a> {
 
     /// False when a license was judged unbound but its device turned out
     /// eligible further down: the pass must be run again.
-    fn exact(&self) -> bool {
+    fn exact(&mut self) -> bool {
+        self.flush_devices();
         self.known.is_some() || self.pending.is_disjoint(&self.eligible_devices)
+    }
+
+    fn flush_devices(&mut self) {
+        while let Some(s) = self.queue.pop_front() {
+            self.eligible_devices.insert_prepared(s);
+        }
+    }
+
+    fn add_device(&mut self, s: PreparedSerial) {
+        self.eligible_devices.prefetch(&s);
+        self.queue.push_back(s);
+        if self.queue.len() > QUEUE {
+            if let Some(s) = self.queue.pop_front() {
+                self.eligible_devices.insert_prepared(s);
+            }
+        }
     }
 
     fn count(&mut self, item: Option<(&Item, &str)>, reasons: u32) {
@@ -316,19 +354,19 @@ impl MappedSink<anyhow::Result<Evaluated>> for QuoteSink<'_> {
         match evaluated? {
             Evaluated::Device {
                 eligible,
+                serial,
                 key,
                 line,
                 reasons,
             } => {
                 self.eligibility.write_all(&line)?;
-                if let (Some(item), None) = (&eligible, self.known) {
-                    if let Some(s) = item.serial {
-                        self.eligible_devices.insert(s);
-                    }
+                if let (Some(s), None) = (serial, self.known) {
+                    self.add_device(s);
                 }
                 self.count(eligible.as_deref().map(|i| (i, key.as_str())), reasons);
             }
             Evaluated::License(item) => {
+                self.flush_devices();
                 let key = item.key();
                 let devices = self.known.unwrap_or(&self.eligible_devices);
                 let (v, line) = self
@@ -416,7 +454,7 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
         progress.finish();
         stats
     };
-    let mut first = QuoteSink::create(&settings.out, &evaluator, None)?;
+    let mut first = QuoteSink::create(&settings.out, &evaluator, None, expected)?;
     let mut stats = pass(opened, &mut first)?;
     let known;
     let sink = if first.exact() {
@@ -428,7 +466,7 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
         drop(first);
         let opened = ingest::open(&settings.input, &settings.ingest)
             .map_err(input_error(&settings.input))?;
-        let mut second = QuoteSink::create(&settings.out, &evaluator, Some(&known))?;
+        let mut second = QuoteSink::create(&settings.out, &evaluator, Some(&known), expected)?;
         stats = pass(opened, &mut second)?;
         second
     };

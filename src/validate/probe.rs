@@ -48,7 +48,6 @@ impl<K: Key> KeySet<K> {
         }
     }
 
-    #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.len + usize::from(self.has_zero)
     }
@@ -104,7 +103,6 @@ impl<K: Key> KeySet<K> {
     }
 
     /// Inserts `key`; false when it was there already.
-    #[cfg(test)]
     pub(super) fn insert(&mut self, key: K) -> bool {
         match self.probe(&key, Self::hash(&key)) {
             Probe::Present => false,
@@ -115,13 +113,11 @@ impl<K: Key> KeySet<K> {
         }
     }
 
-    #[cfg(test)]
     pub(super) fn contains(&self, key: &K) -> bool {
         self.probe(key, Self::hash(key)) == Probe::Present
     }
 
     /// Every key, in no particular order.
-    #[cfg(test)]
     pub(super) fn iter(&self) -> impl Iterator<Item = K> + '_ {
         let zero = self.has_zero.then(K::default);
         self.slots
