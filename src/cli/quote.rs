@@ -18,7 +18,7 @@ use rust_decimal::Decimal;
 
 use super::{input_error, thread_pool, Global, InputArgs, Outcome, UsageError};
 use crate::contracts::{self, Contracts};
-use crate::domain::{DateFormat, Item, ItemKind};
+use crate::domain::{Country, Coverage, DateFormat, Item, ItemKind};
 use crate::eligibility::{self, EligibleDevices, Reason, Verdict};
 use crate::ingest::{self, IngestOptions, InputPath};
 use crate::policy::Policy;
@@ -158,7 +158,6 @@ enum Evaluated {
         eligible: Option<Box<Item>>,
         /// An eligible device's serial, ready for the sink's set.
         serial: Option<PreparedSerial>,
-        key: String,
         line: Vec<u8>,
         /// The failing reasons, one bit per [`Reason`].
         reasons: u32,
@@ -166,44 +165,86 @@ enum Evaluated {
     License(Box<Item>),
 }
 
+/// Scratch space for making `eligibility.csv` lines.
+struct LineState {
+    w: LineWriter,
+    /// Activation dates as text by (country, coverage): one as-of date per
+    /// run, so a handful of values.
+    etas: std::collections::HashMap<(Country, Coverage), String, foldhash::fast::FixedState>,
+}
+
+impl LineState {
+    fn new() -> LineState {
+        LineState {
+            w: line_writer(),
+            etas: Default::default(),
+        }
+    }
+}
+
+/// [`Item::key`] of a device, without building a string.
+fn device_key(item: &Item) -> &str {
+    item.serial.as_ref().map_or("", |s| s.as_str())
+}
+
 impl Evaluator<'_> {
     /// The verdict and `eligibility.csv` line of one item.
     fn evaluate(
         &self,
-        w: &mut LineWriter,
+        state: &mut LineState,
         item: &Item,
         key: &str,
         eligible_devices: &EligibleDevices,
     ) -> anyhow::Result<(Verdict, Vec<u8>)> {
         let contract = self.contracts.by_id.get(&item.contract_id);
         let v = eligibility::evaluate(item, contract, self.policy, self.as_of, eligible_devices);
-        let eta = match (v.eligible(), contract) {
-            (true, Some(c)) => self
-                .policy
-                .activation_eta(item.country, c.coverage, self.as_of)
-                .to_string(),
-            _ => String::new(),
+        let eta: &str = match (v.eligible(), contract) {
+            (true, Some(c)) => state
+                .etas
+                .entry((item.country, c.coverage))
+                .or_insert_with(|| {
+                    self.policy
+                        .activation_eta(item.country, c.coverage, self.as_of)
+                        .to_string()
+                }),
+            _ => "",
         };
-        let opt = |v: Option<String>| v.unwrap_or_default();
+        let mut row = [0u8; 20];
+        let license = item.license_id.map(|l| l.to_string());
         let line = csv_line(
-            w,
+            &mut state.w,
             [
-                item.row.to_string().as_str(),
+                decimal(item.row, &mut row),
                 neutralise(key).as_ref(),
                 item.kind.as_str(),
-                &opt(item.serial.map(|s| s.to_string())),
-                &opt(item.license_id.map(|l| l.to_string())),
+                item.serial.as_ref().map_or("", |s| s.as_str()),
+                license.as_deref().unwrap_or(""),
                 neutralise(&item.contract_id).as_ref(),
                 item.country.as_str(),
                 item.region.as_str(),
                 if v.eligible() { "true" } else { "false" },
                 &v.reasons_text(),
                 neutralise(&v.alternative).as_ref(),
-                &eta,
+                eta,
             ],
         )?;
         Ok((v, line))
     }
+}
+
+/// `n` in decimal, written into `buf` (as `n.to_string()`, without the
+/// allocation).
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[i..]).unwrap_or_default()
 }
 
 fn reason_bits(reasons: &[Reason]) -> u32 {
@@ -211,19 +252,18 @@ fn reason_bits(reasons: &[Reason]) -> u32 {
 }
 
 impl ItemMap for Evaluator<'_> {
-    type State = LineWriter;
+    type State = LineState;
     type Out = anyhow::Result<Evaluated>;
 
     fn state(&self) -> Self::State {
-        line_writer()
+        LineState::new()
     }
 
     fn map(&self, w: &mut Self::State, item: Box<Item>) -> Self::Out {
         if item.kind == ItemKind::License {
             return Ok(Evaluated::License(item));
         }
-        let key = item.key();
-        let (v, line) = self.evaluate(w, &item, &key, &self.none)?;
+        let (v, line) = self.evaluate(w, &item, device_key(&item), &self.none)?;
         Ok(Evaluated::Device {
             serial: item
                 .serial
@@ -231,7 +271,6 @@ impl ItemMap for Evaluator<'_> {
                 .map(|s| PreparedSerial::new(&s)),
             reasons: reason_bits(&v.reasons),
             eligible: v.eligible().then_some(item),
-            key,
             line,
         })
     }
@@ -260,7 +299,7 @@ struct QuoteSink<'a> {
     /// fetched when it arrives and filled a few devices later, and the
     /// queue is emptied before any license is judged.
     queue: std::collections::VecDeque<PreparedSerial>,
-    line: LineWriter,
+    line: LineState,
     rejects: RejectsWriter,
     warnings: RejectsWriter,
     eligibility: AtomicFile,
@@ -277,9 +316,9 @@ impl<'a> QuoteSink<'a> {
         known: Option<&'a EligibleDevices>,
         expected_rows: usize,
     ) -> anyhow::Result<QuoteSink<'a>> {
-        let mut line = line_writer();
+        let mut line = LineState::new();
         let mut eligibility = AtomicFile::create(&out.join("eligibility.csv"))?;
-        eligibility.write_all(&csv_line(&mut line, ELIGIBILITY_HEADER)?)?;
+        eligibility.write_all(&csv_line(&mut line.w, ELIGIBILITY_HEADER)?)?;
         Ok(QuoteSink {
             evaluator,
             known,
@@ -355,7 +394,6 @@ impl MappedSink<anyhow::Result<Evaluated>> for QuoteSink<'_> {
             Evaluated::Device {
                 eligible,
                 serial,
-                key,
                 line,
                 reasons,
             } => {
@@ -363,7 +401,7 @@ impl MappedSink<anyhow::Result<Evaluated>> for QuoteSink<'_> {
                 if let (Some(s), None) = (serial, self.known) {
                     self.add_device(s);
                 }
-                self.count(eligible.as_deref().map(|i| (i, key.as_str())), reasons);
+                self.count(eligible.as_deref().map(|i| (i, device_key(i))), reasons);
             }
             Evaluated::License(item) => {
                 self.flush_devices();
