@@ -306,29 +306,23 @@ impl RowKeys {
 /// validating thread so that the duplicate index (on one thread) only
 /// probes.
 #[derive(Debug, Clone, Copy, Default)]
+///
+/// Only the serial's key is kept (the MAC's is its bytes, and licenses are
+/// few): an outcome per row crosses from thread to thread, so its size
+/// counts.
 struct Prepared {
-    serial: Option<(SerialKey, u64)>,
-    mac: Option<([u8; 6], u64)>,
-    license: Option<(u128, u64)>,
+    serial: Option<PreparedSerial>,
+    /// The hashes of the MAC's and the license id's keys (0 when absent).
+    mac_hash: u64,
+    license_hash: u64,
 }
 
 impl Prepared {
     fn new(serial: Option<&Serial>, mac: Option<Mac>, license: Option<LicenseId>) -> Prepared {
         Prepared {
-            serial: serial.map(|s| {
-                let k = serial_key(s);
-                let h = match k {
-                    SerialKey::Short(k) => KeySet::hash(&k),
-                    SerialKey::Mid(k) => KeySet::hash(&k),
-                    SerialKey::Long(k) => KeySet::hash(&k),
-                };
-                (k, h)
-            }),
-            mac: mac.map(|m| {
-                let k = mac_key(m);
-                (k, KeySet::hash(&k))
-            }),
-            license: license.map(|l| (l.key(), KeySet::hash(&l.key()))),
+            serial: serial.map(PreparedSerial::new),
+            mac_hash: mac.map_or(0, |m| KeySet::hash(&mac_key(m))),
+            license_hash: license.map_or(0, |l| KeySet::hash(&l.key())),
         }
     }
 }
@@ -762,7 +756,7 @@ impl RowCheck {
 pub struct DuplicateIndex {
     short_serials: KeySet<u64>,
     mid_serials: KeySet<[u8; 10]>,
-    long_serials: KeySet<u128>,
+    long_serials: KeySet<[u8; 16]>,
     macs: KeySet<[u8; 6]>,
     licenses: KeySet<u128>,
 }
@@ -796,7 +790,7 @@ impl Dups {
 enum SerialKey {
     Short(u64),
     Mid([u8; 10]),
-    Long(u128),
+    Long([u8; 16]),
 }
 
 /// `Serial::key` is base 37 over the characters: 37^12 < 2^63 and
@@ -813,7 +807,7 @@ fn serial_key(s: &Serial) -> SerialKey {
             b.copy_from_slice(&k.to_le_bytes()[..10]);
             SerialKey::Mid(b)
         }
-        _ => SerialKey::Long(k),
+        _ => SerialKey::Long(k.to_le_bytes()),
     }
 }
 
@@ -822,7 +816,7 @@ fn serial_key(s: &Serial) -> SerialKey {
 pub struct SerialSet {
     short: KeySet<u64>,
     mid: KeySet<[u8; 10]>,
-    long: KeySet<u128>,
+    long: KeySet<[u8; 16]>,
 }
 
 impl Default for SerialSet {
@@ -957,55 +951,59 @@ impl DuplicateIndex {
         dups.clear();
         for i in 0..n {
             if let Some(ahead) = keys(i + PREFETCH_AHEAD) {
-                self.prefetch(&ahead.prepared);
+                self.prefetch(ahead);
             }
-            dups.push(keys(i).map_or(Dups::default(), |k| self.check_row(&k.prepared)));
+            dups.push(keys(i).map_or(Dups::default(), |k| self.check_row(k)));
         }
     }
 
-    fn prefetch(&self, p: &Prepared) {
+    fn prefetch(&self, keys: &RowKeys) {
+        let p = &keys.prepared;
         match p.serial {
-            Some((SerialKey::Short(_), h)) => self.short_serials.prefetch(h),
-            Some((SerialKey::Mid(_), h)) => self.mid_serials.prefetch(h),
-            Some((SerialKey::Long(_), h)) => self.long_serials.prefetch(h),
+            Some(PreparedSerial(SerialKey::Short(_), h)) => self.short_serials.prefetch(h),
+            Some(PreparedSerial(SerialKey::Mid(_), h)) => self.mid_serials.prefetch(h),
+            Some(PreparedSerial(SerialKey::Long(_), h)) => self.long_serials.prefetch(h),
             None => {}
         }
-        if let Some((_, h)) = p.mac {
-            self.macs.prefetch(h);
+        if keys.mac.is_some() {
+            self.macs.prefetch(p.mac_hash);
         }
-        if let Some((_, h)) = p.license {
-            self.licenses.prefetch(h);
+        if keys.license.is_some() {
+            self.licenses.prefetch(p.license_hash);
         }
     }
 
-    fn check_row(&mut self, p: &Prepared) -> Dups {
+    fn check_row(&mut self, keys: &RowKeys) -> Dups {
+        let p = &keys.prepared;
         // Look every key up first and record them only if none repeats:
         // each key goes to a different set, so the free slot a look-up
         // found is still the right one when the keys are recorded.
-        let serial = p.serial.map(|(k, h)| match k {
+        let serial = p.serial.map(|PreparedSerial(k, h)| match k {
             SerialKey::Short(k) => self.short_serials.probe(&k, h),
             SerialKey::Mid(k) => self.mid_serials.probe(&k, h),
             SerialKey::Long(k) => self.long_serials.probe(&k, h),
         });
-        let mac = p.mac.map(|(k, h)| self.macs.probe(&k, h));
-        let license = p.license.map(|(k, h)| self.licenses.probe(&k, h));
+        let mac_key = keys.mac.map(mac_key);
+        let license_key = keys.license.map(|l| l.key());
+        let mac = mac_key.map(|k| self.macs.probe(&k, p.mac_hash));
+        let license = license_key.map(|k| self.licenses.probe(&k, p.license_hash));
         let dups = Dups {
             serial: serial == Some(Probe::Present),
             mac: mac == Some(Probe::Present),
             license: license == Some(Probe::Present),
         };
         if !dups.any() {
-            if let (Some((k, _)), Some(Probe::Vacant(slot))) = (p.serial, serial) {
+            if let (Some(PreparedSerial(k, _)), Some(Probe::Vacant(slot))) = (p.serial, serial) {
                 match k {
                     SerialKey::Short(k) => self.short_serials.fill(k, slot),
                     SerialKey::Mid(k) => self.mid_serials.fill(k, slot),
                     SerialKey::Long(k) => self.long_serials.fill(k, slot),
                 }
             }
-            if let (Some((k, _)), Some(Probe::Vacant(slot))) = (p.mac, mac) {
+            if let (Some(k), Some(Probe::Vacant(slot))) = (mac_key, mac) {
                 self.macs.fill(k, slot);
             }
-            if let (Some((k, _)), Some(Probe::Vacant(slot))) = (p.license, license) {
+            if let (Some(k), Some(Probe::Vacant(slot))) = (license_key, license) {
                 self.licenses.fill(k, slot);
             }
         }

@@ -447,7 +447,8 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
     }
     contract_rejects.commit()?;
 
-    // The inventory is read twice: stdin is kept in a temporary file.
+    // The inventory may be read twice (see QuoteSink): stdin is kept in a
+    // temporary file.
     let _spool;
     if settings.input == InputPath::Stdin {
         let mut tmp = tempfile::NamedTempFile::new()?;
