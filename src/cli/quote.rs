@@ -110,34 +110,36 @@ const ELIGIBILITY_HEADER: [&str; 12] = [
     "eta",
 ];
 
-/// A `csv::Writer` target from which each finished line can be taken.
-#[derive(Default)]
-struct LineBuf(std::cell::RefCell<Vec<u8>>);
-
-impl Write for LineBuf {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.get_mut().extend_from_slice(buf);
-        Ok(buf.len())
+/// One CSV line, byte for byte as `csv::Writer` with default settings
+/// writes it (checked by a test): a field is quoted, its quotes doubled,
+/// when it holds a comma, a quote, a CR or a LF; a record of one empty
+/// field is `""`. By hand because this runs once per row.
+fn csv_line<'f>(fields: impl IntoIterator<Item = &'f str>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128);
+    let mut n = 0;
+    for f in fields {
+        if n > 0 {
+            out.push(b',');
+        }
+        n += 1;
+        if f.bytes().any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r')) {
+            out.push(b'"');
+            for b in f.bytes() {
+                if b == b'"' {
+                    out.push(b'"');
+                }
+                out.push(b);
+            }
+            out.push(b'"');
+        } else {
+            out.extend_from_slice(f.as_bytes());
+        }
     }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+    if n == 1 && out.is_empty() {
+        out.extend_from_slice(b"\"\"");
     }
-}
-
-type LineWriter = csv::Writer<LineBuf>;
-
-fn line_writer() -> LineWriter {
-    csv::Writer::from_writer(LineBuf::default())
-}
-
-/// One CSV line, formatted exactly as `csv::Writer` writes it to a file.
-fn csv_line<'f>(
-    w: &mut LineWriter,
-    fields: impl IntoIterator<Item = &'f str>,
-) -> anyhow::Result<Vec<u8>> {
-    w.write_record(fields)?;
-    w.flush()?;
-    Ok(w.get_ref().0.take())
+    out.push(b'\n');
+    out
 }
 
 /// The verdicts (SPEC §4) and their `eligibility.csv` lines.
@@ -167,7 +169,6 @@ enum Evaluated {
 
 /// Scratch space for making `eligibility.csv` lines.
 struct LineState {
-    w: LineWriter,
     /// Activation dates as text by (country, coverage): one as-of date per
     /// run, so a handful of values.
     etas: std::collections::HashMap<(Country, Coverage), String, foldhash::fast::FixedState>,
@@ -176,7 +177,6 @@ struct LineState {
 impl LineState {
     fn new() -> LineState {
         LineState {
-            w: line_writer(),
             etas: Default::default(),
         }
     }
@@ -211,23 +211,20 @@ impl Evaluator<'_> {
         };
         let mut row = [0u8; 20];
         let license = item.license_id.map(|l| l.to_string());
-        let line = csv_line(
-            &mut state.w,
-            [
-                decimal(item.row, &mut row),
-                neutralise(key).as_ref(),
-                item.kind.as_str(),
-                item.serial.as_ref().map_or("", |s| s.as_str()),
-                license.as_deref().unwrap_or(""),
-                neutralise(&item.contract_id).as_ref(),
-                item.country.as_str(),
-                item.region.as_str(),
-                if v.eligible() { "true" } else { "false" },
-                &v.reasons_text(),
-                neutralise(&v.alternative).as_ref(),
-                eta,
-            ],
-        )?;
+        let line = csv_line([
+            decimal(item.row, &mut row),
+            neutralise(key).as_ref(),
+            item.kind.as_str(),
+            item.serial.as_ref().map_or("", |s| s.as_str()),
+            license.as_deref().unwrap_or(""),
+            neutralise(&item.contract_id).as_ref(),
+            item.country.as_str(),
+            item.region.as_str(),
+            if v.eligible() { "true" } else { "false" },
+            &v.reasons_text(),
+            neutralise(&v.alternative).as_ref(),
+            eta,
+        ]);
         Ok((v, line))
     }
 }
@@ -316,9 +313,9 @@ impl<'a> QuoteSink<'a> {
         known: Option<&'a EligibleDevices>,
         expected_rows: usize,
     ) -> anyhow::Result<QuoteSink<'a>> {
-        let mut line = LineState::new();
+        let line = LineState::new();
         let mut eligibility = AtomicFile::create(&out.join("eligibility.csv"))?;
-        eligibility.write_all(&csv_line(&mut line.w, ELIGIBILITY_HEADER)?)?;
+        eligibility.write_all(&csv_line(ELIGIBILITY_HEADER))?;
         Ok(QuoteSink {
             evaluator,
             known,
@@ -624,4 +621,27 @@ fn write_quotes(out: &std::path::Path, quotes: &[Quote]) -> anyhow::Result<()> {
     serde_json::to_writer_pretty(&mut json, quotes)?;
     std::io::Write::write_all(&mut json, b"\n")?;
     json.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn by_csv_writer(fields: &[String]) -> Vec<u8> {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        w.write_record(fields).unwrap();
+        w.into_inner().unwrap()
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn csv_line_equals_csv_writer(
+            fields in proptest::collection::vec("[a, \"\r\n'=é;-]{0,6}", 1..14),
+        ) {
+            proptest::prop_assert_eq!(
+                csv_line(fields.iter().map(String::as_str)),
+                by_csv_writer(&fields)
+            );
+        }
+    }
 }
