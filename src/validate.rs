@@ -286,6 +286,11 @@ pub struct RowKeys {
 }
 
 impl RowKeys {
+    /// The device serial's key and hash, as [`PreparedSerial::new`] makes.
+    pub fn prepared_serial(&self) -> Option<PreparedSerial> {
+        self.prepared.serial
+    }
+
     pub fn new(
         row: u64,
         serial: Option<Serial>,
@@ -1228,8 +1233,9 @@ pub trait ItemMap: Sync {
     type State: Send;
     type Out: Send;
     fn state(&self) -> Self::State;
-    /// The item comes boxed, so that an output that keeps it moves a pointer.
-    fn map(&self, state: &mut Self::State, item: Box<Item>) -> Self::Out;
+    /// The item comes boxed, so that an output that keeps it moves a
+    /// pointer; `keys` are the row's keys, as the duplicate index sees them.
+    fn map(&self, state: &mut Self::State, item: Box<Item>, keys: &RowKeys) -> Self::Out;
 }
 
 /// [`ValidateSink`] for the outputs of an [`ItemMap`].
@@ -1246,7 +1252,7 @@ impl ItemMap for Items {
     type State = ();
     type Out = Box<Item>;
     fn state(&self) {}
-    fn map(&self, _: &mut (), item: Box<Item>) -> Box<Item> {
+    fn map(&self, _: &mut (), item: Box<Item>, _: &RowKeys) -> Box<Item> {
         item
     }
 }
@@ -1368,10 +1374,21 @@ pub fn run_mapped<M: ItemMap>(
                             .with_min_len(256)
                             .map_init(
                                 || (validator.thread_state(), map.state()),
-                                |(state, map_state), i| {
-                                    validator
-                                        .validate(state, &chunk, chunk.record_at(i))
-                                        .map_item(|item| map.map(map_state, item))
+                                |(state, map_state), i| match validator.validate(
+                                    state,
+                                    &chunk,
+                                    chunk.record_at(i),
+                                ) {
+                                    RowOutcome::Valid {
+                                        keys,
+                                        item,
+                                        warnings,
+                                    } => RowOutcome::Valid {
+                                        item: item.map(|item| map.map(map_state, item, &keys)),
+                                        keys,
+                                        warnings,
+                                    },
+                                    RowOutcome::Rejected(r) => RowOutcome::Rejected(r),
                                 },
                             )
                             .collect_into_vec(&mut outcomes)

@@ -18,14 +18,14 @@ use rust_decimal::Decimal;
 
 use super::{input_error, thread_pool, Global, InputArgs, Outcome, UsageError};
 use crate::contracts::{self, Contracts};
-use crate::domain::{Country, Coverage, DateFormat, Item, ItemKind};
+use crate::domain::{Contract, Country, Coverage, DateFormat, Item, ItemKind};
 use crate::eligibility::{self, EligibleDevices, Reason, Verdict};
 use crate::ingest::{self, IngestOptions, InputPath};
 use crate::policy::Policy;
 use crate::quote::{Quote, QuoteBuilder};
 use crate::report::{neutralise, AtomicFile, RejectsWriter};
 use crate::validate::{
-    self, ItemMap, MappedSink, PreparedSerial, Reject, ValidateOptions, Validator,
+    self, ItemMap, MappedSink, PreparedSerial, Reject, RowKeys, ValidateOptions, Validator,
 };
 
 #[derive(clap::Args, Debug)]
@@ -145,6 +145,8 @@ fn csv_line<'f>(fields: impl IntoIterator<Item = &'f str>) -> Vec<u8> {
 /// The verdicts (SPEC §4) and their `eligibility.csv` lines.
 struct Evaluator<'a> {
     contracts: &'a Contracts,
+    /// `contracts.by_id` with a fast hasher: looked up once per row.
+    by_id: std::collections::HashMap<&'a str, &'a Contract, foldhash::fast::FixedState>,
     policy: &'a Policy,
     as_of: NaiveDate,
     /// A device's verdict does not look at the eligible devices.
@@ -196,7 +198,7 @@ impl Evaluator<'_> {
         key: &str,
         eligible_devices: &EligibleDevices,
     ) -> anyhow::Result<(Verdict, Vec<u8>)> {
-        let contract = self.contracts.by_id.get(&item.contract_id);
+        let contract = self.by_id.get(item.contract_id.as_str()).copied();
         let v = eligibility::evaluate(item, contract, self.policy, self.as_of, eligible_devices);
         let eta: &str = match (v.eligible(), contract) {
             (true, Some(c)) => state
@@ -256,16 +258,14 @@ impl ItemMap for Evaluator<'_> {
         LineState::new()
     }
 
-    fn map(&self, w: &mut Self::State, item: Box<Item>) -> Self::Out {
+    fn map(&self, w: &mut Self::State, item: Box<Item>, keys: &RowKeys) -> Self::Out {
         if item.kind == ItemKind::License {
             return Ok(Evaluated::License(item));
         }
         let (v, line) = self.evaluate(w, &item, device_key(&item), &self.none)?;
         Ok(Evaluated::Device {
-            serial: item
-                .serial
-                .filter(|_| v.eligible())
-                .map(|s| PreparedSerial::new(&s)),
+            // A device's serial is its row's serial key, prepared already.
+            serial: keys.prepared_serial().filter(|_| v.eligible()),
             reasons: reason_bits(&v.reasons),
             eligible: v.eligible().then_some(item),
             line,
@@ -470,6 +470,11 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
         .min(50_000_000);
     let evaluator = Evaluator {
         contracts: &contracts,
+        by_id: contracts
+            .by_id
+            .iter()
+            .map(|(id, c)| (id.as_str(), c))
+            .collect(),
         policy: &policy,
         as_of: settings.as_of,
         none: EligibleDevices::new(),
