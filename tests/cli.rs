@@ -675,3 +675,30 @@ fn quote_judges_a_license_listed_before_its_device_on_the_whole_inventory() {
         ("1", key.as_str(), "true")
     );
 }
+
+#[test]
+fn quote_reports_do_not_depend_on_the_thread_count() {
+    // Verdicts and lines are made on the worker threads and taken in row
+    // order: the files must be the same whatever the number of threads.
+    let one = tempfile::tempdir().unwrap();
+    let three = tempfile::tempdir().unwrap();
+    assert!(quote_cmd(one.path(), &["--threads", "1", "--quiet"])
+        .status
+        .success());
+    assert!(quote_cmd(three.path(), &["--threads", "3", "--quiet"])
+        .status
+        .success());
+    for f in [
+        "eligibility.csv",
+        "rejects.csv",
+        "warnings.csv",
+        "quotes.csv",
+        "quotes.json",
+    ] {
+        assert_eq!(
+            std::fs::read(one.path().join(f)).unwrap(),
+            std::fs::read(three.path().join(f)).unwrap(),
+            "{f}"
+        );
+    }
+}
