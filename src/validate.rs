@@ -1240,7 +1240,10 @@ pub trait ItemMap: Sync {
 
 /// [`ValidateSink`] for the outputs of an [`ItemMap`].
 pub trait MappedSink<T> {
-    fn item(&mut self, out: T) -> anyhow::Result<()>;
+    /// One valid row's output (always `Some`). The sink may take it or only
+    /// read it: whatever it leaves is dropped later on another thread, off
+    /// the one that walks the rows in order.
+    fn item(&mut self, out: &mut Option<T>) -> anyhow::Result<()>;
     fn reject(&mut self, reject: &Reject) -> anyhow::Result<()>;
     fn warning(&mut self, warning: &Reject) -> anyhow::Result<()>;
 }
@@ -1260,8 +1263,11 @@ impl ItemMap for Items {
 struct ItemSink<'s>(&'s mut dyn ValidateSink);
 
 impl MappedSink<Box<Item>> for ItemSink<'_> {
-    fn item(&mut self, item: Box<Item>) -> anyhow::Result<()> {
-        self.0.item(*item)
+    fn item(&mut self, item: &mut Option<Box<Item>>) -> anyhow::Result<()> {
+        match item.take() {
+            Some(item) => self.0.item(*item),
+            None => Ok(()),
+        }
     }
     fn reject(&mut self, reject: &Reject) -> anyhow::Result<()> {
         self.0.reject(reject)
@@ -1427,7 +1433,7 @@ pub fn run_mapped<M: ItemMap>(
                                 sink.warning(w)?;
                             }
                             stats.valid += 1;
-                            if let Some(item) = item.take() {
+                            if item.is_some() {
                                 sink.item(item)?;
                             }
                             continue;

@@ -386,19 +386,26 @@ impl<'a> QuoteSink<'a> {
 }
 
 impl MappedSink<anyhow::Result<Evaluated>> for QuoteSink<'_> {
-    fn item(&mut self, evaluated: anyhow::Result<Evaluated>) -> anyhow::Result<()> {
-        match evaluated? {
+    /// Reads the output in place: the items and lines are freed on the
+    /// validating thread, not here.
+    fn item(&mut self, out: &mut Option<anyhow::Result<Evaluated>>) -> anyhow::Result<()> {
+        let evaluated = match out {
+            Some(Ok(e)) => &*e,
+            Some(Err(_)) => return out.take().map_or(Ok(()), |r| r.map(drop)),
+            None => return Ok(()),
+        };
+        match evaluated {
             Evaluated::Device {
                 eligible,
                 serial,
                 line,
                 reasons,
             } => {
-                self.eligibility.write_all(&line)?;
+                self.eligibility.write_all(line)?;
                 if let (Some(s), None) = (serial, self.known) {
-                    self.add_device(s);
+                    self.add_device(*s);
                 }
-                self.count(eligible.as_deref().map(|i| (i, device_key(i))), reasons);
+                self.count(eligible.as_deref().map(|i| (i, device_key(i))), *reasons);
             }
             Evaluated::License(item) => {
                 self.flush_devices();
@@ -406,14 +413,14 @@ impl MappedSink<anyhow::Result<Evaluated>> for QuoteSink<'_> {
                 let devices = self.known.unwrap_or(&self.eligible_devices);
                 let (v, line) = self
                     .evaluator
-                    .evaluate(&mut self.line, &item, &key, devices)?;
+                    .evaluate(&mut self.line, item, &key, devices)?;
                 self.eligibility.write_all(&line)?;
                 if self.known.is_none() && v.reasons.contains(&Reason::LicenseUnbound) {
                     if let Some(s) = item.bound_serial {
                         self.pending.insert(s);
                     }
                 }
-                let eligible = v.eligible().then_some((&*item, key.as_str()));
+                let eligible = v.eligible().then_some((&**item, key.as_str()));
                 self.count(eligible, reason_bits(&v.reasons));
             }
         }
