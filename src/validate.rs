@@ -1339,75 +1339,80 @@ pub fn run_mapped<M: ItemMap>(
     let (spare_chunk_tx, spare_chunk_rx) = std::sync::mpsc::channel::<RecordChunk>();
     let (spare_vec_tx, spare_vec_rx) = std::sync::mpsc::channel::<Vec<RowOutcome<M::Out>>>();
     std::thread::scope(|scope| {
-        scope.spawn(move || {
-            // A fixed set of chunk buffers circulates: after the first few,
-            // the reader waits for one to come back rather than allocate.
-            let mut made = 0;
-            loop {
-                let mut chunk = match spare_chunk_rx.try_recv() {
-                    Ok(c) => c,
-                    Err(_) if made < CHUNKS_IN_FLIGHT => {
-                        made += 1;
-                        RecordChunk::default()
-                    }
-                    Err(_) => match spare_chunk_rx.recv() {
+        // Named, so that profiles tell the stages apart.
+        std::thread::Builder::new()
+            .name("refleet-read".into())
+            .spawn_scoped(scope, move || {
+                // A fixed set of chunk buffers circulates: after the first few,
+                // the reader waits for one to come back rather than allocate.
+                let mut made = 0;
+                loop {
+                    let mut chunk = match spare_chunk_rx.try_recv() {
                         Ok(c) => c,
-                        Err(_) => break,
-                    },
-                };
-                chunk.clear();
-                match source.fill(&mut chunk, CHUNK_RECORDS) {
-                    Ok(()) if chunk.is_empty() => break,
-                    Ok(()) => {
-                        if raw_tx.send(Ok(chunk)).is_err() {
+                        Err(_) if made < CHUNKS_IN_FLIGHT => {
+                            made += 1;
+                            RecordChunk::default()
+                        }
+                        Err(_) => match spare_chunk_rx.recv() {
+                            Ok(c) => c,
+                            Err(_) => break,
+                        },
+                    };
+                    chunk.clear();
+                    match source.fill(&mut chunk, CHUNK_RECORDS) {
+                        Ok(()) if chunk.is_empty() => break,
+                        Ok(()) => {
+                            if raw_tx.send(Ok(chunk)).is_err() {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            let _ = raw_tx.send(Err(e));
                             break;
                         }
                     }
-                    Err(e) => {
-                        let _ = raw_tx.send(Err(e));
+                }
+            })?;
+        std::thread::Builder::new()
+            .name("refleet-check".into())
+            .spawn_scoped(scope, move || {
+                for chunk in raw_rx {
+                    let result = chunk.map(|chunk| {
+                        let mut outcomes = spare_vec_rx.try_recv().unwrap_or_default();
+                        pool.install(|| {
+                            (0..chunk.len())
+                                .into_par_iter()
+                                .with_min_len(256)
+                                .map_init(
+                                    || (validator.thread_state(), map.state()),
+                                    |(state, map_state), i| match validator.validate(
+                                        state,
+                                        &chunk,
+                                        chunk.record_at(i),
+                                    ) {
+                                        RowOutcome::Valid {
+                                            keys,
+                                            item,
+                                            warnings,
+                                        } => RowOutcome::Valid {
+                                            item: item.map(|item| map.map(map_state, item, &keys)),
+                                            keys,
+                                            warnings,
+                                        },
+                                        RowOutcome::Rejected(r) => RowOutcome::Rejected(r),
+                                    },
+                                )
+                                .collect_into_vec(&mut outcomes)
+                        });
+                        let len = chunk.len();
+                        let _ = spare_chunk_tx.send(chunk);
+                        (len, outcomes)
+                    });
+                    if done_tx.send(result).is_err() {
                         break;
                     }
                 }
-            }
-        });
-        scope.spawn(move || {
-            for chunk in raw_rx {
-                let result = chunk.map(|chunk| {
-                    let mut outcomes = spare_vec_rx.try_recv().unwrap_or_default();
-                    pool.install(|| {
-                        (0..chunk.len())
-                            .into_par_iter()
-                            .with_min_len(256)
-                            .map_init(
-                                || (validator.thread_state(), map.state()),
-                                |(state, map_state), i| match validator.validate(
-                                    state,
-                                    &chunk,
-                                    chunk.record_at(i),
-                                ) {
-                                    RowOutcome::Valid {
-                                        keys,
-                                        item,
-                                        warnings,
-                                    } => RowOutcome::Valid {
-                                        item: item.map(|item| map.map(map_state, item, &keys)),
-                                        keys,
-                                        warnings,
-                                    },
-                                    RowOutcome::Rejected(r) => RowOutcome::Rejected(r),
-                                },
-                            )
-                            .collect_into_vec(&mut outcomes)
-                    });
-                    let len = chunk.len();
-                    let _ = spare_chunk_tx.send(chunk);
-                    (len, outcomes)
-                });
-                if done_tx.send(result).is_err() {
-                    break;
-                }
-            }
-        });
+            })?;
         let mut stats = ValidateStats::default();
         let mut index = DuplicateIndex::with_capacity(expected_rows);
         let mut dups = Vec::new();
