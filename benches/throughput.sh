@@ -59,6 +59,13 @@ wall_seconds() {
     }' || die "cannot parse wall clock time '$t' in $1"
 }
 
+# "User time (seconds): 1.23" + "System time (seconds): 0.45" -> seconds of
+# CPU: less sensitive than wall time to other work on a shared machine.
+cpu_seconds() {
+    awk -F': *' '/User time \(seconds\)|System time \(seconds\)/ { s += $2 }
+        END { printf "%.2f\n", s }' "$1"
+}
+
 # "Maximum resident set size (kbytes): 123456" -> MiB.
 peak_rss_mib() {
     local kb
@@ -84,12 +91,13 @@ run_timed() {
 
 # table_row TOOL ROWS FILE_MIB TIMEFILE: one line of a results table.
 table_row() {
-    local w r
+    local w r c
     w=$(wall_seconds "$4")
     r=$(peak_rss_mib "$4")
-    awk -v t="$1" -v n="$2" -v mib="$3" -v w="$w" -v r="$r" 'BEGIN {
+    c=$(cpu_seconds "$4")
+    awk -v t="$1" -v n="$2" -v mib="$3" -v w="$w" -v r="$r" -v c="$c" 'BEGIN {
         ws = (w > 0) ? w : 0.01   # time -v has 10 ms resolution
-        printf "%-8s %12d %10.1f %8.2f %12.0f %8.1f %12.1f", t, n, mib, w, n / ws, mib / ws, r
+        printf "%-8s %12d %10.1f %8.2f %8.2f %12.0f %8.1f %12.1f", t, n, mib, w, c, n / ws, mib / ws, r
     }'
 }
 
@@ -223,7 +231,7 @@ for n in "${ROWS[@]}"; do
 done
 
 header() {
-    printf '%-8s %12s %10s %8s %12s %8s %12s\n' tool rows "file MiB" "wall s" "rows/s" "MiB/s" "peak RSS MiB"
+    printf '%-8s %12s %10s %8s %8s %12s %8s %12s\n' tool rows "file MiB" "wall s" "cpu s" "rows/s" "MiB/s" "peak RSS MiB"
 }
 if [[ $do_validate == 1 ]]; then
     echo

@@ -35,6 +35,25 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, in order.
+    pub const ALL: [Reason; 15] = [
+        Reason::ModelUnknown,
+        Reason::ModelNotEligible,
+        Reason::ModelEndOfSupport,
+        Reason::ContractNotFound,
+        Reason::ContractExpired,
+        Reason::ContractSuspended,
+        Reason::ContractNotStarted,
+        Reason::ContractAccountMismatch,
+        Reason::NoReactivationCoverage,
+        Reason::RegionNotCovered,
+        Reason::RegionRestricted,
+        Reason::RepairPending,
+        Reason::ReportedLost,
+        Reason::ManualReview,
+        Reason::LicenseUnbound,
+    ];
+
     pub fn as_str(self) -> &'static str {
         use Reason::*;
         match self {

@@ -106,9 +106,13 @@ struct Group<'p> {
 pub struct QuoteBuilder<'p> {
     contracts: &'p std::collections::HashMap<CompactString, Contract>,
     policy: &'p Policy,
-    /// Looked up once per item: a hash map, sorted only in `finish`.
-    groups:
-        std::collections::HashMap<(CompactString, Region), Group<'p>, foldhash::fast::FixedState>,
+    /// The groups in order of appearance, with their contract; sorted only
+    /// in `finish`.
+    groups: Vec<((CompactString, Region), &'p Contract, Group<'p>)>,
+    /// Index into `groups`, looked up when an item is not in the group of
+    /// the item before (exports list a contract's items together).
+    index: std::collections::HashMap<(CompactString, Region), usize, foldhash::fast::FixedState>,
+    last: Option<usize>,
 }
 
 impl<'p> QuoteBuilder<'p> {
@@ -119,26 +123,46 @@ impl<'p> QuoteBuilder<'p> {
         QuoteBuilder {
             contracts,
             policy,
-            groups: std::collections::HashMap::with_hasher(foldhash::fast::FixedState::default()),
+            groups: Vec::new(),
+            index: std::collections::HashMap::with_hasher(foldhash::fast::FixedState::default()),
+            last: None,
         }
     }
 
     /// Adds one eligible item (its contract must be known); `key` is
     /// [`Item::key`], which the caller has usually built already.
     pub fn add(&mut self, item: &Item, key: &str) {
-        let Some(contract) = self.contracts.get(&item.contract_id) else {
-            return;
+        let same = |(id, region): &(CompactString, Region)| {
+            *region == item.region && *id == item.contract_id
         };
-        let g = self
-            .groups
-            .entry((item.contract_id.clone(), item.region))
-            .or_insert_with(|| Group {
-                devices: 0,
-                licenses: 0,
-                by_family: BTreeMap::new(),
-                overage: BTreeMap::new(),
-                keys: Sha256::new(),
-            });
+        let i = match self.last {
+            Some(i) if same(&self.groups[i].0) => i,
+            _ => {
+                let Some(contract) = self.contracts.get(&item.contract_id) else {
+                    return;
+                };
+                let groups = &mut self.groups;
+                *self
+                    .index
+                    .entry((item.contract_id.clone(), item.region))
+                    .or_insert_with(|| {
+                        groups.push((
+                            (item.contract_id.clone(), item.region),
+                            contract,
+                            Group {
+                                devices: 0,
+                                licenses: 0,
+                                by_family: BTreeMap::new(),
+                                overage: BTreeMap::new(),
+                                keys: Sha256::new(),
+                            },
+                        ));
+                        groups.len() - 1
+                    })
+            }
+        };
+        self.last = Some(i);
+        let (_, contract, g) = &mut self.groups[i];
         g.keys.update(key.as_bytes());
         g.keys.update([0]);
         match item.kind {
@@ -160,13 +184,11 @@ impl<'p> QuoteBuilder<'p> {
 
     /// The quotes, sorted by contract id then region.
     pub fn finish(self, as_of: NaiveDate) -> Result<Vec<Quote>, QuoteError> {
-        let mut groups: Vec<_> = self.groups.into_iter().collect();
+        let mut groups = self.groups;
         groups.sort_by(|a, b| a.0.cmp(&b.0));
         let mut quotes = Vec::with_capacity(groups.len());
-        for ((contract_id, region), group) in groups {
-            if let Some(contract) = self.contracts.get(&contract_id) {
-                quotes.push(quote_group(contract, region, group, self.policy, as_of)?);
-            }
+        for ((_, region), contract, group) in groups {
+            quotes.push(quote_group(contract, region, group, self.policy, as_of)?);
         }
         Ok(quotes)
     }

@@ -12,7 +12,6 @@ use std::fmt;
 use std::sync::mpsc::sync_channel;
 
 use compact_str::CompactString;
-use hashbrown::HashSet;
 use rayon::prelude::*;
 use smallvec::SmallVec;
 
@@ -23,6 +22,9 @@ use crate::domain::{
 use crate::ingest::{match_headers, HeaderMap, IngestError, RecordChunk, RecordIdx, RecordSource};
 use crate::policy::Policy;
 use crate::progress::Progress;
+
+mod probe;
+use probe::{KeySet, Probe};
 
 /// Every reason a row can be rejected or warned about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -192,22 +194,83 @@ pub struct Validator<'p> {
 
 /// What one validating thread keeps for itself.
 pub struct ThreadState {
-    account: regex::Regex,
-    contract: regex::Regex,
+    account: IdPattern,
+    contract: IdPattern,
+}
+
+/// The built-in pattern of account and contract ids (policy `[identifiers]`).
+const DEFAULT_ID_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._/-]{1,63}$";
+
+/// An id pattern: the built-in one matched by hand (a byte loop instead of
+/// a regex search per field), any other with its regex.
+#[derive(Clone)]
+enum IdPattern {
+    Default,
+    Regex(regex::Regex),
+}
+
+impl IdPattern {
+    fn new(re: &regex::Regex) -> IdPattern {
+        if re.as_str() == DEFAULT_ID_PATTERN {
+            IdPattern::Default
+        } else {
+            IdPattern::Regex(re.clone())
+        }
+    }
+
+    fn is_match(&self, s: &str) -> bool {
+        match self {
+            IdPattern::Default => default_id_match(s),
+            IdPattern::Regex(re) => re.is_match(s),
+        }
+    }
+}
+
+/// `^[A-Za-z0-9][A-Za-z0-9._/-]{1,63}$`: the class is ASCII, so a byte is
+/// a character and the length bound is in bytes.
+fn default_id_match(s: &str) -> bool {
+    let b = s.as_bytes();
+    (2..=64).contains(&b.len())
+        && b[0].is_ascii_alphanumeric()
+        && b[1..]
+            .iter()
+            .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'/' | b'-'))
 }
 
 /// The result for one row, before duplicate detection. The item itself is
 /// built only when a sink wants items (`keep_items`): the duplicate index
 /// needs just the keys, and building and dropping millions of items that
 /// nobody reads was a tenth of `validate`'s time.
+///
+/// `T` is what the row's item became on the validating thread: the boxed
+/// item itself from [`Validator::validate`], or an [`ItemMap`]'s output in
+/// [`run_mapped`].
 #[derive(Debug)]
-pub enum RowOutcome {
+pub enum RowOutcome<T = Box<Item>> {
     Valid {
         keys: RowKeys,
-        item: Option<Box<Item>>,
+        item: Option<T>,
         warnings: Vec<Reject>,
     },
     Rejected(Vec<Reject>),
+}
+
+impl<T> RowOutcome<T> {
+    /// Turns the item (when there is one) into something else.
+    pub fn map_item<U>(self, f: impl FnOnce(T) -> U) -> RowOutcome<U> {
+        match self {
+            RowOutcome::Valid {
+                keys,
+                item,
+                warnings,
+            } => RowOutcome::Valid {
+                keys,
+                item: item.map(f),
+                warnings,
+            },
+            RowOutcome::Rejected(r) => RowOutcome::Rejected(r),
+        }
+    }
 }
 
 /// The identifiers of a valid row that must be unique in the file.
@@ -218,6 +281,55 @@ pub struct RowKeys {
     pub serial: Option<Serial>,
     pub mac: Option<Mac>,
     pub license: Option<LicenseId>,
+    /// The same, as the duplicate index stores them.
+    prepared: Prepared,
+}
+
+impl RowKeys {
+    /// The device serial's key and hash, as [`PreparedSerial::new`] makes.
+    pub fn prepared_serial(&self) -> Option<PreparedSerial> {
+        self.prepared.serial
+    }
+
+    pub fn new(
+        row: u64,
+        serial: Option<Serial>,
+        mac: Option<Mac>,
+        license: Option<LicenseId>,
+    ) -> RowKeys {
+        RowKeys {
+            row,
+            serial,
+            mac,
+            license,
+            prepared: Prepared::new(serial.as_ref(), mac, license),
+        }
+    }
+}
+
+/// The narrow exact keys of a row and their hashes, computed on the
+/// validating thread so that the duplicate index (on one thread) only
+/// probes.
+#[derive(Debug, Clone, Copy, Default)]
+///
+/// Only the serial's key is kept (the MAC's is its bytes, and licenses are
+/// few): an outcome per row crosses from thread to thread, so its size
+/// counts.
+struct Prepared {
+    serial: Option<PreparedSerial>,
+    /// The hashes of the MAC's and the license id's keys (0 when absent).
+    mac_hash: u64,
+    license_hash: u64,
+}
+
+impl Prepared {
+    fn new(serial: Option<&Serial>, mac: Option<Mac>, license: Option<LicenseId>) -> Prepared {
+        Prepared {
+            serial: serial.map(PreparedSerial::new),
+            mac_hash: mac.map_or(0, |m| KeySet::hash(&mac_key(m))),
+            license_hash: license.map_or(0, |l| KeySet::hash(&l.key())),
+        }
+    }
 }
 
 impl<'p> Validator<'p> {
@@ -255,8 +367,8 @@ impl<'p> Validator<'p> {
     /// cache between threads through a pool, which showed in profiles.
     pub fn thread_state(&self) -> ThreadState {
         ThreadState {
-            account: self.policy.account_pattern.clone(),
-            contract: self.policy.contract_pattern.clone(),
+            account: IdPattern::new(&self.policy.account_pattern),
+            contract: IdPattern::new(&self.policy.contract_pattern),
         }
     }
 
@@ -264,13 +376,14 @@ impl<'p> Validator<'p> {
     /// its own [`ThreadState`].
     pub fn validate(&self, state: &ThreadState, chunk: &RecordChunk, r: RecordIdx) -> RowOutcome {
         let row = chunk.row(r);
-        if let Some(p) = chunk.problem(r) {
+        let fields = chunk.view(r);
+        if let Some(p) = chunk.problem_of(r, &fields) {
             return RowOutcome::Rejected(vec![Reject {
                 row,
                 column: Cow::Borrowed(""),
-                value: chunk.problem_preview(r).to_string(),
+                value: chunk.problem_preview(r).into_owned(),
                 code: p.code,
-                message: p.message.clone(),
+                message: p.into_owned().message,
             }]);
         }
         let mut v = RowCheck {
@@ -282,19 +395,19 @@ impl<'p> Validator<'p> {
         // Any field that is not UTF-8 rejects the row, naming the column. One
         // check of the whole record covers the common case: fields split at
         // ASCII delimiters, so each is UTF-8 when the record is.
-        let record = std::str::from_utf8(chunk.record_bytes(r)).ok();
+        let record = std::str::from_utf8(fields.bytes()).ok();
         let text = |i: usize| -> Result<&str, ()> {
             match record {
-                Some(rec) => rec.get(chunk.field_range(r, i)).ok_or(()),
-                None => std::str::from_utf8(chunk.field(r, i)).map_err(|_| ()),
+                Some(rec) => rec.get(fields.range(i)).ok_or(()),
+                None => std::str::from_utf8(fields.field(i)).map_err(|_| ()),
             }
         };
         let mut texts: [&str; INVENTORY_COLUMNS.len()] = [""; INVENTORY_COLUMNS.len()];
         for (c, idx) in self.columns.canonical.iter().enumerate() {
             if let Some(i) = *idx {
                 match text(i) {
-                    Ok(s) => texts[c] = s.trim(),
-                    Err(()) => v.encoding(Cow::Borrowed(INVENTORY_COLUMNS[c]), chunk.field(r, i)),
+                    Ok(s) => texts[c] = trim(s),
+                    Err(()) => v.encoding(Cow::Borrowed(INVENTORY_COLUMNS[c]), fields.field(i)),
                 }
             }
         }
@@ -302,7 +415,7 @@ impl<'p> Validator<'p> {
         for &i in &self.columns.extras {
             match text(i) {
                 Ok(s) => extra.push(CompactString::from(s)),
-                Err(()) => v.encoding(Cow::Owned(self.columns.names[i].clone()), chunk.field(r, i)),
+                Err(()) => v.encoding(Cow::Owned(self.columns.names[i].clone()), fields.field(i)),
             }
         }
         let get = |c: Col| -> &str { texts[c as usize] };
@@ -515,12 +628,12 @@ impl<'p> Validator<'p> {
                 Some(repair),
                 Some(lost),
             ) if v.rejects.is_empty() => RowOutcome::Valid {
-                keys: RowKeys {
+                keys: RowKeys::new(
                     row,
-                    serial: serial.filter(|_| kind == ItemKind::Device),
+                    serial.filter(|_| kind == ItemKind::Device),
                     mac,
-                    license: license_id,
-                },
+                    license_id,
+                ),
                 item: self.options.keep_items.then(|| {
                     Box::new(Item {
                         row,
@@ -557,6 +670,15 @@ impl<'p> Validator<'p> {
                 None
             }
         }
+    }
+}
+
+/// `s.trim()`, with a shortcut for the usual field that starts and ends
+/// with a visible ASCII character and so has nothing to trim.
+fn trim(s: &str) -> &str {
+    match (s.as_bytes().first(), s.as_bytes().last()) {
+        (Some(a), Some(b)) if a.is_ascii_graphic() && b.is_ascii_graphic() => s,
+        _ => s.trim(),
     }
 }
 
@@ -625,23 +747,28 @@ impl RowCheck {
     }
 }
 
-type FastSet<K> = HashSet<K, foldhash::fast::FixedState>;
-
 /// Serials, MACs and license ids seen so far; the first valid occurrence wins.
 ///
 /// Keys are exact (no hashing of identifiers into fewer bits) and as narrow
 /// as the value allows, since this index is most of the stage's memory: a
 /// serial of up to 12 characters fits 8 bytes, up to 15 fits 10, longer ones
-/// 16; a MAC is its 6 bytes. (A version sharded into cache-sized sets and checked in parallel passes
-/// was measured: no faster on 2 cores, and 110 MB more at 10 M rows.)
+/// 16; a MAC is its 6 bytes. The index runs on one thread, in row order;
+/// the keys and their hashes are computed on the validating threads
+/// ([`RowKeys::new`]) and each chunk is probed with the slots of the rows a
+/// few places ahead already being fetched (see [`KeySet`]). (A version
+/// sharded into cache-sized sets and checked in parallel passes was
+/// measured: no faster on 2 cores, and 110 MB more at 10 M rows.)
 pub struct DuplicateIndex {
-    short_serials: FastSet<u64>,
-    mid_serials: FastSet<[u8; 10]>,
-    long_serials: FastSet<u128>,
-    /// 6 bytes, not a `u64`: at ten million MACs the difference is 30 MB.
-    macs: FastSet<[u8; 6]>,
-    licenses: FastSet<u128>,
+    short_serials: KeySet<u64>,
+    mid_serials: KeySet<[u8; 10]>,
+    long_serials: KeySet<[u8; 16]>,
+    macs: KeySet<[u8; 6]>,
+    licenses: KeySet<u128>,
 }
+
+/// How many rows ahead the index fetches the slots it will probe: enough to
+/// cover a memory access, few enough that they are still cached when used.
+const PREFETCH_AHEAD: usize = 16;
 
 impl Default for DuplicateIndex {
     fn default() -> Self {
@@ -668,12 +795,15 @@ impl Dups {
 enum SerialKey {
     Short(u64),
     Mid([u8; 10]),
-    Long(u128),
+    Long([u8; 16]),
 }
 
 /// `Serial::key` is base 37 over the characters: 37^12 < 2^63 and
 /// 37^15 < 2^79, so the narrower forms lose nothing.
 fn serial_key(s: &Serial) -> SerialKey {
+    if let Some(k) = s.short_key() {
+        return SerialKey::Short(k);
+    }
     let k = s.key();
     match s.as_bytes().len() {
         0..=12 => SerialKey::Short(k as u64),
@@ -682,17 +812,39 @@ fn serial_key(s: &Serial) -> SerialKey {
             b.copy_from_slice(&k.to_le_bytes()[..10]);
             SerialKey::Mid(b)
         }
-        _ => SerialKey::Long(k),
+        _ => SerialKey::Long(k.to_le_bytes()),
     }
 }
 
 /// A set of serials stored as their narrow exact keys: a third of the
 /// memory of a `HashSet<Serial>` at millions of devices.
-#[derive(Default)]
 pub struct SerialSet {
-    short: FastSet<u64>,
-    mid: FastSet<[u8; 10]>,
-    long: FastSet<u128>,
+    short: KeySet<u64>,
+    mid: KeySet<[u8; 10]>,
+    long: KeySet<[u8; 16]>,
+}
+
+impl Default for SerialSet {
+    fn default() -> Self {
+        SerialSet::with_capacity(0)
+    }
+}
+
+/// A serial's key and hash for a [`SerialSet`], computed ahead (possibly on
+/// another thread) so that inserting it only probes.
+#[derive(Debug, Clone, Copy)]
+pub struct PreparedSerial(SerialKey, u64);
+
+impl PreparedSerial {
+    pub fn new(s: &Serial) -> PreparedSerial {
+        let k = serial_key(s);
+        let h = match k {
+            SerialKey::Short(k) => KeySet::hash(&k),
+            SerialKey::Mid(k) => KeySet::hash(&k),
+            SerialKey::Long(k) => KeySet::hash(&k),
+        };
+        PreparedSerial(k, h)
+    }
 }
 
 impl SerialSet {
@@ -700,11 +852,33 @@ impl SerialSet {
         SerialSet::default()
     }
 
+    /// Sized for about `n` serials, so that it does not grow while filled.
+    pub fn with_capacity(n: usize) -> SerialSet {
+        SerialSet {
+            short: KeySet::with_capacity(n / 2),
+            mid: KeySet::with_capacity(n / 2),
+            long: KeySet::with_capacity(n / 64),
+        }
+    }
+
     pub fn insert(&mut self, s: Serial) -> bool {
-        match serial_key(&s) {
+        self.insert_prepared(PreparedSerial::new(&s))
+    }
+
+    pub fn insert_prepared(&mut self, PreparedSerial(k, _): PreparedSerial) -> bool {
+        match k {
             SerialKey::Short(k) => self.short.insert(k),
             SerialKey::Mid(k) => self.mid.insert(k),
             SerialKey::Long(k) => self.long.insert(k),
+        }
+    }
+
+    /// A hint that this serial will be inserted or looked up soon.
+    pub fn prefetch(&self, PreparedSerial(k, h): &PreparedSerial) {
+        match k {
+            SerialKey::Short(_) => self.short.prefetch(*h),
+            SerialKey::Mid(_) => self.mid.prefetch(*h),
+            SerialKey::Long(_) => self.long.prefetch(*h),
         }
     }
 
@@ -723,6 +897,13 @@ impl SerialSet {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// True when no serial is in both sets.
+    pub fn is_disjoint(&self, other: &SerialSet) -> bool {
+        self.short.iter().all(|k| !other.short.contains(&k))
+            && self.mid.iter().all(|k| !other.mid.contains(&k))
+            && self.long.iter().all(|k| !other.long.contains(&k))
+    }
 }
 
 fn mac_key(m: Mac) -> [u8; 6] {
@@ -734,13 +915,12 @@ impl DuplicateIndex {
     /// Sized for about `rows` rows, so the sets do not grow (and briefly
     /// double) while a large file is read.
     pub fn with_capacity(rows: usize) -> DuplicateIndex {
-        let hasher = foldhash::fast::FixedState::default;
         DuplicateIndex {
-            short_serials: FastSet::with_capacity_and_hasher(rows / 2, hasher()),
-            mid_serials: FastSet::with_capacity_and_hasher(rows / 2, hasher()),
-            long_serials: FastSet::with_capacity_and_hasher(rows / 64, hasher()),
-            macs: FastSet::with_capacity_and_hasher(rows, hasher()),
-            licenses: FastSet::with_capacity_and_hasher(rows / 16, hasher()),
+            short_serials: KeySet::with_capacity(rows / 2),
+            mid_serials: KeySet::with_capacity(rows / 2),
+            long_serials: KeySet::with_capacity(rows / 64),
+            macs: KeySet::with_capacity(rows),
+            licenses: KeySet::with_capacity(rows / 16),
         }
     }
 
@@ -749,39 +929,87 @@ impl DuplicateIndex {
     /// for each repeated key and records none of its keys, so it never
     /// shadows a later good row.
     pub fn check_chunk(&mut self, rows: &[RowKeys]) -> Vec<Dups> {
-        rows.iter().map(|r| self.check_row(r)).collect()
+        let mut dups = Vec::with_capacity(rows.len());
+        self.check_each(rows.len(), |i| rows.get(i), &mut dups);
+        dups
     }
 
-    fn check_row(&mut self, r: &RowKeys) -> Dups {
-        // Insert first and undo on a duplicate: one probe per key on the
-        // common path instead of a look-up and an insert.
-        let sk = r.serial.as_ref().map(serial_key);
-        let serial_new = sk.map(|k| match k {
-            SerialKey::Short(k) => self.short_serials.insert(k),
-            SerialKey::Mid(k) => self.mid_serials.insert(k),
-            SerialKey::Long(k) => self.long_serials.insert(k),
+    /// [`DuplicateIndex::check_chunk`] over a chunk's outcomes, one entry
+    /// per outcome (no duplicates for a rejected row).
+    fn check_outcomes<T>(&mut self, outcomes: &[RowOutcome<T>], dups: &mut Vec<Dups>) {
+        self.check_each(
+            outcomes.len(),
+            |i| match outcomes.get(i) {
+                Some(RowOutcome::Valid { keys, .. }) => Some(keys),
+                _ => None,
+            },
+            dups,
+        );
+    }
+
+    fn check_each<'k>(
+        &mut self,
+        n: usize,
+        keys: impl Fn(usize) -> Option<&'k RowKeys>,
+        dups: &mut Vec<Dups>,
+    ) {
+        dups.clear();
+        for i in 0..n {
+            if let Some(ahead) = keys(i + PREFETCH_AHEAD) {
+                self.prefetch(ahead);
+            }
+            dups.push(keys(i).map_or(Dups::default(), |k| self.check_row(k)));
+        }
+    }
+
+    fn prefetch(&self, keys: &RowKeys) {
+        let p = &keys.prepared;
+        match p.serial {
+            Some(PreparedSerial(SerialKey::Short(_), h)) => self.short_serials.prefetch(h),
+            Some(PreparedSerial(SerialKey::Mid(_), h)) => self.mid_serials.prefetch(h),
+            Some(PreparedSerial(SerialKey::Long(_), h)) => self.long_serials.prefetch(h),
+            None => {}
+        }
+        if keys.mac.is_some() {
+            self.macs.prefetch(p.mac_hash);
+        }
+        if keys.license.is_some() {
+            self.licenses.prefetch(p.license_hash);
+        }
+    }
+
+    fn check_row(&mut self, keys: &RowKeys) -> Dups {
+        let p = &keys.prepared;
+        // Look every key up first and record them only if none repeats:
+        // each key goes to a different set, so the free slot a look-up
+        // found is still the right one when the keys are recorded.
+        let serial = p.serial.map(|PreparedSerial(k, h)| match k {
+            SerialKey::Short(k) => self.short_serials.probe(&k, h),
+            SerialKey::Mid(k) => self.mid_serials.probe(&k, h),
+            SerialKey::Long(k) => self.long_serials.probe(&k, h),
         });
-        let mac_new = r.mac.map(|m| self.macs.insert(mac_key(m)));
-        let license_new = r.license.map(|l| self.licenses.insert(l.key()));
+        let mac_key = keys.mac.map(mac_key);
+        let license_key = keys.license.map(|l| l.key());
+        let mac = mac_key.map(|k| self.macs.probe(&k, p.mac_hash));
+        let license = license_key.map(|k| self.licenses.probe(&k, p.license_hash));
         let dups = Dups {
-            serial: serial_new == Some(false),
-            mac: mac_new == Some(false),
-            license: license_new == Some(false),
+            serial: serial == Some(Probe::Present),
+            mac: mac == Some(Probe::Present),
+            license: license == Some(Probe::Present),
         };
-        if dups.any() {
-            if serial_new == Some(true) {
-                match sk {
-                    Some(SerialKey::Short(k)) => self.short_serials.remove(&k),
-                    Some(SerialKey::Mid(k)) => self.mid_serials.remove(&k),
-                    Some(SerialKey::Long(k)) => self.long_serials.remove(&k),
-                    None => false,
-                };
+        if !dups.any() {
+            if let (Some(PreparedSerial(k, _)), Some(Probe::Vacant(slot))) = (p.serial, serial) {
+                match k {
+                    SerialKey::Short(k) => self.short_serials.fill(k, slot),
+                    SerialKey::Mid(k) => self.mid_serials.fill(k, slot),
+                    SerialKey::Long(k) => self.long_serials.fill(k, slot),
+                }
             }
-            if let (Some(true), Some(m)) = (mac_new, r.mac) {
-                self.macs.remove(&mac_key(m));
+            if let (Some(k), Some(Probe::Vacant(slot))) = (mac_key, mac) {
+                self.macs.fill(k, slot);
             }
-            if let (Some(true), Some(l)) = (license_new, r.license) {
-                self.licenses.remove(&l.key());
+            if let (Some(k), Some(Probe::Vacant(slot))) = (license_key, license) {
+                self.licenses.fill(k, slot);
             }
         }
         dups
@@ -832,12 +1060,12 @@ mod dedupe_tests {
     use super::*;
 
     fn keys(row: u64, serial: Option<&str>, mac: Option<&str>, license: Option<&str>) -> RowKeys {
-        RowKeys {
+        RowKeys::new(
             row,
-            serial: serial.map(|s| Serial::parse(s, 1, 20).unwrap()),
-            mac: mac.map(|m| Mac::parse(m).unwrap()),
-            license: license.map(|l| LicenseId::parse(l).unwrap()),
-        }
+            serial.map(|s| Serial::parse(s, 1, 20).unwrap()),
+            mac.map(|m| Mac::parse(m).unwrap()),
+            license.map(|l| LicenseId::parse(l).unwrap()),
+        )
     }
 
     /// The row-by-row rule the sharded index must match exactly.
@@ -886,7 +1114,75 @@ mod dedupe_tests {
         );
     }
 
+    /// Outcomes with rejected rows between the valid ones: the index
+    /// skips them and still follows the row-by-row rule.
+    #[test]
+    fn outcomes_with_rejected_rows_match_the_row_by_row_rule() {
+        let rows: Vec<RowKeys> = (0..200u64)
+            .map(|i| {
+                let s = format!("{:012X}", 0x0004F2000000u64 + i % 37);
+                let m = format!("00:04:F2:00:02:{:02X}", i % 29);
+                keys(i + 1, Some(&s), Some(&m), None)
+            })
+            .collect();
+        let outcomes: Vec<RowOutcome<()>> = rows
+            .iter()
+            .enumerate()
+            .flat_map(|(i, k)| {
+                let valid = RowOutcome::Valid {
+                    keys: *k,
+                    item: None,
+                    warnings: Vec::new(),
+                };
+                let rejected = (i % 3 == 0).then(|| RowOutcome::Rejected(Vec::new()));
+                rejected.into_iter().chain([valid])
+            })
+            .collect();
+        let mut index = DuplicateIndex::default();
+        let mut got = Vec::new();
+        index.check_outcomes(&outcomes, &mut got);
+        let valid: Vec<Dups> = outcomes
+            .iter()
+            .zip(&got)
+            .filter(|(o, _)| matches!(o, RowOutcome::Valid { .. }))
+            .map(|(_, d)| *d)
+            .collect();
+        assert_eq!(valid, reference(&rows));
+        assert!(outcomes
+            .iter()
+            .zip(&got)
+            .all(|(o, d)| matches!(o, RowOutcome::Valid { .. }) || !d.any()));
+    }
+
+    #[test]
+    fn the_built_in_id_patterns_take_the_hand_written_matcher() {
+        let p = Policy::load(None).unwrap();
+        assert!(matches!(
+            IdPattern::new(&p.account_pattern),
+            IdPattern::Default
+        ));
+        assert!(matches!(
+            IdPattern::new(&p.contract_pattern),
+            IdPattern::Default
+        ));
+        let other = regex::Regex::new("^A-[0-9]+$").unwrap();
+        assert!(matches!(IdPattern::new(&other), IdPattern::Regex(_)));
+    }
+
     proptest::proptest! {
+        /// The hand-written matcher of the built-in id pattern agrees with
+        /// the regex on any text, Unicode included.
+        #[test]
+        fn default_id_matcher_equals_the_regex(s in "[A-Za-z0-9._/\\-é ]{0,70}|\\PC{0,70}") {
+            let re = regex::Regex::new(DEFAULT_ID_PATTERN).unwrap();
+            proptest::prop_assert_eq!(default_id_match(&s), re.is_match(&s));
+        }
+
+        #[test]
+        fn trim_shortcut_equals_trim(s in "\\PC{0,6}|[ \\ta\u{a0}\u{3000}]{0,6}") {
+            proptest::prop_assert_eq!(trim(&s), s.trim());
+        }
+
         #[test]
         fn narrow_serial_keys_are_exact(a in "[A-Z0-9]{1,20}", b in "[A-Z0-9]{1,20}") {
             let (sa, sb) = (Serial::parse(&a, 1, 20).unwrap(), Serial::parse(&b, 1, 20).unwrap());
@@ -927,6 +1223,60 @@ pub trait ValidateSink {
     fn warning(&mut self, warning: &Reject) -> anyhow::Result<()>;
 }
 
+/// Work on each valid row's item done on the validating threads, in
+/// parallel, before duplicate detection: so it also runs for a row that
+/// turns out to be a duplicate, whose output is then dropped. Whatever
+/// depends on the rows before (the duplicate rule, running totals) belongs
+/// in the [`MappedSink`], which sees the outputs in source order.
+pub trait ItemMap: Sync {
+    /// Scratch space of one worker (buffers, caches).
+    type State: Send;
+    type Out: Send;
+    fn state(&self) -> Self::State;
+    /// The item comes boxed, so that an output that keeps it moves a
+    /// pointer; `keys` are the row's keys, as the duplicate index sees them.
+    fn map(&self, state: &mut Self::State, item: Box<Item>, keys: &RowKeys) -> Self::Out;
+}
+
+/// [`ValidateSink`] for the outputs of an [`ItemMap`].
+pub trait MappedSink<T> {
+    /// One valid row's output (always `Some`). The sink may take it or only
+    /// read it: whatever it leaves is dropped later on another thread, off
+    /// the one that walks the rows in order.
+    fn item(&mut self, out: &mut Option<T>) -> anyhow::Result<()>;
+    fn reject(&mut self, reject: &Reject) -> anyhow::Result<()>;
+    fn warning(&mut self, warning: &Reject) -> anyhow::Result<()>;
+}
+
+/// The identity [`ItemMap`], for [`run`].
+struct Items;
+
+impl ItemMap for Items {
+    type State = ();
+    type Out = Box<Item>;
+    fn state(&self) {}
+    fn map(&self, _: &mut (), item: Box<Item>, _: &RowKeys) -> Box<Item> {
+        item
+    }
+}
+
+struct ItemSink<'s>(&'s mut dyn ValidateSink);
+
+impl MappedSink<Box<Item>> for ItemSink<'_> {
+    fn item(&mut self, item: &mut Option<Box<Item>>) -> anyhow::Result<()> {
+        match item.take() {
+            Some(item) => self.0.item(*item),
+            None => Ok(()),
+        }
+    }
+    fn reject(&mut self, reject: &Reject) -> anyhow::Result<()> {
+        self.0.reject(reject)
+    }
+    fn warning(&mut self, warning: &Reject) -> anyhow::Result<()> {
+        self.0.warning(warning)
+    }
+}
+
 /// Counts that the summary prints.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ValidateStats {
@@ -951,112 +1301,151 @@ const CHUNKS_IN_FLIGHT: usize = 5;
 /// validating and de-duplicating overlap. `expected_rows` (a guess from the
 /// file size, 0 if unknown) pre-sizes the duplicate index.
 pub fn run(
-    mut source: Box<dyn RecordSource>,
+    source: Box<dyn RecordSource>,
     validator: &Validator<'_>,
     pool: &rayon::ThreadPool,
     expected_rows: usize,
     sink: &mut dyn ValidateSink,
     progress: &dyn Progress,
 ) -> anyhow::Result<ValidateStats> {
+    run_mapped(
+        source,
+        validator,
+        pool,
+        expected_rows,
+        &Items,
+        &mut ItemSink(sink),
+        progress,
+    )
+}
+
+/// [`run`], with `map` applied to each valid row's item on the validating
+/// threads and its outputs handed to `sink` in source order (items are
+/// built only when the validator's options keep them).
+pub fn run_mapped<M: ItemMap>(
+    mut source: Box<dyn RecordSource>,
+    validator: &Validator<'_>,
+    pool: &rayon::ThreadPool,
+    expected_rows: usize,
+    map: &M,
+    sink: &mut dyn MappedSink<M::Out>,
+    progress: &dyn Progress,
+) -> anyhow::Result<ValidateStats> {
+    type Done<T> = Result<(usize, Vec<RowOutcome<T>>), IngestError>;
     let (raw_tx, raw_rx) = sync_channel::<Result<RecordChunk, IngestError>>(2);
-    let (done_tx, done_rx) = sync_channel::<Result<(usize, Vec<RowOutcome>), IngestError>>(2);
+    let (done_tx, done_rx) = sync_channel::<Done<M::Out>>(2);
     // Buffers go back upstream to be refilled: fresh multi-megabyte buffers
     // per chunk cost the kernel more in page clearing than the parsing.
     let (spare_chunk_tx, spare_chunk_rx) = std::sync::mpsc::channel::<RecordChunk>();
-    let (spare_vec_tx, spare_vec_rx) = std::sync::mpsc::channel::<Vec<RowOutcome>>();
+    let (spare_vec_tx, spare_vec_rx) = std::sync::mpsc::channel::<Vec<RowOutcome<M::Out>>>();
     std::thread::scope(|scope| {
-        scope.spawn(move || {
-            // A fixed set of chunk buffers circulates: after the first few,
-            // the reader waits for one to come back rather than allocate.
-            let mut made = 0;
-            loop {
-                let mut chunk = match spare_chunk_rx.try_recv() {
-                    Ok(c) => c,
-                    Err(_) if made < CHUNKS_IN_FLIGHT => {
-                        made += 1;
-                        RecordChunk::default()
-                    }
-                    Err(_) => match spare_chunk_rx.recv() {
+        // Named, so that profiles tell the stages apart.
+        std::thread::Builder::new()
+            .name("refleet-read".into())
+            .spawn_scoped(scope, move || {
+                // A fixed set of chunk buffers circulates: after the first few,
+                // the reader waits for one to come back rather than allocate.
+                let mut made = 0;
+                loop {
+                    let mut chunk = match spare_chunk_rx.try_recv() {
                         Ok(c) => c,
-                        Err(_) => break,
-                    },
-                };
-                chunk.clear();
-                match source.fill(&mut chunk, CHUNK_RECORDS) {
-                    Ok(()) if chunk.is_empty() => break,
-                    Ok(()) => {
-                        if raw_tx.send(Ok(chunk)).is_err() {
+                        Err(_) if made < CHUNKS_IN_FLIGHT => {
+                            made += 1;
+                            RecordChunk::default()
+                        }
+                        Err(_) => match spare_chunk_rx.recv() {
+                            Ok(c) => c,
+                            Err(_) => break,
+                        },
+                    };
+                    chunk.clear();
+                    match source.fill(&mut chunk, CHUNK_RECORDS) {
+                        Ok(()) if chunk.is_empty() => break,
+                        Ok(()) => {
+                            if raw_tx.send(Ok(chunk)).is_err() {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            let _ = raw_tx.send(Err(e));
                             break;
                         }
                     }
-                    Err(e) => {
-                        let _ = raw_tx.send(Err(e));
+                }
+            })?;
+        std::thread::Builder::new()
+            .name("refleet-check".into())
+            .spawn_scoped(scope, move || {
+                for chunk in raw_rx {
+                    let result = chunk.map(|chunk| {
+                        let mut outcomes = spare_vec_rx.try_recv().unwrap_or_default();
+                        pool.install(|| {
+                            (0..chunk.len())
+                                .into_par_iter()
+                                .with_min_len(256)
+                                .map_init(
+                                    || (validator.thread_state(), map.state()),
+                                    |(state, map_state), i| match validator.validate(
+                                        state,
+                                        &chunk,
+                                        chunk.record_at(i),
+                                    ) {
+                                        RowOutcome::Valid {
+                                            keys,
+                                            item,
+                                            warnings,
+                                        } => RowOutcome::Valid {
+                                            item: item.map(|item| map.map(map_state, item, &keys)),
+                                            keys,
+                                            warnings,
+                                        },
+                                        RowOutcome::Rejected(r) => RowOutcome::Rejected(r),
+                                    },
+                                )
+                                .collect_into_vec(&mut outcomes)
+                        });
+                        let len = chunk.len();
+                        let _ = spare_chunk_tx.send(chunk);
+                        (len, outcomes)
+                    });
+                    if done_tx.send(result).is_err() {
                         break;
                     }
                 }
-            }
-        });
-        scope.spawn(move || {
-            for chunk in raw_rx {
-                let result = chunk.map(|chunk| {
-                    let mut outcomes = spare_vec_rx.try_recv().unwrap_or_default();
-                    pool.install(|| {
-                        (0..chunk.len())
-                            .into_par_iter()
-                            .with_min_len(256)
-                            .map_init(
-                                || validator.thread_state(),
-                                |state, i| validator.validate(state, &chunk, chunk.record_at(i)),
-                            )
-                            .collect_into_vec(&mut outcomes)
-                    });
-                    let len = chunk.len();
-                    let _ = spare_chunk_tx.send(chunk);
-                    (len, outcomes)
-                });
-                if done_tx.send(result).is_err() {
-                    break;
-                }
-            }
-        });
+            })?;
         let mut stats = ValidateStats::default();
         let mut index = DuplicateIndex::with_capacity(expected_rows);
+        let mut dups = Vec::new();
         let mut by_code: BTreeMap<RejectCode, u64> = BTreeMap::new();
         let mut warn_by_code: BTreeMap<RejectCode, u64> = BTreeMap::new();
         for done in done_rx {
             let (len, mut outcomes) = done?;
             stats.rows += len as u64;
-            let keys: Vec<RowKeys> = outcomes
-                .iter()
-                .filter_map(|o| match o {
-                    RowOutcome::Valid { keys, .. } => Some(*keys),
-                    RowOutcome::Rejected(_) => None,
-                })
-                .collect();
-            let dups = index.check_chunk(&keys);
-            let mut dups = dups.into_iter();
-            for outcome in outcomes.drain(..) {
+            index.check_outcomes(&outcomes, &mut dups);
+            // By reference: an outcome is a few hundred bytes, and moving
+            // each one out of the vector showed in profiles. What is left
+            // is dropped on the validating thread when the vector is reused.
+            for (outcome, d) in outcomes.iter_mut().zip(&dups) {
                 let rejects = match outcome {
                     RowOutcome::Valid {
                         keys,
                         item,
                         warnings,
                     } => {
-                        let d = dups.next().unwrap_or_default();
                         if !d.any() {
-                            for w in &warnings {
+                            for w in warnings.iter() {
                                 *warn_by_code.entry(w.code).or_default() += 1;
                                 sink.warning(w)?;
                             }
                             stats.valid += 1;
-                            if let Some(item) = item {
-                                sink.item(*item)?;
+                            if item.is_some() {
+                                sink.item(item)?;
                             }
                             continue;
                         }
-                        DuplicateIndex::rejects(&keys, d)
+                        DuplicateIndex::rejects(keys, *d)
                     }
-                    RowOutcome::Rejected(rejects) => rejects,
+                    RowOutcome::Rejected(rejects) => std::mem::take(rejects),
                 };
                 stats.rejected_rows += 1;
                 for r in &rejects {

@@ -611,3 +611,98 @@ fn quote_reads_the_inventory_from_stdin_and_reports_bad_contracts() {
             > 1
     );
 }
+
+/// (item_key, eligible, reasons) of every line of an eligibility report.
+fn verdicts(path: &Path) -> Vec<(String, String, String)> {
+    let mut r = csv::Reader::from_path(path).expect("eligibility file");
+    let mut v: Vec<_> = r
+        .records()
+        .map(|rec| {
+            let rec = rec.unwrap();
+            (rec[1].to_string(), rec[8].to_string(), rec[9].to_string())
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn quote_judges_a_license_listed_before_its_device_on_the_whole_inventory() {
+    // An eligible license of the sample, moved to the first row: its bound
+    // device now comes after it, which makes quote read the inventory a
+    // second time. Every verdict must stay what it was.
+    let out = tempfile::tempdir().unwrap();
+    assert!(quote_cmd(out.path(), &[]).status.success());
+    let before = verdicts(&out.path().join("eligibility.csv"));
+
+    let mut reader = csv::Reader::from_path(sample("inventory.csv")).unwrap();
+    let headers = reader.headers().unwrap().clone();
+    let mut rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
+    let lic = headers.iter().position(|h| h == "license_id").unwrap();
+    let key = before
+        .iter()
+        .find(|(k, e, _)| e == "true" && k.len() == 19)
+        .map(|(k, _, _)| k.clone())
+        .expect("an eligible license in the sample");
+    let at = rows.iter().position(|r| r[lic] == key).unwrap();
+    let moved = rows.remove(at);
+    rows.insert(0, moved);
+    let dir = tempfile::tempdir().unwrap();
+    let inventory = dir.path().join("inventory.csv");
+    let mut w = csv::Writer::from_path(&inventory).unwrap();
+    w.write_record(&headers).unwrap();
+    for r in &rows {
+        w.write_record(r).unwrap();
+    }
+    w.flush().unwrap();
+
+    let moved_out = tempfile::tempdir().unwrap();
+    refleet()
+        .arg("quote")
+        .arg(&inventory)
+        .arg("--contracts")
+        .arg(sample("contracts.csv"))
+        .args(["--as-of", "2026-11-24", "--quiet", "--out"])
+        .arg(moved_out.path())
+        .assert()
+        .success();
+    let after = verdicts(&moved_out.path().join("eligibility.csv"));
+    assert_eq!(after, before);
+    let first = csv::Reader::from_path(moved_out.path().join("eligibility.csv"))
+        .unwrap()
+        .records()
+        .next()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (&first[0], &first[1], &first[8]),
+        ("1", key.as_str(), "true")
+    );
+}
+
+#[test]
+fn quote_reports_do_not_depend_on_the_thread_count() {
+    // Verdicts and lines are made on the worker threads and taken in row
+    // order: the files must be the same whatever the number of threads.
+    let one = tempfile::tempdir().unwrap();
+    let three = tempfile::tempdir().unwrap();
+    assert!(quote_cmd(one.path(), &["--threads", "1", "--quiet"])
+        .status
+        .success());
+    assert!(quote_cmd(three.path(), &["--threads", "3", "--quiet"])
+        .status
+        .success());
+    for f in [
+        "eligibility.csv",
+        "rejects.csv",
+        "warnings.csv",
+        "quotes.csv",
+        "quotes.json",
+    ] {
+        assert_eq!(
+            std::fs::read(one.path().join(f)).unwrap(),
+            std::fs::read(three.path().join(f)).unwrap(),
+            "{f}"
+        );
+    }
+}

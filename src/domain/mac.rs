@@ -43,7 +43,25 @@ impl Mac {
                 }
             }
             17 => {
+                // The usual notations (colons or hyphens), with a table:
+                // every digit is checked, errors come out the same.
                 let sep = s[2];
+                if sep == b':' || sep == b'-' {
+                    let (mut v, mut bad) = (0u64, 0u8);
+                    for g in 0..6 {
+                        let i = g * 3;
+                        if g < 5 && s[i + 2] != sep {
+                            return Err(MacError::Invalid);
+                        }
+                        let (hi, lo) = (HEX[usize::from(s[i])], HEX[usize::from(s[i + 1])]);
+                        bad |= hi | lo;
+                        v = (v << 8) | u64::from((hi << 4) | (lo & 0x0F));
+                    }
+                    if bad & 0x10 != 0 {
+                        return Err(MacError::Invalid);
+                    }
+                    return Mac::from_u64(v);
+                }
                 if sep != b':' && sep != b'-' {
                     return Err(MacError::Invalid);
                 }
@@ -114,6 +132,23 @@ pub fn parse_oui(input: &str) -> Option<u32> {
     hex.iter()
         .try_fold(0u32, |acc, &b| Some((acc << 4) | u32::from(hex_digit(b)?)))
 }
+
+/// Hex digit values by byte; 0x10 marks a byte that is not one.
+const HEX: [u8; 256] = {
+    let mut t = [0x10u8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        t[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
 
 fn hex_digit(b: u8) -> Option<u8> {
     match b {
@@ -216,7 +251,31 @@ mod tests {
         assert_eq!(parse_oui("64:16"), None);
     }
 
+    /// The colon and hyphen notations as the general loop read them.
+    fn reference(s: &str) -> Result<Mac, MacError> {
+        let b = s.as_bytes();
+        let sep = b[2];
+        if !(sep == b':' || sep == b'-') || (2..17).step_by(3).any(|i| b[i] != sep) {
+            return Err(MacError::Invalid);
+        }
+        let hex: String = (0..17)
+            .filter(|i| i % 3 != 2)
+            .map(|i| b[i] as char)
+            .collect();
+        if !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
+            return Err(MacError::Invalid);
+        }
+        u64::from_str_radix(&hex, 16)
+            .map_err(|_| MacError::Invalid)
+            .and_then(Mac::from_u64)
+    }
+
     proptest! {
+        #[test]
+        fn separated_notations_match_the_reference(s in "[0-9a-fA-FgG:.\\-]{17}|([0-9a-fA-F]{2}[:-]){5}[0-9a-fA-FxX]{2}") {
+            prop_assert_eq!(Mac::parse(&s), reference(&s));
+        }
+
         #[test]
         fn canonical_form_round_trips(v in 0u64..=0xFFFF_FFFF_FFFF) {
             if let Ok(mac) = Mac::from_u64(v) {

@@ -60,6 +60,16 @@ impl Serial {
         &self.bytes[..usize::from(self.len)]
     }
 
+    /// [`Serial::key`] computed in 64 bits, for serials of up to 12
+    /// characters (37^12 < 2^63, so the value is the same).
+    pub fn short_key(&self) -> Option<u64> {
+        let b = self.as_bytes();
+        (b.len() <= 12).then(|| {
+            b.iter()
+                .fold(0u64, |k, &c| k * 37 + u64::from(alnum_digit(c)) + 1)
+        })
+    }
+
     /// A collision-free 128-bit key for the duplicate index (base 37 with 0 as
     /// padding, so "A" and "A0" differ). Serials over 24 characters fall back to
     /// folding, which the default policy (max 20) never reaches.
@@ -225,6 +235,15 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn short_key_equals_key(s in "[A-Z0-9]{1,20}") {
+            let serial = Serial::parse(&s, 1, 20).unwrap();
+            match serial.short_key() {
+                Some(k) => prop_assert_eq!(u128::from(k), serial.key()),
+                None => prop_assert!(s.len() > 12),
+            }
+        }
+
         #[test]
         fn serial_round_trips(s in "[A-Z0-9]{8,20}") {
             let serial = Serial::parse(&s, 8, 20).unwrap();

@@ -34,6 +34,8 @@ pub struct CsvSource {
     ends_len: usize,
     headers: Vec<String>,
     next_row: u64,
+    /// Whether [`CsvSource::take_lines`] is used (tests compare both ways).
+    line_records: bool,
 }
 
 enum Raw {
@@ -71,6 +73,7 @@ impl CsvSource {
             ends_len: 0,
             headers: Vec::new(),
             next_row: 1,
+            line_records: true,
         };
         source.fill_at_least(SNIFF_BYTES)?;
         source.delimiter = match delimiter {
@@ -233,6 +236,52 @@ impl CsvSource {
         }
     }
 
+    /// The fastest path: every whole line in the buffer up to the first
+    /// one with a quote or a CR (or an over-long one) becomes a record
+    /// stored as the line itself, split into fields later, on the
+    /// validating threads ([`RecordChunk::view`]). The lines are the ones
+    /// [`CsvSource::read_plain_line`] would take, and split the same way;
+    /// the rest is left to it and to csv-core. Returns the records added.
+    fn take_lines(&mut self, chunk: &mut RecordChunk, limit: usize) -> usize {
+        if !self.line_records
+            || !self.delimiter.is_ascii()
+            || matches!(self.delimiter, b'\n' | b'\r' | b'"')
+        {
+            return 0;
+        }
+        let input = &self.buf[self.pos..self.len];
+        let Some(last) = memchr::memrchr(b'\n', input) else {
+            return 0;
+        };
+        let mut block = &input[..=last];
+        if let Some(q) = memchr::memchr2(b'"', b'\r', block) {
+            match memchr::memrchr(b'\n', &block[..q]) {
+                Some(nl) => block = &block[..=nl],
+                None => return 0,
+            }
+        }
+        let (mut taken, mut used) = (0, 0);
+        let mut lines = Vec::new();
+        for nl in memchr::memchr_iter(b'\n', block) {
+            if taken == limit || nl - used > self.max_record {
+                break;
+            }
+            // A blank line is no record, as in csv-core.
+            if nl > used {
+                lines.push((used, nl - used));
+                taken += 1;
+            }
+            used = nl + 1;
+        }
+        let at = chunk.append_lines(&block[..used]);
+        for (start, len) in lines {
+            chunk.push_line(self.next_row, at + start, len);
+            self.next_row += 1;
+        }
+        self.pos += used;
+        taken
+    }
+
     /// Drops the first line of the broken record and parses again from the
     /// second, so that the rows after an unterminated quote are not lost.
     fn resync(&mut self) {
@@ -289,7 +338,11 @@ impl RecordSource for CsvSource {
     fn fill(&mut self, chunk: &mut RecordChunk, max_records: usize) -> Result<(), IngestError> {
         let start = chunk.len();
         let width = self.headers.len();
+        chunk.set_line_format(self.delimiter, width);
         while chunk.len() - start < max_records {
+            if self.take_lines(chunk, max_records - (chunk.len() - start)) > 0 {
+                continue;
+            }
             let row = self.next_row;
             let problem = match self.read_raw()? {
                 Raw::End => break,
@@ -448,11 +501,35 @@ mod tests {
     type Rows = Vec<(u64, Result<Vec<String>, RejectCode>)>;
 
     fn read_all(data: &[u8], cap: usize) -> (Vec<String>, Rows) {
-        let mut src =
-            CsvSource::new(Box::new(std::io::Cursor::new(data.to_vec())), None, cap).unwrap();
+        read_with(data, cap, 3, true, None)
+            .into_iter()
+            .map(|(h, rows)| (h, rows.into_iter().map(|(n, v, _)| (n, v)).collect()))
+            .next()
+            .unwrap()
+    }
+
+    /// Headers, and each record's row, fields or problem, and preview.
+    #[allow(clippy::type_complexity)]
+    fn read_with(
+        data: &[u8],
+        cap: usize,
+        chunk_records: usize,
+        line_records: bool,
+        delimiter: Option<u8>,
+    ) -> Option<(
+        Vec<String>,
+        Vec<(u64, Result<Vec<String>, RejectCode>, String)>,
+    )> {
+        let mut src = CsvSource::new(
+            Box::new(std::io::Cursor::new(data.to_vec())),
+            delimiter,
+            cap,
+        )
+        .ok()?;
+        src.line_records = line_records;
         let headers = src.headers().to_vec();
         let mut rows = Vec::new();
-        while let Some(chunk) = src.next_chunk(3).unwrap() {
+        while let Some(chunk) = src.next_chunk(chunk_records).unwrap() {
             for r in chunk.records() {
                 let v = match chunk.problem(r) {
                     Some(p) => Err(p.code),
@@ -460,10 +537,47 @@ mod tests {
                         .map(|i| String::from_utf8_lossy(chunk.field(r, i)).into_owned())
                         .collect()),
                 };
-                rows.push((chunk.row(r), v));
+                rows.push((chunk.row(r), v, chunk.problem_preview(r).into_owned()));
             }
         }
-        (headers, rows)
+        Some((headers, rows))
+    }
+
+    proptest::proptest! {
+        /// Records stored as lines and split later read exactly as the
+        /// records split by the reader: same rows, fields, problems and
+        /// previews, whatever the quotes, CRs, blank lines, field counts,
+        /// record cap and chunk size.
+        #[test]
+        fn line_records_read_as_split_records(
+            text in "[ab,;\"\r\n]{0,300}",
+            cap in 4usize..64,
+            chunk_records in 1usize..8,
+            semicolon in proptest::bool::ANY,
+        ) {
+            let data = format!("h1,h2,h3\n{text}");
+            let d = semicolon.then_some(b';');
+            proptest::prop_assert_eq!(
+                read_with(data.as_bytes(), cap, chunk_records, true, d),
+                read_with(data.as_bytes(), cap, chunk_records, false, d)
+            );
+        }
+    }
+
+    #[test]
+    fn long_plain_lines_and_blank_lines_around_line_records() {
+        let mut data = b"a,b\n1,x\n\n2,y,extra\n".to_vec();
+        data.extend(std::iter::repeat_n(b'z', 300));
+        data.extend(b",w\n3,v\n");
+        for line_records in [true, false] {
+            let (_, rows) = read_with(&data, 100, 2, line_records, None).unwrap();
+            let got: Vec<_> = rows.iter().map(|(n, v, _)| (*n, v.clone())).collect();
+            assert_eq!(got[0], (1, ok(&["1", "x"])));
+            assert_eq!(got[1], (2, Err(RejectCode::FieldCountMismatch)));
+            assert_eq!(rows[1].2, "2,y,extra");
+            assert_eq!(got[2].1, Err(RejectCode::RecordTooLarge));
+            assert_eq!(got.last().unwrap().1, ok(&["3", "v"]));
+        }
     }
 
     fn ok(v: &[&str]) -> Result<Vec<String>, RejectCode> {

@@ -6,6 +6,7 @@ mod csv;
 pub mod headers;
 mod parquet;
 
+use std::borrow::Cow;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -15,6 +16,8 @@ use std::sync::Arc;
 pub use self::csv::{sniff_delimiter, CsvSource};
 pub use self::parquet::ParquetSource;
 pub use headers::{match_headers, HeaderError, HeaderMap};
+
+use smallvec::SmallVec;
 
 use crate::validate::RejectCode;
 
@@ -49,6 +52,12 @@ pub struct RecordProblem {
 
 /// A batch of records in one flat buffer: cheap to fill, to send to another
 /// thread and to read from many threads.
+///
+/// A record is stored either as its fields back to back with their end
+/// offsets, or, for a CSV line without quotes (most of them), as the line
+/// itself: the reader then only finds where lines end, and each record is
+/// split into fields where it is read ([`RecordChunk::view`]), on the
+/// validating threads.
 #[derive(Debug, Default)]
 pub struct RecordChunk {
     data: Vec<u8>,
@@ -56,6 +65,10 @@ pub struct RecordChunk {
     ends: Vec<u32>,
     records: Vec<RecordMeta>,
     problems: Vec<(RecordProblem, String)>,
+    /// The delimiter of the records stored as lines.
+    delimiter: u8,
+    /// The field count a line must have (the header's).
+    line_width: usize,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -63,10 +76,86 @@ struct RecordMeta {
     row: u64,
     data_start: usize,
     ends_start: u32,
+    /// The field count, or for a line its length in bytes.
     width: u32,
     /// Index into `problems` + 1, or 0.
     problem: u32,
+    /// Stored as a line, fields still separated by the delimiter.
+    line: bool,
 }
+
+/// The fields of one record, split once: byte ranges into its bytes.
+pub struct FieldView<'c> {
+    bytes: &'c [u8],
+    ranges: SmallVec<[(u32, u32); 24]>,
+}
+
+impl<'c> FieldView<'c> {
+    /// The number of fields.
+    pub fn len(&self) -> usize {
+        self.ranges.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+
+    /// The record's bytes: every field, with whatever separates them
+    /// (nothing, or ASCII delimiters), so UTF-8 exactly when each field is.
+    pub fn bytes(&self) -> &'c [u8] {
+        self.bytes
+    }
+
+    /// Where field `i` sits inside [`FieldView::bytes`]; empty when the
+    /// record is narrower.
+    pub fn range(&self, i: usize) -> std::ops::Range<usize> {
+        self.ranges
+            .get(i)
+            .map_or(0..0, |&(s, e)| s as usize..e as usize)
+    }
+
+    /// Field `i`, or empty when the record is narrower.
+    pub fn field(&self, i: usize) -> &'c [u8] {
+        &self.bytes[self.range(i)]
+    }
+}
+
+/// Splits a line at each `delimiter` into `ranges` (start, end). Eight
+/// bytes at a time: a field is a few bytes long, so one `memchr` call per
+/// field cost more than finding them all in a word.
+fn split_line(bytes: &[u8], delimiter: u8, ranges: &mut SmallVec<[(u32, u32); 24]>) {
+    const LOW7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
+    let pattern = u64::from_le_bytes([delimiter; 8]);
+    let mut start = 0u32;
+    let mut words = bytes.chunks_exact(8);
+    let mut at = 0usize;
+    for word in words.by_ref() {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(word);
+        let x = u64::from_le_bytes(w) ^ pattern;
+        // The high bit of each byte that is zero in `x` (exact: no carry
+        // crosses a byte), so of each delimiter.
+        let mut hits = !(((x & LOW7) + LOW7) | x | LOW7);
+        while hits != 0 {
+            let end = (at + hits.trailing_zeros() as usize / 8) as u32;
+            ranges.push((start, end));
+            start = end + 1;
+            hits &= hits - 1;
+        }
+        at += 8;
+    }
+    for (i, &b) in words.remainder().iter().enumerate() {
+        if b == delimiter {
+            let end = (at + i) as u32;
+            ranges.push((start, end));
+            start = end + 1;
+        }
+    }
+    ranges.push((start, bytes.len() as u32));
+}
+
+/// At most this much of a broken record's text goes into its reject.
+const PREVIEW_BYTES: usize = 120;
 
 /// A record's index inside its chunk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,11 +168,41 @@ impl RecordChunk {
             ends: Vec::with_capacity(records * width),
             records: Vec::with_capacity(records),
             problems: Vec::new(),
+            delimiter: b',',
+            line_width: width,
         }
     }
 
     pub fn len(&self) -> usize {
         self.records.len()
+    }
+
+    /// How the lines that [`RecordChunk::push_line`] adds are split.
+    pub fn set_line_format(&mut self, delimiter: u8, width: usize) {
+        self.delimiter = delimiter;
+        self.line_width = width;
+    }
+
+    /// Appends bytes holding lines that [`RecordChunk::push_line`] then
+    /// points into; returns where they start.
+    pub fn append_lines(&mut self, bytes: &[u8]) -> usize {
+        let at = self.data.len();
+        self.data.extend_from_slice(bytes);
+        at
+    }
+
+    /// A record that is the line at `data[start..start + len]` (appended
+    /// with [`RecordChunk::append_lines`]): no quote, no CR, no newline, and
+    /// an ASCII delimiter.
+    pub fn push_line(&mut self, row: u64, start: usize, len: usize) {
+        self.records.push(RecordMeta {
+            row,
+            data_start: start,
+            ends_start: 0,
+            width: len as u32,
+            problem: 0,
+            line: true,
+        });
     }
 
     /// Empties the chunk, keeping its buffers for the next fill.
@@ -106,6 +225,7 @@ impl RecordChunk {
             ends_start: self.ends.len() as u32,
             width: ends.len() as u32,
             problem: 0,
+            line: false,
         });
         self.data.extend_from_slice(data);
         self.ends.extend(ends.iter().map(|e| *e as u32));
@@ -125,6 +245,7 @@ impl RecordChunk {
             ends_start: ends_start as u32,
             width: (self.ends.len() - ends_start) as u32,
             problem: 0,
+            line: false,
         });
     }
 
@@ -137,6 +258,7 @@ impl RecordChunk {
             ends_start: self.ends.len() as u32,
             width: 0,
             problem: self.problems.len() as u32,
+            line: false,
         });
     }
 
@@ -153,52 +275,91 @@ impl RecordChunk {
     }
 
     pub fn width(&self, r: RecordIdx) -> usize {
-        self.records[r.0].width as usize
-    }
-
-    pub fn problem(&self, r: RecordIdx) -> Option<&RecordProblem> {
-        let p = self.records[r.0].problem as usize;
-        (p > 0).then(|| &self.problems[p - 1].0)
-    }
-
-    /// The start of the broken record's text, for the reject's `value`.
-    pub fn problem_preview(&self, r: RecordIdx) -> &str {
-        let p = self.records[r.0].problem as usize;
-        if p > 0 {
-            &self.problems[p - 1].1
+        let m = &self.records[r.0];
+        if m.line {
+            self.view(r).len()
         } else {
-            ""
+            m.width as usize
         }
     }
 
-    /// All of record `r`'s field bytes, back to back.
-    pub fn record_bytes(&self, r: RecordIdx) -> &[u8] {
+    /// The record's fields, split.
+    pub fn view(&self, r: RecordIdx) -> FieldView<'_> {
         let m = &self.records[r.0];
-        let len = if m.width == 0 {
-            0
+        let mut ranges = SmallVec::new();
+        if m.line {
+            let bytes = &self.data[m.data_start..m.data_start + m.width as usize];
+            split_line(bytes, self.delimiter, &mut ranges);
+            return FieldView { bytes, ranges };
+        }
+        let ends = &self.ends[m.ends_start as usize..m.ends_start as usize + m.width as usize];
+        let mut start = 0;
+        for &end in ends {
+            ranges.push((start, end));
+            start = end;
+        }
+        FieldView {
+            bytes: &self.data[m.data_start..m.data_start + start as usize],
+            ranges,
+        }
+    }
+
+    /// Why record `r` could not be read, if it could not.
+    pub fn problem(&self, r: RecordIdx) -> Option<Cow<'_, RecordProblem>> {
+        self.problem_of(r, &self.view(r))
+    }
+
+    /// [`RecordChunk::problem`], given the record's [`RecordChunk::view`].
+    pub fn problem_of(&self, r: RecordIdx, view: &FieldView<'_>) -> Option<Cow<'_, RecordProblem>> {
+        let m = &self.records[r.0];
+        if m.line {
+            return (view.len() != self.line_width).then(|| {
+                Cow::Owned(RecordProblem {
+                    code: RejectCode::FieldCountMismatch,
+                    message: format!(
+                        "row has {} fields, the header has {}",
+                        view.len(),
+                        self.line_width
+                    ),
+                })
+            });
+        }
+        let p = m.problem as usize;
+        (p > 0).then(|| Cow::Borrowed(&self.problems[p - 1].0))
+    }
+
+    /// The start of the broken record's text, for the reject's `value`.
+    pub fn problem_preview(&self, r: RecordIdx) -> Cow<'_, str> {
+        let m = &self.records[r.0];
+        if m.line {
+            if self.view(r).len() == self.line_width {
+                return Cow::Borrowed("");
+            }
+            let line = &self.data[m.data_start..m.data_start + m.width as usize];
+            return String::from_utf8_lossy(&line[..line.len().min(PREVIEW_BYTES)]);
+        }
+        let p = m.problem as usize;
+        if p > 0 {
+            Cow::Borrowed(&self.problems[p - 1].1)
         } else {
-            self.ends[m.ends_start as usize + m.width as usize - 1] as usize
-        };
-        &self.data[m.data_start..m.data_start + len]
+            Cow::Borrowed("")
+        }
+    }
+
+    /// All of record `r`'s field bytes (see [`FieldView::bytes`]).
+    pub fn record_bytes(&self, r: RecordIdx) -> &[u8] {
+        self.view(r).bytes()
     }
 
     /// Where field `i` sits inside [`RecordChunk::record_bytes`]; empty when
     /// the record is narrower.
     pub fn field_range(&self, r: RecordIdx, i: usize) -> std::ops::Range<usize> {
-        let m = &self.records[r.0];
-        if i >= m.width as usize {
-            return 0..0;
-        }
-        let e = m.ends_start as usize + i;
-        let start = if i == 0 { 0 } else { self.ends[e - 1] as usize };
-        start..self.ends[e] as usize
+        self.view(r).range(i)
     }
 
     /// Field `i` of record `r`, or empty when the record is narrower.
     pub fn field(&self, r: RecordIdx, i: usize) -> &[u8] {
-        let range = self.field_range(r, i);
-        let start = self.records[r.0].data_start;
-        &self.data[start + range.start..start + range.end]
+        self.view(r).field(i)
     }
 }
 
@@ -360,5 +521,28 @@ impl<R: Read> Read for CountingReader<R> {
         let n = self.inner.read(buf)?;
         self.count.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn split_line_equals_splitting_at_each_delimiter(
+            line in proptest::collection::vec(
+                proptest::sample::select(vec![b',', b';', b'a', 0x80, 0xFF, 0x2B, 0x2D, 0xAC]),
+                0..80,
+            ),
+            semicolon in proptest::bool::ANY,
+        ) {
+            let d = if semicolon { b';' } else { b',' };
+            let mut ranges = SmallVec::new();
+            split_line(&line, d, &mut ranges);
+            let got: Vec<&[u8]> = ranges.iter().map(|&(s, e)| &line[s as usize..e as usize]).collect();
+            let want: Vec<&[u8]> = line.split(|b| *b == d).collect();
+            proptest::prop_assert_eq!(got, want);
+        }
     }
 }

@@ -1,0 +1,233 @@
+//! An exact set of fixed-width keys for the duplicate index, built for one
+//! access pattern: a chunk of rows checked in row order, where almost every
+//! key is new and lands in a random place of a table far larger than the
+//! caches. Open addressing with linear probing over one flat array, so that
+//! the slot a key will need can be prefetched a few rows ahead: the probes
+//! of a chunk then overlap their cache misses instead of paying them one
+//! after another. On Linux the table asks for transparent huge pages, which
+//! takes most TLB misses out of those random probes.
+
+use std::hash::{BuildHasher, Hash};
+
+/// A key; the all-zero value marks an empty slot, so it is kept aside.
+pub(super) trait Key: Copy + Eq + Hash + Default {}
+impl<T: Copy + Eq + Hash + Default> Key for T {}
+
+/// Where a key is, or where it would go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Probe {
+    Present,
+    /// Free slot for the key (`usize::MAX`: the zero key, kept aside).
+    Vacant(usize),
+}
+
+pub(super) struct KeySet<K: Key> {
+    slots: HugeVec<K>,
+    mask: usize,
+    len: usize,
+    has_zero: bool,
+}
+
+/// The slots are at most this full (3/4): keys are small, so even a long
+/// probe run stays within a cache line or two.
+const LOAD_NUM: usize = 3;
+const LOAD_DEN: usize = 4;
+
+fn hasher() -> foldhash::fast::FixedState {
+    foldhash::fast::FixedState::default()
+}
+
+impl<K: Key> KeySet<K> {
+    pub(super) fn with_capacity(keys: usize) -> KeySet<K> {
+        let slots = (keys.max(8) * LOAD_DEN / LOAD_NUM).next_power_of_two();
+        KeySet {
+            slots: HugeVec::zeroed(slots),
+            mask: slots - 1,
+            len: 0,
+            has_zero: false,
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.len + usize::from(self.has_zero)
+    }
+
+    pub(super) fn hash(key: &K) -> u64 {
+        hasher().hash_one(key)
+    }
+
+    /// A hint that `key` (with hash `h`) will be probed soon.
+    #[inline]
+    pub(super) fn prefetch(&self, h: u64) {
+        let i = (h as usize) & self.mask;
+        prefetch(self.slots.as_slice()[i..].as_ptr());
+    }
+
+    /// Finds `key`; `h` is [`KeySet::hash`] of it.
+    #[inline]
+    pub(super) fn probe(&self, key: &K, h: u64) -> Probe {
+        if *key == K::default() {
+            return if self.has_zero {
+                Probe::Present
+            } else {
+                Probe::Vacant(usize::MAX)
+            };
+        }
+        let slots = self.slots.as_slice();
+        let mut i = (h as usize) & self.mask;
+        loop {
+            let s = slots[i];
+            if s == *key {
+                return Probe::Present;
+            }
+            if s == K::default() {
+                return Probe::Vacant(i);
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+
+    /// Stores `key` in the slot [`KeySet::probe`] just returned, with no
+    /// insert in between.
+    #[inline]
+    pub(super) fn fill(&mut self, key: K, slot: usize) {
+        if slot == usize::MAX {
+            self.has_zero = true;
+            return;
+        }
+        self.slots.as_mut_slice()[slot] = key;
+        self.len += 1;
+        if self.len * LOAD_DEN > self.slots.len() * LOAD_NUM {
+            self.grow();
+        }
+    }
+
+    /// Inserts `key`; false when it was there already.
+    pub(super) fn insert(&mut self, key: K) -> bool {
+        match self.probe(&key, Self::hash(&key)) {
+            Probe::Present => false,
+            Probe::Vacant(slot) => {
+                self.fill(key, slot);
+                true
+            }
+        }
+    }
+
+    pub(super) fn contains(&self, key: &K) -> bool {
+        self.probe(key, Self::hash(key)) == Probe::Present
+    }
+
+    /// Every key, in no particular order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = K> + '_ {
+        let zero = self.has_zero.then(K::default);
+        self.slots
+            .as_slice()
+            .iter()
+            .copied()
+            .filter(|k| *k != K::default())
+            .chain(zero)
+    }
+
+    fn grow(&mut self) {
+        let n = self.slots.len() * 2;
+        let mut bigger = KeySet {
+            slots: HugeVec::zeroed(n),
+            mask: n - 1,
+            len: 0,
+            has_zero: self.has_zero,
+        };
+        for &k in self.slots.as_slice() {
+            if k != K::default() {
+                if let Probe::Vacant(slot) = bigger.probe(&k, Self::hash(&k)) {
+                    bigger.slots.as_mut_slice()[slot] = k;
+                    bigger.len += 1;
+                }
+            }
+        }
+        *self = bigger;
+    }
+}
+
+#[inline]
+fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is only a hint; it never faults, whatever the address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// A zero-filled array whose large allocations are backed by transparent
+/// huge pages where the OS allows it.
+struct HugeVec<T> {
+    v: Vec<T>,
+}
+
+impl<T: Copy + Default> HugeVec<T> {
+    fn zeroed(n: usize) -> HugeVec<T> {
+        // For the key types (integers and byte arrays) this is a zeroed
+        // allocation: fresh pages, not yet touched, so the advice applies.
+        let v = vec![T::default(); n];
+        advise_huge(v.as_ptr().cast_mut().cast(), n * std::mem::size_of::<T>());
+        HugeVec { v }
+    }
+
+    fn as_slice(&self) -> &[T] {
+        &self.v
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [T] {
+        &mut self.v
+    }
+
+    fn len(&self) -> usize {
+        self.v.len()
+    }
+}
+
+/// Asks for huge pages over the 2 MiB-aligned part of a fresh allocation,
+/// before it is touched. A hint: failure changes nothing but speed.
+fn advise_huge(ptr: *mut u8, len: usize) {
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        let start = (ptr as usize).next_multiple_of(HUGE);
+        let end = (ptr as usize + len) / HUGE * HUGE;
+        if end > start {
+            // SAFETY: the range lies inside an allocation this process owns;
+            // MADV_HUGEPAGE changes how it is backed, never its contents.
+            unsafe {
+                libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (ptr, len);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn behaves_as_a_hash_set(keys in proptest::collection::vec(0u64..64, 0..500), cap in 0usize..40) {
+            let mut set = KeySet::<u64>::with_capacity(cap);
+            let mut reference = std::collections::HashSet::new();
+            for k in keys {
+                proptest::prop_assert_eq!(set.insert(k), reference.insert(k));
+                proptest::prop_assert_eq!(set.len(), reference.len());
+            }
+            for k in 0..64u64 {
+                proptest::prop_assert_eq!(set.contains(&k), reference.contains(&k));
+            }
+            let mut all: Vec<u64> = set.iter().collect();
+            all.sort_unstable();
+            let mut want: Vec<u64> = reference.into_iter().collect();
+            want.sort_unstable();
+            proptest::prop_assert_eq!(all, want);
+        }
+    }
+}
