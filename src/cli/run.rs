@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde::Serialize;
 
-use super::quote::{load_contracts, make_plan, summary_text, PlanArgs, PlanSettings, Planned};
+use super::quote::{load_contracts, make_plan, summary_text, PlanArgs, PlanSettings};
 use super::{Global, Outcome, UsageError};
 use crate::api::{CoverageWire, ItemType};
 use crate::contracts::Contracts;
@@ -397,10 +397,7 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
     )?;
     super::report::write_run_report(&out, &summary_json, &planned.plan.quotes, &journal)?;
     if !global.quiet {
-        eprint!(
-            "{}",
-            final_text(&counts, &report, &planned, &settings, started)
-        );
+        eprint!("{}", final_text(&counts, &report, &settings, started));
         if audited > 0 {
             eprintln!(
                 "audit log: {audited} new records in {}",
@@ -587,11 +584,9 @@ fn planned_item(item: &Item, event: &str, contracts: &Contracts) -> PlannedItem 
 fn final_text(
     counts: &ResultCounts,
     report: &SubmitReport,
-    planned: &Planned,
     settings: &Settings,
     started: Instant,
 ) -> String {
-    let _ = planned;
     let mut text = String::from("results:");
     for (state, n) in &counts.by_state {
         if *n > 0 {

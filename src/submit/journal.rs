@@ -322,10 +322,6 @@ impl Journal {
         Ok(conn)
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     pub fn begin_run(&self, input: &str, as_of: NaiveDate) -> Result<i64, JournalError> {
         self.conn.execute(
             "INSERT INTO runs (started_at, input, as_of) VALUES (?1, ?2, ?3)",

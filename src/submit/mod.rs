@@ -96,7 +96,7 @@ enum Work {
 }
 
 enum Done {
-    Submit(i64, Call<api::ReactivationAccepted>),
+    Submit(Batch, Call<api::ReactivationAccepted>),
     Poll(Tracked, u32, Call<api::ReactivationStatus>),
     Case(CaseToOpen, Call<api::Case>),
 }
@@ -263,7 +263,8 @@ fn spawn(tasks: &mut JoinSet<Done>, client: &Arc<ApiClient>, work: Work) {
     tasks.spawn(async move {
         match work {
             Work::Submit(b) => {
-                Done::Submit(b.id, client.submit(&b.idempotency_key, &b.request).await)
+                let call = client.submit(&b.idempotency_key, &b.request).await;
+                Done::Submit(b, call)
             }
             Work::Poll(t, n) => {
                 let call = client.status(&t.request_id).await;
@@ -318,7 +319,8 @@ fn record(
 ) -> Result<(), SubmitError> {
     let now = Instant::now();
     match done {
-        Done::Submit(batch_id, call) => {
+        Done::Submit(batch, call) => {
+            let batch_id = batch.id;
             let target = format!("batch {batch_id}");
             log_attempts(journal, run_id, "submit", &target, &call.attempts)?;
             let n = call.attempts.len() as u32;
@@ -347,17 +349,12 @@ fn record(
                     }
                 }
                 Err(e @ CallError::GaveUp { .. }) => {
+                    // Re-sent later, same key and body, as the journal has it.
                     journal.batch_unanswered(batch_id, n, &e.to_string())?;
-                    let batch = journal
-                        .unsent_batches()?
-                        .into_iter()
-                        .find(|b| b.id == batch_id);
-                    if let Some(b) = batch {
-                        later.push(Later {
-                            due: now + settings.cooldown,
-                            work: Work::Submit(b),
-                        });
-                    }
+                    later.push(Later {
+                        due: now + settings.cooldown,
+                        work: Work::Submit(batch),
+                    });
                 }
             }
         }
