@@ -1,47 +1,69 @@
 //! The plan of a run: validate → eligibility → quotes (SPEC §1–5), as one
 //! library stage that `refleet quote` and `refleet run` share.
 //!
-//! Two passes over the inventory keep memory bounded by the number of
-//! eligible devices, never the number of rows: the first finds the eligible
-//! devices (a license's verdict depends on them), the second hands every
-//! verdict to a [`PlanSink`] in row order and folds eligible items into
-//! quotes.
+//! One pass over the inventory in the common case. The validating threads
+//! judge each device and make its `eligibility.csv` line; the calling
+//! thread takes them in row order, hands every verdict to a [`PlanSink`]
+//! and folds eligible items into quotes. A license's verdict depends on the
+//! eligible devices of the same inventory (`LICENSE_UNBOUND`), so licenses
+//! are judged in row order on the eligible devices seen so far. Exports list
+//! a device before its licenses; when one does not (a license judged unbound
+//! whose device turns out eligible further down), the sink is told to
+//! [`PlanSink::restart`] and the inventory is read a second time with the
+//! whole file's eligible devices. Memory stays bounded by the number of
+//! eligible devices, never the number of rows.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use chrono::NaiveDate;
 
 use crate::contracts::Contracts;
-use crate::domain::{Item, ItemKind};
-use crate::eligibility::{self, EligibleDevices, Verdict};
+use crate::domain::{Contract, Country, Coverage, Item, ItemKind};
+use crate::eligibility::{self, EligibleDevices, Reason, Verdict};
 use crate::ingest::Opened;
 use crate::policy::Policy;
-use crate::progress::{NoProgress, Progress};
+use crate::progress::Progress;
 use crate::quote::{Quote, QuoteBuilder};
-use crate::validate::{self, Reject, ValidateSink, ValidateStats, Validator};
+use crate::report::eligibility_line;
+use crate::validate::{self, ItemMap, MappedSink, PreparedSerial, Reject, RowKeys, Validator};
+
+/// One valid item and what the plan decided for it.
+pub struct Judged<'a> {
+    pub item: &'a Item,
+    /// [`Item::key`].
+    pub key: &'a str,
+    pub verdict: &'a Verdict,
+    /// The expected activation date of an eligible item.
+    pub eta: Option<NaiveDate>,
+    /// The item's `eligibility.csv` record (SPEC §7), newline included,
+    /// made on the validating threads.
+    pub line: &'a [u8],
+}
 
 /// Receives the plan in row order.
 pub trait PlanSink {
-    /// Every valid item with its verdict; `eta` is set for eligible items.
-    fn verdict(
-        &mut self,
-        item: &Item,
-        key: &str,
-        verdict: &Verdict,
-        eta: Option<NaiveDate>,
-    ) -> anyhow::Result<()>;
+    /// Every valid item with its verdict.
+    fn verdict(&mut self, judged: &Judged<'_>) -> anyhow::Result<()>;
     fn reject(&mut self, reject: &Reject) -> anyhow::Result<()>;
     fn warning(&mut self, warning: &Reject) -> anyhow::Result<()>;
+    /// Forget everything received: the plan starts again from the first
+    /// row. The second pass repeats every reject, warning and verdict of the
+    /// first, except that some licenses judged `LICENSE_UNBOUND` lose that
+    /// reason (their device is eligible after all); no verdict gains one.
+    fn restart(&mut self) -> anyhow::Result<()>;
 }
 
 /// What the plan adds up to.
 #[derive(Debug)]
 pub struct Plan {
-    pub stats: ValidateStats,
+    pub stats: validate::ValidateStats,
     pub quotes: Vec<Quote>,
     pub eligible: u64,
     pub ineligible: u64,
     pub by_reason: BTreeMap<&'static str, u64>,
+    /// How many times the inventory was read: 2 when a license came before
+    /// its eligible device.
+    pub passes: u32,
 }
 
 /// Where the plan reads from and what it decides with.
@@ -52,8 +74,9 @@ pub struct PlanContext<'a> {
     pub pool: &'a rayon::ThreadPool,
 }
 
-/// Runs both passes. `open` opens the inventory afresh each time it is
-/// called (it is called twice); `validator` must match its headers.
+/// Makes the plan. `open` opens the inventory afresh each time it is called
+/// (once, or twice when a license comes before its eligible device);
+/// `validator` must match its headers.
 pub fn plan(
     ctx: &PlanContext<'_>,
     open: &mut dyn FnMut() -> anyhow::Result<Opened>,
@@ -61,57 +84,49 @@ pub fn plan(
     sink: &mut dyn PlanSink,
     progress: &dyn Progress,
 ) -> anyhow::Result<Plan> {
+    let judge = Judge::new(ctx);
     let opened = open()?;
     let expected = expected_rows(&opened);
-    let mut pass1 = EligibleDeviceSink {
-        ctx,
-        none: EligibleDevices::new(),
-        eligible: EligibleDevices::new(),
+    let pass = |opened: Opened, fold: &mut Fold<'_, '_>| {
+        progress.start(opened.total_bytes, opened.bytes_read.clone());
+        let stats = validate::run_mapped(
+            opened.source,
+            validator,
+            ctx.pool,
+            expected,
+            &judge,
+            fold,
+            progress,
+        );
+        progress.finish();
+        stats
     };
-    validate::run(
-        opened.source,
-        validator,
-        ctx.pool,
-        expected,
-        &mut pass1,
-        &NoProgress,
-    )?;
-    let eligible_devices = pass1.eligible;
-
-    let opened = open()?;
-    let mut pass2 = VerdictSink {
-        ctx,
-        eligible_devices: &eligible_devices,
-        sink,
-        builder: QuoteBuilder::new(&ctx.contracts.by_id, ctx.policy),
-        eligible: 0,
-        ineligible: 0,
-        by_reason: BTreeMap::new(),
-    };
-    progress.start(opened.total_bytes, opened.bytes_read.clone());
-    let stats = validate::run(
-        opened.source,
-        validator,
-        ctx.pool,
-        expected,
-        &mut pass2,
-        progress,
-    )?;
-    progress.finish();
-    let VerdictSink {
+    let known;
+    let mut fold = Fold::new(&judge, None, expected, sink);
+    let mut stats = pass(opened, &mut fold)?;
+    let mut passes = 1;
+    if !fold.exact() {
+        known = std::mem::take(&mut fold.eligible_devices);
+        let sink = fold.sink;
+        sink.restart()?;
+        fold = Fold::new(&judge, Some(&known), 0, sink);
+        stats = pass(open()?, &mut fold)?;
+        passes = 2;
+    }
+    let by_reason = fold.by_reason();
+    let Fold {
         builder,
         eligible,
         ineligible,
-        by_reason,
         ..
-    } = pass2;
-    let quotes = builder.finish(ctx.as_of)?;
+    } = fold;
     Ok(Plan {
         stats,
-        quotes,
+        quotes: builder.finish(ctx.as_of)?,
         eligible,
         ineligible,
         by_reason,
+        passes,
     })
 }
 
@@ -123,77 +138,248 @@ fn expected_rows(opened: &Opened) -> usize {
         .min(50_000_000)
 }
 
-/// Pass 1: the serials of the eligible devices.
-struct EligibleDeviceSink<'a> {
-    ctx: &'a PlanContext<'a>,
+/// The verdicts (SPEC §4), their activation dates and `eligibility.csv`
+/// lines.
+struct Judge<'a> {
+    contracts: &'a Contracts,
+    /// `contracts.by_id` with a fast hasher: looked up once per row.
+    by_id: HashMap<&'a str, &'a Contract, foldhash::fast::FixedState>,
+    policy: &'a Policy,
+    as_of: NaiveDate,
+    /// A device's verdict does not look at the eligible devices.
     none: EligibleDevices,
-    eligible: EligibleDevices,
 }
 
-impl ValidateSink for EligibleDeviceSink<'_> {
-    fn item(&mut self, item: Item) -> anyhow::Result<()> {
-        if item.kind == ItemKind::Device {
-            let v = eligibility::evaluate(
-                &item,
-                self.ctx.contracts.by_id.get(&item.contract_id),
-                self.ctx.policy,
-                self.ctx.as_of,
-                &self.none,
-            );
-            if let (true, Some(s)) = (v.eligible(), item.serial) {
-                self.eligible.insert(s);
-            }
+/// What a validating thread makes of one valid row. A license's verdict
+/// depends on the eligible devices of the rows before it, so [`Fold`]
+/// makes it in row order.
+enum Judgement {
+    Device {
+        item: Box<Item>,
+        verdict: Verdict,
+        eta: Option<NaiveDate>,
+        line: Vec<u8>,
+        /// An eligible device's serial, ready for [`Fold`]'s set.
+        serial: Option<PreparedSerial>,
+    },
+    License(Box<Item>),
+}
+
+/// One thread's cache of activation dates by (country, coverage): one
+/// as-of date per plan, so a handful of values.
+type Etas = HashMap<(Country, Coverage), (NaiveDate, String), foldhash::fast::FixedState>;
+
+/// [`Item::key`] of a device, without building a string.
+fn device_key(item: &Item) -> &str {
+    item.serial.as_ref().map_or("", |s| s.as_str())
+}
+
+impl<'a> Judge<'a> {
+    fn new(ctx: &PlanContext<'a>) -> Judge<'a> {
+        Judge {
+            contracts: ctx.contracts,
+            by_id: ctx
+                .contracts
+                .by_id
+                .iter()
+                .map(|(id, c)| (id.as_str(), c))
+                .collect(),
+            policy: ctx.policy,
+            as_of: ctx.as_of,
+            none: EligibleDevices::new(),
         }
-        Ok(())
     }
-    fn reject(&mut self, _: &Reject) -> anyhow::Result<()> {
-        Ok(())
-    }
-    fn warning(&mut self, _: &Reject) -> anyhow::Result<()> {
-        Ok(())
+
+    /// The verdict, activation date and `eligibility.csv` line of one item.
+    fn judge(
+        &self,
+        etas: &mut Etas,
+        item: &Item,
+        key: &str,
+        eligible_devices: &EligibleDevices,
+    ) -> (Verdict, Option<NaiveDate>, Vec<u8>) {
+        let contract = self.by_id.get(item.contract_id.as_str()).copied();
+        let v = eligibility::evaluate(item, contract, self.policy, self.as_of, eligible_devices);
+        let eta = match (v.eligible(), contract) {
+            (true, Some(c)) => {
+                Some(&*etas.entry((item.country, c.coverage)).or_insert_with(|| {
+                    let d = self
+                        .policy
+                        .activation_eta(item.country, c.coverage, self.as_of);
+                    (d, d.to_string())
+                }))
+            }
+            _ => None,
+        };
+        let line = eligibility_line(item, key, &v, eta.map_or("", |(_, s)| s.as_str()));
+        (v, eta.map(|(d, _)| *d), line)
     }
 }
 
-/// Pass 2: every verdict in row order, and the quotes.
-struct VerdictSink<'a, 's> {
-    ctx: &'a PlanContext<'a>,
-    eligible_devices: &'a EligibleDevices,
+impl ItemMap for Judge<'_> {
+    type State = Etas;
+    type Out = Judgement;
+
+    fn state(&self) -> Etas {
+        Etas::default()
+    }
+
+    fn map(&self, etas: &mut Etas, item: Box<Item>, keys: &RowKeys) -> Judgement {
+        if item.kind == ItemKind::License {
+            return Judgement::License(item);
+        }
+        let (verdict, eta, line) = self.judge(etas, &item, device_key(&item), &self.none);
+        Judgement::Device {
+            // A device's serial is its row's serial key, prepared already.
+            serial: keys.prepared_serial().filter(|_| verdict.eligible()),
+            item,
+            verdict,
+            eta,
+            line,
+        }
+    }
+}
+
+/// How many eligible devices wait in [`Fold`]'s queue.
+const QUEUE: usize = 16;
+
+/// Takes the judgements in row order: hands them to the sink, judges the
+/// licenses, counts, and folds eligible items into quotes.
+struct Fold<'a, 's> {
+    judge: &'a Judge<'a>,
+    /// The eligible devices of the whole file, on a second pass.
+    known: Option<&'a EligibleDevices>,
+    /// The eligible devices so far (first pass only).
+    eligible_devices: EligibleDevices,
+    /// Bound serials of licenses judged unbound on `eligible_devices`.
+    pending: EligibleDevices,
+    /// Eligible devices not yet in `eligible_devices`: each one's slot is
+    /// fetched when it arrives and filled a few devices later, and the
+    /// queue is emptied before any license is judged.
+    queue: VecDeque<PreparedSerial>,
+    etas: Etas,
     sink: &'s mut dyn PlanSink,
     builder: QuoteBuilder<'a>,
     eligible: u64,
     ineligible: u64,
-    by_reason: BTreeMap<&'static str, u64>,
+    /// Ineligible items by reason, indexed by `Reason as usize`.
+    by_reason: [u64; 32],
 }
 
-impl ValidateSink for VerdictSink<'_, '_> {
-    fn item(&mut self, item: Item) -> anyhow::Result<()> {
-        let key = item.key();
-        let contract = self.ctx.contracts.by_id.get(&item.contract_id);
-        let v = eligibility::evaluate(
-            &item,
-            contract,
-            self.ctx.policy,
-            self.ctx.as_of,
-            self.eligible_devices,
-        );
-        let eta = match (v.eligible(), contract) {
-            (true, Some(c)) => Some(self.ctx.policy.activation_eta(
-                item.country,
-                c.coverage,
-                self.ctx.as_of,
-            )),
-            _ => None,
-        };
+impl<'a, 's> Fold<'a, 's> {
+    fn new(
+        judge: &'a Judge<'a>,
+        known: Option<&'a EligibleDevices>,
+        expected_rows: usize,
+        sink: &'s mut dyn PlanSink,
+    ) -> Fold<'a, 's> {
+        Fold {
+            judge,
+            known,
+            eligible_devices: EligibleDevices::with_capacity(expected_rows),
+            pending: EligibleDevices::new(),
+            queue: VecDeque::with_capacity(QUEUE + 1),
+            etas: Etas::default(),
+            sink,
+            builder: QuoteBuilder::new(&judge.contracts.by_id, judge.policy),
+            eligible: 0,
+            ineligible: 0,
+            by_reason: [0; 32],
+        }
+    }
+
+    /// False when a license was judged unbound but its device turned out
+    /// eligible further down: the pass must be run again.
+    fn exact(&mut self) -> bool {
+        self.flush_devices();
+        self.known.is_some() || self.pending.is_disjoint(&self.eligible_devices)
+    }
+
+    fn flush_devices(&mut self) {
+        while let Some(s) = self.queue.pop_front() {
+            self.eligible_devices.insert_prepared(s);
+        }
+    }
+
+    fn add_device(&mut self, s: PreparedSerial) {
+        self.eligible_devices.prefetch(&s);
+        self.queue.push_back(s);
+        if self.queue.len() > QUEUE {
+            if let Some(s) = self.queue.pop_front() {
+                self.eligible_devices.insert_prepared(s);
+            }
+        }
+    }
+
+    fn count(&mut self, item: &Item, key: &str, v: &Verdict) {
         if v.eligible() {
             self.eligible += 1;
-            self.builder.add(&item, &key);
+            self.builder.add(item, key);
         } else {
             self.ineligible += 1;
             for r in &v.reasons {
-                *self.by_reason.entry(r.as_str()).or_default() += 1;
+                self.by_reason[*r as usize] += 1;
             }
         }
-        self.sink.verdict(&item, &key, &v, eta)
+    }
+
+    /// The reason counts for the summary.
+    fn by_reason(&self) -> BTreeMap<&'static str, u64> {
+        Reason::ALL
+            .iter()
+            .filter(|r| self.by_reason[**r as usize] > 0)
+            .map(|r| (r.as_str(), self.by_reason[*r as usize]))
+            .collect()
+    }
+}
+
+impl MappedSink<Judgement> for Fold<'_, '_> {
+    /// Reads the judgement in place: items and lines are freed on the
+    /// validating threads, not here.
+    fn item(&mut self, out: &mut Option<Judgement>) -> anyhow::Result<()> {
+        match out {
+            Some(Judgement::Device {
+                item,
+                verdict,
+                eta,
+                line,
+                serial,
+            }) => {
+                let key = device_key(item);
+                self.sink.verdict(&Judged {
+                    item,
+                    key,
+                    verdict,
+                    eta: *eta,
+                    line,
+                })?;
+                if let (Some(s), None) = (serial, self.known) {
+                    self.add_device(*s);
+                }
+                self.count(item, key, verdict);
+            }
+            Some(Judgement::License(item)) => {
+                self.flush_devices();
+                let key = item.key();
+                let devices = self.known.unwrap_or(&self.eligible_devices);
+                let (verdict, eta, line) = self.judge.judge(&mut self.etas, item, &key, devices);
+                self.sink.verdict(&Judged {
+                    item,
+                    key: &key,
+                    verdict: &verdict,
+                    eta,
+                    line: &line,
+                })?;
+                if self.known.is_none() && verdict.reasons.contains(&Reason::LicenseUnbound) {
+                    if let Some(s) = item.bound_serial {
+                        self.pending.insert(s);
+                    }
+                }
+                self.count(item, &key, &verdict);
+            }
+            None => {}
+        }
+        Ok(())
     }
     fn reject(&mut self, r: &Reject) -> anyhow::Result<()> {
         self.sink.reject(r)

@@ -626,15 +626,13 @@ fn verdicts(path: &Path) -> Vec<(String, String, String)> {
     v
 }
 
-#[test]
-fn quote_judges_a_license_listed_before_its_device_on_the_whole_inventory() {
-    // An eligible license of the sample, moved to the first row: its bound
-    // device now comes after it, which makes quote read the inventory a
-    // second time. Every verdict must stay what it was.
+/// The sample inventory with an eligible license moved to the first row, so
+/// that its bound device comes after it: the plan must then read the
+/// inventory a second time. Returns the new file and the license id.
+fn license_first_inventory(dir: &Path) -> (PathBuf, String) {
     let out = tempfile::tempdir().unwrap();
     assert!(quote_cmd(out.path(), &[]).status.success());
     let before = verdicts(&out.path().join("eligibility.csv"));
-
     let mut reader = csv::Reader::from_path(sample("inventory.csv")).unwrap();
     let headers = reader.headers().unwrap().clone();
     let mut rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
@@ -647,14 +645,24 @@ fn quote_judges_a_license_listed_before_its_device_on_the_whole_inventory() {
     let at = rows.iter().position(|r| r[lic] == key).unwrap();
     let moved = rows.remove(at);
     rows.insert(0, moved);
-    let dir = tempfile::tempdir().unwrap();
-    let inventory = dir.path().join("inventory.csv");
+    let inventory = dir.join("inventory.csv");
     let mut w = csv::Writer::from_path(&inventory).unwrap();
     w.write_record(&headers).unwrap();
     for r in &rows {
         w.write_record(r).unwrap();
     }
     w.flush().unwrap();
+    (inventory, key)
+}
+
+#[test]
+fn quote_judges_a_license_listed_before_its_device_on_the_whole_inventory() {
+    // Every verdict must stay what it was, each exactly once.
+    let out = tempfile::tempdir().unwrap();
+    assert!(quote_cmd(out.path(), &[]).status.success());
+    let before = verdicts(&out.path().join("eligibility.csv"));
+    let dir = tempfile::tempdir().unwrap();
+    let (inventory, key) = license_first_inventory(dir.path());
 
     let moved_out = tempfile::tempdir().unwrap();
     refleet()

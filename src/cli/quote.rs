@@ -12,10 +12,9 @@ use rust_decimal::Decimal;
 
 use super::{input_error, thread_pool, Global, InputArgs, Outcome, UsageError};
 use crate::contracts::{self, Contracts};
-use crate::domain::{DateFormat, Item};
-use crate::eligibility::Verdict;
+use crate::domain::DateFormat;
 use crate::ingest::{self, IngestOptions, InputPath};
-use crate::plan::{self, Plan, PlanContext, PlanSink};
+use crate::plan::{self, Judged, Plan, PlanContext, PlanSink};
 use crate::policy::Policy;
 use crate::quote::{over_budget, totals_by_currency, CurrencyTotal, QuoteError};
 use crate::report::{write_quotes, PlanReports, RejectsWriter};
@@ -137,7 +136,8 @@ pub(super) fn make_plan(
     global: &Global,
     extra: Option<&mut dyn PlanSink>,
 ) -> anyhow::Result<Planned> {
-    // The inventory is read twice: stdin is kept in a temporary file.
+    // The inventory may be read twice (see `plan`): stdin is kept in a
+    // temporary file.
     let _spool;
     if settings.input == InputPath::Stdin {
         let mut tmp = tempfile::NamedTempFile::new()?;
@@ -199,16 +199,10 @@ struct Tee<'a, 'b> {
 }
 
 impl PlanSink for Tee<'_, '_> {
-    fn verdict(
-        &mut self,
-        item: &Item,
-        key: &str,
-        v: &Verdict,
-        eta: Option<NaiveDate>,
-    ) -> anyhow::Result<()> {
-        self.reports.verdict(item, key, v, eta)?;
+    fn verdict(&mut self, judged: &Judged<'_>) -> anyhow::Result<()> {
+        self.reports.verdict(judged)?;
         match self.extra.as_deref_mut() {
-            Some(extra) => extra.verdict(item, key, v, eta),
+            Some(extra) => extra.verdict(judged),
             None => Ok(()),
         }
     }
@@ -221,6 +215,13 @@ impl PlanSink for Tee<'_, '_> {
     }
     fn warning(&mut self, w: &Reject) -> anyhow::Result<()> {
         self.reports.warning(w)
+    }
+    fn restart(&mut self) -> anyhow::Result<()> {
+        self.reports.restart()?;
+        match self.extra.as_deref_mut() {
+            Some(extra) => extra.restart(),
+            None => Ok(()),
+        }
     }
 }
 

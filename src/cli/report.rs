@@ -2,17 +2,15 @@
 //! alone, and the glue that lets `run` and `quote` write theirs with one
 //! call each (the page itself is `report::html`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use chrono::NaiveDate;
 
 use super::quote::{PlanSettings, Planned};
 use super::{Global, Outcome, UsageError};
-use crate::domain::Item;
-use crate::eligibility::Verdict;
-use crate::plan::PlanSink;
+use crate::domain::Region;
+use crate::plan::{Judged, PlanSink};
 use crate::report::html::{self, Problems, QuoteRow, ReportData, Source};
 use crate::submit::journal::{self, Journal};
 use crate::validate::Reject;
@@ -89,26 +87,28 @@ pub(super) fn write_run_report(
 /// Verdicts per region, counted as the plan goes (a plan keeps no counts by
 /// region, and reading `eligibility.csv` back would cost a pass over it).
 #[derive(Default)]
-pub(super) struct RegionTally(BTreeMap<String, BTreeMap<String, u64>>);
+pub(super) struct RegionTally(HashMap<(Region, bool), u64, foldhash::fast::FixedState>);
+
+impl RegionTally {
+    /// The counts as `{region: {"eligible"|"ineligible": n}}`.
+    pub(super) fn into_map(self) -> BTreeMap<String, BTreeMap<String, u64>> {
+        let mut map: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+        for ((region, eligible), n) in self.0 {
+            let v = if eligible { "eligible" } else { "ineligible" };
+            *map.entry(region.as_str().to_string())
+                .or_default()
+                .entry(v.to_string())
+                .or_default() += n;
+        }
+        map
+    }
+}
 
 impl PlanSink for RegionTally {
-    fn verdict(
-        &mut self,
-        item: &Item,
-        _key: &str,
-        verdict: &Verdict,
-        _eta: Option<NaiveDate>,
-    ) -> anyhow::Result<()> {
-        let v = if verdict.eligible() {
-            "eligible"
-        } else {
-            "ineligible"
-        };
+    fn verdict(&mut self, judged: &Judged<'_>) -> anyhow::Result<()> {
         *self
             .0
-            .entry(item.region.as_str().to_string())
-            .or_default()
-            .entry(v.to_string())
+            .entry((judged.item.region, judged.verdict.eligible()))
             .or_default() += 1;
         Ok(())
     }
@@ -116,6 +116,10 @@ impl PlanSink for RegionTally {
         Ok(())
     }
     fn warning(&mut self, _: &Reject) -> anyhow::Result<()> {
+        Ok(())
+    }
+    fn restart(&mut self) -> anyhow::Result<()> {
+        self.0.clear();
         Ok(())
     }
 }
@@ -148,7 +152,7 @@ pub(super) fn write_plan_report(
         ineligible: plan.ineligible,
         states: None,
         reasons,
-        by_region: regions.0,
+        by_region: regions.into_map(),
         quote_totals: planned
             .totals
             .iter()

@@ -3,12 +3,12 @@
 
 use std::path::Path;
 
-use chrono::NaiveDate;
+use std::io::Write;
 
 use super::{neutralise, AtomicFile, RejectsWriter};
 use crate::domain::Item;
 use crate::eligibility::Verdict;
-use crate::plan::PlanSink;
+use crate::plan::{Judged, PlanSink};
 use crate::quote::Quote;
 use crate::validate::Reject;
 
@@ -27,20 +27,43 @@ pub const ELIGIBILITY_COLUMNS: [&str; 12] = [
     "eta",
 ];
 
+/// One item's `eligibility.csv` record, newline included; `eta` is the
+/// activation date as text ("" for an ineligible item). Made once per row,
+/// on the validating threads.
+pub fn eligibility_line(item: &Item, key: &str, v: &Verdict, eta: &str) -> Vec<u8> {
+    let mut row = [0u8; 20];
+    let license = item.license_id.map(|l| l.to_string());
+    super::csv_line([
+        super::decimal(item.row, &mut row),
+        neutralise(key).as_ref(),
+        item.kind.as_str(),
+        item.serial.as_ref().map_or("", |s| s.as_str()),
+        license.as_deref().unwrap_or(""),
+        neutralise(&item.contract_id).as_ref(),
+        item.country.as_str(),
+        item.region.as_str(),
+        if v.eligible() { "true" } else { "false" },
+        &v.reasons_text(),
+        neutralise(&v.alternative).as_ref(),
+        eta,
+    ])
+}
+
 /// Writes the row-level reports of a plan into `out`; nothing appears
 /// there until [`PlanReports::commit`].
 pub struct PlanReports {
+    out: std::path::PathBuf,
     rejects: RejectsWriter,
     warnings: RejectsWriter,
-    eligibility: csv::Writer<AtomicFile>,
+    eligibility: AtomicFile,
 }
 
 impl PlanReports {
     pub fn create(out: &Path) -> anyhow::Result<PlanReports> {
-        let mut eligibility =
-            csv::Writer::from_writer(AtomicFile::create(&out.join("eligibility.csv"))?);
-        eligibility.write_record(ELIGIBILITY_COLUMNS)?;
+        let mut eligibility = AtomicFile::create(&out.join("eligibility.csv"))?;
+        eligibility.write_all(&super::csv_line(ELIGIBILITY_COLUMNS))?;
         Ok(PlanReports {
+            out: out.to_path_buf(),
             rejects: RejectsWriter::create(&out.join("rejects.csv"))?,
             warnings: RejectsWriter::create(&out.join("warnings.csv"))?,
             eligibility,
@@ -50,36 +73,13 @@ impl PlanReports {
     pub fn commit(self) -> anyhow::Result<()> {
         self.rejects.commit()?;
         self.warnings.commit()?;
-        self.eligibility
-            .into_inner()
-            .map_err(|e| anyhow::anyhow!("{}", e.error()))?
-            .commit()
+        self.eligibility.commit()
     }
 }
 
 impl PlanSink for PlanReports {
-    fn verdict(
-        &mut self,
-        item: &Item,
-        key: &str,
-        v: &Verdict,
-        eta: Option<NaiveDate>,
-    ) -> anyhow::Result<()> {
-        let opt = |v: Option<String>| v.unwrap_or_default();
-        self.eligibility.write_record([
-            item.row.to_string().as_str(),
-            neutralise(key).as_ref(),
-            item.kind.as_str(),
-            &opt(item.serial.map(|s| s.to_string())),
-            &opt(item.license_id.map(|l| l.to_string())),
-            neutralise(&item.contract_id).as_ref(),
-            item.country.as_str(),
-            item.region.as_str(),
-            if v.eligible() { "true" } else { "false" },
-            &v.reasons_text(),
-            neutralise(&v.alternative).as_ref(),
-            &opt(eta.map(|d| d.to_string())),
-        ])?;
+    fn verdict(&mut self, judged: &Judged<'_>) -> anyhow::Result<()> {
+        self.eligibility.write_all(judged.line)?;
         Ok(())
     }
     fn reject(&mut self, r: &Reject) -> anyhow::Result<()> {
@@ -87,6 +87,11 @@ impl PlanSink for PlanReports {
     }
     fn warning(&mut self, w: &Reject) -> anyhow::Result<()> {
         self.warnings.write(w)
+    }
+    /// Starts the files afresh; the unfinished ones are deleted.
+    fn restart(&mut self) -> anyhow::Result<()> {
+        *self = PlanReports::create(&self.out)?;
+        Ok(())
     }
 }
 

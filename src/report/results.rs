@@ -10,14 +10,13 @@ use std::fs::File;
 use std::io::BufReader;
 use std::path::Path;
 
-use chrono::NaiveDate;
 use serde::Serialize;
 
 use super::{neutralise, temp_in, AtomicFile};
 use crate::api;
 use crate::domain::Item;
 use crate::eligibility::{Reason, Verdict};
-use crate::plan::PlanSink;
+use crate::plan::{Judged, PlanSink};
 use crate::submit::journal::ItemRecord;
 use crate::validate::Reject;
 
@@ -107,13 +106,14 @@ pub fn event_key(item: &Item, key: &str) -> String {
 }
 
 impl PlanSink for RowSpool<'_> {
-    fn verdict(
-        &mut self,
-        item: &Item,
-        key: &str,
-        v: &Verdict,
-        eta: Option<NaiveDate>,
-    ) -> anyhow::Result<()> {
+    fn verdict(&mut self, judged: &Judged<'_>) -> anyhow::Result<()> {
+        let Judged {
+            item,
+            key,
+            verdict: v,
+            eta,
+            ..
+        } = *judged;
         self.flush_rejects()?;
         let manual_only = v.reasons == [Reason::ManualReview];
         let event = if v.eligible() || manual_only {
@@ -165,6 +165,16 @@ impl PlanSink for RowSpool<'_> {
     }
 
     fn warning(&mut self, _: &Reject) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    /// Starts the spool afresh. The journal needs nothing undone: it
+    /// ignores an item it knows already, and every item planned on the
+    /// first pass is planned the same way on the second.
+    fn restart(&mut self) -> anyhow::Result<()> {
+        self.pending = None;
+        self.csv = csv::Writer::from_writer(std::io::BufWriter::new(self.file.reopen()?));
+        self.file.as_file().set_len(0)?;
         Ok(())
     }
 }

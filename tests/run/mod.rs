@@ -154,6 +154,24 @@ fn sample_rows() -> usize {
 }
 
 #[test]
+fn a_license_before_its_device_is_planned_once_and_activated() {
+    // The plan reads this inventory twice (see `plan::plan`): results.csv
+    // must still hold every row once, and the journal the license once.
+    let dir = tempfile::tempdir().unwrap();
+    let (inventory, key) = super::license_first_inventory(dir.path());
+    let sim = sim(SimConfig::default());
+    let out = tempfile::tempdir().unwrap();
+    run_cmd(&inventory, out.path(), &sim, &[]).assert().code(0);
+    let res = assert_complete(out.path(), sample_rows());
+    let first = res.iter().find(|r| r["row"] == "1").unwrap();
+    assert_eq!(
+        (first["item_key"].as_str(), first["state"].as_str()),
+        (key.as_str(), "active")
+    );
+    assert_eq!(sim.stats().duplicate_activations, 0);
+}
+
+#[test]
 fn the_quick_start_runs_against_the_built_in_simulator() {
     let out = tempfile::tempdir().unwrap();
     let assert = refleet()
