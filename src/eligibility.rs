@@ -9,7 +9,7 @@ use chrono::NaiveDate;
 use compact_str::CompactString;
 
 use crate::domain::{
-    Contract, ContractStatus, Coverage, DeactivationReason, Item, ItemKind, RepairStatus,
+    Contract, ContractStatus, Coverage, DeactivationReason, Item, ItemKind, RepairStatus, Serial,
 };
 use crate::policy::Policy;
 
@@ -108,14 +108,26 @@ impl Verdict {
 /// Devices of this inventory that are eligible, for `LICENSE_UNBOUND`.
 pub type EligibleDevices = crate::validate::SerialSet;
 
-/// Evaluates one item. For a license, `eligible_devices` holds the eligible
+/// What a license's verdict asks of the inventory's other rows.
+pub trait Devices {
+    /// True when `serial` is an eligible device of the same inventory.
+    fn is_eligible(&self, serial: &Serial) -> bool;
+}
+
+impl Devices for EligibleDevices {
+    fn is_eligible(&self, serial: &Serial) -> bool {
+        self.contains(serial)
+    }
+}
+
+/// Evaluates one item. For a license, `eligible_devices` knows the eligible
 /// devices of the same inventory (see [`evaluate_all`]).
 pub fn evaluate(
     item: &Item,
     contract: Option<&Contract>,
     policy: &Policy,
     as_of: NaiveDate,
-    eligible_devices: &EligibleDevices,
+    eligible_devices: &(impl Devices + ?Sized),
 ) -> Verdict {
     let mut reasons = Vec::new();
     let mut upgrade: Option<&str> = None;
@@ -175,7 +187,7 @@ pub fn evaluate(
     if item.kind == ItemKind::License
         && !item
             .bound_serial
-            .is_some_and(|s| eligible_devices.contains(&s))
+            .is_some_and(|s| eligible_devices.is_eligible(&s))
     {
         reasons.push(Reason::LicenseUnbound);
     }

@@ -6,26 +6,28 @@
 //! thread takes them in row order, hands every verdict to a [`PlanSink`]
 //! and folds eligible items into quotes. A license's verdict depends on the
 //! eligible devices of the same inventory (`LICENSE_UNBOUND`), so licenses
-//! are judged in row order on the eligible devices seen so far. Exports list
-//! a device before its licenses; when one does not (a license judged unbound
-//! whose device turns out eligible further down), the sink is told to
-//! [`PlanSink::restart`] and the inventory is read a second time with the
-//! whole file's eligible devices. Memory stays bounded by the number of
-//! eligible devices, never the number of rows.
+//! are judged in row order on the eligible devices seen so far: the
+//! duplicate index, which holds every valid device's serial anyway, keeps
+//! one more bit per serial for "eligible". Exports list a device before its
+//! licenses; when one does not (a license judged unbound whose device turns
+//! out eligible further down), the sink is told to [`PlanSink::restart`] and
+//! the inventory is read a second time with the whole file's eligible
+//! devices. Memory stays bounded by the duplicate index, never the number
+//! of rows.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::NaiveDate;
 
 use crate::contracts::Contracts;
-use crate::domain::{Contract, Country, Coverage, Item, ItemKind};
-use crate::eligibility::{self, EligibleDevices, Reason, Verdict};
+use crate::domain::{Contract, Country, Coverage, Item, ItemKind, Serial};
+use crate::eligibility::{self, Devices, EligibleDevices, Reason, Verdict};
 use crate::ingest::Opened;
 use crate::policy::Policy;
 use crate::progress::Progress;
 use crate::quote::{Quote, QuoteBuilder};
 use crate::report::eligibility_line;
-use crate::validate::{self, ItemMap, MappedSink, PreparedSerial, Reject, RowKeys, Validator};
+use crate::validate::{self, DuplicateIndex, ItemMap, MappedSink, Reject, RowKeys, Validator};
 
 /// One valid item and what the plan decided for it.
 pub struct Judged<'a> {
@@ -102,14 +104,14 @@ pub fn plan(
         stats
     };
     let known;
-    let mut fold = Fold::new(&judge, None, expected, sink);
+    let mut fold = Fold::new(&judge, None, sink);
     let mut stats = pass(opened, &mut fold)?;
     let mut passes = 1;
-    if !fold.exact() {
-        known = std::mem::take(&mut fold.eligible_devices);
+    if let Some(eligible_devices) = fold.rerun.take() {
+        known = eligible_devices;
         let sink = fold.sink;
         sink.restart()?;
-        fold = Fold::new(&judge, Some(&known), 0, sink);
+        fold = Fold::new(&judge, Some(&known), sink);
         stats = pass(open()?, &mut fold)?;
         passes = 2;
     }
@@ -150,6 +152,16 @@ struct Judge<'a> {
     none: EligibleDevices,
 }
 
+/// The eligible devices so far: the serials the duplicate index holds
+/// marked (see [`Judge::mark`](ItemMap::mark)).
+struct Marked<'i>(&'i DuplicateIndex);
+
+impl Devices for Marked<'_> {
+    fn is_eligible(&self, serial: &Serial) -> bool {
+        self.0.is_marked(serial)
+    }
+}
+
 /// What a validating thread makes of one valid row. A license's verdict
 /// depends on the eligible devices of the rows before it, so [`Fold`]
 /// makes it in row order.
@@ -159,8 +171,6 @@ enum Judgement {
         verdict: Verdict,
         eta: Option<NaiveDate>,
         line: Vec<u8>,
-        /// An eligible device's serial, ready for [`Fold`]'s set.
-        serial: Option<PreparedSerial>,
     },
     License(Box<Item>),
 }
@@ -196,7 +206,7 @@ impl<'a> Judge<'a> {
         etas: &mut Etas,
         item: &Item,
         key: &str,
-        eligible_devices: &EligibleDevices,
+        eligible_devices: &(impl Devices + ?Sized),
     ) -> (Verdict, Option<NaiveDate>, Vec<u8>) {
         let contract = self.by_id.get(item.contract_id.as_str()).copied();
         let v = eligibility::evaluate(item, contract, self.policy, self.as_of, eligible_devices);
@@ -224,24 +234,24 @@ impl ItemMap for Judge<'_> {
         Etas::default()
     }
 
-    fn map(&self, etas: &mut Etas, item: Box<Item>, keys: &RowKeys) -> Judgement {
+    fn map(&self, etas: &mut Etas, item: Box<Item>, _: &RowKeys) -> Judgement {
         if item.kind == ItemKind::License {
             return Judgement::License(item);
         }
         let (verdict, eta, line) = self.judge(etas, &item, device_key(&item), &self.none);
         Judgement::Device {
-            // A device's serial is its row's serial key, prepared already.
-            serial: keys.prepared_serial().filter(|_| verdict.eligible()),
             item,
             verdict,
             eta,
             line,
         }
     }
-}
 
-/// How many eligible devices wait in [`Fold`]'s queue.
-const QUEUE: usize = 16;
+    /// An eligible device.
+    fn mark(&self, out: &Judgement) -> bool {
+        matches!(out, Judgement::Device { verdict, .. } if verdict.eligible())
+    }
+}
 
 /// Takes the judgements in row order: hands them to the sink, judges the
 /// licenses, counts, and folds eligible items into quotes.
@@ -249,14 +259,11 @@ struct Fold<'a, 's> {
     judge: &'a Judge<'a>,
     /// The eligible devices of the whole file, on a second pass.
     known: Option<&'a EligibleDevices>,
-    /// The eligible devices so far (first pass only).
-    eligible_devices: EligibleDevices,
-    /// Bound serials of licenses judged unbound on `eligible_devices`.
+    /// Bound serials of licenses judged unbound on the devices so far.
     pending: EligibleDevices,
-    /// Eligible devices not yet in `eligible_devices`: each one's slot is
-    /// fetched when it arrives and filled a few devices later, and the
-    /// queue is emptied before any license is judged.
-    queue: VecDeque<PreparedSerial>,
+    /// Set at the end of a first pass when one of `pending` turned out
+    /// eligible: the whole file's eligible devices, for a second pass.
+    rerun: Option<EligibleDevices>,
     etas: Etas,
     sink: &'s mut dyn PlanSink,
     builder: QuoteBuilder<'a>,
@@ -270,44 +277,19 @@ impl<'a, 's> Fold<'a, 's> {
     fn new(
         judge: &'a Judge<'a>,
         known: Option<&'a EligibleDevices>,
-        expected_rows: usize,
         sink: &'s mut dyn PlanSink,
     ) -> Fold<'a, 's> {
         Fold {
             judge,
             known,
-            eligible_devices: EligibleDevices::with_capacity(expected_rows),
             pending: EligibleDevices::new(),
-            queue: VecDeque::with_capacity(QUEUE + 1),
+            rerun: None,
             etas: Etas::default(),
             sink,
             builder: QuoteBuilder::new(&judge.contracts.by_id, judge.policy),
             eligible: 0,
             ineligible: 0,
             by_reason: [0; 32],
-        }
-    }
-
-    /// False when a license was judged unbound but its device turned out
-    /// eligible further down: the pass must be run again.
-    fn exact(&mut self) -> bool {
-        self.flush_devices();
-        self.known.is_some() || self.pending.is_disjoint(&self.eligible_devices)
-    }
-
-    fn flush_devices(&mut self) {
-        while let Some(s) = self.queue.pop_front() {
-            self.eligible_devices.insert_prepared(s);
-        }
-    }
-
-    fn add_device(&mut self, s: PreparedSerial) {
-        self.eligible_devices.prefetch(&s);
-        self.queue.push_back(s);
-        if self.queue.len() > QUEUE {
-            if let Some(s) = self.queue.pop_front() {
-                self.eligible_devices.insert_prepared(s);
-            }
         }
     }
 
@@ -336,14 +318,13 @@ impl<'a, 's> Fold<'a, 's> {
 impl MappedSink<Judgement> for Fold<'_, '_> {
     /// Reads the judgement in place: items and lines are freed on the
     /// validating threads, not here.
-    fn item(&mut self, out: &mut Option<Judgement>) -> anyhow::Result<()> {
+    fn item(&mut self, out: &mut Option<Judgement>, seen: &DuplicateIndex) -> anyhow::Result<()> {
         match out {
             Some(Judgement::Device {
                 item,
                 verdict,
                 eta,
                 line,
-                serial,
             }) => {
                 let key = device_key(item);
                 self.sink.verdict(&Judged {
@@ -353,16 +334,14 @@ impl MappedSink<Judgement> for Fold<'_, '_> {
                     eta: *eta,
                     line,
                 })?;
-                if let (Some(s), None) = (serial, self.known) {
-                    self.add_device(*s);
-                }
                 self.count(item, key, verdict);
             }
             Some(Judgement::License(item)) => {
-                self.flush_devices();
                 let key = item.key();
-                let devices = self.known.unwrap_or(&self.eligible_devices);
-                let (verdict, eta, line) = self.judge.judge(&mut self.etas, item, &key, devices);
+                let (verdict, eta, line) = match self.known {
+                    Some(known) => self.judge.judge(&mut self.etas, item, &key, known),
+                    None => self.judge.judge(&mut self.etas, item, &key, &Marked(seen)),
+                };
                 self.sink.verdict(&Judged {
                     item,
                     key: &key,
@@ -386,5 +365,13 @@ impl MappedSink<Judgement> for Fold<'_, '_> {
     }
     fn warning(&mut self, w: &Reject) -> anyhow::Result<()> {
         self.sink.warning(w)
+    }
+    /// A license judged unbound whose device turned out eligible further
+    /// down calls for a second pass.
+    fn end(&mut self, seen: &DuplicateIndex) -> anyhow::Result<()> {
+        if self.known.is_none() && seen.marks_any(&self.pending) {
+            self.rerun = Some(seen.marked_serials());
+        }
+        Ok(())
     }
 }

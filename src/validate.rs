@@ -930,17 +930,25 @@ impl DuplicateIndex {
     /// shadows a later good row.
     pub fn check_chunk(&mut self, rows: &[RowKeys]) -> Vec<Dups> {
         let mut dups = Vec::with_capacity(rows.len());
-        self.check_each(rows.len(), |i| rows.get(i), &mut dups);
+        self.check_each(rows.len(), |i| rows.get(i).map(|k| (k, false)), &mut dups);
         dups
     }
 
     /// [`DuplicateIndex::check_chunk`] over a chunk's outcomes, one entry
-    /// per outcome (no duplicates for a rejected row).
-    fn check_outcomes<T>(&mut self, outcomes: &[RowOutcome<T>], dups: &mut Vec<Dups>) {
+    /// per outcome (no duplicates for a rejected row); the serial of a row
+    /// whose output `mark` picks is recorded marked.
+    fn check_outcomes<T>(
+        &mut self,
+        outcomes: &[RowOutcome<T>],
+        mark: impl Fn(&T) -> bool,
+        dups: &mut Vec<Dups>,
+    ) {
         self.check_each(
             outcomes.len(),
             |i| match outcomes.get(i) {
-                Some(RowOutcome::Valid { keys, .. }) => Some(keys),
+                Some(RowOutcome::Valid { keys, item, .. }) => {
+                    Some((keys, item.as_ref().is_some_and(&mark)))
+                }
                 _ => None,
             },
             dups,
@@ -950,16 +958,65 @@ impl DuplicateIndex {
     fn check_each<'k>(
         &mut self,
         n: usize,
-        keys: impl Fn(usize) -> Option<&'k RowKeys>,
+        keys: impl Fn(usize) -> Option<(&'k RowKeys, bool)>,
         dups: &mut Vec<Dups>,
     ) {
         dups.clear();
         for i in 0..n {
-            if let Some(ahead) = keys(i + PREFETCH_AHEAD) {
+            if let Some((ahead, _)) = keys(i + PREFETCH_AHEAD) {
                 self.prefetch(ahead);
             }
-            dups.push(keys(i).map_or(Dups::default(), |k| self.check_row(k)));
+            dups.push(keys(i).map_or(Dups::default(), |(k, mark)| self.check_row(k, mark)));
         }
+    }
+
+    /// True when `serial` is the serial of an earlier valid row, recorded
+    /// marked (see [`ItemMap::mark`]).
+    pub fn is_marked(&self, serial: &Serial) -> bool {
+        let PreparedSerial(k, h) = PreparedSerial::new(serial);
+        let (probe, set_marked) = match k {
+            SerialKey::Short(k) => (self.short_serials.probe(&k, h), 0),
+            SerialKey::Mid(k) => (self.mid_serials.probe(&k, h), 1),
+            SerialKey::Long(k) => (self.long_serials.probe(&k, h), 2),
+        };
+        match (probe, set_marked) {
+            (Probe::Present(slot), 0) => self.short_serials.is_marked(slot),
+            (Probe::Present(slot), 1) => self.mid_serials.is_marked(slot),
+            (Probe::Present(slot), _) => self.long_serials.is_marked(slot),
+            (Probe::Vacant(_), _) => false,
+        }
+    }
+
+    /// True when one of `set` is recorded marked.
+    pub fn marks_any(&self, set: &SerialSet) -> bool {
+        fn any<K: probe::Key>(index: &KeySet<K>, set: &KeySet<K>) -> bool {
+            set.iter().any(|k| match index.probe(&k, KeySet::hash(&k)) {
+                Probe::Present(slot) => index.is_marked(slot),
+                Probe::Vacant(_) => false,
+            })
+        }
+        any(&self.short_serials, &set.short)
+            || any(&self.mid_serials, &set.mid)
+            || any(&self.long_serials, &set.long)
+    }
+
+    /// Every serial recorded marked.
+    pub fn marked_serials(&self) -> SerialSet {
+        let mut set = SerialSet {
+            short: KeySet::with_capacity(self.short_serials.len()),
+            mid: KeySet::with_capacity(self.mid_serials.len()),
+            long: KeySet::with_capacity(self.long_serials.len()),
+        };
+        for k in self.short_serials.marked() {
+            set.short.insert(k);
+        }
+        for k in self.mid_serials.marked() {
+            set.mid.insert(k);
+        }
+        for k in self.long_serials.marked() {
+            set.long.insert(k);
+        }
+        set
     }
 
     fn prefetch(&self, keys: &RowKeys) {
@@ -978,7 +1035,7 @@ impl DuplicateIndex {
         }
     }
 
-    fn check_row(&mut self, keys: &RowKeys) -> Dups {
+    fn check_row(&mut self, keys: &RowKeys, mark: bool) -> Dups {
         let p = &keys.prepared;
         // Look every key up first and record them only if none repeats:
         // each key goes to a different set, so the free slot a look-up
@@ -993,23 +1050,23 @@ impl DuplicateIndex {
         let mac = mac_key.map(|k| self.macs.probe(&k, p.mac_hash));
         let license = license_key.map(|k| self.licenses.probe(&k, p.license_hash));
         let dups = Dups {
-            serial: serial == Some(Probe::Present),
-            mac: mac == Some(Probe::Present),
-            license: license == Some(Probe::Present),
+            serial: matches!(serial, Some(Probe::Present(_))),
+            mac: matches!(mac, Some(Probe::Present(_))),
+            license: matches!(license, Some(Probe::Present(_))),
         };
         if !dups.any() {
             if let (Some(PreparedSerial(k, _)), Some(Probe::Vacant(slot))) = (p.serial, serial) {
                 match k {
-                    SerialKey::Short(k) => self.short_serials.fill(k, slot),
-                    SerialKey::Mid(k) => self.mid_serials.fill(k, slot),
-                    SerialKey::Long(k) => self.long_serials.fill(k, slot),
+                    SerialKey::Short(k) => self.short_serials.fill(k, slot, mark),
+                    SerialKey::Mid(k) => self.mid_serials.fill(k, slot, mark),
+                    SerialKey::Long(k) => self.long_serials.fill(k, slot, mark),
                 }
             }
             if let (Some(k), Some(Probe::Vacant(slot))) = (mac_key, mac) {
-                self.macs.fill(k, slot);
+                self.macs.fill(k, slot, false);
             }
             if let (Some(k), Some(Probe::Vacant(slot))) = (license_key, license) {
-                self.licenses.fill(k, slot);
+                self.licenses.fill(k, slot, false);
             }
         }
         dups
@@ -1114,6 +1171,42 @@ mod dedupe_tests {
         );
     }
 
+    #[test]
+    fn marks_follow_the_first_occurrence_of_a_serial() {
+        let serial = |s: &str| Serial::parse(s, 1, 20).unwrap();
+        let rows = [
+            keys(1, Some("0004F2000001"), Some("00:04:F2:00:00:01"), None),
+            keys(2, Some("8GLONGSERIAL0001"), None, None),
+            // A duplicate: its mark must not be recorded.
+            keys(3, Some("0004F2000003"), Some("00:04:F2:00:00:01"), None),
+            keys(4, Some("LONGERSERIAL00000004"), None, None),
+        ];
+        let marks = [true, false, true, true];
+        let mut index = DuplicateIndex::default();
+        let mut dups = Vec::new();
+        index.check_each(
+            rows.len(),
+            |i| rows.get(i).map(|k| (k, marks[i])),
+            &mut dups,
+        );
+        assert!(dups[2].any());
+        assert!(index.is_marked(&serial("0004F2000001")));
+        assert!(!index.is_marked(&serial("8GLONGSERIAL0001")));
+        assert!(!index.is_marked(&serial("0004F2000003")));
+        assert!(index.is_marked(&serial("LONGERSERIAL00000004")));
+        assert!(!index.is_marked(&serial("0004F2999999")));
+        let marked = index.marked_serials();
+        assert_eq!(marked.len(), 2);
+        assert!(marked.contains(&serial("0004F2000001")));
+        assert!(marked.contains(&serial("LONGERSERIAL00000004")));
+        let mut probe = SerialSet::new();
+        probe.insert(serial("8GLONGSERIAL0001"));
+        probe.insert(serial("0004F2000003"));
+        assert!(!index.marks_any(&probe));
+        probe.insert(serial("LONGERSERIAL00000004"));
+        assert!(index.marks_any(&probe));
+    }
+
     /// Outcomes with rejected rows between the valid ones: the index
     /// skips them and still follows the row-by-row rule.
     #[test]
@@ -1140,7 +1233,7 @@ mod dedupe_tests {
             .collect();
         let mut index = DuplicateIndex::default();
         let mut got = Vec::new();
-        index.check_outcomes(&outcomes, &mut got);
+        index.check_outcomes(&outcomes, |_: &()| false, &mut got);
         let valid: Vec<Dups> = outcomes
             .iter()
             .zip(&got)
@@ -1236,16 +1329,27 @@ pub trait ItemMap: Sync {
     /// The item comes boxed, so that an output that keeps it moves a
     /// pointer; `keys` are the row's keys, as the duplicate index sees them.
     fn map(&self, state: &mut Self::State, item: Box<Item>, keys: &RowKeys) -> Self::Out;
+    /// Whether the duplicate index records this row's serial marked, for
+    /// the sink to ask with [`DuplicateIndex::is_marked`]: one bit in a
+    /// table that is there anyway, instead of a set of its own.
+    fn mark(&self, _out: &Self::Out) -> bool {
+        false
+    }
 }
 
 /// [`ValidateSink`] for the outputs of an [`ItemMap`].
 pub trait MappedSink<T> {
     /// One valid row's output (always `Some`). The sink may take it or only
     /// read it: whatever it leaves is dropped later on another thread, off
-    /// the one that walks the rows in order.
-    fn item(&mut self, out: &mut Option<T>) -> anyhow::Result<()>;
+    /// the one that walks the rows in order. `seen` holds the serials of
+    /// the valid rows so far, and of the rest of this row's chunk.
+    fn item(&mut self, out: &mut Option<T>, seen: &DuplicateIndex) -> anyhow::Result<()>;
     fn reject(&mut self, reject: &Reject) -> anyhow::Result<()>;
     fn warning(&mut self, warning: &Reject) -> anyhow::Result<()>;
+    /// After the last row, with the serials of every valid row.
+    fn end(&mut self, _seen: &DuplicateIndex) -> anyhow::Result<()> {
+        Ok(())
+    }
 }
 
 /// The identity [`ItemMap`], for [`run`].
@@ -1263,7 +1367,7 @@ impl ItemMap for Items {
 struct ItemSink<'s>(&'s mut dyn ValidateSink);
 
 impl MappedSink<Box<Item>> for ItemSink<'_> {
-    fn item(&mut self, item: &mut Option<Box<Item>>) -> anyhow::Result<()> {
+    fn item(&mut self, item: &mut Option<Box<Item>>, _: &DuplicateIndex) -> anyhow::Result<()> {
         match item.take() {
             Some(item) => self.0.item(*item),
             None => Ok(()),
@@ -1421,7 +1525,7 @@ pub fn run_mapped<M: ItemMap>(
         for done in done_rx {
             let (len, mut outcomes) = done?;
             stats.rows += len as u64;
-            index.check_outcomes(&outcomes, &mut dups);
+            index.check_outcomes(&outcomes, |out| map.mark(out), &mut dups);
             // By reference: an outcome is a few hundred bytes, and moving
             // each one out of the vector showed in profiles. What is left
             // is dropped on the validating thread when the vector is reused.
@@ -1439,7 +1543,7 @@ pub fn run_mapped<M: ItemMap>(
                             }
                             stats.valid += 1;
                             if item.is_some() {
-                                sink.item(item)?;
+                                sink.item(item, &index)?;
                             }
                             continue;
                         }
@@ -1456,6 +1560,7 @@ pub fn run_mapped<M: ItemMap>(
             progress.rows(len as u64);
             let _ = spare_vec_tx.send(outcomes);
         }
+        sink.end(&index)?;
         stats.rejects_by_code = by_code
             .into_iter()
             .map(|(c, n)| (c.to_string(), n))

@@ -626,33 +626,72 @@ fn verdicts(path: &Path) -> Vec<(String, String, String)> {
     v
 }
 
-/// The sample inventory with an eligible license moved to the first row, so
-/// that its bound device comes after it: the plan must then read the
-/// inventory a second time. Returns the new file and the license id.
-fn license_first_inventory(dir: &Path) -> (PathBuf, String) {
+/// The sample inventory with an eligible license moved to the first row and
+/// its bound device to the last, more than a chunk of rows (32,768) later,
+/// with rejected rows in between: the plan must then read the inventory a
+/// second time. Returns the file, the license id and the number of rows.
+fn license_first_inventory(dir: &Path) -> (PathBuf, String, usize) {
     let out = tempfile::tempdir().unwrap();
     assert!(quote_cmd(out.path(), &[]).status.success());
     let before = verdicts(&out.path().join("eligibility.csv"));
     let mut reader = csv::Reader::from_path(sample("inventory.csv")).unwrap();
     let headers = reader.headers().unwrap().clone();
     let mut rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
-    let lic = headers.iter().position(|h| h == "license_id").unwrap();
-    let key = before
+    let col = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    let (lic, bound, serial) = (col("license_id"), col("bound_serial"), col("serial_number"));
+    let canonical = |s: &str| {
+        s.chars()
+            .filter(char::is_ascii_alphanumeric)
+            .collect::<String>()
+            .to_uppercase()
+    };
+    let mac = col("mac_address");
+    let unique = |c: usize, v: &str| rows.iter().filter(|r| canonical(&r[c]) == v).count() == 1;
+    // An eligible license whose device is the only row with its serial and
+    // MAC, so that moving the device last keeps it the first occurrence.
+    let (key, at, device_at) = before
         .iter()
-        .find(|(k, e, _)| e == "true" && k.len() == 19)
-        .map(|(k, _, _)| k.clone())
+        .filter(|(k, e, _)| e == "true" && k.len() == 19)
+        .find_map(|(k, _, _)| {
+            let at = rows.iter().position(|r| &r[lic] == k)?;
+            let want = canonical(&rows[at][bound]);
+            let device_at = rows.iter().position(|r| canonical(&r[serial]) == want)?;
+            let device = &rows[device_at];
+            (unique(serial, &want) && unique(mac, &canonical(&device[mac])))
+                .then(|| (k.clone(), at, device_at))
+        })
         .expect("an eligible license in the sample");
-    let at = rows.iter().position(|r| r[lic] == key).unwrap();
-    let moved = rows.remove(at);
-    rows.insert(0, moved);
+    let license = rows[at].clone();
+    let device = rows[device_at].clone();
+    rows.retain(|r| r != &license && r != &device);
+    let mut junk = device.clone();
+    junk = junk
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            if i == serial {
+                "!"
+            } else if i == mac {
+                ""
+            } else {
+                v
+            }
+        })
+        .collect();
     let inventory = dir.join("inventory.csv");
     let mut w = csv::Writer::from_path(&inventory).unwrap();
     w.write_record(&headers).unwrap();
+    w.write_record(&license).unwrap();
     for r in &rows {
         w.write_record(r).unwrap();
     }
+    let padding = 33_000;
+    for _ in 0..padding {
+        w.write_record(&junk).unwrap();
+    }
+    w.write_record(&device).unwrap();
     w.flush().unwrap();
-    (inventory, key)
+    (inventory, key, rows.len() + 2 + padding)
 }
 
 #[test]
@@ -662,18 +701,20 @@ fn quote_judges_a_license_listed_before_its_device_on_the_whole_inventory() {
     assert!(quote_cmd(out.path(), &[]).status.success());
     let before = verdicts(&out.path().join("eligibility.csv"));
     let dir = tempfile::tempdir().unwrap();
-    let (inventory, key) = license_first_inventory(dir.path());
+    let (inventory, key, _) = license_first_inventory(dir.path());
 
     let moved_out = tempfile::tempdir().unwrap();
-    refleet()
+    let assert = refleet()
         .arg("quote")
         .arg(&inventory)
         .arg("--contracts")
         .arg(sample("contracts.csv"))
-        .args(["--as-of", "2026-11-24", "--quiet", "--out"])
+        .args(["--as-of", "2026-11-24", "--out"])
         .arg(moved_out.path())
         .assert()
         .success();
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    assert!(stderr.contains("read twice"), "{stderr}");
     let after = verdicts(&moved_out.path().join("eligibility.csv"));
     assert_eq!(after, before);
     let first = csv::Reader::from_path(moved_out.path().join("eligibility.csv"))

@@ -253,6 +253,11 @@ pub(super) fn summary_text(
             t.quotes, t.devices, t.licenses, t.total
         ));
     }
+    if plan.passes > 1 {
+        text.push_str(
+            "  (a license came before its eligible device: the inventory was read twice)\n",
+        );
+    }
     let mut reasons: Vec<_> = plan.by_reason.iter().collect();
     reasons.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
     for (reason, n) in reasons.iter().take(5) {

@@ -13,19 +13,27 @@ use std::hash::{BuildHasher, Hash};
 pub(super) trait Key: Copy + Eq + Hash + Default {}
 impl<T: Copy + Eq + Hash + Default> Key for T {}
 
-/// Where a key is, or where it would go.
+/// Where a key is, or where it would go (`usize::MAX`: the zero key, kept
+/// aside).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Probe {
-    Present,
-    /// Free slot for the key (`usize::MAX`: the zero key, kept aside).
+    Present(usize),
     Vacant(usize),
 }
 
+/// The slot of the zero key, which is kept aside.
+const ZERO_SLOT: usize = usize::MAX;
+
+/// A set of keys, each with one bit (its mark) that the caller sets when it
+/// inserts the key.
 pub(super) struct KeySet<K: Key> {
     slots: HugeVec<K>,
+    /// One bit per slot; empty until a key is inserted marked.
+    marks: Vec<u64>,
     mask: usize,
     len: usize,
     has_zero: bool,
+    zero_marked: bool,
 }
 
 /// The slots are at most this full (3/4): keys are small, so even a long
@@ -42,9 +50,11 @@ impl<K: Key> KeySet<K> {
         let slots = (keys.max(8) * LOAD_DEN / LOAD_NUM).next_power_of_two();
         KeySet {
             slots: HugeVec::zeroed(slots),
+            marks: Vec::new(),
             mask: slots - 1,
             len: 0,
             has_zero: false,
+            zero_marked: false,
         }
     }
 
@@ -68,9 +78,9 @@ impl<K: Key> KeySet<K> {
     pub(super) fn probe(&self, key: &K, h: u64) -> Probe {
         if *key == K::default() {
             return if self.has_zero {
-                Probe::Present
+                Probe::Present(ZERO_SLOT)
             } else {
-                Probe::Vacant(usize::MAX)
+                Probe::Vacant(ZERO_SLOT)
             };
         }
         let slots = self.slots.as_slice();
@@ -78,7 +88,7 @@ impl<K: Key> KeySet<K> {
         loop {
             let s = slots[i];
             if s == *key {
-                return Probe::Present;
+                return Probe::Present(i);
             }
             if s == K::default() {
                 return Probe::Vacant(i);
@@ -87,34 +97,67 @@ impl<K: Key> KeySet<K> {
         }
     }
 
-    /// Stores `key` in the slot [`KeySet::probe`] just returned, with no
-    /// insert in between.
+    /// Stores `key`, marked or not, in the vacant slot [`KeySet::probe`]
+    /// just returned, with no insert in between.
     #[inline]
-    pub(super) fn fill(&mut self, key: K, slot: usize) {
-        if slot == usize::MAX {
+    pub(super) fn fill(&mut self, key: K, slot: usize, mark: bool) {
+        if slot == ZERO_SLOT {
             self.has_zero = true;
+            self.zero_marked = mark;
             return;
         }
         self.slots.as_mut_slice()[slot] = key;
+        if mark {
+            self.set_mark(slot);
+        }
         self.len += 1;
         if self.len * LOAD_DEN > self.slots.len() * LOAD_NUM {
             self.grow();
         }
     }
 
-    /// Inserts `key`; false when it was there already.
+    fn set_mark(&mut self, slot: usize) {
+        if self.marks.is_empty() {
+            self.marks = vec![0; self.slots.len().div_ceil(64)];
+        }
+        self.marks[slot / 64] |= 1 << (slot % 64);
+    }
+
+    /// The mark of the key in `slot`, as [`Probe::Present`] gave it.
+    pub(super) fn is_marked(&self, slot: usize) -> bool {
+        if slot == ZERO_SLOT {
+            return self.zero_marked;
+        }
+        self.marks
+            .get(slot / 64)
+            .is_some_and(|w| w >> (slot % 64) & 1 == 1)
+    }
+
+    /// Inserts `key` unmarked; false when it was there already.
     pub(super) fn insert(&mut self, key: K) -> bool {
         match self.probe(&key, Self::hash(&key)) {
-            Probe::Present => false,
+            Probe::Present(_) => false,
             Probe::Vacant(slot) => {
-                self.fill(key, slot);
+                self.fill(key, slot, false);
                 true
             }
         }
     }
 
     pub(super) fn contains(&self, key: &K) -> bool {
-        self.probe(key, Self::hash(key)) == Probe::Present
+        matches!(self.probe(key, Self::hash(key)), Probe::Present(_))
+    }
+
+    /// Every marked key, in no particular order.
+    pub(super) fn marked(&self) -> impl Iterator<Item = K> + '_ {
+        let zero = (self.has_zero && self.zero_marked).then(K::default);
+        self.slots
+            .as_slice()
+            .iter()
+            .enumerate()
+            .filter(|(i, k)| **k != K::default() && self.is_marked(*i))
+            .map(|(_, k)| *k)
+            .chain(zero)
     }
 
     /// Every key, in no particular order.
@@ -132,14 +175,19 @@ impl<K: Key> KeySet<K> {
         let n = self.slots.len() * 2;
         let mut bigger = KeySet {
             slots: HugeVec::zeroed(n),
+            marks: Vec::new(),
             mask: n - 1,
             len: 0,
             has_zero: self.has_zero,
+            zero_marked: self.zero_marked,
         };
-        for &k in self.slots.as_slice() {
+        for (i, &k) in self.slots.as_slice().iter().enumerate() {
             if k != K::default() {
                 if let Probe::Vacant(slot) = bigger.probe(&k, Self::hash(&k)) {
                     bigger.slots.as_mut_slice()[slot] = k;
+                    if self.is_marked(i) {
+                        bigger.set_mark(slot);
+                    }
                     bigger.len += 1;
                 }
             }
@@ -213,19 +261,37 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn behaves_as_a_hash_set(keys in proptest::collection::vec(0u64..64, 0..500), cap in 0usize..40) {
+        fn behaves_as_a_hash_map_of_marks(
+            keys in proptest::collection::vec((0u64..64, proptest::bool::ANY), 0..500),
+            cap in 0usize..40,
+        ) {
             let mut set = KeySet::<u64>::with_capacity(cap);
-            let mut reference = std::collections::HashSet::new();
-            for k in keys {
-                proptest::prop_assert_eq!(set.insert(k), reference.insert(k));
+            let mut reference = std::collections::HashMap::new();
+            for (k, mark) in keys {
+                let h = KeySet::hash(&k);
+                match set.probe(&k, h) {
+                    Probe::Present(slot) => {
+                        proptest::prop_assert_eq!(Some(&set.is_marked(slot)), reference.get(&k));
+                    }
+                    Probe::Vacant(slot) => {
+                        proptest::prop_assert!(!reference.contains_key(&k));
+                        set.fill(k, slot, mark);
+                        reference.insert(k, mark);
+                    }
+                }
                 proptest::prop_assert_eq!(set.len(), reference.len());
             }
             for k in 0..64u64 {
-                proptest::prop_assert_eq!(set.contains(&k), reference.contains(&k));
+                proptest::prop_assert_eq!(set.contains(&k), reference.contains_key(&k));
             }
+            let mut marked: Vec<u64> = set.marked().collect();
+            marked.sort_unstable();
+            let mut want: Vec<u64> = reference.iter().filter(|(_, m)| **m).map(|(k, _)| *k).collect();
+            want.sort_unstable();
+            proptest::prop_assert_eq!(marked, want);
             let mut all: Vec<u64> = set.iter().collect();
             all.sort_unstable();
-            let mut want: Vec<u64> = reference.into_iter().collect();
+            let mut want: Vec<u64> = reference.into_keys().collect();
             want.sort_unstable();
             proptest::prop_assert_eq!(all, want);
         }

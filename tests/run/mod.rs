@@ -158,11 +158,11 @@ fn a_license_before_its_device_is_planned_once_and_activated() {
     // The plan reads this inventory twice (see `plan::plan`): results.csv
     // must still hold every row once, and the journal the license once.
     let dir = tempfile::tempdir().unwrap();
-    let (inventory, key) = super::license_first_inventory(dir.path());
+    let (inventory, key, rows) = super::license_first_inventory(dir.path());
     let sim = sim(SimConfig::default());
     let out = tempfile::tempdir().unwrap();
     run_cmd(&inventory, out.path(), &sim, &[]).assert().code(0);
-    let res = assert_complete(out.path(), sample_rows());
+    let res = assert_complete(out.path(), rows);
     let first = res.iter().find(|r| r["row"] == "1").unwrap();
     assert_eq!(
         (first["item_key"].as_str(), first["state"].as_str()),
