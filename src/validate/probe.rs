@@ -27,7 +27,7 @@ const ZERO_SLOT: usize = usize::MAX;
 /// A set of keys, each with one bit (its mark) that the caller sets when it
 /// inserts the key.
 pub(super) struct KeySet<K: Key> {
-    slots: HugeVec<K>,
+    slots: Vec<K>,
     /// One bit per slot; empty until a key is inserted marked.
     marks: Vec<u64>,
     mask: usize,
@@ -49,7 +49,7 @@ impl<K: Key> KeySet<K> {
     pub(super) fn with_capacity(keys: usize) -> KeySet<K> {
         let slots = (keys.max(8) * LOAD_DEN / LOAD_NUM).next_power_of_two();
         KeySet {
-            slots: HugeVec::zeroed(slots),
+            slots: vec![K::default(); slots],
             marks: Vec::new(),
             mask: slots - 1,
             len: 0,
@@ -70,7 +70,7 @@ impl<K: Key> KeySet<K> {
     #[inline]
     pub(super) fn prefetch(&self, h: u64) {
         let i = (h as usize) & self.mask;
-        prefetch(self.slots.as_slice()[i..].as_ptr());
+        prefetch(self.slots[i..].as_ptr());
     }
 
     /// Finds `key`; `h` is [`KeySet::hash`] of it.
@@ -83,7 +83,7 @@ impl<K: Key> KeySet<K> {
                 Probe::Vacant(ZERO_SLOT)
             };
         }
-        let slots = self.slots.as_slice();
+        let slots = &self.slots;
         let mut i = (h as usize) & self.mask;
         loop {
             let s = slots[i];
@@ -106,7 +106,7 @@ impl<K: Key> KeySet<K> {
             self.zero_marked = mark;
             return;
         }
-        self.slots.as_mut_slice()[slot] = key;
+        self.slots[slot] = key;
         if mark {
             self.set_mark(slot);
         }
@@ -174,17 +174,17 @@ impl<K: Key> KeySet<K> {
     fn grow(&mut self) {
         let n = self.slots.len() * 2;
         let mut bigger = KeySet {
-            slots: HugeVec::zeroed(n),
+            slots: vec![K::default(); n],
             marks: Vec::new(),
             mask: n - 1,
             len: 0,
             has_zero: self.has_zero,
             zero_marked: self.zero_marked,
         };
-        for (i, &k) in self.slots.as_slice().iter().enumerate() {
+        for (i, &k) in self.slots.iter().enumerate() {
             if k != K::default() {
                 if let Probe::Vacant(slot) = bigger.probe(&k, Self::hash(&k)) {
-                    bigger.slots.as_mut_slice()[slot] = k;
+                    bigger.slots[slot] = k;
                     if self.is_marked(i) {
                         bigger.set_mark(slot);
                     }
@@ -205,54 +205,6 @@ fn prefetch<T>(p: *const T) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
-}
-
-/// A zero-filled array whose large allocations are backed by transparent
-/// huge pages where the OS allows it.
-struct HugeVec<T> {
-    v: Vec<T>,
-}
-
-impl<T: Copy + Default> HugeVec<T> {
-    fn zeroed(n: usize) -> HugeVec<T> {
-        // For the key types (integers and byte arrays) this is a zeroed
-        // allocation: fresh pages, not yet touched, so the advice applies.
-        let v = vec![T::default(); n];
-        advise_huge(v.as_ptr().cast_mut().cast(), n * std::mem::size_of::<T>());
-        HugeVec { v }
-    }
-
-    fn as_slice(&self) -> &[T] {
-        &self.v
-    }
-
-    fn as_mut_slice(&mut self) -> &mut [T] {
-        &mut self.v
-    }
-
-    fn len(&self) -> usize {
-        self.v.len()
-    }
-}
-
-/// Asks for huge pages over the 2 MiB-aligned part of a fresh allocation,
-/// before it is touched. A hint: failure changes nothing but speed.
-fn advise_huge(ptr: *mut u8, len: usize) {
-    #[cfg(target_os = "linux")]
-    {
-        const HUGE: usize = 2 << 20;
-        let start = (ptr as usize).next_multiple_of(HUGE);
-        let end = (ptr as usize + len) / HUGE * HUGE;
-        if end > start {
-            // SAFETY: the range lies inside an allocation this process owns;
-            // MADV_HUGEPAGE changes how it is backed, never its contents.
-            unsafe {
-                libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
-            }
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = (ptr, len);
 }
 
 #[cfg(test)]
