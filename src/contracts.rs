@@ -11,7 +11,7 @@ use compact_str::CompactString;
 use crate::domain::{parse_bool, Contract, ContractStatus, Coverage, PricingModel};
 use crate::ingest::{match_headers, IngestError, RecordSource};
 use crate::policy::Policy;
-use crate::validate::{Reject, RejectCode};
+use crate::validate::{IdPattern, Reject, RejectCode};
 
 pub const CONTRACT_COLUMNS: [&str; 13] = [
     "contract_id",
@@ -46,12 +46,18 @@ pub fn load(mut source: Box<dyn RecordSource>, policy: &Policy) -> Result<Contra
         .filter(|c| *c != "included_devices" && *c != "auto_renew" && *c != "cancellation_days")
         .collect();
     columns.require(&CONTRACT_COLUMNS, &required, &policy.header_aliases)?;
+    let patterns = Patterns {
+        account: IdPattern::new(&policy.account_pattern),
+        contract: IdPattern::new(&policy.contract_pattern),
+    };
     let mut out = Contracts::default();
     while let Some(chunk) = source.next_chunk(16 * 1024)? {
+        out.by_id.reserve(chunk.len());
         for r in chunk.records() {
             let row = chunk.row(r);
             let mut rejects = Vec::new();
-            if let Some(p) = chunk.problem(r) {
+            let fields = chunk.view(r);
+            if let Some(p) = chunk.problem_of(r, &fields) {
                 out.rejects.push(Reject {
                     row,
                     column: Cow::Borrowed(""),
@@ -61,15 +67,15 @@ pub fn load(mut source: Box<dyn RecordSource>, policy: &Policy) -> Result<Contra
                 });
                 continue;
             }
-            let mut field = |c: usize| -> Option<String> {
+            let mut field = |c: usize| -> Option<&str> {
                 let i = columns.canonical[c]?;
-                match std::str::from_utf8(chunk.field(r, i)) {
-                    Ok(s) => Some(s.trim().to_string()).filter(|s| !s.is_empty()),
+                match std::str::from_utf8(fields.field(i)) {
+                    Ok(s) => Some(s.trim()).filter(|s| !s.is_empty()),
                     Err(_) => {
                         rejects.push(reject(
                             row,
                             c,
-                            &String::from_utf8_lossy(chunk.field(r, i)),
+                            &String::from_utf8_lossy(fields.field(i)),
                             RejectCode::EncodingInvalid,
                             "field is not valid UTF-8 (save the export as UTF-8)".into(),
                         ));
@@ -77,8 +83,11 @@ pub fn load(mut source: Box<dyn RecordSource>, policy: &Policy) -> Result<Contra
                     }
                 }
             };
-            let texts: Vec<Option<String>> = (0..CONTRACT_COLUMNS.len()).map(&mut field).collect();
-            if let Some(c) = parse_row(row, &texts, policy, &mut rejects) {
+            let mut texts = [None; CONTRACT_COLUMNS.len()];
+            for (c, t) in texts.iter_mut().enumerate() {
+                *t = field(c);
+            }
+            if let Some(c) = parse_row(row, &texts, policy, &patterns, &mut rejects) {
                 if rejects.is_empty() {
                     if out.by_id.contains_key(&c.id) {
                         out.rejects.push(reject(row, 0, &c.id, RejectCode::DuplicateContract, format!("contract {} already appears in an earlier row; the first occurrence is kept", c.id)));
@@ -128,14 +137,37 @@ fn reject(row: u64, col: usize, value: &str, code: RejectCode, message: String) 
     }
 }
 
+/// The policy's id patterns, the built-in ones matched by hand.
+struct Patterns {
+    account: IdPattern,
+    contract: IdPattern,
+}
+
+/// `YYYY-MM-DD`: by hand in the common case, chrono for anything else.
+fn iso_date(v: &str) -> Option<NaiveDate> {
+    let b = v.as_bytes();
+    let digits = |r: std::ops::Range<usize>| -> Option<u32> {
+        b[r].iter().try_fold(0u32, |n, &c| {
+            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+        })
+    };
+    if b.len() == 10 && b[4] == b'-' && b[7] == b'-' {
+        if let (Some(y), Some(m), Some(d)) = (digits(0..4), digits(5..7), digits(8..10)) {
+            return NaiveDate::from_ymd_opt(y as i32, m, d);
+        }
+    }
+    NaiveDate::parse_from_str(v, "%Y-%m-%d").ok()
+}
+
 fn parse_row(
     row: u64,
-    t: &[Option<String>],
+    t: &[Option<&str>],
     policy: &Policy,
+    patterns: &Patterns,
     rejects: &mut Vec<Reject>,
 ) -> Option<Contract> {
     let mut required = |c: usize| -> Option<&str> {
-        let v = t[c].as_deref();
+        let v = t[c];
         if v.is_none() {
             rejects.push(reject(
                 row,
@@ -162,7 +194,7 @@ fn parse_row(
         rejects.push(reject(row, c, v, code, msg))
     };
     let id = id.filter(|v| {
-        let ok = policy.contract_pattern.is_match(v);
+        let ok = patterns.contract.is_match(v);
         if !ok {
             bad(
                 0,
@@ -174,7 +206,7 @@ fn parse_row(
         ok
     });
     let account = account.filter(|v| {
-        let ok = policy.account_pattern.is_match(v);
+        let ok = patterns.account.is_match(v);
         if !ok {
             bad(
                 1,
@@ -218,11 +250,11 @@ fn parse_row(
         |v| v.parse::<u32>().ok().filter(|v| matches!(v, 12 | 24 | 36)),
         "12, 24, 36",
     );
-    let auto_renew = match t[11].as_deref() {
+    let auto_renew = match t[11] {
         None => Some(false),
         v => parse_value(rejects, row, 11, v, parse_bool, BOOLEANS),
     };
-    let cancellation_days = match t[12].as_deref() {
+    let cancellation_days = match t[12] {
         None => Some(0),
         v => parse_value(
             rejects,
@@ -233,7 +265,7 @@ fn parse_row(
             "a whole number of days",
         ),
     };
-    let included = match (pricing_v, t[10].as_deref()) {
+    let included = match (pricing_v, t[10]) {
         (_, Some(v)) => parse_value(
             rejects,
             row,
@@ -257,7 +289,7 @@ fn parse_row(
     };
     let mut date = |c: usize, v: Option<&str>| -> Option<NaiveDate> {
         let v = v?;
-        NaiveDate::parse_from_str(v, "%Y-%m-%d").ok().or_else(|| {
+        iso_date(v).or_else(|| {
             rejects.push(reject(
                 row,
                 c,
@@ -310,6 +342,14 @@ fn parse_row(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// The hand-parsed dates agree with chrono on any text.
+        #[test]
+        fn iso_date_equals_chrono(v in "[0-9]{4}-[0-9]{2}-[0-9]{2}|[0-9 +-]{0,12}|\\PC{0,12}") {
+            proptest::prop_assert_eq!(iso_date(&v), NaiveDate::parse_from_str(&v, "%Y-%m-%d").ok());
+        }
+    }
     use crate::ingest::CsvSource;
 
     fn load_str(text: &str) -> Contracts {

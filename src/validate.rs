@@ -204,13 +204,13 @@ const DEFAULT_ID_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._/-]{1,63}$";
 /// An id pattern: the built-in one matched by hand (a byte loop instead of
 /// a regex search per field), any other with its regex.
 #[derive(Clone)]
-enum IdPattern {
+pub(crate) enum IdPattern {
     Default,
     Regex(regex::Regex),
 }
 
 impl IdPattern {
-    fn new(re: &regex::Regex) -> IdPattern {
+    pub(crate) fn new(re: &regex::Regex) -> IdPattern {
         if re.as_str() == DEFAULT_ID_PATTERN {
             IdPattern::Default
         } else {
@@ -218,7 +218,7 @@ impl IdPattern {
         }
     }
 
-    fn is_match(&self, s: &str) -> bool {
+    pub(crate) fn is_match(&self, s: &str) -> bool {
         match self {
             IdPattern::Default => default_id_match(s),
             IdPattern::Regex(re) => re.is_match(s),
