@@ -181,8 +181,15 @@ pub(super) fn make_plan(
                 Err(e) => e.context(format!("reading {}", input.display())),
             }
         })?;
-    reports.commit()?;
-    write_quotes(&settings.out, &plan.quotes)?;
+    // Both end in an fsync: they overlap.
+    std::thread::scope(|scope| {
+        let quotes = scope.spawn(|| write_quotes(&settings.out, &plan.quotes));
+        let committed = reports.commit();
+        quotes
+            .join()
+            .map_err(|_| anyhow::anyhow!("writing the quotes failed"))??;
+        committed
+    })?;
     let totals = totals_by_currency(&plan.quotes);
     let over_budget = over_budget(&totals, &settings.budgets);
     Ok(Planned {

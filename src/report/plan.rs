@@ -133,6 +133,6 @@ pub fn write_quotes(out: &Path, quotes: &[Quote]) -> anyhow::Result<()> {
         .commit()?;
     let mut json = AtomicFile::create(&out.join("quotes.json"))?;
     serde_json::to_writer_pretty(&mut json, quotes)?;
-    std::io::Write::write_all(&mut json, b"\n")?;
+    json.write_all(b"\n")?;
     json.commit()
 }
