@@ -84,20 +84,27 @@ struct RecordMeta {
     line: bool,
 }
 
-/// The fields of one record, split once: byte ranges into its bytes.
+/// The fields of one record, split once: where each ends in its bytes.
 pub struct FieldView<'c> {
     bytes: &'c [u8],
-    ranges: SmallVec<[(u32, u32); 24]>,
+    /// The end of each field; the next one starts `gap` bytes later.
+    ends: SmallVec<[u32; FIELDS_INLINE]>,
+    /// 1 when the fields are separated by a delimiter, 0 when they are
+    /// stored back to back.
+    gap: u32,
 }
+
+/// Fields a record can have before its [`FieldView`] allocates.
+const FIELDS_INLINE: usize = 32;
 
 impl<'c> FieldView<'c> {
     /// The number of fields.
     pub fn len(&self) -> usize {
-        self.ranges.len()
+        self.ends.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ranges.is_empty()
+        self.ends.is_empty()
     }
 
     /// The record's bytes: every field, with whatever separates them
@@ -108,10 +115,19 @@ impl<'c> FieldView<'c> {
 
     /// Where field `i` sits inside [`FieldView::bytes`]; empty when the
     /// record is narrower.
+    #[inline]
     pub fn range(&self, i: usize) -> std::ops::Range<usize> {
-        self.ranges
-            .get(i)
-            .map_or(0..0, |&(s, e)| s as usize..e as usize)
+        let ends = self.ends.as_slice();
+        match ends.get(i) {
+            Some(&end) => {
+                let start = match i.checked_sub(1) {
+                    Some(p) => ends[p] + self.gap,
+                    None => 0,
+                };
+                start as usize..end as usize
+            }
+            None => 0..0,
+        }
     }
 
     /// Field `i`, or empty when the record is narrower.
@@ -120,38 +136,125 @@ impl<'c> FieldView<'c> {
     }
 }
 
-/// Splits a line at each `delimiter` into `ranges` (start, end). Eight
-/// bytes at a time: a field is a few bytes long, so one `memchr` call per
-/// field cost more than finding them all in a word.
-fn split_line(bytes: &[u8], delimiter: u8, ranges: &mut SmallVec<[(u32, u32); 24]>) {
+/// The ends of the fields of a line split at each `delimiter`, a block at
+/// a time: each block becomes a bit mask of its delimiters, and each set
+/// bit ends a field. The usual line fills a fixed array with no check per
+/// field.
+fn split_line(bytes: &[u8], delimiter: u8) -> SmallVec<[u32; FIELDS_INLINE]> {
+    let finder = Delimiters::new(delimiter);
+    let mut ends = [0u32; FIELDS_INLINE];
+    let mut n = 0usize;
+    let mut blocks = bytes.chunks_exact(BLOCK);
+    let mut at = 0u32;
+    for block in blocks.by_ref() {
+        let mut mask = finder.mask(block);
+        // Room for a full block of delimiters and the last end.
+        if n + BLOCK + 1 > FIELDS_INLINE && mask != 0 {
+            return split_wide(bytes, delimiter);
+        }
+        while mask != 0 {
+            ends[n] = at + mask.trailing_zeros();
+            n += 1;
+            mask &= mask - 1;
+        }
+        at += BLOCK as u32;
+    }
+    let rest = blocks.remainder().len();
+    if rest > 0 {
+        // The last block ends at the end of the line and overlaps the one
+        // before; its first bytes, seen already, are shifted out.
+        let mut mask = match bytes.len().checked_sub(BLOCK) {
+            Some(from) => finder.mask(&bytes[from..]) >> (BLOCK - rest),
+            None => blocks
+                .remainder()
+                .iter()
+                .enumerate()
+                .fold(0, |m, (i, &b)| m | u32::from(b == delimiter) << i),
+        };
+        if n + rest + 1 > FIELDS_INLINE && mask != 0 {
+            return split_wide(bytes, delimiter);
+        }
+        while mask != 0 {
+            ends[n] = at + mask.trailing_zeros();
+            n += 1;
+            mask &= mask - 1;
+        }
+    }
+    ends[n] = bytes.len() as u32;
+    SmallVec::from_buf_and_len(ends, n + 1)
+}
+
+/// Bytes per block of [`split_line`].
+const BLOCK: usize = 16;
+
+/// Finds a delimiter in a block of [`BLOCK`] bytes: one SSE2 compare on
+/// x86-64 (always there), eight bytes at a time elsewhere.
+struct Delimiters {
+    #[cfg(target_arch = "x86_64")]
+    splat: std::arch::x86_64::__m128i,
+    #[cfg(not(target_arch = "x86_64"))]
+    delimiter: u8,
+}
+
+impl Delimiters {
+    fn new(delimiter: u8) -> Delimiters {
+        Delimiters {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: SSE2 is part of x86-64 itself; the intrinsic reads no
+            // memory.
+            splat: unsafe { std::arch::x86_64::_mm_set1_epi8(delimiter as i8) },
+            #[cfg(not(target_arch = "x86_64"))]
+            delimiter,
+        }
+    }
+
+    /// Bit `i` set when `block[i]` is the delimiter (`block` is [`BLOCK`]
+    /// bytes long).
+    #[inline]
+    fn mask(&self, block: &[u8]) -> u32 {
+        let half = |i: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&block[i..i + 8]);
+            u64::from_le_bytes(w)
+        };
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_mm_cmpeq_epi8, _mm_movemask_epi8, _mm_set_epi64x};
+            // SAFETY: SSE2 is part of x86-64 itself; these intrinsics work
+            // on values and read no memory.
+            unsafe {
+                let v = _mm_set_epi64x(half(8) as i64, half(0) as i64);
+                _mm_movemask_epi8(_mm_cmpeq_epi8(v, self.splat)) as u32
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            word_mask(half(0), self.delimiter) | word_mask(half(8), self.delimiter) << 8
+        }
+    }
+}
+
+/// Bit `i` set when byte `i` of the little-endian word `w` is `delimiter`:
+/// the high bit of each such byte (exact: no carry crosses a byte), then
+/// gathered into the low 8 bits by one multiplication.
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+fn word_mask(w: u64, delimiter: u8) -> u32 {
     const LOW7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
-    let pattern = u64::from_le_bytes([delimiter; 8]);
-    let mut start = 0u32;
-    let mut words = bytes.chunks_exact(8);
-    let mut at = 0usize;
-    for word in words.by_ref() {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(word);
-        let x = u64::from_le_bytes(w) ^ pattern;
-        // The high bit of each byte that is zero in `x` (exact: no carry
-        // crosses a byte), so of each delimiter.
-        let mut hits = !(((x & LOW7) + LOW7) | x | LOW7);
-        while hits != 0 {
-            let end = (at + hits.trailing_zeros() as usize / 8) as u32;
-            ranges.push((start, end));
-            start = end + 1;
-            hits &= hits - 1;
-        }
-        at += 8;
-    }
-    for (i, &b) in words.remainder().iter().enumerate() {
-        if b == delimiter {
-            let end = (at + i) as u32;
-            ranges.push((start, end));
-            start = end + 1;
-        }
-    }
-    ranges.push((start, bytes.len() as u32));
+    let x = w ^ u64::from_le_bytes([delimiter; 8]);
+    let h = !(((x & LOW7) + LOW7) | x | LOW7);
+    ((h >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56) as u32
+}
+
+/// [`split_line`] for a line of many fields.
+fn split_wide(bytes: &[u8], delimiter: u8) -> SmallVec<[u32; FIELDS_INLINE]> {
+    let mut ends: SmallVec<[u32; FIELDS_INLINE]> = bytes
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == delimiter)
+        .map(|(i, _)| i as u32)
+        .collect();
+    ends.push(bytes.len() as u32);
+    ends
 }
 
 /// At most this much of a broken record's text goes into its reject.
@@ -286,21 +389,20 @@ impl RecordChunk {
     /// The record's fields, split.
     pub fn view(&self, r: RecordIdx) -> FieldView<'_> {
         let m = &self.records[r.0];
-        let mut ranges = SmallVec::new();
         if m.line {
             let bytes = &self.data[m.data_start..m.data_start + m.width as usize];
-            split_line(bytes, self.delimiter, &mut ranges);
-            return FieldView { bytes, ranges };
+            return FieldView {
+                bytes,
+                ends: split_line(bytes, self.delimiter),
+                gap: 1,
+            };
         }
         let ends = &self.ends[m.ends_start as usize..m.ends_start as usize + m.width as usize];
-        let mut start = 0;
-        for &end in ends {
-            ranges.push((start, end));
-            start = end;
-        }
+        let len = ends.last().map_or(0, |&e| e as usize);
         FieldView {
-            bytes: &self.data[m.data_start..m.data_start + start as usize],
-            ranges,
+            bytes: &self.data[m.data_start..m.data_start + len],
+            ends: SmallVec::from_slice(ends),
+            gap: 0,
         }
     }
 
@@ -530,17 +632,37 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn split_line_equals_splitting_at_each_delimiter(
-            line in proptest::collection::vec(
-                proptest::sample::select(vec![b',', b';', b'a', 0x80, 0xFF, 0x2B, 0x2D, 0xAC]),
-                0..80,
+        fn block_masks_find_each_delimiter(
+            block in proptest::collection::vec(
+                proptest::sample::select(vec![b',', b';', b'a', 0x80, 0xFF, 0x2B, 0x2D, 0xAC, 0x00]),
+                BLOCK,
             ),
             semicolon in proptest::bool::ANY,
         ) {
             let d = if semicolon { b';' } else { b',' };
-            let mut ranges = SmallVec::new();
-            split_line(&line, d, &mut ranges);
-            let got: Vec<&[u8]> = ranges.iter().map(|&(s, e)| &line[s as usize..e as usize]).collect();
+            let want = block.iter().enumerate().fold(0u32, |m, (i, &b)| m | u32::from(b == d) << i);
+            proptest::prop_assert_eq!(Delimiters::new(d).mask(&block), want);
+            let mut lo = [0u8; 8];
+            lo.copy_from_slice(&block[..8]);
+            let mut hi = [0u8; 8];
+            hi.copy_from_slice(&block[8..]);
+            proptest::prop_assert_eq!(
+                word_mask(u64::from_le_bytes(lo), d) | word_mask(u64::from_le_bytes(hi), d) << 8,
+                want
+            );
+        }
+
+        #[test]
+        fn split_line_equals_splitting_at_each_delimiter(
+            line in proptest::collection::vec(
+                proptest::sample::select(vec![b',', b';', b'a', 0x80, 0xFF, 0x2B, 0x2D, 0xAC]),
+                0..200,
+            ),
+            semicolon in proptest::bool::ANY,
+        ) {
+            let d = if semicolon { b';' } else { b',' };
+            let view = FieldView { bytes: &line, ends: split_line(&line, d), gap: 1 };
+            let got: Vec<&[u8]> = (0..view.len()).map(|i| view.field(i)).collect();
             let want: Vec<&[u8]> = line.split(|b| *b == d).collect();
             proptest::prop_assert_eq!(got, want);
         }
