@@ -91,12 +91,14 @@ fn round(d: Decimal) -> Decimal {
 
 /// What a group needs, folded in from its items in row order, so that a
 /// quote never holds the items themselves.
-struct Group<'p> {
+struct Group {
     devices: u64,
     licenses: u64,
-    by_family: BTreeMap<&'p str, u64>,
+    /// Indexed by [`family_slot`]: a vector, not a map, because every
+    /// eligible device adds to it.
+    by_family: Vec<u64>,
     /// per_term: devices after the first `included_devices`, by family.
-    overage: BTreeMap<&'p str, u64>,
+    overage: Vec<u64>,
     /// The item keys in row order, for the quote id.
     keys: Sha256,
 }
@@ -108,7 +110,7 @@ pub struct QuoteBuilder<'p> {
     policy: &'p Policy,
     /// The groups in order of appearance, with their contract; sorted only
     /// in `finish`.
-    groups: Vec<((CompactString, Region), &'p Contract, Group<'p>)>,
+    groups: Vec<((CompactString, Region), &'p Contract, Group)>,
     /// Index into `groups`, looked up when an item is not in the group of
     /// the item before (exports list a contract's items together).
     index: std::collections::HashMap<(CompactString, Region), usize, foldhash::fast::FixedState>,
@@ -142,6 +144,7 @@ impl<'p> QuoteBuilder<'p> {
                     return;
                 };
                 let groups = &mut self.groups;
+                let families = self.policy.families.len() + 1;
                 *self
                     .index
                     .entry((item.contract_id.clone(), item.region))
@@ -152,8 +155,8 @@ impl<'p> QuoteBuilder<'p> {
                             Group {
                                 devices: 0,
                                 licenses: 0,
-                                by_family: BTreeMap::new(),
-                                overage: BTreeMap::new(),
+                                by_family: vec![0; families],
+                                overage: vec![0; families],
                                 keys: Sha256::new(),
                             },
                         ));
@@ -168,14 +171,12 @@ impl<'p> QuoteBuilder<'p> {
         match item.kind {
             ItemKind::License => g.licenses += 1,
             ItemKind::Device => {
-                let family = item
-                    .model
-                    .map_or("", |m| self.policy.family_of(m).name.as_str());
-                *g.by_family.entry(family).or_default() += 1;
+                let family = family_slot(self.policy, item);
+                g.by_family[family] += 1;
                 if contract.pricing_model == PricingModel::PerTerm
                     && g.devices >= contract.included_devices.unwrap_or(0)
                 {
-                    *g.overage.entry(family).or_default() += 1;
+                    g.overage[family] += 1;
                 }
                 g.devices += 1;
             }
@@ -247,6 +248,19 @@ pub fn build_quotes(
     builder.finish(as_of)
 }
 
+/// A device's family as an index into [`Group::by_family`]: 0 for a device
+/// without a known model, then the policy's families in order.
+fn family_slot(policy: &Policy, item: &Item) -> usize {
+    item.model.map_or(0, |m| policy.family_index(m) + 1)
+}
+
+/// The family of a [`family_slot`].
+fn family_name(policy: &Policy, slot: usize) -> &str {
+    slot.checked_sub(1)
+        .and_then(|i| policy.families.get(i))
+        .map_or("", |f| f.name.as_str())
+}
+
 fn quote_group(
     contract: &Contract,
     region: Region,
@@ -281,10 +295,18 @@ fn quote_group(
                 currency: currency.clone(),
             })
     };
-    let by_family: BTreeMap<String, u64> = g
-        .by_family
-        .iter()
-        .map(|(f, n)| (f.to_string(), *n))
+    let by_name = |counts: &[u64]| -> BTreeMap<&str, u64> {
+        counts
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(slot, n)| (family_name(policy, slot), *n))
+            .collect()
+    };
+    let overage = by_name(&g.overage);
+    let by_family: BTreeMap<String, u64> = by_name(&g.by_family)
+        .into_iter()
+        .map(|(f, n)| (f.to_string(), n))
         .collect();
     let family_line = |kind: LineKind, family: &str, qty: u64| -> Result<QuoteLine, QuoteError> {
         let unit_price = unit(family)?;
@@ -360,7 +382,7 @@ fn quote_group(
                 amount: round(fee * multiplier),
             });
             // The first `included` devices in row order are covered (see `add`).
-            for (family, qty) in &g.overage {
+            for (family, qty) in &overage {
                 lines.push(family_line(LineKind::Overage, family, *qty)?);
             }
         }

@@ -2,7 +2,7 @@
 //! alone, and the glue that lets `run` and `quote` write theirs with one
 //! call each (the page itself is `report::html`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -87,18 +87,20 @@ pub(super) fn write_run_report(
 /// Verdicts per region, counted as the plan goes (a plan keeps no counts by
 /// region, and reading `eligibility.csv` back would cost a pass over it).
 #[derive(Default)]
-pub(super) struct RegionTally(HashMap<(Region, bool), u64, foldhash::fast::FixedState>);
+pub(super) struct RegionTally([[u64; 2]; Region::ALL.len()]);
 
 impl RegionTally {
     /// The counts as `{region: {"eligible"|"ineligible": n}}`.
     pub(super) fn into_map(self) -> BTreeMap<String, BTreeMap<String, u64>> {
         let mut map: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
-        for ((region, eligible), n) in self.0 {
-            let v = if eligible { "eligible" } else { "ineligible" };
-            *map.entry(region.as_str().to_string())
-                .or_default()
-                .entry(v.to_string())
-                .or_default() += n;
+        for (region, [ineligible, eligible]) in Region::ALL.iter().zip(self.0) {
+            for (verdict, n) in [("eligible", eligible), ("ineligible", ineligible)] {
+                if n > 0 {
+                    map.entry(region.as_str().to_string())
+                        .or_default()
+                        .insert(verdict.to_string(), n);
+                }
+            }
         }
         map
     }
@@ -106,10 +108,7 @@ impl RegionTally {
 
 impl PlanSink for RegionTally {
     fn verdict(&mut self, judged: &Judged<'_>) -> anyhow::Result<()> {
-        *self
-            .0
-            .entry((judged.item.region, judged.verdict.eligible()))
-            .or_default() += 1;
+        self.0[judged.item.region as usize][usize::from(judged.verdict.eligible())] += 1;
         Ok(())
     }
     fn reject(&mut self, _: &Reject) -> anyhow::Result<()> {
@@ -119,7 +118,7 @@ impl PlanSink for RegionTally {
         Ok(())
     }
     fn restart(&mut self) -> anyhow::Result<()> {
-        self.0.clear();
+        *self = RegionTally::default();
         Ok(())
     }
 }

@@ -523,7 +523,12 @@ impl Policy {
     }
 
     pub fn family_of(&self, model: ModelId) -> &Family {
-        &self.families[usize::from(self.models[usize::from(model)].family)]
+        &self.families[self.family_index(model)]
+    }
+
+    /// The index of a model's family in [`Policy::families`].
+    pub fn family_index(&self, model: ModelId) -> usize {
+        usize::from(self.models[usize::from(model)].family)
     }
 }
 
