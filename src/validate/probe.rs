@@ -71,6 +71,10 @@ impl<K: Key> KeySet<K> {
     pub(super) fn prefetch(&self, h: u64) {
         let i = (h as usize) & self.mask;
         prefetch(self.slots[i..].as_ptr());
+        // The mark of a key filled there sits in another cache line.
+        if let Some(word) = self.marks.get(i / 64) {
+            prefetch(word);
+        }
     }
 
     /// Finds `key`; `h` is [`KeySet::hash`] of it.
