@@ -151,6 +151,16 @@ impl LicenseId {
             .iter()
             .fold(0u128, |k, &b| k * 36 + u128::from(alnum_digit(b)))
     }
+
+    /// The canonical text `XXXX-XXXX-XXXX-XXXX`, as bytes, without going
+    /// through `fmt`.
+    pub fn canonical(&self) -> [u8; 19] {
+        let mut out = [b'-'; 19];
+        for (g, chunk) in self.0.chunks(4).enumerate() {
+            out[g * 5..g * 5 + 4].copy_from_slice(chunk);
+        }
+        out
+    }
 }
 
 impl fmt::Display for LicenseId {

@@ -66,21 +66,6 @@ pub fn csv_line<'f>(fields: impl IntoIterator<Item = &'f str>) -> Vec<u8> {
     out
 }
 
-/// `n` in decimal, written into `buf` (as `n.to_string()`, without the
-/// allocation).
-pub fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    std::str::from_utf8(&buf[i..]).unwrap_or_default()
-}
-
 /// A temporary file in `dir` (so the final rename stays on one file system),
 /// readable like any other report (tempfile's default is owner-only).
 pub fn temp_in(dir: &Path) -> anyhow::Result<tempfile::NamedTempFile> {
@@ -250,11 +235,6 @@ mod tests {
             );
         }
 
-        #[test]
-        fn decimal_equals_to_string(n: u64) {
-            let mut buf = [0u8; 20];
-            proptest::prop_assert_eq!(decimal(n, &mut buf), n.to_string());
-        }
     }
 
     #[test]

@@ -29,24 +29,76 @@ pub const ELIGIBILITY_COLUMNS: [&str; 12] = [
 
 /// One item's `eligibility.csv` record, newline included; `eta` is the
 /// activation date as text ("" for an ineligible item). Made once per row,
-/// on the validating threads.
+/// on the validating threads, so written directly: the fields that cannot
+/// hold a comma, a quote or a line break (numbers, codes, canonical
+/// identifiers) are copied as they are, the others as `csv` would write
+/// them (a test compares the two).
 pub fn eligibility_line(item: &Item, key: &str, v: &Verdict, eta: &str) -> Vec<u8> {
-    let mut row = [0u8; 20];
-    let license = item.license_id.map(|l| l.to_string());
-    super::csv_line([
-        super::decimal(item.row, &mut row),
-        neutralise(key).as_ref(),
-        item.kind.as_str(),
-        item.serial.as_ref().map_or("", |s| s.as_str()),
-        license.as_deref().unwrap_or(""),
-        neutralise(&item.contract_id).as_ref(),
-        item.country.as_str(),
-        item.region.as_str(),
-        if v.eligible() { "true" } else { "false" },
-        &v.reasons_text(),
-        neutralise(&v.alternative).as_ref(),
-        eta,
-    ])
+    let mut out = Vec::with_capacity(112 + v.alternative.len());
+    push_decimal(&mut out, item.row);
+    out.push(b',');
+    push_cell(&mut out, &neutralise(key));
+    out.push(b',');
+    out.extend_from_slice(item.kind.as_str().as_bytes());
+    out.push(b',');
+    if let Some(s) = &item.serial {
+        out.extend_from_slice(s.as_bytes());
+    }
+    out.push(b',');
+    if let Some(l) = &item.license_id {
+        out.extend_from_slice(&l.canonical());
+    }
+    out.push(b',');
+    push_cell(&mut out, &neutralise(&item.contract_id));
+    out.push(b',');
+    out.extend_from_slice(item.country.as_str().as_bytes());
+    out.push(b',');
+    out.extend_from_slice(item.region.as_str().as_bytes());
+    out.extend_from_slice(if v.eligible() { b",true," } else { b",false," });
+    for (i, r) in v.reasons.iter().enumerate() {
+        if i > 0 {
+            out.push(b';');
+        }
+        out.extend_from_slice(r.as_str().as_bytes());
+    }
+    out.push(b',');
+    push_cell(&mut out, &neutralise(&v.alternative));
+    out.push(b',');
+    push_cell(&mut out, eta);
+    out.push(b'\n');
+    out
+}
+
+/// `n` in decimal.
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+/// One field as `csv::Writer` writes it: quoted, its quotes doubled, when it
+/// holds a comma, a quote, a CR or a LF.
+fn push_cell(out: &mut Vec<u8>, f: &str) {
+    if !f.bytes().any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r')) {
+        out.extend_from_slice(f.as_bytes());
+        return;
+    }
+    out.push(b'"');
+    for b in f.bytes() {
+        if b == b'"' {
+            out.push(b'"');
+        }
+        out.push(b);
+    }
+    out.push(b'"');
 }
 
 /// Writes the row-level reports of a plan into `out`; nothing appears
@@ -135,4 +187,123 @@ pub fn write_quotes(out: &Path, quotes: &[Quote]) -> anyhow::Result<()> {
     serde_json::to_writer_pretty(&mut json, quotes)?;
     json.write_all(b"\n")?;
     json.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eligibility::Reason;
+    use crate::validate::{ValidateOptions, Validator};
+
+    /// The same line through the general CSV writer.
+    fn by_csv_line(item: &Item, key: &str, v: &Verdict, eta: &str) -> Vec<u8> {
+        let license = item.license_id.map(|l| l.to_string());
+        super::super::csv_line([
+            item.row.to_string().as_str(),
+            neutralise(key).as_ref(),
+            item.kind.as_str(),
+            item.serial.as_ref().map_or("", |s| s.as_str()),
+            license.as_deref().unwrap_or(""),
+            neutralise(&item.contract_id).as_ref(),
+            item.country.as_str(),
+            item.region.as_str(),
+            if v.eligible() { "true" } else { "false" },
+            &v.reasons_text(),
+            neutralise(&v.alternative).as_ref(),
+            eta,
+        ])
+    }
+
+    /// Every item of the sample inventory.
+    fn sample_items() -> Vec<Item> {
+        let policy = crate::policy::Policy::load(None).unwrap();
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-data/inventory.csv");
+        let opened =
+            crate::ingest::open(&crate::ingest::InputPath::File(path), &Default::default())
+                .unwrap();
+        let options = ValidateOptions {
+            keep_items: true,
+            ..ValidateOptions::default()
+        };
+        let validator = Validator::new(&policy, options, opened.source.headers()).unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        struct Collect(Vec<Item>);
+        impl crate::validate::ValidateSink for Collect {
+            fn item(&mut self, item: Item) -> anyhow::Result<()> {
+                self.0.push(item);
+                Ok(())
+            }
+            fn reject(&mut self, _: &crate::validate::Reject) -> anyhow::Result<()> {
+                Ok(())
+            }
+            fn warning(&mut self, _: &crate::validate::Reject) -> anyhow::Result<()> {
+                Ok(())
+            }
+        }
+        let mut sink = Collect(Vec::new());
+        crate::validate::run(
+            opened.source,
+            &validator,
+            &pool,
+            0,
+            &mut sink,
+            &crate::progress::NoProgress,
+        )
+        .unwrap();
+        sink.0
+    }
+
+    #[test]
+    fn eligibility_lines_equal_the_csv_writers() {
+        let items = sample_items();
+        assert!(items.len() > 1000);
+        let verdicts = [
+            Verdict {
+                reasons: vec![],
+                alternative: String::new(),
+            },
+            Verdict {
+                reasons: vec![Reason::ContractExpired, Reason::ModelEndOfSupport],
+                alternative: "renew, then upgrade to \"VVX 450\", or call".into(),
+            },
+            Verdict {
+                reasons: vec![Reason::ReportedLost],
+                alternative: "=cmd|' /C calc'!A0\r\nx".into(),
+            },
+        ];
+        for (i, item) in items.iter().enumerate() {
+            let v = &verdicts[i % verdicts.len()];
+            let eta = if v.eligible() { "2026-11-27" } else { "" };
+            let key = item.key();
+            assert_eq!(
+                String::from_utf8(eligibility_line(item, &key, v, eta)).unwrap(),
+                String::from_utf8(by_csv_line(item, &key, v, eta)).unwrap()
+            );
+        }
+        // Identifiers a custom policy might allow.
+        let mut odd = items[0].clone();
+        odd.contract_id = "-C,1\"x".into();
+        odd.row = u64::MAX;
+        let v = &verdicts[1];
+        assert_eq!(
+            eligibility_line(&odd, "@key", v, ""),
+            by_csv_line(&odd, "@key", v, "")
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn cells_equal_the_csv_writers(f in "[a, \"\r\n'=é;-]{0,8}", n: u64) {
+            let mut out = Vec::new();
+            push_decimal(&mut out, n);
+            out.push(b',');
+            push_cell(&mut out, &f);
+            out.push(b'\n');
+            proptest::prop_assert_eq!(out, super::super::csv_line([n.to_string().as_str(), f.as_str()]));
+        }
+    }
 }
