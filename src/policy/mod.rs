@@ -271,7 +271,8 @@ pub struct Policy {
     pub serial_max_len: usize,
     pub account_pattern: Regex,
     pub contract_pattern: Regex,
-    pub vendor_ouis: HashSet<u32>,
+    /// Looked up once per MAC: a fast hasher, not SipHash.
+    pub vendor_ouis: HashSet<u32, foldhash::fast::FixedState>,
     pub families: Vec<Family>,
     pub models: Vec<Model>,
     model_index: hashbrown::HashMap<CompactString, ModelId, foldhash::fast::FixedState>,
@@ -280,7 +281,8 @@ pub struct Policy {
     model_exact: hashbrown::HashMap<String, ModelId, foldhash::fast::FixedState>,
     pub countries: CountryTable,
     pub currencies: BTreeMap<Region, String>,
-    pub restricted: HashSet<Country>,
+    /// Looked up once per item: a fast hasher, not SipHash.
+    pub restricted: HashSet<Country, foldhash::fast::FixedState>,
     /// Normalised header or alias → canonical column name.
     pub header_aliases: HashMap<String, String>,
     pub calendar: Calendar,
@@ -344,7 +346,7 @@ impl Policy {
             )));
         }
 
-        let mut vendor_ouis = HashSet::new();
+        let mut vendor_ouis = HashSet::default();
         for oui in file.vendor_ouis.keys() {
             vendor_ouis.insert(parse_oui(oui).ok_or_else(|| {
                 invalid(format!("vendor_ouis: `{oui}` is not an OUI like 00:04:F2"))
@@ -426,7 +428,7 @@ impl Policy {
             currencies.insert(region, entry.currency.clone());
         }
 
-        let mut restricted = HashSet::new();
+        let mut restricted = HashSet::default();
         for code in file.compliance.restricted_countries.iter().flatten() {
             restricted.insert(countries.parse(code).map_err(|_| {
                 invalid(format!(
