@@ -16,7 +16,7 @@ use rayon::prelude::*;
 use smallvec::SmallVec;
 
 use crate::domain::{
-    parse_bool, parse_timestamp, DateError, DateFormat, DeactivationReason, Item, ItemKind,
+    parse_bool, parse_timestamp, trim, DateError, DateFormat, DeactivationReason, Item, ItemKind,
     LicenseId, Mac, MacError, RepairStatus, Serial,
 };
 use crate::ingest::{match_headers, HeaderMap, IngestError, RecordChunk, RecordIdx, RecordSource};
@@ -673,15 +673,6 @@ impl<'p> Validator<'p> {
     }
 }
 
-/// `s.trim()`, with a shortcut for the usual field that starts and ends
-/// with a visible ASCII character and so has nothing to trim.
-fn trim(s: &str) -> &str {
-    match (s.as_bytes().first(), s.as_bytes().last()) {
-        (Some(a), Some(b)) if a.is_ascii_graphic() && b.is_ascii_graphic() => s,
-        _ => s.trim(),
-    }
-}
-
 /// Collects the problems of one row.
 struct RowCheck {
     row: u64,
@@ -1269,11 +1260,6 @@ mod dedupe_tests {
         fn default_id_matcher_equals_the_regex(s in "[A-Za-z0-9._/\\-é ]{0,70}|\\PC{0,70}") {
             let re = regex::Regex::new(DEFAULT_ID_PATTERN).unwrap();
             proptest::prop_assert_eq!(default_id_match(&s), re.is_match(&s));
-        }
-
-        #[test]
-        fn trim_shortcut_equals_trim(s in "\\PC{0,6}|[ \\ta\u{a0}\u{3000}]{0,6}") {
-            proptest::prop_assert_eq!(trim(&s), s.trim());
         }
 
         #[test]

@@ -165,7 +165,7 @@ impl CountryTable {
 
     /// Resolves an alpha-2 or alpha-3 code, an English name or a policy alias.
     pub fn parse(&self, input: &str) -> Result<Country, CountryError> {
-        let s = input.trim();
+        let s = super::trim(input);
         if let Some(c) = self.alpha2(s) {
             return Ok(c);
         }

@@ -69,7 +69,7 @@ pub enum DateError {
 /// Parses an ISO 8601 date or date-time; other numeric dates only when
 /// `format` says how, or when exactly one reading is a real date.
 pub fn parse_timestamp(input: &str, format: Option<&DateFormat>) -> Result<Timestamp, DateError> {
-    let s = input.trim();
+    let s = super::trim(input);
     if let Some(t) = parse_iso(s) {
         return Ok(t);
     }

@@ -19,7 +19,7 @@ pub enum MacError {
 impl Mac {
     /// Parses the colon, hyphen, Cisco-dot and bare notations, in any case.
     pub fn parse(input: &str) -> Result<Mac, MacError> {
-        let s = input.trim().as_bytes();
+        let s = super::trim(input).as_bytes();
         let mut value: u64 = 0;
         let mut digits = 0;
         let mut push = |b: u8| -> Result<(), MacError> {

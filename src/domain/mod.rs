@@ -14,3 +14,24 @@ mod item;
 pub use item::{parse_bool, DeactivationReason, Item, ItemKind, RepairStatus};
 mod contract;
 pub use contract::{Contract, ContractStatus, Coverage, PricingModel};
+
+/// `s.trim()`, with a shortcut for the usual field that is empty or starts
+/// and ends with a visible ASCII character, so has nothing to trim (the
+/// parsers trim what validation has trimmed already).
+pub fn trim(s: &str) -> &str {
+    match (s.as_bytes().first(), s.as_bytes().last()) {
+        (Some(a), Some(b)) if a.is_ascii_graphic() && b.is_ascii_graphic() => s,
+        (None, _) => s,
+        _ => s.trim(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    proptest::proptest! {
+        #[test]
+        fn trim_shortcut_equals_trim(s in "\\PC{0,6}|[ \\ta\u{a0}\u{3000}]{0,6}") {
+            proptest::prop_assert_eq!(super::trim(&s), s.trim());
+        }
+    }
+}
