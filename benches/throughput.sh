@@ -14,6 +14,9 @@
 #   REFLEET=PATH   binary to measure (default target/release/refleet)
 #   NO_BUILD=1     skip `cargo build --release`
 #   PYTHON=PATH    interpreter for the baseline (default python3)
+#   REPEAT=N       runs of each tool per benchmark, alternating refleet and
+#                  polars (default 3); the tables show each tool's median run
+#                  by wall time, and every run's wall time is printed too
 #
 # Acceptance: refleet/polars must be <= 0.5 for both wall time and peak RSS,
 # for each benchmark. Every ratio is printed with PASS/FAIL; the script exits 1
@@ -32,6 +35,8 @@ TIME=/usr/bin/time
 MAX_RATIO=0.5
 BENCH=${BENCH:-all}
 AS_OF=${AS_OF:-2026-11-24}
+REPEAT=${REPEAT:-3}
+[[ $REPEAT =~ ^[1-9][0-9]*$ ]] || { echo "throughput.sh: REPEAT must be a positive integer" >&2; exit 1; }
 
 if [[ $# -gt 0 ]]; then ROWS=("$@"); else ROWS=(1000000 10000000); fi
 
@@ -87,6 +92,19 @@ run_timed() {
         tail -n 20 "$log" >&2
         die "benchmark command failed"
     fi
+}
+
+# pick_median NAME: of NAME.1.time .. NAME.$REPEAT.time, copies the run
+# with the median wall time to NAME.time and prints every run's wall time.
+pick_median() {
+    local name=$1 i walls=() median
+    for ((i = 1; i <= REPEAT; i++)); do
+        walls+=("$(wall_seconds "$name.$i.time") $i")
+    done
+    median=$(printf '%s\n' "${walls[@]}" | sort -n | awk -v k=$(((REPEAT + 1) / 2)) 'NR == k { print $2 }')
+    cp "$name.$median.time" "$name.time"
+    printf '  %s: wall s per run: %s (median: run %s)\n' "$(basename "$name")" \
+        "$(printf '%s\n' "${walls[@]}" | awk '{ printf "%s%s", sep, $1; sep = ", " }')" "$median"
 }
 
 # table_row TOOL ROWS FILE_MIB TIMEFILE: one line of a results table.
@@ -181,15 +199,19 @@ for n in "${ROWS[@]}"; do
     cat "$inv" >/dev/null
 
     if [[ $do_validate == 1 ]]; then
-        echo "run: refleet validate ($n rows)"
-        rm -rf "$dir/out-refleet"
-        run_timed "$dir/refleet" "$dir/refleet.log" -- \
-            "$REFLEET" validate "$inv" --out "$dir/out-refleet" --quiet "${refleet_threads[@]}"
+        for ((i = 1; i <= REPEAT; i++)); do
+            echo "run $i/$REPEAT: refleet validate ($n rows)"
+            rm -rf "$dir/out-refleet"
+            run_timed "$dir/refleet.$i" "$dir/refleet.log" -- \
+                "$REFLEET" validate "$inv" --out "$dir/out-refleet" --quiet "${refleet_threads[@]}"
 
-        echo "run: polars baseline ($n rows)"
-        run_timed "$dir/polars" "$dir/polars.log" -- \
-            "${polars_env[@]}" "$PYTHON" benches/polars_baseline.py validate "$inv"
+            echo "run $i/$REPEAT: polars baseline ($n rows)"
+            run_timed "$dir/polars.$i" "$dir/polars.log" -- \
+                "${polars_env[@]}" "$PYTHON" benches/polars_baseline.py validate "$inv"
+        done
         sed 's/^/  polars: /' "$dir/polars.log"
+        pick_median "$dir/refleet"
+        pick_median "$dir/polars"
 
         for tool in refleet polars; do
             results+=("$(table_row "$tool" "$n" "$file_mib" "$dir/$tool.time")")
@@ -203,20 +225,23 @@ for n in "${ROWS[@]}"; do
         qfile_mib=$(awk -v b="$qbytes" 'BEGIN { printf "%.1f\n", b / 1048576 }')
         cat "$con" >/dev/null
 
-        if [[ $refleet_quote == 1 ]]; then
-            echo "run: refleet quote ($n rows)"
-            rm -rf "$dir/out-refleet-quote"
-            run_timed "$dir/refleet-quote" "$dir/refleet-quote.log" -- \
-                "$REFLEET" quote "$inv" --contracts "$con" --out "$dir/out-refleet-quote" \
-                --as-of "$AS_OF" --quiet "${refleet_threads[@]}"
-        else
-            echo "run: refleet quote ($n rows): skipped, refleet quote not available"
-        fi
+        [[ $refleet_quote == 1 ]] || echo "run: refleet quote ($n rows): skipped, refleet quote not available"
+        for ((i = 1; i <= REPEAT; i++)); do
+            if [[ $refleet_quote == 1 ]]; then
+                echo "run $i/$REPEAT: refleet quote ($n rows)"
+                rm -rf "$dir/out-refleet-quote"
+                run_timed "$dir/refleet-quote.$i" "$dir/refleet-quote.log" -- \
+                    "$REFLEET" quote "$inv" --contracts "$con" --out "$dir/out-refleet-quote" \
+                    --as-of "$AS_OF" --quiet "${refleet_threads[@]}"
+            fi
 
-        echo "run: polars quote baseline ($n rows)"
-        run_timed "$dir/polars-quote" "$dir/polars-quote.log" -- \
-            "${polars_env[@]}" "$PYTHON" benches/polars_baseline.py quote "$inv" "$con" --as-of "$AS_OF"
+            echo "run $i/$REPEAT: polars quote baseline ($n rows)"
+            run_timed "$dir/polars-quote.$i" "$dir/polars-quote.log" -- \
+                "${polars_env[@]}" "$PYTHON" benches/polars_baseline.py quote "$inv" "$con" --as-of "$AS_OF"
+        done
         sed 's/^/  polars: /' "$dir/polars-quote.log"
+        [[ $refleet_quote == 1 ]] && pick_median "$dir/refleet-quote"
+        pick_median "$dir/polars-quote"
 
         if [[ $refleet_quote == 1 ]]; then
             quote_results+=("$(table_row refleet "$n" "$qfile_mib" "$dir/refleet-quote.time")")
