@@ -24,6 +24,24 @@ impl Serial {
 
     pub fn parse(input: &str, min_len: usize, max_len: usize) -> Result<Serial, SerialError> {
         let max_len = max_len.min(Serial::MAX);
+        // The usual serial is canonical already: copied as it is.
+        let b = input.as_bytes();
+        if (min_len.max(1)..=max_len).contains(&b.len())
+            && b.iter()
+                .all(|c| c.is_ascii_digit() || c.is_ascii_uppercase())
+        {
+            let mut bytes = [0u8; Serial::MAX];
+            bytes[..b.len()].copy_from_slice(b);
+            return Ok(Serial {
+                bytes,
+                len: b.len() as u8,
+            });
+        }
+        Serial::parse_slow(input, min_len, max_len)
+    }
+
+    /// [`Serial::parse`] of a serial in any case, with spaces or hyphens.
+    fn parse_slow(input: &str, min_len: usize, max_len: usize) -> Result<Serial, SerialError> {
         let mut bytes = [0u8; Serial::MAX];
         let mut len = 0usize;
         let mut charset_ok = true;
@@ -252,6 +270,18 @@ mod tests {
                 Some(k) => prop_assert_eq!(u128::from(k), serial.key()),
                 None => prop_assert!(s.len() > 12),
             }
+        }
+
+        #[test]
+        fn the_canonical_shortcut_agrees_with_the_general_parser(
+            s in "[A-Z0-9]{0,34}|[A-Za-z0-9 \\t-]{0,24}|\\PC{0,24}",
+            min in 0usize..10,
+            max in 0usize..40,
+        ) {
+            prop_assert_eq!(
+                Serial::parse(&s, min, max),
+                Serial::parse_slow(&s, min, max.min(Serial::MAX))
+            );
         }
 
         #[test]
