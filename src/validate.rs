@@ -746,15 +746,21 @@ impl RowCheck {
 /// 16; a MAC is its 6 bytes. The index runs on one thread, in row order;
 /// the keys and their hashes are computed on the validating threads
 /// ([`RowKeys::new`]) and each chunk is probed with the slots of the rows a
-/// few places ahead already being fetched (see [`KeySet`]). (A version
-/// sharded into cache-sized sets and checked in parallel passes was
-/// measured: no faster on 2 cores, and 110 MB more at 10 M rows.)
+/// few places ahead already being fetched (see [`KeySet`]). Each table is
+/// sized from the first chunk's mix of keys, scaled to the expected rows
+/// (at 10 M rows: 272 MB of fixed-ratio power-of-two tables became about
+/// 215 MB). (A version sharded into cache-sized sets and checked in
+/// parallel passes was measured: no faster on 2 cores, and 110 MB more at
+/// 10 M rows.)
 pub struct DuplicateIndex {
     short_serials: KeySet<u64>,
     mid_serials: KeySet<[u8; 10]>,
     long_serials: KeySet<[u8; 16]>,
     macs: KeySet<[u8; 6]>,
     licenses: KeySet<u128>,
+    /// The expected number of rows, until the first chunk has sized the
+    /// tables from its mix of keys (0: unknown, the tables grow instead).
+    expected_rows: usize,
 }
 
 /// How many rows ahead the index fetches the slots it will probe: enough to
@@ -907,12 +913,54 @@ impl DuplicateIndex {
     /// double) while a large file is read.
     pub fn with_capacity(rows: usize) -> DuplicateIndex {
         DuplicateIndex {
-            short_serials: KeySet::with_capacity(rows / 2),
-            mid_serials: KeySet::with_capacity(rows / 2),
-            long_serials: KeySet::with_capacity(rows / 64),
-            macs: KeySet::with_capacity(rows),
-            licenses: KeySet::with_capacity(rows / 16),
+            short_serials: KeySet::with_capacity(0),
+            mid_serials: KeySet::with_capacity(0),
+            long_serials: KeySet::with_capacity(0),
+            macs: KeySet::with_capacity(0),
+            licenses: KeySet::with_capacity(0),
+            expected_rows: rows,
         }
+    }
+
+    /// Sizes the tables for the expected rows from the mix of keys in the
+    /// first chunk of the file (with a tenth to spare), before it is
+    /// checked: each table gets about what it needs, and one that was
+    /// under-estimated grows. Nothing to do once done, or when the number of
+    /// rows is unknown.
+    fn size_from<T>(&mut self, first: &[RowOutcome<T>]) {
+        let rows = std::mem::take(&mut self.expected_rows);
+        let empty = self.short_serials.len()
+            + self.mid_serials.len()
+            + self.long_serials.len()
+            + self.macs.len()
+            + self.licenses.len()
+            == 0;
+        if rows == 0 || first.is_empty() || !empty {
+            return;
+        }
+        let [mut short, mut mid, mut long, mut macs, mut licenses] = [0usize; 5];
+        for o in first {
+            if let RowOutcome::Valid { keys, .. } = o {
+                match keys.prepared.serial {
+                    Some(PreparedSerial(SerialKey::Short(_), _)) => short += 1,
+                    Some(PreparedSerial(SerialKey::Mid(_), _)) => mid += 1,
+                    Some(PreparedSerial(SerialKey::Long(_), _)) => long += 1,
+                    None => {}
+                }
+                macs += usize::from(keys.mac.is_some());
+                licenses += usize::from(keys.license.is_some());
+            }
+        }
+        let scale = rows.max(first.len()) as f64 / first.len() as f64;
+        let need = |n: usize| (n as f64 * scale * 1.1) as usize + 1024;
+        *self = DuplicateIndex {
+            short_serials: KeySet::with_capacity(need(short)),
+            mid_serials: KeySet::with_capacity(need(mid)),
+            long_serials: KeySet::with_capacity(need(long)),
+            macs: KeySet::with_capacity(need(macs)),
+            licenses: KeySet::with_capacity(need(licenses)),
+            expected_rows: 0,
+        };
     }
 
     /// Checks one chunk's valid rows in row order and records the keys of
@@ -934,6 +982,9 @@ impl DuplicateIndex {
         mark: impl Fn(&T) -> bool,
         dups: &mut Vec<Dups>,
     ) {
+        if self.expected_rows > 0 {
+            self.size_from(outcomes);
+        }
         self.check_each(
             outcomes.len(),
             |i| match outcomes.get(i) {
@@ -1222,20 +1273,28 @@ mod dedupe_tests {
                 rejected.into_iter().chain([valid])
             })
             .collect();
-        let mut index = DuplicateIndex::default();
-        let mut got = Vec::new();
-        index.check_outcomes(&outcomes, |_: &()| false, &mut got);
-        let valid: Vec<Dups> = outcomes
-            .iter()
-            .zip(&got)
-            .filter(|(o, _)| matches!(o, RowOutcome::Valid { .. }))
-            .map(|(_, d)| *d)
-            .collect();
-        assert_eq!(valid, reference(&rows));
-        assert!(outcomes
-            .iter()
-            .zip(&got)
-            .all(|(o, d)| matches!(o, RowOutcome::Valid { .. }) || !d.any()));
+        // Unsized (the tables grow), sized from these rows for a file twice
+        // as long, and sized for far fewer rows than there are.
+        for expected in [0, outcomes.len() * 2, 3] {
+            let mut index = DuplicateIndex::with_capacity(expected);
+            let mut got = Vec::new();
+            for chunk in outcomes.chunks(90) {
+                let mut part = Vec::new();
+                index.check_outcomes(chunk, |_: &()| false, &mut part);
+                got.extend(part);
+            }
+            let valid: Vec<Dups> = outcomes
+                .iter()
+                .zip(&got)
+                .filter(|(o, _)| matches!(o, RowOutcome::Valid { .. }))
+                .map(|(_, d)| *d)
+                .collect();
+            assert_eq!(valid, reference(&rows), "expected {expected} rows");
+            assert!(outcomes
+                .iter()
+                .zip(&got)
+                .all(|(o, d)| matches!(o, RowOutcome::Valid { .. }) || !d.any()));
+        }
     }
 
     #[test]

@@ -30,7 +30,9 @@ pub(super) struct KeySet<K: Key> {
     slots: Vec<K>,
     /// One bit per slot; empty until a key is inserted marked.
     marks: Vec<u64>,
-    mask: usize,
+    /// `slots.len()`: a key's home slot is its hash scaled to it (any
+    /// size, not only powers of two, so a table is sized to its keys).
+    n: usize,
     len: usize,
     has_zero: bool,
     zero_marked: bool,
@@ -47,11 +49,11 @@ fn hasher() -> foldhash::fast::FixedState {
 
 impl<K: Key> KeySet<K> {
     pub(super) fn with_capacity(keys: usize) -> KeySet<K> {
-        let slots = (keys.max(8) * LOAD_DEN / LOAD_NUM).next_power_of_two();
+        let slots = keys.max(8) * LOAD_DEN / LOAD_NUM + 1;
         KeySet {
             slots: vec![K::default(); slots],
             marks: Vec::new(),
-            mask: slots - 1,
+            n: slots,
             len: 0,
             has_zero: false,
             zero_marked: false,
@@ -69,7 +71,7 @@ impl<K: Key> KeySet<K> {
     /// A hint that `key` (with hash `h`) will be probed soon.
     #[inline]
     pub(super) fn prefetch(&self, h: u64) {
-        let i = (h as usize) & self.mask;
+        let i = self.home(h);
         prefetch(self.slots[i..].as_ptr());
         // The mark of a key filled there sits in another cache line.
         if let Some(word) = self.marks.get(i / 64) {
@@ -88,7 +90,7 @@ impl<K: Key> KeySet<K> {
             };
         }
         let slots = &self.slots;
-        let mut i = (h as usize) & self.mask;
+        let mut i = self.home(h);
         loop {
             let s = slots[i];
             if s == *key {
@@ -97,8 +99,18 @@ impl<K: Key> KeySet<K> {
             if s == K::default() {
                 return Probe::Vacant(i);
             }
-            i = (i + 1) & self.mask;
+            i += 1;
+            if i == self.n {
+                i = 0;
+            }
         }
+    }
+
+    /// The slot where a key with hash `h` is looked for first: the hash's
+    /// high bits scaled to the table (Lemire's multiply-shift).
+    #[inline]
+    fn home(&self, h: u64) -> usize {
+        ((u128::from(h) * self.n as u128) >> 64) as usize
     }
 
     /// Stores `key`, marked or not, in the vacant slot [`KeySet::probe`]
@@ -180,7 +192,7 @@ impl<K: Key> KeySet<K> {
         let mut bigger = KeySet {
             slots: vec![K::default(); n],
             marks: Vec::new(),
-            mask: n - 1,
+            n,
             len: 0,
             has_zero: self.has_zero,
             zero_marked: self.zero_marked,
