@@ -46,24 +46,30 @@ pub fn csv_line<'f>(fields: impl IntoIterator<Item = &'f str>) -> Vec<u8> {
             out.push(b',');
         }
         n += 1;
-        if f.bytes().any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r')) {
-            out.push(b'"');
-            for b in f.bytes() {
-                if b == b'"' {
-                    out.push(b'"');
-                }
-                out.push(b);
-            }
-            out.push(b'"');
-        } else {
-            out.extend_from_slice(f.as_bytes());
-        }
+        push_cell(&mut out, f);
     }
     if n == 1 && out.is_empty() {
         out.extend_from_slice(b"\"\"");
     }
     out.push(b'\n');
     out
+}
+
+/// One field as `csv::Writer` writes it: quoted, its quotes doubled, when it
+/// holds a comma, a quote, a CR or a LF.
+pub fn push_cell(out: &mut Vec<u8>, f: &str) {
+    if !f.bytes().any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r')) {
+        out.extend_from_slice(f.as_bytes());
+        return;
+    }
+    out.push(b'"');
+    for b in f.bytes() {
+        if b == b'"' {
+            out.push(b'"');
+        }
+        out.push(b);
+    }
+    out.push(b'"');
 }
 
 /// A temporary file in `dir` (so the final rename stays on one file system),

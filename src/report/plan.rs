@@ -5,7 +5,7 @@ use std::path::Path;
 
 use std::io::Write;
 
-use super::{neutralise, AtomicFile, RejectsWriter};
+use super::{neutralise, push_cell, AtomicFile, RejectsWriter};
 use crate::domain::Item;
 use crate::eligibility::Verdict;
 use crate::plan::{Judged, PlanSink};
@@ -82,23 +82,6 @@ fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
         }
     }
     out.extend_from_slice(&buf[i..]);
-}
-
-/// One field as `csv::Writer` writes it: quoted, its quotes doubled, when it
-/// holds a comma, a quote, a CR or a LF.
-fn push_cell(out: &mut Vec<u8>, f: &str) {
-    if !f.bytes().any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r')) {
-        out.extend_from_slice(f.as_bytes());
-        return;
-    }
-    out.push(b'"');
-    for b in f.bytes() {
-        if b == b'"' {
-            out.push(b'"');
-        }
-        out.push(b);
-    }
-    out.push(b'"');
 }
 
 /// Writes the row-level reports of a plan into `out`; nothing appears
