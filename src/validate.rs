@@ -286,11 +286,6 @@ pub struct RowKeys {
 }
 
 impl RowKeys {
-    /// The device serial's key and hash, as [`PreparedSerial::new`] makes.
-    pub fn prepared_serial(&self) -> Option<PreparedSerial> {
-        self.prepared.serial
-    }
-
     pub fn new(
         row: u64,
         serial: Option<Serial>,
@@ -859,23 +854,10 @@ impl SerialSet {
     }
 
     pub fn insert(&mut self, s: Serial) -> bool {
-        self.insert_prepared(PreparedSerial::new(&s))
-    }
-
-    pub fn insert_prepared(&mut self, PreparedSerial(k, _): PreparedSerial) -> bool {
-        match k {
+        match serial_key(&s) {
             SerialKey::Short(k) => self.short.insert(k),
             SerialKey::Mid(k) => self.mid.insert(k),
             SerialKey::Long(k) => self.long.insert(k),
-        }
-    }
-
-    /// A hint that this serial will be inserted or looked up soon.
-    pub fn prefetch(&self, PreparedSerial(k, h): &PreparedSerial) {
-        match k {
-            SerialKey::Short(_) => self.short.prefetch(*h),
-            SerialKey::Mid(_) => self.mid.prefetch(*h),
-            SerialKey::Long(_) => self.long.prefetch(*h),
         }
     }
 
@@ -893,13 +875,6 @@ impl SerialSet {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-
-    /// True when no serial is in both sets.
-    pub fn is_disjoint(&self, other: &SerialSet) -> bool {
-        self.short.iter().all(|k| !other.short.contains(&k))
-            && self.mid.iter().all(|k| !other.mid.contains(&k))
-            && self.long.iter().all(|k| !other.long.contains(&k))
     }
 }
 
@@ -1016,26 +991,18 @@ impl DuplicateIndex {
     /// marked (see [`ItemMap::mark`]).
     pub fn is_marked(&self, serial: &Serial) -> bool {
         let PreparedSerial(k, h) = PreparedSerial::new(serial);
-        let (probe, set_marked) = match k {
-            SerialKey::Short(k) => (self.short_serials.probe(&k, h), 0),
-            SerialKey::Mid(k) => (self.mid_serials.probe(&k, h), 1),
-            SerialKey::Long(k) => (self.long_serials.probe(&k, h), 2),
-        };
-        match (probe, set_marked) {
-            (Probe::Present(slot), 0) => self.short_serials.is_marked(slot),
-            (Probe::Present(slot), 1) => self.mid_serials.is_marked(slot),
-            (Probe::Present(slot), _) => self.long_serials.is_marked(slot),
-            (Probe::Vacant(_), _) => false,
+        match k {
+            SerialKey::Short(k) => self.short_serials.is_key_marked(&k, h),
+            SerialKey::Mid(k) => self.mid_serials.is_key_marked(&k, h),
+            SerialKey::Long(k) => self.long_serials.is_key_marked(&k, h),
         }
     }
 
     /// True when one of `set` is recorded marked.
     pub fn marks_any(&self, set: &SerialSet) -> bool {
         fn any<K: probe::Key>(index: &KeySet<K>, set: &KeySet<K>) -> bool {
-            set.iter().any(|k| match index.probe(&k, KeySet::hash(&k)) {
-                Probe::Present(slot) => index.is_marked(slot),
-                Probe::Vacant(_) => false,
-            })
+            set.iter()
+                .any(|k| index.is_key_marked(&k, KeySet::hash(&k)))
         }
         any(&self.short_serials, &set.short)
             || any(&self.mid_serials, &set.mid)

@@ -139,6 +139,14 @@ impl<K: Key> KeySet<K> {
         self.marks[slot / 64] |= 1 << (slot % 64);
     }
 
+    /// True when `key` (with hash `h`) is in the set, marked.
+    pub(super) fn is_key_marked(&self, key: &K, h: u64) -> bool {
+        match self.probe(key, h) {
+            Probe::Present(slot) => self.is_marked(slot),
+            Probe::Vacant(_) => false,
+        }
+    }
+
     /// The mark of the key in `slot`, as [`Probe::Present`] gave it.
     pub(super) fn is_marked(&self, slot: usize) -> bool {
         if slot == ZERO_SLOT {
