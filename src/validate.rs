@@ -19,7 +19,9 @@ use crate::domain::{
     parse_bool, parse_timestamp, trim, DateError, DateFormat, DeactivationReason, Item, ItemKind,
     LicenseId, Mac, MacError, RepairStatus, Serial,
 };
-use crate::ingest::{match_headers, HeaderMap, IngestError, RecordChunk, RecordIdx, RecordSource};
+use crate::ingest::{
+    match_headers, FieldView, HeaderMap, IngestError, RecordChunk, RecordIdx, RecordSource,
+};
 use crate::policy::Policy;
 use crate::progress::Progress;
 
@@ -391,12 +393,7 @@ impl<'p> Validator<'p> {
         // check of the whole record covers the common case: fields split at
         // ASCII delimiters, so each is UTF-8 when the record is.
         let record = std::str::from_utf8(fields.bytes()).ok();
-        let text = |i: usize| -> Result<&str, ()> {
-            match record {
-                Some(rec) => rec.get(fields.range(i)).ok_or(()),
-                None => std::str::from_utf8(fields.field(i)).map_err(|_| ()),
-            }
-        };
+        let text = |i: usize| field_text(&fields, record, i);
         let mut texts: [&str; INVENTORY_COLUMNS.len()] = [""; INVENTORY_COLUMNS.len()];
         for (c, idx) in self.columns.canonical.iter().enumerate() {
             if let Some(i) = *idx {
@@ -406,10 +403,13 @@ impl<'p> Validator<'p> {
                 }
             }
         }
+        // The carried columns are copied only for an item; without one,
+        // they are only checked.
         let mut extra = SmallVec::new();
         for &i in &self.columns.extras {
             match text(i) {
-                Ok(s) => extra.push(CompactString::from(s)),
+                Ok(s) if self.options.keep_items => extra.push(CompactString::from(s)),
+                Ok(_) => {}
                 Err(()) => v.encoding(Cow::Owned(self.columns.names[i].clone()), fields.field(i)),
             }
         }
@@ -665,6 +665,20 @@ impl<'p> Validator<'p> {
                 None
             }
         }
+    }
+}
+
+/// Field `i` as text, `record` being the whole record when it is UTF-8;
+/// `Err` when the field is not UTF-8.
+#[inline(always)]
+fn field_text<'c>(
+    fields: &FieldView<'c>,
+    record: Option<&'c str>,
+    i: usize,
+) -> Result<&'c str, ()> {
+    match record {
+        Some(rec) => fields.text(rec, i).ok_or(()),
+        None => std::str::from_utf8(fields.field(i)).map_err(|_| ()),
     }
 }
 

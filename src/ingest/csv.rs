@@ -261,23 +261,21 @@ impl CsvSource {
             }
         }
         let (mut taken, mut used) = (0, 0);
-        let mut lines = Vec::new();
+        // The lines are recorded first and their bytes appended after.
+        let at = chunk.data_len();
         for nl in memchr::memchr_iter(b'\n', block) {
             if taken == limit || nl - used > self.max_record {
                 break;
             }
             // A blank line is no record, as in csv-core.
             if nl > used {
-                lines.push((used, nl - used));
+                chunk.push_line(self.next_row, at + used, nl - used);
+                self.next_row += 1;
                 taken += 1;
             }
             used = nl + 1;
         }
-        let at = chunk.append_lines(&block[..used]);
-        for (start, len) in lines {
-            chunk.push_line(self.next_row, at + start, len);
-            self.next_row += 1;
-        }
+        chunk.append_lines(&block[..used]);
         self.pos += used;
         taken
     }

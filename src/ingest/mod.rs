@@ -134,6 +134,28 @@ impl<'c> FieldView<'c> {
     pub fn field(&self, i: usize) -> &'c [u8] {
         &self.bytes[self.range(i)]
     }
+
+    /// Field `i` as text, given `record`: [`FieldView::bytes`] already
+    /// checked to be UTF-8. `None` when the field does not start and end on
+    /// character boundaries, which fields stored back to back can fail
+    /// (one may end with the first byte of a character the next one
+    /// finishes) but fields separated by a delimiter cannot: the delimiter
+    /// is ASCII, and both sides of an ASCII byte are boundaries in UTF-8,
+    /// so those skip the check.
+    #[inline]
+    pub fn text(&self, record: &'c str, i: usize) -> Option<&'c str> {
+        let r = self.range(i);
+        let same = std::ptr::eq(record.as_bytes(), self.bytes);
+        if self.gap == 1 && same {
+            let b = record.as_bytes().get(r)?;
+            // SAFETY: `record` is UTF-8, and `b` runs from its start or
+            // just after an ASCII delimiter to its end or just before one:
+            // whole characters (see above).
+            Some(unsafe { std::str::from_utf8_unchecked(b) })
+        } else {
+            record.get(r)
+        }
+    }
 }
 
 /// The ends of the fields of a line split at each `delimiter`, a block at
@@ -286,17 +308,22 @@ impl RecordChunk {
         self.line_width = width;
     }
 
-    /// Appends bytes holding lines that [`RecordChunk::push_line`] then
-    /// points into; returns where they start.
-    pub fn append_lines(&mut self, bytes: &[u8]) -> usize {
-        let at = self.data.len();
-        self.data.extend_from_slice(bytes);
-        at
+    /// The bytes held so far: where the next [`RecordChunk::append_lines`]
+    /// puts its bytes.
+    pub fn data_len(&self) -> usize {
+        self.data.len()
     }
 
-    /// A record that is the line at `data[start..start + len]` (appended
-    /// with [`RecordChunk::append_lines`]): no quote, no CR, no newline, and
-    /// an ASCII delimiter.
+    /// Appends bytes holding lines that [`RecordChunk::push_line`] points
+    /// into, at [`RecordChunk::data_len`].
+    pub fn append_lines(&mut self, bytes: &[u8]) {
+        self.data.extend_from_slice(bytes);
+    }
+
+    /// A record that is the line at `data[start..start + len]`, appended
+    /// with [`RecordChunk::append_lines`] (before or after this call, but
+    /// before the record is read): no quote, no CR, no newline, and an
+    /// ASCII delimiter.
     pub fn push_line(&mut self, row: u64, start: usize, len: usize) {
         self.records.push(RecordMeta {
             row,
@@ -666,5 +693,55 @@ mod tests {
             let want: Vec<&[u8]> = line.split(|b| *b == d).collect();
             proptest::prop_assert_eq!(got, want);
         }
+
+        /// `FieldView::text` equals checking each field on its own, for
+        /// lines (which skip the check) and for fields stored back to back.
+        #[test]
+        fn field_text_equals_checking_each_field(
+            fields in proptest::collection::vec(
+                proptest::collection::vec(
+                    proptest::sample::select(vec![b'a', b' ', 0xC3, 0xA9, 0xE2, 0x82, 0xAC, 0xFF]),
+                    0..6,
+                ),
+                1..6,
+            ),
+        ) {
+            let widths = fields.iter().map(|f| f.len());
+            let mut chunk = RecordChunk::default();
+            chunk.set_line_format(b',', fields.len());
+            let line = fields.join(&b',');
+            chunk.push_line(1, chunk.data_len(), line.len());
+            chunk.append_lines(&line);
+            let ends: Vec<usize> = widths
+                .scan(0, |end, w| {
+                    *end += w;
+                    Some(*end)
+                })
+                .collect();
+            chunk.push_record(2, &fields.concat(), &ends);
+            for r in 0..2 {
+                let view = chunk.view(chunk.record_at(r));
+                let Ok(record) = std::str::from_utf8(view.bytes()) else {
+                    continue;
+                };
+                for (i, field) in fields.iter().enumerate() {
+                    proptest::prop_assert_eq!(
+                        view.text(record, i),
+                        std::str::from_utf8(field).ok()
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_character_split_between_fields_is_not_text() {
+        // "é" is C3 A9: valid across the two fields, in neither alone.
+        let mut chunk = RecordChunk::default();
+        chunk.push_record(1, b"a\xC3\xA9b", &[2, 4]);
+        let view = chunk.view(chunk.record_at(0));
+        let record = std::str::from_utf8(view.bytes()).unwrap();
+        assert_eq!(view.text(record, 0), None);
+        assert_eq!(view.text(record, 1), None);
     }
 }
