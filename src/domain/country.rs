@@ -11,7 +11,10 @@ pub struct Country([u8; 2]);
 
 impl Country {
     pub fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.0).unwrap_or_default()
+        debug_assert!(self.0.is_ascii());
+        // SAFETY: a Country is only made by `from_alpha2_unchecked`, which
+        // takes two upper-case ASCII letters.
+        unsafe { std::str::from_utf8_unchecked(&self.0) }
     }
 
     fn index(self) -> usize {

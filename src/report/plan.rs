@@ -34,7 +34,8 @@ pub const ELIGIBILITY_COLUMNS: [&str; 12] = [
 /// identifiers) are copied as they are, the others as `csv` would write
 /// them (a test compares the two).
 pub fn eligibility_line(item: &Item, key: &str, v: &Verdict, eta: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(112 + v.alternative.len());
+    // Room for the longest usual line (a license with its reasons).
+    let mut out = Vec::with_capacity(160 + v.alternative.len());
     push_decimal(&mut out, item.row);
     out.push(b',');
     push_cell(&mut out, &neutralise(key));
