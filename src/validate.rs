@@ -950,6 +950,13 @@ impl DuplicateIndex {
             licenses: KeySet::with_capacity(need(licenses)),
             expected_rows: 0,
         };
+        probe::populate(&[
+            self.short_serials.region(),
+            self.mid_serials.region(),
+            self.long_serials.region(),
+            self.macs.region(),
+            self.licenses.region(),
+        ]);
     }
 
     /// Checks one chunk's valid rows in row order and records the keys of

@@ -64,6 +64,14 @@ impl<K: Key> KeySet<K> {
         self.len + usize::from(self.has_zero)
     }
 
+    /// The table's memory (address, bytes), for [`populate`].
+    pub(super) fn region(&self) -> (usize, usize) {
+        (
+            self.slots.as_ptr() as usize,
+            std::mem::size_of_val(self.slots.as_slice()),
+        )
+    }
+
     pub(super) fn hash(key: &K) -> u64 {
         hasher().hash_one(key)
     }
@@ -218,6 +226,63 @@ impl<K: Key> KeySet<K> {
         }
         *self = bigger;
     }
+}
+
+/// Has the kernel back the given regions of memory (address, bytes) with
+/// pages now, on every core, leaving their contents as they are.
+///
+/// A large table is the shared zero page until first written, and the
+/// kernel clears a page for it (2 MB at a time) on first write: on this
+/// kind of VM about as slow as checking the rows themselves. Left to the
+/// probes, it all happens on the ordered thread within the first chunks
+/// (keys land anywhere), which held the whole pipeline up for 0.2–0.5 s
+/// with the validating threads idle. Here the clearing is split over the
+/// cores instead, and the caller waits for it: a thread populating pages
+/// while another writes to them makes the kernel clear some twice.
+pub(super) fn populate(regions: &[(usize, usize)]) {
+    #[cfg(target_os = "linux")]
+    {
+        const PAGE: usize = 4096;
+        const STEP: usize = 2 << 20;
+        // Pieces of up to STEP bytes, page-aligned inside each region.
+        let mut pieces = Vec::new();
+        for &(addr, len) in regions {
+            let mut at = addr.next_multiple_of(PAGE);
+            let end = addr + len;
+            while at < end {
+                let n = STEP.min(end - at);
+                pieces.push((at, n));
+                at += n;
+            }
+        }
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let per = pieces.len().div_ceil(threads).max(1);
+        let advise = |part: &[(usize, usize)]| {
+            for &(at, n) in part {
+                // SAFETY: MADV_POPULATE_WRITE only faults pages in as a
+                // write would, without changing what they hold; the regions
+                // are live tables the caller owns and keeps in place.
+                let rc =
+                    unsafe { libc::madvise(at as *mut libc::c_void, n, libc::MADV_POPULATE_WRITE) };
+                if rc != 0 {
+                    // An older kernel: the probes fault the pages in instead.
+                    return;
+                }
+            }
+        };
+        std::thread::scope(|scope| {
+            let mut parts = pieces.chunks(per);
+            let mine = parts.next();
+            for part in parts {
+                scope.spawn(move || advise(part));
+            }
+            if let Some(part) = mine {
+                advise(part);
+            }
+        });
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = regions;
 }
 
 #[inline]
