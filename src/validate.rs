@@ -323,7 +323,7 @@ impl Prepared {
     fn new(serial: Option<&Serial>, mac: Option<Mac>, license: Option<LicenseId>) -> Prepared {
         Prepared {
             serial: serial.map(PreparedSerial::new),
-            mac_hash: mac.map_or(0, |m| KeySet::hash(&mac_key(m))),
+            mac_hash: mac.map_or(0, |m| probe::mac_hash(m.as_u64())),
             license_hash: license.map_or(0, |l| KeySet::hash(&l.key())),
         }
     }
@@ -806,6 +806,7 @@ enum SerialKey {
 
 /// `Serial::key` is base 37 over the characters: 37^12 < 2^63 and
 /// 37^15 < 2^79, so the narrower forms lose nothing.
+#[inline]
 fn serial_key(s: &Serial) -> SerialKey {
     if let Some(k) = s.short_key() {
         return SerialKey::Short(k);
@@ -842,6 +843,7 @@ impl Default for SerialSet {
 pub struct PreparedSerial(SerialKey, u64);
 
 impl PreparedSerial {
+    #[inline]
     pub fn new(s: &Serial) -> PreparedSerial {
         let k = serial_key(s);
         let h = match k {

@@ -7,11 +7,81 @@
 //! after another. On Linux the table asks for transparent huge pages, which
 //! takes most TLB misses out of those random probes.
 
-use std::hash::{BuildHasher, Hash};
-
 /// A key; the all-zero value marks an empty slot, so it is kept aside.
-pub(super) trait Key: Copy + Eq + Hash + Default {}
-impl<T: Copy + Eq + Hash + Default> Key for T {}
+pub(super) trait Key: Copy + Eq + Default {
+    /// The key's hash for the table. Keys are a few bytes, so they are
+    /// read as one or two words and mixed directly: hashing them through
+    /// `Hash` wrote the length and then the bytes, two rounds for one key.
+    fn hash(&self) -> u64;
+}
+
+impl Key for u64 {
+    #[inline]
+    fn hash(&self) -> u64 {
+        mix(*self, 0)
+    }
+}
+
+impl Key for u128 {
+    #[inline]
+    fn hash(&self) -> u64 {
+        mix(*self as u64, (*self >> 64) as u64)
+    }
+}
+
+impl Key for [u8; 6] {
+    /// The same as [`mac_hash`] of the six bytes read as a number.
+    #[inline]
+    fn hash(&self) -> u64 {
+        let mut w = [0u8; 8];
+        w[..6].copy_from_slice(self);
+        mix(u64::from_le_bytes(w), 0)
+    }
+}
+
+impl Key for [u8; 10] {
+    #[inline]
+    fn hash(&self) -> u64 {
+        let (lo, hi) = self.split_at(8);
+        let mut l = [0u8; 8];
+        l.copy_from_slice(lo);
+        mix(
+            u64::from_le_bytes(l),
+            u64::from(u16::from_le_bytes([hi[0], hi[1]])),
+        )
+    }
+}
+
+impl Key for [u8; 16] {
+    #[inline]
+    fn hash(&self) -> u64 {
+        u128::from_le_bytes(*self).hash()
+    }
+}
+
+/// [`Key::hash`] of a MAC's six bytes, from the MAC as a 48-bit number
+/// (little-endian bytes), without building the bytes.
+#[inline]
+pub(super) fn mac_hash(mac: u64) -> u64 {
+    mix(mac & 0xFFFF_FFFF_FFFF, 0)
+}
+
+/// Two words into one hash: a folded multiply (the 128-bit product's
+/// halves XORed) of each word with a constant, then of the two. Its high
+/// bits, which pick a key's slot, depend on every input bit.
+#[inline]
+fn mix(a: u64, b: u64) -> u64 {
+    const K1: u64 = 0x243F_6A88_85A3_08D3;
+    const K2: u64 = 0x1319_8A2E_0370_7344;
+    const K3: u64 = 0xA409_3822_299F_31D0;
+    fold(fold(a ^ K1, b ^ K2), K3)
+}
+
+#[inline]
+fn fold(a: u64, b: u64) -> u64 {
+    let p = u128::from(a) * u128::from(b);
+    (p as u64) ^ ((p >> 64) as u64)
+}
 
 /// Where a key is, or where it would go (`usize::MAX`: the zero key, kept
 /// aside).
@@ -43,10 +113,6 @@ pub(super) struct KeySet<K: Key> {
 const LOAD_NUM: usize = 3;
 const LOAD_DEN: usize = 4;
 
-fn hasher() -> foldhash::fast::FixedState {
-    foldhash::fast::FixedState::default()
-}
-
 impl<K: Key> KeySet<K> {
     pub(super) fn with_capacity(keys: usize) -> KeySet<K> {
         let slots = keys.max(8) * LOAD_DEN / LOAD_NUM + 1;
@@ -72,8 +138,9 @@ impl<K: Key> KeySet<K> {
         )
     }
 
+    #[inline]
     pub(super) fn hash(key: &K) -> u64 {
-        hasher().hash_one(key)
+        key.hash()
     }
 
     /// A hint that `key` (with hash `h`) will be probed soon.
@@ -301,6 +368,13 @@ mod tests {
     use super::*;
 
     proptest::proptest! {
+        #[test]
+        fn a_macs_hash_is_the_hash_of_its_six_bytes(mac in 0u64..1 << 48) {
+            let b = mac.to_le_bytes();
+            let key: [u8; 6] = [b[0], b[1], b[2], b[3], b[4], b[5]];
+            proptest::prop_assert_eq!(mac_hash(mac), key.hash());
+        }
+
         #[test]
         fn behaves_as_a_hash_map_of_marks(
             keys in proptest::collection::vec((0u64..64, proptest::bool::ANY), 0..500),
