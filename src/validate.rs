@@ -1484,13 +1484,16 @@ pub fn run_mapped<M: ItemMap>(
             .spawn_scoped(scope, move || {
                 // A fixed set of chunk buffers circulates: after the first few,
                 // the reader waits for one to come back rather than allocate.
+                // Each is made at about its final size: grown by doubling, it
+                // had the kernel clear each step's pages as well.
+                let width = source.headers().len();
                 let mut made = 0;
                 loop {
                     let mut chunk = match spare_chunk_rx.try_recv() {
                         Ok(c) => c,
                         Err(_) if made < CHUNKS_IN_FLIGHT => {
                             made += 1;
-                            RecordChunk::default()
+                            RecordChunk::with_capacity(CHUNK_RECORDS, width)
                         }
                         Err(_) => match spare_chunk_rx.recv() {
                             Ok(c) => c,

@@ -287,9 +287,11 @@ const PREVIEW_BYTES: usize = 120;
 pub struct RecordIdx(usize);
 
 impl RecordChunk {
+    /// Room for `records` records of `width` fields, at up to 160 bytes a
+    /// record (a usual export line is 100–150) before the data grows.
     pub fn with_capacity(records: usize, width: usize) -> RecordChunk {
         RecordChunk {
-            data: Vec::with_capacity(records * 96),
+            data: Vec::with_capacity(records * 160),
             ends: Vec::with_capacity(records * width),
             records: Vec::with_capacity(records),
             problems: Vec::new(),
