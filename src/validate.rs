@@ -758,9 +758,11 @@ impl RowCheck {
 /// few places ahead already being fetched (see [`KeySet`]). Each table is
 /// sized from the first chunk's mix of keys, scaled to the expected rows
 /// (at 10 M rows: 272 MB of fixed-ratio power-of-two tables became about
-/// 215 MB, and 180 MB filled to 4/5 rather than 2/3). (A version sharded into cache-sized sets and checked in
-/// parallel passes was measured: no faster on 2 cores, and 110 MB more at
-/// 10 M rows.)
+/// 215 MB, and 180 MB filled to 4/5 rather than 2/3), and its pages are
+/// cleared on every core before the first chunk is checked
+/// ([`probe::populate`]). (A version sharded into cache-sized sets and
+/// checked in parallel passes was measured: no faster on 2 cores, and
+/// 110 MB more at 10 M rows.)
 pub struct DuplicateIndex {
     short_serials: KeySet<u64>,
     mid_serials: KeySet<[u8; 10]>,

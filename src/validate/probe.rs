@@ -4,8 +4,9 @@
 //! caches. Open addressing with linear probing over one flat array, so that
 //! the slot a key will need can be prefetched a few rows ahead: the probes
 //! of a chunk then overlap their cache misses instead of paying them one
-//! after another. On Linux the table asks for transparent huge pages, which
-//! takes most TLB misses out of those random probes.
+//! after another. The allocator (mimalloc) backs a table this large with
+//! transparent huge pages, which takes most TLB misses out of those random
+//! probes.
 
 /// A key; the all-zero value marks an empty slot, so it is kept aside.
 pub(super) trait Key: Copy + Eq + Default {
