@@ -92,6 +92,9 @@ pub struct FieldView<'c> {
     /// 1 when the fields are separated by a delimiter, 0 when they are
     /// stored back to back.
     gap: u32,
+    /// The fields are separated by an ASCII delimiter (see
+    /// [`FieldView::text`]).
+    ascii_separated: bool,
 }
 
 /// Fields a record can have before its [`FieldView`] allocates.
@@ -146,7 +149,7 @@ impl<'c> FieldView<'c> {
     pub fn text(&self, record: &'c str, i: usize) -> Option<&'c str> {
         let r = self.range(i);
         let same = std::ptr::eq(record.as_bytes(), self.bytes);
-        if self.gap == 1 && same {
+        if self.ascii_separated && same {
             let b = record.as_bytes().get(r)?;
             // SAFETY: `record` is UTF-8, and `b` runs from its start or
             // just after an ASCII delimiter to its end or just before one:
@@ -424,6 +427,9 @@ impl RecordChunk {
                 bytes,
                 ends: split_line(bytes, self.delimiter),
                 gap: 1,
+                // `set_line_format` takes any byte; the CLI's readers only
+                // store lines split at an ASCII one.
+                ascii_separated: self.delimiter.is_ascii(),
             };
         }
         let ends = &self.ends[m.ends_start as usize..m.ends_start as usize + m.width as usize];
@@ -432,6 +438,7 @@ impl RecordChunk {
             bytes: &self.data[m.data_start..m.data_start + len],
             ends: SmallVec::from_slice(ends),
             gap: 0,
+            ascii_separated: false,
         }
     }
 
@@ -690,7 +697,12 @@ mod tests {
             semicolon in proptest::bool::ANY,
         ) {
             let d = if semicolon { b';' } else { b',' };
-            let view = FieldView { bytes: &line, ends: split_line(&line, d), gap: 1 };
+            let view = FieldView {
+                bytes: &line,
+                ends: split_line(&line, d),
+                gap: 1,
+                ascii_separated: true,
+            };
             let got: Vec<&[u8]> = (0..view.len()).map(|i| view.field(i)).collect();
             let want: Vec<&[u8]> = line.split(|b| *b == d).collect();
             proptest::prop_assert_eq!(got, want);
@@ -734,6 +746,19 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_non_ascii_delimiter_keeps_the_boundary_check() {
+        // "é" is C3 A9; split at A9 as a delimiter, its first field is C3.
+        let mut chunk = RecordChunk::default();
+        chunk.set_line_format(0xA9, 2);
+        chunk.push_line(1, chunk.data_len(), 2);
+        chunk.append_lines("é".as_bytes());
+        let view = chunk.view(chunk.record_at(0));
+        let record = std::str::from_utf8(view.bytes()).unwrap();
+        assert_eq!(view.len(), 2);
+        assert_eq!(view.text(record, 0), None);
     }
 
     #[test]

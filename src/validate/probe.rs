@@ -68,14 +68,17 @@ pub(super) fn mac_hash(mac: u64) -> u64 {
 }
 
 /// Two words into one hash: a folded multiply (the 128-bit product's
-/// halves XORed) of each word with a constant, then of the two. Its high
-/// bits, which pick a key's slot, depend on every input bit.
+/// halves XORed) of the first word with a constant, then of that and the
+/// second word with another. Its high bits, which pick a key's slot,
+/// depend on every input bit, and the second word counts whatever the
+/// first (a product with a zero factor would have hidden it).
 #[inline]
 fn mix(a: u64, b: u64) -> u64 {
     const K1: u64 = 0x243F_6A88_85A3_08D3;
     const K2: u64 = 0x1319_8A2E_0370_7344;
     const K3: u64 = 0xA409_3822_299F_31D0;
-    fold(fold(a ^ K1, b ^ K2), K3)
+    const K4: u64 = 0x082E_FA98_EC4E_6C89;
+    fold(fold(a ^ K1, K2) ^ b ^ K3, K4)
 }
 
 #[inline]
@@ -346,7 +349,13 @@ pub(super) fn populate(regions: &[(usize, usize)]) {
             let mut parts = pieces.chunks(per);
             let mine = parts.next();
             for part in parts {
-                scope.spawn(move || advise(part));
+                // No thread to be had: this one does that part too.
+                if std::thread::Builder::new()
+                    .spawn_scoped(scope, move || advise(part))
+                    .is_err()
+                {
+                    advise(part);
+                }
             }
             if let Some(part) = mine {
                 advise(part);
