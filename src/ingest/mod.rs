@@ -172,15 +172,8 @@ fn split_line(bytes: &[u8], delimiter: u8) -> SmallVec<[u32; FIELDS_INLINE]> {
     let mut blocks = bytes.chunks_exact(BLOCK);
     let mut at = 0u32;
     for block in blocks.by_ref() {
-        let mut mask = finder.mask(block);
-        // Room for a full block of delimiters and the last end.
-        if n + BLOCK + 1 > FIELDS_INLINE && mask != 0 {
+        if !push_ends(&mut ends, &mut n, at, finder.mask(block), BLOCK) {
             return split_wide(bytes, delimiter);
-        }
-        while mask != 0 {
-            ends[n] = at + mask.trailing_zeros();
-            n += 1;
-            mask &= mask - 1;
         }
         at += BLOCK as u32;
     }
@@ -188,7 +181,7 @@ fn split_line(bytes: &[u8], delimiter: u8) -> SmallVec<[u32; FIELDS_INLINE]> {
     if rest > 0 {
         // The last block ends at the end of the line and overlaps the one
         // before; its first bytes, seen already, are shifted out.
-        let mut mask = match bytes.len().checked_sub(BLOCK) {
+        let mask = match bytes.len().checked_sub(BLOCK) {
             Some(from) => finder.mask(&bytes[from..]) >> (BLOCK - rest),
             None => blocks
                 .remainder()
@@ -196,17 +189,34 @@ fn split_line(bytes: &[u8], delimiter: u8) -> SmallVec<[u32; FIELDS_INLINE]> {
                 .enumerate()
                 .fold(0, |m, (i, &b)| m | u32::from(b == delimiter) << i),
         };
-        if n + rest + 1 > FIELDS_INLINE && mask != 0 {
+        if !push_ends(&mut ends, &mut n, at, mask, rest) {
             return split_wide(bytes, delimiter);
-        }
-        while mask != 0 {
-            ends[n] = at + mask.trailing_zeros();
-            n += 1;
-            mask &= mask - 1;
         }
     }
     ends[n] = bytes.len() as u32;
     SmallVec::from_buf_and_len(ends, n + 1)
+}
+
+/// Adds a field end at `at` plus each set bit of `mask`, the delimiters of
+/// a block of `width` bytes; false, adding none, when they might not fit
+/// with room left for the line's last end.
+#[inline(always)]
+fn push_ends(
+    ends: &mut [u32; FIELDS_INLINE],
+    n: &mut usize,
+    at: u32,
+    mut mask: u32,
+    width: usize,
+) -> bool {
+    if *n + width + 1 > FIELDS_INLINE && mask != 0 {
+        return false;
+    }
+    while mask != 0 {
+        ends[*n] = at + mask.trailing_zeros();
+        *n += 1;
+        mask &= mask - 1;
+    }
+    true
 }
 
 /// Bytes per block of [`split_line`].

@@ -104,9 +104,6 @@ pub(super) struct KeySet<K: Key> {
     slots: Vec<K>,
     /// One bit per slot; empty until a key is inserted marked.
     marks: Vec<u64>,
-    /// `slots.len()`: a key's home slot is its hash scaled to it (any
-    /// size, not only powers of two, so a table is sized to its keys).
-    n: usize,
     len: usize,
     has_zero: bool,
     zero_marked: bool,
@@ -127,7 +124,6 @@ impl<K: Key> KeySet<K> {
         KeySet {
             slots: vec![K::default(); slots],
             marks: Vec::new(),
-            n: slots,
             len: 0,
             has_zero: false,
             zero_marked: false,
@@ -183,17 +179,18 @@ impl<K: Key> KeySet<K> {
                 return Probe::Vacant(i);
             }
             i += 1;
-            if i == self.n {
+            if i == slots.len() {
                 i = 0;
             }
         }
     }
 
     /// The slot where a key with hash `h` is looked for first: the hash's
-    /// high bits scaled to the table (Lemire's multiply-shift).
+    /// high bits scaled to the table (Lemire's multiply-shift), which may
+    /// be any size, not only a power of two, so that it fits its keys.
     #[inline]
     fn home(&self, h: u64) -> usize {
-        ((u128::from(h) * self.n as u128) >> 64) as usize
+        ((u128::from(h) * self.slots.len() as u128) >> 64) as usize
     }
 
     /// Stores `key`, marked or not, in the vacant slot [`KeySet::probe`]
@@ -283,7 +280,6 @@ impl<K: Key> KeySet<K> {
         let mut bigger = KeySet {
             slots: vec![K::default(); n],
             marks: Vec::new(),
-            n,
             len: 0,
             has_zero: self.has_zero,
             zero_marked: self.zero_marked,
