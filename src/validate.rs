@@ -26,7 +26,7 @@ use crate::policy::Policy;
 use crate::progress::Progress;
 
 mod probe;
-use probe::{KeySet, Probe};
+use probe::{Found, KeySet, Probe, Split48};
 
 /// Every reason a row can be rejected or warned about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -314,7 +314,8 @@ impl RowKeys {
 /// counts.
 struct Prepared {
     serial: Option<PreparedSerial>,
-    /// The hashes of the MAC's and the license id's keys (0 when absent).
+    /// The hashes of the MAC's (as [`Split48`] keys it) and the license
+    /// id's keys (0 when absent).
     mac_hash: u64,
     license_hash: u64,
 }
@@ -323,7 +324,7 @@ impl Prepared {
     fn new(serial: Option<&Serial>, mac: Option<Mac>, license: Option<LicenseId>) -> Prepared {
         Prepared {
             serial: serial.map(PreparedSerial::new),
-            mac_hash: mac.map_or(0, |m| probe::mac_hash(m.as_u64())),
+            mac_hash: mac.map_or(0, |m| probe::low24_hash(m.as_u64())),
             license_hash: license.map_or(0, |l| KeySet::hash(&l.key())),
         }
     }
@@ -752,7 +753,10 @@ impl RowCheck {
 /// Keys are exact (no hashing of identifiers into fewer bits) and as narrow
 /// as the value allows, since this index is most of the stage's memory: a
 /// serial of up to 12 characters fits 8 bytes, up to 15 fits 10, longer ones
-/// 16; a MAC is its 6 bytes. The index runs on one thread, in row order;
+/// 16; a MAC, and a serial of 12 hex digits (a desk phone's MAC), is a
+/// 48-bit number kept as its low 3 bytes in a table of its OUI when that
+/// OUI is common, 6 bytes otherwise ([`Split48`]: at 10 M rows, 180 MB of
+/// tables became about 115 MB). The index runs on one thread, in row order;
 /// the keys and their hashes are computed on the validating threads
 /// ([`RowKeys::new`]) and each chunk is probed with the slots of the rows a
 /// few places ahead already being fetched (see [`KeySet`]). Each table is
@@ -764,10 +768,12 @@ impl RowCheck {
 /// checked in parallel passes was measured: no faster on 2 cores, and
 /// 110 MB more at 10 M rows.)
 pub struct DuplicateIndex {
+    /// Serials of 12 hex digits (a desk phone's is its MAC), as numbers.
+    hex_serials: Split48,
     short_serials: KeySet<u64>,
     mid_serials: KeySet<[u8; 10]>,
     long_serials: KeySet<[u8; 16]>,
-    macs: KeySet<[u8; 6]>,
+    macs: Split48,
     licenses: KeySet<u128>,
     /// The expected number of rows, until the first chunk has sized the
     /// tables from its mix of keys (0: unknown, the tables grow instead).
@@ -801,6 +807,8 @@ impl Dups {
 /// A serial key, tagged by width so that two widths never compare equal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum SerialKey {
+    /// 12 hex digits, as a 48-bit number.
+    Hex(u64),
     Short(u64),
     Mid([u8; 10]),
     Long([u8; 16]),
@@ -810,6 +818,9 @@ enum SerialKey {
 /// 37^15 < 2^79, so the narrower forms lose nothing.
 #[inline]
 fn serial_key(s: &Serial) -> SerialKey {
+    if let Some(v) = hex48(s.as_bytes()) {
+        return SerialKey::Hex(v);
+    }
     if let Some(k) = s.short_key() {
         return SerialKey::Short(k);
     }
@@ -825,9 +836,47 @@ fn serial_key(s: &Serial) -> SerialKey {
     }
 }
 
+/// Twelve upper-case hex digits (a serial is upper case) as a number.
+#[inline]
+fn hex48(b: &[u8]) -> Option<u64> {
+    if b.len() != 12 {
+        return None;
+    }
+    let mut v = 0u64;
+    for &c in b {
+        let d = match c {
+            b'0'..=b'9' => c - b'0',
+            b'A'..=b'F' => c - b'A' + 10,
+            _ => return None,
+        };
+        v = v << 4 | u64::from(d);
+    }
+    Some(v)
+}
+
+/// Where a serial's key is or would go.
+#[derive(Clone, Copy)]
+enum SerialProbe {
+    Hex(Found),
+    Plain(Probe),
+}
+
+impl SerialProbe {
+    fn is_present(self) -> bool {
+        match self {
+            SerialProbe::Hex(at) => at.is_present(),
+            SerialProbe::Plain(p) => matches!(p, Probe::Present(_)),
+        }
+    }
+}
+
+/// Numbers (hex serials, MACs) counted by OUI (their top 24 of 48 bits).
+type OuiCount = std::collections::HashMap<u64, usize, foldhash::fast::FixedState>;
+
 /// A set of serials stored as their narrow exact keys: a third of the
 /// memory of a `HashSet<Serial>` at millions of devices.
 pub struct SerialSet {
+    hex: KeySet<u64>,
     short: KeySet<u64>,
     mid: KeySet<[u8; 10]>,
     long: KeySet<[u8; 16]>,
@@ -849,6 +898,7 @@ impl PreparedSerial {
     pub fn new(s: &Serial) -> PreparedSerial {
         let k = serial_key(s);
         let h = match k {
+            SerialKey::Hex(v) => probe::low24_hash(v),
             SerialKey::Short(k) => KeySet::hash(&k),
             SerialKey::Mid(k) => KeySet::hash(&k),
             SerialKey::Long(k) => KeySet::hash(&k),
@@ -865,7 +915,8 @@ impl SerialSet {
     /// Sized for about `n` serials, so that it does not grow while filled.
     pub fn with_capacity(n: usize) -> SerialSet {
         SerialSet {
-            short: KeySet::with_capacity(n / 2),
+            hex: KeySet::with_capacity(n / 2),
+            short: KeySet::with_capacity(n / 4),
             mid: KeySet::with_capacity(n / 2),
             long: KeySet::with_capacity(n / 64),
         }
@@ -873,6 +924,7 @@ impl SerialSet {
 
     pub fn insert(&mut self, s: Serial) -> bool {
         match serial_key(&s) {
+            SerialKey::Hex(v) => self.hex.insert(v),
             SerialKey::Short(k) => self.short.insert(k),
             SerialKey::Mid(k) => self.mid.insert(k),
             SerialKey::Long(k) => self.long.insert(k),
@@ -881,6 +933,7 @@ impl SerialSet {
 
     pub fn contains(&self, s: &Serial) -> bool {
         match serial_key(s) {
+            SerialKey::Hex(v) => self.hex.contains(&v),
             SerialKey::Short(k) => self.short.contains(&k),
             SerialKey::Mid(k) => self.mid.contains(&k),
             SerialKey::Long(k) => self.long.contains(&k),
@@ -888,7 +941,7 @@ impl SerialSet {
     }
 
     pub fn len(&self) -> usize {
-        self.short.len() + self.mid.len() + self.long.len()
+        self.hex.len() + self.short.len() + self.mid.len() + self.long.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -896,20 +949,16 @@ impl SerialSet {
     }
 }
 
-fn mac_key(m: Mac) -> [u8; 6] {
-    let b = m.as_u64().to_le_bytes();
-    [b[0], b[1], b[2], b[3], b[4], b[5]]
-}
-
 impl DuplicateIndex {
     /// Sized for about `rows` rows, so the sets do not grow (and briefly
     /// double) while a large file is read.
     pub fn with_capacity(rows: usize) -> DuplicateIndex {
         DuplicateIndex {
+            hex_serials: Split48::with_capacity(&[], 0),
             short_serials: KeySet::with_capacity(0),
             mid_serials: KeySet::with_capacity(0),
             long_serials: KeySet::with_capacity(0),
-            macs: KeySet::with_capacity(0),
+            macs: Split48::with_capacity(&[], 0),
             licenses: KeySet::with_capacity(0),
             expected_rows: rows,
         }
@@ -922,7 +971,8 @@ impl DuplicateIndex {
     /// rows is unknown.
     fn size_from<T>(&mut self, first: &[RowOutcome<T>]) {
         let rows = std::mem::take(&mut self.expected_rows);
-        let empty = self.short_serials.len()
+        let empty = self.hex_serials.len()
+            + self.short_serials.len()
             + self.mid_serials.len()
             + self.long_serials.len()
             + self.macs.len()
@@ -931,36 +981,65 @@ impl DuplicateIndex {
         if rows == 0 || first.is_empty() || !empty {
             return;
         }
-        let [mut short, mut mid, mut long, mut macs, mut licenses] = [0usize; 5];
+        let [mut short, mut mid, mut long, mut licenses] = [0usize; 4];
+        // Numbers by OUI, for the tables of the common ones.
+        let mut hex_ouis = OuiCount::default();
+        let mut mac_ouis = OuiCount::default();
         for o in first {
             if let RowOutcome::Valid { keys, .. } = o {
                 match keys.prepared.serial {
+                    Some(PreparedSerial(SerialKey::Hex(v), _)) => {
+                        *hex_ouis.entry(v >> 24).or_default() += 1
+                    }
                     Some(PreparedSerial(SerialKey::Short(_), _)) => short += 1,
                     Some(PreparedSerial(SerialKey::Mid(_), _)) => mid += 1,
                     Some(PreparedSerial(SerialKey::Long(_), _)) => long += 1,
                     None => {}
                 }
-                macs += usize::from(keys.mac.is_some());
+                if let Some(m) = keys.mac {
+                    *mac_ouis.entry(m.as_u64() >> 24).or_default() += 1;
+                }
                 licenses += usize::from(keys.license.is_some());
             }
         }
         let scale = rows.max(first.len()) as f64 / first.len() as f64;
         let need = |n: usize| (n as f64 * scale * 1.1) as usize + 1024;
+        // An OUI gets a table when it holds a fiftieth of the first chunk's
+        // numbers; the others share one.
+        let split = |counts: OuiCount| {
+            let total: usize = counts.values().sum();
+            let mut common: Vec<(u64, usize)> = counts
+                .into_iter()
+                .filter(|&(_, n)| n * 50 >= total)
+                .collect();
+            common.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            common.truncate(Split48::TABLES);
+            let rest = total - common.iter().map(|(_, n)| n).sum::<usize>();
+            let ouis: Vec<(u32, usize)> =
+                common.iter().map(|&(o, n)| (o as u32, need(n))).collect();
+            Split48::with_capacity(&ouis, need(rest))
+        };
         *self = DuplicateIndex {
+            hex_serials: split(hex_ouis),
             short_serials: KeySet::with_capacity(need(short)),
             mid_serials: KeySet::with_capacity(need(mid)),
             long_serials: KeySet::with_capacity(need(long)),
-            macs: KeySet::with_capacity(need(macs)),
+            macs: split(mac_ouis),
             licenses: KeySet::with_capacity(need(licenses)),
             expected_rows: 0,
         };
-        probe::populate(&[
-            self.short_serials.region(),
-            self.mid_serials.region(),
-            self.long_serials.region(),
-            self.macs.region(),
-            self.licenses.region(),
-        ]);
+        let regions: Vec<(usize, usize)> = self
+            .hex_serials
+            .regions()
+            .chain([
+                self.short_serials.region(),
+                self.mid_serials.region(),
+                self.long_serials.region(),
+                self.licenses.region(),
+            ])
+            .chain(self.macs.regions())
+            .collect();
+        probe::populate(&regions);
     }
 
     /// Checks one chunk's valid rows in row order and records the keys of
@@ -1017,6 +1096,7 @@ impl DuplicateIndex {
     pub fn is_marked(&self, serial: &Serial) -> bool {
         let PreparedSerial(k, h) = PreparedSerial::new(serial);
         match k {
+            SerialKey::Hex(v) => self.hex_serials.is_key_marked(v),
             SerialKey::Short(k) => self.short_serials.is_key_marked(&k, h),
             SerialKey::Mid(k) => self.mid_serials.is_key_marked(&k, h),
             SerialKey::Long(k) => self.long_serials.is_key_marked(&k, h),
@@ -1029,7 +1109,8 @@ impl DuplicateIndex {
             set.iter()
                 .any(|k| index.is_key_marked(&k, KeySet::hash(&k)))
         }
-        any(&self.short_serials, &set.short)
+        set.hex.iter().any(|v| self.hex_serials.is_key_marked(v))
+            || any(&self.short_serials, &set.short)
             || any(&self.mid_serials, &set.mid)
             || any(&self.long_serials, &set.long)
     }
@@ -1037,10 +1118,14 @@ impl DuplicateIndex {
     /// Every serial recorded marked.
     pub fn marked_serials(&self) -> SerialSet {
         let mut set = SerialSet {
+            hex: KeySet::with_capacity(self.hex_serials.len()),
             short: KeySet::with_capacity(self.short_serials.len()),
             mid: KeySet::with_capacity(self.mid_serials.len()),
             long: KeySet::with_capacity(self.long_serials.len()),
         };
+        for v in self.hex_serials.marked() {
+            set.hex.insert(v);
+        }
         for k in self.short_serials.marked() {
             set.short.insert(k);
         }
@@ -1056,13 +1141,14 @@ impl DuplicateIndex {
     fn prefetch(&self, keys: &RowKeys) {
         let p = &keys.prepared;
         match p.serial {
+            Some(PreparedSerial(SerialKey::Hex(v), h)) => self.hex_serials.prefetch(v, h),
             Some(PreparedSerial(SerialKey::Short(_), h)) => self.short_serials.prefetch(h),
             Some(PreparedSerial(SerialKey::Mid(_), h)) => self.mid_serials.prefetch(h),
             Some(PreparedSerial(SerialKey::Long(_), h)) => self.long_serials.prefetch(h),
             None => {}
         }
-        if keys.mac.is_some() {
-            self.macs.prefetch(p.mac_hash);
+        if let Some(m) = keys.mac {
+            self.macs.prefetch(m.as_u64(), p.mac_hash);
         }
         if keys.license.is_some() {
             self.licenses.prefetch(p.license_hash);
@@ -1075,29 +1161,39 @@ impl DuplicateIndex {
         // each key goes to a different set, so the free slot a look-up
         // found is still the right one when the keys are recorded.
         let serial = p.serial.map(|PreparedSerial(k, h)| match k {
-            SerialKey::Short(k) => self.short_serials.probe(&k, h),
-            SerialKey::Mid(k) => self.mid_serials.probe(&k, h),
-            SerialKey::Long(k) => self.long_serials.probe(&k, h),
+            SerialKey::Hex(v) => SerialProbe::Hex(self.hex_serials.probe(v, h)),
+            SerialKey::Short(k) => SerialProbe::Plain(self.short_serials.probe(&k, h)),
+            SerialKey::Mid(k) => SerialProbe::Plain(self.mid_serials.probe(&k, h)),
+            SerialKey::Long(k) => SerialProbe::Plain(self.long_serials.probe(&k, h)),
         });
-        let mac_key = keys.mac.map(mac_key);
+        let mac = keys
+            .mac
+            .map(|m| (m.as_u64(), self.macs.probe(m.as_u64(), p.mac_hash)));
         let license_key = keys.license.map(|l| l.key());
-        let mac = mac_key.map(|k| self.macs.probe(&k, p.mac_hash));
         let license = license_key.map(|k| self.licenses.probe(&k, p.license_hash));
         let dups = Dups {
-            serial: matches!(serial, Some(Probe::Present(_))),
-            mac: matches!(mac, Some(Probe::Present(_))),
+            serial: serial.is_some_and(SerialProbe::is_present),
+            mac: mac.is_some_and(|(_, at)| at.is_present()),
             license: matches!(license, Some(Probe::Present(_))),
         };
         if !dups.any() {
-            if let (Some(PreparedSerial(k, _)), Some(Probe::Vacant(slot))) = (p.serial, serial) {
-                match k {
-                    SerialKey::Short(k) => self.short_serials.fill(k, slot, mark),
-                    SerialKey::Mid(k) => self.mid_serials.fill(k, slot, mark),
-                    SerialKey::Long(k) => self.long_serials.fill(k, slot, mark),
+            if let (Some(PreparedSerial(k, _)), Some(at)) = (p.serial, serial) {
+                match (k, at) {
+                    (SerialKey::Hex(v), SerialProbe::Hex(at)) => self.hex_serials.fill(v, at, mark),
+                    (SerialKey::Short(k), SerialProbe::Plain(Probe::Vacant(slot))) => {
+                        self.short_serials.fill(k, slot, mark)
+                    }
+                    (SerialKey::Mid(k), SerialProbe::Plain(Probe::Vacant(slot))) => {
+                        self.mid_serials.fill(k, slot, mark)
+                    }
+                    (SerialKey::Long(k), SerialProbe::Plain(Probe::Vacant(slot))) => {
+                        self.long_serials.fill(k, slot, mark)
+                    }
+                    _ => {}
                 }
             }
-            if let (Some(k), Some(Probe::Vacant(slot))) = (mac_key, mac) {
-                self.macs.fill(k, slot, false);
+            if let Some((v, at)) = mac {
+                self.macs.fill(v, at, false);
             }
             if let (Some(k), Some(Probe::Vacant(slot))) = (license_key, license) {
                 self.licenses.fill(k, slot, false);
@@ -1314,34 +1410,74 @@ mod dedupe_tests {
         }
 
         #[test]
-        fn narrow_serial_keys_are_exact(a in "[A-Z0-9]{1,20}", b in "[A-Z0-9]{1,20}") {
+        fn narrow_serial_keys_are_exact(
+            a in "[0-9A-F]{12}|[A-Z0-9]{1,20}",
+            b in "[0-9A-F]{12}|[A-Z0-9]{1,20}",
+        ) {
             let (sa, sb) = (Serial::parse(&a, 1, 20).unwrap(), Serial::parse(&b, 1, 20).unwrap());
             proptest::prop_assert_eq!(serial_key(&sa) == serial_key(&sb), a == b);
         }
 
+        /// Chunk by chunk, unsized or sized from the first chunk (MACs and
+        /// hex serials under OUIs with a table of their own and without),
+        /// the index reports what the row-by-row rule does, and records the
+        /// marks of the first occurrences.
         #[test]
         fn chunks_match_the_row_by_row_rule(
-            picks in proptest::collection::vec((0u8..12, 0u8..12, 0u8..6, 0u8..3), 1..300),
+            picks in proptest::collection::vec(
+                (0u8..12, 0u8..12, 0u8..6, 0u8..4, 0usize..7, proptest::bool::ANY),
+                1..300,
+            ),
             split in 1usize..300,
+            expected in proptest::sample::select(vec![0usize, 3, 1000]),
         ) {
-            // Few distinct values, so repeats across and inside chunks are common.
-            let rows: Vec<RowKeys> = picks.iter().enumerate().map(|(i, (s, m, l, kind))| {
-                let serial = format!("{:012X}", 0x0004F2000000u64 + u64::from(*s));
+            // Few distinct values, so repeats across and inside chunks are
+            // common; the first OUIs are common enough for tables.
+            const OUIS: [u64; 7] = [0x0004F2, 0x00197F, 0x0004F2, 0x64167F, 0x0004F2, 0x000001, 0x0A0000];
+            let rows: Vec<(RowKeys, bool)> = picks.iter().enumerate().map(|(i, &(s, m, l, kind, oui, mark))| {
+                let oui = OUIS[oui];
+                let serial = format!("{:06X}{:06X}", oui, s);
                 let long = format!("8GLONG{:08}", s);
-                let mac = format!("00:04:F2:00:01:{:02X}", m);
+                let mac = format!("{:06X}0001{:02X}", oui, m);
                 let lic = format!("ABCD-EFGH-0000-{:04}", l);
-                match kind {
+                let k = match kind {
                     0 => keys(i as u64 + 1, Some(&serial), Some(&mac), None),
                     1 => keys(i as u64 + 1, Some(&long), None, None),
+                    2 => keys(i as u64 + 1, Some(&long), Some(&mac), None),
                     _ => keys(i as u64 + 1, None, None, Some(&lic)),
-                }
+                };
+                (k, mark)
             }).collect();
-            let mut index = DuplicateIndex::default();
+            let outcomes: Vec<RowOutcome<bool>> = rows
+                .iter()
+                .map(|&(keys, mark)| RowOutcome::Valid { keys, item: Some(mark), warnings: Vec::new() })
+                .collect();
+            let mut index = DuplicateIndex::with_capacity(expected);
             let mut got = Vec::new();
-            for chunk in rows.chunks(split) {
-                got.extend(index.check_chunk(chunk));
+            for chunk in outcomes.chunks(split) {
+                let mut part = Vec::new();
+                index.check_outcomes(chunk, |m: &bool| *m, &mut part);
+                got.extend(part);
             }
-            proptest::prop_assert_eq!(got, reference(&rows));
+            let keys: Vec<RowKeys> = rows.iter().map(|(k, _)| *k).collect();
+            let want = reference(&keys);
+            proptest::prop_assert_eq!(&got, &want);
+            // The mark of each serial's first valid occurrence.
+            let mut marks = std::collections::HashMap::new();
+            for ((k, mark), d) in rows.iter().zip(&want) {
+                if let (Some(s), false) = (k.serial, d.any()) {
+                    marks.entry(s).or_insert(*mark);
+                }
+            }
+            let marked = index.marked_serials();
+            for (k, _) in &rows {
+                if let Some(s) = k.serial {
+                    let m = marks.get(&s) == Some(&true);
+                    proptest::prop_assert_eq!(index.is_marked(&s), m);
+                    proptest::prop_assert_eq!(marked.contains(&s), m);
+                }
+            }
+            proptest::prop_assert_eq!(marked.len(), marks.values().filter(|m| **m).count());
         }
     }
 }
