@@ -3,15 +3,16 @@
 //! at a rejected contract is then `CONTRACT_NOT_FOUND`.
 
 use std::borrow::Cow;
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 use chrono::NaiveDate;
 use compact_str::CompactString;
 
-use crate::domain::{parse_bool, Contract, ContractStatus, Coverage, PricingModel};
+use crate::domain::{parse_bool, trim, Contract, ContractStatus, Coverage, PricingModel};
 use crate::ingest::{match_headers, IngestError, RecordSource};
 use crate::policy::Policy;
-use crate::validate::{IdPattern, Reject, RejectCode};
+use crate::validate::{field_text, IdPattern, Reject, RejectCode};
 
 pub const CONTRACT_COLUMNS: [&str; 13] = [
     "contract_id",
@@ -67,10 +68,13 @@ pub fn load(mut source: Box<dyn RecordSource>, policy: &Policy) -> Result<Contra
                 });
                 continue;
             }
+            // One UTF-8 check of the record covers its fields (see
+            // `Validator::validate`).
+            let record = simdutf8::basic::from_utf8(fields.bytes()).ok();
             let mut field = |c: usize| -> Option<&str> {
                 let i = columns.canonical[c]?;
-                match std::str::from_utf8(fields.field(i)) {
-                    Ok(s) => Some(s.trim()).filter(|s| !s.is_empty()),
+                match field_text(&fields, record, i) {
+                    Ok(s) => Some(trim(s)).filter(|s| !s.is_empty()),
                     Err(_) => {
                         rejects.push(reject(
                             row,
@@ -89,10 +93,11 @@ pub fn load(mut source: Box<dyn RecordSource>, policy: &Policy) -> Result<Contra
             }
             if let Some(c) = parse_row(row, &texts, policy, &patterns, &mut rejects) {
                 if rejects.is_empty() {
-                    if out.by_id.contains_key(&c.id) {
-                        out.rejects.push(reject(row, 0, &c.id, RejectCode::DuplicateContract, format!("contract {} already appears in an earlier row; the first occurrence is kept", c.id)));
-                    } else {
-                        out.by_id.insert(c.id.clone(), c);
+                    match out.by_id.entry(c.id.clone()) {
+                        Entry::Occupied(_) => out.rejects.push(reject(row, 0, &c.id, RejectCode::DuplicateContract, format!("contract {} already appears in an earlier row; the first occurrence is kept", c.id))),
+                        Entry::Vacant(slot) => {
+                            slot.insert(c);
+                        }
                     }
                 }
             }

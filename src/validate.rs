@@ -672,7 +672,7 @@ impl<'p> Validator<'p> {
 /// Field `i` as text, `record` being the whole record when it is UTF-8;
 /// `Err` when the field is not UTF-8.
 #[inline(always)]
-fn field_text<'c>(
+pub(crate) fn field_text<'c>(
     fields: &FieldView<'c>,
     record: Option<&'c str>,
     i: usize,

@@ -3,6 +3,7 @@
 use chrono::NaiveDate;
 use compact_str::CompactString;
 
+use super::item::enum_key;
 use super::{Country, Region};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -24,14 +25,15 @@ pub enum PricingModel {
     PerTerm,
 }
 
-fn key(s: &str) -> String {
-    s.trim().to_ascii_lowercase().replace([' ', '-'], "_")
-}
-
 impl ContractStatus {
     pub const ALLOWED: &'static str = "active, expired, suspended";
+    /// Exact canonical spelling first (the common case), then lenient.
     pub fn parse(s: &str) -> Option<ContractStatus> {
-        match key(s).as_str() {
+        Self::exact(s).or_else(|| Self::exact(&enum_key(s)))
+    }
+
+    fn exact(s: &str) -> Option<ContractStatus> {
+        match s {
             "active" => Some(ContractStatus::Active),
             "expired" => Some(ContractStatus::Expired),
             "suspended" => Some(ContractStatus::Suspended),
@@ -42,8 +44,13 @@ impl ContractStatus {
 
 impl Coverage {
     pub const ALLOWED: &'static str = "standard, extended";
+    /// Exact canonical spelling first (the common case), then lenient.
     pub fn parse(s: &str) -> Option<Coverage> {
-        match key(s).as_str() {
+        Self::exact(s).or_else(|| Self::exact(&enum_key(s)))
+    }
+
+    fn exact(s: &str) -> Option<Coverage> {
+        match s {
             "standard" => Some(Coverage::Standard),
             "extended" => Some(Coverage::Extended),
             _ => None,
@@ -59,8 +66,13 @@ impl Coverage {
 
 impl PricingModel {
     pub const ALLOWED: &'static str = "per_device, per_term";
+    /// Exact canonical spelling first (the common case), then lenient.
     pub fn parse(s: &str) -> Option<PricingModel> {
-        match key(s).as_str() {
+        Self::exact(s).or_else(|| Self::exact(&enum_key(s)))
+    }
+
+    fn exact(s: &str) -> Option<PricingModel> {
+        match s {
             "per_device" => Some(PricingModel::PerDevice),
             "per_term" => Some(PricingModel::PerTerm),
             _ => None,
@@ -94,4 +106,37 @@ pub struct Contract {
     pub included_devices: Option<u64>,
     pub auto_renew: bool,
     pub cancellation_days: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enum_values_in_any_case_with_spaces_or_hyphens() {
+        for s in ["active", "Active", " ACTIVE "] {
+            assert_eq!(
+                ContractStatus::parse(s),
+                Some(ContractStatus::Active),
+                "{s}"
+            );
+        }
+        assert_eq!(
+            ContractStatus::parse("Suspended"),
+            Some(ContractStatus::Suspended)
+        );
+        assert_eq!(ContractStatus::parse("lapsed"), None);
+        assert_eq!(Coverage::parse("Extended"), Some(Coverage::Extended));
+        assert_eq!(Coverage::parse("standard"), Some(Coverage::Standard));
+        assert_eq!(Coverage::parse("gold"), None);
+        for s in ["per_term", "Per Term", "per-term", "PER_TERM"] {
+            assert_eq!(PricingModel::parse(s), Some(PricingModel::PerTerm), "{s}");
+        }
+        assert_eq!(
+            PricingModel::parse("per device"),
+            Some(PricingModel::PerDevice)
+        );
+        assert_eq!(PricingModel::parse("per__term"), None);
+        assert_eq!(PricingModel::parse(""), None);
+    }
 }

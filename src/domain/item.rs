@@ -30,7 +30,7 @@ pub enum RepairStatus {
 }
 
 /// Lower-case with `_` for spaces and hyphens: "Security Lock" → "security_lock".
-fn enum_key(s: &str) -> CompactString {
+pub(super) fn enum_key(s: &str) -> CompactString {
     s.trim()
         .chars()
         .map(|c| {
