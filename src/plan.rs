@@ -15,6 +15,7 @@
 //! devices. Memory stays bounded by the duplicate index, never the number
 //! of rows.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::NaiveDate;
@@ -150,6 +151,7 @@ struct Judge<'a> {
     as_of: NaiveDate,
     /// A device's verdict does not look at the eligible devices.
     none: EligibleDevices,
+    etas: Etas,
 }
 
 /// The eligible devices so far: the serials the duplicate index holds
@@ -175,8 +177,9 @@ enum Judgement {
     License(Box<Item>),
 }
 
-/// One thread's cache of activation dates by (country, coverage): one
-/// as-of date per plan, so a handful of values.
+/// The activation date, and its text, of every (country, coverage): one
+/// as-of date per plan, so a few hundred values, made once. (Cached per
+/// worker instead, they were remade for every split of every chunk.)
 type Etas = HashMap<(Country, Coverage), (NaiveDate, String), foldhash::fast::FixedState>;
 
 /// [`Item::key`] of a device, without building a string.
@@ -197,13 +200,22 @@ impl<'a> Judge<'a> {
             policy: ctx.policy,
             as_of: ctx.as_of,
             none: EligibleDevices::new(),
+            etas: ctx
+                .policy
+                .countries
+                .countries()
+                .flat_map(|c| [(c, Coverage::Standard), (c, Coverage::Extended)])
+                .map(|(country, coverage)| {
+                    let d = ctx.policy.activation_eta(country, coverage, ctx.as_of);
+                    ((country, coverage), (d, d.to_string()))
+                })
+                .collect(),
         }
     }
 
     /// The verdict, activation date and `eligibility.csv` line of one item.
     fn judge(
         &self,
-        etas: &mut Etas,
         item: &Item,
         key: &str,
         eligible_devices: &(impl Devices + ?Sized),
@@ -211,34 +223,35 @@ impl<'a> Judge<'a> {
         let contract = self.by_id.get(item.contract_id.as_str()).copied();
         let v = eligibility::evaluate(item, contract, self.policy, self.as_of, eligible_devices);
         let eta = match (v.eligible(), contract) {
-            (true, Some(c)) => {
-                Some(&*etas.entry((item.country, c.coverage)).or_insert_with(|| {
+            (true, Some(c)) => match self.etas.get(&(item.country, c.coverage)) {
+                Some((d, text)) => Some((*d, Cow::Borrowed(text.as_str()))),
+                // Every country of the policy is there; this is only a
+                // safety net.
+                None => {
                     let d = self
                         .policy
                         .activation_eta(item.country, c.coverage, self.as_of);
-                    (d, d.to_string())
-                }))
-            }
+                    Some((d, Cow::Owned(d.to_string())))
+                }
+            },
             _ => None,
         };
-        let line = eligibility_line(item, key, &v, eta.map_or("", |(_, s)| s.as_str()));
-        (v, eta.map(|(d, _)| *d), line)
+        let line = eligibility_line(item, key, &v, eta.as_ref().map_or("", |(_, s)| s));
+        (v, eta.map(|(d, _)| d), line)
     }
 }
 
 impl ItemMap for Judge<'_> {
-    type State = Etas;
+    type State = ();
     type Out = Judgement;
 
-    fn state(&self) -> Etas {
-        Etas::default()
-    }
+    fn state(&self) {}
 
-    fn map(&self, etas: &mut Etas, item: Box<Item>, _: &RowKeys) -> Judgement {
+    fn map(&self, _: &mut (), item: Box<Item>, _: &RowKeys) -> Judgement {
         if item.kind == ItemKind::License {
             return Judgement::License(item);
         }
-        let (verdict, eta, line) = self.judge(etas, &item, device_key(&item), &self.none);
+        let (verdict, eta, line) = self.judge(&item, device_key(&item), &self.none);
         Judgement::Device {
             item,
             verdict,
@@ -264,7 +277,6 @@ struct Fold<'a, 's> {
     /// Set at the end of a first pass when one of `pending` turned out
     /// eligible: the whole file's eligible devices, for a second pass.
     rerun: Option<EligibleDevices>,
-    etas: Etas,
     sink: &'s mut dyn PlanSink,
     builder: QuoteBuilder<'a>,
     eligible: u64,
@@ -284,7 +296,6 @@ impl<'a, 's> Fold<'a, 's> {
             known,
             pending: EligibleDevices::new(),
             rerun: None,
-            etas: Etas::default(),
             sink,
             builder: QuoteBuilder::new(&judge.contracts.by_id, judge.policy),
             eligible: 0,
@@ -339,8 +350,8 @@ impl MappedSink<Judgement> for Fold<'_, '_> {
             Some(Judgement::License(item)) => {
                 let key = item.key();
                 let (verdict, eta, line) = match self.known {
-                    Some(known) => self.judge.judge(&mut self.etas, item, &key, known),
-                    None => self.judge.judge(&mut self.etas, item, &key, &Marked(seen)),
+                    Some(known) => self.judge.judge(item, &key, known),
+                    None => self.judge.judge(item, &key, &Marked(seen)),
                 };
                 self.sink.verdict(&Judged {
                     item,
@@ -373,5 +384,44 @@ impl MappedSink<Judgement> for Fold<'_, '_> {
             self.rerun = Some(seen.marked_serials());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The table of activation dates holds every country of the policy,
+    /// each coverage with its own SLA.
+    #[test]
+    fn etas_are_the_slas_business_days_for_each_country_and_coverage() {
+        let policy = Policy::load(None).unwrap();
+        let contracts = Contracts::default();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        // A Tuesday; the US has Thanksgiving on the 26th.
+        let as_of = NaiveDate::from_ymd_opt(2026, 11, 24).unwrap();
+        let ctx = PlanContext {
+            contracts: &contracts,
+            policy: &policy,
+            as_of,
+            pool: &pool,
+        };
+        let judge = Judge::new(&ctx);
+        assert_eq!(judge.etas.len(), 2 * policy.countries.countries().count());
+        for code in ["US", "DE", "AE", "JP"] {
+            let c = policy.countries.parse(code).unwrap();
+            for coverage in [Coverage::Standard, Coverage::Extended] {
+                let want = policy.activation_eta(c, coverage, as_of);
+                assert_eq!(judge.etas[&(c, coverage)], (want, want.to_string()));
+            }
+        }
+        let us = policy.countries.parse("US").unwrap();
+        assert_ne!(
+            judge.etas[&(us, Coverage::Standard)],
+            judge.etas[&(us, Coverage::Extended)]
+        );
     }
 }

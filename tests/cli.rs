@@ -512,6 +512,29 @@ fn quote_on_sample_data_gives_a_verdict_per_valid_row_and_checkable_quotes() {
             .all(|r| !r[11].is_empty()),
         "eligible rows have an ETA"
     );
+    // Each ETA is as-of plus the SLA's business days for the country and the
+    // contract's coverage.
+    let policy = refleet::policy::Policy::load(None).unwrap();
+    let mut contracts = csv::Reader::from_path(sample("contracts.csv")).unwrap();
+    let columns = contracts.headers().unwrap().clone();
+    let col = |name: &str| columns.iter().position(|c| c == name).unwrap();
+    let (id, coverage) = (col("contract_id"), col("coverage"));
+    let coverage_of: std::collections::HashMap<String, refleet::domain::Coverage> = contracts
+        .records()
+        .map(Result::unwrap)
+        .filter_map(|r| {
+            Some((
+                r[id].to_string(),
+                refleet::domain::Coverage::parse(&r[coverage])?,
+            ))
+        })
+        .collect();
+    let as_of = chrono::NaiveDate::from_ymd_opt(2026, 11, 24).unwrap();
+    for r in rows.iter().filter(|r| &r[8] == "true") {
+        let country = policy.countries.parse(&r[6]).unwrap();
+        let expected = policy.activation_eta(country, coverage_of[&r[5]], as_of);
+        assert_eq!(&r[11], expected.to_string(), "row {}", &r[0]);
+    }
 
     // quotes.json alone is enough to check every quote by hand.
     let quotes: serde_json::Value =
