@@ -19,6 +19,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::NaiveDate;
+use compact_str::CompactString;
 
 use crate::contracts::Contracts;
 use crate::domain::{Contract, Country, Coverage, Item, ItemKind, Serial};
@@ -216,11 +217,12 @@ impl<'a> Judge<'a> {
     /// The verdict, activation date and `eligibility.csv` line of one item.
     fn judge(
         &self,
+        last: &mut LastContract<'a>,
         item: &Item,
         key: &str,
         eligible_devices: &(impl Devices + ?Sized),
     ) -> (Verdict, Option<NaiveDate>, Vec<u8>) {
-        let contract = self.by_id.get(item.contract_id.as_str()).copied();
+        let contract = self.contract(last, &item.contract_id);
         let v = eligibility::evaluate(item, contract, self.policy, self.as_of, eligible_devices);
         let eta = match (v.eligible(), contract) {
             (true, Some(c)) => match self.etas.get(&(item.country, c.coverage)) {
@@ -241,17 +243,38 @@ impl<'a> Judge<'a> {
     }
 }
 
-impl ItemMap for Judge<'_> {
-    type State = ();
+/// The contract of the row before, on one thread: exports list a
+/// contract's items together, so most rows skip the look-up (a hash of the
+/// id and a probe into a table of every contract, seldom in cache).
+#[derive(Default)]
+struct LastContract<'a> {
+    id: CompactString,
+    contract: Option<&'a Contract>,
+}
+
+impl<'a> Judge<'a> {
+    fn contract(&self, last: &mut LastContract<'a>, id: &CompactString) -> Option<&'a Contract> {
+        if last.id != *id {
+            last.contract = self.by_id.get(id.as_str()).copied();
+            last.id.clone_from(id);
+        }
+        last.contract
+    }
+}
+
+impl<'a> ItemMap for Judge<'a> {
+    type State = LastContract<'a>;
     type Out = Judgement;
 
-    fn state(&self) {}
+    fn state(&self) -> LastContract<'a> {
+        LastContract::default()
+    }
 
-    fn map(&self, _: &mut (), item: Box<Item>, _: &RowKeys) -> Judgement {
+    fn map(&self, last: &mut LastContract<'a>, item: Box<Item>, _: &RowKeys) -> Judgement {
         if item.kind == ItemKind::License {
             return Judgement::License(item);
         }
-        let (verdict, eta, line) = self.judge(&item, device_key(&item), &self.none);
+        let (verdict, eta, line) = self.judge(last, &item, device_key(&item), &self.none);
         Judgement::Device {
             item,
             verdict,
@@ -277,6 +300,8 @@ struct Fold<'a, 's> {
     /// Set at the end of a first pass when one of `pending` turned out
     /// eligible: the whole file's eligible devices, for a second pass.
     rerun: Option<EligibleDevices>,
+    /// For the licenses, judged here.
+    last: LastContract<'a>,
     sink: &'s mut dyn PlanSink,
     builder: QuoteBuilder<'a>,
     eligible: u64,
@@ -296,6 +321,7 @@ impl<'a, 's> Fold<'a, 's> {
             known,
             pending: EligibleDevices::new(),
             rerun: None,
+            last: LastContract::default(),
             sink,
             builder: QuoteBuilder::new(&judge.contracts.by_id, judge.policy),
             eligible: 0,
@@ -350,8 +376,8 @@ impl MappedSink<Judgement> for Fold<'_, '_> {
             Some(Judgement::License(item)) => {
                 let key = item.key();
                 let (verdict, eta, line) = match self.known {
-                    Some(known) => self.judge.judge(item, &key, known),
-                    None => self.judge.judge(item, &key, &Marked(seen)),
+                    Some(known) => self.judge.judge(&mut self.last, item, &key, known),
+                    None => self.judge.judge(&mut self.last, item, &key, &Marked(seen)),
                 };
                 self.sink.verdict(&Judged {
                     item,
