@@ -22,18 +22,22 @@ use chrono::NaiveDate;
 use compact_str::CompactString;
 
 use crate::contracts::Contracts;
-use crate::domain::{Contract, Country, Coverage, Item, ItemKind, Serial};
+use crate::domain::{Contract, Country, Coverage, Item, ItemKind, Region, Serial};
 use crate::eligibility::{self, Devices, EligibleDevices, Reason, Verdict};
 use crate::ingest::Opened;
 use crate::policy::Policy;
 use crate::progress::Progress;
-use crate::quote::{Quote, QuoteBuilder};
+use crate::quote::{family_slot, Quote, QuoteBuilder, QuoteInput};
 use crate::report::eligibility_line;
 use crate::validate::{self, DuplicateIndex, ItemMap, MappedSink, Reject, RowKeys, Validator};
 
 /// One valid item and what the plan decided for it.
 pub struct Judged<'a> {
-    pub item: &'a Item,
+    /// The item, when the sink [wants items](PlanSink::wants_items); a
+    /// sink that does not gets its region and line only, and the plan
+    /// frees each device's item on the validating thread that made it.
+    pub item: Option<&'a Item>,
+    pub region: Region,
     /// [`Item::key`].
     pub key: &'a str,
     pub verdict: &'a Verdict,
@@ -48,6 +52,10 @@ pub struct Judged<'a> {
 pub trait PlanSink {
     /// Every valid item with its verdict.
     fn verdict(&mut self, judged: &Judged<'_>) -> anyhow::Result<()>;
+    /// Whether [`Judged::item`] must be there.
+    fn wants_items(&self) -> bool {
+        false
+    }
     fn reject(&mut self, reject: &Reject) -> anyhow::Result<()>;
     fn warning(&mut self, warning: &Reject) -> anyhow::Result<()>;
     /// Forget everything received: the plan starts again from the first
@@ -88,7 +96,7 @@ pub fn plan(
     sink: &mut dyn PlanSink,
     progress: &dyn Progress,
 ) -> anyhow::Result<Plan> {
-    let judge = Judge::new(ctx);
+    let judge = Judge::new(ctx, sink.wants_items());
     let opened = open()?;
     let expected = expected_rows(&opened);
     let pass = |opened: Opened, fold: &mut Fold<'_, '_>| {
@@ -153,6 +161,8 @@ struct Judge<'a> {
     /// A device's verdict does not look at the eligible devices.
     none: EligibleDevices,
     etas: Etas,
+    /// Keep each device's item for the sink ([`PlanSink::wants_items`]).
+    keep_items: bool,
 }
 
 /// The eligible devices so far: the serials the duplicate index holds
@@ -170,12 +180,67 @@ impl Devices for Marked<'_> {
 /// makes it in row order.
 enum Judgement {
     Device {
-        item: Box<Item>,
+        item: Held,
         verdict: Verdict,
         eta: Option<NaiveDate>,
         line: Vec<u8>,
     },
     License(Box<Item>),
+}
+
+/// What a device's judgement keeps of its item: all of it for a sink that
+/// wants items, else what the quotes need. The item is then freed on the
+/// thread that made it, and the outcome that crosses threads is smaller.
+enum Held {
+    Item(Box<Item>),
+    Lean {
+        serial: Option<Serial>,
+        contract_id: CompactString,
+        region: Region,
+        family: usize,
+    },
+}
+
+impl Held {
+    fn item(&self) -> Option<&Item> {
+        match self {
+            Held::Item(item) => Some(item),
+            Held::Lean { .. } => None,
+        }
+    }
+
+    fn region(&self) -> Region {
+        match self {
+            Held::Item(item) => item.region,
+            Held::Lean { region, .. } => *region,
+        }
+    }
+
+    /// [`Item::key`] of the device.
+    fn key(&self) -> &str {
+        match self {
+            Held::Item(item) => device_key(item),
+            Held::Lean { serial, .. } => serial.as_ref().map_or("", |s| s.as_str()),
+        }
+    }
+
+    fn quote_input(&self, policy: &Policy) -> QuoteInput<'_> {
+        match self {
+            Held::Item(item) => QuoteInput::of(item, device_key(item), policy),
+            Held::Lean {
+                contract_id,
+                region,
+                family,
+                ..
+            } => QuoteInput {
+                contract_id,
+                region: *region,
+                kind: ItemKind::Device,
+                family: *family,
+                key: self.key(),
+            },
+        }
+    }
 }
 
 /// The activation date, and its text, of every (country, coverage): one
@@ -189,7 +254,7 @@ fn device_key(item: &Item) -> &str {
 }
 
 impl<'a> Judge<'a> {
-    fn new(ctx: &PlanContext<'a>) -> Judge<'a> {
+    fn new(ctx: &PlanContext<'a>, keep_items: bool) -> Judge<'a> {
         Judge {
             contracts: ctx.contracts,
             by_id: ctx
@@ -211,6 +276,7 @@ impl<'a> Judge<'a> {
                     ((country, coverage), (d, d.to_string()))
                 })
                 .collect(),
+            keep_items,
         }
     }
 
@@ -275,6 +341,16 @@ impl<'a> ItemMap for Judge<'a> {
             return Judgement::License(item);
         }
         let (verdict, eta, line) = self.judge(last, &item, device_key(&item), &self.none);
+        let item = if self.keep_items {
+            Held::Item(item)
+        } else {
+            Held::Lean {
+                serial: item.serial,
+                contract_id: item.contract_id.clone(),
+                region: item.region,
+                family: family_slot(self.policy, &item),
+            }
+        };
         Judgement::Device {
             item,
             verdict,
@@ -330,10 +406,10 @@ impl<'a, 's> Fold<'a, 's> {
         }
     }
 
-    fn count(&mut self, item: &Item, key: &str, v: &Verdict) {
+    fn count(&mut self, quote: QuoteInput<'_>, v: &Verdict) {
         if v.eligible() {
             self.eligible += 1;
-            self.builder.add(item, key);
+            self.builder.add(quote);
         } else {
             self.ineligible += 1;
             for r in &v.reasons {
@@ -363,15 +439,15 @@ impl MappedSink<Judgement> for Fold<'_, '_> {
                 eta,
                 line,
             }) => {
-                let key = device_key(item);
                 self.sink.verdict(&Judged {
-                    item,
-                    key,
+                    item: item.item(),
+                    region: item.region(),
+                    key: item.key(),
                     verdict,
                     eta: *eta,
                     line,
                 })?;
-                self.count(item, key, verdict);
+                self.count(item.quote_input(self.judge.policy), verdict);
             }
             Some(Judgement::License(item)) => {
                 let key = item.key();
@@ -380,7 +456,8 @@ impl MappedSink<Judgement> for Fold<'_, '_> {
                     None => self.judge.judge(&mut self.last, item, &key, &Marked(seen)),
                 };
                 self.sink.verdict(&Judged {
-                    item,
+                    item: Some(item),
+                    region: item.region,
                     key: &key,
                     verdict: &verdict,
                     eta,
@@ -391,7 +468,7 @@ impl MappedSink<Judgement> for Fold<'_, '_> {
                         self.pending.insert(s);
                     }
                 }
-                self.count(item, &key, &verdict);
+                self.count(QuoteInput::of(item, &key, self.judge.policy), &verdict);
             }
             None => {}
         }
@@ -435,7 +512,7 @@ mod tests {
             as_of,
             pool: &pool,
         };
-        let judge = Judge::new(&ctx);
+        let judge = Judge::new(&ctx, false);
         assert_eq!(judge.etas.len(), 2 * policy.countries.countries().count());
         for code in ["US", "DE", "AE", "JP"] {
             let c = policy.countries.parse(code).unwrap();

@@ -131,26 +131,25 @@ impl<'p> QuoteBuilder<'p> {
         }
     }
 
-    /// Adds one eligible item (its contract must be known); `key` is
-    /// [`Item::key`], which the caller has usually built already.
-    pub fn add(&mut self, item: &Item, key: &str) {
+    /// Adds one eligible item (its contract must be known).
+    pub fn add(&mut self, item: QuoteInput<'_>) {
         let same = |(id, region): &(CompactString, Region)| {
             *region == item.region && *id == item.contract_id
         };
         let i = match self.last {
             Some(i) if same(&self.groups[i].0) => i,
             _ => {
-                let Some(contract) = self.contracts.get(&item.contract_id) else {
+                let Some(contract) = self.contracts.get(item.contract_id) else {
                     return;
                 };
                 let groups = &mut self.groups;
                 let families = self.policy.families.len() + 1;
                 *self
                     .index
-                    .entry((item.contract_id.clone(), item.region))
+                    .entry((item.contract_id.into(), item.region))
                     .or_insert_with(|| {
                         groups.push((
-                            (item.contract_id.clone(), item.region),
+                            (item.contract_id.into(), item.region),
                             contract,
                             Group {
                                 devices: 0,
@@ -166,12 +165,12 @@ impl<'p> QuoteBuilder<'p> {
         };
         self.last = Some(i);
         let (_, contract, g) = &mut self.groups[i];
-        g.keys.update(key.as_bytes());
+        g.keys.update(item.key.as_bytes());
         g.keys.update([0]);
         match item.kind {
             ItemKind::License => g.licenses += 1,
             ItemKind::Device => {
-                let family = family_slot(self.policy, item);
+                let family = item.family;
                 g.by_family[family] += 1;
                 if contract.pricing_model == PricingModel::PerTerm
                     && g.devices >= contract.included_devices.unwrap_or(0)
@@ -192,6 +191,31 @@ impl<'p> QuoteBuilder<'p> {
             quotes.push(quote_group(contract, region, group, self.policy, as_of)?);
         }
         Ok(quotes)
+    }
+}
+
+/// What a quote needs of one eligible item.
+#[derive(Debug, Clone, Copy)]
+pub struct QuoteInput<'a> {
+    pub contract_id: &'a str,
+    pub region: Region,
+    pub kind: ItemKind,
+    /// [`family_slot`] of a device.
+    pub family: usize,
+    /// [`Item::key`].
+    pub key: &'a str,
+}
+
+impl<'a> QuoteInput<'a> {
+    /// `key` is [`Item::key`], which the caller has usually built already.
+    pub fn of(item: &'a Item, key: &'a str, policy: &Policy) -> QuoteInput<'a> {
+        QuoteInput {
+            contract_id: &item.contract_id,
+            region: item.region,
+            kind: item.kind,
+            family: family_slot(policy, item),
+            key,
+        }
     }
 }
 
@@ -243,14 +267,14 @@ pub fn build_quotes(
 ) -> Result<Vec<Quote>, QuoteError> {
     let mut builder = QuoteBuilder::new(contracts, policy);
     for (item, _) in items.iter().zip(eligible).filter(|(_, e)| **e) {
-        builder.add(item, &item.key());
+        builder.add(QuoteInput::of(item, &item.key(), policy));
     }
     builder.finish(as_of)
 }
 
 /// A device's family as an index into [`Group::by_family`]: 0 for a device
 /// without a known model, then the policy's families in order.
-fn family_slot(policy: &Policy, item: &Item) -> usize {
+pub fn family_slot(policy: &Policy, item: &Item) -> usize {
     item.model.map_or(0, |m| policy.family_index(m) + 1)
 }
 

@@ -213,6 +213,9 @@ impl PlanSink for Tee<'_, '_> {
             None => Ok(()),
         }
     }
+    fn wants_items(&self) -> bool {
+        self.extra.as_deref().is_some_and(|e| e.wants_items())
+    }
     fn reject(&mut self, r: &Reject) -> anyhow::Result<()> {
         self.reports.reject(r)?;
         match self.extra.as_deref_mut() {

@@ -108,7 +108,7 @@ impl RegionTally {
 
 impl PlanSink for RegionTally {
     fn verdict(&mut self, judged: &Judged<'_>) -> anyhow::Result<()> {
-        self.0[judged.item.region as usize][usize::from(judged.verdict.eligible())] += 1;
+        self.0[judged.region as usize][usize::from(judged.verdict.eligible())] += 1;
         Ok(())
     }
     fn reject(&mut self, _: &Reject) -> anyhow::Result<()> {

@@ -106,6 +106,9 @@ pub fn event_key(item: &Item, key: &str) -> String {
 }
 
 impl PlanSink for RowSpool<'_> {
+    fn wants_items(&self) -> bool {
+        true
+    }
     fn verdict(&mut self, judged: &Judged<'_>) -> anyhow::Result<()> {
         let Judged {
             item,
@@ -114,6 +117,8 @@ impl PlanSink for RowSpool<'_> {
             eta,
             ..
         } = *judged;
+        let item =
+            anyhow::Context::context(item, "the plan did not keep the item this report needs")?;
         self.flush_rejects()?;
         let manual_only = v.reasons == [Reason::ManualReview];
         let event = if v.eligible() || manual_only {
