@@ -154,8 +154,6 @@ fn expected_rows(opened: &Opened) -> usize {
 /// lines.
 struct Judge<'a> {
     contracts: &'a Contracts,
-    /// `contracts.by_id` with a fast hasher: looked up once per row.
-    by_id: HashMap<&'a str, &'a Contract, foldhash::fast::FixedState>,
     policy: &'a Policy,
     as_of: NaiveDate,
     /// A device's verdict does not look at the eligible devices.
@@ -257,12 +255,6 @@ impl<'a> Judge<'a> {
     fn new(ctx: &PlanContext<'a>, keep_items: bool) -> Judge<'a> {
         Judge {
             contracts: ctx.contracts,
-            by_id: ctx
-                .contracts
-                .by_id
-                .iter()
-                .map(|(id, c)| (id.as_str(), c))
-                .collect(),
             policy: ctx.policy,
             as_of: ctx.as_of,
             none: EligibleDevices::new(),
@@ -321,7 +313,7 @@ struct LastContract<'a> {
 impl<'a> Judge<'a> {
     fn contract(&self, last: &mut LastContract<'a>, id: &CompactString) -> Option<&'a Contract> {
         if last.id != *id {
-            last.contract = self.by_id.get(id.as_str()).copied();
+            last.contract = self.contracts.by_id.get(id);
             last.id.clone_from(id);
         }
         last.contract

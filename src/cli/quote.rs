@@ -109,8 +109,8 @@ pub(super) fn load_contracts(
         .with_context(|| format!("cannot create {}", settings.out.display()))?;
     let opened = ingest::open(&settings.contracts, &settings.ingest)
         .map_err(input_error(&settings.contracts))?;
-    let contracts =
-        contracts::load(opened.source, policy).map_err(input_error(&settings.contracts))?;
+    let contracts = contracts::load(opened.source, policy, opened.total_bytes)
+        .map_err(input_error(&settings.contracts))?;
     let mut contract_rejects = RejectsWriter::create(&settings.out.join("contract_rejects.csv"))?;
     for r in &contracts.rejects {
         contract_rejects.write(r)?;
