@@ -186,9 +186,10 @@ enum Judgement {
     License(Box<Item>),
 }
 
-/// What a device's judgement keeps of its item: all of it for a sink that
-/// wants items, else what the quotes need. The item is then freed on the
-/// thread that made it, and the outcome that crosses threads is smaller.
+/// What a device's judgement keeps of its item: all of it, boxed, for a
+/// sink that wants items, else what the quotes need. The item itself is
+/// then never boxed: it is judged where it was made and dropped there, and
+/// the outcome that crosses threads is smaller.
 enum Held {
     Item(Box<Item>),
     Lean {
@@ -328,19 +329,19 @@ impl<'a> ItemMap for Judge<'a> {
         LastContract::default()
     }
 
-    fn map(&self, last: &mut LastContract<'a>, item: Box<Item>, _: &RowKeys) -> Judgement {
+    fn map(&self, last: &mut LastContract<'a>, item: Item, _: &RowKeys) -> Judgement {
         if item.kind == ItemKind::License {
-            return Judgement::License(item);
+            return Judgement::License(Box::new(item));
         }
         let (verdict, eta, line) = self.judge(last, &item, device_key(&item), &self.none);
         let item = if self.keep_items {
-            Held::Item(item)
+            Held::Item(Box::new(item))
         } else {
             Held::Lean {
                 serial: item.serial,
-                contract_id: item.contract_id.clone(),
-                region: item.region,
                 family: family_slot(self.policy, &item),
+                region: item.region,
+                contract_id: item.contract_id,
             }
         };
         Judgement::Device {

@@ -373,6 +373,20 @@ impl<'p> Validator<'p> {
     /// Validates one record. Pure: safe to call from many threads, each with
     /// its own [`ThreadState`].
     pub fn validate(&self, state: &ThreadState, chunk: &RecordChunk, r: RecordIdx) -> RowOutcome {
+        self.validate_with(state, chunk, r, |item, _| Box::new(item))
+    }
+
+    /// [`Validator::validate`], with the item (when the options keep items)
+    /// handed to `map` as it is made, with the row's keys: a caller that
+    /// only reads it need not box it, and the outcome is built once.
+    #[inline]
+    pub fn validate_with<T>(
+        &self,
+        state: &ThreadState,
+        chunk: &RecordChunk,
+        r: RecordIdx,
+        map: impl FnOnce(Item, &RowKeys) -> T,
+    ) -> RowOutcome<T> {
         let row = chunk.row(r);
         let fields = chunk.view(r);
         if let Some(p) = chunk.problem_of(r, &fields) {
@@ -623,37 +637,44 @@ impl<'p> Validator<'p> {
                 Some(reason),
                 Some(repair),
                 Some(lost),
-            ) if v.rejects.is_empty() => RowOutcome::Valid {
-                keys: RowKeys::new(
+            ) if v.rejects.is_empty() => {
+                let keys = RowKeys::new(
                     row,
                     serial.filter(|_| kind == ItemKind::Device),
                     mac,
                     license_id,
-                ),
-                item: self.options.keep_items.then(|| {
-                    Box::new(Item {
-                        row,
-                        kind,
-                        serial,
-                        mac,
-                        model,
-                        model_text: get(Col::Model).into(),
-                        license_id,
-                        bound_serial,
-                        account_id: account_id.into(),
-                        contract_id: contract_id.into(),
-                        country,
-                        region,
-                        site: get(Col::Site).into(),
-                        deactivated_at,
-                        deactivation_reason: reason,
-                        repair_status: repair,
-                        reported_lost: lost,
-                        extra: std::mem::take(&mut extra),
-                    })
-                }),
-                warnings: v.warnings,
-            },
+                );
+                let item = self.options.keep_items.then(|| {
+                    map(
+                        Item {
+                            row,
+                            kind,
+                            serial,
+                            mac,
+                            model,
+                            model_text: get(Col::Model).into(),
+                            license_id,
+                            bound_serial,
+                            account_id: account_id.into(),
+                            contract_id: contract_id.into(),
+                            country,
+                            region,
+                            site: get(Col::Site).into(),
+                            deactivated_at,
+                            deactivation_reason: reason,
+                            repair_status: repair,
+                            reported_lost: lost,
+                            extra: std::mem::take(&mut extra),
+                        },
+                        &keys,
+                    )
+                });
+                RowOutcome::Valid {
+                    keys,
+                    item,
+                    warnings: v.warnings,
+                }
+            }
             _ => RowOutcome::Rejected(v.rejects),
         }
     }
@@ -1499,9 +1520,10 @@ pub trait ItemMap: Sync {
     type State: Send;
     type Out: Send;
     fn state(&self) -> Self::State;
-    /// The item comes boxed, so that an output that keeps it moves a
-    /// pointer; `keys` are the row's keys, as the duplicate index sees them.
-    fn map(&self, state: &mut Self::State, item: Box<Item>, keys: &RowKeys) -> Self::Out;
+    /// The item comes as it is made (an output that keeps it should box
+    /// it, so that outcomes move a pointer); `keys` are the row's keys, as
+    /// the duplicate index sees them.
+    fn map(&self, state: &mut Self::State, item: Item, keys: &RowKeys) -> Self::Out;
     /// Whether the duplicate index records this row's serial marked, for
     /// the sink to ask with [`DuplicateIndex::is_marked`]: one bit in a
     /// table that is there anyway, instead of a set of its own.
@@ -1532,8 +1554,8 @@ impl ItemMap for Items {
     type State = ();
     type Out = Box<Item>;
     fn state(&self) {}
-    fn map(&self, _: &mut (), item: Box<Item>, _: &RowKeys) -> Box<Item> {
-        item
+    fn map(&self, _: &mut (), item: Item, _: &RowKeys) -> Box<Item> {
+        Box::new(item)
     }
 }
 
@@ -1670,21 +1692,13 @@ pub fn run_mapped<M: ItemMap>(
                                 .with_min_len(256)
                                 .map_init(
                                     || (validator.thread_state(), map.state()),
-                                    |(state, map_state), i| match validator.validate(
-                                        state,
-                                        &chunk,
-                                        chunk.record_at(i),
-                                    ) {
-                                        RowOutcome::Valid {
-                                            keys,
-                                            item,
-                                            warnings,
-                                        } => RowOutcome::Valid {
-                                            item: item.map(|item| map.map(map_state, item, &keys)),
-                                            keys,
-                                            warnings,
-                                        },
-                                        RowOutcome::Rejected(r) => RowOutcome::Rejected(r),
+                                    |(state, map_state), i| {
+                                        validator.validate_with(
+                                            state,
+                                            &chunk,
+                                            chunk.record_at(i),
+                                            |item, keys| map.map(map_state, item, keys),
+                                        )
                                     },
                                 )
                                 .collect_into_vec(&mut outcomes)
