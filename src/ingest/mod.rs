@@ -139,8 +139,9 @@ impl<'c> FieldView<'c> {
     }
 
     /// Field `i` as text, given `record`: [`FieldView::bytes`] already
-    /// checked to be UTF-8. `None` when the field does not start and end on
-    /// character boundaries, which fields stored back to back can fail
+    /// checked to be UTF-8. `None` when a non-empty field does not start
+    /// and end on character boundaries (then it is not UTF-8 on its own),
+    /// which fields stored back to back can fail
     /// (one may end with the first byte of a character the next one
     /// finishes) but fields separated by a delimiter cannot: the delimiter
     /// is ASCII, and both sides of an ASCII byte are boundaries in UTF-8,
@@ -155,6 +156,10 @@ impl<'c> FieldView<'c> {
             // just after an ASCII delimiter to its end or just before one:
             // whole characters (see above).
             Some(unsafe { std::str::from_utf8_unchecked(b) })
+        } else if r.is_empty() {
+            // An empty field may sit inside a character of the record (the
+            // fields on either side being broken halves); alone it is "".
+            Some("")
         } else {
             record.get(r)
         }
@@ -780,5 +785,18 @@ mod tests {
         let record = std::str::from_utf8(view.bytes()).unwrap();
         assert_eq!(view.text(record, 0), None);
         assert_eq!(view.text(record, 1), None);
+    }
+
+    #[test]
+    fn an_empty_field_inside_a_split_character_is_empty_text() {
+        // "©" is C2 A9, its halves in the fields around an empty one; the
+        // empty field's place is inside the character, but it is "".
+        let mut chunk = RecordChunk::default();
+        chunk.push_record(1, b"\xC2\xA9", &[1, 1, 2]);
+        let view = chunk.view(chunk.record_at(0));
+        let record = std::str::from_utf8(view.bytes()).unwrap();
+        assert_eq!(view.text(record, 0), None);
+        assert_eq!(view.text(record, 1), Some(""));
+        assert_eq!(view.text(record, 2), None);
     }
 }
