@@ -193,7 +193,12 @@ pub fn evaluate(
     }
     reasons.sort();
     reasons.dedup();
-    let alternative = alternative(&reasons, upgrade);
+    // Nothing to suggest for an eligible item (most of them).
+    let alternative = if reasons.is_empty() {
+        String::new()
+    } else {
+        alternative(&reasons, upgrade)
+    };
     Verdict {
         reasons,
         alternative,
