@@ -920,8 +920,9 @@ impl Default for SerialSet {
     }
 }
 
-/// A serial's key and hash for a [`SerialSet`], computed ahead (possibly on
-/// another thread) so that inserting it only probes.
+/// A serial's key and its hash in the [`DuplicateIndex`], computed ahead on
+/// a validating thread so that the index only probes. (A hex serial's hash
+/// is the one of its [`Split48`] table, not of [`SerialSet`]'s.)
 #[derive(Debug, Clone, Copy)]
 pub struct PreparedSerial(SerialKey, u64);
 

@@ -31,7 +31,7 @@ impl Key for u128 {
 }
 
 impl Key for [u8; 6] {
-    /// The same as [`mac_hash`] of the six bytes read as a number.
+    /// The six bytes read as a number (little-endian), mixed.
     #[inline]
     fn hash(&self) -> u64 {
         let mut w = [0u8; 8];
