@@ -300,6 +300,15 @@ impl<'a> Judge<'a> {
         let line = eligibility_line(item, key, &v, eta.as_ref().map_or("", |(_, s)| s));
         (v, eta.map(|(d, _)| d), line)
     }
+
+    /// The contract `id`, through the thread's last one.
+    fn contract(&self, last: &mut LastContract<'a>, id: &CompactString) -> Option<&'a Contract> {
+        if last.id != *id {
+            last.contract = self.contracts.by_id.get(id);
+            last.id.clone_from(id);
+        }
+        last.contract
+    }
 }
 
 /// The contract of the row before, on one thread: exports list a
@@ -309,16 +318,6 @@ impl<'a> Judge<'a> {
 struct LastContract<'a> {
     id: CompactString,
     contract: Option<&'a Contract>,
-}
-
-impl<'a> Judge<'a> {
-    fn contract(&self, last: &mut LastContract<'a>, id: &CompactString) -> Option<&'a Contract> {
-        if last.id != *id {
-            last.contract = self.contracts.by_id.get(id);
-            last.id.clone_from(id);
-        }
-        last.contract
-    }
 }
 
 impl<'a> ItemMap for Judge<'a> {

@@ -16,8 +16,8 @@ use rayon::prelude::*;
 use smallvec::SmallVec;
 
 use crate::domain::{
-    parse_bool, parse_timestamp, trim, DateError, DateFormat, DeactivationReason, Item, ItemKind,
-    LicenseId, Mac, MacError, RepairStatus, Serial,
+    hex48, parse_bool, parse_timestamp, trim, DateError, DateFormat, DeactivationReason, Item,
+    ItemKind, LicenseId, Mac, MacError, RepairStatus, Serial,
 };
 use crate::ingest::{
     match_headers, FieldView, HeaderMap, IngestError, RecordChunk, RecordIdx, RecordSource,
@@ -850,6 +850,8 @@ enum SerialKey {
 /// 37^15 < 2^79, so the narrower forms lose nothing.
 #[inline]
 fn serial_key(s: &Serial) -> SerialKey {
+    // `hex48` takes either case, but a serial is upper case: two serials
+    // never share a number.
     if let Some(v) = hex48(s.as_bytes()) {
         return SerialKey::Hex(v);
     }
@@ -868,24 +870,6 @@ fn serial_key(s: &Serial) -> SerialKey {
     }
 }
 
-/// Twelve upper-case hex digits (a serial is upper case) as a number.
-#[inline]
-fn hex48(b: &[u8]) -> Option<u64> {
-    if b.len() != 12 {
-        return None;
-    }
-    let mut v = 0u64;
-    for &c in b {
-        let d = match c {
-            b'0'..=b'9' => c - b'0',
-            b'A'..=b'F' => c - b'A' + 10,
-            _ => return None,
-        };
-        v = v << 4 | u64::from(d);
-    }
-    Some(v)
-}
-
 /// Where a serial's key is or would go.
 #[derive(Clone, Copy)]
 enum SerialProbe {
@@ -897,7 +881,7 @@ impl SerialProbe {
     fn is_present(self) -> bool {
         match self {
             SerialProbe::Hex(at) => at.is_present(),
-            SerialProbe::Plain(p) => matches!(p, Probe::Present(_)),
+            SerialProbe::Plain(p) => p.is_present(),
         }
     }
 }
@@ -1207,7 +1191,7 @@ impl DuplicateIndex {
         let dups = Dups {
             serial: serial.is_some_and(SerialProbe::is_present),
             mac: mac.is_some_and(|(_, at)| at.is_present()),
-            license: matches!(license, Some(Probe::Present(_))),
+            license: license.is_some_and(Probe::is_present),
         };
         if !dups.any() {
             if let (Some(PreparedSerial(k, _)), Some(at)) = (p.serial, serial) {

@@ -29,7 +29,7 @@ impl Mac {
             Ok(())
         };
         match s.len() {
-            12 => s.iter().try_for_each(|&b| push(b))?,
+            12 => return Mac::from_u64(hex48(s).ok_or(MacError::Invalid)?),
             14 => {
                 // Cisco: 0004.f2ab.cdef
                 for (i, &b) in s.iter().enumerate() {
@@ -149,6 +149,21 @@ const HEX: [u8; 256] = {
     }
     t
 };
+
+/// Twelve hex digits, in any case, as a 48-bit number (the bare MAC
+/// notation; also a desk phone's serial, in the duplicate index).
+pub(crate) fn hex48(b: &[u8]) -> Option<u64> {
+    if b.len() != 12 {
+        return None;
+    }
+    let (mut v, mut bad) = (0u64, 0u8);
+    for &c in b {
+        let d = HEX[usize::from(c)];
+        bad |= d;
+        v = (v << 4) | u64::from(d & 0x0F);
+    }
+    (bad & 0x10 == 0).then_some(v)
+}
 
 fn hex_digit(b: u8) -> Option<u8> {
     match b {

@@ -8,6 +8,7 @@ mod serial;
 
 pub use country::{normalise_name, Country, CountryError, CountryTable, Region};
 pub use date::{parse_timestamp, DateError, DateFormat, Timestamp};
+pub(crate) use mac::hex48;
 pub use mac::{parse_oui, Mac, MacError};
 pub use serial::{LicenseError, LicenseId, Serial, SerialError};
 mod item;

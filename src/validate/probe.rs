@@ -103,6 +103,12 @@ pub(super) enum Probe {
     Vacant(usize),
 }
 
+impl Probe {
+    pub(super) fn is_present(self) -> bool {
+        matches!(self, Probe::Present(_))
+    }
+}
+
 /// The slot of the zero key, which is kept aside.
 const ZERO_SLOT: usize = usize::MAX;
 
@@ -332,7 +338,7 @@ const REST: usize = usize::MAX;
 
 impl Found {
     pub(super) fn is_present(self) -> bool {
-        matches!(self.probe, Probe::Present(_))
+        self.probe.is_present()
     }
 }
 
