@@ -28,14 +28,14 @@ fn bench(c: &mut Criterion) {
         .expect("read")
         .expect("rows");
 
-    let state = validator.thread_state();
+    let mut state = validator.thread_state();
     let mut g = c.benchmark_group("validate");
     g.throughput(Throughput::Elements(chunk.len() as u64));
     g.bench_function("validate_row x32768 (one thread)", |b| {
         b.iter(|| {
             chunk
                 .records()
-                .map(|r| std::hint::black_box(validator.validate(&state, &chunk, r)))
+                .map(|r| std::hint::black_box(validator.validate(&mut state, &chunk, r)))
                 .fold(0usize, |n, _| n + 1)
         })
     });

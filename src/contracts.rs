@@ -10,7 +10,7 @@ use chrono::NaiveDate;
 use compact_str::CompactString;
 
 use crate::domain::{parse_bool, trim, Contract, ContractStatus, Coverage, PricingModel};
-use crate::ingest::{match_headers, IngestError, RecordSource};
+use crate::ingest::{match_headers, FieldEnds, IngestError, RecordSource};
 use crate::policy::Policy;
 use crate::validate::{field_text, IdPattern, Reject, RejectCode};
 
@@ -63,11 +63,12 @@ pub fn load(
     // that a huge file does not reserve for more than it may hold.
     out.by_id
         .reserve(bytes.map_or(0, |b| (b / 64).min(1 << 20) as usize));
+    let mut ends = FieldEnds::default();
     while let Some(chunk) = source.next_chunk(16 * 1024)? {
         for r in chunk.records() {
             let row = chunk.row(r);
             let mut rejects = Vec::new();
-            let fields = chunk.view(r);
+            let fields = chunk.view_in(r, &mut ends);
             if let Some(p) = chunk.problem_of(r, &fields) {
                 out.rejects.push(Reject {
                     row,

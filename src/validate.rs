@@ -20,7 +20,8 @@ use crate::domain::{
     ItemKind, LicenseId, Mac, MacError, RepairStatus, Serial,
 };
 use crate::ingest::{
-    match_headers, FieldView, HeaderMap, IngestError, RecordChunk, RecordIdx, RecordSource,
+    match_headers, FieldEnds, FieldView, HeaderMap, IngestError, RecordChunk, RecordIdx,
+    RecordSource,
 };
 use crate::policy::Policy;
 use crate::progress::Progress;
@@ -198,6 +199,7 @@ pub struct Validator<'p> {
 pub struct ThreadState {
     account: IdPattern,
     contract: IdPattern,
+    ends: FieldEnds,
 }
 
 /// The built-in pattern of account and contract ids (policy `[identifiers]`).
@@ -372,18 +374,25 @@ impl<'p> Validator<'p> {
             .collect()
     }
 
-    /// Per-thread copies of the patterns: a shared `Regex` hands its search
-    /// cache between threads through a pool, which showed in profiles.
+    /// Per-thread copies of the patterns (a shared `Regex` hands its search
+    /// cache between threads through a pool, which showed in profiles) and
+    /// room to split lines in.
     pub fn thread_state(&self) -> ThreadState {
         ThreadState {
             account: IdPattern::new(&self.policy.account_pattern),
             contract: IdPattern::new(&self.policy.contract_pattern),
+            ends: FieldEnds::default(),
         }
     }
 
     /// Validates one record. Pure: safe to call from many threads, each with
     /// its own [`ThreadState`].
-    pub fn validate(&self, state: &ThreadState, chunk: &RecordChunk, r: RecordIdx) -> RowOutcome {
+    pub fn validate(
+        &self,
+        state: &mut ThreadState,
+        chunk: &RecordChunk,
+        r: RecordIdx,
+    ) -> RowOutcome {
         self.validate_with(state, chunk, r, |item, _| Box::new(item))
     }
 
@@ -393,13 +402,13 @@ impl<'p> Validator<'p> {
     #[inline]
     pub fn validate_with<T>(
         &self,
-        state: &ThreadState,
+        state: &mut ThreadState,
         chunk: &RecordChunk,
         r: RecordIdx,
         map: impl FnOnce(Item, &RowKeys) -> T,
     ) -> RowOutcome<T> {
         let row = chunk.row(r);
-        let fields = chunk.view(r);
+        let fields = chunk.view_in(r, &mut state.ends);
         if let Some(p) = chunk.problem_of(r, &fields) {
             return RowOutcome::Rejected(vec![Reject {
                 row,

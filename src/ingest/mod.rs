@@ -17,8 +17,6 @@ pub use self::csv::{sniff_delimiter, CsvSource};
 pub use self::parquet::ParquetSource;
 pub use headers::{match_headers, HeaderError, HeaderMap};
 
-use smallvec::SmallVec;
-
 use crate::validate::RejectCode;
 
 /// Default cap on one CSV record (SPEC §2.1).
@@ -88,7 +86,7 @@ struct RecordMeta {
 pub struct FieldView<'c> {
     bytes: &'c [u8],
     /// The end of each field; the next one starts `gap` bytes later.
-    ends: SmallVec<[u32; FIELDS_INLINE]>,
+    ends: &'c [u32],
     /// 1 when the fields are separated by a delimiter, 0 when they are
     /// stored back to back.
     gap: u32,
@@ -97,8 +95,27 @@ pub struct FieldView<'c> {
     ascii_separated: bool,
 }
 
-/// Fields a record can have before its [`FieldView`] allocates.
+/// Fields a line can have before [`FieldEnds`] uses its vector.
 const FIELDS_INLINE: usize = 32;
+
+/// Room for the field ends of a line split by [`RecordChunk::view_in`],
+/// kept by the caller from one record to the next. Filled in place: built
+/// per record and returned by value, the array was zeroed and copied twice
+/// for every row, and reading it back stalled on the copies (a sixth of
+/// validating time in profiles).
+pub struct FieldEnds {
+    inline: [u32; FIELDS_INLINE],
+    wide: Vec<u32>,
+}
+
+impl Default for FieldEnds {
+    fn default() -> Self {
+        FieldEnds {
+            inline: [0; FIELDS_INLINE],
+            wide: Vec::new(),
+        }
+    }
+}
 
 impl<'c> FieldView<'c> {
     /// The number of fields.
@@ -120,7 +137,7 @@ impl<'c> FieldView<'c> {
     /// record is narrower.
     #[inline]
     pub fn range(&self, i: usize) -> std::ops::Range<usize> {
-        let ends = self.ends.as_slice();
+        let ends = self.ends;
         match ends.get(i) {
             Some(&end) => {
                 let start = match i.checked_sub(1) {
@@ -170,15 +187,15 @@ impl<'c> FieldView<'c> {
 /// a time: each block becomes a bit mask of its delimiters, and each set
 /// bit ends a field. The usual line fills a fixed array with no check per
 /// field.
-fn split_line(bytes: &[u8], delimiter: u8) -> SmallVec<[u32; FIELDS_INLINE]> {
+fn split_line<'e>(bytes: &[u8], delimiter: u8, out: &'e mut FieldEnds) -> &'e [u32] {
     let finder = Delimiters::new(delimiter);
-    let mut ends = [0u32; FIELDS_INLINE];
+    let ends = &mut out.inline;
     let mut n = 0usize;
     let mut blocks = bytes.chunks_exact(BLOCK);
     let mut at = 0u32;
     for block in blocks.by_ref() {
-        if !push_ends(&mut ends, &mut n, at, finder.mask(block), BLOCK) {
-            return split_wide(bytes, delimiter);
+        if !push_ends(ends, &mut n, at, finder.mask(block), BLOCK) {
+            return split_wide(bytes, delimiter, &mut out.wide);
         }
         at += BLOCK as u32;
     }
@@ -194,12 +211,12 @@ fn split_line(bytes: &[u8], delimiter: u8) -> SmallVec<[u32; FIELDS_INLINE]> {
                 .enumerate()
                 .fold(0, |m, (i, &b)| m | u32::from(b == delimiter) << i),
         };
-        if !push_ends(&mut ends, &mut n, at, mask, rest) {
-            return split_wide(bytes, delimiter);
+        if !push_ends(ends, &mut n, at, mask, rest) {
+            return split_wide(bytes, delimiter, &mut out.wide);
         }
     }
     ends[n] = bytes.len() as u32;
-    SmallVec::from_buf_and_len(ends, n + 1)
+    &out.inline[..n + 1]
 }
 
 /// Adds a field end at `at` plus each set bit of `mask`, the delimiters of
@@ -286,13 +303,15 @@ fn word_mask(w: u64, delimiter: u8) -> u32 {
 }
 
 /// [`split_line`] for a line of many fields.
-fn split_wide(bytes: &[u8], delimiter: u8) -> SmallVec<[u32; FIELDS_INLINE]> {
-    let mut ends: SmallVec<[u32; FIELDS_INLINE]> = bytes
-        .iter()
-        .enumerate()
-        .filter(|(_, b)| **b == delimiter)
-        .map(|(i, _)| i as u32)
-        .collect();
+fn split_wide<'e>(bytes: &[u8], delimiter: u8, ends: &'e mut Vec<u32>) -> &'e [u32] {
+    ends.clear();
+    ends.extend(
+        bytes
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| **b == delimiter)
+            .map(|(i, _)| i as u32),
+    );
     ends.push(bytes.len() as u32);
     ends
 }
@@ -427,20 +446,21 @@ impl RecordChunk {
     pub fn width(&self, r: RecordIdx) -> usize {
         let m = &self.records[r.0];
         if m.line {
-            self.view(r).len()
+            self.view_in(r, &mut FieldEnds::default()).len()
         } else {
             m.width as usize
         }
     }
 
-    /// The record's fields, split.
-    pub fn view(&self, r: RecordIdx) -> FieldView<'_> {
+    /// The record's fields, split; a line's field ends go into `ends`.
+    #[inline]
+    pub fn view_in<'a>(&'a self, r: RecordIdx, ends: &'a mut FieldEnds) -> FieldView<'a> {
         let m = &self.records[r.0];
         if m.line {
             let bytes = &self.data[m.data_start..m.data_start + m.width as usize];
             return FieldView {
                 bytes,
-                ends: split_line(bytes, self.delimiter),
+                ends: split_line(bytes, self.delimiter, ends),
                 gap: 1,
                 // `set_line_format` takes any byte; the CLI's readers only
                 // store lines split at an ASCII one.
@@ -451,7 +471,7 @@ impl RecordChunk {
         let len = ends.last().map_or(0, |&e| e as usize);
         FieldView {
             bytes: &self.data[m.data_start..m.data_start + len],
-            ends: SmallVec::from_slice(ends),
+            ends,
             gap: 0,
             ascii_separated: false,
         }
@@ -459,10 +479,10 @@ impl RecordChunk {
 
     /// Why record `r` could not be read, if it could not.
     pub fn problem(&self, r: RecordIdx) -> Option<Cow<'_, RecordProblem>> {
-        self.problem_of(r, &self.view(r))
+        self.problem_of(r, &self.view_in(r, &mut FieldEnds::default()))
     }
 
-    /// [`RecordChunk::problem`], given the record's [`RecordChunk::view`].
+    /// [`RecordChunk::problem`], given the record's [`RecordChunk::view_in`].
     pub fn problem_of(&self, r: RecordIdx, view: &FieldView<'_>) -> Option<Cow<'_, RecordProblem>> {
         let m = &self.records[r.0];
         if m.line {
@@ -485,7 +505,7 @@ impl RecordChunk {
     pub fn problem_preview(&self, r: RecordIdx) -> Cow<'_, str> {
         let m = &self.records[r.0];
         if m.line {
-            if self.view(r).len() == self.line_width {
+            if self.width(r) == self.line_width {
                 return Cow::Borrowed("");
             }
             let line = &self.data[m.data_start..m.data_start + m.width as usize];
@@ -501,18 +521,27 @@ impl RecordChunk {
 
     /// All of record `r`'s field bytes (see [`FieldView::bytes`]).
     pub fn record_bytes(&self, r: RecordIdx) -> &[u8] {
-        self.view(r).bytes()
+        let m = &self.records[r.0];
+        let len = if m.line {
+            m.width as usize
+        } else {
+            let s = m.ends_start as usize;
+            self.ends[s..s + m.width as usize]
+                .last()
+                .map_or(0, |&e| e as usize)
+        };
+        &self.data[m.data_start..m.data_start + len]
     }
 
     /// Where field `i` sits inside [`RecordChunk::record_bytes`]; empty when
     /// the record is narrower.
     pub fn field_range(&self, r: RecordIdx, i: usize) -> std::ops::Range<usize> {
-        self.view(r).range(i)
+        self.view_in(r, &mut FieldEnds::default()).range(i)
     }
 
     /// Field `i` of record `r`, or empty when the record is narrower.
     pub fn field(&self, r: RecordIdx, i: usize) -> &[u8] {
-        self.view(r).field(i)
+        &self.record_bytes(r)[self.field_range(r, i)]
     }
 }
 
@@ -712,9 +741,10 @@ mod tests {
             semicolon in proptest::bool::ANY,
         ) {
             let d = if semicolon { b';' } else { b',' };
+            let mut ends = FieldEnds::default();
             let view = FieldView {
                 bytes: &line,
-                ends: split_line(&line, d),
+                ends: split_line(&line, d, &mut ends),
                 gap: 1,
                 ascii_separated: true,
             };
@@ -749,7 +779,8 @@ mod tests {
                 .collect();
             chunk.push_record(2, &fields.concat(), &ends);
             for r in 0..2 {
-                let view = chunk.view(chunk.record_at(r));
+                let mut ends = FieldEnds::default();
+        let view = chunk.view_in(chunk.record_at(r), &mut ends);
                 let Ok(record) = std::str::from_utf8(view.bytes()) else {
                     continue;
                 };
@@ -770,7 +801,8 @@ mod tests {
         chunk.set_line_format(0xA9, 2);
         chunk.push_line(1, chunk.data_len(), 2);
         chunk.append_lines("é".as_bytes());
-        let view = chunk.view(chunk.record_at(0));
+        let mut ends = FieldEnds::default();
+        let view = chunk.view_in(chunk.record_at(0), &mut ends);
         let record = std::str::from_utf8(view.bytes()).unwrap();
         assert_eq!(view.len(), 2);
         assert_eq!(view.text(record, 0), None);
@@ -781,7 +813,8 @@ mod tests {
         // "é" is C3 A9: valid across the two fields, in neither alone.
         let mut chunk = RecordChunk::default();
         chunk.push_record(1, b"a\xC3\xA9b", &[2, 4]);
-        let view = chunk.view(chunk.record_at(0));
+        let mut ends = FieldEnds::default();
+        let view = chunk.view_in(chunk.record_at(0), &mut ends);
         let record = std::str::from_utf8(view.bytes()).unwrap();
         assert_eq!(view.text(record, 0), None);
         assert_eq!(view.text(record, 1), None);
@@ -793,7 +826,8 @@ mod tests {
         // empty field's place is inside the character, but it is "".
         let mut chunk = RecordChunk::default();
         chunk.push_record(1, b"\xC2\xA9", &[1, 1, 2]);
-        let view = chunk.view(chunk.record_at(0));
+        let mut ends = FieldEnds::default();
+        let view = chunk.view_in(chunk.record_at(0), &mut ends);
         let record = std::str::from_utf8(view.bytes()).unwrap();
         assert_eq!(view.text(record, 0), None);
         assert_eq!(view.text(record, 1), Some(""));

@@ -210,8 +210,9 @@ mod tests {
             if chunk.is_empty() {
                 return out;
             }
+            let mut ends = crate::ingest::FieldEnds::default();
             for r in chunk.records() {
-                let view = chunk.view(r);
+                let view = chunk.view_in(r, &mut ends);
                 let fields = (0..view.len()).map(|i| view.field(i).to_vec()).collect();
                 out.push((chunk.row(r), fields));
             }
