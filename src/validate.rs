@@ -327,8 +327,8 @@ impl RowKeys {
 /// counts.
 struct Prepared {
     serial: Option<PreparedSerial>,
-    /// The hashes of the MAC's (as [`Split48`] keys it) and the license
-    /// id's keys (0 when absent).
+    /// The hashes of the MAC ([`Split48::hash`]) and of the license id's
+    /// key (0 when absent).
     mac_hash: u64,
     license_hash: u64,
 }
@@ -337,7 +337,7 @@ impl Prepared {
     fn new(serial: Option<&Serial>, mac: Option<Mac>, license: Option<LicenseId>) -> Prepared {
         Prepared {
             serial: serial.map(PreparedSerial::new),
-            mac_hash: mac.map_or(0, |m| probe::low24_hash(m.as_u64())),
+            mac_hash: mac.map_or(0, |m| Split48::hash(m.as_u64())),
             license_hash: license.map_or(0, |l| KeySet::hash(&l.key())),
         }
     }
@@ -795,9 +795,10 @@ impl RowCheck {
 /// as the value allows, since this index is most of the stage's memory: a
 /// serial of up to 12 characters fits 8 bytes, up to 15 fits 10, longer ones
 /// 16; a MAC, and a serial of 12 hex digits (a desk phone's MAC), is a
-/// 48-bit number kept as its low 3 bytes in a table of its OUI when that
-/// OUI is common, 6 bytes otherwise ([`Split48`]: at 10 M rows, 180 MB of
-/// tables became about 115 MB). The index runs on one thread, in row order;
+/// 48-bit number: a bit in a 2 MiB bitmap of its OUI when that OUI is
+/// common, 6 bytes in a hash table otherwise ([`Split48`]: at 10 M rows,
+/// 180 MB of tables became about 115 MB with three-byte keys per OUI, and
+/// 64 MB with the bitmaps). The index runs on one thread, in row order;
 /// the keys and their hashes are computed on the validating threads
 /// ([`RowKeys::new`]) and each chunk is probed with the slots of the rows a
 /// few places ahead already being fetched (see [`KeySet`]). Each table is
@@ -819,6 +820,9 @@ pub struct DuplicateIndex {
     /// The expected number of rows, until the first chunk has sized the
     /// tables from its mix of keys (0: unknown, the tables grow instead).
     expected_rows: usize,
+    /// The fewest numbers expected under an OUI for it to get a bitmap
+    /// ([`Split48::BITMAP_MIN`]; lower in tests).
+    bitmap_min: usize,
 }
 
 /// How many rows ahead the index fetches the slots it will probe: enough to
@@ -924,7 +928,7 @@ impl PreparedSerial {
     pub fn new(s: &Serial) -> PreparedSerial {
         let k = serial_key(s);
         let h = match k {
-            SerialKey::Hex(v) => probe::low24_hash(v),
+            SerialKey::Hex(v) => Split48::hash(v),
             SerialKey::Short(k) => KeySet::hash(&k),
             SerialKey::Mid(k) => KeySet::hash(&k),
             SerialKey::Long(k) => KeySet::hash(&k),
@@ -987,6 +991,7 @@ impl DuplicateIndex {
             macs: Split48::with_capacity(&[], 0),
             licenses: KeySet::with_capacity(0),
             expected_rows: rows,
+            bitmap_min: Split48::BITMAP_MIN,
         }
     }
 
@@ -1030,19 +1035,19 @@ impl DuplicateIndex {
         }
         let scale = rows.max(first.len()) as f64 / first.len() as f64;
         let need = |n: usize| (n as f64 * scale * 1.1) as usize + 1024;
-        // An OUI gets a table when it holds a fiftieth of the first chunk's
-        // numbers; the others share one.
+        // An OUI gets a bitmap when it holds a fiftieth of the first
+        // chunk's numbers and is expected often enough to fill one; the
+        // others share a table.
         let split = |counts: OuiCount| {
             let total: usize = counts.values().sum();
             let mut common: Vec<(u64, usize)> = counts
                 .into_iter()
-                .filter(|&(_, n)| n * 50 >= total)
+                .filter(|&(_, n)| n * 50 >= total && need(n) >= self.bitmap_min)
                 .collect();
             common.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
             common.truncate(Split48::TABLES);
             let rest = total - common.iter().map(|(_, n)| n).sum::<usize>();
-            let ouis: Vec<(u32, usize)> =
-                common.iter().map(|&(o, n)| (o as u32, need(n))).collect();
+            let ouis: Vec<u32> = common.iter().map(|&(o, _)| o as u32).collect();
             Split48::with_capacity(&ouis, need(rest))
         };
         *self = DuplicateIndex {
@@ -1053,6 +1058,7 @@ impl DuplicateIndex {
             macs: split(mac_ouis),
             licenses: KeySet::with_capacity(need(licenses)),
             expected_rows: 0,
+            bitmap_min: self.bitmap_min,
         };
         let regions: Vec<(usize, usize)> = self
             .hex_serials
@@ -1388,9 +1394,18 @@ mod dedupe_tests {
             })
             .collect();
         // Unsized (the tables grow), sized from these rows for a file twice
-        // as long, and sized for far fewer rows than there are.
-        for expected in [0, outcomes.len() * 2, 3] {
+        // as long (with OUI bitmaps and without), and sized for far fewer
+        // rows than there are.
+        for (expected, bitmaps) in [
+            (0, false),
+            (outcomes.len() * 2, false),
+            (outcomes.len() * 2, true),
+            (3, false),
+        ] {
             let mut index = DuplicateIndex::with_capacity(expected);
+            if bitmaps {
+                index.bitmap_min = 0;
+            }
             let mut got = Vec::new();
             for chunk in outcomes.chunks(90) {
                 let mut part = Vec::new();
@@ -1445,7 +1460,7 @@ mod dedupe_tests {
         }
 
         /// Chunk by chunk, unsized or sized from the first chunk (MACs and
-        /// hex serials under OUIs with a table of their own and without),
+        /// hex serials under OUIs with a bitmap of their own and without),
         /// the index reports what the row-by-row rule does, and records the
         /// marks of the first occurrences.
         #[test]
@@ -1456,6 +1471,7 @@ mod dedupe_tests {
             ),
             split in 1usize..300,
             expected in proptest::sample::select(vec![0usize, 3, 1000]),
+            bitmaps in proptest::bool::ANY,
         ) {
             // Few distinct values, so repeats across and inside chunks are
             // common; the first OUIs are common enough for tables.
@@ -1479,6 +1495,9 @@ mod dedupe_tests {
                 .map(|&(keys, mark)| RowOutcome::Valid { keys, item: Some(mark), warnings: Vec::new() })
                 .collect();
             let mut index = DuplicateIndex::with_capacity(expected);
+            if bitmaps {
+                index.bitmap_min = 0;
+            }
             let mut got = Vec::new();
             for chunk in outcomes.chunks(split) {
                 let mut part = Vec::new();
