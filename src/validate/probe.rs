@@ -337,7 +337,13 @@ impl Bits24 {
 
     #[inline]
     fn prefetch(&self, v: u32) {
-        if let Some(w) = self.bits.get((v >> 6) as usize) {
+        let word = (v >> 6) as usize;
+        if let Some(w) = self.bits.get(word) {
+            prefetch(w);
+        }
+        // The mark, set when the number is inserted marked (`quote`'s
+        // eligible devices), sits in the other bitmap.
+        if let Some(w) = self.marks.get(word) {
             prefetch(w);
         }
     }
