@@ -4,6 +4,7 @@
 //! against spreadsheet formula injection.
 
 pub mod audit;
+mod file;
 pub mod html;
 pub mod parquet;
 mod plan;
@@ -11,12 +12,10 @@ mod results;
 mod valid;
 
 use std::borrow::Cow;
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
-
-use anyhow::Context;
+use std::path::Path;
 
 pub use audit::{AuditLog, ChainState};
+pub use file::{temp_in, AtomicFile};
 pub use plan::{eligibility_line, write_quotes, PlanReports, ELIGIBILITY_COLUMNS};
 pub use results::{
     event_key, write_results, PlannedKind, ResultCounts, RowSpool, RESULTS_COLUMNS, RESULT_STATES,
@@ -70,119 +69,6 @@ pub fn push_cell(out: &mut Vec<u8>, f: &str) {
         out.push(b);
     }
     out.push(b'"');
-}
-
-/// A temporary file in `dir` (so the final rename stays on one file system),
-/// readable like any other report (tempfile's default is owner-only).
-pub fn temp_in(dir: &Path) -> anyhow::Result<tempfile::NamedTempFile> {
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(".refleet-").suffix(".tmp");
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        builder.permissions(std::fs::Permissions::from_mode(0o644));
-    }
-    builder
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot create a file in {}", dir.display()))
-}
-
-/// A file that appears at its path only when [`AtomicFile::commit`] is called.
-pub struct AtomicFile {
-    inner: BufWriter<Writeback>,
-    path: PathBuf,
-}
-
-impl AtomicFile {
-    pub fn create(path: &Path) -> anyhow::Result<AtomicFile> {
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let tmp = temp_in(dir)?;
-        Ok(AtomicFile {
-            inner: BufWriter::with_capacity(256 * 1024, Writeback::new(tmp)),
-            path: path.to_path_buf(),
-        })
-    }
-
-    pub fn commit(self) -> anyhow::Result<()> {
-        let tmp = self.inner.into_inner().map_err(|e| e.into_error())?.file;
-        tmp.as_file().sync_all()?;
-        tmp.persist(&self.path)
-            .with_context(|| format!("cannot write {}", self.path.display()))?;
-        Ok(())
-    }
-}
-
-impl Write for AtomicFile {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.inner.write(buf)
-    }
-    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        self.inner.write_all(buf)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-/// Starts writing a report to disk while it is being written, a few
-/// megabytes behind: an 800 MB `eligibility.csv` is below the kernel's
-/// background threshold, so without this all of it would wait for the
-/// `fsync` of [`AtomicFile::commit`], with the CPUs idle.
-struct Writeback {
-    file: tempfile::NamedTempFile,
-    written: u64,
-    /// Everything before this offset has been handed to the disk.
-    started: u64,
-}
-
-/// How much is written between two hand-offs to the disk.
-const WRITEBACK_STEP: u64 = 8 << 20;
-
-impl Writeback {
-    fn new(file: tempfile::NamedTempFile) -> Writeback {
-        Writeback {
-            file,
-            written: 0,
-            started: 0,
-        }
-    }
-
-    /// Starts (never waits for) the writing of what is not handed off yet.
-    fn start(&mut self) {
-        #[cfg(target_os = "linux")]
-        {
-            use std::os::fd::AsRawFd;
-            // SAFETY: a valid descriptor and range; SYNC_FILE_RANGE_WRITE
-            // only starts the write-out of dirty pages. A failure is a lost
-            // hint: `commit` still syncs the whole file.
-            unsafe {
-                libc::sync_file_range(
-                    self.file.as_file().as_raw_fd(),
-                    self.started as libc::off64_t,
-                    (self.written - self.started) as libc::off64_t,
-                    libc::SYNC_FILE_RANGE_WRITE,
-                );
-            }
-        }
-        self.started = self.written;
-    }
-}
-
-impl Write for Writeback {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.file.write(buf)?;
-        self.written += n as u64;
-        if self.written - self.started >= WRITEBACK_STEP {
-            self.start();
-        }
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.file.flush()
-    }
 }
 
 /// `rejects.csv` and `warnings.csv`: `row,column,value,code,message`.
@@ -251,16 +137,5 @@ mod tests {
         for s in ["", "plain", "00:04:F2:AB:CD:EF", "a=b"] {
             assert_eq!(neutralise(s), s);
         }
-    }
-
-    #[test]
-    fn atomic_file_appears_only_on_commit() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("r.csv");
-        let mut f = AtomicFile::create(&path).unwrap();
-        f.write_all(b"x").unwrap();
-        assert!(!path.exists());
-        f.commit().unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), b"x");
     }
 }
