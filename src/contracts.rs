@@ -81,7 +81,7 @@ pub fn load(
             }
             // One UTF-8 check of the record covers its fields (see
             // `Validator::validate`).
-            let record = simdutf8::basic::from_utf8(fields.bytes()).ok();
+            let record = chunk.record_text(r, &fields);
             let mut field = |c: usize| -> Option<&str> {
                 let i = columns.canonical[c]?;
                 match field_text(&fields, record, i) {
