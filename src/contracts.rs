@@ -81,7 +81,7 @@ pub fn load(
             }
             // One UTF-8 check of the record covers its fields (see
             // `Validator::validate`).
-            let record = chunk.record_text(r, &fields);
+            let record = chunk.record_text(r);
             let mut field = |c: usize| -> Option<&str> {
                 let i = columns.canonical[c]?;
                 match field_text(&fields, record, i) {

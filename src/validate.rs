@@ -427,7 +427,7 @@ impl<'p> Validator<'p> {
         // Any field that is not UTF-8 rejects the row, naming the column. One
         // check of the whole record covers the common case: fields split at
         // ASCII delimiters, so each is UTF-8 when the record is.
-        let record = chunk.record_text(r, &fields);
+        let record = chunk.record_text(r);
         let text = |i: usize| field_text(&fields, record, i);
         let mut texts: [&str; INVENTORY_COLUMNS.len()] = [""; INVENTORY_COLUMNS.len()];
         for (c, idx) in self.columns.canonical.iter().enumerate() {

@@ -239,7 +239,7 @@ impl CsvSource {
     /// The fastest path: every whole line in the buffer up to the first
     /// one with a quote or a CR (or an over-long one) becomes a record
     /// stored as the line itself, split into fields later, on the
-    /// validating threads ([`RecordChunk::view`]). The lines are the ones
+    /// validating threads ([`RecordChunk::view_in`]). The lines are the ones
     /// [`CsvSource::read_plain_line`] would take, and split the same way;
     /// the rest is left to it and to csv-core. Returns the records added.
     fn take_lines(&mut self, chunk: &mut RecordChunk, limit: usize) -> usize {
@@ -260,22 +260,8 @@ impl CsvSource {
                 None => return 0,
             }
         }
-        let (mut taken, mut used) = (0, 0);
-        // The lines are recorded first and their bytes appended after.
-        let at = chunk.data_len();
-        for nl in memchr::memchr_iter(b'\n', block) {
-            if taken == limit || nl - used > self.max_record {
-                break;
-            }
-            // A blank line is no record, as in csv-core.
-            if nl > used {
-                chunk.push_line(self.next_row, at + used, nl - used);
-                self.next_row += 1;
-                taken += 1;
-            }
-            used = nl + 1;
-        }
-        chunk.append_lines(&block[..used]);
+        let (taken, used) = chunk.append_lines(block, self.next_row, limit, self.max_record);
+        self.next_row += taken as u64;
         self.pos += used;
         taken
     }

@@ -356,27 +356,52 @@ impl RecordChunk {
         self.line_width = width;
     }
 
-    /// The bytes held so far: where the next [`RecordChunk::append_lines`]
-    /// puts its bytes.
+    /// The bytes held so far.
     pub fn data_len(&self) -> usize {
         self.data.len()
     }
 
-    /// Appends bytes holding lines that [`RecordChunk::push_line`] points
-    /// into, at [`RecordChunk::data_len`].
+    /// Appends the lines at the start of `block` as records, numbered from
+    /// `first_row`: each runs up to a newline, which it does not include,
+    /// and a blank line is no record (as in csv-core). Stops after `limit`
+    /// records, before a line longer than `max_len` bytes, and at the last
+    /// newline. Returns the records added and the bytes of `block` used
+    /// (up to the newline of the last line taken). The lines must hold no
+    /// quote and no CR, and their delimiter be ASCII
+    /// ([`RecordChunk::set_line_format`]).
     ///
-    /// The block is checked to be UTF-8 as a whole, which is several times
-    /// faster than checking each line: see [`RecordChunk::record_text`].
-    pub fn append_lines(&mut self, bytes: &[u8]) {
+    /// The bytes used are checked to be UTF-8 as a whole, which is several
+    /// times faster than checking each line: see
+    /// [`RecordChunk::record_text`].
+    pub fn append_lines(
+        &mut self,
+        block: &[u8],
+        first_row: u64,
+        limit: usize,
+        max_len: usize,
+    ) -> (usize, usize) {
+        // The lines are recorded first and their bytes appended after.
+        let at = self.data.len();
+        let (mut taken, mut used) = (0, 0);
+        for nl in memchr::memchr_iter(b'\n', block) {
+            if taken == limit || nl - used > max_len {
+                break;
+            }
+            if nl > used {
+                self.push_line(first_row + taken as u64, at + used, nl - used);
+                taken += 1;
+            }
+            used = nl + 1;
+        }
+        let bytes = &block[..used];
         self.lines_utf8 &= simdutf8::basic::from_utf8(bytes).is_ok();
         self.data.extend_from_slice(bytes);
+        (taken, used)
     }
 
-    /// A record that is the line at `data[start..start + len]`, appended
-    /// with [`RecordChunk::append_lines`] (before or after this call, but
-    /// before the record is read): no quote, no CR, no newline, and an
-    /// ASCII delimiter.
-    pub fn push_line(&mut self, row: u64, start: usize, len: usize) {
+    /// A record that is the line at `data[start..start + len]`, within the
+    /// bytes [`RecordChunk::append_lines`] is appending.
+    fn push_line(&mut self, row: u64, start: usize, len: usize) {
         self.records.push(RecordMeta {
             row,
             data_start: start,
@@ -491,19 +516,21 @@ impl RecordChunk {
         }
     }
 
-    /// Record `r`'s bytes (`view` is its [`RecordChunk::view_in`]) as text,
-    /// when they are UTF-8.
+    /// Record `r`'s bytes ([`RecordChunk::record_bytes`]) as text, when they
+    /// are UTF-8.
     #[inline]
-    pub fn record_text<'a>(&self, r: RecordIdx, view: &FieldView<'a>) -> Option<&'a str> {
+    pub fn record_text(&self, r: RecordIdx) -> Option<&str> {
+        let bytes = self.record_bytes(r);
         if self.records[r.0].line && self.lines_utf8 {
-            // SAFETY: every block of lines appended to this chunk is UTF-8
-            // (`append_lines`), and a line runs from a block's start or
-            // just after a newline to just before a newline or the block's
-            // end: ASCII bytes, on either side of which UTF-8 text splits
-            // into whole characters.
-            return Some(unsafe { std::str::from_utf8_unchecked(view.bytes()) });
+            // SAFETY: a line record is only made by `append_lines`, over
+            // the bytes it appends, all of which (since the last clear)
+            // were UTF-8; and a line runs from the start of those bytes or
+            // just after a newline to just before a newline: ASCII bytes,
+            // on either side of which UTF-8 text splits into whole
+            // characters.
+            return Some(unsafe { std::str::from_utf8_unchecked(bytes) });
         }
-        simdutf8::basic::from_utf8(view.bytes()).ok()
+        simdutf8::basic::from_utf8(bytes).ok()
     }
 
     /// Why record `r` could not be read, if it could not.
@@ -798,8 +825,7 @@ mod tests {
             let mut chunk = RecordChunk::default();
             chunk.set_line_format(b',', fields.len());
             let line = fields.join(&b',');
-            chunk.push_line(1, chunk.data_len(), line.len());
-            chunk.append_lines(&line);
+            chunk.append_lines(&[&line[..], b"\n"].concat(), 1, usize::MAX, usize::MAX);
             let ends: Vec<usize> = widths
                 .scan(0, |end, w| {
                     *end += w;
@@ -807,7 +833,8 @@ mod tests {
                 })
                 .collect();
             chunk.push_record(2, &fields.concat(), &ends);
-            for r in 0..2 {
+            // An empty line is no record.
+            for r in 0..chunk.len() {
                 let mut ends = FieldEnds::default();
                 let view = chunk.view_in(chunk.record_at(r), &mut ends);
                 let Ok(record) = std::str::from_utf8(view.bytes()) else {
@@ -842,21 +869,17 @@ mod tests {
             chunk.set_line_format(b',', 2);
             let mut row = 1;
             for group in lines.chunks(lines.len().div_ceil(blocks)) {
-                let at = chunk.data_len();
-                let mut block = Vec::new();
-                for line in group {
-                    chunk.push_line(row, at + block.len(), line.len());
-                    block.extend_from_slice(line);
-                    block.push(b'\n');
-                    row += 1;
-                }
-                chunk.append_lines(&block);
+                let block: Vec<u8> = group.iter().flat_map(|l| l.iter().copied().chain([b'\n'])).collect();
+                let (taken, used) = chunk.append_lines(&block, row, usize::MAX, usize::MAX);
+                proptest::prop_assert_eq!((taken, used), (group.len(), block.len()));
+                row += taken as u64;
             }
             let mut ends = FieldEnds::default();
             for (i, line) in lines.iter().enumerate() {
                 let r = chunk.record_at(i);
                 let view = chunk.view_in(r, &mut ends);
-                proptest::prop_assert_eq!(chunk.record_text(r, &view), std::str::from_utf8(line).ok());
+                proptest::prop_assert_eq!(view.bytes(), &line[..]);
+                proptest::prop_assert_eq!(chunk.record_text(r), std::str::from_utf8(line).ok());
             }
         }
     }
@@ -866,8 +889,7 @@ mod tests {
         // "é" is C3 A9; split at A9 as a delimiter, its first field is C3.
         let mut chunk = RecordChunk::default();
         chunk.set_line_format(0xA9, 2);
-        chunk.push_line(1, chunk.data_len(), 2);
-        chunk.append_lines("é".as_bytes());
+        chunk.append_lines("é\n".as_bytes(), 1, usize::MAX, usize::MAX);
         let mut ends = FieldEnds::default();
         let view = chunk.view_in(chunk.record_at(0), &mut ends);
         let record = std::str::from_utf8(view.bytes()).unwrap();

@@ -122,7 +122,11 @@ impl AtomicFile {
             Ok(direct) => self.out = Out::Direct(direct),
             Err(tmp) => {
                 self.direct_after = u64::MAX;
-                self.out = Out::Buffered(BufWriter::with_capacity(256 * 1024, Writeback::new(tmp)));
+                let mut back = Writeback::new(tmp);
+                // Its hints go on from here.
+                back.written = self.written + head as u64;
+                back.started = back.written;
+                self.out = Out::Buffered(BufWriter::with_capacity(256 * 1024, back));
             }
         }
         Ok(head)
@@ -286,6 +290,9 @@ impl Direct {
                 writer: Some(writer),
             }),
             Err(_) => {
+                // Should this fail too, the buffered writes that follow
+                // fail with EINVAL, and the report with them: no silent
+                // loss.
                 let _ = set_direct(tmp.as_file(), false);
                 Err(tmp)
             }
