@@ -27,7 +27,7 @@ use crate::policy::Policy;
 use crate::progress::Progress;
 
 mod probe;
-use probe::{Found, KeySet, Probe, Split48};
+use probe::{Found, KeySet, Probe, Split48, SplitMid};
 
 /// Every reason a row can be rejected or warned about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -813,7 +813,7 @@ pub struct DuplicateIndex {
     /// Serials of 12 hex digits (a desk phone's is its MAC), as numbers.
     hex_serials: Split48,
     short_serials: KeySet<u64>,
-    mid_serials: KeySet<[u8; 10]>,
+    mid_serials: SplitMid,
     long_serials: KeySet<[u8; 16]>,
     macs: Split48,
     licenses: KeySet<u128>,
@@ -859,8 +859,9 @@ enum SerialKey {
     Long([u8; 16]),
 }
 
-/// `Serial::key` is base 37 over the characters: 37^12 < 2^63 and
-/// 37^15 < 2^79, so the narrower forms lose nothing.
+/// `Serial::key` is base 37 over the characters: 37^12 < 2^63, so the
+/// short form loses nothing; a serial of 13 to 15 characters keeps its
+/// key's two parts ([`probe::mid_key`]), which the index splits.
 #[inline]
 fn serial_key(s: &Serial) -> SerialKey {
     // `hex48` takes either case, but a serial is upper case: two serials
@@ -871,15 +872,16 @@ fn serial_key(s: &Serial) -> SerialKey {
     if let Some(k) = s.short_key() {
         return SerialKey::Short(k);
     }
-    let k = s.key();
-    match s.as_bytes().len() {
-        0..=12 => SerialKey::Short(k as u64),
-        13..=15 => {
-            let mut b = [0u8; 10];
-            b.copy_from_slice(&k.to_le_bytes()[..10]);
-            SerialKey::Mid(b)
-        }
-        _ => SerialKey::Long(k.to_le_bytes()),
+    let b = s.as_bytes();
+    match b.len() {
+        0..=12 => SerialKey::Short(s.key() as u64),
+        // Up to three characters before the last twelve: a head below
+        // 37^3 < 2^16.
+        13..=15 => match s.key_parts() {
+            Some((head, tail)) => SerialKey::Mid(probe::mid_key(tail, head as u16)),
+            None => SerialKey::Long(s.key().to_le_bytes()),
+        },
+        _ => SerialKey::Long(s.key().to_le_bytes()),
     }
 }
 
@@ -887,13 +889,14 @@ fn serial_key(s: &Serial) -> SerialKey {
 #[derive(Clone, Copy)]
 enum SerialProbe {
     Hex(Found),
+    Mid(Found),
     Plain(Probe),
 }
 
 impl SerialProbe {
     fn is_present(self) -> bool {
         match self {
-            SerialProbe::Hex(at) => at.is_present(),
+            SerialProbe::Hex(at) | SerialProbe::Mid(at) => at.is_present(),
             SerialProbe::Plain(p) => p.is_present(),
         }
     }
@@ -930,7 +933,7 @@ impl PreparedSerial {
         let h = match k {
             SerialKey::Hex(v) => Split48::hash(v),
             SerialKey::Short(k) => KeySet::hash(&k),
-            SerialKey::Mid(k) => KeySet::hash(&k),
+            SerialKey::Mid(k) => SplitMid::hash(&k),
             SerialKey::Long(k) => KeySet::hash(&k),
         };
         PreparedSerial(k, h)
@@ -986,7 +989,7 @@ impl DuplicateIndex {
         DuplicateIndex {
             hex_serials: Split48::with_capacity(&[], 0),
             short_serials: KeySet::with_capacity(0),
-            mid_serials: KeySet::with_capacity(0),
+            mid_serials: SplitMid::with_capacity(&[], 0),
             long_serials: KeySet::with_capacity(0),
             macs: Split48::with_capacity(&[], 0),
             licenses: KeySet::with_capacity(0),
@@ -1012,7 +1015,10 @@ impl DuplicateIndex {
         if rows == 0 || first.is_empty() || !empty {
             return;
         }
-        let [mut short, mut mid, mut long, mut licenses] = [0usize; 4];
+        let [mut short, mut long, mut licenses] = [0usize; 3];
+        // Serials of 13 to 15 characters counted by head.
+        let mut mid_heads: std::collections::HashMap<u16, usize, foldhash::fast::FixedState> =
+            Default::default();
         // Numbers by OUI, for the tables of the common ones.
         let mut hex_ouis = OuiCount::default();
         let mut mac_ouis = OuiCount::default();
@@ -1023,7 +1029,9 @@ impl DuplicateIndex {
                         *hex_ouis.entry(v >> 24).or_default() += 1
                     }
                     Some(PreparedSerial(SerialKey::Short(_), _)) => short += 1,
-                    Some(PreparedSerial(SerialKey::Mid(_), _)) => mid += 1,
+                    Some(PreparedSerial(SerialKey::Mid(k), _)) => {
+                        *mid_heads.entry(probe::mid_parts(&k).0).or_default() += 1
+                    }
                     Some(PreparedSerial(SerialKey::Long(_), _)) => long += 1,
                     None => {}
                 }
@@ -1053,7 +1061,20 @@ impl DuplicateIndex {
         *self = DuplicateIndex {
             hex_serials: split(hex_ouis),
             short_serials: KeySet::with_capacity(need(short)),
-            mid_serials: KeySet::with_capacity(need(mid)),
+            mid_serials: {
+                // A head gets a table when it holds a fiftieth of the first
+                // chunk's serials of its length; the others share one.
+                let total: usize = mid_heads.values().sum();
+                let mut common: Vec<(u16, usize)> = mid_heads
+                    .into_iter()
+                    .filter(|&(_, n)| n * 50 >= total)
+                    .collect();
+                common.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+                common.truncate(SplitMid::TABLES);
+                let rest = total - common.iter().map(|(_, n)| n).sum::<usize>();
+                let heads: Vec<(u16, usize)> = common.iter().map(|&(h, n)| (h, need(n))).collect();
+                SplitMid::with_capacity(&heads, need(rest))
+            },
             long_serials: KeySet::with_capacity(need(long)),
             macs: split(mac_ouis),
             licenses: KeySet::with_capacity(need(licenses)),
@@ -1065,11 +1086,11 @@ impl DuplicateIndex {
             .regions()
             .chain([
                 self.short_serials.region(),
-                self.mid_serials.region(),
                 self.long_serials.region(),
                 self.licenses.region(),
             ])
             .chain(self.macs.regions())
+            .chain(self.mid_serials.regions())
             .collect();
         probe::populate(&regions);
     }
@@ -1130,7 +1151,7 @@ impl DuplicateIndex {
         match k {
             SerialKey::Hex(v) => self.hex_serials.is_key_marked(v),
             SerialKey::Short(k) => self.short_serials.is_key_marked(&k, h),
-            SerialKey::Mid(k) => self.mid_serials.is_key_marked(&k, h),
+            SerialKey::Mid(k) => self.mid_serials.is_key_marked(&k),
             SerialKey::Long(k) => self.long_serials.is_key_marked(&k, h),
         }
     }
@@ -1143,7 +1164,7 @@ impl DuplicateIndex {
         }
         set.hex.iter().any(|v| self.hex_serials.is_key_marked(v))
             || any(&self.short_serials, &set.short)
-            || any(&self.mid_serials, &set.mid)
+            || set.mid.iter().any(|k| self.mid_serials.is_key_marked(&k))
             || any(&self.long_serials, &set.long)
     }
 
@@ -1175,7 +1196,7 @@ impl DuplicateIndex {
         match p.serial {
             Some(PreparedSerial(SerialKey::Hex(v), h)) => self.hex_serials.prefetch(v, h),
             Some(PreparedSerial(SerialKey::Short(_), h)) => self.short_serials.prefetch(h),
-            Some(PreparedSerial(SerialKey::Mid(_), h)) => self.mid_serials.prefetch(h),
+            Some(PreparedSerial(SerialKey::Mid(k), h)) => self.mid_serials.prefetch(&k, h),
             Some(PreparedSerial(SerialKey::Long(_), h)) => self.long_serials.prefetch(h),
             None => {}
         }
@@ -1195,7 +1216,7 @@ impl DuplicateIndex {
         let serial = p.serial.map(|PreparedSerial(k, h)| match k {
             SerialKey::Hex(v) => SerialProbe::Hex(self.hex_serials.probe(v, h)),
             SerialKey::Short(k) => SerialProbe::Plain(self.short_serials.probe(&k, h)),
-            SerialKey::Mid(k) => SerialProbe::Plain(self.mid_serials.probe(&k, h)),
+            SerialKey::Mid(k) => SerialProbe::Mid(self.mid_serials.probe(&k, h)),
             SerialKey::Long(k) => SerialProbe::Plain(self.long_serials.probe(&k, h)),
         });
         let mac = keys
@@ -1215,9 +1236,7 @@ impl DuplicateIndex {
                     (SerialKey::Short(k), SerialProbe::Plain(Probe::Vacant(slot))) => {
                         self.short_serials.fill(k, slot, mark)
                     }
-                    (SerialKey::Mid(k), SerialProbe::Plain(Probe::Vacant(slot))) => {
-                        self.mid_serials.fill(k, slot, mark)
-                    }
+                    (SerialKey::Mid(k), SerialProbe::Mid(at)) => self.mid_serials.fill(k, at, mark),
                     (SerialKey::Long(k), SerialProbe::Plain(Probe::Vacant(slot))) => {
                         self.long_serials.fill(k, slot, mark)
                     }

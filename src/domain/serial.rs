@@ -89,16 +89,26 @@ impl Serial {
         (b.len() <= 12).then(|| base37(b))
     }
 
+    /// [`Serial::key`] in two parts, for serials of up to 24 characters:
+    /// the base-37 numbers of the characters before the last twelve and of
+    /// the last twelve (each below 37^12 < 2^63).
+    pub fn key_parts(&self) -> Option<(u64, u64)> {
+        let b = self.as_bytes();
+        (b.len() <= 24).then(|| {
+            let (head, tail) = b.split_at(b.len().saturating_sub(12));
+            (base37(head), base37(tail))
+        })
+    }
+
     /// A collision-free 128-bit key for the duplicate index (base 37 with 0 as
     /// padding, so "A" and "A0" differ). Serials over 24 characters fall back to
     /// folding, which the default policy (max 20) never reaches.
     pub fn key(&self) -> u128 {
-        let b = self.as_bytes();
-        if b.len() <= 24 {
+        if let Some((head, tail)) = self.key_parts() {
             // The last twelve characters are the low base-37 digits.
-            let (head, tail) = b.split_at(b.len().saturating_sub(12));
-            return u128::from(base37(head)) * u128::from(POW37[12]) + u128::from(base37(tail));
+            return u128::from(head) * u128::from(POW37[12]) + u128::from(tail);
         }
+        let b = self.as_bytes();
         let mut k: u128 = 0;
         for &b in b {
             k = k
