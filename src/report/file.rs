@@ -144,7 +144,35 @@ impl Write for AtomicFile {
         Ok(buf.len())
     }
 
-    fn write_all(&mut self, mut buf: &[u8]) -> std::io::Result<()> {
+    /// Small writes (serde_json writes a token at a time) take the short
+    /// path: a copy into the buffer.
+    #[inline]
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        let n = buf.len() as u64;
+        match &mut self.out {
+            Out::Direct(direct) if direct.has_room(buf.len()) => direct.push(buf),
+            Out::Buffered(inner) if self.written + n < self.direct_after => inner.write_all(buf)?,
+            _ => return self.write_all_cold(buf),
+        }
+        self.written += n;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match &mut self.out {
+            Out::Buffered(inner) => inner.flush(),
+            // Flushed as a whole by `commit`: a partial buffer cannot be
+            // written directly.
+            Out::Direct(_) | Out::Switching => Ok(()),
+        }
+    }
+}
+
+impl AtomicFile {
+    /// [`AtomicFile::write_all`] when a buffer fills, or past the size for
+    /// direct writes.
+    #[cold]
+    fn write_all_cold(&mut self, mut buf: &[u8]) -> std::io::Result<()> {
         if self.written + buf.len() as u64 >= self.direct_after
             && matches!(self.out, Out::Buffered(_))
         {
@@ -159,15 +187,6 @@ impl Write for AtomicFile {
         }
         self.written += buf.len() as u64;
         Ok(())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        match &mut self.out {
-            Out::Buffered(inner) => inner.flush(),
-            // Flushed as a whole by `commit`: a partial buffer cannot be
-            // written directly.
-            Out::Direct(_) | Out::Switching => Ok(()),
-        }
     }
 }
 
@@ -297,6 +316,20 @@ impl Direct {
                 Err(tmp)
             }
         }
+    }
+
+    /// Whether `n` more bytes fit in the block without filling it.
+    #[inline]
+    fn has_room(&self, n: usize) -> bool {
+        self.block.len + n < DIRECT_BUF
+    }
+
+    /// Copies `buf` into the block, which [`Direct::has_room`] for it.
+    #[inline]
+    fn push(&mut self, buf: &[u8]) {
+        let at = self.block.start + self.block.len;
+        self.block.bytes[at..at + buf.len()].copy_from_slice(buf);
+        self.block.len += buf.len();
     }
 
     fn write_all(&mut self, mut buf: &[u8]) -> std::io::Result<()> {
