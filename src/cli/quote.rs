@@ -183,7 +183,7 @@ pub(super) fn make_plan(
         })?;
     // Both end in an fsync: they overlap.
     std::thread::scope(|scope| {
-        let quotes = scope.spawn(|| write_quotes(&settings.out, &plan.quotes));
+        let quotes = scope.spawn(|| write_quotes(&settings.out, &plan.quotes, &pool));
         let committed = reports.commit();
         quotes
             .join()
