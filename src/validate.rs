@@ -903,6 +903,27 @@ impl SerialProbe {
     }
 }
 
+/// Of the keys counted in `counts` (a table's split: OUIs, serial heads),
+/// the common ones: each holding at least a fiftieth of the total and
+/// passing `keep` (given its count), at most `tables` of them, the most
+/// frequent first (ties by key); and how many the others hold.
+fn common_keys<K: Ord + Copy>(
+    counts: impl IntoIterator<Item = (K, usize)>,
+    tables: usize,
+    keep: impl Fn(usize) -> bool,
+) -> (Vec<(K, usize)>, usize) {
+    let counts: Vec<(K, usize)> = counts.into_iter().collect();
+    let total: usize = counts.iter().map(|(_, n)| n).sum();
+    let mut common: Vec<(K, usize)> = counts
+        .into_iter()
+        .filter(|&(_, n)| n * 50 >= total && keep(n))
+        .collect();
+    common.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    common.truncate(tables);
+    let rest = total - common.iter().map(|(_, n)| n).sum::<usize>();
+    (common, rest)
+}
+
 /// Numbers (hex serials, MACs) counted by OUI (their top 24 of 48 bits).
 type OuiCount = std::collections::HashMap<u64, usize, foldhash::fast::FixedState>;
 
@@ -1044,38 +1065,22 @@ impl DuplicateIndex {
         }
         let scale = rows.max(first.len()) as f64 / first.len() as f64;
         let need = |n: usize| (n as f64 * scale * 1.1) as usize + 1024;
-        // An OUI gets a bitmap when it holds a fiftieth of the first
-        // chunk's numbers and is expected often enough to fill one; the
-        // others share a table.
+        // An OUI gets a bitmap when it is common and expected often enough
+        // to fill one; the others share a table.
         let split = |counts: OuiCount| {
-            let total: usize = counts.values().sum();
-            let mut common: Vec<(u64, usize)> = counts
-                .into_iter()
-                .filter(|&(_, n)| n * 50 >= total && need(n) >= self.bitmap_min)
-                .collect();
-            common.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-            common.truncate(Split48::TABLES);
-            let rest = total - common.iter().map(|(_, n)| n).sum::<usize>();
+            let (common, rest) =
+                common_keys(counts, Split48::TABLES, |n| need(n) >= self.bitmap_min);
             let ouis: Vec<u32> = common.iter().map(|&(o, _)| o as u32).collect();
             Split48::with_capacity(&ouis, need(rest))
         };
+        // A common head of a 13-15-character serial gets a table; the
+        // others share one.
+        let (heads, rest_heads) = common_keys(mid_heads, SplitMid::TABLES, |_| true);
+        let heads: Vec<(u16, usize)> = heads.iter().map(|&(h, n)| (h, need(n))).collect();
         *self = DuplicateIndex {
             hex_serials: split(hex_ouis),
             short_serials: KeySet::with_capacity(need(short)),
-            mid_serials: {
-                // A head gets a table when it holds a fiftieth of the first
-                // chunk's serials of its length; the others share one.
-                let total: usize = mid_heads.values().sum();
-                let mut common: Vec<(u16, usize)> = mid_heads
-                    .into_iter()
-                    .filter(|&(_, n)| n * 50 >= total)
-                    .collect();
-                common.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-                common.truncate(SplitMid::TABLES);
-                let rest = total - common.iter().map(|(_, n)| n).sum::<usize>();
-                let heads: Vec<(u16, usize)> = common.iter().map(|&(h, n)| (h, need(n))).collect();
-                SplitMid::with_capacity(&heads, need(rest))
-            },
+            mid_serials: SplitMid::with_capacity(&heads, need(rest_heads)),
             long_serials: KeySet::with_capacity(need(long)),
             macs: split(mac_ouis),
             licenses: KeySet::with_capacity(need(licenses)),

@@ -324,7 +324,7 @@ impl Direct {
         self.block.len + n < DIRECT_BUF
     }
 
-    /// Copies `buf` into the block, which [`Direct::has_room`] for it.
+    /// Copies `buf` into the block, which has room for it.
     #[inline]
     fn push(&mut self, buf: &[u8]) {
         let at = self.block.start + self.block.len;
@@ -334,10 +334,8 @@ impl Direct {
 
     fn write_all(&mut self, mut buf: &[u8]) -> std::io::Result<()> {
         while !buf.is_empty() {
-            let at = self.block.start + self.block.len;
             let n = (DIRECT_BUF - self.block.len).min(buf.len());
-            self.block.bytes[at..at + n].copy_from_slice(&buf[..n]);
-            self.block.len += n;
+            self.push(&buf[..n]);
             buf = &buf[n..];
             if self.block.len == DIRECT_BUF {
                 self.send()?;
