@@ -10,7 +10,7 @@ use chrono::NaiveDate;
 use compact_str::CompactString;
 
 use crate::domain::{parse_bool, trim, Contract, ContractStatus, Coverage, PricingModel};
-use crate::ingest::{match_headers, FieldEnds, IngestError, RecordSource};
+use crate::ingest::{match_headers, FieldEnds, IngestError, RecordChunk, RecordSource};
 use crate::policy::Policy;
 use crate::validate::{field_text, IdPattern, Reject, RejectCode};
 
@@ -64,7 +64,15 @@ pub fn load(
     out.by_id
         .reserve(bytes.map_or(0, |b| (b / 64).min(1 << 20) as usize));
     let mut ends = FieldEnds::default();
-    while let Some(chunk) = source.next_chunk(16 * 1024)? {
+    // One buffer for every chunk: fresh ones would each grow by doubling
+    // into memory the kernel must clear first.
+    let mut chunk = RecordChunk::default();
+    loop {
+        chunk.clear();
+        source.fill(&mut chunk, 16 * 1024)?;
+        if chunk.is_empty() {
+            break;
+        }
         for r in chunk.records() {
             let row = chunk.row(r);
             let mut rejects = Vec::new();
