@@ -134,7 +134,7 @@ pub fn plan(
     } = fold;
     Ok(Plan {
         stats,
-        quotes: builder.finish(ctx.as_of)?,
+        quotes: ctx.pool.install(|| builder.finish(ctx.as_of))?,
         eligible,
         ineligible,
         by_reason,

@@ -182,15 +182,19 @@ impl<'p> QuoteBuilder<'p> {
         }
     }
 
-    /// The quotes, sorted by contract id then region.
+    /// The quotes, sorted by contract id then region; made on the current
+    /// rayon pool, each group alone (they are independent).
     pub fn finish(self, as_of: NaiveDate) -> Result<Vec<Quote>, QuoteError> {
+        use rayon::prelude::*;
         let mut groups = self.groups;
-        groups.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut quotes = Vec::with_capacity(groups.len());
-        for ((_, region), contract, group) in groups {
-            quotes.push(quote_group(contract, region, group, self.policy, as_of)?);
-        }
-        Ok(quotes)
+        groups.par_sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let policy = self.policy;
+        groups
+            .into_par_iter()
+            .map(|((_, region), contract, group)| {
+                quote_group(contract, region, group, policy, as_of)
+            })
+            .collect()
     }
 }
 
