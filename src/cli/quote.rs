@@ -125,6 +125,8 @@ pub(super) struct Planned {
     pub totals: BTreeMap<String, CurrencyTotal>,
     /// One sentence per currency over its budget.
     pub over_budget: Vec<String>,
+    /// `rejects.csv` as the HTML report shows it.
+    pub problems: crate::report::html::Problems,
 }
 
 /// Runs the plan, writing `rejects.csv`, `warnings.csv`, `eligibility.csv`,
@@ -181,6 +183,7 @@ pub(super) fn make_plan(
                 Err(e) => e.context(format!("reading {}", input.display())),
             }
         })?;
+    let problems = reports.problems();
     // Both end in an fsync: they overlap.
     std::thread::scope(|scope| {
         let quotes = scope.spawn(|| write_quotes(&settings.out, &plan.quotes, &pool));
@@ -196,6 +199,7 @@ pub(super) fn make_plan(
         plan,
         totals,
         over_budget,
+        problems,
     })
 }
 

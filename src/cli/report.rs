@@ -161,7 +161,7 @@ pub(super) fn write_plan_report(
         over_budget: planned.over_budget.clone(),
         requests: None,
         activations: None,
-        problems: html::read_problems(&settings.out.join("rejects.csv"), html::PROBLEM_ROWS)?,
+        problems: planned.problems.clone(),
     };
     html::write(&settings.out, &data)
 }

@@ -258,31 +258,66 @@ pub fn quotes_from_json(text: &str) -> anyhow::Result<Vec<QuoteRow>> {
 pub fn read_problems(path: &Path, limit: usize) -> anyhow::Result<Problems> {
     let mut rd =
         csv::Reader::from_path(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-    let mut first = Vec::new();
-    let mut lines = 0u64;
+    let mut tally = ProblemTally::new(limit);
     for rec in rd.records() {
         let rec = rec.with_context(|| format!("reading {}", path.display()))?;
-        let f = |i: usize| rec.get(i).unwrap_or("").to_string();
-        lines += 1;
-        *counts.entry(f(3)).or_default() += 1;
-        if first.len() < limit {
-            first.push(ProblemRow {
-                row: f(0),
-                column: f(1),
-                value: f(2),
-                code: f(3),
-                message: f(4),
+        let f = |i: usize| rec.get(i).unwrap_or("");
+        tally.add([f(0), f(1), f(2), f(3), f(4)]);
+    }
+    Ok(tally.problems())
+}
+
+/// The [`Problems`] of a `rejects.csv`, counted line by line as it is
+/// written (or read back, [`read_problems`]).
+#[derive(Debug, Clone)]
+pub struct ProblemTally {
+    counts: BTreeMap<String, u64>,
+    lines: u64,
+    first: Vec<ProblemRow>,
+    limit: usize,
+}
+
+impl ProblemTally {
+    /// Keeps the first `limit` lines.
+    pub fn new(limit: usize) -> ProblemTally {
+        ProblemTally {
+            counts: BTreeMap::new(),
+            lines: 0,
+            first: Vec::new(),
+            limit,
+        }
+    }
+
+    /// One line: row, column, value, code, message, as in the file.
+    pub fn add(&mut self, [row, column, value, code, message]: [&str; 5]) {
+        self.lines += 1;
+        match self.counts.get_mut(code) {
+            Some(n) => *n += 1,
+            None => {
+                self.counts.insert(code.to_string(), 1);
+            }
+        }
+        if self.first.len() < self.limit {
+            self.first.push(ProblemRow {
+                row: row.to_string(),
+                column: column.to_string(),
+                value: value.to_string(),
+                code: code.to_string(),
+                message: message.to_string(),
             });
         }
     }
-    let mut by_code: Vec<(String, u64)> = counts.into_iter().collect();
-    by_code.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    Ok(Problems::Rejects {
-        by_code,
-        lines,
-        first,
-    })
+
+    pub fn problems(&self) -> Problems {
+        let mut by_code: Vec<(String, u64)> =
+            self.counts.iter().map(|(c, n)| (c.clone(), *n)).collect();
+        by_code.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        Problems::Rejects {
+            by_code,
+            lines: self.lines,
+            first: self.first.clone(),
+        }
+    }
 }
 
 /// Writes `dir/report.html` atomically.

@@ -75,26 +75,39 @@ pub fn push_cell(out: &mut Vec<u8>, f: &str) {
 pub struct RejectsWriter {
     csv: csv::Writer<AtomicFile>,
     pub count: u64,
+    /// What the HTML report shows of the file, so it is not read back.
+    tally: html::ProblemTally,
 }
 
 impl RejectsWriter {
     pub fn create(path: &Path) -> anyhow::Result<RejectsWriter> {
         let mut csv = csv::Writer::from_writer(AtomicFile::create(path)?);
         csv.write_record(["row", "column", "value", "code", "message"])?;
-        Ok(RejectsWriter { csv, count: 0 })
+        Ok(RejectsWriter {
+            csv,
+            count: 0,
+            tally: html::ProblemTally::new(html::PROBLEM_ROWS),
+        })
     }
 
     pub fn write(&mut self, r: &Reject) -> anyhow::Result<()> {
         let row = r.row.to_string();
-        self.csv.write_record([
+        let record = [
             row.as_str(),
-            neutralise(&r.column).as_ref(),
-            neutralise(&r.value).as_ref(),
+            &neutralise(&r.column),
+            &neutralise(&r.value),
             r.code.as_str(),
-            neutralise(&r.message).as_ref(),
-        ])?;
+            &neutralise(&r.message),
+        ];
+        self.csv.write_record(record)?;
+        self.tally.add(record);
         self.count += 1;
         Ok(())
+    }
+
+    /// What [`html::read_problems`] would read from the file so far.
+    pub fn problems(&self) -> html::Problems {
+        self.tally.problems()
     }
 
     pub fn commit(self) -> anyhow::Result<()> {
@@ -109,6 +122,7 @@ impl RejectsWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::validate::RejectCode;
 
     fn by_csv_writer(fields: &[String]) -> Vec<u8> {
         let mut w = csv::Writer::from_writer(Vec::new());
@@ -127,6 +141,34 @@ mod tests {
             );
         }
 
+    }
+
+    /// The tally the writer keeps is what reading the file back gives.
+    #[test]
+    fn rejects_writer_tally_equals_reading_the_file_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rejects.csv");
+        let mut w = RejectsWriter::create(&path).unwrap();
+        let values = ["plain", "a,b", "say \"hi\"", "two\nlines", "=1+1", "", "é"];
+        let n = html::PROBLEM_ROWS + 30;
+        for i in 0..n {
+            w.write(&Reject {
+                row: i as u64 + 2,
+                column: Cow::Borrowed(if i % 2 == 0 { "mac_address" } else { "-col" }),
+                value: values[i % values.len()].to_string(),
+                code: RejectCode::ALL[(i * i) % RejectCode::ALL.len()],
+                message: format!("@message {i}, with \"quotes\""),
+            })
+            .unwrap();
+        }
+        let tallied = w.problems();
+        w.commit().unwrap();
+        let read = html::read_problems(&path, html::PROBLEM_ROWS).unwrap();
+        assert_eq!(tallied, read);
+        let html::Problems::Rejects { lines, first, .. } = read else {
+            panic!("rejects expected");
+        };
+        assert_eq!((lines, first.len()), (n as u64, html::PROBLEM_ROWS));
     }
 
     #[test]

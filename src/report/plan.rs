@@ -106,6 +106,11 @@ impl PlanReports {
         })
     }
 
+    /// What the HTML report shows of `rejects.csv` (as far as written).
+    pub fn problems(&self) -> super::html::Problems {
+        self.rejects.problems()
+    }
+
     pub fn commit(self) -> anyhow::Result<()> {
         self.rejects.commit()?;
         self.warnings.commit()?;
