@@ -28,7 +28,7 @@ use crate::ingest::Opened;
 use crate::policy::Policy;
 use crate::progress::Progress;
 use crate::quote::{family_slot, Quote, QuoteBuilder, QuoteInput};
-use crate::report::eligibility_line;
+use crate::report::eligibility_line_into;
 use crate::validate::{self, DuplicateIndex, ItemMap, MappedSink, Reject, RowKeys, Validator};
 
 /// One valid item and what the plan decided for it.
@@ -181,7 +181,9 @@ enum Judgement {
         item: Held,
         verdict: Verdict,
         eta: Option<NaiveDate>,
-        line: Vec<u8>,
+        /// The `eligibility.csv` line when it did not fit the row's slot
+        /// (see [`Line`]); `None`: it is there.
+        line: Option<Vec<u8>>,
     },
     License(Box<Item>),
 }
@@ -273,14 +275,16 @@ impl<'a> Judge<'a> {
         }
     }
 
-    /// The verdict, activation date and `eligibility.csv` line of one item.
+    /// The verdict and activation date of one item; its `eligibility.csv`
+    /// line goes into `line`.
     fn judge(
         &self,
         last: &mut LastContract<'a>,
         item: &Item,
         key: &str,
         eligible_devices: &(impl Devices + ?Sized),
-    ) -> (Verdict, Option<NaiveDate>, Vec<u8>) {
+        line: &mut Vec<u8>,
+    ) -> (Verdict, Option<NaiveDate>) {
         let contract = self.contract(last, &item.contract_id);
         let v = eligibility::evaluate(item, contract, self.policy, self.as_of, eligible_devices);
         let eta = match (v.eligible(), contract) {
@@ -297,8 +301,8 @@ impl<'a> Judge<'a> {
             },
             _ => None,
         };
-        let line = eligibility_line(item, key, &v, eta.as_ref().map_or("", |(_, s)| s));
-        (v, eta.map(|(d, _)| d), line)
+        eligibility_line_into(line, item, key, &v, eta.as_ref().map_or("", |(_, s)| s));
+        (v, eta.map(|(d, _)| d))
     }
 
     /// The contract `id`, through the thread's last one.
@@ -320,19 +324,66 @@ struct LastContract<'a> {
     contract: Option<&'a Contract>,
 }
 
-impl<'a> ItemMap for Judge<'a> {
-    type State = LastContract<'a>;
-    type Out = Judgement;
+/// A device's `eligibility.csv` line in its row's slot
+/// ([`ItemMap::SLOT`]): its length in the first byte, then the line. At
+/// 10 M rows, a line of its own per row was a tenth of a billion
+/// allocations freed on another thread, and a copy from all over the heap.
+struct Line;
 
-    fn state(&self) -> LastContract<'a> {
-        LastContract::default()
+impl Line {
+    const SLOT: usize = 128;
+
+    /// Stores `line` in `slot` when it fits; else it is returned, to be
+    /// kept on the heap.
+    fn store(line: &[u8], slot: &mut [u8]) -> Option<Vec<u8>> {
+        match u8::try_from(line.len()) {
+            Ok(n) if line.len() < slot.len() => {
+                slot[0] = n;
+                slot[1..=line.len()].copy_from_slice(line);
+                None
+            }
+            _ => Some(line.to_vec()),
+        }
     }
 
-    fn map(&self, last: &mut LastContract<'a>, item: Item, _: &RowKeys) -> Judgement {
+    /// The line that [`Line::store`] kept in `slot`, or else `heap`.
+    fn get<'s>(heap: &'s Option<Vec<u8>>, slot: &'s [u8]) -> &'s [u8] {
+        match heap {
+            Some(line) => line,
+            None => &slot[1..=usize::from(slot[0])],
+        }
+    }
+}
+
+/// A validating thread's scratch: its last contract and a line buffer.
+#[derive(Default)]
+struct JudgeState<'a> {
+    last: LastContract<'a>,
+    line: Vec<u8>,
+}
+
+impl<'a> ItemMap for Judge<'a> {
+    type State = JudgeState<'a>;
+    type Out = Judgement;
+    const SLOT: usize = Line::SLOT;
+
+    fn state(&self) -> JudgeState<'a> {
+        JudgeState::default()
+    }
+
+    fn map(
+        &self,
+        state: &mut JudgeState<'a>,
+        item: Item,
+        _: &RowKeys,
+        slot: &mut [u8],
+    ) -> Judgement {
         if item.kind == ItemKind::License {
             return Judgement::License(Box::new(item));
         }
-        let (verdict, eta, line) = self.judge(last, &item, device_key(&item), &self.none);
+        let JudgeState { last, line } = state;
+        let (verdict, eta) = self.judge(last, &item, device_key(&item), &self.none, line);
+        let line = Line::store(line, slot);
         let item = if self.keep_items {
             Held::Item(Box::new(item))
         } else {
@@ -370,6 +421,7 @@ struct Fold<'a, 's> {
     rerun: Option<EligibleDevices>,
     /// For the licenses, judged here.
     last: LastContract<'a>,
+    line: Vec<u8>,
     sink: &'s mut dyn PlanSink,
     builder: QuoteBuilder<'a>,
     eligible: u64,
@@ -390,6 +442,7 @@ impl<'a, 's> Fold<'a, 's> {
             pending: EligibleDevices::new(),
             rerun: None,
             last: LastContract::default(),
+            line: Vec::new(),
             sink,
             builder: QuoteBuilder::new(&judge.contracts.by_id, judge.policy),
             eligible: 0,
@@ -423,7 +476,12 @@ impl<'a, 's> Fold<'a, 's> {
 impl MappedSink<Judgement> for Fold<'_, '_> {
     /// Reads the judgement in place: items and lines are freed on the
     /// validating threads, not here.
-    fn item(&mut self, out: &mut Option<Judgement>, seen: &DuplicateIndex) -> anyhow::Result<()> {
+    fn item(
+        &mut self,
+        out: &mut Option<Judgement>,
+        slot: &[u8],
+        seen: &DuplicateIndex,
+    ) -> anyhow::Result<()> {
         match out {
             Some(Judgement::Device {
                 item,
@@ -437,15 +495,18 @@ impl MappedSink<Judgement> for Fold<'_, '_> {
                     key: item.key(),
                     verdict,
                     eta: *eta,
-                    line,
+                    line: Line::get(line, slot),
                 })?;
                 self.count(item.quote_input(self.judge.policy), verdict);
             }
             Some(Judgement::License(item)) => {
                 let key = item.key();
-                let (verdict, eta, line) = match self.known {
-                    Some(known) => self.judge.judge(&mut self.last, item, &key, known),
-                    None => self.judge.judge(&mut self.last, item, &key, &Marked(seen)),
+                let line = &mut self.line;
+                let (verdict, eta) = match self.known {
+                    Some(known) => self.judge.judge(&mut self.last, item, &key, known, line),
+                    None => self
+                        .judge
+                        .judge(&mut self.last, item, &key, &Marked(seen), line),
                 };
                 self.sink.verdict(&Judged {
                     item: Some(item),
@@ -453,7 +514,7 @@ impl MappedSink<Judgement> for Fold<'_, '_> {
                     key: &key,
                     verdict: &verdict,
                     eta,
-                    line: &line,
+                    line: &self.line,
                 })?;
                 if self.known.is_none() && verdict.reasons.contains(&Reason::LicenseUnbound) {
                     if let Some(s) = item.bound_serial {
@@ -485,6 +546,20 @@ impl MappedSink<Judgement> for Fold<'_, '_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A line up to the slot's size less its length byte stays in the
+    /// slot, a longer one on the heap; either way it comes back whole, and a
+    /// slot holding a longer earlier line does not leak into a shorter one.
+    #[test]
+    fn lines_fit_in_their_slot_or_go_to_the_heap() {
+        let mut slot = [b'#'; Line::SLOT];
+        for len in [1, 2, 80, Line::SLOT - 2, Line::SLOT - 1, Line::SLOT, 300, 3] {
+            let line: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+            let heap = Line::store(&line, &mut slot);
+            assert_eq!(heap.is_some(), len >= Line::SLOT, "{len}");
+            assert_eq!(Line::get(&heap, &slot), &line[..], "{len}");
+        }
+    }
 
     /// The table of activation dates holds every country of the policy,
     /// each coverage with its own SLA.

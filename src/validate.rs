@@ -1694,11 +1694,24 @@ pub trait ItemMap: Sync {
     /// Scratch space of one worker (buffers, caches).
     type State: Send;
     type Out: Send;
+    /// Bytes of scratch output each valid row gets beside its outcome:
+    /// [`ItemMap::map`] may write there what the sink reads back
+    /// ([`MappedSink::item`]'s `slot`). A chunk's slots are one buffer that
+    /// circulates with it, so a small per-row output (a report line) costs
+    /// no allocation of its own. They are not cleared between chunks.
+    const SLOT: usize = 0;
     fn state(&self) -> Self::State;
     /// The item comes as it is made (an output that keeps it should box
     /// it, so that outcomes move a pointer); `keys` are the row's keys, as
-    /// the duplicate index sees them.
-    fn map(&self, state: &mut Self::State, item: Item, keys: &RowKeys) -> Self::Out;
+    /// the duplicate index sees them; `slot` is the row's [`ItemMap::SLOT`]
+    /// bytes.
+    fn map(
+        &self,
+        state: &mut Self::State,
+        item: Item,
+        keys: &RowKeys,
+        slot: &mut [u8],
+    ) -> Self::Out;
     /// Whether the duplicate index records this row's serial marked, for
     /// the sink to ask with [`DuplicateIndex::is_marked`]: one bit in a
     /// table that is there anyway, instead of a set of its own.
@@ -1712,8 +1725,14 @@ pub trait MappedSink<T> {
     /// One valid row's output (always `Some`). The sink may take it or only
     /// read it: whatever it leaves is dropped later on another thread, off
     /// the one that walks the rows in order. `seen` holds the serials of
-    /// the valid rows so far, and of the rest of this row's chunk.
-    fn item(&mut self, out: &mut Option<T>, seen: &DuplicateIndex) -> anyhow::Result<()>;
+    /// the valid rows so far, and of the rest of this row's chunk. `slot`
+    /// is the row's [`ItemMap::SLOT`] bytes, as the map left them.
+    fn item(
+        &mut self,
+        out: &mut Option<T>,
+        slot: &[u8],
+        seen: &DuplicateIndex,
+    ) -> anyhow::Result<()>;
     fn reject(&mut self, reject: &Reject) -> anyhow::Result<()>;
     fn warning(&mut self, warning: &Reject) -> anyhow::Result<()>;
     /// After the last row, with the serials of every valid row.
@@ -1729,7 +1748,7 @@ impl ItemMap for Items {
     type State = ();
     type Out = Box<Item>;
     fn state(&self) {}
-    fn map(&self, _: &mut (), item: Item, _: &RowKeys) -> Box<Item> {
+    fn map(&self, _: &mut (), item: Item, _: &RowKeys, _: &mut [u8]) -> Box<Item> {
         Box::new(item)
     }
 }
@@ -1737,7 +1756,12 @@ impl ItemMap for Items {
 struct ItemSink<'s>(&'s mut dyn ValidateSink);
 
 impl MappedSink<Box<Item>> for ItemSink<'_> {
-    fn item(&mut self, item: &mut Option<Box<Item>>, _: &DuplicateIndex) -> anyhow::Result<()> {
+    fn item(
+        &mut self,
+        item: &mut Option<Box<Item>>,
+        _: &[u8],
+        _: &DuplicateIndex,
+    ) -> anyhow::Result<()> {
         match item.take() {
             Some(item) => self.0.item(*item),
             None => Ok(()),
@@ -1781,6 +1805,9 @@ pub const CHUNK_RECORDS: usize = 4 * 1024;
 /// slower than 32 again (more memory to clear, fewer cache hits).
 const CHUNKS_IN_FLIGHT: usize = 32;
 
+/// A validated chunk's outcomes, and its rows' slots ([`ItemMap::SLOT`]).
+type Outputs<T> = (Vec<RowOutcome<T>>, Vec<u8>);
+
 /// Runs the stage as a three-step pipeline: one thread reads and splits
 /// records, `pool` validates each chunk on all cores, and the calling thread
 /// finds duplicates in row order and hands everything to `sink`, so reading,
@@ -1819,13 +1846,16 @@ pub fn run_mapped<M: ItemMap>(
 ) -> anyhow::Result<ValidateStats> {
     // A chunk validated, with its number in source order and its buffer,
     // which goes back to the reader once the chunk has been walked.
-    type Done<T> = (u64, Result<(RecordChunk, Vec<RowOutcome<T>>), IngestError>);
+    type Done<T> = (u64, Result<(RecordChunk, Outputs<T>), IngestError>);
+    // Each row's slot: at least a byte, so that the chunks of the slots'
+    // buffer line up with the rows.
+    let slot_len = M::SLOT.max(1);
     let (raw_tx, raw_rx) = sync_channel::<Result<RecordChunk, IngestError>>(2);
     let (done_tx, done_rx) = sync_channel::<Done<M::Out>>(CHUNKS_IN_FLIGHT);
     // Buffers go back upstream to be refilled: fresh multi-megabyte buffers
     // per chunk cost the kernel more in page clearing than the parsing.
     let (spare_chunk_tx, spare_chunk_rx) = std::sync::mpsc::channel::<RecordChunk>();
-    let (spare_vec_tx, spare_vec_rx) = std::sync::mpsc::channel::<Vec<RowOutcome<M::Out>>>();
+    let (spare_vec_tx, spare_vec_rx) = std::sync::mpsc::channel::<Outputs<M::Out>>();
     let spare_vec_rx = Mutex::new(spare_vec_rx);
     std::thread::scope(|scope| {
         // Named, so that profiles tell the stages apart.
@@ -1886,29 +1916,37 @@ pub fn run_mapped<M: ItemMap>(
                             }
                         };
                         tasks.spawn(move |_| {
-                            let mut outcomes = spare_vec_rx
+                            let (mut outcomes, mut slots) = spare_vec_rx
                                 .lock()
                                 .ok()
                                 .and_then(|rx| rx.try_recv().ok())
                                 .unwrap_or_default();
+                            // Grown only: what a slot held before is
+                            // overwritten by its new row's map, or unused.
+                            if slots.len() < chunk.len() * slot_len {
+                                slots.resize(chunk.len() * slot_len, 0);
+                            }
                             (0..chunk.len())
                                 .into_par_iter()
+                                .zip(slots.par_chunks_mut(slot_len))
                                 .with_min_len(256)
                                 .map_init(
                                     || (validator.thread_state(), map.state()),
-                                    |(state, map_state), i| {
+                                    |(state, map_state), (i, slot)| {
                                         validator.validate_with(
                                             state,
                                             &chunk,
                                             chunk.record_at(i),
-                                            |item, keys| map.map(map_state, item, keys),
+                                            |item, keys| {
+                                                map.map(map_state, item, keys, &mut slot[..M::SLOT])
+                                            },
                                         )
                                     },
                                 )
                                 .collect_into_vec(&mut outcomes);
                             // The walker may have stopped on an error; then
                             // nobody wants it.
-                            let _ = done_tx.send((seq, Ok((chunk, outcomes))));
+                            let _ = done_tx.send((seq, Ok((chunk, (outcomes, slots)))));
                         });
                     }
                 });
@@ -1928,14 +1966,15 @@ pub fn run_mapped<M: ItemMap>(
             waiting.insert(seq, done);
             while let Some(done) = waiting.remove(&next) {
                 next += 1;
-                let (chunk, mut outcomes) = done?;
+                let (chunk, (mut outcomes, slots)) = done?;
                 let len = chunk.len();
                 stats.rows += len as u64;
                 index.check_outcomes(&outcomes, |out| map.mark(out), &mut dups);
                 // By reference: an outcome is a few hundred bytes, and moving
                 // each one out of the vector showed in profiles. What is left
                 // is dropped on the validating thread when the vector is reused.
-                for (outcome, d) in outcomes.iter_mut().zip(&dups) {
+                let rows = outcomes.iter_mut().zip(&dups).zip(slots.chunks(slot_len));
+                for ((outcome, d), slot) in rows {
                     let rejects = match outcome {
                         RowOutcome::Valid {
                             keys,
@@ -1949,7 +1988,7 @@ pub fn run_mapped<M: ItemMap>(
                                 }
                                 stats.valid += 1;
                                 if item.is_some() {
-                                    sink.item(item, &index)?;
+                                    sink.item(item, &slot[..M::SLOT], &index)?;
                                 }
                                 continue;
                             }
@@ -1965,7 +2004,7 @@ pub fn run_mapped<M: ItemMap>(
                 }
                 progress.rows(len as u64);
                 let _ = spare_chunk_tx.send(chunk);
-                let _ = spare_vec_tx.send(outcomes);
+                let _ = spare_vec_tx.send((outcomes, slots));
             }
         }
         anyhow::ensure!(

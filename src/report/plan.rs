@@ -36,9 +36,17 @@ pub const ELIGIBILITY_COLUMNS: [&str; 12] = [
 pub fn eligibility_line(item: &Item, key: &str, v: &Verdict, eta: &str) -> Vec<u8> {
     // Room for the longest usual line (a license with its reasons).
     let mut out = Vec::with_capacity(160 + v.alternative.len());
-    push_decimal(&mut out, item.row);
+    eligibility_line_into(&mut out, item, key, v, eta);
+    out
+}
+
+/// [`eligibility_line`], written into `out` (emptied first), so that one
+/// buffer serves many rows.
+pub fn eligibility_line_into(out: &mut Vec<u8>, item: &Item, key: &str, v: &Verdict, eta: &str) {
+    out.clear();
+    push_decimal(out, item.row);
     out.push(b',');
-    push_cell(&mut out, &neutralise(key));
+    push_cell(out, &neutralise(key));
     out.push(b',');
     out.extend_from_slice(item.kind.as_str().as_bytes());
     out.push(b',');
@@ -50,7 +58,7 @@ pub fn eligibility_line(item: &Item, key: &str, v: &Verdict, eta: &str) -> Vec<u
         out.extend_from_slice(&l.canonical());
     }
     out.push(b',');
-    push_cell(&mut out, &neutralise(&item.contract_id));
+    push_cell(out, &neutralise(&item.contract_id));
     out.push(b',');
     out.extend_from_slice(item.country.as_str().as_bytes());
     out.push(b',');
@@ -63,11 +71,10 @@ pub fn eligibility_line(item: &Item, key: &str, v: &Verdict, eta: &str) -> Vec<u
         out.extend_from_slice(r.as_str().as_bytes());
     }
     out.push(b',');
-    push_cell(&mut out, &neutralise(&v.alternative));
+    push_cell(out, &neutralise(&v.alternative));
     out.push(b',');
-    push_cell(&mut out, eta);
+    push_cell(out, eta);
     out.push(b'\n');
-    out
 }
 
 /// `n` in decimal.
