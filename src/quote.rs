@@ -189,12 +189,16 @@ impl<'p> QuoteBuilder<'p> {
         let mut groups = self.groups;
         groups.par_sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let policy = self.policy;
-        groups
+        let quotes: Vec<Result<Quote, QuoteError>> = groups
             .into_par_iter()
             .map(|((_, region), contract, group)| {
                 quote_group(contract, region, group, policy, as_of)
             })
-            .collect()
+            .collect();
+        // In order, so that the error reported is the first group's, as it
+        // would be one group at a time (a parallel collect into a `Result`
+        // keeps whichever failed first in time).
+        quotes.into_iter().collect()
     }
 }
 
@@ -593,6 +597,45 @@ mod tests {
             .iter()
             .map(|l| (l.kind, l.amount.to_string()))
             .collect()
+    }
+
+    /// Of several groups that cannot be priced, the error names the first
+    /// in quote order, although the groups are quoted in parallel: here the
+    /// first bad group comes after 499 good ones, and the 500 after it are
+    /// all bad, so a thread that starts on the second half fails long
+    /// before the first bad group is reached.
+    #[test]
+    fn the_first_groups_error_is_reported_whatever_the_threads_do() {
+        let p = Policy::load(None).unwrap();
+        let term = |i: u32| match i {
+            ..499 => 12,
+            499 => 100,
+            _ => 200 + i,
+        };
+        let template = contract("C", PricingModel::PerDevice, Coverage::Standard, 12, None);
+        let contracts: HashMap<CompactString, Contract> = (0..1000)
+            .map(|i| {
+                let id = CompactString::from(format!("C-{i:04}"));
+                let c = Contract {
+                    id: id.clone(),
+                    term_months: term(i),
+                    ..template.clone()
+                };
+                (id, c)
+            })
+            .collect();
+        let models = ["VVX 450", "CCX 500", "Sync 20", "Trio C60"];
+        let items: Vec<Item> = (0..4000u64)
+            .map(|n| {
+                let (i, m) = (n / 4, models[(n % 4) as usize]);
+                item(&p, n + 1, Some(m), "DE", &format!("C-{i:04}"))
+            })
+            .collect();
+        let eligible = vec![true; items.len()];
+        for _ in 0..5 {
+            let e = build_quotes(&items, &eligible, &contracts, &p, d("2026-11-24")).unwrap_err();
+            assert!(matches!(e, QuoteError::NoMultiplier(100)), "{e}");
+        }
     }
 
     #[test]
