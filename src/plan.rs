@@ -28,7 +28,7 @@ use crate::ingest::Opened;
 use crate::policy::Policy;
 use crate::progress::Progress;
 use crate::quote::{family_slot, Quote, QuoteBuilder, QuoteInput};
-use crate::report::eligibility_line_into;
+use crate::report::eligibility_line;
 use crate::validate::{self, DuplicateIndex, ItemMap, MappedSink, Reject, RowKeys, Validator};
 
 /// One valid item and what the plan decided for it.
@@ -301,7 +301,7 @@ impl<'a> Judge<'a> {
             },
             _ => None,
         };
-        eligibility_line_into(line, item, key, &v, eta.as_ref().map_or("", |(_, s)| s));
+        eligibility_line(line, item, key, &v, eta.as_ref().map_or("", |(_, s)| s));
         (v, eta.map(|(d, _)| d))
     }
 
@@ -326,7 +326,7 @@ struct LastContract<'a> {
 
 /// A device's `eligibility.csv` line in its row's slot
 /// ([`ItemMap::SLOT`]): its length in the first byte, then the line. At
-/// 10 M rows, a line of its own per row was a tenth of a billion
+/// 10 M rows, a line of its own per row was ten million
 /// allocations freed on another thread, and a copy from all over the heap.
 struct Line;
 

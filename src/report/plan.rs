@@ -27,22 +27,14 @@ pub const ELIGIBILITY_COLUMNS: [&str; 12] = [
     "eta",
 ];
 
-/// One item's `eligibility.csv` record, newline included; `eta` is the
+/// One item's `eligibility.csv` record, newline included, into `out`
+/// (emptied first, so that one buffer serves many rows); `eta` is the
 /// activation date as text ("" for an ineligible item). Made once per row,
 /// on the validating threads, so written directly: the fields that cannot
 /// hold a comma, a quote or a line break (numbers, codes, canonical
 /// identifiers) are copied as they are, the others as `csv` would write
 /// them (a test compares the two).
-pub fn eligibility_line(item: &Item, key: &str, v: &Verdict, eta: &str) -> Vec<u8> {
-    // Room for the longest usual line (a license with its reasons).
-    let mut out = Vec::with_capacity(160 + v.alternative.len());
-    eligibility_line_into(&mut out, item, key, v, eta);
-    out
-}
-
-/// [`eligibility_line`], written into `out` (emptied first), so that one
-/// buffer serves many rows.
-pub fn eligibility_line_into(out: &mut Vec<u8>, item: &Item, key: &str, v: &Verdict, eta: &str) {
+pub fn eligibility_line(out: &mut Vec<u8>, item: &Item, key: &str, v: &Verdict, eta: &str) {
     out.clear();
     push_decimal(out, item.row);
     out.push(b',');
@@ -359,12 +351,15 @@ mod tests {
                 alternative: "=cmd|' /C calc'!A0\r\nx".into(),
             },
         ];
+        // One buffer for every line, as the validating threads use it.
+        let mut line = Vec::new();
         for (i, item) in items.iter().enumerate() {
             let v = &verdicts[i % verdicts.len()];
             let eta = if v.eligible() { "2026-11-27" } else { "" };
             let key = item.key();
+            eligibility_line(&mut line, item, &key, v, eta);
             assert_eq!(
-                String::from_utf8(eligibility_line(item, &key, v, eta)).unwrap(),
+                String::from_utf8(line.clone()).unwrap(),
                 String::from_utf8(by_csv_line(item, &key, v, eta)).unwrap()
             );
         }
@@ -373,10 +368,8 @@ mod tests {
         odd.contract_id = "-C,1\"x".into();
         odd.row = u64::MAX;
         let v = &verdicts[1];
-        assert_eq!(
-            eligibility_line(&odd, "@key", v, ""),
-            by_csv_line(&odd, "@key", v, "")
-        );
+        eligibility_line(&mut line, &odd, "@key", v, "");
+        assert_eq!(line, by_csv_line(&odd, "@key", v, ""));
     }
 
     proptest::proptest! {
