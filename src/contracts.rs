@@ -1,6 +1,8 @@
 //! Contracts ingest (SPEC §2.2): the contracts file → a map by contract id,
 //! and rejects for the rows that cannot be used. An inventory row that points
-//! at a rejected contract is then `CONTRACT_NOT_FOUND`.
+//! at a rejected contract is then `CONTRACT_NOT_FOUND`. A number outside
+//! its range (see [`Contract`]) is a `VALUE_INVALID` reject of its row, as
+//! a word that is not allowed is.
 
 use std::borrow::Cow;
 use std::collections::hash_map::Entry;
@@ -126,16 +128,34 @@ pub fn load(
     Ok(out)
 }
 
-const BOOLEANS: &str = "true, false, yes, no, 1, 0";
+const BOOLEANS: Expected = Expected::OneOf("true, false, yes, no, 1, 0");
 
-/// A present value parsed, or a `VALUE_INVALID` reject saying what is allowed.
+/// What a column allows, for a reject's message.
+#[derive(Clone, Copy)]
+enum Expected {
+    OneOf(&'static str),
+    /// A whole number of these, from 0 to this.
+    UpTo(&'static str, u64),
+}
+
+impl std::fmt::Display for Expected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Expected::OneOf(allowed) => write!(f, "one of: {allowed}"),
+            Expected::UpTo(unit, max) => write!(f, "a whole number of {unit} from 0 to {max}"),
+        }
+    }
+}
+
+/// A present value parsed, or a `VALUE_INVALID` reject saying what is
+/// allowed: "{column} must be {expected}".
 fn parse_value<T>(
     rejects: &mut Vec<Reject>,
     row: u64,
     col: usize,
     value: Option<&str>,
     parse: impl Fn(&str) -> Option<T>,
-    allowed: &str,
+    expected: Expected,
 ) -> Option<T> {
     let value = value?;
     let parsed = parse(value);
@@ -145,7 +165,7 @@ fn parse_value<T>(
             col,
             value,
             RejectCode::ValueInvalid,
-            format!("{} must be one of: {allowed}", CONTRACT_COLUMNS[col]),
+            format!("{} must be {expected}", CONTRACT_COLUMNS[col]),
         ));
     }
     parsed
@@ -247,7 +267,7 @@ fn parse_row(
         2,
         status,
         ContractStatus::parse,
-        ContractStatus::ALLOWED,
+        Expected::OneOf(ContractStatus::ALLOWED),
     );
     let coverage_v = parse_value(
         rejects,
@@ -255,7 +275,7 @@ fn parse_row(
         3,
         coverage,
         Coverage::parse,
-        Coverage::ALLOWED,
+        Expected::OneOf(Coverage::ALLOWED),
     );
     let covers_v = parse_value(rejects, row, 4, covers, parse_bool, BOOLEANS);
     let pricing_v = parse_value(
@@ -264,15 +284,19 @@ fn parse_row(
         8,
         pricing,
         PricingModel::parse,
-        PricingModel::ALLOWED,
+        Expected::OneOf(PricingModel::ALLOWED),
     );
     let term_v = parse_value(
         rejects,
         row,
         9,
         term,
-        |v| v.parse::<u32>().ok().filter(|v| matches!(v, 12 | 24 | 36)),
-        "12, 24, 36",
+        |v| {
+            v.parse::<u32>()
+                .ok()
+                .filter(|v| Contract::TERMS.contains(v))
+        },
+        Expected::OneOf("12, 24, 36"),
     );
     let auto_renew = match t[11] {
         None => Some(false),
@@ -285,8 +309,12 @@ fn parse_row(
             row,
             12,
             v,
-            |v| v.parse::<u32>().ok(),
-            "a whole number of days",
+            |v| {
+                v.parse::<u32>()
+                    .ok()
+                    .filter(|d| *d <= Contract::MAX_CANCELLATION_DAYS)
+            },
+            Expected::UpTo("days", u64::from(Contract::MAX_CANCELLATION_DAYS)),
         ),
     };
     let included = match (pricing_v, t[10]) {
@@ -295,8 +323,12 @@ fn parse_row(
             row,
             10,
             Some(v),
-            |v| v.parse::<u64>().ok(),
-            "a whole number of devices",
+            |v| {
+                v.parse::<u64>()
+                    .ok()
+                    .filter(|n| *n <= Contract::MAX_INCLUDED_DEVICES)
+            },
+            Expected::UpTo("devices", Contract::MAX_INCLUDED_DEVICES),
         )
         .map(Some),
         (Some(PricingModel::PerTerm), None) => {
@@ -388,6 +420,57 @@ mod tests {
     }
 
     const HEADER: &str = "contract_id,account_id,status,coverage,covers_reactivation,start_date,end_date,home_country,pricing_model,term_months,included_devices,auto_renew,cancellation_days\n";
+
+    /// `cancellation_days` of 100000000 once panicked `run` after the
+    /// activations were bought (the cancellation window's end date did not
+    /// fit). Every number outside its range is now a reject of its row.
+    #[test]
+    fn numbers_out_of_range_reject_their_row() {
+        let row = |id: &str, term: &str, included: &str, days: &str| {
+            format!("{id},A-1,active,extended,true,2026-01-01,2027-12-31,US,per_term,{term},{included},no,{days}\n")
+        };
+        let c = load_str(&format!(
+            "{HEADER}{}{}{}{}{}{}{}",
+            row("C-1", "12", "10000000", "3650"),
+            row("C-2", "12", "0", "100000000"),
+            row("C-3", "24", "5", "3651"),
+            row("C-4", "36", "10000001", "0"),
+            row("C-5", "48", "5", "30"),
+            row("C-6", "12", "18446744073709551616", "4294967296"),
+            row("C-7", "12", "-1", "-30"),
+        ));
+        assert_eq!(c.by_id.keys().collect::<Vec<_>>(), ["C-1"]);
+        assert_eq!(
+            (
+                c.by_id["C-1"].included_devices,
+                c.by_id["C-1"].cancellation_days
+            ),
+            (Some(10_000_000), 3650)
+        );
+        let got: Vec<(u64, &str, &str)> = c
+            .rejects
+            .iter()
+            .map(|r| (r.row, r.column.as_ref(), r.value.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (2, "cancellation_days", "100000000"),
+                (3, "cancellation_days", "3651"),
+                (4, "included_devices", "10000001"),
+                (5, "term_months", "48"),
+                (6, "cancellation_days", "4294967296"),
+                (6, "included_devices", "18446744073709551616"),
+                (7, "cancellation_days", "-30"),
+                (7, "included_devices", "-1"),
+            ]
+        );
+        assert!(c.rejects.iter().all(|r| r.code == RejectCode::ValueInvalid));
+        assert_eq!(
+            c.rejects[0].message,
+            "cancellation_days must be a whole number of days from 0 to 3650"
+        );
+    }
 
     #[test]
     fn good_rows_and_every_kind_of_bad_row() {

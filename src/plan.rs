@@ -27,7 +27,7 @@ use crate::eligibility::{self, Devices, EligibleDevices, Reason, Verdict};
 use crate::ingest::Opened;
 use crate::policy::Policy;
 use crate::progress::Progress;
-use crate::quote::{family_slot, Quote, QuoteBuilder, QuoteInput};
+use crate::quote::{family_slot, Quote, QuoteBuilder, QuoteError, QuoteInput};
 use crate::report::eligibility_line;
 use crate::validate::{self, DuplicateIndex, ItemMap, MappedSink, Reject, RowKeys, Validator};
 
@@ -96,7 +96,7 @@ pub fn plan(
     sink: &mut dyn PlanSink,
     progress: &dyn Progress,
 ) -> anyhow::Result<Plan> {
-    let judge = Judge::new(ctx, sink.wants_items());
+    let judge = Judge::new(ctx, sink.wants_items())?;
     let opened = open()?;
     let expected = expected_rows(&opened);
     let pass = |opened: Opened, fold: &mut Fold<'_, '_>| {
@@ -255,24 +255,34 @@ fn device_key(item: &Item) -> &str {
 }
 
 impl<'a> Judge<'a> {
-    fn new(ctx: &PlanContext<'a>, keep_items: bool) -> Judge<'a> {
-        Judge {
+    /// Fails only when an activation date is past chrono's last date (an
+    /// as-of date within a few years of it).
+    fn new(ctx: &PlanContext<'a>, keep_items: bool) -> Result<Judge<'a>, QuoteError> {
+        let etas = ctx
+            .policy
+            .countries
+            .countries()
+            .flat_map(|c| [(c, Coverage::Standard), (c, Coverage::Extended)])
+            .map(|(country, coverage)| {
+                let d = ctx
+                    .policy
+                    .activation_eta(country, coverage, ctx.as_of)
+                    .ok_or_else(|| QuoteError::DateOutOfRange {
+                        what: format!("the activation date in {country}"),
+                        from: ctx.as_of,
+                        days: ctx.policy.sla_days(coverage),
+                    })?;
+                Ok(((country, coverage), (d, d.to_string())))
+            })
+            .collect::<Result<_, QuoteError>>()?;
+        Ok(Judge {
             contracts: ctx.contracts,
             policy: ctx.policy,
             as_of: ctx.as_of,
             none: EligibleDevices::new(),
-            etas: ctx
-                .policy
-                .countries
-                .countries()
-                .flat_map(|c| [(c, Coverage::Standard), (c, Coverage::Extended)])
-                .map(|(country, coverage)| {
-                    let d = ctx.policy.activation_eta(country, coverage, ctx.as_of);
-                    ((country, coverage), (d, d.to_string()))
-                })
-                .collect(),
+            etas,
             keep_items,
-        }
+        })
     }
 
     /// The verdict and activation date of one item; its `eligibility.csv`
@@ -292,12 +302,10 @@ impl<'a> Judge<'a> {
                 Some((d, text)) => Some((*d, Cow::Borrowed(text.as_str()))),
                 // Every country of the policy is there; this is only a
                 // safety net.
-                None => {
-                    let d = self
-                        .policy
-                        .activation_eta(item.country, c.coverage, self.as_of);
-                    Some((d, Cow::Owned(d.to_string())))
-                }
+                None => self
+                    .policy
+                    .activation_eta(item.country, c.coverage, self.as_of)
+                    .map(|d| (d, Cow::Owned(d.to_string()))),
             },
             _ => None,
         };
@@ -579,12 +587,12 @@ mod tests {
             as_of,
             pool: &pool,
         };
-        let judge = Judge::new(&ctx, false);
+        let judge = Judge::new(&ctx, false).unwrap();
         assert_eq!(judge.etas.len(), 2 * policy.countries.countries().count());
         for code in ["US", "DE", "AE", "JP"] {
             let c = policy.countries.parse(code).unwrap();
             for coverage in [Coverage::Standard, Coverage::Extended] {
-                let want = policy.activation_eta(c, coverage, as_of);
+                let want = policy.activation_eta(c, coverage, as_of).unwrap();
                 assert_eq!(judge.etas[&(c, coverage)], (want, want.to_string()));
             }
         }

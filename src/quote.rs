@@ -2,10 +2,14 @@
 //! quote per group, with line items a buyer can check by hand. Money is
 //! exact decimal, rounded half-to-even to the cent once per line; the total
 //! is the sum of the lines. Pure: no I/O, no clock.
+//!
+//! Every product and sum is checked: within the policy's ranges (see
+//! [`crate::policy::limits`]) none can overflow, and should one ever do, it
+//! is a [`QuoteError`], never a panic or a wrong total.
 
 use std::collections::BTreeMap;
 
-use chrono::{Duration, NaiveDate};
+use chrono::{Days, NaiveDate};
 use compact_str::CompactString;
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::Serialize;
@@ -33,6 +37,30 @@ pub enum QuoteError {
     NoMultiplier(u32),
     #[error("the policy has no currency for region {0} (policy [regions.{0}])")]
     NoCurrency(Region),
+    #[error("{what} overflows: check the policy's prices and multipliers ([pricing])")]
+    Overflow { what: String },
+    #[error("{what}, {days} days after {from}, is past the last date refleet can represent (check --as-of)")]
+    DateOutOfRange {
+        what: String,
+        from: NaiveDate,
+        days: u32,
+    },
+}
+
+fn overflow(what: impl Into<String>) -> QuoteError {
+    QuoteError::Overflow { what: what.into() }
+}
+
+/// `a × b × c`, or `None` when it does not fit a decimal.
+fn product(a: Decimal, b: Decimal, c: Decimal) -> Option<Decimal> {
+    a.checked_mul(b)?.checked_mul(c)
+}
+
+/// The sum, or `None` when it does not fit a decimal.
+fn sum(amounts: impl IntoIterator<Item = Decimal>) -> Option<Decimal> {
+    amounts
+        .into_iter()
+        .try_fold(Decimal::ZERO, |s, a| s.checked_add(a))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -237,16 +265,19 @@ pub struct CurrencyTotal {
 }
 
 /// The quotes' totals by currency.
-pub fn totals_by_currency(quotes: &[Quote]) -> BTreeMap<String, CurrencyTotal> {
+pub fn totals_by_currency(quotes: &[Quote]) -> Result<BTreeMap<String, CurrencyTotal>, QuoteError> {
     let mut totals: BTreeMap<String, CurrencyTotal> = BTreeMap::new();
     for q in quotes {
         let t = totals.entry(q.currency.clone()).or_default();
         t.quotes += 1;
         t.devices += q.devices;
         t.licenses += q.licenses;
-        t.total += q.total;
+        t.total = t
+            .total
+            .checked_add(q.total)
+            .ok_or_else(|| overflow(format!("the total of the {} quotes", q.currency)))?;
     }
-    totals
+    Ok(totals)
 }
 
 /// The budget guard (SPEC §5): one sentence per currency whose quoted total
@@ -359,7 +390,10 @@ fn quote_group(
             unit_price,
             multiplier,
             rate: None,
-            amount: round(Decimal::from(qty) * unit_price * multiplier),
+            amount: round(
+                product(Decimal::from(qty), unit_price, multiplier)
+                    .ok_or_else(|| overflow(format!("the {family} line of {}", contract.id)))?,
+            ),
         })
     };
 
@@ -378,19 +412,23 @@ fn quote_group(
                 .max_by_key(|t| t.min_devices)
                 .map_or(Decimal::ZERO, |t| t.discount);
             if !rate.is_zero() && devices > 0 {
-                let base: Decimal = lines.iter().map(|l| l.amount).sum();
+                let discount = || overflow(format!("the volume discount of {}", contract.id));
+                let base = sum(lines.iter().map(|l| l.amount)).ok_or_else(discount)?;
+                let percent = rate
+                    .checked_mul(Decimal::ONE_HUNDRED)
+                    .ok_or_else(discount)?;
                 lines.push(QuoteLine {
                     kind: LineKind::VolumeDiscount,
                     description: format!(
                         "volume discount {}% on {devices} devices",
-                        (rate * Decimal::ONE_HUNDRED).normalize()
+                        percent.normalize()
                     ),
                     family: None,
                     quantity: devices,
                     unit_price: Decimal::ZERO,
                     multiplier: Decimal::ONE,
                     rate: Some(rate),
-                    amount: -round(base * rate),
+                    amount: -round(base.checked_mul(rate).ok_or_else(discount)?),
                 });
             }
         }
@@ -411,7 +449,10 @@ fn quote_group(
                 unit_price: fee,
                 multiplier,
                 rate: None,
-                amount: round(fee * multiplier),
+                amount: round(
+                    fee.checked_mul(multiplier)
+                        .ok_or_else(|| overflow(format!("the flat fee of {}", contract.id)))?,
+                ),
             });
             // The first `included` devices in row order are covered (see `add`).
             for (family, qty) in &overage {
@@ -434,23 +475,34 @@ fn quote_group(
             unit_price,
             multiplier,
             rate: None,
-            amount: round(Decimal::from(g.licenses) * unit_price * multiplier),
+            amount: round(
+                product(Decimal::from(g.licenses), unit_price, multiplier)
+                    .ok_or_else(|| overflow(format!("the license line of {}", contract.id)))?,
+            ),
         });
     }
     let cents = |mut d: Decimal| {
         d.rescale(CENTS);
         d
     };
+    let total_of = || overflow(format!("the total of {}", contract.id));
     let discount = cents(
-        lines
+        sum(lines
             .iter()
             .filter(|l| l.kind == LineKind::VolumeDiscount)
-            .map(|l| l.amount)
-            .sum(),
+            .map(|l| l.amount))
+        .ok_or_else(total_of)?,
     );
-    let total = cents(lines.iter().map(|l| l.amount).sum());
-    let subtotal = cents(total - discount);
-    let validity = i64::from(pricing.quote_validity_days.unwrap_or(30));
+    let total = cents(sum(lines.iter().map(|l| l.amount)).ok_or_else(total_of)?);
+    let subtotal = cents(total.checked_sub(discount).ok_or_else(total_of)?);
+    let validity = policy.quote_validity_days();
+    let valid_until = as_of
+        .checked_add_days(Days::new(u64::from(validity)))
+        .ok_or_else(|| QuoteError::DateOutOfRange {
+            what: format!("the valid-until date of the quote for {}", contract.id),
+            from: as_of,
+            days: validity,
+        })?;
 
     // Same items, contract, region, date, terms and prices → same id.
     let mut h = g.keys;
@@ -490,7 +542,7 @@ fn quote_group(
         subtotal,
         discount,
         total,
-        valid_until: as_of + Duration::days(validity),
+        valid_until,
         auto_renew: contract.auto_renew,
         contract_end: contract.end_date,
         cancellation_days: contract.cancellation_days,
@@ -828,6 +880,57 @@ mod tests {
         .unwrap();
         assert_eq!(q[0].quote_id, again[0].quote_id);
         assert_ne!(q[0].quote_id, q[1].quote_id);
+    }
+
+    /// A price book past the policy's ranges (which `Policy::build` would
+    /// refuse, set here behind its back) gives an error, never a panic:
+    /// every product and sum of a quote is checked.
+    #[test]
+    fn amounts_that_do_not_fit_are_an_error_not_a_panic() {
+        let mut p = Policy::load(None).unwrap();
+        let book = p.file.pricing.unit.get_mut("USD").unwrap();
+        book.get_mut("vvx").unwrap().standard = Decimal::MAX;
+        let fee = p.file.pricing.per_term_fee.get_mut("USD").unwrap();
+        fee.standard = Decimal::MAX;
+        let as_of = d("2026-11-24");
+        for (pricing, n) in [(PricingModel::PerDevice, 2), (PricingModel::PerTerm, 1)] {
+            let c = contract("C-1", pricing, Coverage::Standard, 36, Some(0));
+            let contracts: HashMap<CompactString, Contract> =
+                [(c.id.clone(), c)].into_iter().collect();
+            let items: Vec<Item> = (1..=n)
+                .map(|row| item(&p, row, Some("VVX 450"), "US", "C-1"))
+                .collect();
+            let e =
+                build_quotes(&items, &vec![true; items.len()], &contracts, &p, as_of).unwrap_err();
+            assert!(matches!(e, QuoteError::Overflow { .. }), "{e}");
+        }
+        let q = quote(
+            &[(Some("VVX 450"), 1)],
+            "US",
+            contract("C-1", PricingModel::PerDevice, Coverage::Standard, 12, None),
+        );
+        let huge = Quote {
+            total: Decimal::MAX,
+            ..q
+        };
+        let e = totals_by_currency(&[huge.clone(), huge]).unwrap_err();
+        assert!(matches!(e, QuoteError::Overflow { .. }), "{e}");
+    }
+
+    /// A valid-until date past chrono's last date is an error naming it.
+    #[test]
+    fn valid_until_past_the_last_date_is_an_error() {
+        let p = Policy::load(None).unwrap();
+        let c = contract("C-1", PricingModel::PerDevice, Coverage::Standard, 12, None);
+        let contracts: HashMap<CompactString, Contract> = [(c.id.clone(), c)].into_iter().collect();
+        let items = vec![item(&p, 1, Some("VVX 450"), "US", "C-1")];
+        let as_of = NaiveDate::MAX - Days::new(10);
+        let e = build_quotes(&items, &[true], &contracts, &p, as_of).unwrap_err();
+        assert!(
+            matches!(e, QuoteError::DateOutOfRange { days: 30, .. }),
+            "{e}"
+        );
+        assert!(e.to_string().contains("valid-until"), "{e}");
     }
 
     proptest::proptest! {

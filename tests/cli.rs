@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 
+mod numbers;
 mod report;
 mod run;
 mod sim;
@@ -532,7 +533,9 @@ fn quote_on_sample_data_gives_a_verdict_per_valid_row_and_checkable_quotes() {
     let as_of = chrono::NaiveDate::from_ymd_opt(2026, 11, 24).unwrap();
     for r in rows.iter().filter(|r| &r[8] == "true") {
         let country = policy.countries.parse(&r[6]).unwrap();
-        let expected = policy.activation_eta(country, coverage_of[&r[5]], as_of);
+        let expected = policy
+            .activation_eta(country, coverage_of[&r[5]], as_of)
+            .unwrap();
         assert_eq!(&r[11], expected.to_string(), "row {}", &r[0]);
     }
 

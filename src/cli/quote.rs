@@ -193,7 +193,7 @@ pub(super) fn make_plan(
             .map_err(|_| anyhow::anyhow!("writing the quotes failed"))??;
         committed
     })?;
-    let totals = totals_by_currency(&plan.quotes);
+    let totals = totals_by_currency(&plan.quotes).map_err(|e| UsageError(e.to_string()))?;
     let over_budget = over_budget(&totals, &settings.budgets);
     Ok(Planned {
         plan,

@@ -509,7 +509,8 @@ fn write_audit(
         let until = days.and_then(|d| {
             chrono::DateTime::parse_from_rfc3339(&o.accepted_at)
                 .ok()
-                .map(|t| (t.date_naive() + chrono::Duration::days(i64::from(d))).to_string())
+                .and_then(|t| t.date_naive().checked_add_days(chrono::Days::new(d.into())))
+                .map(|d| d.to_string())
         });
         log.append(obj(json!({
             "kind": "cancellation_window",

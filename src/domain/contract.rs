@@ -1,4 +1,11 @@
 //! Contracts (SPEC §2.2): what a device's reactivation is bought under.
+//!
+//! The numbers of a contract row have ranges, checked when the contracts
+//! file is read (a value outside is a `VALUE_INVALID` reject of its row):
+//! `term_months` one of [`Contract::TERMS`], `included_devices` 0 to
+//! [`Contract::MAX_INCLUDED_DEVICES`], `cancellation_days` 0 to
+//! [`Contract::MAX_CANCELLATION_DAYS`]. Dates are `YYYY-MM-DD` and only
+//! compared, never added to.
 
 use chrono::NaiveDate;
 use compact_str::CompactString;
@@ -105,7 +112,17 @@ pub struct Contract {
     /// `per_term` only: devices covered by the flat fee per region.
     pub included_devices: Option<u64>,
     pub auto_renew: bool,
+    /// Days after the order in which it may be cancelled.
     pub cancellation_days: u32,
+}
+
+impl Contract {
+    /// The terms a contract may run for, in months.
+    pub const TERMS: [u32; 3] = [12, 24, 36];
+    /// The most devices a per_term flat fee may cover (per region).
+    pub const MAX_INCLUDED_DEVICES: u64 = 10_000_000;
+    /// The longest cancellation window: ten years.
+    pub const MAX_CANCELLATION_DAYS: u32 = 3650;
 }
 
 #[cfg(test)]

@@ -278,5 +278,27 @@ mod tests {
             let _ = parse_timestamp(&s, None);
             let _ = parse_timestamp(&s, Some(&DateFormat::DayFirst));
         }
+
+        /// Numbers at and past chrono's range, through `--date-format`
+        /// patterns that read them as seconds, years or ISO weeks, and
+        /// through the ISO reader with extreme offsets: no panic.
+        #[test]
+        fn extreme_numbers_never_panic(
+            n in prop_oneof![
+                Just(i128::from(i64::MAX)), Just(i128::from(i64::MIN)), Just(i128::MAX),
+                Just(262_143), Just(262_144), Just(-262_144), any::<i64>().prop_map(i128::from),
+            ],
+            pattern in prop::sample::select(vec!["%s", "%Y-%m-%d", "%Y", "%G-W%V-%u", "%Y%j", "%s%.f"]),
+            offset in prop::sample::select(vec!["Z", "+23:59", "-23:59", "+99:99"]),
+        ) {
+            let f = DateFormat::Pattern(pattern.to_string());
+            for text in [n.to_string(), format!("{n}-12-31"), format!("{n}-W52-7"), format!("{n}.5")] {
+                let _ = parse_timestamp(&text, Some(&f));
+            }
+            for year in ["9999", "0000"] {
+                let _ = parse_timestamp(&format!("{year}-12-31T23:59:59{offset}"), None);
+                let _ = parse_timestamp(&format!("{year}-01-01 00:00:00{offset}"), None);
+            }
+        }
     }
 }

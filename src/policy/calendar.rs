@@ -28,16 +28,31 @@ pub fn parse_weekday(s: &str) -> Option<Weekday> {
 }
 
 impl Calendar {
+    /// A calendar, or the TOML key of a weekend that takes every day of the
+    /// week (`calendar.weekend` or `calendar.weekend_overrides.CC`): a week
+    /// without a working day would leave no business day to count.
     pub fn new(
         weekend: Vec<Weekday>,
         overrides: HashMap<String, Vec<Weekday>>,
         holidays: HashMap<String, HashSet<NaiveDate>>,
-    ) -> Calendar {
-        Calendar {
+    ) -> Result<Calendar, String> {
+        let whole_week = |days: &[Weekday]| {
+            let set: HashSet<Weekday> = days.iter().copied().collect();
+            set.len() == 7
+        };
+        if whole_week(&weekend) {
+            return Err("calendar.weekend".into());
+        }
+        let mut countries: Vec<&String> = overrides.keys().collect();
+        countries.sort();
+        if let Some(c) = countries.into_iter().find(|c| whole_week(&overrides[*c])) {
+            return Err(format!("calendar.weekend_overrides.{c}"));
+        }
+        Ok(Calendar {
             weekend,
             overrides,
             holidays,
-        }
+        })
     }
 
     pub fn is_business_day(&self, country: Country, date: NaiveDate) -> bool {
@@ -53,19 +68,81 @@ impl Calendar {
     }
 
     /// The date `days` business days after `from` in `country` (`from` itself
-    /// does not count; 0 days is `from`).
-    pub fn add_business_days(&self, country: Country, from: NaiveDate, days: u32) -> NaiveDate {
+    /// does not count; 0 days is `from`); `None` past chrono's last date.
+    pub fn add_business_days(
+        &self,
+        country: Country,
+        from: NaiveDate,
+        days: u32,
+    ) -> Option<NaiveDate> {
+        // Every week has a working day (see `new`) and each holiday takes
+        // away at most one: `days` business days lie within 7 × (days +
+        // holidays + 1) calendar days. The bound also ends the loop should
+        // that ever not hold.
+        let holidays = self.holidays.get(country.as_str()).map_or(0, HashSet::len);
+        let limit = 7 * (u64::from(days) + holidays as u64 + 1);
         let mut date = from;
         let mut left = days;
-        // A calendar with every day off would never end: give up after a year.
-        let mut guard = 0;
-        while left > 0 && guard < 366 + days as usize * 7 {
-            date = date.succ_opt().unwrap_or(date);
-            guard += 1;
+        let mut steps = 0u64;
+        while left > 0 {
+            if steps == limit {
+                return None;
+            }
+            date = date.succ_opt()?;
+            steps += 1;
             if self.is_business_day(country, date) {
                 left -= 1;
             }
         }
-        date
+        Some(date)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::CountryTable;
+
+    fn country(code: &str) -> Country {
+        let table = CountryTable::new([(code, crate::domain::Region::Emea)], []).unwrap();
+        table.parse(code).unwrap()
+    }
+
+    #[test]
+    fn a_week_without_a_working_day_is_refused_with_its_key() {
+        let all: Vec<Weekday> = std::iter::successors(Some(Weekday::Mon), |d| Some(d.succ()))
+            .take(7)
+            .collect();
+        let err = Calendar::new(all.clone(), HashMap::new(), HashMap::new()).unwrap_err();
+        assert_eq!(err, "calendar.weekend");
+        let overrides = [("SA".to_string(), all)].into_iter().collect();
+        let err = Calendar::new(vec![Weekday::Sun], overrides, HashMap::new()).unwrap_err();
+        assert_eq!(err, "calendar.weekend_overrides.SA");
+    }
+
+    /// A holiday on every working day for years still ends: in bounded time,
+    /// with the first business day after them.
+    #[test]
+    fn holidays_for_years_end_and_the_end_of_time_is_none() {
+        let de = country("DE");
+        let start = NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();
+        let off: HashSet<NaiveDate> = start.iter_days().take(3650).collect();
+        let last = start + chrono::Days::new(3650);
+        let holidays = [("DE".to_string(), off)].into_iter().collect();
+        let cal =
+            Calendar::new(vec![Weekday::Sat, Weekday::Sun], HashMap::new(), holidays).unwrap();
+        let eta = cal.add_business_days(de, start, 1).unwrap();
+        assert!(eta >= last && eta < last + chrono::Days::new(3), "{eta}");
+        let plain = Calendar::new(
+            vec![Weekday::Sat, Weekday::Sun],
+            HashMap::new(),
+            HashMap::new(),
+        )
+        .unwrap();
+        assert_eq!(plain.add_business_days(de, NaiveDate::MAX, 1), None);
+        assert_eq!(
+            plain.add_business_days(de, NaiveDate::MAX, 0),
+            Some(NaiveDate::MAX)
+        );
     }
 }

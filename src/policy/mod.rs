@@ -7,8 +7,15 @@
 //! built-in one; `replace = true` at the top of the user file starts from an
 //! empty policy instead. The merged [`PolicyFile`] is then built once into the
 //! runtime [`Policy`] that stages use (compiled patterns, look-up tables).
+//!
+//! Every number of the policy has a range ([`limits`]), checked when the
+//! policy is built: a value outside it is refused naming its TOML key (exit
+//! 2), so that no date or amount computed from the policy can overflow and
+//! no business-day count can run without end.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Display;
+use std::ops::RangeInclusive;
 use std::path::Path;
 
 use chrono::NaiveDate;
@@ -26,6 +33,33 @@ use crate::domain::{normalise_name, parse_oui, Country, CountryTable, Coverage, 
 /// The built-in default policy.
 pub const DEFAULT_POLICY: &str = include_str!("default.toml");
 
+/// The ranges of the policy's numbers: wide enough for any real fleet and
+/// price list, narrow enough that every date and amount computed from them
+/// fits (README "Policy and contracts: ranges" repeats them).
+pub mod limits {
+    use std::ops::RangeInclusive;
+
+    use rust_decimal::Decimal;
+
+    /// `[sla] standard`, `extended`: business days, up to a year.
+    pub const SLA_DAYS: RangeInclusive<u32> = 1..=365;
+    /// `[pricing] quote_validity_days`: up to ten years.
+    pub const QUOTE_VALIDITY_DAYS: RangeInclusive<u32> = 1..=3650;
+    /// `[pricing.unit.CUR] family = { standard, extended }`: 0 to 1,000,000
+    /// per device or license per 12 months.
+    pub const MAX_UNIT_PRICE: Decimal = Decimal::from_parts(1_000_000, 0, 0, false, 0);
+    /// `[pricing.per_term_fee.CUR] standard, extended`: 0 to 1,000,000,000
+    /// per region per 12 months.
+    pub const MAX_TERM_FEE: Decimal = Decimal::from_parts(1_000_000_000, 0, 0, false, 0);
+    /// `[pricing] term_multipliers`: keys 12, 24, 36 (the terms a contract
+    /// may have); values above 0, at most 100.
+    pub const TERMS: [u32; 3] = [12, 24, 36];
+    pub const MAX_TERM_MULTIPLIER: Decimal = Decimal::ONE_HUNDRED;
+    /// `[pricing] volume_tiers`: `min_devices` up to 10,000,000; `discount`
+    /// a fraction from 0 up to, not including, 1 ("0.10" is 10 %).
+    pub const TIER_MIN_DEVICES: RangeInclusive<u64> = 0..=10_000_000;
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
     #[error("cannot read policy file {path}: {source}")]
@@ -37,6 +71,107 @@ pub enum PolicyError {
     Parse { path: String, message: String },
     #[error("policy is inconsistent: {0}")]
     Invalid(String),
+    #[error("policy value out of range: {key} = {value} (allowed: {allowed})")]
+    OutOfRange {
+        key: String,
+        value: String,
+        allowed: String,
+    },
+}
+
+/// `value` if it lies in `range`, else the error naming `key`.
+fn in_range<T: PartialOrd + Display>(
+    key: &str,
+    value: T,
+    range: RangeInclusive<T>,
+    unit: &str,
+) -> Result<T, PolicyError> {
+    if range.contains(&value) {
+        Ok(value)
+    } else {
+        Err(out_of_range(
+            key,
+            &value,
+            format!("{} to {} {unit}", range.start(), range.end()),
+        ))
+    }
+}
+
+fn out_of_range(key: &str, value: &dyn Display, allowed: String) -> PolicyError {
+    PolicyError::OutOfRange {
+        key: key.to_string(),
+        value: value.to_string(),
+        allowed,
+    }
+}
+
+/// A TOML key part: bare when it can be, else quoted.
+fn key_part(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        s.to_string()
+    } else {
+        format!("{s:?}")
+    }
+}
+
+/// Checks every price, multiplier and tier of the price book.
+fn check_pricing(p: &PricingFile) -> Result<(), PolicyError> {
+    use limits::*;
+    let money = |key: String, v: Decimal, max: Decimal| -> Result<(), PolicyError> {
+        if v < Decimal::ZERO || v > max {
+            return Err(out_of_range(&key, &v, format!("0 to {max}")));
+        }
+        Ok(())
+    };
+    let both = |key: String, prices: &CoveragePrices, max: Decimal| -> Result<(), PolicyError> {
+        money(format!("{key}.standard"), prices.standard, max)?;
+        money(format!("{key}.extended"), prices.extended, max)
+    };
+    for (currency, book) in &p.unit {
+        for (family, prices) in book {
+            let key = format!("pricing.unit.{}.{}", key_part(currency), key_part(family));
+            both(key, prices, MAX_UNIT_PRICE)?;
+        }
+    }
+    for (currency, prices) in &p.per_term_fee {
+        let key = format!("pricing.per_term_fee.{}", key_part(currency));
+        both(key, prices, MAX_TERM_FEE)?;
+    }
+    for (term, m) in &p.term_multipliers {
+        let key = format!("pricing.term_multipliers.{}", key_part(term));
+        if !term.parse().is_ok_and(|t: u32| TERMS.contains(&t)) {
+            return Err(PolicyError::Invalid(format!(
+                "{key}: a contract's term is 12, 24 or 36 months"
+            )));
+        }
+        if *m <= Decimal::ZERO || *m > MAX_TERM_MULTIPLIER {
+            return Err(out_of_range(
+                &key,
+                m,
+                format!("above 0, at most {MAX_TERM_MULTIPLIER}"),
+            ));
+        }
+    }
+    for (i, tier) in p.volume_tiers.iter().flatten().enumerate() {
+        let key = format!("pricing.volume_tiers[{i}]");
+        in_range(
+            &format!("{key}.min_devices"),
+            tier.min_devices,
+            TIER_MIN_DEVICES,
+            "devices",
+        )?;
+        if tier.discount < Decimal::ZERO || tier.discount >= Decimal::ONE {
+            return Err(out_of_range(
+                &format!("{key}.discount"),
+                &tier.discount,
+                "0 up to, not including, 1 (\"0.10\" is 10 %)".into(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The policy as written in TOML. Every part is optional so that a user file
@@ -341,7 +476,7 @@ impl Policy {
             || serial_max_len > crate::domain::Serial::MAX
         {
             return Err(invalid(format!(
-                "identifiers: serial lengths {serial_min_len}..{serial_max_len} must satisfy 1 <= min <= max <= {}",
+                "identifiers.serial_min_len = {serial_min_len}, identifiers.serial_max_len = {serial_max_len}: they must satisfy 1 <= min <= max <= {}",
                 crate::domain::Serial::MAX
             )));
         }
@@ -469,11 +604,30 @@ impl Policy {
             .iter()
             .map(|(c, days)| (c.clone(), days.iter().copied().collect()))
             .collect();
-        let calendar = Calendar::new(weekend, overrides, holidays);
+        let calendar = Calendar::new(weekend, overrides, holidays).map_err(|key| {
+            invalid(format!(
+                "{key}: every day of the week is a weekend day; at least one must be a working day"
+            ))
+        })?;
+        let sla_days = |key: &str, days: Option<u32>, default: u32| {
+            in_range(
+                key,
+                days.unwrap_or(default),
+                limits::SLA_DAYS,
+                "business days",
+            )
+        };
         let sla = [
-            file.sla.standard.unwrap_or(2),
-            file.sla.extended.unwrap_or(1),
+            sla_days("sla.standard", file.sla.standard, 2)?,
+            sla_days("sla.extended", file.sla.extended, 1)?,
         ];
+        in_range(
+            "pricing.quote_validity_days",
+            file.pricing.quote_validity_days.unwrap_or(30),
+            limits::QUOTE_VALIDITY_DAYS,
+            "days",
+        )?;
+        check_pricing(&file.pricing)?;
 
         Ok(Policy {
             calendar,
@@ -513,15 +667,22 @@ impl Policy {
     }
 
     /// The expected activation date: `from` plus the SLA in business days of
-    /// the device's country.
+    /// the device's country; `None` past the last date chrono represents
+    /// (only for a `from` within years of it).
     pub fn activation_eta(
         &self,
         country: Country,
         coverage: Coverage,
         from: NaiveDate,
-    ) -> NaiveDate {
+    ) -> Option<NaiveDate> {
         self.calendar
             .add_business_days(country, from, self.sla_days(coverage))
+    }
+
+    /// How many days a quote is valid: `[pricing] quote_validity_days`
+    /// (default 30), within [`limits::QUOTE_VALIDITY_DAYS`].
+    pub fn quote_validity_days(&self) -> u32 {
+        self.file.pricing.quote_validity_days.unwrap_or(30)
     }
 
     pub fn family_of(&self, model: ModelId) -> &Family {
@@ -537,6 +698,7 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::Datelike;
 
     #[test]
     fn builtin_policy_builds_and_covers_the_spec_catalog() {
@@ -633,22 +795,22 @@ mod tests {
         // (Thu 26th) is a holiday, so Friday 27th and Monday 30th.
         assert_eq!(
             p.activation_eta(c("US"), Coverage::Standard, d("2026-11-25")),
-            d("2026-11-30")
+            Some(d("2026-11-30"))
         );
         // Germany has no Thanksgiving.
         assert_eq!(
             p.activation_eta(c("DE"), Coverage::Standard, d("2026-11-25")),
-            d("2026-11-27")
+            Some(d("2026-11-27"))
         );
         // Saudi Arabia's weekend is Friday–Saturday: Thursday + 1 is Sunday.
         assert_eq!(
             p.activation_eta(c("SA"), Coverage::Extended, d("2026-11-26")),
-            d("2026-11-29")
+            Some(d("2026-11-29"))
         );
         // Everywhere else, Friday + 1 is Monday.
         assert_eq!(
             p.activation_eta(c("GB"), Coverage::Extended, d("2026-11-27")),
-            d("2026-11-30")
+            Some(d("2026-11-30"))
         );
     }
 
@@ -672,6 +834,109 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("line 1") && err.contains("modles"), "{err}");
+    }
+
+    fn build_user(text: &str) -> Result<Policy, PolicyError> {
+        Policy::build(PolicyFile::builtin().merge(PolicyFile::parse(text, "u.toml").unwrap()))
+    }
+
+    /// Each value found hanging or panicking `quote` (an SLA of u32::MAX
+    /// business days, a week without a working day, a price near
+    /// Decimal::MAX, a validity of u32::MAX days) and every other number
+    /// outside its range is refused naming its key.
+    #[test]
+    fn numbers_out_of_range_are_refused_naming_the_key() {
+        let max = Decimal::MAX;
+        for (text, key) in [
+            ("[sla]\nstandard = 4294967295\n", "sla.standard"),
+            ("[sla]\nextended = 0\n", "sla.extended"),
+            ("[sla]\nstandard = 366\n", "sla.standard"),
+            (
+                "[calendar]\nweekend = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\", \"sat\", \"sun\"]\n",
+                "calendar.weekend",
+            ),
+            (
+                "[calendar.weekend_overrides]\nAE = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\", \"sat\", \"sunday\"]\n",
+                "calendar.weekend_overrides.AE",
+            ),
+            (
+                "[pricing]\nquote_validity_days = 4294967295\n",
+                "pricing.quote_validity_days",
+            ),
+            (
+                "[pricing]\nquote_validity_days = 0\n",
+                "pricing.quote_validity_days",
+            ),
+            (
+                &format!("[pricing.unit.USD]\nvvx = {{ standard = \"{max}\", extended = \"29.00\" }}\n"),
+                "pricing.unit.USD.vvx.standard",
+            ),
+            (
+                "[pricing.unit.EUR]\nlicense = { standard = \"49\", extended = \"-0.01\" }\n",
+                "pricing.unit.EUR.license.extended",
+            ),
+            (
+                "[pricing.unit.EUR]\n\"my family\" = { standard = \"1000000.01\", extended = \"1\" }\n",
+                "pricing.unit.EUR.\"my family\".standard",
+            ),
+            (
+                &format!("[pricing.per_term_fee.USD]\nstandard = \"1\"\nextended = \"{max}\"\n"),
+                "pricing.per_term_fee.USD.extended",
+            ),
+            (
+                "[pricing.term_multipliers]\n24 = \"0\"\n",
+                "pricing.term_multipliers.24",
+            ),
+            (
+                "[pricing.term_multipliers]\n36 = \"100.01\"\n",
+                "pricing.term_multipliers.36",
+            ),
+            (
+                "[pricing.term_multipliers]\n48 = \"3\"\n",
+                "pricing.term_multipliers.48",
+            ),
+            (
+                "[pricing]\nvolume_tiers = [{ min_devices = 1, discount = \"0\" }, { min_devices = 10000001, discount = \"0.5\" }]\n",
+                "pricing.volume_tiers[1].min_devices",
+            ),
+            (
+                "[pricing]\nvolume_tiers = [{ min_devices = 100, discount = \"1\" }]\n",
+                "pricing.volume_tiers[0].discount",
+            ),
+            (
+                "[pricing]\nvolume_tiers = [{ min_devices = 100, discount = \"-0.1\" }]\n",
+                "pricing.volume_tiers[0].discount",
+            ),
+            (
+                "[identifiers]\nserial_max_len = 18446744073709551615\n",
+                "identifiers.serial_max_len",
+            ),
+        ] {
+            let err = build_user(text).map(|_| ()).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn numbers_at_the_ends_of_their_ranges_are_accepted() {
+        let p = build_user(
+            "[sla]\nstandard = 365\nextended = 1\n\
+             [calendar]\nweekend = [\"mon\", \"tue\", \"wed\", \"thu\", \"fri\", \"sat\"]\n\
+             [pricing]\nquote_validity_days = 3650\n\
+             volume_tiers = [{ min_devices = 0, discount = \"0\" }, { min_devices = 10000000, discount = \"0.9999\" }]\n\
+             term_multipliers = { \"12\" = \"0.0001\", \"36\" = \"100\" }\n\
+             [pricing.unit.USD]\nvvx = { standard = \"0\", extended = \"1000000\" }\n\
+             [pricing.per_term_fee.USD]\nstandard = \"0\"\nextended = \"1000000000\"\n",
+        )
+        .unwrap();
+        assert_eq!(p.sla_days(Coverage::Standard), 365);
+        assert_eq!(p.quote_validity_days(), 3650);
+        // The longest SLA in a week of one working day: 365 Sundays.
+        let from = NaiveDate::from_ymd_opt(2026, 11, 24).unwrap();
+        let de = p.countries.parse("DE").unwrap();
+        let eta = p.activation_eta(de, Coverage::Standard, from).unwrap();
+        assert_eq!(eta.weekday(), chrono::Weekday::Sun);
+        assert!((eta - from).num_days() > 360 * 7, "{eta}");
     }
 
     #[test]

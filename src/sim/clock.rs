@@ -52,10 +52,13 @@ impl SimClock {
             .unwrap_or(DateTime::<Utc>::MAX_UTC)
     }
 
-    /// Real time that `sim` simulated time takes to pass.
+    /// Real time that `sim` simulated time takes to pass; saturates at the
+    /// longest `Duration` of microseconds rather than overflowing.
     pub fn real_for(&self, sim: TimeDelta) -> Duration {
         let ms = u128::try_from(sim.num_milliseconds()).unwrap_or(0);
-        let real_us = ms * u128::from(self.business_day_ms) * 1000 / DAY_MS;
+        let real_us = ms
+            .checked_mul(u128::from(self.business_day_ms) * 1000)
+            .map_or(u128::MAX, |us| us / DAY_MS);
         Duration::from_micros(u64::try_from(real_us).unwrap_or(u64::MAX))
     }
 }
@@ -78,7 +81,14 @@ pub fn done_at(accepted_at: DateTime<Utc>, eta: NaiveDate) -> DateTime<Utc> {
     let close = eta
         .and_time(NaiveTime::from_hms_opt(17, 0, 0).unwrap_or(NaiveTime::MIN))
         .and_utc();
-    close.max(accepted_at + TimeDelta::days(1))
+    close.max(day_after(accepted_at))
+}
+
+/// A simulated day after `t`; chrono's last instant when that is past it
+/// (the clock saturates there, see [`SimClock::at`]).
+fn day_after(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.checked_add_signed(TimeDelta::days(1))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 /// The phase of an item accepted at `accepted_at` with activation date `eta`.
@@ -86,7 +96,7 @@ pub fn phase(now: DateTime<Utc>, accepted_at: DateTime<Utc>, eta: NaiveDate) -> 
     let done = done_at(accepted_at, eta);
     if now >= done {
         Phase::Done(done)
-    } else if now < accepted_at + TimeDelta::days(1) {
+    } else if now < day_after(accepted_at) {
         Phase::Pending
     } else {
         Phase::Provisioning
@@ -120,6 +130,17 @@ mod tests {
             c.at(Duration::from_secs(u64::MAX / 4)),
             DateTime::<Utc>::MAX_UTC
         );
+    }
+
+    /// At the end of chrono's time (a saturated clock), the timeline still
+    /// answers instead of panicking, and a huge span waits the longest time.
+    #[test]
+    fn the_timeline_at_the_end_of_time_does_not_panic() {
+        let end = DateTime::<Utc>::MAX_UTC;
+        assert_eq!(done_at(end, end.date_naive()), end);
+        assert_eq!(phase(end, end, end.date_naive()), Phase::Done(end));
+        let c = SimClock::new(t("2026-11-25T00:00:00Z"), u64::MAX);
+        assert_eq!(c.real_for(TimeDelta::MAX), Duration::from_micros(u64::MAX));
     }
 
     #[test]

@@ -434,7 +434,9 @@ fn accept(shared: &Shared, req: ReactivationRequest) -> Stored {
                 {
                     Err("VENDOR_NOT_ELIGIBLE")
                 }
-                Ok(c) => Ok(policy.activation_eta(c, coverage, today)),
+                Ok(c) => policy
+                    .activation_eta(c, coverage, today)
+                    .ok_or("ETA_OUT_OF_RANGE"),
             }
         };
         match verdict {

@@ -601,7 +601,7 @@ async fn items_go_pending_provisioning_active_on_their_countrys_calendar() {
         let country = p.countries.parse(code).unwrap();
         assert_eq!(
             accepted.items[i].eta,
-            Some(p.activation_eta(country, refleet::domain::Coverage::Standard, day)),
+            p.activation_eta(country, refleet::domain::Coverage::Standard, day),
             "{code}"
         );
     }
