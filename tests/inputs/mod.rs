@@ -42,6 +42,44 @@ fn assert_ok(output: &std::process::Output) {
     );
 }
 
+/// A row whose serial repeats an earlier valid row's and does not match
+/// its MAC gets both codes; one rejected for its country that repeats a
+/// MAC gets both; a rejected row's own serial and MAC do not make the
+/// later rows that carry them duplicates.
+#[test]
+fn a_rejected_row_gets_every_code_that_applies() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = [
+        HEADER.to_string(),
+        phone(1),
+        // Serial of row 1, another MAC.
+        "0004F2000001,00:04:F2:00:00:02,VVX 450,ACME-1,C-1,US,2026-10-01".into(),
+        // MAC of row 1, an unknown country, a serial that is not its MAC.
+        "0004F2000003,00:04:F2:00:00:01,VVX 450,ACME-1,C-1,Atlantis,2026-10-01".into(),
+        // Rejected (serial is not its MAC): neither is recorded...
+        "0004F2000004,00:04:F2:00:00:05,VVX 450,ACME-1,C-1,US,2026-10-01".into(),
+        // ...so these rows are the first valid ones with them.
+        phone(4),
+        phone(5),
+    ]
+    .join("\n");
+    let input = write(dir.path(), "inventory.csv", csv.as_bytes());
+    let (out, output) = validate(&input, &["--emit-valid"]);
+    assert_ok(&output);
+    assert_eq!(
+        rejects(&out.path().join("rejects.csv")),
+        vec![
+            rj(2, "serial_number", "SERIAL_MAC_MISMATCH"),
+            rj(2, "serial_number", "DUPLICATE_SERIAL"),
+            rj(3, "country", "COUNTRY_INVALID"),
+            rj(3, "serial_number", "SERIAL_MAC_MISMATCH"),
+            rj(3, "mac_address", "DUPLICATE_MAC"),
+            rj(4, "serial_number", "SERIAL_MAC_MISMATCH"),
+        ]
+    );
+    assert_eq!(valid_rows(out.path()), [1, 5, 6]);
+}
+
 /// The inventory of `rows` valid phones, with `oversize` in place of row
 /// `at` (1-based).
 fn with_oversize(rows: u32, at: u32, oversize: &str) -> String {
