@@ -352,20 +352,41 @@ impl Prepared {
 }
 
 impl<'p> Validator<'p> {
-    /// Matches the header row; a missing required column is a fatal error
-    /// naming it and the aliases tried. `serial_number` and `model` may be
-    /// absent only in a license-only export (one with `license_id`).
+    /// Matches the header row of `source`; a missing required column is a
+    /// fatal error naming it and the aliases tried. `serial_number` and
+    /// `model` may be absent only in a license-only export (one with
+    /// `license_id`). A column refleet reads that the source cannot give as
+    /// text is a fatal error naming it and its type; an unknown column of
+    /// that kind is left out of the reports, with a warning.
     pub fn new(
         policy: &'p Policy,
         options: ValidateOptions,
-        headers: &[String],
+        source: &dyn RecordSource,
     ) -> Result<Validator<'p>, IngestError> {
-        let columns = match_headers(headers, &INVENTORY_COLUMNS, &policy.header_aliases)?;
+        let mut columns =
+            match_headers(source.headers(), &INVENTORY_COLUMNS, &policy.header_aliases)?;
         let mut required = vec!["account_id", "contract_id", "country", "deactivated_at"];
         if columns.canonical[Col::License as usize].is_none() {
             required.extend(["serial_number", "model"]);
         }
         columns.require(&INVENTORY_COLUMNS, &required, &policy.header_aliases)?;
+        for u in source.unreadable_columns() {
+            if let Some(c) = columns.canonical.iter().position(|&i| i == Some(u.index)) {
+                return Err(IngestError::Unreadable {
+                    column: u.name.clone(),
+                    kind: u.kind.clone(),
+                    means: INVENTORY_COLUMNS[c].to_string(),
+                });
+            }
+            if let Some(at) = columns.extras.iter().position(|&i| i == u.index) {
+                tracing::warn!(
+                    "column `{}` holds {} values, which have no single text form: it is not carried to the reports",
+                    u.name,
+                    u.kind
+                );
+                columns.extras.remove(at);
+            }
+        }
         Ok(Validator {
             policy,
             options,
@@ -380,6 +401,21 @@ impl<'p> Validator<'p> {
             .iter()
             .map(|&i| self.columns.names[i].clone())
             .collect()
+    }
+
+    /// The columns of the file that validation reads: the known ones, and
+    /// the carried ones when items are kept.
+    pub fn read_columns(&self) -> Vec<usize> {
+        let known = self.columns.canonical.iter().flatten().copied();
+        let carried = self
+            .columns
+            .extras
+            .iter()
+            .copied()
+            .filter(|_| self.options.keep_items);
+        let mut used: Vec<usize> = known.chain(carried).collect();
+        used.sort_unstable();
+        used
     }
 
     /// Per-thread copies of the patterns (a shared `Regex` hands its search
@@ -1679,7 +1715,7 @@ mod pipeline_tests {
             keep_items: true,
             ..ValidateOptions::default()
         };
-        let validator = Validator::new(&policy, options, opened.source.headers()).unwrap();
+        let validator = Validator::new(&policy, options, opened.source.as_ref()).unwrap();
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()
@@ -1727,8 +1763,7 @@ mod pipeline_tests {
             1024,
         )
         .unwrap();
-        let validator =
-            Validator::new(&policy, ValidateOptions::default(), source.headers()).unwrap();
+        let validator = Validator::new(&policy, ValidateOptions::default(), &source).unwrap();
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(1)
             .build()
@@ -1979,6 +2014,7 @@ pub fn run_mapped<M: ItemMap>(
     // A chunk validated, with its number in source order and its buffer,
     // which goes back to the reader once the chunk has been walked.
     type Done<T> = (u64, Result<(RecordChunk, Outputs<T>), IngestError>);
+    source.read_only(&validator.read_columns());
     // Each row's slot: at least a byte, so that the chunks of the slots'
     // buffer line up with the rows.
     let slot_len = M::SLOT.max(1);

@@ -137,3 +137,163 @@ fn a_record_over_the_cap_keeps_every_later_row_number() {
         }
     }
 }
+
+/// A Python with pyarrow, polars and duckdb (`REFLEET_PYTHON`, which
+/// `.ci/run` provides), or `None` with a loud skip; in CI, a failure.
+fn parquet_python() -> Option<String> {
+    let candidate = std::env::var("REFLEET_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = std::process::Command::new(&candidate)
+        .args(["-c", "import polars, pyarrow, duckdb"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        return Some(candidate);
+    }
+    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+    assert!(
+        !ci,
+        "CI needs REFLEET_PYTHON with polars, pyarrow and duckdb (.ci/run makes one)"
+    );
+    eprintln!(
+        "\n*** SKIPPED: no Python with polars, pyarrow and duckdb (set REFLEET_PYTHON) ***\n"
+    );
+    None
+}
+
+/// `valid.csv` as (header, cells) per row.
+fn valid_table(out: &Path) -> Vec<std::collections::HashMap<String, String>> {
+    let mut r = csv::Reader::from_path(out.join("valid.csv")).expect("valid.csv");
+    let headers = r.headers().unwrap().clone();
+    r.records()
+        .map(|rec| {
+            let rec = rec.unwrap();
+            headers
+                .iter()
+                .zip(rec.iter())
+                .map(|(h, v)| (h.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect()
+}
+
+/// The cells of `column` of `valid.csv`, in row order.
+fn cells(table: &[std::collections::HashMap<String, String>], column: &str) -> Vec<String> {
+    table
+        .iter()
+        .map(|row| {
+            row.get(column)
+                .cloned()
+                .unwrap_or_else(|| panic!("no column {column}"))
+        })
+        .collect()
+}
+
+/// Parquet files as pyarrow, Polars and DuckDB write database and Spark
+/// exports: a column refleet reads that is a decimal, an integer or a
+/// date-time becomes its text; a date outside chrono's range rejects its
+/// row; an unknown decimal, date or UUID column is carried as text; an
+/// unknown map, list, struct, binary or interval column is left out with a
+/// warning naming it; one refleet reads with no text form is a usage error
+/// naming it. None panics, with or without carried columns.
+#[test]
+fn parquet_columns_of_any_type_from_pyarrow_polars_and_duckdb() {
+    let Some(python) = parquet_python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/inputs/write_parquet.py");
+    let written = std::process::Command::new(python)
+        .arg(script)
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        written.status.success(),
+        "{}",
+        String::from_utf8_lossy(&written.stderr)
+    );
+    let file = |name: &str| dir.path().join(name);
+
+    for name in ["pyarrow.parquet", "polars.parquet", "duckdb.parquet"] {
+        // Without carried columns the unknown ones are not even decoded.
+        let (_out, output) = validate(&file(name), &[]);
+        assert_ok(&output);
+    }
+
+    let (out, output) = validate(&file("pyarrow.parquet"), &["--emit-valid"]);
+    assert_ok(&output);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("column `tags` holds map values"),
+        "{stderr}"
+    );
+    let mut r = csv::Reader::from_path(out.path().join("rejects.csv")).unwrap();
+    let lines: Vec<Vec<String>> = r
+        .records()
+        .map(|rec| rec.unwrap().iter().map(String::from).collect())
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(
+        &lines[0][..4],
+        ["3", "deactivated_at", "'+5881580-07-11", "DATE_INVALID"]
+    );
+    let valid = valid_table(out.path());
+    assert_eq!(cells(&valid, "row"), ["1", "2"]);
+    assert_eq!(cells(&valid, "account_id"), ["1001", "1002"]);
+    assert_eq!(
+        cells(&valid, "deactivated_at"),
+        ["2025-10-01", "2025-10-02"]
+    );
+    // Cells starting with - or + are neutralised against formulas.
+    assert_eq!(cells(&valid, "price"), ["12.50", "'-0.05"]);
+    assert_eq!(cells(&valid, "big"), ["12345678901234567890", "'-1"]);
+    assert_eq!(
+        cells(&valid, "wide"),
+        ["'-123456789012345678901234567890123456789012345.67", "0.00"]
+    );
+    assert_eq!(cells(&valid, "d"), ["'-5877641-06-23", "1970-01-01"]);
+    assert!(!valid[0].contains_key("tags"));
+
+    let (out, output) = validate(&file("polars.parquet"), &["--emit-valid"]);
+    assert_ok(&output);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for (column, kind) in [("st", "struct"), ("lst", "list"), ("bin", "binary")] {
+        assert!(
+            stderr.contains(&format!("column `{column}` holds {kind} values")),
+            "{stderr}"
+        );
+    }
+    assert!(rejects(&out.path().join("rejects.csv")).is_empty());
+    let valid = valid_table(out.path());
+    assert_eq!(cells(&valid, "account_id"), ["1001", "1002", "1003"]);
+    assert_eq!(cells(&valid, "deactivated_at")[0], "2026-10-01T09:30:00Z");
+    assert_eq!(cells(&valid, "price"), ["12.50", "'-0.05", ""]);
+    assert!(!valid[0].contains_key("st") && !valid[0].contains_key("bin"));
+
+    let (out, output) = validate(&file("duckdb.parquet"), &["--emit-valid"]);
+    assert_ok(&output);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for (column, kind) in [("tags", "map"), ("iv", "interval")] {
+        assert!(
+            stderr.contains(&format!("column `{column}` holds {kind} values")),
+            "{stderr}"
+        );
+    }
+    assert!(rejects(&out.path().join("rejects.csv")).is_empty());
+    let valid = valid_table(out.path());
+    assert_eq!(cells(&valid, "account_id"), ["1001", "1002", "1003"]);
+    assert_eq!(cells(&valid, "deactivated_at")[0], "2026-10-01T23:30:00Z");
+    assert_eq!(cells(&valid, "price"), ["12.50", "'-0.05", ""]);
+    assert_eq!(
+        cells(&valid, "u")[0],
+        "e70b4461-6375-4669-b529-618ba1f8e4f2"
+    );
+
+    let (_out, output) = validate(&file("country_map.parquet"), &[]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("column `country` holds map values, which have no single text form"),
+        "{stderr}"
+    );
+}
