@@ -297,3 +297,22 @@ fn parquet_columns_of_any_type_from_pyarrow_polars_and_duckdb() {
         "{stderr}"
     );
 }
+
+/// A panic inside polars on a hostile file is an error, not the end of the
+/// process: one byte of the footer of `fixtures/exotic.parquet` (a thrift
+/// bool field, set to 3) makes polars' metadata decoder panic.
+#[test]
+fn a_panic_inside_polars_is_a_clear_error() {
+    let mut bytes = std::fs::read(super::fixture("exotic.parquet")).unwrap();
+    let at = bytes.len() - 2537;
+    bytes[at] = 3;
+    let dir = tempfile::tempdir().unwrap();
+    let input = write(dir.path(), "hostile.parquet", &bytes);
+    let (_out, output) = validate(&input, &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("the Parquet reader failed on this file"),
+        "the byte no longer makes polars panic (fixtures/exotic.parquet regenerated?): {stderr}"
+    );
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+}
