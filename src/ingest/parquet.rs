@@ -95,6 +95,13 @@ impl Decode {
     }
 }
 
+/// The most digits a decimal has in Parquet (a 256-bit one); a scale or a
+/// value wider than that is a broken or hostile file, not an export.
+const MAX_DECIMAL_DIGITS: usize = 76;
+
+/// Bytes of the widest decimal value (256 bits).
+const MAX_DECIMAL_BYTES: usize = 32;
+
 /// Rows read and decoded at a time: each read opens the file and decodes
 /// the row groups it overlaps, so it is done in slices much larger than the
 /// pipeline's chunks (at 4 k rows a read, a 1 M-row file took three times
@@ -219,7 +226,11 @@ fn decode_of(dtype: &ArrowDataType, parquet: Option<&ParquetType>) -> Decode {
         A::Decimal(_, scale)
         | A::Decimal32(_, scale)
         | A::Decimal64(_, scale)
-        | A::Decimal256(_, scale) => Decode::Decimal { scale: *scale },
+        | A::Decimal256(_, scale)
+            if *scale <= MAX_DECIMAL_DIGITS =>
+        {
+            Decode::Decimal { scale: *scale }
+        }
         A::FixedSizeBinary(16) | A::Extension(_)
             if matches!(
                 parquet,
@@ -259,6 +270,12 @@ fn kind_of(dtype: &ArrowDataType, parquet: Option<&ParquetType>) -> String {
         A::Union(_) => "union",
         A::Binary | A::LargeBinary | A::BinaryView | A::FixedSizeBinary(_) => "binary",
         A::Interval(_) => "interval",
+        A::Decimal(_, scale)
+        | A::Decimal32(_, scale)
+        | A::Decimal64(_, scale)
+        | A::Decimal256(_, scale) => {
+            return format!("decimal (scale {scale}, more than {MAX_DECIMAL_DIGITS} digits)")
+        }
         A::Duration(_) => "duration",
         A::Dictionary(..) => "dictionary",
         A::Extension(ext) => return format!("extension `{}`", ext.name),
@@ -489,12 +506,17 @@ fn own_text(s: &Series, decode: Decode, out: &mut Vec<Option<String>>) -> Result
                 .iter()
                 .map(|v| v.map(|v| decimal_text(i128::from(v), scale))),
         ),
-        (DataType::Binary, Some(scale)) => out.extend(
-            s.binary()
-                .map_err(perr)?
-                .iter()
-                .map(|v| v.map(|b| big_decimal_text(b, scale))),
-        ),
+        (DataType::Binary, Some(scale)) => {
+            for v in s.binary().map_err(perr)?.iter() {
+                if v.is_some_and(|b| b.len() > MAX_DECIMAL_BYTES) {
+                    return Err(IngestError::Parquet(format!(
+                        "column `{}` holds a decimal wider than {MAX_DECIMAL_BYTES} bytes",
+                        s.name()
+                    )));
+                }
+                out.push(v.map(|b| big_decimal_text(b, scale)));
+            }
+        }
         (DataType::Binary, None) => {
             out.extend(s.binary().map_err(perr)?.iter().map(|v| v.map(uuid_text)))
         }
@@ -835,6 +857,23 @@ mod tests {
         assert_eq!(
             big_decimal_text(&negative, 0),
             "-87112285931760246646623899502532662132736"
+        );
+    }
+
+    /// A hostile decimal (a scale or a value wider than any real one) is
+    /// refused, not written out digit by digit.
+    #[test]
+    fn decimals_wider_than_256_bits_are_refused() {
+        let huge = ArrowDataType::Decimal(38, 1_000_000_000);
+        assert_eq!(decode_of(&huge, None), Decode::Unreadable);
+        assert!(kind_of(&huge, None).contains("scale 1000000000"));
+        let wide: &[u8] = &[1; 33];
+        let s = Series::new("price".into(), &[wide]);
+        let e = own_text(&s, Decode::Decimal { scale: 2 }, &mut Vec::new()).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("`price` holds a decimal wider than 32 bytes"),
+            "{e}"
         );
     }
 
