@@ -21,8 +21,7 @@ fn bench(c: &mut Criterion) {
     let policy = Policy::load(None).expect("policy");
     let mut source =
         CsvSource::new(Box::new(std::io::Cursor::new(csv.clone())), None, 64 * 1024).expect("csv");
-    let validator =
-        Validator::new(&policy, ValidateOptions::default(), source.headers()).expect("headers");
+    let validator = Validator::new(&policy, ValidateOptions::default(), &source).expect("headers");
     let chunk = source
         .next_chunk(opts.rows as usize)
         .expect("read")

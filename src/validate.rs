@@ -268,7 +268,14 @@ pub enum RowOutcome<T = Box<Item>> {
         item: Option<T>,
         warnings: Vec<Reject>,
     },
-    Rejected(Vec<Reject>),
+    /// `keys` are the identifiers of the row that did parse, so that the
+    /// row is also reported when one repeats an earlier valid row's (it
+    /// gets every code that applies); a rejected row's keys are never
+    /// recorded, so it shadows no later row.
+    Rejected {
+        rejects: Vec<Reject>,
+        keys: Option<RowKeys>,
+    },
 }
 
 impl<T> RowOutcome<T> {
@@ -284,7 +291,7 @@ impl<T> RowOutcome<T> {
                 item: item.map(f),
                 warnings,
             },
-            RowOutcome::Rejected(r) => RowOutcome::Rejected(r),
+            RowOutcome::Rejected { rejects, keys } => RowOutcome::Rejected { rejects, keys },
         }
     }
 }
@@ -345,20 +352,41 @@ impl Prepared {
 }
 
 impl<'p> Validator<'p> {
-    /// Matches the header row; a missing required column is a fatal error
-    /// naming it and the aliases tried. `serial_number` and `model` may be
-    /// absent only in a license-only export (one with `license_id`).
+    /// Matches the header row of `source`; a missing required column is a
+    /// fatal error naming it and the aliases tried. `serial_number` and
+    /// `model` may be absent only in a license-only export (one with
+    /// `license_id`). A column refleet reads that the source cannot give as
+    /// text is a fatal error naming it and its type; an unknown column of
+    /// that kind is left out of the reports, with a warning.
     pub fn new(
         policy: &'p Policy,
         options: ValidateOptions,
-        headers: &[String],
+        source: &dyn RecordSource,
     ) -> Result<Validator<'p>, IngestError> {
-        let columns = match_headers(headers, &INVENTORY_COLUMNS, &policy.header_aliases)?;
+        let mut columns =
+            match_headers(source.headers(), &INVENTORY_COLUMNS, &policy.header_aliases)?;
         let mut required = vec!["account_id", "contract_id", "country", "deactivated_at"];
         if columns.canonical[Col::License as usize].is_none() {
             required.extend(["serial_number", "model"]);
         }
         columns.require(&INVENTORY_COLUMNS, &required, &policy.header_aliases)?;
+        for u in source.unreadable_columns() {
+            if let Some(c) = columns.canonical.iter().position(|&i| i == Some(u.index)) {
+                return Err(IngestError::Unreadable {
+                    column: u.name.clone(),
+                    kind: u.kind.clone(),
+                    means: INVENTORY_COLUMNS[c].to_string(),
+                });
+            }
+            if let Some(at) = columns.extras.iter().position(|&i| i == u.index) {
+                tracing::warn!(
+                    "column `{}` holds {} values, which have no single text form: it is not carried to the reports",
+                    u.name,
+                    u.kind
+                );
+                columns.extras.remove(at);
+            }
+        }
         Ok(Validator {
             policy,
             options,
@@ -373,6 +401,21 @@ impl<'p> Validator<'p> {
             .iter()
             .map(|&i| self.columns.names[i].clone())
             .collect()
+    }
+
+    /// The columns of the file that validation reads: the known ones, and
+    /// the carried ones when items are kept.
+    pub fn read_columns(&self) -> Vec<usize> {
+        let known = self.columns.canonical.iter().flatten().copied();
+        let carried = self
+            .columns
+            .extras
+            .iter()
+            .copied()
+            .filter(|_| self.options.keep_items);
+        let mut used: Vec<usize> = known.chain(carried).collect();
+        used.sort_unstable();
+        used
     }
 
     /// Per-thread copies of the patterns (a shared `Regex` hands its search
@@ -411,13 +454,16 @@ impl<'p> Validator<'p> {
         let row = chunk.row(r);
         let fields = chunk.view_in(r, &mut state.ends);
         if let Some(p) = chunk.problem_of(r, &fields) {
-            return RowOutcome::Rejected(vec![Reject {
-                row,
-                column: Cow::Borrowed(""),
-                value: chunk.problem_preview(r).into_owned(),
-                code: p.code,
-                message: p.into_owned().message,
-            }]);
+            return RowOutcome::Rejected {
+                rejects: vec![Reject {
+                    row,
+                    column: Cow::Borrowed(""),
+                    value: chunk.problem_preview(r).into_owned(),
+                    code: p.code,
+                    message: p.into_owned().message,
+                }],
+                keys: None,
+            };
         }
         let mut v = RowCheck {
             row,
@@ -696,7 +742,17 @@ impl<'p> Validator<'p> {
                     warnings: v.warnings,
                 }
             }
-            _ => RowOutcome::Rejected(v.rejects),
+            _ => {
+                // Only here, off the common path: the keys that parsed are
+                // prepared for the duplicate index to look up.
+                let serial = serial.filter(|_| kind == Some(ItemKind::Device));
+                let keys = (serial.is_some() || mac.is_some() || license_id.is_some())
+                    .then(|| RowKeys::new(row, serial, mac, license_id));
+                RowOutcome::Rejected {
+                    rejects: v.rejects,
+                    keys,
+                }
+            }
         }
     }
 
@@ -824,6 +880,15 @@ pub struct DuplicateIndex {
     /// The fewest numbers expected under an OUI for it to get a bitmap
     /// ([`Split48::BITMAP_MIN`]; lower in tests).
     bitmap_min: usize,
+}
+
+/// What [`DuplicateIndex`] does with a row's keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// A valid row's: recorded when none repeats, the serial `mark`ed or not.
+    Record { mark: bool },
+    /// A rejected row's: only looked up.
+    LookUp,
 }
 
 /// How many rows ahead the index fetches the slots it will probe: enough to
@@ -1107,13 +1172,19 @@ impl DuplicateIndex {
     /// shadows a later good row.
     pub fn check_chunk(&mut self, rows: &[RowKeys]) -> Vec<Dups> {
         let mut dups = Vec::with_capacity(rows.len());
-        self.check_each(rows.len(), |i| rows.get(i).map(|k| (k, false)), &mut dups);
+        self.check_each(
+            rows.len(),
+            |i| rows.get(i).map(|k| (k, Role::Record { mark: false })),
+            &mut dups,
+        );
         dups
     }
 
     /// [`DuplicateIndex::check_chunk`] over a chunk's outcomes, one entry
-    /// per outcome (no duplicates for a rejected row); the serial of a row
-    /// whose output `mark` picks is recorded marked.
+    /// per outcome; the serial of a row whose output `mark` picks is
+    /// recorded marked. A rejected row's keys are looked up, never
+    /// recorded: it is told which of them repeat an earlier valid row's,
+    /// and shadows no later row.
     fn check_outcomes<T>(
         &mut self,
         outcomes: &[RowOutcome<T>],
@@ -1126,9 +1197,15 @@ impl DuplicateIndex {
         self.check_each(
             outcomes.len(),
             |i| match outcomes.get(i) {
-                Some(RowOutcome::Valid { keys, item, .. }) => {
-                    Some((keys, item.as_ref().is_some_and(&mark)))
-                }
+                Some(RowOutcome::Valid { keys, item, .. }) => Some((
+                    keys,
+                    Role::Record {
+                        mark: item.as_ref().is_some_and(&mark),
+                    },
+                )),
+                Some(RowOutcome::Rejected {
+                    keys: Some(keys), ..
+                }) => Some((keys, Role::LookUp)),
                 _ => None,
             },
             dups,
@@ -1138,7 +1215,7 @@ impl DuplicateIndex {
     fn check_each<'k>(
         &mut self,
         n: usize,
-        keys: impl Fn(usize) -> Option<(&'k RowKeys, bool)>,
+        keys: impl Fn(usize) -> Option<(&'k RowKeys, Role)>,
         dups: &mut Vec<Dups>,
     ) {
         dups.clear();
@@ -1146,7 +1223,7 @@ impl DuplicateIndex {
             if let Some((ahead, _)) = keys(i + PREFETCH_AHEAD) {
                 self.prefetch(ahead);
             }
-            dups.push(keys(i).map_or(Dups::default(), |(k, mark)| self.check_row(k, mark)));
+            dups.push(keys(i).map_or(Dups::default(), |(k, role)| self.check_row(k, role)));
         }
     }
 
@@ -1214,7 +1291,7 @@ impl DuplicateIndex {
         }
     }
 
-    fn check_row(&mut self, keys: &RowKeys, mark: bool) -> Dups {
+    fn check_row(&mut self, keys: &RowKeys, role: Role) -> Dups {
         let p = &keys.prepared;
         // Look every key up first and record them only if none repeats:
         // each key goes to a different set, so the free slot a look-up
@@ -1234,6 +1311,9 @@ impl DuplicateIndex {
             serial: serial.is_some_and(SerialProbe::is_present),
             mac: mac.is_some_and(|(_, at)| at.is_present()),
             license: license.is_some_and(Probe::is_present),
+        };
+        let Role::Record { mark } = role else {
+            return dups;
         };
         if !dups.any() {
             if let (Some(PreparedSerial(k, _)), Some(at)) = (p.serial, serial) {
@@ -1314,19 +1394,26 @@ mod dedupe_tests {
 
     /// The row-by-row rule the sharded index must match exactly.
     fn reference(rows: &[RowKeys]) -> Vec<Dups> {
+        reference_with_rejected(rows, &vec![false; rows.len()])
+    }
+
+    /// [`reference`], where a rejected row's keys are looked up and never
+    /// recorded.
+    fn reference_with_rejected(rows: &[RowKeys], rejected: &[bool]) -> Vec<Dups> {
         let (mut s, mut m, mut l) = (
             std::collections::HashSet::new(),
             std::collections::HashSet::new(),
             std::collections::HashSet::new(),
         );
         rows.iter()
-            .map(|r| {
+            .zip(rejected)
+            .map(|(r, &rejected)| {
                 let d = Dups {
                     serial: r.serial.is_some_and(|x| s.contains(&x)),
                     mac: r.mac.is_some_and(|x| m.contains(&x)),
                     license: r.license.is_some_and(|x| l.contains(&x)),
                 };
-                if !d.any() {
+                if !d.any() && !rejected {
                     r.serial.map(|x| s.insert(x));
                     r.mac.map(|x| m.insert(x));
                     r.license.map(|x| l.insert(x));
@@ -1373,7 +1460,7 @@ mod dedupe_tests {
         let mut dups = Vec::new();
         index.check_each(
             rows.len(),
-            |i| rows.get(i).map(|k| (k, marks[i])),
+            |i| rows.get(i).map(|k| (k, Role::Record { mark: marks[i] })),
             &mut dups,
         );
         assert!(dups[2].any());
@@ -1414,7 +1501,10 @@ mod dedupe_tests {
                     item: None,
                     warnings: Vec::new(),
                 };
-                let rejected = (i % 3 == 0).then(|| RowOutcome::Rejected(Vec::new()));
+                let rejected = (i % 3 == 0).then(|| RowOutcome::Rejected {
+                    rejects: Vec::new(),
+                    keys: None,
+                });
                 rejected.into_iter().chain([valid])
             })
             .collect();
@@ -1491,7 +1581,7 @@ mod dedupe_tests {
         #[test]
         fn chunks_match_the_row_by_row_rule(
             picks in proptest::collection::vec(
-                (0u8..12, 0u8..12, 0u8..6, 0u8..4, 0usize..7, proptest::bool::ANY),
+                (0u8..12, 0u8..12, 0u8..6, 0u8..4, 0usize..7, proptest::bool::ANY, 0u8..4),
                 1..300,
             ),
             split in 1usize..300,
@@ -1501,7 +1591,7 @@ mod dedupe_tests {
             // Few distinct values, so repeats across and inside chunks are
             // common; the first OUIs are common enough for tables.
             const OUIS: [u64; 7] = [0x0004F2, 0x00197F, 0x0004F2, 0x64167F, 0x0004F2, 0x000001, 0x0A0000];
-            let rows: Vec<(RowKeys, bool)> = picks.iter().enumerate().map(|(i, &(s, m, l, kind, oui, mark))| {
+            let rows: Vec<(RowKeys, bool)> = picks.iter().enumerate().map(|(i, &(s, m, l, kind, oui, mark, _))| {
                 let oui = OUIS[oui];
                 let serial = format!("{:06X}{:06X}", oui, s);
                 let long = format!("8GLONG{:08}", s);
@@ -1515,9 +1605,16 @@ mod dedupe_tests {
                 };
                 (k, mark)
             }).collect();
+            // A quarter of the rows are rejected, with the keys that parsed.
+            let rejected: Vec<bool> = picks.iter().map(|p| p.6 == 0).collect();
             let outcomes: Vec<RowOutcome<bool>> = rows
                 .iter()
-                .map(|&(keys, mark)| RowOutcome::Valid { keys, item: Some(mark), warnings: Vec::new() })
+                .zip(&rejected)
+                .map(|(&(keys, mark), &rejected)| if rejected {
+                    RowOutcome::Rejected { rejects: Vec::new(), keys: Some(keys) }
+                } else {
+                    RowOutcome::Valid { keys, item: Some(mark), warnings: Vec::new() }
+                })
                 .collect();
             let mut index = DuplicateIndex::with_capacity(expected);
             if bitmaps {
@@ -1530,12 +1627,12 @@ mod dedupe_tests {
                 got.extend(part);
             }
             let keys: Vec<RowKeys> = rows.iter().map(|(k, _)| *k).collect();
-            let want = reference(&keys);
+            let want = reference_with_rejected(&keys, &rejected);
             proptest::prop_assert_eq!(&got, &want);
             // The mark of each serial's first valid occurrence.
             let mut marks = std::collections::HashMap::new();
-            for ((k, mark), d) in rows.iter().zip(&want) {
-                if let (Some(s), false) = (k.serial, d.any()) {
+            for (((k, mark), d), rejected) in rows.iter().zip(&want).zip(&rejected) {
+                if let (Some(s), false, false) = (k.serial, d.any(), *rejected) {
                     marks.entry(s).or_insert(*mark);
                 }
             }
@@ -1618,7 +1715,7 @@ mod pipeline_tests {
             keep_items: true,
             ..ValidateOptions::default()
         };
-        let validator = Validator::new(&policy, options, opened.source.headers()).unwrap();
+        let validator = Validator::new(&policy, options, opened.source.as_ref()).unwrap();
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()
@@ -1641,6 +1738,76 @@ mod pipeline_tests {
             &crate::progress::NoProgress,
         );
         (result, sink.rows)
+    }
+
+    /// Rejects, as (row, code), and the valid rows of a CSV inventory.
+    fn rejects_of(csv: &str) -> (Vec<(u64, RejectCode)>, Vec<u64>) {
+        struct Collect(Vec<(u64, RejectCode)>, Vec<u64>);
+        impl ValidateSink for Collect {
+            fn item(&mut self, item: Item) -> anyhow::Result<()> {
+                self.1.push(item.row);
+                Ok(())
+            }
+            fn reject(&mut self, r: &Reject) -> anyhow::Result<()> {
+                self.0.push((r.row, r.code));
+                Ok(())
+            }
+            fn warning(&mut self, _: &Reject) -> anyhow::Result<()> {
+                Ok(())
+            }
+        }
+        let policy = Policy::load(None).unwrap();
+        let source = crate::ingest::CsvSource::new(
+            Box::new(std::io::Cursor::new(csv.as_bytes().to_vec())),
+            None,
+            1024,
+        )
+        .unwrap();
+        let validator = Validator::new(&policy, ValidateOptions::default(), &source).unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let mut sink = Collect(Vec::new(), Vec::new());
+        run(
+            Box::new(source),
+            &validator,
+            &pool,
+            0,
+            &mut sink,
+            &crate::progress::NoProgress,
+        )
+        .unwrap();
+        (sink.0, sink.1)
+    }
+
+    /// A rejected row whose serial or MAC repeats an earlier valid row's is
+    /// told so along with its other codes; its own identifiers are not
+    /// recorded, so the later rows that carry them are valid.
+    #[test]
+    fn a_rejected_row_gets_every_code_and_shadows_nothing() {
+        let (rejects, valid) = rejects_of(
+            "serial_number,mac_address,model,account_id,contract_id,country,deactivated_at\n\
+             0004F2000001,00:04:F2:00:00:01,VVX 450,ACME-1,C-1,US,2026-10-01\n\
+             0004F2000001,00:04:F2:00:00:02,VVX 450,ACME-1,C-1,US,2026-10-01\n\
+             0004F2000003,00:04:F2:00:00:01,VVX 450,ACME-1,C-1,Atlantis,2026-10-01\n\
+             0004F2000004,00:04:F2:00:00:05,VVX 450,ACME-1,C-1,US,2026-10-01\n\
+             0004F2000004,00:04:F2:00:00:04,VVX 450,ACME-1,C-1,US,2026-10-01\n\
+             0004F2000005,00:04:F2:00:00:05,VVX 450,ACME-1,C-1,US,2026-10-01\n",
+        );
+        use RejectCode::*;
+        assert_eq!(
+            rejects,
+            [
+                (2, SerialMacMismatch),
+                (2, DuplicateSerial),
+                (3, CountryInvalid),
+                (3, SerialMacMismatch),
+                (3, DuplicateMac),
+                (4, SerialMacMismatch),
+            ]
+        );
+        assert_eq!(valid, [1, 5, 6]);
     }
 
     /// With many small chunks in flight at once, every row reaches the sink
@@ -1847,6 +2014,7 @@ pub fn run_mapped<M: ItemMap>(
     // A chunk validated, with its number in source order and its buffer,
     // which goes back to the reader once the chunk has been walked.
     type Done<T> = (u64, Result<(RecordChunk, Outputs<T>), IngestError>);
+    source.read_only(&validator.read_columns());
     // Each row's slot: at least a byte, so that the chunks of the slots'
     // buffer line up with the rows.
     let slot_len = M::SLOT.max(1);
@@ -1994,7 +2162,13 @@ pub fn run_mapped<M: ItemMap>(
                             }
                             DuplicateIndex::rejects(keys, *d)
                         }
-                        RowOutcome::Rejected(rejects) => std::mem::take(rejects),
+                        RowOutcome::Rejected { rejects, keys } => {
+                            let mut rejects = std::mem::take(rejects);
+                            if let Some(keys) = keys.as_ref().filter(|_| d.any()) {
+                                rejects.extend(DuplicateIndex::rejects(keys, *d));
+                            }
+                            rejects
+                        }
                     };
                     stats.rejected_rows += 1;
                     for r in &rejects {

@@ -156,7 +156,7 @@ pub(super) fn make_plan(
     let input = &settings.input;
     let first = ingest::open(input, &settings.ingest).map_err(input_error(input))?;
     let validator =
-        Validator::new(policy, options, first.source.headers()).map_err(input_error(input))?;
+        Validator::new(policy, options, first.source.as_ref()).map_err(input_error(input))?;
     let mut first = Some(first);
     let mut open = || -> anyhow::Result<ingest::Opened> {
         match first.take() {

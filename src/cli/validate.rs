@@ -105,7 +105,7 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
     let started = Instant::now();
     let opened =
         ingest::open(&settings.input, &settings.ingest).map_err(input_error(&settings.input))?;
-    let validator = Validator::new(&policy, settings.validate.clone(), opened.source.headers())
+    let validator = Validator::new(&policy, settings.validate.clone(), opened.source.as_ref())
         .map_err(input_error(&settings.input))?;
     std::fs::create_dir_all(&settings.out)
         .with_context(|| format!("cannot create {}", settings.out.display()))?;

@@ -4,7 +4,7 @@
 //! swallowing the rest of the file. BOM, CRLF and any one-byte delimiter are
 //! handled; decompression happens below this reader (see `open`).
 
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 
 use csv_core::{ReadRecordResult, Reader as CoreReader, ReaderBuilder};
 
@@ -16,7 +16,7 @@ const READ_BUF: usize = 256 * 1024;
 const SNIFF_BYTES: usize = 64 * 1024;
 
 pub struct CsvSource {
-    input: Box<dyn Read + Send>,
+    input: Layers,
     buf: Vec<u8>,
     pos: usize,
     len: usize,
@@ -45,7 +45,10 @@ enum Raw {
         at_eof: bool,
         plain: bool,
     },
-    TooLarge,
+    /// Over the cap; `done` when the record's end was read too.
+    TooLarge {
+        done: bool,
+    },
     End,
 }
 
@@ -58,7 +61,7 @@ impl CsvSource {
         max_record: usize,
     ) -> Result<CsvSource, IngestError> {
         let mut source = CsvSource {
-            input,
+            input: Layers(vec![input]),
             buf: vec![0; READ_BUF.max(SNIFF_BYTES)],
             pos: 0,
             len: 0,
@@ -87,7 +90,7 @@ impl CsvSource {
         }
         match source.read_raw()? {
             Raw::End => return Err(IngestError::Empty),
-            Raw::TooLarge => {
+            Raw::TooLarge { .. } => {
                 return Err(IngestError::Header(format!(
                     "the header row is longer than {} bytes",
                     max_record
@@ -162,7 +165,8 @@ impl CsvSource {
             olen += nout;
             elen += nend;
             if self.raw.len() > self.max_record {
-                return Ok(Raw::TooLarge);
+                let done = matches!(res, ReadRecordResult::Record | ReadRecordResult::End);
+                return Ok(Raw::TooLarge { done });
             }
             match res {
                 ReadRecordResult::InputEmpty => {}
@@ -299,6 +303,55 @@ impl CsvSource {
         self.raw.clear();
     }
 
+    /// Reads the rest of a record over the size cap without keeping it:
+    /// csv-core goes on to the record's end, as for any record, so that a
+    /// long quoted field spanning many lines is one record and reading
+    /// resumes at the next. When its quoting turns out broken, as
+    /// [`CsvSource::fill`] judges a record under the cap, the record was an
+    /// unterminated quote: what followed its first line is handed back
+    /// ([`Skipped::Broken`]) to be read again as records. That part is kept
+    /// in a spooled file, in memory up to the cap and on disk beyond.
+    fn skip_record(&mut self, done: bool) -> Result<Skipped, IngestError> {
+        let mut shape = Shape::default();
+        let mut quotes = QuoteState::default();
+        let mut spill = tempfile::spooled_tempfile(self.max_record);
+        quotes.feed(&self.raw, self.delimiter);
+        shape.feed(&self.raw, &mut spill)?;
+        let mut done = done;
+        while !done {
+            if self.pos == self.len && !self.eof {
+                self.refill()?;
+            }
+            let input = &self.buf[self.pos..self.len];
+            let (res, nin, _, _) = self.core.read_record(input, &mut self.out, &mut self.ends);
+            quotes.feed(&input[..nin], self.delimiter);
+            shape.feed(&input[..nin], &mut spill)?;
+            self.pos += nin;
+            // The fields are not kept: the buffers are written over.
+            done = matches!(res, ReadRecordResult::Record | ReadRecordResult::End);
+        }
+        let at_eof = self.eof && self.pos == self.len;
+        Ok(if (at_eof || shape.spans) && quotes.broken_at_end() {
+            Skipped::Broken(spill)
+        } else {
+            Skipped::Whole
+        })
+    }
+
+    /// Reads `spill` again before the rest of the input, from a fresh parse.
+    fn replay(&mut self, mut spill: tempfile::SpooledTempFile) -> Result<(), IngestError> {
+        spill.seek(SeekFrom::Start(0))?;
+        let unread = self.buf[self.pos..self.len].to_vec();
+        self.input.0.push(Box::new(std::io::Cursor::new(unread)));
+        self.input.0.push(Box::new(spill));
+        self.pos = 0;
+        self.len = 0;
+        self.eof = false;
+        self.core.reset();
+        self.raw.clear();
+        Ok(())
+    }
+
     fn preview(&self) -> String {
         let start = self
             .raw
@@ -330,25 +383,47 @@ impl RecordSource for CsvSource {
             let row = self.next_row;
             let problem = match self.read_raw()? {
                 Raw::End => break,
-                Raw::TooLarge => Some(RecordProblem {
-                    code: RejectCode::RecordTooLarge,
-                    message: format!(
-                        "record is over the {} KiB limit (often an unterminated quote); skipped it and resumed at the next line",
-                        self.max_record / 1024
-                    ),
-                }),
-                Raw::Record { at_eof, plain: false }
-                    if (at_eof || spans_lines(&self.raw)) && quotes_broken(&self.raw, self.delimiter) =>
+                Raw::TooLarge { done } => {
+                    // The rest of the record is read without being kept.
+                    let preview = self.preview();
+                    let problem = match self.skip_record(done)? {
+                        Skipped::Whole => RecordProblem {
+                            code: RejectCode::RecordTooLarge,
+                            message: format!(
+                                "record is over the limit of {} (--max-record-bytes); skipped it and resumed at the next record",
+                                limit_text(self.max_record)
+                            ),
+                        },
+                        Skipped::Broken(spill) => {
+                            self.replay(spill)?;
+                            RecordProblem {
+                                code: RejectCode::UnterminatedQuote,
+                                message: UNTERMINATED.into(),
+                            }
+                        }
+                    };
+                    chunk.push_problem(row, problem, preview);
+                    self.next_row += 1;
+                    continue;
+                }
+                Raw::Record {
+                    at_eof,
+                    plain: false,
+                } if (at_eof || spans_lines(&self.raw))
+                    && quotes_broken(&self.raw, self.delimiter) =>
                 {
                     Some(RecordProblem {
-                    code: RejectCode::UnterminatedQuote,
-                    message: "a quoted field opened in this row is not closed where it should be; skipped the row and resumed at the next line".into(),
-                })
+                        code: RejectCode::UnterminatedQuote,
+                        message: UNTERMINATED.into(),
+                    })
                 }
                 Raw::Record { plain, .. } if self.ends_len != width => {
                     let problem = RecordProblem {
                         code: RejectCode::FieldCountMismatch,
-                        message: format!("row has {} fields, the header has {width}", self.ends_len),
+                        message: format!(
+                            "row has {} fields, the header has {width}",
+                            self.ends_len
+                        ),
                     };
                     if !plain && spans_lines(&self.raw) {
                         Some(problem)
@@ -385,6 +460,78 @@ fn read_retrying(input: &mut dyn Read, buf: &mut [u8]) -> Result<usize, IngestEr
     }
 }
 
+const UNTERMINATED: &str = "a quoted field opened in this row is not closed where it should be; skipped the row and resumed at the next line";
+
+/// A size in bytes as `--max-record-bytes` reads.
+fn limit_text(bytes: usize) -> String {
+    if bytes.is_multiple_of(1024) {
+        format!("{} KiB", bytes / 1024)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
+/// How a record over the cap ended.
+enum Skipped {
+    /// A whole record, read to its end.
+    Whole,
+    /// An unterminated quote: what followed its first line.
+    Broken(tempfile::SpooledTempFile),
+}
+
+/// The input, with what is to be read again before it on top: each reader
+/// is read to its end, then the one below.
+struct Layers(Vec<Box<dyn Read + Send>>);
+
+impl Read for Layers {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let Some(top) = self.0.last_mut() else {
+                return Ok(0);
+            };
+            let n = top.read(buf)?;
+            if n > 0 || self.0.len() == 1 || buf.is_empty() {
+                return Ok(n);
+            }
+            self.0.pop();
+        }
+    }
+}
+
+/// [`spans_lines`] of a record fed a piece at a time, keeping what follows
+/// its first line (what [`CsvSource::resync`] would read again).
+#[derive(Default)]
+struct Shape {
+    /// A byte other than CR and LF has been seen.
+    started: bool,
+    /// A line break has followed it: the bytes now are the record's later lines.
+    broken_line: bool,
+    /// Text has followed that line break.
+    spans: bool,
+}
+
+impl Shape {
+    /// Feeds the next bytes of the record, writing those after its first
+    /// line to `rest`.
+    fn feed(&mut self, bytes: &[u8], rest: &mut impl std::io::Write) -> std::io::Result<()> {
+        if self.broken_line {
+            self.spans |= bytes.iter().any(|&b| b != b'\n' && b != b'\r');
+            return rest.write_all(bytes);
+        }
+        for (i, &b) in bytes.iter().enumerate() {
+            if b != b'\n' && b != b'\r' {
+                self.started = true;
+            } else if self.started {
+                // The LF of a CRLF goes with the rest: a blank line, which
+                // reads as nothing.
+                self.broken_line = true;
+                return self.feed(&bytes[i + 1..], rest);
+            }
+        }
+        Ok(())
+    }
+}
+
 /// True when the record has a line break inside it (not counting its end).
 fn spans_lines(raw: &[u8]) -> bool {
     let start = raw
@@ -405,29 +552,55 @@ fn spans_lines(raw: &[u8]) -> bool {
 /// closing quote is followed by stray text, the mark of a quote that was
 /// never closed and got paired with a later row's quote.
 fn quotes_broken(raw: &[u8], delimiter: u8) -> bool {
-    #[derive(PartialEq)]
-    enum S {
-        FieldStart,
-        Unquoted,
-        Quoted,
-        QuoteInQuoted,
+    let mut q = QuoteState::default();
+    q.feed(raw, delimiter);
+    q.broken_at_end()
+}
+
+/// [`quotes_broken`] over a record fed a piece at a time.
+#[derive(Default)]
+struct QuoteState {
+    at: Quoting,
+    broken: bool,
+}
+
+#[derive(Default, PartialEq)]
+enum Quoting {
+    #[default]
+    FieldStart,
+    Unquoted,
+    Quoted,
+    QuoteInQuoted,
+}
+
+impl QuoteState {
+    fn feed(&mut self, bytes: &[u8], delimiter: u8) {
+        use Quoting as S;
+        if self.broken {
+            return;
+        }
+        for &b in bytes {
+            let end = b == delimiter || b == b'\n' || b == b'\r';
+            self.at = match self.at {
+                S::FieldStart if b == b'"' => S::Quoted,
+                S::FieldStart | S::Unquoted if end => S::FieldStart,
+                S::FieldStart | S::Unquoted => S::Unquoted,
+                S::Quoted if b == b'"' => S::QuoteInQuoted,
+                S::Quoted => S::Quoted,
+                S::QuoteInQuoted if b == b'"' => S::Quoted,
+                S::QuoteInQuoted if end => S::FieldStart,
+                S::QuoteInQuoted => {
+                    self.broken = true;
+                    return;
+                }
+            };
+        }
     }
-    let mut s = S::FieldStart;
-    for &b in raw {
-        s = match s {
-            S::FieldStart if b == b'"' => S::Quoted,
-            S::FieldStart | S::Unquoted if b == delimiter || b == b'\n' || b == b'\r' => {
-                S::FieldStart
-            }
-            S::FieldStart | S::Unquoted => S::Unquoted,
-            S::Quoted if b == b'"' => S::QuoteInQuoted,
-            S::Quoted => S::Quoted,
-            S::QuoteInQuoted if b == b'"' => S::Quoted,
-            S::QuoteInQuoted if b == delimiter || b == b'\n' || b == b'\r' => S::FieldStart,
-            S::QuoteInQuoted => return true,
-        };
+
+    /// Broken so far, or ended inside a quoted field.
+    fn broken_at_end(&self) -> bool {
+        self.broken || self.at == Quoting::Quoted
     }
-    s == S::Quoted
 }
 
 /// Picks the delimiter that splits the first lines most consistently.
@@ -548,6 +721,49 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Well-formed records, some far over the cap (long unquoted
+        /// lines, long quoted fields over many lines), with LF or CRLF
+        /// line ends: each record over the cap is one reject and every
+        /// record keeps its row number, read every way.
+        #[test]
+        fn records_over_the_cap_keep_every_row_number(
+            records in proptest::collection::vec(
+                proptest::collection::vec(
+                    proptest::prop_oneof![
+                        3 => "[ab,\"\n ]{0,6}",
+                        1 => "[ab]{200,300}",
+                        1 => "[ab\n\"]{200,300}",
+                    ],
+                    2,
+                ),
+                1..10,
+            ),
+            crlf in proptest::bool::ANY,
+        ) {
+            let cap = 64;
+            let mut w = ::csv::WriterBuilder::new()
+                .terminator(if crlf { ::csv::Terminator::CRLF } else { ::csv::Terminator::Any(b'\n') })
+                .from_writer(Vec::new());
+            w.write_record(["h1", "h2"]).unwrap();
+            let mut want: Rows = Vec::new();
+            for (i, fields) in records.iter().enumerate() {
+                let mut one = ::csv::WriterBuilder::new().from_writer(Vec::new());
+                one.write_record(fields).unwrap();
+                let size = one.into_inner().unwrap().len();
+                w.write_record(fields).unwrap();
+                let row = i as u64 + 1;
+                want.push(if size > cap {
+                    (row, Err(RejectCode::RecordTooLarge))
+                } else {
+                    (row, Ok(fields.clone()))
+                });
+            }
+            let data = w.into_inner().unwrap();
+            proptest::prop_assert_eq!(read_every_way(&data, cap), want);
+        }
+    }
+
     #[test]
     fn long_plain_lines_and_blank_lines_around_line_records() {
         let mut data = b"a,b\n1,x\n\n2,y,extra\n".to_vec();
@@ -556,11 +772,16 @@ mod tests {
         for line_records in [true, false] {
             let (_, rows) = read_with(&data, 100, 2, line_records, None).unwrap();
             let got: Vec<_> = rows.iter().map(|(n, v, _)| (*n, v.clone())).collect();
-            assert_eq!(got[0], (1, ok(&["1", "x"])));
-            assert_eq!(got[1], (2, Err(RejectCode::FieldCountMismatch)));
+            assert_eq!(
+                got,
+                [
+                    (1, ok(&["1", "x"])),
+                    (2, Err(RejectCode::FieldCountMismatch)),
+                    (3, Err(RejectCode::RecordTooLarge)),
+                    (4, ok(&["3", "v"])),
+                ]
+            );
             assert_eq!(rows[1].2, "2,y,extra");
-            assert_eq!(got[2].1, Err(RejectCode::RecordTooLarge));
-            assert_eq!(got.last().unwrap().1, ok(&["3", "v"]));
         }
     }
 
@@ -612,15 +833,111 @@ mod tests {
         assert!(rows.contains(&(4, ok(&["4", "z"]))), "{rows:?}");
     }
 
+    /// Every way of reading (lines split later or not), in chunks of 1 to
+    /// 4 records: (row, fields or problem) of each record, the same for all.
+    fn read_every_way(data: &[u8], cap: usize) -> Rows {
+        let mut seen: Option<Rows> = None;
+        for line_records in [true, false] {
+            for chunk_records in 1..5 {
+                let (_, rows) = read_with(data, cap, chunk_records, line_records, None).unwrap();
+                let rows: Rows = rows.into_iter().map(|(n, v, _)| (n, v)).collect();
+                if let Some(seen) = &seen {
+                    assert_eq!(&rows, seen, "{line_records} {chunk_records}");
+                }
+                seen = Some(rows);
+            }
+        }
+        seen.unwrap()
+    }
+
     #[test]
-    fn oversized_record_is_rejected_not_buffered() {
-        let mut data = b"a,b\n1,x\n2,\"".to_vec();
+    fn an_unquoted_line_over_the_cap_is_one_record() {
+        let mut data = b"a,b\n1,x\n2,".to_vec();
         data.extend(std::iter::repeat_n(b'z', 5000));
-        data.extend(b"\n3,y\n");
-        let (_, rows) = read_all(&data, 1024);
-        assert_eq!(rows[0], (1, ok(&["1", "x"])));
-        assert_eq!(rows[1], (2, Err(RejectCode::RecordTooLarge)));
-        assert_eq!(rows.last().unwrap().1, ok(&["3", "y"]));
+        data.extend(b",more\n3,y\n4,w\n");
+        assert_eq!(
+            read_every_way(&data, 1024),
+            vec![
+                (1, ok(&["1", "x"])),
+                (2, Err(RejectCode::RecordTooLarge)),
+                (3, ok(&["3", "y"])),
+                (4, ok(&["4", "w"])),
+            ]
+        );
+    }
+
+    /// A quoted field of thousands of lines is one record too large, not
+    /// a reject per line.
+    #[test]
+    fn a_quoted_field_over_the_cap_spanning_many_lines_is_one_record() {
+        for end in ["\n", "\r\n"] {
+            let mut data = format!("a,b{end}1,x{end}2,\"").into_bytes();
+            for i in 0..3000 {
+                data.extend(format!("line {i}, \"\"quoted\"\"{end}").bytes());
+            }
+            data.extend(format!("end\"{end}3,y{end}4,w{end}").bytes());
+            assert_eq!(
+                read_every_way(&data, 1024),
+                vec![
+                    (1, ok(&["1", "x"])),
+                    (2, Err(RejectCode::RecordTooLarge)),
+                    (3, ok(&["3", "y"])),
+                    (4, ok(&["4", "w"])),
+                ],
+                "{end:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_record_over_the_cap_at_the_end_of_the_file() {
+        let long = "z".repeat(5000);
+        for tail in [
+            format!("2,{long}"),
+            format!("2,{long}\n"),
+            format!("2,\"{long}\nmore\""),
+            format!("2,\"{long}\nmore\"\n"),
+        ] {
+            let data = format!("a,b\n1,x\n{tail}");
+            assert_eq!(
+                read_every_way(data.as_bytes(), 1024),
+                vec![(1, ok(&["1", "x"])), (2, Err(RejectCode::RecordTooLarge))],
+                "{tail:?}"
+            );
+        }
+    }
+
+    /// A quote never closed makes a record that runs past the cap (here,
+    /// to the end of the file): it is reported as such at its row, and the
+    /// lines after its first are read again as records, whether they were
+    /// kept in memory or spilled to disk.
+    #[test]
+    fn an_unterminated_quote_over_the_cap_reads_the_rows_after_it() {
+        for rows in [3u64, 300] {
+            let mut data = b"a,b\n1,x\n2,\"".to_vec();
+            data.extend(std::iter::repeat_n(b'z', 5000));
+            data.push(b'\n');
+            for n in 3..3 + rows {
+                data.extend(format!("{n},y\n").bytes());
+            }
+            let mut want = vec![
+                (1, ok(&["1", "x"])),
+                (2, Err(RejectCode::UnterminatedQuote)),
+            ];
+            want.extend((3..3 + rows).map(|n| (n, ok(&[&n.to_string(), "y"]))));
+            assert_eq!(read_every_way(&data, 1024), want, "{rows} rows");
+        }
+        // Paired with a later row's quote, followed by stray text.
+        let mut data = b"a,b\n1,\"oops\n".to_vec();
+        for n in 2..200 {
+            data.extend(format!("{n},y\n").bytes());
+        }
+        data.extend(b"200,\"q\"z\n201,w\n");
+        let rows = read_every_way(&data, 1024);
+        assert_eq!(rows[0], (1, Err(RejectCode::UnterminatedQuote)));
+        assert_eq!(rows[1], (2, ok(&["2", "y"])));
+        assert_eq!(rows.last(), Some(&(201, ok(&["201", "w"]))));
+        assert_eq!(rows.len(), 201);
     }
 
     #[test]

@@ -39,6 +39,32 @@ pub enum IngestError {
     Columns(#[from] HeaderError),
     #[error("Parquet: {0}")]
     Parquet(String),
+    #[error("column `{column}`{} holds {kind} values, which have no single text form; export it as text, a number or a date", as_known(.column, .means))]
+    Unreadable {
+        column: String,
+        kind: String,
+        means: String,
+    },
+}
+
+/// ` (country)` after a column named otherwise than the known column it is.
+fn as_known(column: &str, means: &str) -> String {
+    if column == means {
+        String::new()
+    } else {
+        format!(" ({means})")
+    }
+}
+
+/// A column whose values a source cannot give as text (a Parquet map,
+/// list, struct or binary column): its cells read as empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreadableColumn {
+    /// Its place among the source's headers.
+    pub index: usize,
+    pub name: String,
+    /// Its type as the file declares it, e.g. `map`.
+    pub kind: String,
 }
 
 /// Why a record could not be split into fields.
@@ -604,6 +630,16 @@ impl RecordChunk {
 /// Anything that yields record chunks in source order.
 pub trait RecordSource: Send {
     fn headers(&self) -> &[String];
+
+    /// The columns whose values this source cannot give as text.
+    fn unreadable_columns(&self) -> &[UnreadableColumn] {
+        &[]
+    }
+
+    /// From now on, only the columns at `used` (indices into the headers)
+    /// are decoded; the others read as empty. A source that splits whole
+    /// records anyway (CSV) ignores it.
+    fn read_only(&mut self, _used: &[usize]) {}
 
     /// Appends up to `max_records` records to `chunk`; none means the end.
     fn fill(&mut self, chunk: &mut RecordChunk, max_records: usize) -> Result<(), IngestError>;

@@ -1,17 +1,38 @@
 //! Parquet input through polars, read one slice of rows at a time so memory
-//! stays bounded. Every column type an export tool may write (string,
-//! categorical, integer, boolean, date, date-time) is turned into the same
-//! text a CSV export would hold, so that the rest of the pipeline, and its
-//! rejects, do not depend on the format.
+//! stays bounded. Every column type that has one text form is turned into
+//! the text a CSV export would hold, so that the rest of the pipeline, and
+//! its rejects, do not depend on the format: strings, categoricals,
+//! integers, floats, booleans, exact decimals, dates, date-times, times and
+//! UUIDs. A column of another type (map, list, struct, binary, interval,
+//! duration) has no single text form: it is never decoded, its cells read
+//! as empty and it is listed in [`RecordSource::unreadable_columns`], for
+//! the caller to refuse (a column it reads) or leave out (one it carries).
+//! Only the columns the caller reads are decoded ([`RecordSource::read_only`]),
+//! so an unused column of any type costs nothing.
+//!
+//! Decimals (and UUIDs) are decoded as the integers or bytes the file
+//! stores, by polars' own Parquet decoder (`to_deserializer`, from its
+//! `_internal` module: a polars upgrade may move it), and written as text
+//! here: polars turns a decimal into a Series only with a feature of its
+//! own, a rebuild of most of polars. Dates and date-times are written here
+//! too, so that a value outside chrono's range is text a reject can show,
+//! not a panic. Any panic left inside polars on a hostile file is caught
+//! and becomes an error.
 
+use std::collections::HashMap;
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 
-use chrono::{DateTime, SecondsFormat};
+use chrono::{DateTime, NaiveDate, NaiveTime, SecondsFormat};
+use polars::io::parquet::read::_internal::to_deserializer;
 use polars::prelude::*;
+use polars_parquet::parquet::schema::types::{
+    GroupConvertedType, GroupLogicalType, ParquetType, PhysicalType, PrimitiveLogicalType,
+};
 
-use super::{IngestError, RecordChunk, RecordSource};
+use super::{IngestError, RecordChunk, RecordSource, UnreadableColumn};
 
 pub struct ParquetSource {
     path: PathBuf,
@@ -19,18 +40,67 @@ pub struct ParquetSource {
     _spool: Option<tempfile::TempPath>,
     metadata: polars::io::parquet::metadata::FileMetadataRef,
     headers: Vec<String>,
+    /// How each column becomes text.
+    decodes: Vec<Decode>,
+    unreadable: Vec<UnreadableColumn>,
+    /// The columns decoded; the others read as empty.
+    selected: Vec<bool>,
     total_rows: usize,
     /// The first row of the file not read yet.
     offset: usize,
-    /// The slice read last, as text by column, and the first row of it
-    /// (`next`) not handed out yet; its row 0 is row `slice_start` of the
-    /// file.
+    /// The slice read last, as text by column (empty for a column not
+    /// decoded), its row count, and the first row of it (`next`) not
+    /// handed out yet; its row 0 is row `slice_start` of the file.
     slice: Vec<Vec<Option<String>>>,
+    height: usize,
     slice_start: usize,
     next: usize,
+    /// Per column read from its own integers (decimals, UUIDs): the row
+    /// group decoded last, by index.
+    own: HashMap<usize, (usize, Series)>,
     /// [`SLICE_ROWS`]; smaller in tests.
     slice_rows: usize,
 }
+
+/// How one column's values become text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decode {
+    /// Read by polars and cast to text: strings, categoricals, booleans,
+    /// integers, floats.
+    Text,
+    /// Days since 1970-01-01.
+    Date,
+    /// A count of seconds, or a fraction of them, since 1970-01-01T00:00.
+    Datetime,
+    /// Nanoseconds since midnight.
+    Time,
+    /// An exact decimal: the file's integer (`INT32`, `INT64` or
+    /// big-endian bytes) and the digits after the point.
+    Decimal { scale: usize },
+    /// 16 bytes tagged UUID.
+    Uuid,
+    /// Only nulls.
+    Null,
+    /// No single text form.
+    Unreadable,
+}
+
+impl Decode {
+    /// Read by polars' own reader (the others are read here or not at all).
+    fn by_polars(self) -> bool {
+        matches!(
+            self,
+            Decode::Text | Decode::Date | Decode::Datetime | Decode::Time
+        )
+    }
+}
+
+/// The most digits a decimal has in Parquet (a 256-bit one); a scale or a
+/// value wider than that is a broken or hostile file, not an export.
+const MAX_DECIMAL_DIGITS: usize = 76;
+
+/// Bytes of the widest decimal value (256 bits).
+const MAX_DECIMAL_BYTES: usize = 32;
 
 /// Rows read and decoded at a time: each read opens the file and decodes
 /// the row groups it overlaps, so it is done in slices much larger than the
@@ -40,6 +110,21 @@ const SLICE_ROWS: usize = 32 * 1024;
 
 fn perr(e: impl std::fmt::Display) -> IngestError {
     IngestError::Parquet(e.to_string())
+}
+
+/// Runs `f`, turning a panic inside the Parquet library into an error: a
+/// file no check foresaw must not end the process.
+fn contained<T>(f: impl FnOnce() -> Result<T, IngestError>) -> Result<T, IngestError> {
+    std::panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(IngestError::Parquet(format!(
+            "the Parquet reader failed on this file (it may be corrupt or use a feature refleet does not read): {what}"
+        )))
+    })
 }
 
 impl ParquetSource {
@@ -63,24 +148,140 @@ impl ParquetSource {
             path: path.display().to_string(),
             source,
         })?;
-        let mut reader = ParquetReader::new(file);
-        let schema = reader.schema().map_err(perr)?;
-        let headers = schema.iter_names().map(|n| n.to_string()).collect();
-        let metadata = reader.get_metadata().map_err(perr)?.clone();
+        let (schema, metadata) = contained(|| {
+            let mut reader = ParquetReader::new(file);
+            let schema = reader.schema().map_err(perr)?;
+            let metadata = reader.get_metadata().map_err(perr)?.clone();
+            Ok((schema, metadata))
+        })?;
+        let mut headers = Vec::with_capacity(schema.len());
+        let mut decodes = Vec::with_capacity(schema.len());
+        let mut unreadable = Vec::new();
+        for (index, (name, field)) in schema.iter().enumerate() {
+            let parquet = metadata
+                .schema_descr
+                .fields()
+                .iter()
+                .find(|f| f.name() == name.as_str());
+            let decode = decode_of(field.dtype(), parquet);
+            if decode == Decode::Unreadable {
+                unreadable.push(UnreadableColumn {
+                    index,
+                    name: name.to_string(),
+                    kind: kind_of(field.dtype(), parquet),
+                });
+            }
+            headers.push(name.to_string());
+            decodes.push(decode);
+        }
         let total_rows = metadata.num_rows;
         Ok(ParquetSource {
             path,
             _spool: spool,
             metadata,
+            selected: decodes.iter().map(|d| *d != Decode::Unreadable).collect(),
             headers,
+            decodes,
+            unreadable,
             total_rows,
             offset: 0,
             slice: Vec::new(),
+            height: 0,
             slice_start: 0,
             next: 0,
+            own: HashMap::new(),
             slice_rows: SLICE_ROWS,
         })
     }
+}
+
+/// How a column of `dtype` (as polars infers it from the file, beside its
+/// Parquet type `parquet`) becomes text.
+fn decode_of(dtype: &ArrowDataType, parquet: Option<&ParquetType>) -> Decode {
+    use ArrowDataType as A;
+    match dtype {
+        A::Null => Decode::Null,
+        A::Boolean
+        | A::Int8
+        | A::Int16
+        | A::Int32
+        | A::Int64
+        | A::UInt8
+        | A::UInt16
+        | A::UInt32
+        | A::UInt64
+        | A::Float16
+        | A::Float32
+        | A::Float64
+        | A::Utf8
+        | A::LargeUtf8
+        | A::Utf8View => Decode::Text,
+        A::Dictionary(_, values, _) => match decode_of(values, None) {
+            Decode::Text => Decode::Text,
+            _ => Decode::Unreadable,
+        },
+        A::Date32 => Decode::Date,
+        A::Date64 | A::Timestamp(..) => Decode::Datetime,
+        A::Time32(_) | A::Time64(_) => Decode::Time,
+        A::Decimal(_, scale)
+        | A::Decimal32(_, scale)
+        | A::Decimal64(_, scale)
+        | A::Decimal256(_, scale)
+            if *scale <= MAX_DECIMAL_DIGITS =>
+        {
+            Decode::Decimal { scale: *scale }
+        }
+        A::FixedSizeBinary(16) | A::Extension(_)
+            if matches!(
+                parquet,
+                Some(ParquetType::PrimitiveType(p))
+                    if p.logical_type == Some(PrimitiveLogicalType::Uuid)
+                        && p.physical_type == PhysicalType::FixedLenByteArray(16)
+            ) =>
+        {
+            Decode::Uuid
+        }
+        _ => Decode::Unreadable,
+    }
+}
+
+/// A short name of a type with no text form, for messages.
+fn kind_of(dtype: &ArrowDataType, parquet: Option<&ParquetType>) -> String {
+    use ArrowDataType as A;
+    if let Some(ParquetType::GroupType {
+        logical_type,
+        converted_type,
+        ..
+    }) = parquet
+    {
+        if *logical_type == Some(GroupLogicalType::Map)
+            || matches!(
+                converted_type,
+                Some(GroupConvertedType::Map | GroupConvertedType::MapKeyValue)
+            )
+        {
+            return "map".into();
+        }
+    }
+    match dtype {
+        A::Map(..) => "map",
+        A::List(_) | A::LargeList(_) | A::FixedSizeList(..) => "list",
+        A::Struct(_) => "struct",
+        A::Union(_) => "union",
+        A::Binary | A::LargeBinary | A::BinaryView | A::FixedSizeBinary(_) => "binary",
+        A::Interval(_) => "interval",
+        A::Decimal(_, scale)
+        | A::Decimal32(_, scale)
+        | A::Decimal64(_, scale)
+        | A::Decimal256(_, scale) => {
+            return format!("decimal (scale {scale}, more than {MAX_DECIMAL_DIGITS} digits)")
+        }
+        A::Duration(_) => "duration",
+        A::Dictionary(..) => "dictionary",
+        A::Extension(ext) => return format!("extension `{}`", ext.name),
+        other => return format!("{other:?}"),
+    }
+    .into()
 }
 
 impl RecordSource for ParquetSource {
@@ -88,18 +289,27 @@ impl RecordSource for ParquetSource {
         &self.headers
     }
 
+    fn unreadable_columns(&self) -> &[UnreadableColumn] {
+        &self.unreadable
+    }
+
+    fn read_only(&mut self, used: &[usize]) {
+        for (i, selected) in self.selected.iter_mut().enumerate() {
+            *selected = used.contains(&i) && self.decodes[i] != Decode::Unreadable;
+        }
+    }
+
     fn fill(&mut self, chunk: &mut RecordChunk, max_records: usize) -> Result<(), IngestError> {
         let mut taken = 0;
         while taken < max_records {
-            let held = self.slice.first().map_or(0, Vec::len);
-            if self.next == held {
+            if self.next == self.height {
                 if self.offset >= self.total_rows {
                     break;
                 }
                 self.read_slice()?;
                 continue;
             }
-            let n = (max_records - taken).min(held - self.next);
+            let n = (max_records - taken).min(self.height - self.next);
             for i in self.next..self.next + n {
                 let row = (self.slice_start + i + 1) as u64;
                 chunk.push_fields(
@@ -120,22 +330,63 @@ impl RecordSource for ParquetSource {
 }
 
 impl ParquetSource {
-    /// Reads and decodes the next [`SLICE_ROWS`] rows.
+    /// Reads and decodes the next [`SLICE_ROWS`] rows of the selected
+    /// columns.
     fn read_slice(&mut self) -> Result<(), IngestError> {
         let len = self.slice_rows.min(self.total_rows - self.offset);
-        let file = File::open(&self.path)?;
-        let mut reader = ParquetReader::new(file).with_slice(Some((self.offset, len)));
-        reader.set_metadata(self.metadata.clone());
-        let df = reader.finish().map_err(perr)?;
-        self.slice = df
-            .columns()
-            .iter()
-            .map(|c| column_as_text(c.as_materialized_series()))
-            .collect::<Result<_, _>>()?;
-        for col in &mut self.slice {
-            col.truncate(len);
+        let mut slice = vec![Vec::new(); self.headers.len()];
+        let by_polars: Vec<usize> = (0..self.headers.len())
+            .filter(|&i| self.selected[i] && self.decodes[i].by_polars())
+            .collect();
+        // How many rows came back, by the first column that says.
+        let mut height: Option<(usize, usize)> = None;
+        let offset = self.offset;
+        let mut check = |col: usize, n: usize, headers: &[String]| match height {
+            None => {
+                height = Some((col, n));
+                Ok(())
+            }
+            Some((_, h)) if h == n => Ok(()),
+            Some((other, h)) => Err(IngestError::Parquet(format!(
+                "column `{}` has {n} rows at offset {} where column `{}` has {h}",
+                headers[col], offset, headers[other]
+            ))),
+        };
+        if !by_polars.is_empty() {
+            let df = contained(|| {
+                let file = File::open(&self.path)?;
+                let mut reader = ParquetReader::new(file)
+                    .with_projection(Some(by_polars.clone()))
+                    .with_slice(Some((self.offset, len)));
+                reader.set_metadata(self.metadata.clone());
+                let df = reader.finish().map_err(perr)?;
+                let mut texts = Vec::with_capacity(by_polars.len());
+                for &i in &by_polars {
+                    let column = df.column(self.headers[i].as_str()).map_err(perr)?;
+                    texts.push(column_as_text(
+                        column.as_materialized_series(),
+                        self.decodes[i],
+                    )?);
+                }
+                Ok(texts)
+            })?;
+            for (&i, text) in by_polars.iter().zip(df) {
+                check(i, text.len(), &self.headers)?;
+                slice[i] = text;
+            }
         }
-        let height = self.slice.first().map_or(0, Vec::len);
+        let own: Vec<usize> = (0..self.headers.len())
+            .filter(|&i| {
+                self.selected[i] && matches!(self.decodes[i], Decode::Decimal { .. } | Decode::Uuid)
+            })
+            .collect();
+        for i in own {
+            let text = contained(|| self.read_own(i, len))?;
+            check(i, text.len(), &self.headers)?;
+            slice[i] = text;
+        }
+        // No column decoded (none selected): the rows are the metadata's.
+        let height = height.map_or(len, |(_, n)| n).min(len);
         if height == 0 {
             // Nothing came back for rows the metadata promised.
             return Err(IngestError::Parquet(format!(
@@ -143,32 +394,260 @@ impl ParquetSource {
                 self.offset, self.total_rows
             )));
         }
+        for col in &mut slice {
+            col.truncate(height);
+        }
+        self.slice = slice;
+        self.height = height;
         self.slice_start = self.offset;
         self.next = 0;
         // What came back, should it be less than asked: no row is skipped.
         self.offset += height;
         Ok(())
     }
+
+    /// Column `col`'s text for `len` rows from the current offset, read
+    /// from the file's own values: decoded a row group at a time, as the
+    /// integers or bytes the file holds (which polars reads without a
+    /// feature of its own), and written here.
+    fn read_own(&mut self, col: usize, len: usize) -> Result<Vec<Option<String>>, IngestError> {
+        let decode = self.decodes[col];
+        let mut out = Vec::with_capacity(len);
+        let end = self.offset.saturating_add(len);
+        let mut group_start = 0usize;
+        for g in 0..self.metadata.row_groups.len() {
+            let group_rows = self.metadata.row_groups[g].num_rows();
+            let group_end = group_start.saturating_add(group_rows);
+            let (from, to) = (self.offset.max(group_start), end.min(group_end));
+            if from < to {
+                let cached = self.own.get(&col).is_some_and(|(at, _)| *at == g);
+                if !cached {
+                    let series = self.decode_group(col, g)?;
+                    if series.len() != group_rows {
+                        return Err(IngestError::Parquet(format!(
+                            "column `{}` has {} rows in row group {g}, which should hold {group_rows}",
+                            self.headers[col],
+                            series.len()
+                        )));
+                    }
+                    self.own.insert(col, (g, series));
+                }
+                let Some((_, series)) = self.own.get(&col) else {
+                    break;
+                };
+                let at = i64::try_from(from - group_start).map_err(perr)?;
+                let part = series.slice(at, to - from);
+                own_text(&part, decode, &mut out)?;
+            }
+            if group_end >= end {
+                break;
+            }
+            group_start = group_end;
+        }
+        Ok(out)
+    }
+
+    /// Row group `g` of column `col`, decoded as the integers or bytes of
+    /// its physical type.
+    fn decode_group(&self, col: usize, g: usize) -> Result<Series, IngestError> {
+        let name = self.headers[col].as_str();
+        let group = &self.metadata.row_groups[g];
+        let mut file = File::open(&self.path)?;
+        let file_len = file.metadata()?.len();
+        let mut columns = Vec::new();
+        let mut physical = None;
+        for meta in group.columns_under_root_iter(name).into_iter().flatten() {
+            let range = meta.byte_range();
+            if range.start > range.end || range.end > file_len {
+                return Err(IngestError::Parquet(format!(
+                    "column `{name}` points outside the file in row group {g}"
+                )));
+            }
+            let mut bytes = vec![0; (range.end - range.start) as usize];
+            file.seek(SeekFrom::Start(range.start))?;
+            file.read_exact(&mut bytes)?;
+            physical = Some(meta.physical_type());
+            columns.push((meta, bytes.into()));
+        }
+        let dtype = match (columns.len(), physical) {
+            (1, Some(PhysicalType::Int32)) => ArrowDataType::Int32,
+            (1, Some(PhysicalType::Int64)) => ArrowDataType::Int64,
+            (1, Some(PhysicalType::FixedLenByteArray(n))) => ArrowDataType::FixedSizeBinary(n),
+            (1, Some(PhysicalType::ByteArray)) => ArrowDataType::BinaryView,
+            _ => {
+                return Err(IngestError::Parquet(format!(
+                    "column `{name}` is stored in a way refleet does not read ({physical:?})"
+                )))
+            }
+        };
+        let field = ArrowField::new(name.into(), dtype, true);
+        let (arrays, _) = to_deserializer(columns, field.clone(), None).map_err(perr)?;
+        Series::try_from((&field, arrays)).map_err(perr)
+    }
 }
 
-/// One column as the text a CSV export would have; null is the empty string.
-fn column_as_text(s: &Series) -> Result<Vec<Option<String>>, IngestError> {
-    match s.dtype() {
-        DataType::Datetime(unit, tz) => {
-            let unit = *unit;
-            let zoned = tz.is_some();
-            let ca = s.datetime().map_err(perr)?;
-            Ok(ca
+/// Appends the text of each value of `s` (the integers or bytes of a
+/// decimal or UUID column) to `out`.
+fn own_text(s: &Series, decode: Decode, out: &mut Vec<Option<String>>) -> Result<(), IngestError> {
+    let scale = match decode {
+        Decode::Decimal { scale } => Some(scale),
+        _ => None,
+    };
+    match (s.dtype(), scale) {
+        (DataType::Int32, Some(scale)) => out.extend(
+            s.i32()
+                .map_err(perr)?
+                .iter()
+                .map(|v| v.map(|v| decimal_text(i128::from(v), scale))),
+        ),
+        (DataType::Int64, Some(scale)) => out.extend(
+            s.i64()
+                .map_err(perr)?
+                .iter()
+                .map(|v| v.map(|v| decimal_text(i128::from(v), scale))),
+        ),
+        (DataType::Binary, Some(scale)) => {
+            for v in s.binary().map_err(perr)?.iter() {
+                if v.is_some_and(|b| b.len() > MAX_DECIMAL_BYTES) {
+                    return Err(IngestError::Parquet(format!(
+                        "column `{}` holds a decimal wider than {MAX_DECIMAL_BYTES} bytes",
+                        s.name()
+                    )));
+                }
+                out.push(v.map(|b| big_decimal_text(b, scale)));
+            }
+        }
+        (DataType::Binary, None) => {
+            out.extend(s.binary().map_err(perr)?.iter().map(|v| v.map(uuid_text)))
+        }
+        (other, _) => {
+            return Err(IngestError::Parquet(format!(
+                "column `{}` decoded as {other}",
+                s.name()
+            )))
+        }
+    }
+    Ok(())
+}
+
+/// `unscaled` × 10^-`scale`, every digit written: `1250`, 2 → `12.50`.
+fn decimal_text(unscaled: i128, scale: usize) -> String {
+    with_point(unscaled < 0, unscaled.unsigned_abs().to_string(), scale)
+}
+
+/// [`decimal_text`] of a big-endian two's complement integer of any width
+/// (Parquet's fixed-length and variable-length decimals).
+fn big_decimal_text(bytes: &[u8], scale: usize) -> String {
+    let negative = bytes.first().is_some_and(|b| b & 0x80 != 0);
+    if bytes.len() <= 16 {
+        let fill = if negative { 0xFF } else { 0 };
+        let mut wide = [fill; 16];
+        wide[16 - bytes.len()..].copy_from_slice(bytes);
+        return decimal_text(i128::from_be_bytes(wide), scale);
+    }
+    // Wider than 128 bits: the magnitude, divided by ten digit by digit.
+    let mut magnitude = bytes.to_vec();
+    if negative {
+        for b in magnitude.iter_mut() {
+            *b = !*b;
+        }
+        for b in magnitude.iter_mut().rev() {
+            let (v, carry) = b.overflowing_add(1);
+            *b = v;
+            if !carry {
+                break;
+            }
+        }
+    }
+    let mut digits = Vec::new();
+    while magnitude.iter().any(|&b| b != 0) {
+        let mut rest = 0u32;
+        for b in magnitude.iter_mut() {
+            let v = rest * 256 + u32::from(*b);
+            *b = (v / 10) as u8;
+            rest = v % 10;
+        }
+        digits.push(b'0' + rest as u8);
+    }
+    if digits.is_empty() {
+        digits.push(b'0');
+    }
+    digits.reverse();
+    with_point(
+        negative,
+        String::from_utf8_lossy(&digits).into_owned(),
+        scale,
+    )
+}
+
+/// The digits of a magnitude with `scale` of them after the point.
+fn with_point(negative: bool, digits: String, scale: usize) -> String {
+    let mut text = String::with_capacity(digits.len() + scale + 3);
+    if negative && digits.bytes().any(|d| d != b'0') {
+        text.push('-');
+    }
+    if scale == 0 {
+        text.push_str(&digits);
+        return text;
+    }
+    let padded = format!("{digits:0>width$}", width = scale + 1);
+    let (whole, fraction) = padded.split_at(padded.len() - scale);
+    text.push_str(whole);
+    text.push('.');
+    text.push_str(fraction);
+    text
+}
+
+/// A UUID's canonical text, `8-4-4-4-12` lower-case hex digits.
+fn uuid_text(b: &[u8]) -> String {
+    let hex: String = b.iter().map(|b| format!("{b:02x}")).collect();
+    if hex.len() != 32 {
+        return hex;
+    }
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
+/// One column read by polars as the text a CSV export would have; null is
+/// the empty string.
+fn column_as_text(s: &Series, decode: Decode) -> Result<Vec<Option<String>>, IngestError> {
+    match (decode, s.dtype()) {
+        (Decode::Date, DataType::Date) => Ok(s
+            .date()
+            .map_err(perr)?
+            .physical()
+            .iter()
+            .map(|v| v.map(date_text))
+            .collect()),
+        (Decode::Datetime, DataType::Datetime(unit, tz)) => {
+            let (unit, zoned) = (*unit, tz.is_some());
+            Ok(s.datetime()
+                .map_err(perr)?
                 .physical()
                 .iter()
-                .map(|v| v.and_then(|v| format_datetime(v, unit, zoned)))
+                .map(|v| v.map(|v| datetime_text(v, unit, zoned)))
                 .collect())
         }
-        DataType::Binary | DataType::BinaryOffset => Err(IngestError::Parquet(format!(
-            "column `{}` holds binary data; refleet reads text, numbers, booleans and dates",
-            s.name()
-        ))),
-        _ => {
+        (Decode::Time, DataType::Time) => Ok(s
+            .time()
+            .map_err(perr)?
+            .physical()
+            .iter()
+            .map(|v| v.map(time_text))
+            .collect()),
+        (Decode::Text, DataType::String) => Ok(s
+            .str()
+            .map_err(perr)?
+            .iter()
+            .map(|v| v.map(str::to_string))
+            .collect()),
+        (Decode::Text, dtype) if !dtype.is_nested() && !dtype.is_temporal() => {
             let text = s.cast(&DataType::String).map_err(|e| {
                 IngestError::Parquet(format!(
                     "column `{}` of type {} cannot be read as text: {e}",
@@ -179,22 +658,96 @@ fn column_as_text(s: &Series) -> Result<Vec<Option<String>>, IngestError> {
             let ca = text.str().map_err(perr)?;
             Ok(ca.iter().map(|v| v.map(str::to_string)).collect())
         }
+        (_, dtype) => Err(IngestError::Parquet(format!(
+            "column `{}` was read as {dtype}, not as the file declares it",
+            s.name()
+        ))),
     }
 }
 
-/// A time-zone-aware timestamp is UTC in Parquet; a naive one is written
-/// without offset, which refleet reads as UTC too.
-fn format_datetime(v: i64, unit: TimeUnit, zoned: bool) -> Option<String> {
+/// Days since 1970-01-01 as an ISO date; one outside chrono's range (years
+/// ±262,143) is written by hand, as ISO 8601's expanded years, for a
+/// reject to show.
+fn date_text(days: i32) -> String {
+    days.checked_add(719_163)
+        .and_then(NaiveDate::from_num_days_from_ce_opt)
+        .map(|d| d.format("%Y-%m-%d").to_string())
+        .unwrap_or_else(|| {
+            let (y, m, d) = civil(i64::from(days));
+            format!("{}-{m:02}-{d:02}", year_text(y))
+        })
+}
+
+/// A date-time; a time-zone-aware one is UTC in Parquet, a naive one is
+/// written without offset, which refleet reads as UTC too.
+fn datetime_text(v: i64, unit: TimeUnit, zoned: bool) -> String {
     let t = match unit {
-        TimeUnit::Nanoseconds => DateTime::from_timestamp_nanos(v),
-        TimeUnit::Microseconds => DateTime::from_timestamp_micros(v)?,
-        TimeUnit::Milliseconds => DateTime::from_timestamp_millis(v)?,
+        TimeUnit::Nanoseconds => Some(DateTime::from_timestamp_nanos(v)),
+        TimeUnit::Microseconds => DateTime::from_timestamp_micros(v),
+        TimeUnit::Milliseconds => DateTime::from_timestamp_millis(v),
     };
-    Some(if zoned {
-        t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+    match t {
+        Some(t) if zoned => t.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+        Some(t) => t.naive_utc().format("%Y-%m-%dT%H:%M:%S%.f").to_string(),
+        None => {
+            // Outside chrono's range: the date and time of day by hand.
+            let per_second: i64 = match unit {
+                TimeUnit::Nanoseconds => 1_000_000_000,
+                TimeUnit::Microseconds => 1_000_000,
+                TimeUnit::Milliseconds => 1_000,
+            };
+            let seconds = v.div_euclid(per_second);
+            let (y, m, d) = civil(seconds.div_euclid(86_400));
+            let s = seconds.rem_euclid(86_400);
+            format!(
+                "{}-{m:02}-{d:02}T{:02}:{:02}:{:02}{}",
+                year_text(y),
+                s / 3600,
+                s / 60 % 60,
+                s % 60,
+                if zoned { "Z" } else { "" }
+            )
+        }
+    }
+}
+
+/// Nanoseconds since midnight as `HH:MM:SS` with any fraction; a value
+/// beyond a day is left as its number.
+fn time_text(ns: i64) -> String {
+    let t = u32::try_from(ns.div_euclid(1_000_000_000))
+        .ok()
+        .zip(u32::try_from(ns.rem_euclid(1_000_000_000)).ok())
+        .filter(|_| ns >= 0)
+        .and_then(|(s, n)| NaiveTime::from_num_seconds_from_midnight_opt(s, n));
+    match t {
+        Some(t) => t.format("%H:%M:%S%.f").to_string(),
+        None => ns.to_string(),
+    }
+}
+
+/// A year as ISO 8601 writes it: four digits, or a sign and more.
+fn year_text(y: i64) -> String {
+    if (0..=9999).contains(&y) {
+        format!("{y:04}")
     } else {
-        t.naive_utc().format("%Y-%m-%dT%H:%M:%S%.f").to_string()
-    })
+        format!("{y:+}")
+    }
+}
+
+/// The proleptic Gregorian (year, month, day) of a day count from
+/// 1970-01-01 (H. Hinnant's `civil_from_days`); exact for any `i32` day
+/// count and far beyond.
+fn civil(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
 }
 
 #[cfg(test)]
@@ -217,6 +770,149 @@ mod tests {
                 out.push((chunk.row(r), fields));
             }
         }
+    }
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures")
+            .join(name)
+    }
+
+    fn text(fields: &[Vec<u8>]) -> Vec<String> {
+        fields
+            .iter()
+            .map(|f| String::from_utf8(f.clone()).unwrap())
+            .collect()
+    }
+
+    /// Decimals read from the file's own integers, across row groups of
+    /// three rows, in slices and chunks of any size, are the same text;
+    /// the map column is listed, never decoded, and reads as empty.
+    #[test]
+    fn own_columns_come_out_whole_across_row_groups_and_slices() {
+        let path = fixture("exotic.parquet");
+        let mut whole = ParquetSource::open(&path).unwrap();
+        assert_eq!(
+            whole.unreadable_columns(),
+            [UnreadableColumn {
+                index: 3,
+                name: "tags".into(),
+                kind: "map".into()
+            }]
+        );
+        let want = records(&mut whole, 1000);
+        assert_eq!(want.len(), 8);
+        assert_eq!(
+            text(&want[0].1),
+            [
+                "S1",
+                "1.25",
+                "-1000000000000000000000000000000",
+                "",
+                "1972-09-27"
+            ]
+        );
+        assert_eq!(text(&want[3].1)[1], "");
+        assert_eq!(text(&want[7].1)[1], "10.00");
+        for slice_rows in [1, 2, 3, 4, 5, 8, 100] {
+            for chunk_rows in [1, 2, 3, 7] {
+                let mut source = ParquetSource::open(&path).unwrap();
+                source.slice_rows = slice_rows;
+                assert_eq!(
+                    records(&mut source, chunk_rows),
+                    want,
+                    "{slice_rows} {chunk_rows}"
+                );
+            }
+        }
+        // Only the columns asked for are decoded.
+        let mut source = ParquetSource::open(&path).unwrap();
+        source.read_only(&[1, 3]);
+        let got = records(&mut source, 1000);
+        assert_eq!(text(&got[0].1), ["", "1.25", "", "", ""]);
+    }
+
+    #[test]
+    fn decimals_are_written_exactly() {
+        assert_eq!(decimal_text(1250, 2), "12.50");
+        assert_eq!(decimal_text(-5, 2), "-0.05");
+        assert_eq!(decimal_text(0, 3), "0.000");
+        assert_eq!(decimal_text(-7, 0), "-7");
+        assert_eq!(
+            decimal_text(i128::MIN, 38),
+            "-1.70141183460469231731687303715884105728"
+        );
+        assert_eq!(big_decimal_text(&[0xFF, 0x85], 1), "-12.3");
+        assert_eq!(big_decimal_text(&[0x00, 0x7B], 0), "123");
+        assert_eq!(big_decimal_text(&[], 2), "0.00");
+        // Wider than 128 bits: 2^136 and its negative.
+        let mut wide = vec![0u8; 18];
+        wide[0] = 1;
+        assert_eq!(
+            big_decimal_text(&wide, 2),
+            "871122859317602466466238995025326621327.36"
+        );
+        let mut negative = vec![0u8; 18];
+        negative[0] = 0xFF;
+        assert_eq!(
+            big_decimal_text(&negative, 0),
+            "-87112285931760246646623899502532662132736"
+        );
+    }
+
+    /// A hostile decimal (a scale or a value wider than any real one) is
+    /// refused, not written out digit by digit.
+    #[test]
+    fn decimals_wider_than_256_bits_are_refused() {
+        let huge = ArrowDataType::Decimal(38, 1_000_000_000);
+        assert_eq!(decode_of(&huge, None), Decode::Unreadable);
+        assert!(kind_of(&huge, None).contains("scale 1000000000"));
+        let wide: &[u8] = &[1; 33];
+        let s = Series::new("price".into(), &[wide]);
+        let e = own_text(&s, Decode::Decimal { scale: 2 }, &mut Vec::new()).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("`price` holds a decimal wider than 32 bytes"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn dates_outside_chrono_are_text_not_panics() {
+        assert_eq!(date_text(0), "1970-01-01");
+        assert_eq!(date_text(i32::MAX), "+5881580-07-11");
+        assert_eq!(date_text(i32::MIN), "-5877641-06-23");
+        assert_eq!(
+            datetime_text(i64::MAX, TimeUnit::Microseconds, true),
+            "+294247-01-10T04:00:54Z"
+        );
+        assert_eq!(
+            datetime_text(i64::MIN, TimeUnit::Milliseconds, false),
+            "-292275055-05-16T16:47:04"
+        );
+        assert_eq!(time_text(3_600_000_000_001), "01:00:00.000000001");
+        assert_eq!(time_text(-1), "-1");
+    }
+
+    proptest::proptest! {
+        /// The hand-written calendar agrees with chrono wherever chrono goes.
+        #[test]
+        fn civil_dates_match_chrono(days in -96_000_000i64..96_000_000) {
+            let (y, m, d) = civil(days);
+            let chrono = NaiveDate::from_ymd_opt(1970, 1, 1)
+                .unwrap()
+                .checked_add_signed(chrono::Duration::days(days));
+            if let Some(c) = chrono {
+                use chrono::Datelike;
+                proptest::prop_assert_eq!((y, m, d), (i64::from(c.year()), c.month(), c.day()));
+            }
+        }
+    }
+
+    #[test]
+    fn a_panic_in_the_reader_is_an_error() {
+        let e = contained::<()>(|| panic!("activate a feature")).unwrap_err();
+        assert!(e.to_string().contains("activate a feature"), "{e}");
     }
 
     /// Slices smaller than, larger than and not a multiple of the chunks

@@ -265,7 +265,7 @@ mod tests {
             keep_items: true,
             ..ValidateOptions::default()
         };
-        let validator = Validator::new(&policy, options, opened.source.headers()).unwrap();
+        let validator = Validator::new(&policy, options, opened.source.as_ref()).unwrap();
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(1)
             .build()
