@@ -20,7 +20,7 @@ use crate::quote::CurrencyTotal;
 use crate::report::{write_results, AtomicFile, AuditLog, PlannedKind, ResultCounts, RowSpool};
 use crate::sim::{Sim, SimConfig};
 use crate::submit::client::{ApiClient, ClientConfig, Token};
-use crate::submit::journal::{ItemState, Journal, PlannedItem};
+use crate::submit::journal::{ItemState, Journal, JournalError, PlannedItem};
 use crate::submit::retry::RetryPolicy;
 use crate::submit::{submit_and_track, SubmitError, SubmitReport, SubmitSettings};
 
@@ -52,6 +52,12 @@ pub struct Args {
     /// same journal resumes and never submits an item twice.
     #[arg(long, value_name = "FILE", env = "REFLEET_STATE")]
     state: Option<PathBuf>,
+    /// When the journal cannot be used (empty, damaged, or from another
+    /// refleet version), move it aside (renamed FILE.unusable-<UTC time>,
+    /// never deleted) and start a new one, which submits every item again.
+    /// A usable journal is kept.
+    #[arg(long, env = "REFLEET_NEW_JOURNAL")]
+    new_journal: bool,
     /// Do everything but send: validate, decide, quote, plan the journal.
     #[arg(long, env = "REFLEET_DRY_RUN")]
     dry_run: bool,
@@ -216,15 +222,29 @@ struct Timings {
 }
 
 pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
+    let new_journal = args.new_journal;
     let mut settings = args.resolve()?;
     let policy = Arc::new(global.load_policy()?);
     let started = Instant::now();
     let contracts = load_contracts(&settings.plan, &policy)?;
-    // The journal first: a second run on it is refused before any work.
-    let journal = Journal::open(&settings.state).map_err(|e| match e {
-        crate::submit::journal::JournalError::Busy(_) => UsageError(e.to_string()).into(),
+    // The journal first: a second run on it, and a journal that cannot be
+    // used, are refused before any work.
+    let opened = if new_journal {
+        Journal::open_afresh_if_unusable(&settings.state)
+    } else {
+        Journal::open(&settings.state).map(|j| (j, None))
+    };
+    let (journal, moved) = opened.map_err(|e| match e {
+        JournalError::Busy(_) | JournalError::Unusable { .. } => UsageError(e.to_string()).into(),
         e => anyhow::Error::new(e),
     })?;
+    if let Some(moved) = moved {
+        eprintln!(
+            "refleet: --new-journal: the journal {} could not be used; it was moved to {} and a new journal started (every item is submitted again)",
+            settings.state.display(),
+            moved.display()
+        );
+    }
     let run_id = journal.begin_run(
         &settings.plan.input.display().to_string(),
         settings.plan.as_of,
