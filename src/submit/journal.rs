@@ -25,6 +25,9 @@
 //! every batch again. [`Journal::open_afresh_if_unusable`] (`run
 //! --new-journal`) moves such a file aside, renamed and never deleted, and
 //! starts a new journal.
+//!
+//! The journal id ties the journal to its audit log (`report::audit`): the
+//! journal records the log's file and how far its chain goes.
 
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
@@ -866,6 +869,7 @@ pub struct AuditItem {
 #[derive(Debug, Clone)]
 pub struct AuditOrder {
     pub batch_id: i64,
+    pub idempotency_key: String,
     pub request_id: String,
     pub contract_id: String,
     pub region: String,
@@ -875,23 +879,10 @@ pub struct AuditOrder {
 }
 
 impl Journal {
-    /// Where the audit chain stands, as last recorded.
-    pub fn audit_state(&self) -> Result<crate::report::ChainState, JournalError> {
-        let get = |k: &str| -> Result<Option<String>, JournalError> {
-            Ok(self
-                .conn
-                .query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| r.get(0))
-                .optional()?)
-        };
-        let mut state = crate::report::ChainState::default();
-        if let (Some(len), Some(records), Some(hash)) =
-            (get("audit_len")?, get("audit_records")?, get("audit_hash")?)
-        {
-            state.len = len.parse().unwrap_or(0);
-            state.records = records.parse().unwrap_or(0);
-            state.last_hash = hash;
-        }
-        Ok(state)
+    /// What the journal knows of its audit log: its id, the log's file and
+    /// where the chain stands, as last recorded.
+    pub fn audit_state(&self) -> Result<crate::report::Binding, JournalError> {
+        audit_binding(&self.conn, &self.path)
     }
 
     /// Active and escalated items not yet in the audit log, in journal order.
@@ -931,12 +922,14 @@ impl Journal {
             .conn
             .prepare(
                 "SELECT b.id, b.request_id, b.contract_id, b.region, b.quote_id, b.updated_at,
-                        (SELECT COUNT(*) FROM items i WHERE i.batch_id = b.id AND i.state != 'rejected')
+                        (SELECT COUNT(*) FROM items i WHERE i.batch_id = b.id AND i.state != 'rejected'),
+                        b.idem_key
                  FROM batches b WHERE b.state = 'accepted' AND b.audited = 0 ORDER BY b.id",
             )?
             .query_map([], |r| {
                 Ok(AuditOrder {
                     batch_id: r.get(0)?,
+                    idempotency_key: r.get(7)?,
                     request_id: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
                     contract_id: r.get(2)?,
                     region: r.get(3)?,
@@ -949,11 +942,14 @@ impl Journal {
         Ok(rows)
     }
 
-    /// Marks what was appended, with the chain's new state, in one transaction.
+    /// Marks what the log holds (appended now, or adopted from a crash's
+    /// tail), with the log's file and the chain's new state, in one
+    /// transaction.
     pub fn mark_audited(
         &self,
         items: &[String],
-        orders: &[i64],
+        orders: &[AuditedOrder],
+        file: &str,
         state: &crate::report::ChainState,
     ) -> Result<(), JournalError> {
         let tx = &self.conn;
@@ -964,12 +960,26 @@ impl Journal {
                 for k in items {
                     it.execute([k])?;
                 }
-                let mut b = tx.prepare_cached("UPDATE batches SET audited = 1 WHERE id = ?1")?;
-                for id in orders {
-                    b.execute([id])?;
+                for order in orders {
+                    let (sql, key) = match order {
+                        AuditedOrder::Batch(id) => {
+                            tx.prepare_cached("UPDATE batches SET audited = 1 WHERE id = ?1")?
+                                .execute([id])?;
+                            continue;
+                        }
+                        AuditedOrder::IdempotencyKey(k) => {
+                            ("UPDATE batches SET audited = 1 WHERE idem_key = ?1", k)
+                        }
+                        AuditedOrder::RequestId(r) => (
+                            "UPDATE batches SET audited = 1 WHERE request_id = ?1 AND audited = 0",
+                            r,
+                        ),
+                    };
+                    tx.prepare_cached(sql)?.execute([key])?;
                 }
                 let mut m =
                     tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?;
+                m.execute(params!["audit_file", file])?;
                 m.execute(params!["audit_len", state.len.to_string()])?;
                 m.execute(params!["audit_records", state.records.to_string()])?;
                 m.execute(params!["audit_hash", state.last_hash])?;
@@ -978,6 +988,68 @@ impl Journal {
         })?;
         Ok(())
     }
+}
+
+/// An order the audit log holds: one just appended (its batch), or one
+/// adopted from the log, by the idempotency key its record carries (by its
+/// request id for a record from before keys were written).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditedOrder {
+    Batch(i64),
+    IdempotencyKey(String),
+    RequestId(String),
+}
+
+/// What a journal knows of its audit log, from any connection to it.
+pub fn audit_binding(
+    conn: &Connection,
+    path: &Path,
+) -> Result<crate::report::Binding, JournalError> {
+    let get = |k: &str| -> Result<Option<String>, JournalError> {
+        Ok(conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| r.get(0))
+            .optional()?)
+    };
+    let bad = |key: &str, value: &str| {
+        unusable(path, format!("is damaged (its meta `{key}` is `{value}`)"))
+    };
+    let hex = |s: &str, n: usize| {
+        s.len() == n && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    let journal_id = match get("journal_id")? {
+        Some(id) if hex(&id, 16) => id,
+        Some(id) => return Err(bad("journal_id", &id)),
+        None => {
+            return Err(unusable(
+                path,
+                "has no journal id yet (open it with `refleet run` once)",
+            ))
+        }
+    };
+    // A plain name in the journal's folder, never a path elsewhere.
+    let file = match get("audit_file")? {
+        Some(f) if Path::new(&f).file_name() == Some(std::ffi::OsStr::new(&f)) => Some(f),
+        Some(f) => return Err(bad("audit_file", &f)),
+        None => None,
+    };
+    let mut chain = crate::report::ChainState::default();
+    if let (Some(len), Some(records), Some(hash)) =
+        (get("audit_len")?, get("audit_records")?, get("audit_hash")?)
+    {
+        chain.len = len.parse().map_err(|_| bad("audit_len", &len))?;
+        chain.records = records
+            .parse()
+            .map_err(|_| bad("audit_records", &records))?;
+        if !hex(&hash, 64) {
+            return Err(bad("audit_hash", &hash));
+        }
+        chain.last_hash = hash;
+    }
+    Ok(crate::report::Binding {
+        journal_id,
+        file,
+        chain,
+    })
 }
 
 /// `path` with `suffix` appended to its file name.

@@ -3,6 +3,7 @@
 //! is refused rather than taken as new, and a run that dies leaves no
 //! temporary file for the next one.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -73,6 +74,297 @@ fn head(dir: &Path, n: usize) -> PathBuf {
     let lines: Vec<&str> = text.lines().take(n + 1).collect();
     std::fs::write(&path, lines.join("\n") + "\n").unwrap();
     path
+}
+
+/// `inventory` with the first `n` rows that `out/results.csv` has active
+/// deactivated again on a new date: new events, submitted again.
+fn redeactivated(inventory: &Path, out: &Path, n: usize, to: &Path) -> PathBuf {
+    let mut res = csv::Reader::from_path(out.join("results.csv")).unwrap();
+    let h = res.headers().unwrap().clone();
+    let col = |name: &str| h.iter().position(|c| c == name).unwrap();
+    let (row, state, serial) = (col("row"), col("state"), col("serial_number"));
+    let rows: HashSet<usize> = res
+        .records()
+        .map(Result::unwrap)
+        .filter(|r| &r[state] == "active" && !r[serial].is_empty())
+        .take(n)
+        .map(|r| r[row].parse().unwrap())
+        .collect();
+    assert_eq!(rows.len(), n);
+    let mut rdr = csv::Reader::from_path(inventory).unwrap();
+    let headers = rdr.headers().unwrap().clone();
+    let at = headers.iter().position(|c| c == "deactivated_at").unwrap();
+    let mut w = csv::Writer::from_path(to).unwrap();
+    w.write_record(&headers).unwrap();
+    for (i, rec) in rdr.records().enumerate() {
+        let mut rec: Vec<String> = rec.unwrap().iter().map(String::from).collect();
+        if rows.contains(&(i + 1)) {
+            rec[at] = "2026-11-20".into();
+        }
+        w.write_record(&rec).unwrap();
+    }
+    w.flush().unwrap();
+    to.to_path_buf()
+}
+
+/// `refleet audit verify --state JOURNAL`: (exit code, stdout, stderr).
+fn verify(journal: &Path) -> (Option<i32>, String, String) {
+    let o = refleet()
+        .args(["audit", "verify", "--state"])
+        .arg(journal)
+        .output()
+        .unwrap();
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout).into(),
+        String::from_utf8_lossy(&o.stderr).into(),
+    )
+}
+
+fn audit_logs(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_str().unwrap();
+            name.starts_with("audit") && name.ends_with(".jsonl")
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn remove_journal(path: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let _ = std::fs::remove_file(PathBuf::from(p));
+    }
+}
+
+/// A folder of nightly journals: the first night's run done.
+struct Nights {
+    sim: Sim,
+    dir: tempfile::TempDir,
+    input: PathBuf,
+}
+
+impl Nights {
+    fn new() -> Nights {
+        let dir = tempfile::tempdir().unwrap();
+        let input = head(dir.path(), 300);
+        let nights = Nights {
+            sim: sim(),
+            dir,
+            input,
+        };
+        nights.run("2026-12-01", &nights.input);
+        nights
+    }
+
+    fn folder(&self) -> PathBuf {
+        self.dir.path().join("D")
+    }
+
+    fn journal(&self, night: &str) -> PathBuf {
+        self.folder().join(format!("{night}.sqlite"))
+    }
+
+    fn run(&self, night: &str, input: &Path) {
+        let journal = self.journal(night);
+        let out = self.dir.path().join(format!("out-{}", fastrand::u32(..)));
+        ok(run(
+            input,
+            &out,
+            &self.sim,
+            &["--state", journal.to_str().unwrap()],
+        ));
+    }
+}
+
+#[test]
+fn journals_of_several_nights_in_one_folder_each_keep_their_own_audit_log() {
+    let n = Nights::new();
+    let first = n.folder().join("audit.jsonl");
+    let log1 = std::fs::read(&first).unwrap();
+    assert!(log1.len() > 10_000);
+    n.run("2026-12-02", &n.input);
+    assert!(
+        std::fs::read(&first).unwrap() == log1,
+        "the first night's log was changed by the second night's journal"
+    );
+    let logs = audit_logs(&n.folder());
+    assert_eq!(logs.len(), 2, "{logs:?}");
+    let mut owners = HashSet::new();
+    for night in ["2026-12-01", "2026-12-02"] {
+        let (code, stdout, stderr) = verify(&n.journal(night));
+        assert_eq!(code, Some(0), "{stderr}");
+        assert!(stdout.contains("chain intact"), "{stdout}");
+        owners.insert(
+            stdout
+                .split("written by journal ")
+                .nth(1)
+                .unwrap()
+                .to_string(),
+        );
+    }
+    assert_eq!(owners.len(), 2, "each log names its own journal");
+}
+
+#[test]
+fn a_journal_deleted_and_started_again_leaves_the_old_log_as_it_was() {
+    let n = Nights::new();
+    let first = n.folder().join("audit.jsonl");
+    let log1 = std::fs::read(&first).unwrap();
+    remove_journal(&n.journal("2026-12-01"));
+    n.run("2026-12-01", &n.input);
+    assert!(std::fs::read(&first).unwrap() == log1);
+    assert_eq!(audit_logs(&n.folder()).len(), 2);
+    assert_eq!(verify(&n.journal("2026-12-01")).0, Some(0));
+}
+
+#[test]
+fn a_journal_restored_from_a_backup_keeps_every_record_of_its_log() {
+    let n = Nights::new();
+    let journal = n.journal("2026-12-01");
+    let backup = n.dir.path().join("backup.sqlite");
+    std::fs::copy(&journal, &backup).unwrap();
+    let out = n.dir.path().join("first");
+    ok(run(
+        &n.input,
+        &out,
+        &n.sim,
+        &["--state", journal.to_str().unwrap()],
+    ));
+    let more = redeactivated(&n.input, &out, 10, &n.dir.path().join("more.csv"));
+    n.run("2026-12-01", &more);
+    let log = n.folder().join("audit.jsonl");
+    let grown = std::fs::read(&log).unwrap();
+    remove_journal(&journal);
+    std::fs::copy(&backup, &journal).unwrap();
+    n.run("2026-12-01", &more);
+    let after = std::fs::read(&log).unwrap();
+    assert!(
+        after.starts_with(&grown),
+        "a restored journal cut or rewrote its log ({} bytes, then {})",
+        grown.len(),
+        after.len()
+    );
+    let (code, stdout, stderr) = verify(&journal);
+    assert_eq!(code, Some(0), "{stderr}");
+    // Each of the ten events once in the log, though the restored journal
+    // saw them again.
+    let text = String::from_utf8(after).unwrap();
+    let activations: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("\"kind\":\"activation\"") && l.contains("|2026-11-20\""))
+        .collect();
+    assert_eq!(activations.len(), 10, "{stdout}");
+    assert_eq!(n.sim.stats().duplicate_activations, 0);
+}
+
+/// What a journal recorded of its audit log: (len, records, hash).
+fn recorded(journal: &Path) -> (u64, u64, String) {
+    let c = rusqlite::Connection::open(journal).unwrap();
+    let get = |k: &str| -> String {
+        c.query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| r.get(0))
+            .unwrap()
+    };
+    (
+        get("audit_len").parse().unwrap(),
+        get("audit_records").parse().unwrap(),
+        get("audit_hash"),
+    )
+}
+
+#[test]
+fn a_crash_between_the_log_and_the_journal_neither_loses_nor_repeats_a_record() {
+    let sim = sim();
+    let dir = tempfile::tempdir().unwrap();
+    let input = head(dir.path(), 300);
+    let out = dir.path().join("out");
+    ok(run(&input, &out, &sim, &[]));
+    let journal = out.join("journal.sqlite");
+    let log = out.join("audit.jsonl");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let full = recorded(&journal);
+    assert_eq!(full.1 as usize, lines.len());
+
+    // As if the run had died after syncing its last 7 records and before
+    // the journal recorded them, in the middle of writing one more.
+    let kept = lines.len() - 7;
+    let len: usize = lines[..kept].iter().map(|l| l.len() + 1).sum();
+    let value = |l: &str| serde_json::from_str::<serde_json::Value>(l).unwrap();
+    let hash = value(lines[kept - 1])["hash"].as_str().unwrap().to_string();
+    let c = rusqlite::Connection::open(&journal).unwrap();
+    let set = "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)";
+    c.execute(set, ["audit_len", &len.to_string()]).unwrap();
+    c.execute(set, ["audit_records", &kept.to_string()])
+        .unwrap();
+    c.execute(set, ["audit_hash", &hash]).unwrap();
+    let mut unmarked = 0;
+    for l in &lines[kept..] {
+        let r = value(l);
+        if let Some(key) = r["event_key"].as_str() {
+            unmarked += c
+                .execute("UPDATE items SET audited = 0 WHERE event_key = ?1", [key])
+                .unwrap();
+        }
+    }
+    assert_eq!(unmarked, 7, "the last records are items'");
+    drop(c);
+    let mut torn = text.clone();
+    torn.push_str(&lines[kept][..60]);
+    std::fs::write(&log, &torn).unwrap();
+
+    ok(run(&input, &out, &sim, &[]));
+    assert!(
+        std::fs::read_to_string(&log).unwrap() == text,
+        "the synced records are kept as they were, none twice, and only the torn line is gone"
+    );
+    assert_eq!(recorded(&journal), full);
+    let (code, stdout, stderr) = verify(&journal);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains(&format!("{} records", lines.len())),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_log_cut_short_is_caught_by_verify_with_its_journal_and_refused_before_sending() {
+    let sim = sim();
+    let dir = tempfile::tempdir().unwrap();
+    let input = head(dir.path(), 300);
+    let out = dir.path().join("out");
+    ok(run(&input, &out, &sim, &[]));
+    let journal = out.join("journal.sqlite");
+    let log = out.join("audit.jsonl");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let cut = lines[..lines.len() - 3].join("\n") + "\n";
+    std::fs::write(&log, &cut).unwrap();
+    let before = sim.stats().reactivation_requests;
+    let more = redeactivated(&input, &out, 5, &dir.path().join("more.csv"));
+    let o = run(&more, &out, &sim, &[]);
+    let (code, stderr) = exit(&o);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("audit.jsonl") && stderr.contains("Nothing was sent"),
+        "{stderr}"
+    );
+    assert_eq!(sim.stats().reactivation_requests, before);
+    assert!(std::fs::read_to_string(&log).unwrap() == cut);
+    // The chain alone cannot tell where it should end; its journal can.
+    refleet()
+        .args(["audit", "verify"])
+        .arg(&log)
+        .assert()
+        .code(0);
+    let (code, _, stderr) = verify(&journal);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("truncated or replaced"), "{stderr}");
 }
 
 #[test]
