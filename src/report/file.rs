@@ -586,6 +586,7 @@ fn set_direct(file: &File, on: bool) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
+    #[cfg(unix)]
     #[test]
     fn only_the_temporaries_of_dead_refleet_processes_are_removed() {
         let dir = tempfile::tempdir().unwrap();
