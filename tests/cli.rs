@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 
+mod history;
 mod inputs;
 mod numbers;
 mod report;

@@ -17,10 +17,12 @@ use crate::api::{CoverageWire, ItemType};
 use crate::contracts::Contracts;
 use crate::domain::{Coverage, Item, ItemKind};
 use crate::quote::CurrencyTotal;
-use crate::report::{write_results, AtomicFile, AuditLog, PlannedKind, ResultCounts, RowSpool};
+use crate::report::{
+    audit, write_results, AtomicFile, AuditLog, PlannedKind, ResultCounts, RowSpool,
+};
 use crate::sim::{Sim, SimConfig};
 use crate::submit::client::{ApiClient, ClientConfig, Token};
-use crate::submit::journal::{ItemState, Journal, PlannedItem};
+use crate::submit::journal::{AuditedOrder, ItemState, Journal, JournalError, PlannedItem};
 use crate::submit::retry::RetryPolicy;
 use crate::submit::{submit_and_track, SubmitError, SubmitReport, SubmitSettings};
 
@@ -52,6 +54,12 @@ pub struct Args {
     /// same journal resumes and never submits an item twice.
     #[arg(long, value_name = "FILE", env = "REFLEET_STATE")]
     state: Option<PathBuf>,
+    /// When the journal cannot be used (empty, damaged, or from another
+    /// refleet version), move it aside (renamed FILE.unusable-<UTC time>,
+    /// never deleted) and start a new one, which submits every item again.
+    /// A usable journal is kept.
+    #[arg(long, env = "REFLEET_NEW_JOURNAL")]
+    new_journal: bool,
     /// Do everything but send: validate, decide, quote, plan the journal.
     #[arg(long, env = "REFLEET_DRY_RUN")]
     dry_run: bool,
@@ -216,14 +224,42 @@ struct Timings {
 }
 
 pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
+    let new_journal = args.new_journal;
     let mut settings = args.resolve()?;
     let policy = Arc::new(global.load_policy()?);
     let started = Instant::now();
     let contracts = load_contracts(&settings.plan, &policy)?;
-    // The journal first: a second run on it is refused before any work.
-    let journal = Journal::open(&settings.state).map_err(|e| match e {
-        crate::submit::journal::JournalError::Busy(_) => UsageError(e.to_string()).into(),
-        e => anyhow::Error::new(e),
+    // The journal first: a second run on it, a journal that cannot be
+    // used and an audit log that is not the journal's are refused before
+    // any work.
+    let opened = if new_journal {
+        Journal::open_afresh_if_unusable(&settings.state)
+    } else {
+        Journal::open(&settings.state).map(|j| (j, None))
+    };
+    let refused = |e: JournalError| -> anyhow::Error {
+        match e {
+            JournalError::Busy(_) | JournalError::Unusable { .. } => {
+                UsageError(e.to_string()).into()
+            }
+            e => anyhow::Error::new(e),
+        }
+    };
+    let (journal, moved) = opened.map_err(refused)?;
+    if let Some(moved) = moved {
+        eprintln!(
+            "refleet: --new-journal: the journal {} could not be used; it was moved to {} and a new journal started (every item is submitted again)",
+            settings.state.display(),
+            moved.display()
+        );
+    }
+    let audit_dir = journal_dir(&settings.state);
+    let binding = journal.audit_state().map_err(refused)?;
+    audit::locate(&audit_dir, &binding).map_err(|e| {
+        UsageError(format!(
+            "journal {}: {e}. Nothing was sent",
+            settings.state.display()
+        ))
     })?;
     let run_id = journal.begin_run(
         &settings.plan.input.display().to_string(),
@@ -299,13 +335,7 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
         report = rep;
     }
 
-    let audit_path = settings
-        .state
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."))
-        .join("audit.jsonl");
-    let audited = write_audit(&journal, &audit_path, &contracts)?;
+    let audited = write_audit(&journal, &audit_dir, &settings.state, &contracts)?;
     let counts = write_results(&out, &spool, &mut |key| Ok(journal.record(key)?))?;
     if settings.plan.parquet {
         crate::report::parquet::write_copies(&out, &["rejects", "eligibility", "results"])?;
@@ -398,11 +428,8 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
     super::report::write_run_report(&out, &summary_json, &planned.plan.quotes, &journal)?;
     if !global.quiet {
         eprint!("{}", final_text(&counts, &report, &settings, started));
-        if audited > 0 {
-            eprintln!(
-                "audit log: {audited} new records in {}",
-                audit_path.display()
-            );
+        if let Some((n, path)) = audited.filter(|(n, _)| *n > 0) {
+            eprintln!("audit log: {n} new records in {}", path.display());
         }
     }
     Ok(outcome)
@@ -480,20 +507,32 @@ fn submit(
     })
 }
 
+/// The folder of the journal, where its audit log lives.
+fn journal_dir(state: &std::path::Path) -> PathBuf {
+    state
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."))
+        .to_path_buf()
+}
+
 /// Appends the run's new activations, orders (cancellation windows) and
-/// cases to the hash-chained audit log beside the journal; returns how many.
+/// cases to the journal's hash-chained audit log in `dir` (see
+/// `report::audit`); returns how many, and the log's path. Records a crash
+/// left in the log after what the journal recorded are adopted: their items
+/// are marked, not written again.
 fn write_audit(
     journal: &Journal,
-    path: &std::path::Path,
+    dir: &std::path::Path,
+    state: &std::path::Path,
     contracts: &Contracts,
-) -> anyhow::Result<u64> {
+) -> anyhow::Result<Option<(u64, PathBuf)>> {
     use serde_json::{json, Map, Value};
-    let orders = journal.unaudited_orders()?;
-    let items = journal.unaudited_items()?;
+    let mut orders = journal.unaudited_orders()?;
+    let mut items = journal.unaudited_items()?;
     if orders.is_empty() && items.is_empty() {
-        return Ok(0);
+        return Ok(None);
     }
-    let mut log = AuditLog::open(path, journal.audit_state()?)?;
     let recorded_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let obj = |v: Value| -> Map<String, Value> {
         match v {
@@ -501,6 +540,30 @@ fn write_audit(
             _ => Map::new(),
         }
     };
+    let header = obj(json!({
+        "recorded_at": recorded_at,
+        "journal": state.display().to_string(),
+        "refleet_version": env!("CARGO_PKG_VERSION"),
+    }));
+    let audit::Opened { mut log, adopted } = AuditLog::open(dir, &journal.audit_state()?, header)?;
+    let (mut done_items, mut done_orders) = already_logged(&adopted);
+    if !adopted.is_empty() {
+        tracing::warn!(
+            records = adopted.len(),
+            log = %log.path().display(),
+            "the audit log holds records the journal had not recorded (a crash between the two): kept, not written again"
+        );
+        let adopted_items: std::collections::HashSet<&str> =
+            done_items.iter().map(String::as_str).collect();
+        items.retain(|i| !adopted_items.contains(i.event_key.as_str()));
+        orders.retain(|o| {
+            !done_orders.iter().any(|d| match d {
+                AuditedOrder::IdempotencyKey(k) => *k == o.idempotency_key,
+                AuditedOrder::RequestId(id) => *id == o.request_id,
+                AuditedOrder::Batch(b) => *b == o.batch_id,
+            })
+        });
+    }
     for o in &orders {
         let days = contracts
             .by_id
@@ -516,6 +579,7 @@ fn write_audit(
             "kind": "cancellation_window",
             "recorded_at": recorded_at,
             "request_id": o.request_id,
+            "idempotency_key": o.idempotency_key,
             "contract_id": o.contract_id,
             "region": o.region,
             "quote_id": o.quote_id,
@@ -549,12 +613,32 @@ fn write_audit(
             "reason": i.reason,
         })))?;
     }
-    let state = log.sync()?;
+    let chain = log.sync()?;
     let appended = (orders.len() + items.len()) as u64;
-    let keys: Vec<String> = items.into_iter().map(|i| i.event_key).collect();
-    let ids: Vec<i64> = orders.iter().map(|o| o.batch_id).collect();
-    journal.mark_audited(&keys, &ids, &state)?;
-    Ok(appended)
+    done_items.extend(items.into_iter().map(|i| i.event_key));
+    done_orders.extend(orders.iter().map(|o| AuditedOrder::Batch(o.batch_id)));
+    journal.mark_audited(&done_items, &done_orders, log.file_name(), &chain)?;
+    Ok(Some((appended, log.path().to_path_buf())))
+}
+
+/// The items and orders of records adopted from the log.
+fn already_logged(
+    records: &[serde_json::Map<String, serde_json::Value>],
+) -> (Vec<String>, Vec<AuditedOrder>) {
+    let (mut items, mut orders) = (Vec::new(), Vec::new());
+    for r in records {
+        let text = |k: &str| r.get(k).and_then(|v| v.as_str()).map(str::to_string);
+        match text("kind").as_deref() {
+            Some("cancellation_window") => match (text("idempotency_key"), text("request_id")) {
+                (Some(key), _) => orders.push(AuditedOrder::IdempotencyKey(key)),
+                (None, Some(id)) => orders.push(AuditedOrder::RequestId(id)),
+                (None, None) => {}
+            },
+            Some("activation" | "case") => items.extend(text("event_key")),
+            _ => {}
+        }
+    }
+    (items, orders)
 }
 
 /// What the journal needs to rebuild an item's request.

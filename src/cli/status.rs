@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use rusqlite::OptionalExtension;
 
 use super::{Global, Outcome, UsageError};
+use crate::report::audit;
 use crate::submit::journal::{self, ItemState, Journal};
 
 #[derive(clap::Args, Debug)]
@@ -36,6 +37,7 @@ pub(super) fn run(args: Args, _global: &Global) -> anyhow::Result<Outcome> {
     for (state, count) in &counts {
         text.push_str(&format!("  {:<13} {count}\n", state.as_str()));
     }
+    text.push_str(&audit_text(&conn, &args.state));
     let last: Option<(i64, String, Option<String>, Option<String>)> = conn
         .query_row(
             "SELECT id, started_at, finished_at, outcome FROM runs ORDER BY id DESC LIMIT 1",
@@ -77,4 +79,42 @@ pub(super) fn run(args: Args, _global: &Global) -> anyhow::Result<Outcome> {
     }
     print!("{text}");
     Ok(Outcome::Success)
+}
+
+/// The journal's id and its audit log: where it is, how many records the
+/// journal recorded, and any problem a run would refuse to start on.
+fn audit_text(conn: &rusqlite::Connection, state: &std::path::Path) -> String {
+    let binding = match journal::audit_binding(conn, state) {
+        Ok(b) => b,
+        Err(e) => return format!("audit log: unknown ({e})\n"),
+    };
+    let dir = state
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let mut text = format!("journal id {}\n", binding.journal_id);
+    match audit::locate(dir, &binding) {
+        Ok(l) if l.exists => {
+            text.push_str(&format!(
+                "audit log: {}, {} records recorded",
+                l.path.display(),
+                binding.chain.records
+            ));
+            if l.unrecorded > 0 {
+                text.push_str(&format!(
+                    " and {} more written before a crash (the next run adopts them)",
+                    l.unrecorded
+                ));
+            }
+            text.push('\n');
+        }
+        Ok(l) => text.push_str(&format!(
+            "audit log: none yet (the first activation creates {})\n",
+            l.path.display()
+        )),
+        Err(e) => text.push_str(&format!(
+            "audit log: PROBLEM, a run on this journal is refused until it is fixed: {e}\n"
+        )),
+    }
+    text
 }

@@ -2,27 +2,67 @@
 //! cancellation window and support case (SPEC §7), kept beside the journal
 //! so one chain spans every run on it.
 //!
-//! Each line is a JSON object whose body (sorted keys, compact) carries the
-//! previous record's hash in `prev_hash`, followed by its own
-//! `"hash":"<sha256 hex>"` as the last member; the hash covers the previous
-//! hash and the body's exact bytes, so changing any byte of a record breaks
-//! that record (and [`verify`] names it).
+//! Each line is a JSON object whose body (sorted keys, compact) carries its
+//! number in `seq` and the previous record's hash in `prev_hash`, followed by
+//! its own `"hash":"<sha256 hex>"` as the last member; the hash covers the
+//! previous hash and the body's exact bytes, so changing any byte of a
+//! record breaks that record (and [`verify`] names it).
 //!
-//! Crash safety: lines are written and synced first, then the journal records
-//! the log's new length in the same transaction that marks the items as
-//! audited. A log longer than the journal says ends in lines whose items were
-//! not marked: [`AuditLog::open`] cuts them, and they are written again.
+//! # One log, one journal
+//! A log belongs to one journal, and only that journal writes to it. Each
+//! journal has a random id (in its `meta` table); the first record of its
+//! log is a header, `"kind":"journal"`, carrying the same id. The journal
+//! records which file is its log and how far the chain goes (bytes,
+//! records, last hash). A journal's log is `audit.jsonl` in the journal's
+//! folder when that name is free or already its own, and
+//! `audit-<journal id>.jsonl` otherwise: journals that share a folder (one
+//! per night, a journal deleted or replaced by a new one) each keep their
+//! own log, and none truncates, rewrites or appends to another's. A log
+//! thus holds one chain, of one journal; [`verify`] says whose.
+//!
+//! Before a run sends anything, [`locate`] checks the journal's log against
+//! what the journal recorded, and refuses one that is missing, shorter than
+//! recorded, another journal's, or whose record at the recorded end does not
+//! carry the recorded hash (replaced or rewritten): the operator restores it
+//! rather than have refleet write on top of lost history. A log written
+//! before journals had ids (no header) is accepted by that hash alone.
+//!
+//! # Crash safety
+//! Records are written and synced first; then the journal records the
+//! chain's new state in the transaction that marks their items as audited.
+//! A crash in between leaves the log longer than the journal says. Those
+//! trailing records are this journal's (no one else writes its log) and
+//! true (written from item states already committed), so [`AuditLog::open`]
+//! checks that they continue the chain and adopts them: it returns them, and
+//! the caller marks their items as audited instead of writing them again.
+//! Nothing is cut from a log but a last line with no newline: a write the
+//! crash cut short, which is no record (it cannot verify), was never synced
+//! as a whole nor recorded, and whose item is still unaudited and written
+//! again in full. A complete trailing line that does not continue the chain
+//! is refused: something else wrote to the log.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 /// The hash before the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
+/// The log of the first journal in a folder.
+pub const DEFAULT_FILE: &str = "audit.jsonl";
+
+/// The `kind` of a log's first record, which names the journal it belongs to.
+pub const HEADER_KIND: &str = "journal";
+
 const HASH_SUFFIX_LEN: usize = ",\"hash\":\"\"}".len() + 64;
+
+/// The log of a journal whose folder's `audit.jsonl` is another journal's.
+pub fn own_file(journal_id: &str) -> String {
+    format!("audit-{journal_id}.jsonl")
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
@@ -31,11 +71,25 @@ pub enum AuditError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path} is {actual} bytes but the journal recorded {expected}: the audit log was truncated or replaced")]
+    #[error("the audit log {path} is missing, but the journal recorded {records} records in it; restore it from a backup")]
+    Missing { path: PathBuf, records: u64 },
+    #[error("the audit log {path} is {actual} bytes but the journal recorded {expected}: it was truncated or replaced; restore it from a backup")]
     Shorter {
         path: PathBuf,
         actual: u64,
         expected: u64,
+    },
+    #[error("the audit log {path} belongs to {owner}, not to this journal ({journal_id}); restore this journal's log from a backup")]
+    Foreign {
+        path: PathBuf,
+        owner: String,
+        journal_id: String,
+    },
+    #[error("the audit log {path} does not hold, as its record {records} (ending at byte {len}), the record the journal recorded last: it was replaced or rewritten; restore it from a backup")]
+    Replaced {
+        path: PathBuf,
+        records: u64,
+        len: u64,
     },
     #[error("record {record} (line {record}) of {path}: {reason}")]
     Broken {
@@ -63,10 +117,42 @@ impl Default for ChainState {
     }
 }
 
+/// What a journal knows of its log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    /// The journal's id, which the log's header repeats.
+    pub journal_id: String,
+    /// The log's file name in the journal's folder, once the journal has
+    /// recorded records in it.
+    pub file: Option<String>,
+    /// The chain as far as the journal recorded it.
+    pub chain: ChainState,
+}
+
+impl Binding {
+    /// The file the journal recorded records in: its own, or `audit.jsonl`
+    /// for a journal from before files were recorded.
+    fn recorded_file(&self) -> Option<&str> {
+        match &self.file {
+            Some(name) => Some(name),
+            None if self.chain.len > 0 => Some(DEFAULT_FILE),
+            None => None,
+        }
+    }
+}
+
 pub struct AuditLog {
     file: File,
     path: PathBuf,
+    name: String,
     state: ChainState,
+}
+
+/// A log opened for appending, with the records it held beyond what the
+/// journal recorded (adopted: the caller marks their items as audited).
+pub struct Opened {
+    pub log: AuditLog,
+    pub adopted: Vec<Map<String, Value>>,
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> AuditError + '_ {
@@ -84,43 +170,361 @@ fn hash(prev: &str, body: &[u8]) -> String {
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Reads records one by one, each checked against the chain so far.
+struct Records<'p, R> {
+    reader: R,
+    path: &'p Path,
+    /// The chain up to the last record read.
+    at: ChainState,
+    line: Vec<u8>,
+}
+
+enum Next {
+    Record(Map<String, Value>),
+    /// A last line with no newline, from `at.len` on.
+    Torn,
+    End,
+}
+
+impl<'p, R: BufRead> Records<'p, R> {
+    fn new(reader: R, path: &'p Path, at: ChainState) -> Self {
+        Records {
+            reader,
+            path,
+            at,
+            line: Vec::new(),
+        }
+    }
+
+    fn next(&mut self) -> Result<Next, AuditError> {
+        self.line.clear();
+        let n = self
+            .reader
+            .read_until(b'\n', &mut self.line)
+            .map_err(io(self.path))?;
+        if n == 0 {
+            return Ok(Next::End);
+        }
+        if self.line.last() != Some(&b'\n') {
+            return Ok(Next::Torn);
+        }
+        let record = self.at.records + 1;
+        let broken = |reason: &str| AuditError::Broken {
+            path: self.path.to_path_buf(),
+            record,
+            reason: reason.to_string(),
+        };
+        let text = &self.line[..n - 1];
+        if text.len() < HASH_SUFFIX_LEN + 2 {
+            return Err(broken("too short to be a record"));
+        }
+        let (head, suffix) = text.split_at(text.len() - HASH_SUFFIX_LEN);
+        let claimed = suffix
+            .strip_prefix(b",\"hash\":\"")
+            .and_then(|s| s.strip_suffix(b"\"}"))
+            .filter(|h| {
+                h.iter()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+            })
+            .ok_or_else(|| broken("does not end with its hash"))?;
+        let mut body = head.to_vec();
+        body.push(b'}');
+        let Value::Object(map) =
+            serde_json::from_slice(&body).map_err(|e| broken(&format!("not JSON: {e}")))?
+        else {
+            return Err(broken("not a JSON object"));
+        };
+        if map.get("prev_hash").and_then(Value::as_str) != Some(self.at.last_hash.as_str()) {
+            return Err(broken("prev_hash is not the previous record's hash"));
+        }
+        if map.get("seq").and_then(Value::as_u64) != Some(record) {
+            return Err(broken("seq is out of order"));
+        }
+        let actual = hash(&self.at.last_hash, &body);
+        if actual.as_bytes() != claimed {
+            return Err(broken("the hash does not match the record's content"));
+        }
+        if record > 1 && map.get("kind").and_then(Value::as_str) == Some(HEADER_KIND) {
+            return Err(broken(
+                "a journal header after the first record: a log holds one journal's chain",
+            ));
+        }
+        self.at = ChainState {
+            len: self.at.len + n as u64,
+            records: record,
+            last_hash: actual,
+        };
+        Ok(Next::Record(map))
+    }
+}
+
+/// Whose a log is, from its first line.
+enum Owner {
+    /// No such file.
+    Absent,
+    /// Empty, or no journal header (a log from before journals had ids).
+    Unknown,
+    Journal(String),
+}
+
+impl Owner {
+    fn describe(&self) -> String {
+        match self {
+            Owner::Journal(id) => format!("journal {id}"),
+            _ => "no journal known (its first record names none)".to_string(),
+        }
+    }
+}
+
+fn owner_of(file: &File, path: &Path) -> Result<Owner, AuditError> {
+    let mut first = Vec::new();
+    // A header is a few hundred bytes; a longer first line is no header.
+    BufReader::new(file.take(64 * 1024))
+        .read_until(b'\n', &mut first)
+        .map_err(io(path))?;
+    let id = first
+        .strip_suffix(b"\n")
+        .and_then(|line| serde_json::from_slice::<Value>(line).ok())
+        .filter(|v| v.get("kind").and_then(Value::as_str) == Some(HEADER_KIND))
+        .and_then(|v| v.get("journal_id")?.as_str().map(str::to_string));
+    Ok(id.map_or(Owner::Unknown, Owner::Journal))
+}
+
+fn owner(path: &Path) -> Result<Owner, AuditError> {
+    match File::open(path) {
+        Ok(file) => owner_of(&file, path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Owner::Absent),
+        Err(e) => Err(io(path)(e)),
+    }
+}
+
+/// Where a journal's log is, and how many records it holds beyond what the
+/// journal recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located {
+    pub path: PathBuf,
+    /// `false`: the journal has no log yet; this is the file it will create.
+    pub exists: bool,
+    /// Records after the recorded end: adopted when the log is next opened.
+    pub unrecorded: u64,
+}
+
+/// Finds the log of the journal `binding` describes, in the journal's
+/// folder `dir`, and checks it against what the journal recorded, writing
+/// nothing. See the module documentation for what is refused.
+pub fn locate(dir: &Path, binding: &Binding) -> Result<Located, AuditError> {
+    if let Some(name) = binding.recorded_file() {
+        let path = dir.join(name);
+        let unrecorded = check(&path, binding)?;
+        return Ok(Located {
+            path,
+            exists: true,
+            unrecorded,
+        });
+    }
+    let own = own_file(&binding.journal_id);
+    for name in [DEFAULT_FILE, own.as_str()] {
+        let path = dir.join(name);
+        match owner(&path)? {
+            Owner::Absent => {
+                return Ok(Located {
+                    path,
+                    exists: false,
+                    unrecorded: 0,
+                })
+            }
+            Owner::Journal(id) if id == binding.journal_id => {
+                let unrecorded = check(&path, binding)?;
+                return Ok(Located {
+                    path,
+                    exists: true,
+                    unrecorded,
+                });
+            }
+            // Another journal's (or nobody's): not this journal's to write.
+            Owner::Journal(_) | Owner::Unknown => {}
+        }
+    }
+    let path = dir.join(own);
+    let owner = owner(&path)?.describe();
+    Err(AuditError::Foreign {
+        path,
+        owner,
+        journal_id: binding.journal_id.clone(),
+    })
+}
+
+/// Checks an existing log against the binding; returns the number of
+/// records after the recorded end.
+fn check(path: &Path, binding: &Binding) -> Result<u64, AuditError> {
+    let chain = &binding.chain;
+    let mut file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(AuditError::Missing {
+                path: path.to_path_buf(),
+                records: chain.records,
+            })
+        }
+        Err(e) => return Err(io(path)(e)),
+    };
+    let actual = file.metadata().map_err(io(path))?.len();
+    if actual < chain.len {
+        return Err(AuditError::Shorter {
+            path: path.to_path_buf(),
+            actual,
+            expected: chain.len,
+        });
+    }
+    match owner_of(&file, path)? {
+        Owner::Journal(id) if id == binding.journal_id => {}
+        // A log from before headers: its hash at the recorded end ties it.
+        Owner::Unknown | Owner::Absent if chain.len > 0 => {}
+        other => {
+            return Err(AuditError::Foreign {
+                path: path.to_path_buf(),
+                owner: other.describe(),
+                journal_id: binding.journal_id.clone(),
+            })
+        }
+    }
+    if chain.len > 0 {
+        let replaced = || AuditError::Replaced {
+            path: path.to_path_buf(),
+            records: chain.records,
+            len: chain.len,
+        };
+        let want = format!(",\"hash\":\"{}\"}}\n", chain.last_hash);
+        let start = chain
+            .len
+            .checked_sub(want.len() as u64)
+            .ok_or_else(replaced)?;
+        file.seek(SeekFrom::Start(start)).map_err(io(path))?;
+        let mut got = vec![0u8; want.len()];
+        file.read_exact(&mut got).map_err(io(path))?;
+        if got != want.as_bytes() {
+            return Err(replaced());
+        }
+    }
+    file.seek(SeekFrom::Start(chain.len)).map_err(io(path))?;
+    let mut records = Records::new(BufReader::new(file), path, chain.clone());
+    let mut unrecorded = 0;
+    while let Next::Record(_) = records.next()? {
+        unrecorded += 1;
+    }
+    Ok(unrecorded)
+}
+
 impl AuditLog {
-    /// Opens the log for appending at the journal's `state`, cutting lines
-    /// written after it (their items were not marked and come again).
-    pub fn open(path: &Path, state: ChainState) -> Result<AuditLog, AuditError> {
-        let file = OpenOptions::new()
-            .create(true)
+    /// Opens the journal's log for appending (see [`locate`]), adopting the
+    /// records it holds beyond what the journal recorded; a journal without
+    /// a log creates one, whose first record is `header` with the journal's
+    /// id.
+    pub fn open(
+        dir: &Path,
+        binding: &Binding,
+        mut header: Map<String, Value>,
+    ) -> Result<Opened, AuditError> {
+        // Twice at most: a name taken meanwhile by another journal is
+        // looked for again (it then takes its own name).
+        let mut attempts = 0;
+        let path = loop {
+            let located = locate(dir, binding)?;
+            if located.exists {
+                break located.path;
+            }
+            attempts += 1;
+            match OpenOptions::new()
+                .create_new(true)
+                .read(true)
+                .append(true)
+                .open(&located.path)
+            {
+                Ok(file) => {
+                    let mut log = AuditLog::new(file, &located.path, ChainState::default());
+                    header.insert("kind".into(), HEADER_KIND.into());
+                    header.insert("journal_id".into(), binding.journal_id.clone().into());
+                    log.append(header)?;
+                    log.file.sync_data().map_err(io(&log.path))?;
+                    File::open(dir)
+                        .and_then(|d| d.sync_all())
+                        .map_err(io(dir))?;
+                    return Ok(Opened {
+                        log,
+                        adopted: Vec::new(),
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempts < 2 => {}
+                Err(e) => return Err(io(&located.path)(e)),
+            }
+        };
+        // From what the journal recorded (the start, for a log it created
+        // but never recorded), every record is checked; those beyond are
+        // adopted.
+        let start = binding.chain.clone();
+        let mut file = OpenOptions::new()
             .read(true)
             .append(true)
-            .open(path)
-            .map_err(io(path))?;
-        let actual = file.metadata().map_err(io(path))?.len();
-        if actual < state.len {
-            return Err(AuditError::Shorter {
-                path: path.to_path_buf(),
-                actual,
-                expected: state.len,
-            });
+            .open(&path)
+            .map_err(io(&path))?;
+        file.seek(SeekFrom::Start(start.len)).map_err(io(&path))?;
+        let mut records = Records::new(BufReader::new(&file), &path, start);
+        let mut adopted = Vec::new();
+        let torn = loop {
+            match records.next()? {
+                Next::Record(r) => {
+                    if r.get("kind").and_then(Value::as_str) != Some(HEADER_KIND) {
+                        adopted.push(r);
+                    }
+                }
+                Next::Torn => break true,
+                Next::End => break false,
+            }
+        };
+        let state = records.at;
+        if torn {
+            tracing::warn!(
+                path = %path.display(),
+                at = state.len,
+                "the audit log ends in a line a crash cut short: that partial line is removed"
+            );
+            file.set_len(state.len).map_err(io(&path))?;
         }
-        if actual > state.len {
-            file.set_len(state.len).map_err(io(path))?;
-        }
-        Ok(AuditLog {
-            file,
-            path: path.to_path_buf(),
-            state,
+        Ok(Opened {
+            log: AuditLog::new(file, &path, state),
+            adopted,
         })
     }
 
+    fn new(file: File, path: &Path, state: ChainState) -> AuditLog {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        AuditLog {
+            file,
+            path: path.to_path_buf(),
+            name,
+            state,
+        }
+    }
+
+    /// The log's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The log's file name, for the journal to record.
+    pub fn file_name(&self) -> &str {
+        &self.name
+    }
+
     /// Appends one record (a JSON object; `seq` and `prev_hash` are added).
-    pub fn append(
-        &mut self,
-        mut record: serde_json::Map<String, serde_json::Value>,
-    ) -> Result<(), AuditError> {
+    pub fn append(&mut self, mut record: Map<String, Value>) -> Result<(), AuditError> {
         record.insert("seq".into(), (self.state.records + 1).into());
         record.insert("prev_hash".into(), self.state.last_hash.clone().into());
         // serde_json's map keeps keys sorted: the body is canonical.
-        let body = serde_json::Value::Object(record).to_string();
+        let body = Value::Object(record).to_string();
         let h = hash(&self.state.last_hash, body.as_bytes());
         let line = format!("{},\"hash\":\"{h}\"}}\n", &body[..body.len() - 1]);
         self.file
@@ -139,86 +543,139 @@ impl AuditLog {
     }
 }
 
+/// An intact chain, as [`verify`] found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub records: u64,
+    /// The journal the log belongs to (`None`: a log from before headers).
+    pub journal_id: Option<String>,
+}
+
 /// Checks every record's hash and link; the first broken record is named.
-pub fn verify(path: &Path) -> Result<u64, AuditError> {
-    let file = File::open(path).map_err(io(path))?;
-    let mut reader = BufReader::new(file);
-    let mut prev = GENESIS.to_string();
-    let mut record = 0u64;
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        let n = reader.read_until(b'\n', &mut line).map_err(io(path))?;
-        if n == 0 {
-            return Ok(record);
+pub fn verify(path: &Path) -> Result<Verified, AuditError> {
+    verify_against(path, None)
+}
+
+/// [`verify`], and with a journal's `binding`, that the log is that
+/// journal's and holds every record it recorded (a log cut at a record
+/// boundary is a valid chain, but shorter than the journal says).
+pub fn verify_against(path: &Path, binding: Option<&Binding>) -> Result<Verified, AuditError> {
+    let mut file = File::open(path).map_err(io(path))?;
+    let owner = owner_of(&file, path)?;
+    let journal_id = match owner {
+        Owner::Journal(id) => Some(id),
+        Owner::Absent | Owner::Unknown => None,
+    };
+    if let Some(b) = binding {
+        if journal_id.as_ref().is_some_and(|id| *id != b.journal_id)
+            || (journal_id.is_none() && b.chain.len == 0)
+        {
+            return Err(AuditError::Foreign {
+                path: path.to_path_buf(),
+                owner: journal_id.map_or_else(
+                    || Owner::Unknown.describe(),
+                    |id| Owner::Journal(id).describe(),
+                ),
+                journal_id: b.journal_id.clone(),
+            });
         }
-        record += 1;
-        let broken = |reason: &str| AuditError::Broken {
-            path: path.to_path_buf(),
-            record,
-            reason: reason.to_string(),
-        };
-        if line.last() != Some(&b'\n') {
-            return Err(broken("the last line is cut off (no newline)"));
-        }
-        let text = &line[..line.len() - 1];
-        if text.len() < HASH_SUFFIX_LEN + 2 {
-            return Err(broken("too short to be a record"));
-        }
-        let (head, suffix) = text.split_at(text.len() - HASH_SUFFIX_LEN);
-        let claimed = suffix
-            .strip_prefix(b",\"hash\":\"")
-            .and_then(|s| s.strip_suffix(b"\"}"))
-            .filter(|h| {
-                h.iter()
-                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-            })
-            .ok_or_else(|| broken("does not end with its hash"))?;
-        let mut body = head.to_vec();
-        body.push(b'}');
-        let value: serde_json::Value =
-            serde_json::from_slice(&body).map_err(|e| broken(&format!("not JSON: {e}")))?;
-        if value.get("prev_hash").and_then(|v| v.as_str()) != Some(prev.as_str()) {
-            return Err(broken("prev_hash is not the previous record's hash"));
-        }
-        if value.get("seq").and_then(|v| v.as_u64()) != Some(record) {
-            return Err(broken("seq is out of order"));
-        }
-        let actual = hash(&prev, &body);
-        if actual.as_bytes() != claimed {
-            return Err(broken("the hash does not match the record's content"));
-        }
-        prev = actual;
     }
+    file.seek(SeekFrom::Start(0)).map_err(io(path))?;
+    let mut records = Records::new(BufReader::new(file), path, ChainState::default());
+    let recorded = binding.map(|b| &b.chain);
+    let mut matched = recorded.is_none_or(|c| c.records == 0);
+    loop {
+        match records.next()? {
+            Next::Record(_) => {}
+            Next::Torn => {
+                return Err(AuditError::Broken {
+                    path: path.to_path_buf(),
+                    record: records.at.records + 1,
+                    reason: "the last line is cut off (no newline)".into(),
+                })
+            }
+            Next::End => break,
+        }
+        if let Some(c) = recorded.filter(|c| c.records == records.at.records) {
+            if records.at != *c {
+                return Err(AuditError::Replaced {
+                    path: path.to_path_buf(),
+                    records: c.records,
+                    len: c.len,
+                });
+            }
+            matched = true;
+        }
+    }
+    if let Some(b) = binding {
+        if !matched {
+            return Err(AuditError::Shorter {
+                path: path.to_path_buf(),
+                actual: records.at.len,
+                expected: b.chain.len,
+            });
+        }
+    }
+    Ok(Verified {
+        records: records.at.records,
+        journal_id,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn rec(i: u64) -> serde_json::Map<String, serde_json::Value> {
-        let mut m = serde_json::Map::new();
+    const ID: &str = "0123456789abcdef";
+
+    fn rec(i: u64) -> Map<String, Value> {
+        let mut m = Map::new();
         m.insert("kind".into(), "activation".into());
         m.insert("item_key".into(), format!("0004F2{i:06X}").into());
         m.insert("confirmation_id".into(), format!("CNF-{i}").into());
         m
     }
 
-    fn log_of(n: u64) -> (tempfile::TempDir, PathBuf) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.jsonl");
-        let mut log = AuditLog::open(&path, ChainState::default()).unwrap();
-        for i in 0..n {
+    fn binding(id: &str) -> Binding {
+        Binding {
+            journal_id: id.into(),
+            file: None,
+            chain: ChainState::default(),
+        }
+    }
+
+    /// Opens the log of `b` in `dir` and appends `n` records; returns the
+    /// binding the journal would then record.
+    fn write(dir: &Path, b: &Binding, n: std::ops::Range<u64>) -> Binding {
+        let Opened { mut log, adopted } = AuditLog::open(dir, b, Map::new()).unwrap();
+        assert!(adopted.is_empty());
+        for i in n {
             log.append(rec(i)).unwrap();
         }
-        log.sync().unwrap();
+        Binding {
+            journal_id: b.journal_id.clone(),
+            file: Some(log.file_name().to_string()),
+            chain: log.sync().unwrap(),
+        }
+    }
+
+    fn log_of(n: u64) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), &binding(ID), 0..n);
+        let path = dir.path().join(DEFAULT_FILE);
         (dir, path)
     }
 
     #[test]
-    fn an_intact_chain_verifies() {
+    fn an_intact_chain_verifies_and_names_its_journal() {
         let (_d, path) = log_of(5);
-        assert_eq!(verify(&path).unwrap(), 5);
+        assert_eq!(
+            verify(&path).unwrap(),
+            Verified {
+                records: 6,
+                journal_id: Some(ID.into())
+            }
+        );
     }
 
     /// Every byte of every record, changed, breaks exactly that record.
@@ -255,24 +712,198 @@ mod tests {
     }
 
     #[test]
-    fn a_crash_after_writing_cuts_the_unrecorded_tail() {
+    fn a_crash_after_writing_adopts_the_unrecorded_records_and_cuts_only_a_torn_line() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.jsonl");
-        let mut log = AuditLog::open(&path, ChainState::default()).unwrap();
-        log.append(rec(1)).unwrap();
-        let recorded = log.sync().unwrap();
+        let recorded = write(dir.path(), &binding(ID), 0..2);
+        // Two more records synced, then a crash before the journal recorded
+        // them, in the middle of writing a third.
+        let Opened { mut log, .. } = AuditLog::open(dir.path(), &recorded, Map::new()).unwrap();
         log.append(rec(2)).unwrap();
+        log.append(rec(3)).unwrap();
+        let synced = log.sync().unwrap();
+        log.append(rec(4)).unwrap();
+        drop(log);
+        let path = dir.path().join(DEFAULT_FILE);
+        let full = std::fs::read(&path).unwrap();
+        let torn = &full[..full.len() - 9];
+        std::fs::write(&path, torn).unwrap();
+
+        let located = locate(dir.path(), &recorded).unwrap();
+        assert_eq!((located.exists, located.unrecorded), (true, 2));
+        let Opened { mut log, adopted } =
+            AuditLog::open(dir.path(), &recorded, Map::new()).unwrap();
+        let keys: Vec<&str> = adopted
+            .iter()
+            .map(|r| r["item_key"].as_str().unwrap())
+            .collect();
+        assert_eq!(keys, ["0004F2000002", "0004F2000003"]);
+        assert_eq!(log.sync().unwrap(), synced);
+        // Every synced byte is still there; only the torn line went.
+        assert_eq!(std::fs::read(&path).unwrap(), &full[..synced.len as usize]);
+        log.append(rec(4)).unwrap();
         log.sync().unwrap();
-        drop(log); // the journal never recorded the second line
-        let mut log = AuditLog::open(&path, recorded.clone()).unwrap();
-        log.append(rec(2)).unwrap();
-        log.sync().unwrap();
-        assert_eq!(verify(&path).unwrap(), 2);
-        // A log shorter than the journal says is refused.
-        std::fs::write(&path, b"").unwrap();
+        assert_eq!(verify(&path).unwrap().records, 6);
+    }
+
+    #[test]
+    fn a_complete_line_that_does_not_continue_the_chain_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let recorded = write(dir.path(), &binding(ID), 0..2);
+        let path = dir.path().join(DEFAULT_FILE);
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        let first = text.lines().nth(1).unwrap().to_string();
+        text.push_str(&first);
+        text.push('\n');
+        std::fs::write(&path, &text).unwrap();
+        for result in [
+            locate(dir.path(), &recorded).map(|_| ()),
+            AuditLog::open(dir.path(), &recorded, Map::new()).map(|_| ()),
+        ] {
+            assert!(
+                matches!(result, Err(AuditError::Broken { record: 4, .. })),
+                "{result:?}"
+            );
+        }
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+    }
+
+    #[test]
+    fn journals_sharing_a_folder_each_write_their_own_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = write(dir.path(), &binding(ID), 0..3);
+        let before = std::fs::read(dir.path().join(DEFAULT_FILE)).unwrap();
+        // A second journal (a new night, or the first one deleted and
+        // started again) meets the first one's log.
+        let other = "fedcba9876543210";
+        let second = write(dir.path(), &binding(other), 10..12);
+        assert_eq!(second.file.as_deref(), Some(own_file(other).as_str()));
+        assert_eq!(
+            std::fs::read(dir.path().join(DEFAULT_FILE)).unwrap(),
+            before
+        );
+        assert_eq!(
+            verify(&dir.path().join(own_file(other))).unwrap(),
+            Verified {
+                records: 3,
+                journal_id: Some(other.into())
+            }
+        );
+        // Each goes on in its own file.
+        let first = write(dir.path(), &first, 3..4);
+        assert_eq!(first.file.as_deref(), Some(DEFAULT_FILE));
+        assert_eq!(verify(&dir.path().join(DEFAULT_FILE)).unwrap().records, 5);
+        // A log in the way that names no journal is not taken either.
+        let empty = tempfile::tempdir().unwrap();
+        std::fs::write(empty.path().join(DEFAULT_FILE), b"").unwrap();
+        let b = write(empty.path(), &binding(ID), 0..1);
+        assert_eq!(b.file, Some(own_file(ID)));
+        assert_eq!(
+            std::fs::metadata(empty.path().join(DEFAULT_FILE))
+                .unwrap()
+                .len(),
+            0
+        );
+    }
+
+    #[test]
+    fn a_log_that_is_not_what_the_journal_recorded_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let recorded = write(dir.path(), &binding(ID), 0..3);
+        let path = dir.path().join(DEFAULT_FILE);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+
+        // Cut at a record boundary: a valid chain, shorter than recorded.
+        std::fs::write(&path, format!("{}\n{}\n", lines[0], lines[1])).unwrap();
         assert!(matches!(
-            AuditLog::open(&path, recorded),
+            locate(dir.path(), &recorded),
             Err(AuditError::Shorter { .. })
+        ));
+        assert!(verify(&path).is_ok());
+        assert!(matches!(
+            verify_against(&path, Some(&recorded)),
+            Err(AuditError::Shorter { .. })
+        ));
+
+        // Another journal's log of the same length in its place.
+        let elsewhere = tempfile::tempdir().unwrap();
+        write(elsewhere.path(), &binding("fedcba9876543210"), 0..3);
+        std::fs::copy(elsewhere.path().join(DEFAULT_FILE), &path).unwrap();
+        for result in [
+            locate(dir.path(), &recorded).map(|_| ()),
+            verify_against(&path, Some(&recorded)).map(|_| ()),
+        ] {
+            assert!(
+                matches!(result, Err(AuditError::Foreign { .. })),
+                "{result:?}"
+            );
+        }
+
+        // The same journal's log, rewritten from the same point (a journal
+        // restored from a backup would have done this before).
+        let rewritten = tempfile::tempdir().unwrap();
+        let mut b = write(rewritten.path(), &binding(ID), 0..1);
+        b = write(rewritten.path(), &b, 7..9);
+        assert_eq!(b.chain.records, recorded.chain.records);
+        std::fs::copy(rewritten.path().join(DEFAULT_FILE), &path).unwrap();
+        assert_eq!(b.chain.len, recorded.chain.len);
+        assert!(matches!(
+            locate(dir.path(), &recorded),
+            Err(AuditError::Replaced { .. })
+        ));
+        assert!(matches!(
+            verify_against(&path, Some(&recorded)),
+            Err(AuditError::Replaced { .. })
+        ));
+
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(
+            locate(dir.path(), &recorded),
+            Err(AuditError::Missing { records: 4, .. })
+        ));
+    }
+
+    /// A journal from before ids recorded a length in `audit.jsonl`, whose
+    /// records have no header: its hash at that length ties it.
+    #[test]
+    fn a_log_from_before_headers_is_taken_by_its_recorded_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DEFAULT_FILE);
+        let mut log = AuditLog::new(
+            File::options()
+                .create_new(true)
+                .append(true)
+                .open(&path)
+                .unwrap(),
+            &path,
+            ChainState::default(),
+        );
+        log.append(rec(0)).unwrap();
+        let legacy = Binding {
+            journal_id: ID.into(),
+            file: None,
+            chain: log.sync().unwrap(),
+        };
+        drop(log);
+        let next = write(dir.path(), &legacy, 1..2);
+        assert_eq!(next.file.as_deref(), Some(DEFAULT_FILE));
+        assert_eq!(
+            verify_against(&path, Some(&next)).unwrap(),
+            Verified {
+                records: 2,
+                journal_id: None
+            }
+        );
+        let wrong = Binding {
+            chain: ChainState {
+                last_hash: GENESIS.into(),
+                ..legacy.chain.clone()
+            },
+            ..legacy
+        };
+        assert!(matches!(
+            locate(dir.path(), &wrong),
+            Err(AuditError::Replaced { .. })
         ));
     }
 }

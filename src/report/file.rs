@@ -2,6 +2,20 @@
 //! and renamed when complete ([`AtomicFile`]). A large report goes to the
 //! disk with direct I/O from a background thread once it has grown past a
 //! few tens of megabytes (see [`AtomicFile`]).
+//!
+//! # Temporary files
+//! Every temporary file refleet writes in an output folder (reports being
+//! written, the spool of `results.csv`) comes from [`temp_in`]: it is named
+//! `.refleet-<pid>-<16 random letters and digits>.tmp` and locked (`flock`)
+//! by the process writing it for as long as it is open. A process that dies
+//! without removing its own (kill -9, a power cut) leaves them behind, and
+//! the next [`temp_in`] in that folder removes the ones whose writer is
+//! gone: named exactly so, not locked by anyone (the kernel drops a dead
+//! process's locks), and the pid in the name not alive (which covers the
+//! instant between a file's creation and its lock). So a file named any
+//! other way is never touched, nor one that another live run sharing the
+//! folder is writing. A stale file whose pid was since reused by another
+//! process stays until that process is gone.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -11,19 +25,106 @@ use std::thread::JoinHandle;
 
 use anyhow::Context;
 
+const TEMP_PREFIX: &str = ".refleet-";
+const TEMP_SUFFIX: &str = ".tmp";
+const TEMP_RANDOM: usize = 16;
+
 /// A temporary file in `dir` (so the final rename stays on one file system),
-/// readable like any other report (tempfile's default is owner-only).
+/// readable like any other report (tempfile's default is owner-only), held
+/// locked while open; first, the temporary files in `dir` of dead refleet
+/// processes are removed (see the module documentation).
 pub fn temp_in(dir: &Path) -> anyhow::Result<tempfile::NamedTempFile> {
+    sweep_dead_temps(dir);
+    let prefix = format!("{TEMP_PREFIX}{}-", std::process::id());
     let mut builder = tempfile::Builder::new();
-    builder.prefix(".refleet-").suffix(".tmp");
+    builder
+        .prefix(&prefix)
+        .suffix(TEMP_SUFFIX)
+        .rand_bytes(TEMP_RANDOM);
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         builder.permissions(std::fs::Permissions::from_mode(0o644));
     }
-    builder
+    let tmp = builder
         .tempfile_in(dir)
-        .with_context(|| format!("cannot create a file in {}", dir.display()))
+        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+    // Where locks are not supported, the pid in the name still protects
+    // the file while this process lives.
+    if let Err(e) = tmp.as_file().try_lock() {
+        tracing::debug!(path = %tmp.path().display(), error = %e, "cannot lock a temporary file");
+    }
+    Ok(tmp)
+}
+
+/// The pid in the name of a temporary file [`temp_in`] makes; `None` for
+/// any other name.
+fn temp_writer(name: &str) -> Option<i32> {
+    let middle = name.strip_prefix(TEMP_PREFIX)?.strip_suffix(TEMP_SUFFIX)?;
+    let (pid, random) = middle.split_once('-')?;
+    let digits = !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit());
+    if !digits || pid.starts_with('0') {
+        return None;
+    }
+    if random.len() != TEMP_RANDOM || !random.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return None;
+    }
+    pid.parse().ok().filter(|p| *p > 0)
+}
+
+/// Whether a process with this pid exists (one that cannot be asked about
+/// counts as alive).
+fn pid_alive(pid: i32) -> bool {
+    #[cfg(unix)]
+    {
+        // SAFETY: signal 0 is not sent: kill only checks that the process
+        // exists and may be signalled.
+        let r = unsafe { libc::kill(pid, 0) };
+        r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = pid;
+        true
+    }
+}
+
+/// Removes the temporary files of dead refleet processes in `dir` (see the
+/// module documentation); returns their paths. Files it cannot open or
+/// remove are left, with a log line: cleaning must not stop a run.
+pub fn sweep_dead_temps(dir: &Path) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return removed;
+    };
+    let me = std::process::id();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(temp_writer) else {
+            continue;
+        };
+        // Only regular files (not followed through a symlink), of others.
+        if u32::try_from(pid) == Ok(me) || !entry.file_type().is_ok_and(|t| t.is_file()) {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(file) = File::open(&path) else {
+            continue;
+        };
+        if file.try_lock().is_err() || pid_alive(pid) {
+            continue;
+        }
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                tracing::info!(path = %path.display(), "removed a temporary file left by a refleet process that died");
+                removed.push(path);
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove a temporary file left by a refleet process that died");
+            }
+        }
+    }
+    removed
 }
 
 /// A report's size from which it is written with direct I/O.
@@ -484,6 +585,56 @@ fn set_direct(file: &File, on: bool) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn only_the_temporaries_of_dead_refleet_processes_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |name: &str| dir.path().join(name);
+        // This process's own live file.
+        let own = temp_in(dir.path()).unwrap();
+        assert!(temp_writer(own.path().file_name().unwrap().to_str().unwrap()).is_some());
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let stale = format!(".refleet-{dead}-AbCdEfGh12345678.tmp");
+        std::fs::write(at(&stale), b"x").unwrap();
+        // A live writer whose pid this process cannot see (another pid
+        // namespace sharing the folder): its lock keeps the file.
+        let held = format!(".refleet-{dead}-ZZZZZZZZZZZZZZZZ.tmp");
+        std::fs::write(at(&held), b"x").unwrap();
+        let lock = File::open(at(&held)).unwrap();
+        lock.try_lock().unwrap();
+        // Unlocked, but its process lives (the instant before its lock).
+        let parent = format!(
+            ".refleet-{}-AbCdEfGh12345678.tmp",
+            std::os::unix::process::parent_id()
+        );
+        std::fs::write(at(&parent), b"x").unwrap();
+        // Files named like refleet's, but not by refleet.
+        let users = [
+            ".refleet-notes.tmp".to_string(),
+            ".refleet-a1B2c3.tmp".to_string(),
+            format!(".refleet-{dead}-short.tmp"),
+            format!(".refleet-0{dead}-AbCdEfGh12345678.tmp"),
+            format!(".refleet-{dead}-AbCdEfGh12345678.tmp.bak"),
+            format!("refleet-{dead}-AbCdEfGh12345678.tmp"),
+        ];
+        for u in &users {
+            std::fs::write(at(u), b"mine").unwrap();
+        }
+        let link = format!(".refleet-{dead}-LinkLinkLinkLink.tmp");
+        std::os::unix::fs::symlink(at("target"), at(&link)).unwrap();
+        std::fs::write(at("target"), b"x").unwrap();
+
+        assert_eq!(sweep_dead_temps(dir.path()), vec![at(&stale)]);
+        for kept in users.iter().chain([&held, &parent, &link]) {
+            assert!(at(kept).symlink_metadata().is_ok(), "{kept}");
+        }
+        assert!(own.path().exists());
+        drop(lock);
+        assert_eq!(sweep_dead_temps(dir.path()), vec![at(&held)]);
+    }
 
     #[test]
     fn atomic_file_appears_only_on_commit() {

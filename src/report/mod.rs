@@ -14,7 +14,7 @@ mod valid;
 use std::borrow::Cow;
 use std::path::Path;
 
-pub use audit::{AuditLog, ChainState};
+pub use audit::{AuditLog, Binding, ChainState};
 pub use file::{temp_in, AtomicFile};
 pub use plan::{eligibility_line, write_quotes, PlanReports, ELIGIBILITY_COLUMNS};
 pub use results::{

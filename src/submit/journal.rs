@@ -14,8 +14,24 @@
 //!
 //! One process at a time: [`Journal::open`] takes an exclusive lock on
 //! `FILE.lock` (released by the kernel when the process dies, however it dies).
+//!
+//! A journal is never guessed at. A missing file is a new journal, created
+//! under a temporary name and renamed into place once its tables and `meta`
+//! (format version [`SCHEMA_VERSION`], a random journal id) are committed,
+//! so a crash never leaves a half-made one. A file that exists but is empty,
+//! is not an SQLite database, is shorter than its header says, is damaged,
+//! is no refleet journal, or was written in a format this refleet does not
+//! know is refused ([`JournalError::Unusable`]): taking it as new would send
+//! every batch again. [`Journal::open_afresh_if_unusable`] (`run
+//! --new-journal`) moves such a file aside, renamed and never deleted, and
+//! starts a new journal.
+//!
+//! The journal id ties the journal to its audit log (`report::audit`): the
+//! journal records the log's file and how far its chain goes.
 
+use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -84,7 +100,16 @@ pub enum JournalError {
     Sql(#[from] rusqlite::Error),
     #[error("journal {0}: unknown state `{1}` (written by a newer refleet?)")]
     BadState(PathBuf, String),
+    #[error("the journal {path} {problem}. The journal is what tells refleet which batches were already sent and paid for: starting without it sends every item again, and the vendor may charge again for what it no longer replays under the same idempotency key. Restore it from a backup if there is one; otherwise `refleet run --new-journal` moves it aside (renamed {path}.unusable-<UTC time>, never deleted) and starts a new journal")]
+    Unusable { path: PathBuf, problem: String },
 }
+
+/// The journal's format, in `meta` as `schema_version`. A journal of a
+/// version this refleet does not know is refused, never read on a guess.
+/// Journals from before the version was recorded are read as version 1 (the
+/// same tables; the version and the id are added). Raise it with any change
+/// an older refleet would misread, and add the step to [`migrate`].
+pub const SCHEMA_VERSION: u32 = 1;
 
 /// An eligible item as the journal keeps it: enough to rebuild its request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -268,9 +293,24 @@ fn item_type_str(t: ItemType) -> &'static str {
 }
 
 impl Journal {
-    /// Opens (creating if needed) the journal at `path`, refusing when
-    /// another process holds it.
+    /// Opens the journal at `path`, creating it if there is no such file;
+    /// refuses when another process holds it, and a file that is not a
+    /// journal this refleet can use ([`JournalError::Unusable`]).
     pub fn open(path: &Path) -> Result<Journal, JournalError> {
+        Ok(Journal::open_with(path, false)?.0)
+    }
+
+    /// [`Journal::open`], but a file that is not a usable journal is moved
+    /// aside (renamed `FILE.unusable-<UTC time>`, with its `-wal` and
+    /// `-shm`; never deleted) and a new journal started in its place.
+    /// Returns where the old file went; a usable journal is opened as is.
+    pub fn open_afresh_if_unusable(
+        path: &Path,
+    ) -> Result<(Journal, Option<PathBuf>), JournalError> {
+        Journal::open_with(path, true)
+    }
+
+    fn open_with(path: &Path, afresh: bool) -> Result<(Journal, Option<PathBuf>), JournalError> {
         let open_err = |source| JournalError::Open {
             path: path.to_path_buf(),
             source,
@@ -278,13 +318,12 @@ impl Journal {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(open_err)?;
         }
-        let mut lock_path = path.as_os_str().to_owned();
-        lock_path.push(".lock");
+        let lock_path = suffixed(path, ".lock");
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
-            .open(PathBuf::from(&lock_path))
+            .open(&lock_path)
             .map_err(open_err)?;
         match lock.try_lock() {
             Ok(()) => {}
@@ -293,32 +332,41 @@ impl Journal {
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(open_err(e)),
         }
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        // 32 MiB of page cache: a million-item journal is read without disk reads.
-        conn.pragma_update(None, "cache_size", -32768)?;
-        conn.execute_batch(SCHEMA)?;
-        Ok(Journal {
-            conn,
-            path: path.to_path_buf(),
-            depth: std::cell::Cell::new(0),
-            _lock: lock,
-        })
+        let mut moved = None;
+        let conn = match open_existing(path) {
+            Ok(Some(conn)) => conn,
+            Ok(None) => create(path)?,
+            Err(JournalError::Unusable { problem, .. }) if afresh => {
+                tracing::warn!(journal = %path.display(), problem, "moving the journal aside and starting a new one");
+                moved = Some(set_aside(path, "unusable")?);
+                create(path)?
+            }
+            Err(e) => return Err(e),
+        };
+        Ok((
+            Journal {
+                conn,
+                path: path.to_path_buf(),
+                depth: std::cell::Cell::new(0),
+                _lock: lock,
+            },
+            moved,
+        ))
     }
 
     /// Opens an existing journal to read it while a run may hold the lock
     /// (`refleet status`, `refleet report`). WAL lets readers in.
     pub fn open_read_only(path: &Path) -> Result<Connection, JournalError> {
-        if !path.exists() {
+        if !check_file(path)? {
             return Err(JournalError::Open {
                 path: path.to_path_buf(),
                 source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
             });
         }
-        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| damaged(path, e))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        schema_version(&conn, path)?;
         Ok(conn)
     }
 
@@ -821,6 +869,7 @@ pub struct AuditItem {
 #[derive(Debug, Clone)]
 pub struct AuditOrder {
     pub batch_id: i64,
+    pub idempotency_key: String,
     pub request_id: String,
     pub contract_id: String,
     pub region: String,
@@ -830,23 +879,10 @@ pub struct AuditOrder {
 }
 
 impl Journal {
-    /// Where the audit chain stands, as last recorded.
-    pub fn audit_state(&self) -> Result<crate::report::ChainState, JournalError> {
-        let get = |k: &str| -> Result<Option<String>, JournalError> {
-            Ok(self
-                .conn
-                .query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| r.get(0))
-                .optional()?)
-        };
-        let mut state = crate::report::ChainState::default();
-        if let (Some(len), Some(records), Some(hash)) =
-            (get("audit_len")?, get("audit_records")?, get("audit_hash")?)
-        {
-            state.len = len.parse().unwrap_or(0);
-            state.records = records.parse().unwrap_or(0);
-            state.last_hash = hash;
-        }
-        Ok(state)
+    /// What the journal knows of its audit log: its id, the log's file and
+    /// where the chain stands, as last recorded.
+    pub fn audit_state(&self) -> Result<crate::report::Binding, JournalError> {
+        audit_binding(&self.conn, &self.path)
     }
 
     /// Active and escalated items not yet in the audit log, in journal order.
@@ -886,12 +922,14 @@ impl Journal {
             .conn
             .prepare(
                 "SELECT b.id, b.request_id, b.contract_id, b.region, b.quote_id, b.updated_at,
-                        (SELECT COUNT(*) FROM items i WHERE i.batch_id = b.id AND i.state != 'rejected')
+                        (SELECT COUNT(*) FROM items i WHERE i.batch_id = b.id AND i.state != 'rejected'),
+                        b.idem_key
                  FROM batches b WHERE b.state = 'accepted' AND b.audited = 0 ORDER BY b.id",
             )?
             .query_map([], |r| {
                 Ok(AuditOrder {
                     batch_id: r.get(0)?,
+                    idempotency_key: r.get(7)?,
                     request_id: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
                     contract_id: r.get(2)?,
                     region: r.get(3)?,
@@ -904,11 +942,14 @@ impl Journal {
         Ok(rows)
     }
 
-    /// Marks what was appended, with the chain's new state, in one transaction.
+    /// Marks what the log holds (appended now, or adopted from a crash's
+    /// tail), with the log's file and the chain's new state, in one
+    /// transaction.
     pub fn mark_audited(
         &self,
         items: &[String],
-        orders: &[i64],
+        orders: &[AuditedOrder],
+        file: &str,
         state: &crate::report::ChainState,
     ) -> Result<(), JournalError> {
         let tx = &self.conn;
@@ -919,12 +960,26 @@ impl Journal {
                 for k in items {
                     it.execute([k])?;
                 }
-                let mut b = tx.prepare_cached("UPDATE batches SET audited = 1 WHERE id = ?1")?;
-                for id in orders {
-                    b.execute([id])?;
+                for order in orders {
+                    let (sql, key) = match order {
+                        AuditedOrder::Batch(id) => {
+                            tx.prepare_cached("UPDATE batches SET audited = 1 WHERE id = ?1")?
+                                .execute([id])?;
+                            continue;
+                        }
+                        AuditedOrder::IdempotencyKey(k) => {
+                            ("UPDATE batches SET audited = 1 WHERE idem_key = ?1", k)
+                        }
+                        AuditedOrder::RequestId(r) => (
+                            "UPDATE batches SET audited = 1 WHERE request_id = ?1 AND audited = 0",
+                            r,
+                        ),
+                    };
+                    tx.prepare_cached(sql)?.execute([key])?;
                 }
                 let mut m =
                     tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?;
+                m.execute(params!["audit_file", file])?;
                 m.execute(params!["audit_len", state.len.to_string()])?;
                 m.execute(params!["audit_records", state.records.to_string()])?;
                 m.execute(params!["audit_hash", state.last_hash])?;
@@ -933,6 +988,321 @@ impl Journal {
         })?;
         Ok(())
     }
+}
+
+/// An order the audit log holds: one just appended (its batch), or one
+/// adopted from the log, by the idempotency key its record carries (by its
+/// request id for a record from before keys were written).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditedOrder {
+    Batch(i64),
+    IdempotencyKey(String),
+    RequestId(String),
+}
+
+/// What a journal knows of its audit log, from any connection to it.
+pub fn audit_binding(
+    conn: &Connection,
+    path: &Path,
+) -> Result<crate::report::Binding, JournalError> {
+    let get = |k: &str| -> Result<Option<String>, JournalError> {
+        Ok(conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| r.get(0))
+            .optional()?)
+    };
+    let bad = |key: &str, value: &str| {
+        unusable(path, format!("is damaged (its meta `{key}` is `{value}`)"))
+    };
+    let hex = |s: &str, n: usize| {
+        s.len() == n && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    let journal_id = match get("journal_id")? {
+        Some(id) if hex(&id, 16) => id,
+        Some(id) => return Err(bad("journal_id", &id)),
+        None => {
+            return Err(unusable(
+                path,
+                "has no journal id yet (open it with `refleet run` once)",
+            ))
+        }
+    };
+    // A plain name in the journal's folder, never a path elsewhere.
+    let file = match get("audit_file")? {
+        Some(f) if Path::new(&f).file_name() == Some(std::ffi::OsStr::new(&f)) => Some(f),
+        Some(f) => return Err(bad("audit_file", &f)),
+        None => None,
+    };
+    let mut chain = crate::report::ChainState::default();
+    if let (Some(len), Some(records), Some(hash)) =
+        (get("audit_len")?, get("audit_records")?, get("audit_hash")?)
+    {
+        chain.len = len.parse().map_err(|_| bad("audit_len", &len))?;
+        chain.records = records
+            .parse()
+            .map_err(|_| bad("audit_records", &records))?;
+        if !hex(&hash, 64) {
+            return Err(bad("audit_hash", &hash));
+        }
+        chain.last_hash = hash;
+    }
+    Ok(crate::report::Binding {
+        journal_id,
+        file,
+        chain,
+    })
+}
+
+/// `path` with `suffix` appended to its file name.
+fn suffixed(path: &Path, suffix: &str) -> PathBuf {
+    let mut name: OsString = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+fn unusable(path: &Path, problem: impl Into<String>) -> JournalError {
+    JournalError::Unusable {
+        path: path.to_path_buf(),
+        problem: problem.into(),
+    }
+}
+
+/// An SQLite error on opening: a damaged file is [`JournalError::Unusable`].
+fn damaged(path: &Path, e: rusqlite::Error) -> JournalError {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase) => {
+            unusable(path, format!("is damaged ({e})"))
+        }
+        _ => JournalError::Sql(e),
+    }
+}
+
+/// A random id, 16 hex digits: it names the journal's audit log.
+fn new_journal_id() -> String {
+    format!("{:016x}", fastrand::u64(..))
+}
+
+/// Whether a journal file exists, checking what can be told without SQLite:
+/// not empty, an SQLite header, and at least as long as that header says.
+fn check_file(path: &Path) -> Result<bool, JournalError> {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(source) => {
+            return Err(JournalError::Open {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    if !meta.is_file() {
+        return Err(unusable(path, "is not a regular file"));
+    }
+    let size = meta.len();
+    if size == 0 {
+        return Err(unusable(path, "is empty (0 bytes)"));
+    }
+    let mut header = [0u8; 100];
+    let read = File::open(path).and_then(|mut f| f.read_exact(&mut header));
+    if read.is_err() || !header.starts_with(b"SQLite format 3\0") {
+        return Err(unusable(
+            path,
+            format!(
+                "is not an SQLite database (its {size} bytes do not begin with an SQLite header)"
+            ),
+        ));
+    }
+    let page_size = match u16::from_be_bytes([header[16], header[17]]) {
+        1 => 65536,
+        n => u64::from(n),
+    };
+    if !(512..=65536).contains(&page_size) || !page_size.is_power_of_two() {
+        return Err(unusable(
+            path,
+            "is damaged (its header's page size is invalid)",
+        ));
+    }
+    // The page count in the header is valid when its version number matches
+    // the change counter (SQLite file format, §1.3.7). It is the last
+    // checkpoint's: with frames still in the WAL, SQLite's recovery decides.
+    let pages = u64::from(u32::from_be_bytes([
+        header[28], header[29], header[30], header[31],
+    ]));
+    let count_valid = header[92..96] == header[24..28];
+    let wal_pending = std::fs::metadata(suffixed(path, "-wal")).is_ok_and(|m| m.len() > 0);
+    let expected = pages.saturating_mul(page_size);
+    if count_valid && !wal_pending && size < expected {
+        return Err(unusable(
+            path,
+            format!("is cut off ({size} bytes, where its header says {expected})"),
+        ));
+    }
+    Ok(true)
+}
+
+/// The journal's format version: 0 for one from before versions were kept.
+fn schema_version(conn: &Connection, path: &Path) -> Result<u32, JournalError> {
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+        .and_then(|mut s| {
+            s.query_map([], |r| r.get(0))?
+                .collect::<Result<Vec<String>, _>>()
+        })
+        .map_err(|e| damaged(path, e))?;
+    if tables.is_empty() {
+        return Err(unusable(
+            path,
+            "holds no journal (an SQLite database without tables)",
+        ));
+    }
+    if !["meta", "items", "batches"]
+        .iter()
+        .all(|t| tables.iter().any(|have| have == t))
+    {
+        return Err(unusable(
+            path,
+            "is an SQLite database but not a refleet journal (it lacks the meta, items and batches tables)",
+        ));
+    }
+    let version: Option<String> = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(|e| damaged(path, e))?;
+    let Some(version) = version else {
+        return Ok(0);
+    };
+    match version.parse::<u32>() {
+        Ok(v @ 1..=SCHEMA_VERSION) => Ok(v),
+        _ => Err(unusable(
+            path,
+            format!(
+                "was written by another version of refleet (journal format `{version}`; this refleet reads format 1 to {SCHEMA_VERSION})"
+            ),
+        )),
+    }
+}
+
+/// Brings a journal of format `from` to [`SCHEMA_VERSION`].
+fn migrate(conn: &Connection, from: u32) -> Result<(), JournalError> {
+    if from == 0 {
+        // Before versions: the same tables; the version and an id are added.
+        let tx = conn.unchecked_transaction()?;
+        tx.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('journal_id', ?1)",
+            [new_journal_id()],
+        )?;
+        tx.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', '1')",
+            [],
+        )?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// Opens the journal at `path` if there is one (`None`: no such file),
+/// refusing one that cannot be used.
+fn open_existing(path: &Path) -> Result<Option<Connection>, JournalError> {
+    if !check_file(path)? {
+        return Ok(None);
+    }
+    let conn = Connection::open(path).map_err(|e| damaged(path, e))?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    // Read before anything is written: a refused file is left as it was.
+    let version = schema_version(&conn, path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(|e| damaged(path, e))?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    // 32 MiB of page cache: a million-item journal is read without disk reads.
+    conn.pragma_update(None, "cache_size", -32768)?;
+    migrate(&conn, version).map_err(|e| match e {
+        JournalError::Sql(e) => damaged(path, e),
+        e => e,
+    })?;
+    conn.execute_batch(SCHEMA).map_err(|e| damaged(path, e))?;
+    Ok(Some(conn))
+}
+
+/// Creates a new journal at `path`: made complete under a temporary name,
+/// then renamed into place. A `-wal` or `-shm` left by a deleted journal is
+/// moved aside first (SQLite would read it into the new file).
+fn create(path: &Path) -> Result<Connection, JournalError> {
+    let io_err = |source| JournalError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    if ["-wal", "-shm"].iter().any(|s| suffixed(path, s).exists()) {
+        let moved = set_aside(path, "orphaned")?;
+        tracing::warn!(
+            journal = %path.display(),
+            moved_to = %moved.display(),
+            "the journal's -wal/-shm files were left without it: moved aside"
+        );
+    }
+    // Only a journal being created has this name, and the lock is held: a
+    // file by it is an earlier creation that did not finish.
+    let tmp = suffixed(path, ".creating");
+    for leftover in ["", "-journal", "-wal", "-shm"] {
+        match std::fs::remove_file(suffixed(&tmp, leftover)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err(e)),
+            _ => {}
+        }
+    }
+    let conn = Connection::open(&tmp)?;
+    conn.execute_batch(&format!("BEGIN; {SCHEMA}"))?;
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('schema_version', ?1), ('journal_id', ?2), ('created_at', ?3)",
+        params![SCHEMA_VERSION.to_string(), new_journal_id(), now()],
+    )?;
+    conn.execute_batch("COMMIT")?;
+    conn.close().map_err(|(_, e)| e)?;
+    File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(io_err)?;
+    std::fs::rename(&tmp, path).map_err(io_err)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        File::open(dir).and_then(|d| d.sync_all()).map_err(io_err)?;
+    }
+    open_existing(path)?.ok_or_else(|| {
+        io_err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "the new journal disappeared",
+        ))
+    })
+}
+
+/// Renames the journal's files (`FILE`, `FILE-wal`, `FILE-shm`, those that
+/// exist) to `FILE.<label>-<UTC time>[-n]...`, the WAL first so it never
+/// meets another database; returns the new name of `FILE`.
+fn set_aside(path: &Path, label: &str) -> Result<PathBuf, JournalError> {
+    let io_err = |source| JournalError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let stamp = Utc::now().format("%Y%m%dT%H%M%SZ");
+    let parts = ["-wal", "-shm", ""];
+    let mut n = 1u32;
+    let target = loop {
+        let t = if n == 1 {
+            suffixed(path, &format!(".{label}-{stamp}"))
+        } else {
+            suffixed(path, &format!(".{label}-{stamp}-{n}"))
+        };
+        if parts.iter().all(|p| !suffixed(&t, p).exists()) {
+            break t;
+        }
+        n = n.saturating_add(1);
+    };
+    for part in parts {
+        let from = suffixed(path, part);
+        if from.exists() {
+            std::fs::rename(&from, suffixed(&target, part)).map_err(io_err)?;
+        }
+    }
+    Ok(target)
 }
 
 /// Item counts by state, from any connection to a journal.
@@ -1033,6 +1403,150 @@ mod tests {
             deactivated_at: "2026-01-01".into(),
             coverage: CoverageWire::Standard,
         }
+    }
+
+    /// A journal holding `n` planned items, closed.
+    fn journal_of(path: &Path, n: usize) {
+        let j = Journal::open(path).unwrap();
+        let run = j
+            .begin_run("x.csv", NaiveDate::from_ymd_opt(2026, 1, 2).unwrap())
+            .unwrap();
+        j.atomically(|| -> Result<(), JournalError> {
+            for i in 0..n {
+                j.plan_item(
+                    &item(&format!("K{i:06}"), "C1", "AMER"),
+                    ItemState::Planned,
+                    run,
+                )?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    }
+
+    fn sql(path: &Path, statements: &str) {
+        let c = Connection::open(path).unwrap();
+        c.execute_batch(statements).unwrap();
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_usable_journal_is_refused_and_moved_aside_only_on_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.sqlite");
+        journal_of(&good, 3000);
+        let bytes = std::fs::read(&good).unwrap();
+        assert!(bytes.len() > 100_000, "{}", bytes.len());
+        let at = |name: &str| dir.path().join(name);
+        std::fs::write(at("empty.sqlite"), b"").unwrap();
+        std::fs::write(at("text.sqlite"), b"serial_number,mac_address\n").unwrap();
+        std::fs::write(at("cut.sqlite"), &bytes[..bytes.len() / 2]).unwrap();
+        std::fs::write(at("newer.sqlite"), &bytes).unwrap();
+        sql(
+            &at("newer.sqlite"),
+            "UPDATE meta SET value = '2' WHERE key = 'schema_version'",
+        );
+        sql(
+            &at("other.sqlite"),
+            "CREATE TABLE t (x); INSERT INTO t VALUES (1);",
+        );
+        sql(&at("bare.sqlite"), "PRAGMA user_version = 7;");
+        for (name, problem) in [
+            ("empty.sqlite", "is empty (0 bytes)"),
+            ("text.sqlite", "is not an SQLite database"),
+            ("cut.sqlite", "is cut off"),
+            (
+                "newer.sqlite",
+                "another version of refleet (journal format `2`",
+            ),
+            ("other.sqlite", "not a refleet journal"),
+            ("bare.sqlite", "holds no journal"),
+        ] {
+            let path = at(name);
+            let before = std::fs::read(&path).unwrap();
+            for result in [
+                Journal::open(&path).map(|_| ()),
+                Journal::open_read_only(&path).map(|_| ()),
+            ] {
+                match result {
+                    Err(e @ JournalError::Unusable { .. }) => {
+                        let text = e.to_string();
+                        assert!(text.contains(problem), "{name}: {text}");
+                        assert!(text.contains("--new-journal"), "{name}: {text}");
+                    }
+                    other => panic!("{name}: {other:?}"),
+                }
+            }
+            assert!(std::fs::read(&path).unwrap() == before, "{name} untouched");
+            let (j, moved) = Journal::open_afresh_if_unusable(&path).unwrap();
+            let moved = moved.unwrap();
+            assert!(
+                std::fs::read(&moved).unwrap() == before,
+                "{name} kept aside"
+            );
+            assert!(moved
+                .file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with(&format!("{name}.unusable-")));
+            assert!(j.counts().unwrap().is_empty());
+        }
+        // A usable journal is kept as it is.
+        let (j, moved) = Journal::open_afresh_if_unusable(&good).unwrap();
+        assert_eq!(moved, None);
+        assert_eq!(j.counts().unwrap(), vec![(ItemState::Planned, 3000)]);
+    }
+
+    #[test]
+    fn a_journal_from_before_versions_gets_one_and_an_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.sqlite");
+        journal_of(&path, 3);
+        let meta = |j: &Journal, key: &str| -> String {
+            j.conn
+                .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+                .unwrap()
+        };
+        let id = meta(&Journal::open(&path).unwrap(), "journal_id");
+        // As refleet a703a2c wrote it: no version, no id.
+        sql(
+            &path,
+            "DELETE FROM meta WHERE key IN ('schema_version', 'journal_id', 'created_at')",
+        );
+        let j = Journal::open(&path).unwrap();
+        assert_eq!(meta(&j, "schema_version"), SCHEMA_VERSION.to_string());
+        let new_id = meta(&j, "journal_id");
+        assert!(new_id.len() == 16 && new_id != id, "{new_id}");
+        assert_eq!(j.counts().unwrap(), vec![(ItemState::Planned, 3)]);
+    }
+
+    #[test]
+    fn a_new_journal_never_meets_a_deleted_ones_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.sqlite");
+        std::fs::write(
+            dir.path().join("j.sqlite-wal"),
+            b"frames of a deleted journal",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("j.sqlite.creating"),
+            b"a creation cut short",
+        )
+        .unwrap();
+        let j = Journal::open(&path).unwrap();
+        assert!(j.counts().unwrap().is_empty());
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert!(
+            names
+                .iter()
+                .any(|n| n.starts_with("j.sqlite.orphaned-") && n.ends_with("-wal")),
+            "{names:?}"
+        );
+        assert!(!names.iter().any(|n| n.contains("creating")), "{names:?}");
     }
 
     #[test]
