@@ -833,14 +833,14 @@ fn plan_within(
         let input = InputPath::File(inventory);
         let mut open =
             || ingest::open(&input, &IngestOptions::default()).map_err(anyhow::Error::from);
-        let headers = open().unwrap().source.headers().to_vec();
+        let first = open().unwrap();
         let validator = Validator::new(
             &policy,
             ValidateOptions {
                 date_format: None,
                 keep_items: true,
             },
-            &headers,
+            first.source.as_ref(),
         )
         .unwrap();
         let ctx = PlanContext {
