@@ -97,7 +97,7 @@ enum Command {
     Gen(gen::Args),
     /// Serve a SIMULATED vendor API on loopback (for tests and trial runs).
     #[command(
-        after_help = "Examples:\n  refleet sim --listen 127.0.0.1:8080 --token secret\n  refleet sim --listen 127.0.0.1:0 --rate-limit 20/s --burst 5 --error-rate 0.05 --latency-ms 5..50 --seed 7"
+        after_help = "Examples:\n  REFLEET_SIM_TOKEN=secret refleet sim --listen 127.0.0.1:8080\n  refleet sim --listen 127.0.0.1:8080 --token-file /run/secrets/sim-token\n  refleet sim --listen 127.0.0.1:0 --rate-limit 20/s --burst 5 --error-rate 0.05 --latency-ms 5..50 --seed 7"
     )]
     Sim(sim::Args),
     /// Check the hash chain of an audit log.

@@ -200,3 +200,142 @@ fn plain_http_off_loopback_is_refused_unless_allowed() {
     let output = run(&url, out.path(), &["--dry-run"]);
     assert_eq!(output.status.code(), Some(0));
 }
+
+/// `refleet sim` as a child process, killed when dropped.
+struct SimProcess {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl Drop for SimProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `refleet sim --listen 127.0.0.1:0` with `args` and `env`, and
+/// reads where it listens from its first line.
+fn sim_process(args: &[&str], env: &[(&str, &str)]) -> SimProcess {
+    use std::io::BufRead;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_refleet"));
+    cmd.args(["sim", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .env_remove("REFLEET_SIM_TOKEN")
+        .env_remove("REFLEET_POLICY")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("refleet sim starts");
+    let mut line = String::new();
+    let stdout = child.stdout.take().expect("stdout");
+    let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+    let addr = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("http://"))
+        .unwrap_or_default()
+        .to_string();
+    let sim = SimProcess { child, addr };
+    assert!(!sim.addr.is_empty(), "no address in `{line}`");
+    sim
+}
+
+/// The status code of one GET, with a bearer token if given.
+fn status_of(addr: &str, path: &str, token: Option<&str>) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connects");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: sim\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn the_sim_takes_its_token_from_a_file_or_the_environment_and_guards_the_stats() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, "from-file-Kx9\n").unwrap();
+    let from_file = sim_process(&["--token-file", file.to_str().unwrap()], &[]);
+    let from_env = sim_process(&[], &[("REFLEET_SIM_TOKEN", "from-env-Kx9")]);
+    for (sim, token) in [(&from_file, "from-file-Kx9"), (&from_env, "from-env-Kx9")] {
+        for path in ["/v1/_sim/stats", "/v1/reactivations/rq-1"] {
+            assert_eq!(status_of(&sim.addr, path, None), 401, "{path}");
+            assert_eq!(status_of(&sim.addr, path, Some("wrong")), 401, "{path}");
+        }
+        assert_eq!(status_of(&sim.addr, "/v1/_sim/stats", Some(token)), 200);
+        assert_eq!(
+            status_of(&sim.addr, "/v1/reactivations/rq-1", Some(token)),
+            404,
+            "authenticated, and no such request"
+        );
+    }
+    // The token is in neither process's command line.
+    for sim in [&from_file, &from_env] {
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", sim.child.id()));
+        if let Ok(cmdline) = cmdline {
+            assert!(!contains(&cmdline, "Kx9"));
+        }
+    }
+}
+
+#[test]
+fn a_token_typed_on_the_sim_command_line_draws_a_warning() {
+    let mut sim = sim_process(&["--token", "typed-Kx9"], &[]);
+    assert_eq!(
+        status_of(&sim.addr, "/v1/_sim/stats", Some("typed-Kx9")),
+        200
+    );
+    let _ = sim.child.kill();
+    let mut stderr = String::new();
+    let _ = std::io::Read::read_to_string(&mut sim.child.stderr.take().unwrap(), &mut stderr);
+    assert!(
+        stderr.contains("--token is visible") && stderr.contains("--token-file"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("typed-Kx9"), "{stderr}");
+    // From the environment: no warning.
+    let mut quiet = sim_process(&[], &[("REFLEET_SIM_TOKEN", "env-Kx9")]);
+    let _ = quiet.child.kill();
+    let mut stderr = String::new();
+    let _ = std::io::Read::read_to_string(&mut quiet.child.stderr.take().unwrap(), &mut stderr);
+    assert!(!stderr.contains("warning"), "{stderr}");
+}
+
+#[test]
+fn sim_help_shows_the_safe_ways_to_pass_the_token() {
+    let out = refleet().args(["sim", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("REFLEET_SIM_TOKEN=") && help.contains("--token-file"),
+        "{help}"
+    );
+    assert!(!help.contains("--token secret"), "{help}");
+}
+
+#[test]
+fn an_empty_sim_token_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, "\n").unwrap();
+    let out = refleet()
+        .args(["sim", "--listen", "127.0.0.1:0", "--token-file"])
+        .arg(&file)
+        .timeout(std::time::Duration::from_secs(30))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("empty"));
+}
