@@ -26,7 +26,7 @@ const HASH_SUFFIX_LEN: usize = ",\"hash\":\"\"}".len() + 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
-    #[error("{path}: {source}")]
+    #[error("audit log {path}")]
     Io {
         path: PathBuf,
         source: std::io::Error,

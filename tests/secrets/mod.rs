@@ -339,3 +339,185 @@ fn an_empty_sim_token_file_is_refused() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("empty"));
 }
+
+/// The `refleet: ...` line of a failed command.
+fn error_line(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .find(|l| l.starts_with("refleet: "))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// No part of an error line (between `: `) is said twice.
+fn assert_said_once(line: &str) {
+    let parts: Vec<&str> = line.split(": ").map(str::trim).collect();
+    for (i, p) in parts.iter().enumerate() {
+        assert!(
+            !parts[i + 1..]
+                .iter()
+                .any(|q| q.contains(p) || p.contains(q)),
+            "`{p}` said twice in `{line}`"
+        );
+    }
+}
+
+#[test]
+fn a_missing_inventory_is_said_once() {
+    let out = tempfile::tempdir().unwrap();
+    let missing = out.path().join("nope.csv");
+    let contracts = sample("contracts.csv");
+    let contracts = contracts.to_str().unwrap();
+    for extra in [
+        &["validate"][..],
+        &["quote", "--contracts", contracts, "--as-of", AS_OF],
+    ] {
+        let output = refleet()
+            .args(&extra[..1])
+            .arg(&missing)
+            .args(&extra[1..])
+            .arg("--out")
+            .arg(out.path())
+            .output()
+            .unwrap();
+        let line = error_line(&output);
+        assert_eq!(
+            line,
+            format!(
+                "refleet: cannot open {}: {}",
+                missing.display(),
+                std::io::Error::from_raw_os_error(2)
+            ),
+            "{extra:?}"
+        );
+        assert_said_once(&line);
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn a_dangling_out_symlink_says_what_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("out");
+    let gone = dir.path().join("mounted-elsewhere");
+    std::os::unix::fs::symlink(&gone, &link).unwrap();
+    let output = refleet()
+        .arg("validate")
+        .arg(sample("inventory.csv"))
+        .arg("--out")
+        .arg(&link)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(
+        error_line(&output),
+        format!(
+            "refleet: --out {} is a symbolic link to {}, which does not exist",
+            link.display(),
+            gone.display()
+        )
+    );
+}
+
+/// A tmpfs of a few KiB mounted on a temporary folder, unmounted when
+/// dropped (whatever the test did).
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// `None` (skipped, said on stderr) where mounting is not permitted,
+    /// except in CI, which runs as root and must run these tests.
+    fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if mounted {
+            return Some(Tmpfs { dir });
+        }
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI must be able to mount a tmpfs (run as root)"
+        );
+        eprintln!("SKIPPED: cannot mount a tmpfs here (not root?); the full-disk test did not run");
+        None
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let unmounted = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !unmounted {
+            // Busy: detach it now, it goes when its last user does.
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(self.dir.path())
+                .status();
+        }
+    }
+}
+
+#[test]
+fn a_full_out_disk_names_the_report_not_the_input() {
+    let Some(disk) = Tmpfs::mount("256k") else {
+        return;
+    };
+    let journal = tempfile::tempdir().unwrap();
+    let out = disk.path().join("out");
+    let nospace = std::io::Error::from_raw_os_error(28).to_string();
+    // Reports of validate, quote and run.
+    let validate = refleet()
+        .arg("validate")
+        .arg(sample("inventory.csv"))
+        .arg("--emit-valid")
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let run = run_cmd("http://127.0.0.1:9", &out, &["--dry-run", "--state"])
+        .arg(journal.path().join("j.sqlite"))
+        .output()
+        .unwrap();
+    for output in [validate, run] {
+        let line = error_line(&output);
+        assert_eq!(output.status.code(), Some(1), "{line}");
+        assert!(
+            line.starts_with(&format!("refleet: cannot write {}/", out.display())),
+            "{line}"
+        );
+        assert!(line.ends_with(&nospace), "{line}");
+        assert!(
+            !line.contains("reading") && !line.contains("inventory.csv"),
+            "{line}"
+        );
+        assert_said_once(&line);
+        assert!(!line.contains(" at path "), "{line}");
+    }
+}
+
+#[test]
+fn a_full_journal_disk_is_said_once() {
+    let Some(disk) = Tmpfs::mount("64k") else {
+        return;
+    };
+    let out = tempfile::tempdir().unwrap();
+    let output = run_cmd("http://127.0.0.1:9", out.path(), &["--dry-run", "--state"])
+        .arg(disk.path().join("j.sqlite"))
+        .output()
+        .unwrap();
+    let line = error_line(&output);
+    assert_eq!(output.status.code(), Some(1), "{line}");
+    assert!(line.starts_with("refleet: journal: "), "{line}");
+    assert_said_once(&line);
+}
