@@ -43,7 +43,7 @@ fi
 TOKEN="conformance-$$"
 SIM_LOG="$(mktemp)"
 # shellcheck disable=SC2086 # SIM_ARGS is a list of flags
-"$BIN" sim --listen 127.0.0.1:0 --token "$TOKEN" ${SIM_ARGS:-} >"$SIM_LOG" 2>&1 &
+REFLEET_SIM_TOKEN="$TOKEN" "$BIN" sim --listen 127.0.0.1:0 ${SIM_ARGS:-} >"$SIM_LOG" 2>&1 &
 SIM_PID=$!
 cleanup() {
   kill "$SIM_PID" 2>/dev/null || true
@@ -78,6 +78,6 @@ REFLEET_CONFORMANCE_TOKEN="$TOKEN" \
   || status=$?
 
 echo "== what the simulator saw (GET /v1/_sim/stats)"
-"$VENV/bin/python" -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1]).read().decode())' \
+REFLEET_CONFORMANCE_TOKEN="$TOKEN" "$VENV/bin/python" -c 'import os, sys, urllib.request; print(urllib.request.urlopen(urllib.request.Request(sys.argv[1], headers={"Authorization": "Bearer " + os.environ["REFLEET_CONFORMANCE_TOKEN"]})).read().decode())' \
   "$URL/v1/_sim/stats" || true
 exit "$status"

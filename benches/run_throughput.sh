@@ -31,10 +31,10 @@ if [[ ! -f $data/inventory.csv ]]; then
 fi
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$REFLEET" sim --listen "127.0.0.1:$port" --token bench --rate-limit "$RATE" --burst "${SIM_BURST:-10}" --quiet &
+REFLEET_SIM_TOKEN=bench "$REFLEET" sim --listen "127.0.0.1:$port" --rate-limit "$RATE" --burst "${SIM_BURST:-10}" --quiet &
 sim=$!
 trap 'kill $sim 2>/dev/null || true' EXIT
-stats() { python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1]).read().decode())' "http://127.0.0.1:$port/v1/_sim/stats"; }
+stats() { python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(urllib.request.Request(sys.argv[1], headers={"Authorization": "Bearer bench"})).read().decode())' "http://127.0.0.1:$port/v1/_sim/stats"; }
 for _ in $(seq 50); do
   stats >/dev/null 2>&1 && break
   sleep 0.1

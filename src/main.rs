@@ -14,7 +14,7 @@ fn main() -> ExitCode {
             if is_broken_pipe(&err) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("refleet: {err:#}");
+            eprintln!("refleet: {}", refleet::cli::error_text(err.as_ref()));
             if err.is::<refleet::cli::UsageError>() {
                 ExitCode::from(2)
             } else {

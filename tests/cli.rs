@@ -11,6 +11,7 @@ mod inputs;
 mod numbers;
 mod report;
 mod run;
+mod secrets;
 mod sim;
 
 fn refleet() -> Command {

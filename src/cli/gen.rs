@@ -3,7 +3,6 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::Context;
 use chrono::NaiveDate;
 use polars::prelude::*;
 
@@ -49,8 +48,7 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
         defects: args.defects,
         as_of: args.as_of,
     };
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    super::create_out_dir(&args.out)?;
     let started = std::time::Instant::now();
     let inventory = match args.format {
         Format::Csv => {

@@ -39,6 +39,28 @@ impl Outcome {
     }
 }
 
+/// An error and its causes on one line, each said once: `{:#}` of anyhow,
+/// less the layers that only repeat the one above them. Some libraries'
+/// errors print their cause and also return it as their source (rusqlite's
+/// "database or disk is full" over SQLite's "Error code 13: database or
+/// disk is full", csv's and tempfile's I/O errors): printed as is, the
+/// cause would be said twice.
+pub fn error_text(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut above = text.clone();
+    let mut next = err.source();
+    while let Some(e) = next {
+        let said = e.to_string();
+        if !(above.contains(&said) || said.ends_with(&above)) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        above = said;
+        next = e.source();
+    }
+    text
+}
+
 /// A usage or configuration error: exit code 2.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -97,7 +119,7 @@ enum Command {
     Gen(gen::Args),
     /// Serve a SIMULATED vendor API on loopback (for tests and trial runs).
     #[command(
-        after_help = "Examples:\n  refleet sim --listen 127.0.0.1:8080 --token secret\n  refleet sim --listen 127.0.0.1:0 --rate-limit 20/s --burst 5 --error-rate 0.05 --latency-ms 5..50 --seed 7"
+        after_help = "Examples:\n  REFLEET_SIM_TOKEN=secret refleet sim --listen 127.0.0.1:8080\n  refleet sim --listen 127.0.0.1:8080 --token-file /run/secrets/sim-token\n  refleet sim --listen 127.0.0.1:0 --rate-limit 20/s --burst 5 --error-rate 0.05 --latency-ms 5..50 --seed 7"
     )]
     Sim(sim::Args),
     /// Check the hash chain of an audit log.
@@ -172,7 +194,7 @@ struct Global {
 impl Global {
     fn load_policy(&self) -> anyhow::Result<crate::policy::Policy> {
         crate::policy::Policy::load(self.policy.as_deref())
-            .map_err(|e| UsageError(e.to_string()).into())
+            .map_err(|e| UsageError(error_text(&e)).into())
     }
 }
 
@@ -227,9 +249,181 @@ fn input_error(
 ) -> impl Fn(crate::ingest::IngestError) -> anyhow::Error + '_ {
     use crate::ingest::IngestError;
     move |e| match e {
-        IngestError::Io(_) | IngestError::Open { .. } => {
-            anyhow::Error::new(e).context(format!("reading {}", input.display()))
-        }
+        // It names the file already.
+        IngestError::Open { .. } => anyhow::Error::new(e),
+        IngestError::Io(_) => anyhow::Error::new(e).context(Reading(input.display().to_string())),
         _ => UsageError(format!("{}: {e}", input.display())).into(),
+    }
+}
+
+/// The context "reading FILE" of an error of reading an input.
+#[derive(Debug)]
+struct Reading(String);
+
+impl std::fmt::Display for Reading {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "reading {}", self.0)
+    }
+}
+
+/// For a stage that reads `input` and writes reports as it goes: says
+/// "reading FILE" before an error of reading it, and only then (once). A
+/// report that cannot be written names itself ("cannot write OUT/x.csv: No
+/// space left on device"); a journal error says "journal".
+fn reading(input: &crate::ingest::InputPath) -> impl Fn(anyhow::Error) -> anyhow::Error + '_ {
+    use crate::ingest::IngestError;
+    move |e| {
+        let from_input = e.chain().any(|c| {
+            c.downcast_ref::<IngestError>()
+                .is_some_and(|i| !matches!(i, IngestError::Open { .. }))
+        });
+        if from_input && e.downcast_ref::<Reading>().is_none() {
+            e.context(Reading(input.display().to_string()))
+        } else {
+            e
+        }
+    }
+}
+
+/// Creates the folder `--out` names (and its parents), saying what is in the
+/// way when it cannot: a dangling symbolic link, a file.
+fn create_out_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    let Err(e) = std::fs::create_dir_all(dir) else {
+        return Ok(());
+    };
+    for part in dir.ancestors().filter(|p| !p.as_os_str().is_empty()) {
+        let Ok(meta) = std::fs::symlink_metadata(part) else {
+            continue;
+        };
+        let what = if part == dir {
+            format!("--out {}", dir.display())
+        } else {
+            format!("{} (in --out {})", part.display(), dir.display())
+        };
+        if meta.file_type().is_symlink() && std::fs::metadata(part).is_err() {
+            let target = std::fs::read_link(part)
+                .map_or_else(|_| "?".to_string(), |t| t.display().to_string());
+            return Err(UsageError(format!(
+                "{what} is a symbolic link to {target}, which does not exist"
+            ))
+            .into());
+        }
+        if std::fs::metadata(part).is_ok_and(|m| !m.is_dir()) {
+            return Err(UsageError(format!("{what} is a file, not a folder")).into());
+        }
+    }
+    Err(anyhow::Error::new(e).context(format!("cannot create {}", dir.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::{IngestError, InputPath};
+
+    fn enoent() -> std::io::Error {
+        std::io::Error::from_raw_os_error(libc::ENOENT)
+    }
+
+    /// How often `part` occurs in `text`.
+    fn times(text: &str, part: &str) -> usize {
+        text.matches(part).count()
+    }
+
+    /// A layer that prints its cause does not also return it as its
+    /// source: anyhow's `{:#}`, which prints every layer, says it once.
+    #[test]
+    fn every_error_enum_says_its_cause_once() {
+        let cause = enoent().to_string();
+        let errors: Vec<anyhow::Error> = vec![
+            crate::submit::journal::JournalError::Open {
+                path: "j.sqlite".into(),
+                source: enoent(),
+            }
+            .into(),
+            IngestError::Open {
+                path: "inventory.csv".into(),
+                source: enoent(),
+            }
+            .into(),
+            IngestError::Io(enoent()).into(),
+            crate::report::audit::AuditError::Io {
+                path: "audit.jsonl".into(),
+                source: enoent(),
+            }
+            .into(),
+        ];
+        for e in errors {
+            let text = format!("{e:#}");
+            assert_eq!(times(&text, &cause), 1, "{text}");
+        }
+    }
+
+    /// rusqlite's error prints SQLite's message and returns SQLite's code,
+    /// which says the same, as its source.
+    #[test]
+    fn a_full_disk_under_the_journal_is_said_once() {
+        let full = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            Some("database or disk is full".into()),
+        );
+        let e = anyhow::Error::from(crate::submit::journal::JournalError::Sql(full));
+        assert_eq!(error_text(e.as_ref()), "journal: database or disk is full");
+        // Printed by `{:#}`, rusqlite's own layers say it twice.
+        assert_eq!(times(&format!("{e:#}"), "database or disk is full"), 2);
+    }
+
+    #[test]
+    fn distinct_layers_are_all_kept() {
+        let e = anyhow::Error::new(enoent())
+            .context("cannot open x.csv")
+            .context("loading the contracts");
+        assert_eq!(
+            error_text(e.as_ref()),
+            format!("loading the contracts: cannot open x.csv: {}", enoent())
+        );
+    }
+
+    #[test]
+    fn only_errors_of_reading_the_input_say_reading() {
+        let input = InputPath::File("inv.csv".into());
+        let read = reading(&input)(anyhow::Error::new(IngestError::Io(enoent())));
+        assert!(error_text(read.as_ref()).starts_with("reading inv.csv: "));
+        // Said once, however many stages add it.
+        let twice = reading(&input)(read);
+        assert_eq!(times(&error_text(twice.as_ref()), "reading"), 1);
+        // Opening names the file already.
+        let open = reading(&input)(input_error(&input)(IngestError::Open {
+            path: "inv.csv".into(),
+            source: enoent(),
+        }));
+        assert_eq!(times(&error_text(open.as_ref()), "inv.csv"), 1);
+        // A report that cannot be written is not a read error.
+        let write = anyhow::Error::new(std::io::Error::other("cannot write out/x.csv"));
+        let write = reading(&input)(write);
+        assert_eq!(error_text(write.as_ref()), "cannot write out/x.csv");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn out_says_what_is_in_its_way() {
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("link");
+        let gone = dir.path().join("gone");
+        std::os::unix::fs::symlink(&gone, &link).unwrap();
+        let message = |p: &std::path::Path| create_out_dir(p).unwrap_err().to_string();
+        assert_eq!(
+            message(&link),
+            format!(
+                "--out {} is a symbolic link to {}, which does not exist",
+                link.display(),
+                gone.display()
+            )
+        );
+        assert!(message(&link.join("sub")).contains("is a symbolic link to"));
+        let file = dir.path().join("file");
+        std::fs::write(&file, "x").unwrap();
+        assert!(message(&file).ends_with("is a file, not a folder"));
+        assert!(create_out_dir(&dir.path().join("new/deeper")).is_ok());
+        assert!(create_out_dir(dir.path()).is_ok());
     }
 }

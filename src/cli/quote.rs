@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::Context;
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
 
@@ -105,8 +104,7 @@ pub(super) fn load_contracts(
     settings: &PlanSettings,
     policy: &Policy,
 ) -> anyhow::Result<Contracts> {
-    std::fs::create_dir_all(&settings.out)
-        .with_context(|| format!("cannot create {}", settings.out.display()))?;
+    super::create_out_dir(&settings.out)?;
     let opened = ingest::open(&settings.contracts, &settings.ingest)
         .map_err(input_error(&settings.contracts))?;
     let contracts = contracts::load(opened.source, policy, opened.total_bytes)
@@ -180,7 +178,7 @@ pub(super) fn make_plan(
         plan::plan(&ctx, &mut open, &validator, &mut tee, progress.as_ref()).map_err(|e| {
             match e.downcast::<QuoteError>() {
                 Ok(q) => UsageError(q.to_string()).into(),
-                Err(e) => e.context(format!("reading {}", input.display())),
+                Err(e) => super::reading(input)(e),
             }
         })?;
     let problems = reports.problems();

@@ -33,7 +33,8 @@ pub struct Args {
 const NO_PROBLEMS: &str = "The journal does not keep rejected rows: see rejects.csv in the run's output directory for the rows to fix.";
 
 pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
-    let conn = Journal::open_read_only(&args.state).map_err(|e| UsageError(e.to_string()))?;
+    let conn =
+        Journal::open_read_only(&args.state).map_err(|e| UsageError(super::error_text(&e)))?;
     let Some((run_id, finished_at, summary, quotes)) = journal::last_finished_run(&conn)? else {
         return Err(UsageError(format!(
             "journal {}: no finished run to report on yet",
@@ -53,8 +54,7 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
         Problems::NotAvailable(NO_PROBLEMS.into()),
     )
     .with_context(|| format!("journal {}, run #{run_id}", args.state.display()))?;
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    super::create_out_dir(&args.out)?;
     html::write(&args.out, &data)?;
     if !global.quiet {
         eprintln!(

@@ -21,7 +21,7 @@ use crate::report::{
     audit, write_results, AtomicFile, AuditLog, PlannedKind, ResultCounts, RowSpool,
 };
 use crate::sim::{Sim, SimConfig};
-use crate::submit::client::{ApiClient, ClientConfig, Token};
+use crate::submit::client::{redact_url, ApiClient, ClientConfig, Token};
 use crate::submit::journal::{AuditedOrder, ItemState, Journal, JournalError, PlannedItem};
 use crate::submit::retry::RetryPolicy;
 use crate::submit::{submit_and_track, SubmitError, SubmitReport, SubmitSettings};
@@ -32,9 +32,14 @@ pub struct Args {
     plan: PlanArgs,
     /// The vendor API's base URL. Without it, refleet starts its built-in
     /// simulator on loopback (nothing leaves this machine). The token comes
-    /// from REFLEET_API_TOKEN or --token-file, never from a flag.
+    /// from REFLEET_API_TOKEN or --token-file, never from a flag or the URL.
+    /// Reports and logs show it with its query values masked (`?code=***`).
     #[arg(long, value_name = "URL", env = "REFLEET_API_URL")]
     api_url: Option<String>,
+    /// Allow an http:// --api-url on a host that is not loopback, which
+    /// sends the token in clear (loopback is always allowed).
+    #[arg(long, env = "REFLEET_ALLOW_INSECURE_HTTP")]
+    allow_insecure_http: bool,
     /// A file holding the API token (first line); default: REFLEET_API_TOKEN.
     #[arg(long, value_name = "FILE", env = "REFLEET_TOKEN_FILE")]
     token_file: Option<PathBuf>,
@@ -130,11 +135,7 @@ impl Args {
         let endpoint = match self.api_url {
             None => Endpoint::Simulator,
             Some(url) => {
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    return Err(UsageError(format!(
-                        "--api-url must start with http:// or https://, not `{url}`"
-                    )));
-                }
+                let url = api_url(&url, self.allow_insecure_http)?;
                 Endpoint::Url(url, read_token(self.token_file.as_deref())?)
             }
         };
@@ -158,6 +159,52 @@ impl Args {
             plan,
         })
     }
+}
+
+/// Checks `--api-url`: http or https, no credentials in it (the token goes
+/// in a header), and plain http only to loopback unless
+/// `--allow-insecure-http`. Messages show the URL redacted.
+fn api_url(text: &str, allow_insecure_http: bool) -> Result<String, UsageError> {
+    let url = reqwest::Url::parse(text.trim())
+        .map_err(|e| UsageError(format!("--api-url is not a URL ({e})")))?;
+    let shown = redact_url(&url);
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(UsageError(format!(
+            "--api-url must start with http:// or https://, not `{shown}`"
+        )));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(UsageError(format!(
+            "--api-url `{shown}` carries a user name or password: remove it; the API token goes in REFLEET_API_TOKEN or --token-file"
+        )));
+    }
+    if url.scheme() == "http" && !allow_insecure_http && !is_loopback(&url) {
+        return Err(UsageError(format!(
+            "--api-url `{shown}` would send the API token in clear: use https://, or pass --allow-insecure-http on a network you trust"
+        )));
+    }
+    Ok(url.into())
+}
+
+/// 127.0.0.0/8, ::1 (also as ::ffff:127.x.y.z) or `localhost`.
+fn is_loopback(url: &reqwest::Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => ip.is_loopback(),
+        Ok(std::net::IpAddr::V6(ip)) => {
+            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+        Err(_) => host.trim_end_matches('.').eq_ignore_ascii_case("localhost"),
+    }
+}
+
+/// How reports, the journal and logs name the API: the URL with its query
+/// values masked, or `simulator`.
+fn api_label(url: &str) -> String {
+    reqwest::Url::parse(url).map_or_else(|_| "(unreadable URL)".to_string(), |u| redact_url(&u))
 }
 
 /// The API token: `--token-file` (first line) or `REFLEET_API_TOKEN`.
@@ -316,7 +363,7 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
     // The budget guard comes before any request.
     let mut report = SubmitReport::default();
     let mut api_label = match &settings.endpoint {
-        Endpoint::Url(url, _) => url.clone(),
+        Endpoint::Url(url, _) => api_label(url),
         Endpoint::Simulator => "simulator".to_string(),
     };
     let budget_refused = !planned.over_budget.is_empty();
@@ -450,7 +497,7 @@ fn submit(
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
         let (label, base_url, token, _sim) = match &settings.endpoint {
-            Endpoint::Url(url, token) => (url.clone(), url.clone(), token.clone(), None),
+            Endpoint::Url(url, token) => (api_label(url), url.clone(), token.clone(), None),
             Endpoint::Simulator => {
                 let token = format!("sim-{:016x}", fastrand::u64(..));
                 let sim = Sim::start(
@@ -717,5 +764,66 @@ mod tests {
         assert_eq!(parse_duration("12"), Ok(Duration::from_secs(12)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5d").is_err());
+    }
+
+    #[test]
+    fn plain_http_is_refused_off_loopback_unless_allowed() {
+        for ok in [
+            "http://127.0.0.1:8080",
+            "http://127.3.4.5/api",
+            "http://[::1]:9/",
+            "http://localhost:8080/api",
+            "http://LOCALHOST./",
+            "https://vendor.example/api",
+        ] {
+            assert!(api_url(ok, false).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://vendor.example/api?code=s3cret",
+            "http://10.1.2.3:8080/",
+            "http://[::ffff:10.0.0.1]/",
+            "http://localhost.evil.example/",
+        ] {
+            let e = api_url(bad, false).unwrap_err().0;
+            assert!(
+                e.contains("in clear") && e.contains("--allow-insecure-http"),
+                "{e}"
+            );
+            assert!(!e.contains("s3cret"), "{e}");
+            assert!(api_url(bad, true).is_ok(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn credentials_in_the_url_are_refused_without_being_repeated() {
+        let e = api_url(
+            "https://alice:pa55word@vendor.example/api?token=t0ken",
+            false,
+        )
+        .unwrap_err()
+        .0;
+        assert!(
+            !e.contains("alice") && !e.contains("pa55word") && !e.contains("t0ken"),
+            "{e}"
+        );
+        assert!(
+            e.contains("https://***@vendor.example/api?token=***"),
+            "{e}"
+        );
+        let e = api_url("ftp://vendor.example/?key=t0ken", true)
+            .unwrap_err()
+            .0;
+        assert!(!e.contains("t0ken") && e.contains("http"), "{e}");
+        let e = api_url("not a url t0ken", true).unwrap_err().0;
+        assert!(!e.contains("t0ken"), "{e}");
+    }
+
+    #[test]
+    fn the_label_masks_query_values() {
+        assert_eq!(
+            api_label("https://vendor.example:8443/api/?code=K1&region=eu&flag"),
+            "https://vendor.example:8443/api/?code=***&region=***&***"
+        );
+        assert_eq!(api_label("http://127.0.0.1:80/"), "http://127.0.0.1/");
     }
 }

@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -16,6 +17,8 @@ pub struct Args {
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
     listen: SocketAddr,
     /// The only bearer token accepted (default: any non-empty token).
+    /// Unsafe on a shared machine: other users see it in `ps`; prefer
+    /// REFLEET_SIM_TOKEN or --token-file.
     #[arg(
         long,
         env = "REFLEET_SIM_TOKEN",
@@ -23,6 +26,10 @@ pub struct Args {
         value_name = "T"
     )]
     token: Option<String>,
+    /// A file whose first line is the only bearer token accepted (wins over
+    /// --token and REFLEET_SIM_TOKEN).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
     /// Real milliseconds one simulated calendar day lasts.
     #[arg(long, default_value_t = 50, value_name = "N")]
     business_day_ms: u64,
@@ -89,9 +96,13 @@ impl Args {
             })
             .transpose()?;
         let latency_ms = self.latency_ms.as_deref().map(parse_range).transpose()?;
+        let token = match &self.token_file {
+            Some(path) => Some(read_token_file(path)?),
+            None => self.token.filter(|t| !t.is_empty()),
+        };
         Ok(SimConfig {
             listen: self.listen,
-            token: self.token.filter(|t| !t.is_empty()),
+            token,
             business_day_ms: self.business_day_ms,
             reject_rate: self.reject_rate,
             fail_rate: self.fail_rate,
@@ -105,6 +116,30 @@ impl Args {
             ..SimConfig::default()
         })
     }
+}
+
+/// The first line of `--token-file`, trimmed; an empty one is an error (it
+/// would silently accept any token).
+fn read_token_file(path: &Path) -> Result<String, UsageError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| UsageError(format!("--token-file {}: {e}", path.display())))?;
+    let token = text.lines().next().unwrap_or("").trim();
+    if token.is_empty() {
+        return Err(UsageError(format!(
+            "--token-file {}: the first line is empty",
+            path.display()
+        )));
+    }
+    Ok(token.to_string())
+}
+
+/// Whether `--token` was typed on the command line (where `ps` shows it),
+/// rather than set through REFLEET_SIM_TOKEN.
+fn token_on_command_line(args: &[std::ffi::OsString]) -> bool {
+    args.iter()
+        .take_while(|a| *a != "--")
+        .filter_map(|a| a.to_str())
+        .any(|a| a == "--token" || a.starts_with("--token="))
 }
 
 /// `50`, `50/s` or `600/m` → requests per second.
@@ -150,6 +185,11 @@ fn parse_range(s: &str) -> Result<(u64, u64), UsageError> {
 }
 
 pub fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
+    if token_on_command_line(&std::env::args_os().collect::<Vec<_>>()) {
+        eprintln!(
+            "refleet sim: warning: --token is visible to every user of this machine (ps, /proc); set REFLEET_SIM_TOKEN or pass --token-file FILE instead"
+        );
+    }
     let config = args.resolve()?;
     let policy = Arc::new(global.load_policy()?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -196,5 +236,27 @@ mod tests {
         assert_eq!(parse_range("7").unwrap(), (7, 7));
         assert!(parse_range("20..5").is_err());
         assert!(parse_range("a..b").is_err());
+    }
+
+    #[test]
+    fn only_a_typed_token_is_flagged() {
+        let args = |a: &[&str]| a.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
+        assert!(token_on_command_line(&args(&[
+            "refleet", "sim", "--token", "x"
+        ])));
+        assert!(token_on_command_line(&args(&[
+            "refleet",
+            "sim",
+            "--token=x"
+        ])));
+        assert!(!token_on_command_line(&args(&[
+            "refleet",
+            "sim",
+            "--token-file",
+            "f"
+        ])));
+        assert!(!token_on_command_line(&args(&[
+            "refleet", "sim", "--", "--token"
+        ])));
     }
 }

@@ -22,7 +22,8 @@ pub struct Args {
 }
 
 pub(super) fn run(args: Args, _global: &Global) -> anyhow::Result<Outcome> {
-    let conn = Journal::open_read_only(&args.state).map_err(|e| UsageError(e.to_string()))?;
+    let conn =
+        Journal::open_read_only(&args.state).map_err(|e| UsageError(super::error_text(&e)))?;
     let counts = journal::counts(&conn, &args.state)?;
     let n = |s: ItemState| counts.iter().find(|(st, _)| *st == s).map_or(0, |c| c.1);
     let total: u64 = counts.iter().map(|c| c.1).sum();

@@ -3,8 +3,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::Context;
-
 use super::{input_error, thread_pool, Global, InputArgs, Outcome, UsageError};
 use crate::domain::Item;
 use crate::ingest::{self, IngestOptions, InputPath};
@@ -107,8 +105,7 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
         ingest::open(&settings.input, &settings.ingest).map_err(input_error(&settings.input))?;
     let validator = Validator::new(&policy, settings.validate.clone(), opened.source.as_ref())
         .map_err(input_error(&settings.input))?;
-    std::fs::create_dir_all(&settings.out)
-        .with_context(|| format!("cannot create {}", settings.out.display()))?;
+    super::create_out_dir(&settings.out)?;
     let valid_path = |f: ValidFormat| {
         settings.out.join(if f == ValidFormat::Csv {
             "valid.csv"
@@ -141,7 +138,7 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
         &mut sink,
         progress.as_ref(),
     )
-    .with_context(|| format!("reading {}", settings.input.display()))?;
+    .map_err(super::reading(&settings.input))?;
     progress.finish();
     sink.rejects.commit()?;
     sink.warnings.commit()?;

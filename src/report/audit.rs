@@ -66,7 +66,7 @@ pub fn own_file(journal_id: &str) -> String {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
-    #[error("{path}: {source}")]
+    #[error("audit log {path}")]
     Io {
         path: PathBuf,
         source: std::io::Error,

@@ -127,6 +127,67 @@ pub fn sweep_dead_temps(dir: &Path) -> Vec<PathBuf> {
     removed
 }
 
+/// A failed write of the file at `path`: "cannot write PATH: reason". It
+/// travels inside an `io::Error` (of the same kind) through writers that
+/// pass on only its message (csv's errors have no source), so the reason is
+/// in the message, and not also a source (which would say it twice).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write {}: {cause}", path.display())]
+struct WriteError {
+    path: PathBuf,
+    cause: std::io::Error,
+}
+
+/// `e` as a [`WriteError`] naming `path`, the file the user knows (a report,
+/// not its temporary name, which tempfile adds to its errors). Errors that
+/// already name their file are passed on as they are.
+fn write_error(path: &Path, e: std::io::Error) -> std::io::Error {
+    if e.get_ref().is_some_and(|inner| inner.is::<WriteError>()) {
+        return e;
+    }
+    let kind = e.kind();
+    let os_code = e.raw_os_error().or_else(|| {
+        e.get_ref()
+            .and_then(|inner| inner.source())
+            .and_then(|src| src.downcast_ref::<std::io::Error>())
+            .and_then(std::io::Error::raw_os_error)
+    });
+    let cause = os_code.map_or(e, std::io::Error::from_raw_os_error);
+    std::io::Error::new(
+        kind,
+        WriteError {
+            path: path.to_path_buf(),
+            cause,
+        },
+    )
+}
+
+/// A writer whose errors name the file it writes (see [`write_error`]).
+pub struct NamedWriter<W> {
+    inner: W,
+    path: PathBuf,
+}
+
+impl<W: Write> NamedWriter<W> {
+    pub fn new(inner: W, path: &Path) -> NamedWriter<W> {
+        NamedWriter {
+            inner,
+            path: path.to_path_buf(),
+        }
+    }
+}
+
+impl<W: Write> Write for NamedWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.inner
+            .write(buf)
+            .map_err(|e| write_error(&self.path, e))
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush().map_err(|e| write_error(&self.path, e))
+    }
+}
+
 /// A report's size from which it is written with direct I/O.
 const DIRECT_AFTER: u64 = 32 << 20;
 
@@ -183,14 +244,22 @@ impl AtomicFile {
     }
 
     pub fn commit(self) -> anyhow::Result<()> {
+        let path = &self.path;
         let tmp = match self.out {
-            Out::Buffered(inner) => inner.into_inner().map_err(|e| e.into_error())?.file,
-            Out::Direct(direct) => direct.finish()?,
+            Out::Buffered(inner) => {
+                inner
+                    .into_inner()
+                    .map_err(|e| write_error(path, e.into_error()))?
+                    .file
+            }
+            Out::Direct(direct) => direct
+                .finish()
+                .with_context(|| format!("cannot write {}", path.display()))?,
             Out::Switching => {
-                anyhow::bail!("internal error: {} left half switched", self.path.display())
+                anyhow::bail!("internal error: {} left half switched", path.display())
             }
         };
-        tmp.as_file().sync_all()?;
+        tmp.as_file().sync_all().map_err(|e| write_error(path, e))?;
         tmp.persist(&self.path)
             .with_context(|| format!("cannot write {}", self.path.display()))?;
         Ok(())
@@ -252,8 +321,14 @@ impl Write for AtomicFile {
         let n = buf.len() as u64;
         match &mut self.out {
             Out::Direct(direct) if direct.has_room(buf.len()) => direct.push(buf),
-            Out::Buffered(inner) if self.written + n < self.direct_after => inner.write_all(buf)?,
-            _ => return self.write_all_cold(buf),
+            Out::Buffered(inner) if self.written + n < self.direct_after => inner
+                .write_all(buf)
+                .map_err(|e| write_error(&self.path, e))?,
+            _ => {
+                return self
+                    .write_all_cold(buf)
+                    .map_err(|e| write_error(&self.path, e))
+            }
         }
         self.written += n;
         Ok(())
@@ -261,7 +336,7 @@ impl Write for AtomicFile {
 
     fn flush(&mut self) -> std::io::Result<()> {
         match &mut self.out {
-            Out::Buffered(inner) => inner.flush(),
+            Out::Buffered(inner) => inner.flush().map_err(|e| write_error(&self.path, e)),
             // Flushed as a whole by `commit`: a partial buffer cannot be
             // written directly.
             Out::Direct(_) | Out::Switching => Ok(()),
@@ -335,9 +410,11 @@ impl Writeback {
     }
 }
 
+// Through the `File`: `NamedTempFile`'s own errors add its temporary name,
+// which `AtomicFile` replaces with the report's.
 impl Write for Writeback {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.file.write(buf)?;
+        let n = self.file.as_file_mut().write(buf)?;
         self.written += n as u64;
         if self.written - self.started >= WRITEBACK_STEP {
             self.start();
@@ -345,7 +422,7 @@ impl Write for Writeback {
         Ok(n)
     }
     fn flush(&mut self) -> std::io::Result<()> {
-        self.file.flush()
+        self.file.as_file_mut().flush()
     }
 }
 
@@ -498,7 +575,7 @@ impl Direct {
         let written = writer
             .join()
             .map_err(|_| anyhow::anyhow!("the report's writer thread panicked"))?;
-        written.context("cannot write a report")?;
+        written?;
         anyhow::ensure!(sent.is_ok(), "the report's writer thread stopped early");
         Ok(tmp)
     }
@@ -680,5 +757,41 @@ mod tests {
             f.commit().unwrap();
             assert!(std::fs::read(&path).unwrap() == want, "{direct_after}");
         }
+    }
+
+    /// `/dev/full` answers every write with "No space left on device".
+    #[test]
+    fn a_failed_write_names_the_file_and_the_cause_once() {
+        let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
+            eprintln!("SKIPPED: no /dev/full on this system");
+            return;
+        };
+        let report = Path::new("/out/results.csv");
+        let mut w =
+            csv::Writer::from_writer(std::io::BufWriter::new(NamedWriter::new(full, report)));
+        let err = w
+            .write_record(["a", "b"])
+            .and_then(|()| Ok(w.flush()?))
+            .map_err(anyhow::Error::from)
+            .unwrap_err();
+        let text = crate::cli::error_text(err.as_ref());
+        assert_eq!(
+            text,
+            format!(
+                "cannot write /out/results.csv: {}",
+                std::io::Error::from_raw_os_error(libc::ENOSPC)
+            )
+        );
+        // Passed through another layer that names a file, it is not renamed.
+        let again = write_error(
+            Path::new("/elsewhere"),
+            std::io::Error::other(WriteError {
+                path: report.to_path_buf(),
+                cause: std::io::Error::from_raw_os_error(libc::ENOSPC),
+            }),
+        );
+        assert!(again
+            .to_string()
+            .starts_with("cannot write /out/results.csv"));
     }
 }

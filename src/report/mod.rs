@@ -15,7 +15,7 @@ use std::borrow::Cow;
 use std::path::Path;
 
 pub use audit::{AuditLog, Binding, ChainState};
-pub use file::{temp_in, AtomicFile};
+pub use file::{temp_in, AtomicFile, NamedWriter};
 pub use plan::{eligibility_line, write_quotes, PlanReports, ELIGIBILITY_COLUMNS};
 pub use results::{
     event_key, write_results, PlannedKind, ResultCounts, RowSpool, RESULTS_COLUMNS, RESULT_STATES,

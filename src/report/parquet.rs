@@ -28,6 +28,7 @@ fn kind(column: &str) -> Kind {
 
 /// Writes `parquet` with the rows of the CSV report `csv_path`.
 pub fn csv_to_parquet(csv_path: &Path, parquet: &Path) -> anyhow::Result<()> {
+    let failed = || format!("cannot write {}", parquet.display());
     let mut reader = csv::Reader::from_path(csv_path)
         .with_context(|| format!("cannot read {}", csv_path.display()))?;
     let names: Vec<String> = reader.headers()?.iter().map(String::from).collect();
@@ -72,21 +73,22 @@ pub fn csv_to_parquet(csv_path: &Path, parquet: &Path) -> anyhow::Result<()> {
         }
         let df = DataFrame::new_infer_height(frame)?;
         if writer.is_none() {
-            writer = Some(ParquetWriter::new(tmp.reopen()?).batched(df.schema())?);
+            let file = tmp.reopen().with_context(failed)?;
+            let batched = ParquetWriter::new(file).batched(df.schema());
+            writer = Some(anyhow::Context::with_context(batched, failed)?);
         }
         if let Some(w) = writer.as_mut() {
-            w.write_batch(&df)?;
+            anyhow::Context::with_context(w.write_batch(&df), failed)?;
         }
         if n < BATCH {
             break;
         }
     }
     if let Some(w) = writer.take() {
-        w.finish()?;
+        anyhow::Context::with_context(w.finish(), failed)?;
     }
-    tmp.as_file().sync_all()?;
-    tmp.persist(parquet)
-        .with_context(|| format!("cannot write {}", parquet.display()))?;
+    tmp.as_file().sync_all().with_context(failed)?;
+    tmp.persist(parquet).with_context(failed)?;
     Ok(())
 }
 

@@ -12,7 +12,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::{neutralise, temp_in, AtomicFile};
+use super::{neutralise, temp_in, AtomicFile, NamedWriter};
 use crate::api;
 use crate::domain::Item;
 use crate::eligibility::{Reason, Verdict};
@@ -53,7 +53,7 @@ pub type OnPlanned<'a> = dyn FnMut(&Item, &str, &Verdict, PlannedKind) -> anyhow
 
 /// Spools every row's plan outcome, in row order.
 pub struct RowSpool<'a> {
-    csv: csv::Writer<std::io::BufWriter<File>>,
+    csv: csv::Writer<std::io::BufWriter<NamedWriter<File>>>,
     file: tempfile::NamedTempFile,
     on_planned: Box<OnPlanned<'a>>,
     /// Rejects of the current row: they come one per (row, code).
@@ -63,7 +63,8 @@ pub struct RowSpool<'a> {
 impl<'a> RowSpool<'a> {
     pub fn create(out: &Path, on_planned: Box<OnPlanned<'a>>) -> anyhow::Result<RowSpool<'a>> {
         let file = temp_in(out)?;
-        let csv = csv::Writer::from_writer(std::io::BufWriter::new(file.reopen()?));
+        let spool = NamedWriter::new(file.reopen()?, file.path());
+        let csv = csv::Writer::from_writer(std::io::BufWriter::new(spool));
         Ok(RowSpool {
             csv,
             file,
@@ -178,7 +179,8 @@ impl PlanSink for RowSpool<'_> {
     /// first pass is planned the same way on the second.
     fn restart(&mut self) -> anyhow::Result<()> {
         self.pending = None;
-        self.csv = csv::Writer::from_writer(std::io::BufWriter::new(self.file.reopen()?));
+        let spool = NamedWriter::new(self.file.reopen()?, self.file.path());
+        self.csv = csv::Writer::from_writer(std::io::BufWriter::new(spool));
         self.file.as_file().set_len(0)?;
         Ok(())
     }

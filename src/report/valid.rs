@@ -139,7 +139,8 @@ impl ValidWriter {
                     col.push(c);
                 }
                 if p.rows.len() >= PARQUET_BATCH {
-                    p.flush()?;
+                    p.flush()
+                        .with_context(|| format!("cannot write {}", p.path.display()))?;
                 }
             }
         }
@@ -153,9 +154,10 @@ impl ValidWriter {
                 .map_err(|e| anyhow::anyhow!("{}", e.error()))?
                 .commit(),
             ValidWriter::Parquet(mut p) => {
-                p.flush_always()?;
+                let failed = |path: &Path| format!("cannot write {}", path.display());
+                p.flush_always().with_context(|| failed(&p.path))?;
                 if let Some(w) = p.writer.take() {
-                    w.finish()?;
+                    anyhow::Context::with_context(w.finish(), || failed(&p.path))?;
                 }
                 p.tmp
                     .persist(&p.path)

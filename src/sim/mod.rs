@@ -3,7 +3,8 @@
 //! calendar and opt-in faults. Tests and `refleet run` start it in-process
 //! with [`Sim::start`]; `refleet sim` serves it until Ctrl-C.
 //!
-//! Every `/v1` request except `/v1/_sim/stats` goes through one pipeline, in
+//! `/v1/_sim/stats` needs the bearer token and nothing more. Every other
+//! `/v1` request goes through one pipeline, in
 //! this order: count it → bearer auth (401) → rate limit (429) → draw its
 //! faults → injected 500/503 (before any side effect) → the handler (which
 //! holds an idempotency key in flight through the drawn latency) → a reset
@@ -39,7 +40,8 @@ use state::{Counters, IdempotencyStore, RequestLog, Store};
 /// The OpenAPI 3.1 document of the API, served verbatim at `/openapi.json`.
 pub const OPENAPI_JSON: &str = include_str!("../../api/openapi.json");
 
-/// The statistics route: no auth, not counted, not logged, never faulty, so
+/// The statistics route: bearer auth like every route (the counters say what
+/// clients sent), but not counted, not logged, never limited or faulty, so
 /// that a test reading it does not change what it measures.
 pub const STATS_PATH: &str = "/v1/_sim/stats";
 
@@ -228,9 +230,25 @@ fn authorized(headers: &HeaderMap, token: Option<&str>) -> bool {
     scheme.eq_ignore_ascii_case("bearer") && !given.is_empty() && token.is_none_or(|t| t == given)
 }
 
+/// 401 with a `WWW-Authenticate: Bearer` challenge.
+fn unauthorized() -> Response {
+    let mut r = error_response(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "send `Authorization: Bearer <token>` with a valid token",
+        Some("Authorization"),
+    );
+    r.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    r
+}
+
 /// The shared `/v1` pipeline (see the module docs for the order).
 async fn pipeline(State(shared): State<Arc<Shared>>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path().to_string();
+    if path == STATS_PATH && !authorized(req.headers(), shared.config.token.as_deref()) {
+        return unauthorized();
+    }
     if !path.starts_with("/v1/") || path == STATS_PATH {
         return json_405(next.run(req).await);
     }
@@ -240,15 +258,7 @@ async fn pipeline(State(shared): State<Arc<Shared>>, mut req: Request, next: Nex
     let mut retry_after = None;
     let response = 'answer: {
         if !authorized(req.headers(), shared.config.token.as_deref()) {
-            let mut r = error_response(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "send `Authorization: Bearer <token>` with a valid token",
-                Some("Authorization"),
-            );
-            r.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            break 'answer r;
+            break 'answer unauthorized();
         }
         let mut limit_headers = None;
         if let Some(limiter) = &shared.limiter {

@@ -296,7 +296,7 @@ impl ApiClient {
                 }
             }
         };
-        let url = format!("{}{path}", self.base);
+        let url = endpoint(&self.base, path);
         let mut rng = fastrand::Rng::new();
         loop {
             self.limiter.acquire().await;
@@ -443,8 +443,55 @@ impl ApiClient {
     }
 }
 
-/// A transport error in a few words (never the URL's secrets: there are none,
-/// the token travels in a header).
+/// `path` appended to the base URL's path, the base's query kept:
+/// `https://h/api?code=K` and `/v1/cases` give `https://h/api/v1/cases?code=K`.
+fn endpoint(base: &str, path: &str) -> String {
+    match reqwest::Url::parse(base) {
+        Ok(mut url) => {
+            let joined = format!("{}{path}", url.path().trim_end_matches('/'));
+            url.set_path(&joined);
+            url.set_fragment(None);
+            url.into()
+        }
+        Err(_) => format!("{base}{path}"),
+    }
+}
+
+/// A URL fit for reports, logs and messages: a user name or password
+/// becomes `***@`, each query value `***` (`?code=***&x=***`, a bare
+/// `?secret` becomes `?***`), a fragment `#***`. Scheme, host, port and path
+/// are kept: they say where requests went.
+pub fn redact_url(url: &reqwest::Url) -> String {
+    let mut bare = url.clone();
+    // Both fail only for URLs without a host, which have no user-info.
+    let _ = bare.set_username("");
+    let _ = bare.set_password(None);
+    bare.set_query(None);
+    bare.set_fragment(None);
+    let mut out = String::from(bare.as_str());
+    if !url.username().is_empty() || url.password().is_some() {
+        out = out.replacen("://", "://***@", 1);
+    }
+    if let Some(query) = url.query() {
+        let masked: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((name, _)) => format!("{name}=***"),
+                None if pair.is_empty() => String::new(),
+                None => "***".to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&masked.join("&"));
+    }
+    if url.fragment().is_some() {
+        out.push_str("#***");
+    }
+    out
+}
+
+/// A transport error in a few words. reqwest's messages name the URL, whose
+/// query may hold a secret: it is shown redacted.
 fn describe(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         "timed out".into()
@@ -459,7 +506,10 @@ fn describe(e: &reqwest::Error) -> String {
             s = format!("{s}: {inner}");
             src = inner.source();
         }
-        s
+        match e.url() {
+            Some(url) => s.replace(url.as_str(), &redact_url(url)),
+            None => s,
+        }
     }
 }
 
@@ -483,6 +533,56 @@ mod tests {
         let t = Token::new("s3cr3t-token");
         assert_eq!(format!("{t:?}"), "***");
         assert!(t.header().is_some_and(|h| h.is_sensitive()));
+    }
+
+    #[test]
+    fn urls_are_joined_under_the_base_path_with_its_query_kept() {
+        assert_eq!(
+            endpoint("https://h.example/api/?code=K#x", "/v1/cases"),
+            "https://h.example/api/v1/cases?code=K"
+        );
+        assert_eq!(
+            endpoint("http://127.0.0.1:9", "/v1/reactivations/rq-1"),
+            "http://127.0.0.1:9/v1/reactivations/rq-1"
+        );
+    }
+
+    #[test]
+    fn redacted_urls_keep_where_but_not_secrets() {
+        let url =
+            reqwest::Url::parse("https://u:p@h.example:8443/api?token=T&api_key=K&x#frag").unwrap();
+        assert_eq!(
+            redact_url(&url),
+            "https://***@h.example:8443/api?token=***&api_key=***&***#***"
+        );
+        let plain = reqwest::Url::parse("http://127.0.0.1:9/v1").unwrap();
+        assert_eq!(redact_url(&plain), "http://127.0.0.1:9/v1");
+    }
+
+    /// A server that closes the connection without answering: reqwest's
+    /// error names the URL, query and all.
+    #[tokio::test]
+    async fn transport_errors_do_not_repeat_the_query() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for s in listener.incoming().take(1) {
+                let mut buf = [0u8; 1024];
+                let _ = s.and_then(|mut s| std::io::Read::read(&mut s, &mut buf));
+            }
+        });
+        let err = reqwest::Client::new()
+            .get(format!("http://{addr}/v1?token=Qs3cret"))
+            .send()
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("Qs3cret"),
+            "the case is real: {err}"
+        );
+        let text = describe(&err);
+        assert!(!text.contains("Qs3cret"), "{text}");
+        assert!(text.contains("token=***"), "{text}");
     }
 
     #[tokio::test]

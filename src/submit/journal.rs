@@ -91,12 +91,12 @@ impl ItemState {
 pub enum JournalError {
     #[error("another refleet process is using the journal {0} (its lock file {0}.lock is held); wait for it to finish")]
     Busy(PathBuf),
-    #[error("cannot open the journal {path}: {source}")]
+    #[error("cannot open the journal {path}")]
     Open {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("journal: {0}")]
+    #[error("journal")]
     Sql(#[from] rusqlite::Error),
     #[error("journal {0}: unknown state `{1}` (written by a newer refleet?)")]
     BadState(PathBuf, String),

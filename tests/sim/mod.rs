@@ -97,6 +97,7 @@ impl Api {
     async fn stats(&self) -> SimStats {
         self.client
             .get(format!("{}/v1/_sim/stats", self.url))
+            .bearer_auth("t")
             .send()
             .await
             .expect("answered")
@@ -194,8 +195,27 @@ async fn bearer_auth_401_without_or_with_the_wrong_token() {
         .await
         .unwrap();
     assert_eq!(right.status(), 404, "authenticated, and no such request");
-    // Stats and the document need no token.
-    assert_eq!(api.stats().await.requests, 3);
+    // The stats need the token too (the document does not); asking for them
+    // is not counted, refused or not.
+    let stats_url = format!("{}/v1/_sim/stats", api.url);
+    let none = api.client.get(&stats_url).send().await.unwrap();
+    assert_eq!(none.headers()["www-authenticate"], "Bearer");
+    assert_eq!(error_of(none).await.0, 401);
+    let wrong = api.client.get(&stats_url).bearer_auth("nope").send();
+    assert_eq!(error_of(wrong.await.unwrap()).await.0, 401);
+    let stats: SimStats = api
+        .client
+        .get(&stats_url)
+        .bearer_auth("sesame")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats.requests, 3);
+    let doc = api.client.get(format!("{}/openapi.json", api.url)).send();
+    assert_eq!(doc.await.unwrap().status(), 200);
 
     // Without a configured token any bearer token is accepted, but one is needed.
     let (_open, api) = start(SimConfig::default()).await;
@@ -942,19 +962,16 @@ fn starts_in_the_background_for_blocking_callers() {
         .build()
         .unwrap();
     let url = sim.url();
-    let stats: SimStats = rt.block_on(async {
-        reqwest::get(format!("{url}/v1/_sim/stats"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    });
+    let get_stats = || {
+        reqwest::Client::new()
+            .get(format!("{url}/v1/_sim/stats"))
+            .bearer_auth("t")
+            .send()
+    };
+    let stats: SimStats = rt.block_on(async { get_stats().await.unwrap().json().await.unwrap() });
     assert_eq!(stats, SimStats::default());
     sim.shutdown();
-    assert!(rt
-        .block_on(reqwest::get(format!("{url}/v1/_sim/stats")))
-        .is_err());
+    assert!(rt.block_on(get_stats()).is_err());
 }
 
 #[test]
