@@ -14,8 +14,8 @@ use reqwest::Method;
 use serde::de::DeserializeOwned;
 
 use super::retry::{
-    classify_status, parse_retry_after, Class, RetryBudget, RetryPolicy, RETRY_COST,
-    TIMEOUT_RETRY_COST,
+    classify_status, parse_retry_after, Class, RetryBudget, RetryPolicy, RETRY_AFTER_CAP,
+    RETRY_COST, TIMEOUT_RETRY_COST,
 };
 use crate::api;
 
@@ -126,11 +126,15 @@ impl Limiter {
     /// not say) and halve the rate, with no burst until it is back to the
     /// configured rate. The other 429s of the same burst arrive while the
     /// pause holds: they extend it but do not halve the rate again.
+    /// The pause is never longer than [`RETRY_AFTER_CAP`], whatever it is given.
     pub fn throttled(&self, retry_after: Option<Duration>) {
         let mut s = self.lock();
         let now = Instant::now();
         let already_paused = s.pause_until.is_some_and(|p| p > now);
-        let until = now + retry_after.unwrap_or(Duration::from_secs(1));
+        let wait = retry_after
+            .unwrap_or(Duration::from_secs(1))
+            .min(RETRY_AFTER_CAP);
+        let until = now.checked_add(wait).unwrap_or(now);
         s.pause_until = Some(s.pause_until.map_or(until, |p| p.max(until)));
         if !already_paused {
             s.ceiling = Some(s.rate);
@@ -176,6 +180,13 @@ impl Limiter {
 
     pub fn current_rate(&self) -> f64 {
         self.lock().rate
+    }
+
+    /// How long requests are paused from now (zero when they are not).
+    pub fn paused_for(&self) -> Duration {
+        self.lock().pause_until.map_or(Duration::ZERO, |u| {
+            u.saturating_duration_since(Instant::now())
+        })
     }
 }
 
@@ -524,5 +535,15 @@ mod tests {
             "{}",
             l.current_rate()
         );
+    }
+
+    /// Regression: a 429 with `Retry-After: 18446744073709551615` made the
+    /// task panic adding it to an `Instant`.
+    #[test]
+    fn the_pause_after_a_429_is_never_past_the_cap() {
+        let l = Limiter::new(10.0, 1);
+        l.throttled(Some(Duration::MAX));
+        let paused = l.paused_for();
+        assert!(paused <= RETRY_AFTER_CAP && paused > RETRY_AFTER_CAP - Duration::from_secs(60));
     }
 }
