@@ -1277,7 +1277,7 @@ fn ctrl_c_then_resume_against_the_built_in_simulator_finishes_every_row() {
     assert_outcome_agrees(out.path(), &output);
     assert_eq!(output.status.code(), Some(4));
     assert!(out.path().join("journal.sqlite.sim.jsonl").exists());
-    ran(
+    let output = ran(
         refleet().args(run_args_at(
             &sample("inventory.csv"),
             out.path(),
@@ -1288,6 +1288,9 @@ fn ctrl_c_then_resume_against_the_built_in_simulator_finishes_every_row() {
         0,
     );
     assert_complete(out.path(), sample_rows());
+    // It met the simulator that took its requests: nothing was lost.
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("does not know request"), "{stderr}");
 }
 
 /// After a `kill -9`, the built-in simulator's state may be behind the
