@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,7 +23,7 @@ use crate::sim::{Sim, SimConfig};
 use crate::submit::client::{redact_url, ApiClient, ClientConfig, Token};
 use crate::submit::journal::{AuditedOrder, ItemState, Journal, JournalError, PlannedItem};
 use crate::submit::retry::RetryPolicy;
-use crate::submit::{submit_and_track, SubmitError, SubmitReport, SubmitSettings};
+use crate::submit::{submit_and_track, Stop, SubmitError, SubmitReport, SubmitSettings};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -236,6 +235,9 @@ struct Summary<'a> {
     as_of: String,
     api: &'a str,
     dry_run: bool,
+    /// Whether failed and manual-review items get a support case: with it
+    /// on, such an item is not finished until its case is open.
+    escalate: bool,
     outcome: &'a str,
     exit_code: i32,
     stopped_because: Option<String>,
@@ -388,23 +390,23 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
         crate::report::parquet::write_copies(&out, &["rejects", "eligibility", "results"])?;
     }
     drop(spool);
-    let outcome = if report.unfinished {
-        Outcome::Interrupted
-    } else if budget_refused || counts.failed_or_rejected > 0 {
-        Outcome::Partial
-    } else {
-        Outcome::Success
-    };
-    let outcome_name = if budget_refused {
-        "budget_exceeded"
-    } else if settings.dry_run {
-        "dry_run"
-    } else {
-        match outcome {
-            Outcome::Success => "finished",
-            Outcome::Partial => "finished_with_failures",
-            Outcome::Interrupted => "stopped_resumable",
-        }
+    let unfinished = unfinished_items(&journal.counts()?, escalate);
+    let ending = ending(
+        &report,
+        &unfinished,
+        counts.failed_or_rejected,
+        budget_refused,
+        settings.dry_run,
+    );
+    let outcome_name = ending.name();
+    let stopped_because = match ending {
+        Ending::Stopped | Ending::Aborted => Some(
+            report
+                .stopped_because
+                .clone()
+                .unwrap_or_else(|| unfinished_text(&unfinished)),
+        ),
+        _ => None,
     };
     let summary = Summary {
         refleet_version: env!("CARGO_PKG_VERSION"),
@@ -413,9 +415,10 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
         as_of: settings.plan.as_of.to_string(),
         api: &api_label,
         dry_run: settings.dry_run,
+        escalate,
         outcome: outcome_name,
-        exit_code: outcome.exit_code(),
-        stopped_because: report.stopped_because.clone(),
+        exit_code: ending.exit_code(),
+        stopped_because: stopped_because.clone(),
         rows: planned.plan.stats.rows,
         valid_rows: planned.plan.stats.valid,
         rejected_rows: planned.plan.stats.rejected_rows,
@@ -452,11 +455,11 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
     tracing::info!(
         run_id,
         outcome = outcome_name,
-        exit_code = outcome.exit_code(),
+        exit_code = ending.exit_code(),
         rows = counts.rows,
         active = counts.by_state.get("active").copied().unwrap_or(0),
         failed_or_rejected = counts.failed_or_rejected,
-        unfinished = counts.unfinished,
+        unfinished = unfinished.iter().map(|(_, n)| n).sum::<u64>(),
         requests = report.requests,
         throttled = report.throttled,
         "run finished"
@@ -474,15 +477,126 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
     )?;
     super::report::write_run_report(&out, &summary_json, &planned.plan.quotes, &journal)?;
     if !global.quiet {
-        eprint!("{}", final_text(&counts, &report, &settings, started));
+        eprint!(
+            "{}",
+            final_text(
+                &counts,
+                &report,
+                stopped_because.as_deref(),
+                &settings,
+                started
+            )
+        );
         if let Some((n, path)) = audited.filter(|(n, _)| *n > 0) {
             eprintln!("audit log: {n} new records in {}", path.display());
         }
     }
-    Ok(outcome)
+    match ending.outcome() {
+        Some(outcome) => Ok(outcome),
+        None => Err(anyhow::anyhow!(
+            "{}; what is known is recorded in the journal and the reports, and a run of the same command resumes",
+            report.aborted.as_deref().unwrap_or("the run failed")
+        )),
+    }
 }
 
-/// Starts the simulator when asked, then submits and tracks.
+/// How a run ended, as `summary.json` and the exit code say it (SPEC §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    Finished,
+    FinishedWithFailures,
+    /// Some item is not in a terminal state: run again to resume.
+    Stopped,
+    BudgetExceeded,
+    DryRun,
+    /// A request task crashed: exit 1, after the reports are written.
+    Aborted,
+}
+
+impl Ending {
+    fn name(self) -> &'static str {
+        match self {
+            Ending::Finished => "finished",
+            Ending::FinishedWithFailures => "finished_with_failures",
+            Ending::Stopped => "stopped_resumable",
+            Ending::BudgetExceeded => "budget_exceeded",
+            Ending::DryRun => "dry_run",
+            Ending::Aborted => "aborted",
+        }
+    }
+
+    /// The exit code of a run that returns `Ok`, or `None` for a failure.
+    fn outcome(self) -> Option<Outcome> {
+        match self {
+            Ending::Finished | Ending::DryRun => Some(Outcome::Success),
+            Ending::FinishedWithFailures | Ending::BudgetExceeded => Some(Outcome::Partial),
+            Ending::Stopped => Some(Outcome::Interrupted),
+            Ending::Aborted => None,
+        }
+    }
+
+    fn exit_code(self) -> i32 {
+        self.outcome().map_or(1, Outcome::exit_code)
+    }
+}
+
+/// Journal items not in a terminal state (SPEC §6): planned, submitted,
+/// accepted, provisioning; and, when cases are opened, failed and
+/// manual-review items whose case is not open yet.
+fn unfinished_items(counts: &[(ItemState, u64)], escalate: bool) -> Vec<(ItemState, u64)> {
+    counts
+        .iter()
+        .copied()
+        .filter(|(state, n)| {
+            *n > 0
+                && match state {
+                    ItemState::Planned
+                    | ItemState::Submitted
+                    | ItemState::Accepted
+                    | ItemState::Provisioning => true,
+                    ItemState::Failed | ItemState::ManualReview => escalate,
+                    ItemState::Active | ItemState::Rejected | ItemState::Escalated => false,
+                }
+        })
+        .collect()
+}
+
+fn unfinished_text(unfinished: &[(ItemState, u64)]) -> String {
+    let total: u64 = unfinished.iter().map(|(_, n)| n).sum();
+    let parts: Vec<String> = unfinished
+        .iter()
+        .map(|(s, n)| format!("{} {n}", s.as_str()))
+        .collect();
+    format!("{total} items not finished ({})", parts.join(", "))
+}
+
+/// The run's ending, from the items' states in the journal, never from how
+/// the submission returned: any item not terminal means "stopped".
+fn ending(
+    report: &SubmitReport,
+    unfinished: &[(ItemState, u64)],
+    failed_or_rejected: u64,
+    budget_refused: bool,
+    dry_run: bool,
+) -> Ending {
+    if report.aborted.is_some() {
+        Ending::Aborted
+    } else if budget_refused {
+        Ending::BudgetExceeded
+    } else if dry_run {
+        Ending::DryRun
+    } else if !unfinished.is_empty() {
+        Ending::Stopped
+    } else if failed_or_rejected > 0 {
+        Ending::FinishedWithFailures
+    } else {
+        Ending::Finished
+    }
+}
+
+/// Starts the simulator when asked (keeping its state in `JOURNAL.sim.jsonl`
+/// beside the journal), then submits and tracks until done, stopped by a
+/// signal, or out of time.
 fn submit(
     settings: &Settings,
     journal: &Journal,
@@ -500,9 +614,14 @@ fn submit(
             Endpoint::Url(url, token) => (api_label(url), url.clone(), token.clone(), None),
             Endpoint::Simulator => {
                 let token = format!("sim-{:016x}", fastrand::u64(..));
+                // Its memory lives beside the journal, so a resumed run
+                // meets the simulator that took its requests.
+                let mut state_file = settings.state.clone().into_os_string();
+                state_file.push(".sim.jsonl");
                 let sim = Sim::start(
                     SimConfig {
                         token: Some(token.clone()),
+                        state_file: Some(PathBuf::from(state_file)),
                         ..SimConfig::default()
                     },
                     policy,
@@ -526,15 +645,8 @@ fn submit(
             timeout: settings.request_timeout,
             retry: RetryPolicy::default(),
         })?);
-        let stop = Arc::new(AtomicBool::new(false));
-        {
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    stop.store(true, Ordering::Relaxed);
-                }
-            });
-        }
+        let stop = Stop::new();
+        stop_on_signals(&stop)?;
         let total = journal.counts()?.iter().map(|(_, n)| *n).sum();
         let bar = super::progress::submit_bar(global.quiet, total);
         let report = submit_and_track(
@@ -542,7 +654,7 @@ fn submit(
             client,
             run_id,
             &settings.submit,
-            stop,
+            &stop,
             bar.as_ref(),
         )
         .await
@@ -561,6 +673,40 @@ fn journal_dir(state: &std::path::Path) -> PathBuf {
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(std::path::Path::new("."))
         .to_path_buf()
+}
+
+/// SIGINT (Ctrl-C), SIGTERM and SIGHUP (what schedulers, systemd and
+/// Kubernetes send) all stop a run the same way: nothing more is sent, what
+/// came back is recorded, the reports are written, and the exit code is 4.
+fn stop_on_signals(stop: &Stop) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        for (kind, name) in [
+            (SignalKind::interrupt(), "SIGINT (Ctrl-C)"),
+            (SignalKind::terminate(), "SIGTERM"),
+            (SignalKind::hangup(), "SIGHUP"),
+        ] {
+            let mut signals = signal(kind).with_context(|| format!("cannot listen for {name}"))?;
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                if signals.recv().await.is_some() {
+                    tracing::warn!("{name} received: stopping");
+                    stop.trigger(format!("stopped by {name}"));
+                }
+            });
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                stop.trigger("stopped by Ctrl-C");
+            }
+        });
+    }
+    Ok(())
 }
 
 /// Appends the run's new activations, orders (cancellation windows) and
@@ -716,6 +862,7 @@ fn planned_item(item: &Item, event: &str, contracts: &Contracts) -> PlannedItem 
 fn final_text(
     counts: &ResultCounts,
     report: &SubmitReport,
+    stopped_because: Option<&str>,
     settings: &Settings,
     started: Instant,
 ) -> String {
@@ -737,7 +884,7 @@ fn final_text(
             report.throttled
         ));
     }
-    if let Some(why) = &report.stopped_because {
+    if let Some(why) = stopped_because {
         text.push_str(&format!(
             "stopped before finishing: {why}; run the same command again to resume (journal {})\n",
             settings.state.display()
@@ -754,6 +901,55 @@ fn final_text(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: the outcome came from how the submission returned, so
+    /// a crashed task or a lost request ended "finished" with items still
+    /// submitted or accepted. It comes from the journal's states now.
+    #[test]
+    fn the_outcome_comes_from_the_items_states() {
+        use ItemState::*;
+        let done = SubmitReport::default();
+        let end = |states: &[(ItemState, u64)], escalate: bool, failed: u64| {
+            ending(
+                &done,
+                &unfinished_items(states, escalate),
+                failed,
+                false,
+                false,
+            )
+        };
+        for st in [Planned, Submitted, Accepted, Provisioning] {
+            assert_eq!(end(&[(Active, 9), (st, 1)], true, 0), Ending::Stopped);
+            assert_eq!(end(&[(Active, 9), (st, 1)], false, 0), Ending::Stopped);
+        }
+        // A failed item or a manual review waits for its case when cases are on.
+        for st in [Failed, ManualReview] {
+            assert_eq!(end(&[(st, 1)], true, 1), Ending::Stopped);
+            assert_eq!(end(&[(st, 1)], false, 1), Ending::FinishedWithFailures);
+        }
+        assert_eq!(end(&[(Active, 9), (Planned, 0)], true, 0), Ending::Finished);
+        assert_eq!(
+            end(&[(Active, 9), (Escalated, 1)], true, 1),
+            Ending::FinishedWithFailures
+        );
+        assert_eq!(Ending::Stopped.exit_code(), 4);
+        assert_eq!(Ending::FinishedWithFailures.exit_code(), 3);
+        assert_eq!(Ending::Finished.exit_code(), 0);
+        // A crashed task is a failure whatever the states say.
+        let crashed = SubmitReport {
+            aborted: Some("a request task panicked".into()),
+            ..SubmitReport::default()
+        };
+        let e = ending(&crashed, &[], 0, false, false);
+        assert_eq!(
+            (e, e.exit_code(), e.name()),
+            (Ending::Aborted, 1, "aborted")
+        );
+        assert_eq!(
+            unfinished_text(&unfinished_items(&[(Accepted, 3), (ManualReview, 2)], true)),
+            "5 items not finished (accepted 3, manual_review 2)"
+        );
+    }
 
     #[test]
     fn durations() {

@@ -196,7 +196,8 @@ pub struct ResultCounts {
     pub by_contract: BTreeMap<String, BTreeMap<String, u64>>,
     /// Rows the API rejected or failed (escalated failures included).
     pub failed_or_rejected: u64,
-    /// Rows still on their way (planned, submitted, accepted, provisioning).
+    /// Rows still on their way (planned, submitted, accepted, provisioning),
+    /// or manual reviews whose support case is not open yet.
     pub unfinished: u64,
 }
 
@@ -241,8 +242,9 @@ pub fn write_results(
         if !event.is_empty() {
             if let Some(r) = lookup(event)? {
                 match r.state.as_str() {
-                    // A manual review keeps its plan verdict until its case is open.
-                    "manual_review" => {}
+                    // A manual review waiting for its case is not finished:
+                    // it says so, with its plan verdict as the reason.
+                    "manual_review" => state = r.state.clone(),
                     // An escalated manual review keeps MANUAL_REVIEW as its reason.
                     "escalated" if plan_state == "ineligible" => state = r.state.clone(),
                     s => {
@@ -297,7 +299,9 @@ pub fn write_results(
         match state.as_str() {
             "rejected" | "failed" => counts.failed_or_rejected += 1,
             "escalated" if reason != "MANUAL_REVIEW" => counts.failed_or_rejected += 1,
-            "planned" | "submitted" | "accepted" | "provisioning" => counts.unfinished += 1,
+            "planned" | "submitted" | "accepted" | "provisioning" | "manual_review" => {
+                counts.unfinished += 1
+            }
             _ => {}
         }
     }

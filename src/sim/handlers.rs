@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::clock::{phase, Phase};
+use super::saved::{to_hex, Claim, Entry, SavedAnswer};
 use super::state::{
     confirmation_id, fingerprint_bytes, fingerprint_json, item_draw, Begin, CaseRecord, Counters,
     ItemRecord, RequestRecord, Stored,
@@ -246,12 +247,16 @@ async fn idempotent(
     key: Option<String>,
     bytes: &[u8],
     latency: Option<Duration>,
-    work: impl FnOnce(&Shared, Result<serde_json::Value, Problem>) -> Stored,
+    work: impl FnOnce(&Shared, Result<serde_json::Value, Problem>, &Claim) -> Stored,
 ) -> Response {
     let parsed = serde_json::from_slice::<serde_json::Value>(bytes);
     let fingerprint = match &parsed {
         Ok(v) => fingerprint_json(v),
         Err(_) => fingerprint_bytes(bytes),
+    };
+    let claim = Claim {
+        key: key.clone(),
+        fingerprint,
     };
     let mut guard = None;
     if let Some(key) = key {
@@ -298,7 +303,7 @@ async fn idempotent(
     if let Some(d) = latency {
         shared.sleep(d).await;
     }
-    let stored = work(shared, parsed.map_err(json_problem));
+    let stored = work(shared, parsed.map_err(json_problem), &claim);
     if let Some(mut g) = guard {
         g.finish(&stored);
     }
@@ -335,11 +340,11 @@ pub(super) async fn create_reactivation(
         key,
         &bytes,
         plan.latency,
-        |sh, parsed| match parsed
+        |sh, parsed, claim| match parsed
             .and_then(parse_typed::<ReactivationRequest>)
             .and_then(|r| validate_reactivation(&r, sh.config.max_batch).map(|()| r))
         {
-            Ok(r) => accept(sh, r),
+            Ok(r) => accept(sh, r, claim),
             Err(p) => p.stored(),
         },
     )
@@ -404,8 +409,23 @@ fn validate_reactivation(r: &ReactivationRequest, max_batch: usize) -> Result<()
     Ok(())
 }
 
-/// Decides every item of a valid request and records it.
-fn accept(shared: &Shared, req: ReactivationRequest) -> Stored {
+/// The answer when the state file cannot be written: nothing was done.
+fn cannot_record(e: &std::io::Error) -> Stored {
+    tracing::warn!("simulator: cannot record a request: {e}");
+    Problem {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        error: "unavailable",
+        message: format!(
+            "cannot record the request ({e}); nothing was done, retry with the same key"
+        ),
+        field: None,
+    }
+    .stored()
+}
+
+/// Decides every item of a valid request, saves it (when a state file is
+/// kept), then makes it count.
+fn accept(shared: &Shared, req: ReactivationRequest, claim: &Claim) -> Stored {
     Counters::bump(&shared.counters.reactivation_requests);
     let config = &shared.config;
     let policy = &shared.policy;
@@ -441,10 +461,6 @@ fn accept(shared: &Shared, req: ReactivationRequest) -> Stored {
         };
         match verdict {
             Ok(eta) => {
-                Counters::bump(&shared.counters.activations);
-                if !store.accepted_keys.insert(key.to_string()) {
-                    Counters::bump(&shared.counters.duplicate_activations);
-                }
                 let fails = config.fail_rate > 0.0
                     && item_draw(config.seed, key, "fail") < config.fail_rate;
                 records.push(ItemRecord {
@@ -476,27 +492,41 @@ fn accept(shared: &Shared, req: ReactivationRequest) -> Stored {
             }
         }
     }
-    store.requests.insert(
-        request_id.clone(),
-        Arc::new(RequestRecord {
-            request_id: request_id.clone(),
-            contract_id: req.contract_id,
-            region: req.region,
-            quote_id: req.quote_id,
-            accepted_at,
-            items: records,
-        }),
-    );
-    drop(store);
-    Stored {
+    let record = RequestRecord {
+        request_id: request_id.clone(),
+        contract_id: req.contract_id,
+        region: req.region,
+        quote_id: req.quote_id,
+        accepted_at,
+        items: records,
+    };
+    let answer = Stored {
         status: StatusCode::ACCEPTED.as_u16(),
         location: Some(format!("/v1/reactivations/{request_id}")),
         body: json_bytes(&ReactivationAccepted {
-            request_id,
+            request_id: request_id.clone(),
             accepted_at,
             items: decisions,
         }),
+    };
+    let saved = shared.saved.append(|| Entry::Reactivation {
+        key: claim.key.clone(),
+        fingerprint: to_hex(&claim.fingerprint),
+        answer: SavedAnswer::from(&answer),
+        request: record.clone(),
+    });
+    if let Err(e) = saved {
+        return cannot_record(&e);
     }
+    for it in record.items.iter().filter(|i| i.rejected.is_none()) {
+        Counters::bump(&shared.counters.activations);
+        if !store.accepted_keys.insert(it.item_key.clone()) {
+            Counters::bump(&shared.counters.duplicate_activations);
+        }
+    }
+    store.requests.insert(request_id, Arc::new(record));
+    drop(store);
+    answer
 }
 
 /// `GET /v1/reactivations/{id}`.
@@ -596,11 +626,11 @@ pub(super) async fn create_case(State(shared): State<Arc<Shared>>, req: Request)
         key,
         &bytes,
         plan.latency,
-        |sh, parsed| match parsed
+        |sh, parsed, claim| match parsed
             .and_then(parse_typed::<CaseRequest>)
             .and_then(|c| validate_case(&c).map(|()| c))
         {
-            Ok(c) => open_case(sh, c),
+            Ok(c) => open_case(sh, c, claim),
             Err(p) => p.stored(),
         },
     )
@@ -624,8 +654,7 @@ fn validate_case(c: &CaseRequest) -> Result<(), Problem> {
     Ok(())
 }
 
-fn open_case(shared: &Shared, c: CaseRequest) -> Stored {
-    Counters::bump(&shared.counters.cases);
+fn open_case(shared: &Shared, c: CaseRequest, claim: &Claim) -> Stored {
     let opened_at = shared.clock.now();
     let mut store = lock(&shared.store);
     let case_id = store.next_case_id();
@@ -636,13 +665,23 @@ fn open_case(shared: &Shared, c: CaseRequest) -> Stored {
         reason: c.reason,
         opened_at,
     };
-    let body = json_bytes(&case_view(&record, opened_at));
-    store.cases.insert(case_id.clone(), record);
-    Stored {
+    let answer = Stored {
         status: StatusCode::CREATED.as_u16(),
-        body,
+        body: json_bytes(&case_view(&record, opened_at)),
         location: Some(format!("/v1/cases/{case_id}")),
+    };
+    let saved = shared.saved.append(|| Entry::Case {
+        key: claim.key.clone(),
+        fingerprint: to_hex(&claim.fingerprint),
+        answer: SavedAnswer::from(&answer),
+        case: record.clone(),
+    });
+    if let Err(e) = saved {
+        return cannot_record(&e);
     }
+    Counters::bump(&shared.counters.cases);
+    store.cases.insert(case_id, record);
+    answer
 }
 
 /// Support picks a case up after a simulated day and, in the simulator,
@@ -749,6 +788,10 @@ mod tests {
                 quote_id: "Q".into(),
                 coverage: CoverageWire::Extended,
                 items: vec![item("SA1", "SA"), item("DE1", "DE"), item("US1", "US")],
+            },
+            &Claim {
+                key: None,
+                fingerprint: [0; 32],
             },
         );
         let body: ReactivationAccepted = serde_json::from_slice(&stored.body).unwrap();

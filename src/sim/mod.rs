@@ -14,9 +14,11 @@
 mod clock;
 mod faults;
 mod handlers;
+mod saved;
 mod state;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -82,6 +84,10 @@ pub struct SimConfig {
     pub max_batch: usize,
     /// Larger bodies are refused with 413.
     pub max_body_bytes: usize,
+    /// Where to keep accepted requests, keys and cases, so that a simulator
+    /// started again on the same file carries on (see [`saved`]); `None`
+    /// keeps them in memory only.
+    pub state_file: Option<PathBuf>,
 }
 
 impl Default for SimConfig {
@@ -101,6 +107,7 @@ impl Default for SimConfig {
             seed: 0,
             max_batch: crate::api::MAX_BATCH,
             max_body_bytes: 1 << 20,
+            state_file: None,
         }
     }
 }
@@ -117,6 +124,8 @@ struct Shared {
     log: Mutex<RequestLog>,
     faults: Faults,
     limiter: Option<Limiter>,
+    /// The state file, when one is kept.
+    saved: saved::Saved,
     /// Set when the server stops, so hung and slow requests end at once.
     closing: watch::Sender<bool>,
 }
@@ -128,8 +137,49 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    fn new(config: SimConfig, policy: Arc<Policy>) -> Shared {
-        Shared::starting_at(config, policy, chrono::Utc::now())
+    /// A simulator carrying on from its state file, when it has one: its
+    /// requests, keys and cases, and its clock no earlier than the last
+    /// thing that happened there.
+    fn new(config: SimConfig, policy: Arc<Policy>) -> std::io::Result<Shared> {
+        let (saved, entries) = match &config.state_file {
+            Some(path) => saved::Saved::open(path).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("simulator state {}: {e}", path.display()))
+            })?,
+            None => (saved::Saved::memory(), Vec::new()),
+        };
+        let now = chrono::Utc::now();
+        let origin = entries
+            .iter()
+            .map(saved::Entry::at)
+            .max()
+            .map_or(now, |t| t.max(now));
+        let mut shared = Shared::starting_at(config, policy, origin);
+        shared.saved = saved;
+        {
+            let mut keys = lock(&shared.idempotency);
+            let mut store = lock(&shared.store);
+            let at = std::time::Instant::now();
+            for entry in entries {
+                if let Some((key, fingerprint, stored)) = entry.replay() {
+                    keys.restore(&key, fingerprint, stored, at);
+                }
+                match entry {
+                    saved::Entry::Reactivation { request, .. } => {
+                        for it in request.items.iter().filter(|i| i.rejected.is_none()) {
+                            store.accepted_keys.insert(it.item_key.clone());
+                        }
+                        store
+                            .requests
+                            .insert(request.request_id.clone(), Arc::new(request));
+                    }
+                    saved::Entry::Case { case, .. } => {
+                        store.cases.insert(case.case_id.clone(), case);
+                    }
+                }
+            }
+            store.avoid_restored_prefix();
+        }
+        Ok(shared)
     }
 
     /// A simulator whose simulated time starts at `origin` (tests pin it).
@@ -149,6 +199,7 @@ impl Shared {
             log: Mutex::new(RequestLog::default()),
             faults: Faults::new(&config),
             limiter,
+            saved: saved::Saved::memory(),
             closing: watch::channel(false).0,
             config,
             policy,
@@ -409,7 +460,7 @@ impl Sim {
     pub async fn start(config: SimConfig, policy: Arc<Policy>) -> std::io::Result<Sim> {
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared::new(config, policy));
+        let shared = Arc::new(Shared::new(config, policy)?);
         let app = router(shared.clone());
         let mut closing = shared.closing.subscribe();
         // Small requests and answers: Nagle's algorithm would hold each one

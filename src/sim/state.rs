@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::api::SimStats;
@@ -159,6 +160,19 @@ impl IdempotencyStore {
         }
     }
 
+    /// Puts back a finished answer kept by an earlier simulator (see
+    /// [`super::saved`]); its life starts again now.
+    pub fn restore(&mut self, key: &str, fingerprint: Fingerprint, stored: Stored, now: Instant) {
+        self.entries.insert(
+            key.to_string(),
+            Entry {
+                fingerprint,
+                slot: Slot::Done(stored),
+                at: now,
+            },
+        );
+    }
+
     /// Frees a key whose request ended without an answer worth keeping.
     pub fn abandon(&mut self, key: &str) {
         if matches!(self.entries.get(key).map(|e| &e.slot), Some(Slot::InFlight)) {
@@ -185,7 +199,7 @@ impl IdempotencyStore {
 }
 
 /// One item of an accepted request, as decided on arrival.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ItemRecord {
     pub item_key: String,
     /// `Some(reason)` when rejected on arrival.
@@ -197,7 +211,7 @@ pub struct ItemRecord {
 }
 
 /// An accepted `POST /v1/reactivations`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RequestRecord {
     pub request_id: String,
     pub contract_id: String,
@@ -208,7 +222,7 @@ pub struct RequestRecord {
 }
 
 /// An opened support case.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CaseRecord {
     pub case_id: String,
     pub item_key: String,
@@ -218,25 +232,64 @@ pub struct CaseRecord {
 }
 
 /// Requests, items ever accepted, and cases.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Store {
     pub requests: HashMap<String, std::sync::Arc<RequestRecord>>,
     /// Every item key accepted so far: a second acceptance is a duplicate.
     pub accepted_keys: HashSet<String>,
     pub cases: HashMap<String, CaseRecord>,
+    /// Drawn at start: ids are never reused across simulator processes, so
+    /// a client resuming against a new process never reads another
+    /// request's items under an id it holds (it gets a 404 instead).
+    id_prefix: String,
     next_request: u64,
     next_case: u64,
 }
 
+impl Default for Store {
+    fn default() -> Store {
+        Store {
+            requests: HashMap::new(),
+            accepted_keys: HashSet::new(),
+            cases: HashMap::new(),
+            id_prefix: id_prefix(),
+            next_request: 0,
+            next_case: 0,
+        }
+    }
+}
+
+/// Eight hex digits from the process's random source, e.g. `3f9a1c2b`.
+fn id_prefix() -> String {
+    format!("{:08x}", fastrand::u32(..))
+}
+
 impl Store {
+    /// `rq-PREFIX-00000001`, `rq-PREFIX-00000002`, …
     pub fn next_request_id(&mut self) -> String {
         self.next_request += 1;
-        format!("rq-{:08}", self.next_request)
+        format!("rq-{}-{:08}", self.id_prefix, self.next_request)
     }
 
+    /// `CS-PREFIX-00000001`, …
     pub fn next_case_id(&mut self) -> String {
         self.next_case += 1;
-        format!("CS-{:08}", self.next_case)
+        format!("CS-{}-{:08}", self.id_prefix, self.next_case)
+    }
+
+    /// Draws the prefix again while an id restored from an earlier
+    /// simulator already uses it (one chance in four billion per process).
+    pub fn avoid_restored_prefix(&mut self) {
+        for _ in 0..16 {
+            let rq = format!("rq-{}-", self.id_prefix);
+            let cs = format!("CS-{}-", self.id_prefix);
+            let taken = self.requests.keys().any(|id| id.starts_with(&rq))
+                || self.cases.keys().any(|id| id.starts_with(&cs));
+            if !taken {
+                return;
+            }
+            self.id_prefix = id_prefix();
+        }
     }
 }
 
@@ -410,6 +463,37 @@ mod tests {
         let v3: serde_json::Value = serde_json::from_str(r#"{"a":1,"b":["x",1]}"#).unwrap();
         assert_eq!(fingerprint_json(&v1), fingerprint_json(&v2));
         assert_ne!(fingerprint_json(&v1), fingerprint_json(&v3));
+    }
+
+    /// Regression: every process numbered its ids from `rq-00000001`, so a
+    /// run resumed against a new simulator polled another batch's id.
+    #[test]
+    fn ids_are_never_reused_by_another_process() {
+        let mut a = Store::default();
+        let mut b = Store::default();
+        let (ra, rb) = (a.next_request_id(), b.next_request_id());
+        assert_ne!(ra, rb);
+        assert_ne!(a.next_case_id(), b.next_case_id());
+        assert!(ra.starts_with("rq-") && ra.ends_with("-00000001"), "{ra}");
+        assert_eq!(ra.len(), "rq-12345678-00000001".len());
+        // A prefix an earlier process used is drawn again.
+        let mut c = Store {
+            id_prefix: a.id_prefix.clone(),
+            ..Store::default()
+        };
+        c.requests.insert(
+            ra.clone(),
+            std::sync::Arc::new(RequestRecord {
+                request_id: ra.clone(),
+                contract_id: "C".into(),
+                region: "EMEA".into(),
+                quote_id: "Q".into(),
+                accepted_at: Utc::now(),
+                items: Vec::new(),
+            }),
+        );
+        c.avoid_restored_prefix();
+        assert_ne!(c.next_request_id().get(..12), ra.get(..12));
     }
 
     #[test]

@@ -14,9 +14,10 @@ use reqwest::Method;
 use serde::de::DeserializeOwned;
 
 use super::retry::{
-    classify_status, parse_retry_after, Class, RetryBudget, RetryPolicy, RETRY_COST,
-    TIMEOUT_RETRY_COST,
+    classify_status, parse_retry_after, Class, RetryBudget, RetryPolicy, RETRY_AFTER_CAP,
+    RETRY_COST, TIMEOUT_RETRY_COST,
 };
+use super::stop::Stop;
 use crate::api;
 
 /// A secret that never prints: `Debug` and `Display` show `***`.
@@ -126,11 +127,15 @@ impl Limiter {
     /// not say) and halve the rate, with no burst until it is back to the
     /// configured rate. The other 429s of the same burst arrive while the
     /// pause holds: they extend it but do not halve the rate again.
+    /// The pause is never longer than [`RETRY_AFTER_CAP`], whatever it is given.
     pub fn throttled(&self, retry_after: Option<Duration>) {
         let mut s = self.lock();
         let now = Instant::now();
         let already_paused = s.pause_until.is_some_and(|p| p > now);
-        let until = now + retry_after.unwrap_or(Duration::from_secs(1));
+        let wait = retry_after
+            .unwrap_or(Duration::from_secs(1))
+            .min(RETRY_AFTER_CAP);
+        let until = now.checked_add(wait).unwrap_or(now);
         s.pause_until = Some(s.pause_until.map_or(until, |p| p.max(until)));
         if !already_paused {
             s.ceiling = Some(s.rate);
@@ -177,6 +182,13 @@ impl Limiter {
     pub fn current_rate(&self) -> f64 {
         self.lock().rate
     }
+
+    /// How long requests are paused from now (zero when they are not).
+    pub fn paused_for(&self) -> Duration {
+        self.lock().pause_until.map_or(Duration::ZERO, |u| {
+            u.saturating_duration_since(Instant::now())
+        })
+    }
 }
 
 /// One HTTP exchange, for the journal's audit trail.
@@ -198,6 +210,9 @@ pub enum CallError {
     /// Every attempt, or the retry budget, was spent without an answer.
     #[error("no answer after {attempts} attempts: {last}")]
     GaveUp { attempts: u32, last: String },
+    /// The run was stopped (signal or tracking time-out) before an answer.
+    #[error("stopped before an answer came")]
+    Stopped,
 }
 
 /// An answer and the attempts it took.
@@ -252,36 +267,50 @@ impl ApiClient {
         &self,
         idempotency_key: &str,
         body: &api::ReactivationRequest,
+        stop: &Stop,
     ) -> Call<api::ReactivationAccepted> {
         self.call(
             Method::POST,
             "/v1/reactivations",
             Some(idempotency_key),
             Some(body),
+            stop,
         )
         .await
     }
 
-    pub async fn status(&self, request_id: &str) -> Call<api::ReactivationStatus> {
+    pub async fn status(&self, request_id: &str, stop: &Stop) -> Call<api::ReactivationStatus> {
         let path = format!("/v1/reactivations/{request_id}");
-        self.call::<(), _>(Method::GET, &path, None, None).await
+        self.call::<(), _>(Method::GET, &path, None, None, stop)
+            .await
     }
 
     pub async fn open_case(
         &self,
         idempotency_key: &str,
         body: &api::CaseRequest,
+        stop: &Stop,
     ) -> Call<api::Case> {
-        self.call(Method::POST, "/v1/cases", Some(idempotency_key), Some(body))
-            .await
+        self.call(
+            Method::POST,
+            "/v1/cases",
+            Some(idempotency_key),
+            Some(body),
+            stop,
+        )
+        .await
     }
 
+    /// One call: limiter, attempt, retries. Every wait in it (the limiter,
+    /// the request in flight, the backoff) ends at once when `stop` comes;
+    /// the call then ends [`CallError::Stopped`], its attempts kept.
     async fn call<B: serde::Serialize, T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         idempotency_key: Option<&str>,
         body: Option<&B>,
+        stop: &Stop,
     ) -> Call<T> {
         let mut attempts = Vec::new();
         let body = match body.map(serde_json::to_vec).transpose() {
@@ -298,8 +327,14 @@ impl ApiClient {
         };
         let url = endpoint(&self.base, path);
         let mut rng = fastrand::Rng::new();
+        let stopped = |attempts| Call {
+            result: Err(CallError::Stopped),
+            attempts,
+        };
         loop {
-            self.limiter.acquire().await;
+            if stop.or(self.limiter.acquire()).await.is_none() {
+                return stopped(attempts);
+            }
             self.sent.fetch_add(1, Ordering::Relaxed);
             let started = Instant::now();
             let sent_at = chrono::Utc::now();
@@ -316,7 +351,21 @@ impl ApiClient {
             if let Some(b) = &body {
                 req = req.header(CONTENT_TYPE, "application/json").body(b.clone());
             }
-            let (class, retry_after, timed_out, attempt) = match req.send().await {
+            // Sent, and perhaps done by the server: a stop now leaves the
+            // batch `submitted`, re-sent with its key by the next run.
+            let not_awaited = |attempts: &mut Vec<Attempt>| {
+                attempts.push(Attempt {
+                    at: sent_at,
+                    status: None,
+                    error: Some("stopped before the answer came".into()),
+                    millis: started.elapsed().as_millis() as u64,
+                })
+            };
+            let Some(sent) = stop.or(req.send()).await else {
+                not_awaited(&mut attempts);
+                return stopped(attempts);
+            };
+            let (class, retry_after, timed_out, attempt) = match sent {
                 Err(e) => (
                     Class::Retry { throttled: false },
                     None,
@@ -335,7 +384,11 @@ impl ApiClient {
                         .get(RETRY_AFTER)
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| parse_retry_after(v, SystemTime::now()));
-                    match resp.bytes().await {
+                    let Some(read) = stop.or(resp.bytes()).await else {
+                        not_awaited(&mut attempts);
+                        return stopped(attempts);
+                    };
+                    match read {
                         Err(e) => (
                             Class::Retry { throttled: false },
                             None,
@@ -437,7 +490,10 @@ impl ApiClient {
             }
             // After a 429 the limiter's pause is the wait.
             if class != (Class::Retry { throttled: true }) {
-                tokio::time::sleep(self.retry.wait(n, retry_after, &mut rng)).await;
+                let wait = self.retry.wait(n, retry_after, &mut rng);
+                if stop.or(tokio::time::sleep(wait)).await.is_none() {
+                    return stopped(attempts);
+                }
             }
         }
     }
@@ -527,6 +583,131 @@ fn error_message(body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// A server on loopback that answers every request with `answer`.
+    async fn serve(answer: axum::Router) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, answer).await;
+        });
+        format!("http://{addr}")
+    }
+
+    fn client(base_url: String) -> ApiClient {
+        ApiClient::new(ClientConfig {
+            base_url,
+            token: Token::new("t"),
+            rate: 100.0,
+            burst: 1,
+            timeout: Duration::from_secs(120),
+            retry: RetryPolicy::default(),
+        })
+        .unwrap()
+    }
+
+    fn stop_after(d: Duration) -> Stop {
+        let stop = Stop::new();
+        let s = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(d).await;
+            s.trigger("test");
+        });
+        stop
+    }
+
+    /// Regression: `Retry-After: 1000000` paused every request for eleven
+    /// days, and no Ctrl-C or time-out ended the pause.
+    #[tokio::test]
+    async fn a_stop_ends_the_pause_of_a_huge_retry_after() {
+        let url = serve(axum::Router::new().fallback(|| async {
+            (
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                [(axum::http::header::RETRY_AFTER, "1000000")],
+                "{}",
+            )
+        }))
+        .await;
+        let c = client(url);
+        let started = Instant::now();
+        let call = c
+            .status("rq-1", &stop_after(Duration::from_millis(300)))
+            .await;
+        assert!(matches!(call.result, Err(CallError::Stopped)));
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert_eq!(call.attempts.len(), 1, "one 429, then the pause");
+        let paused = c.limiter.paused_for();
+        assert!(
+            paused <= RETRY_AFTER_CAP && paused > RETRY_AFTER_CAP - Duration::from_secs(60),
+            "{paused:?}"
+        );
+    }
+
+    /// A request in flight that never gets its answer ends with the stop,
+    /// and is kept as an attempt (it may have been done by the server).
+    #[tokio::test]
+    async fn a_stop_ends_a_request_in_flight() {
+        let url = serve(axum::Router::new().fallback(|| async {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            "{}"
+        }))
+        .await;
+        let c = client(url);
+        let started = Instant::now();
+        let call = c
+            .status("rq-1", &stop_after(Duration::from_millis(300)))
+            .await;
+        assert!(matches!(call.result, Err(CallError::Stopped)));
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert_eq!(call.attempts.len(), 1);
+    }
+
+    /// Regression: a 429 with `Retry-After: 18446744073709551615` made the
+    /// task panic adding it to an `Instant`.
+    #[test]
+    fn the_pause_after_a_429_is_never_past_the_cap() {
+        let l = Limiter::new(10.0, 1);
+        l.throttled(Some(Duration::MAX));
+        let paused = l.paused_for();
+        assert!(paused <= RETRY_AFTER_CAP && paused > RETRY_AFTER_CAP - Duration::from_secs(60));
+    }
+
+    proptest! {
+        /// No `Retry-After` (any text, any number of seconds, any HTTP
+        /// date) makes the parser, the limiter or the retry wait panic or
+        /// wait past the cap.
+        #[test]
+        fn no_retry_after_panics_or_waits_past_the_cap(
+            text in "\\PC{0,40}",
+            secs in any::<u64>(),
+            nanos in 0u32..1_000_000_000,
+            at in -62_135_596_800i64..253_402_300_799,
+        ) {
+            let now = SystemTime::now();
+            let date = chrono::DateTime::from_timestamp(at, 0)
+                .map(|d| d.format("%a, %d %b %Y %H:%M:%S GMT").to_string())
+                .unwrap_or_default();
+            let policy = RetryPolicy::default();
+            let mut rng = fastrand::Rng::with_seed(secs);
+            for value in [text, secs.to_string(), format!(" {secs} "), date] {
+                let parsed = parse_retry_after(&value, now);
+                prop_assert!(parsed.is_none_or(|d| d <= RETRY_AFTER_CAP), "{value}: {parsed:?}");
+                let limiter = Limiter::new(20.0, 1);
+                limiter.throttled(parsed);
+                prop_assert!(limiter.paused_for() <= RETRY_AFTER_CAP);
+                prop_assert!(policy.wait(1, parsed, &mut rng) <= RETRY_AFTER_CAP);
+            }
+            prop_assert_eq!(
+                parse_retry_after(&secs.to_string(), now),
+                Some(Duration::from_secs(secs).min(RETRY_AFTER_CAP))
+            );
+            // Whatever duration reaches the limiter, the pause is bounded.
+            let limiter = Limiter::new(20.0, 1);
+            limiter.throttled(Some(Duration::new(secs, nanos)));
+            prop_assert!(limiter.paused_for() <= RETRY_AFTER_CAP);
+        }
+    }
 
     #[test]
     fn the_token_never_prints() {

@@ -599,15 +599,21 @@ impl Journal {
         let tx = &self.conn;
         self.atomically(|| -> Result<_, JournalError> {
         let at = now();
+        // A re-sent batch answered under a new request id is a new order
+        // for the audit log.
         tx.execute(
             "UPDATE batches SET state = 'accepted', request_id = ?2, attempts = attempts + ?3,
-                 last_error = NULL, updated_at = ?4 WHERE id = ?1",
+                 last_error = NULL, updated_at = ?4,
+                 audited = CASE WHEN request_id IS ?2 THEN audited ELSE 0 END
+             WHERE id = ?1",
             params![batch_id, answer.request_id, attempts, at],
         )?;
         {
+            // Only items waiting for this answer: those of a re-sent batch
+            // that the vendor had already settled keep their state.
             let mut upd = tx.prepare_cached(
                 "UPDATE items SET state = ?1, reason = ?2, eta = ?3, request_id = ?4, updated_at = ?5
-                 WHERE event_key = ?6 AND batch_id = ?7",
+                 WHERE event_key = ?6 AND batch_id = ?7 AND state = 'submitted'",
             )?;
             for d in &answer.items {
                 let state = match d.status {
@@ -786,6 +792,71 @@ impl Journal {
             params![event_key, case_id, now()],
         )?;
         Ok(())
+    }
+
+    /// The items of a batch and their states, to check an answer against.
+    pub fn batch_items(&self, batch_id: i64) -> Result<Vec<(String, String)>, JournalError> {
+        let rows = self
+            .conn
+            .prepare_cached("SELECT event_key, state FROM items WHERE batch_id = ?1")?
+            .query_map([batch_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    /// The vendor lost or confused a batch: kept in the attempts trail (kind
+    /// `lost`, with why). Returns how many times this batch was lost, over
+    /// every run of this journal.
+    pub fn record_loss(&self, run_id: i64, batch_id: i64, why: &str) -> Result<u32, JournalError> {
+        let target = format!("batch {batch_id}");
+        self.record_attempt(run_id, Utc::now(), "lost", &target, None, Some(why), 0)?;
+        let n: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM attempts WHERE kind = 'lost' AND target = ?1",
+            [&target],
+            |r| r.get(0),
+        )?;
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
+    /// Puts a lost batch back to `submitted`, to be re-sent under its key
+    /// and body; its items go back to `submitted` for the new answer to
+    /// decide. Returns the batch to send.
+    pub fn batch_resend(&self, batch_id: i64, why: &str) -> Result<Batch, JournalError> {
+        let tx = &self.conn;
+        self.atomically(|| -> Result<_, JournalError> {
+            let at = now();
+            tx.execute(
+                "UPDATE batches SET state = 'submitted', last_error = ?2, updated_at = ?3 WHERE id = ?1",
+                params![batch_id, why, at],
+            )?;
+            tx.execute(
+                "UPDATE items SET state = 'submitted', reason = NULL, eta = NULL, request_id = NULL,
+                     updated_at = ?2
+                 WHERE batch_id = ?1 AND state IN ('submitted', 'accepted', 'provisioning', 'rejected')",
+                params![batch_id, at],
+            )?;
+            Ok(())
+        })?;
+        self.load_batch(batch_id)
+    }
+
+    /// Gives up on a lost batch: its items still on their way are `failed`
+    /// with `reason` (then escalated, when cases are on).
+    pub fn batch_lost(&self, batch_id: i64, reason: &str, why: &str) -> Result<(), JournalError> {
+        let tx = &self.conn;
+        self.atomically(|| -> Result<_, JournalError> {
+            let at = now();
+            tx.execute(
+                "UPDATE batches SET state = 'lost', last_error = ?2, updated_at = ?3 WHERE id = ?1",
+                params![batch_id, why, at],
+            )?;
+            tx.execute(
+                "UPDATE items SET state = 'failed', reason = ?2, updated_at = ?3
+                 WHERE batch_id = ?1 AND state IN ('submitted', 'accepted', 'provisioning')",
+                params![batch_id, reason, at],
+            )?;
+            Ok(())
+        })
     }
 
     /// One HTTP exchange, for the audit trail.

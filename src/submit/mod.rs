@@ -8,21 +8,35 @@
 //! limiter and retry policy. A batch is on disk as `submitted` before its
 //! task starts, and its outcome is written when the task ends, so a crash at
 //! any moment leaves the journal able to resume without paying twice.
+//!
+//! Nothing here decides whether the run finished: the caller reads that
+//! from the items' states in the journal. What this does promise:
+//! - every wait ends soon after the [`Stop`] is triggered (a signal, or the
+//!   tracking time-out, which triggers it);
+//! - a vendor that lost or confused an accepted batch (a 404 for its request
+//!   id, an answer about other items) is never taken for a success: the
+//!   batch is re-sent under its idempotency key, at most [`MAX_LOSSES`]
+//!   times, then its items are failed (and escalated) with a reason;
+//! - a task that panics stops the run, which then ends as a failure once
+//!   what came back is recorded.
 
 pub mod client;
 pub mod journal;
 pub mod retry;
+pub mod stop;
 
-use std::collections::{HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::Future;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::task::JoinSet;
+use tokio::task::{JoinError, JoinSet};
 
 use crate::api;
 use client::{ApiClient, Attempt, Call, CallError};
 use journal::{Batch, CaseToOpen, ItemState, Journal, JournalError, Tracked};
+pub use stop::Stop;
 
 /// How the coordinator paces its work.
 #[derive(Debug, Clone)]
@@ -64,7 +78,67 @@ pub trait SubmitProgress: Sync {
 pub struct NoSubmitProgress;
 impl SubmitProgress for NoSubmitProgress {}
 
-/// How the submission ended.
+/// The vendor API as the coordinator uses it: [`ApiClient`] in a run, a
+/// stand-in in tests. Each call ends [`CallError::Stopped`] soon after
+/// `stop` is triggered.
+pub trait Vendor: Send + Sync + 'static {
+    fn submit(
+        &self,
+        idempotency_key: &str,
+        body: &api::ReactivationRequest,
+        stop: &Stop,
+    ) -> impl Future<Output = Call<api::ReactivationAccepted>> + Send;
+    fn status(
+        &self,
+        request_id: &str,
+        stop: &Stop,
+    ) -> impl Future<Output = Call<api::ReactivationStatus>> + Send;
+    fn open_case(
+        &self,
+        idempotency_key: &str,
+        body: &api::CaseRequest,
+        stop: &Stop,
+    ) -> impl Future<Output = Call<api::Case>> + Send;
+    /// Attempts sent so far.
+    fn sent(&self) -> u64;
+    /// Attempts answered 429.
+    fn throttled(&self) -> u64;
+}
+
+impl Vendor for ApiClient {
+    fn submit(
+        &self,
+        idempotency_key: &str,
+        body: &api::ReactivationRequest,
+        stop: &Stop,
+    ) -> impl Future<Output = Call<api::ReactivationAccepted>> + Send {
+        ApiClient::submit(self, idempotency_key, body, stop)
+    }
+    fn status(
+        &self,
+        request_id: &str,
+        stop: &Stop,
+    ) -> impl Future<Output = Call<api::ReactivationStatus>> + Send {
+        ApiClient::status(self, request_id, stop)
+    }
+    fn open_case(
+        &self,
+        idempotency_key: &str,
+        body: &api::CaseRequest,
+        stop: &Stop,
+    ) -> impl Future<Output = Call<api::Case>> + Send {
+        ApiClient::open_case(self, idempotency_key, body, stop)
+    }
+    fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+    fn throttled(&self) -> u64 {
+        self.throttled.load(Ordering::Relaxed)
+    }
+}
+
+/// How the submission ended. Whether the run finished is not here: the
+/// caller reads it from the items' states in the journal.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SubmitReport {
     /// HTTP requests sent (every attempt).
@@ -73,11 +147,12 @@ pub struct SubmitReport {
     pub throttled: u64,
     /// Seconds from the first request to the last answer.
     pub seconds: f64,
-    /// Stopped before every item was done (Ctrl-C, tracking time-out, or
-    /// requests still unanswered): run again to resume.
-    pub unfinished: bool,
-    /// Why, when unfinished.
+    /// Why it stopped before its work was done (a signal, the tracking
+    /// time-out, a crashed task).
     pub stopped_because: Option<String>,
+    /// A request task panicked: the run must end as a failure (exit 1),
+    /// after recording what is known.
+    pub aborted: Option<String>,
 }
 
 /// Why the run cannot go on at all.
@@ -107,18 +182,28 @@ struct Later {
     work: Work,
 }
 
+/// `now + d`, or far in the future when that does not fit an `Instant`
+/// (a `--track-timeout` of centuries means "no time-out").
+fn after(now: Instant, d: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    now.checked_add(d.min(FAR))
+        .or_else(|| now.checked_add(Duration::from_secs(24 * 3600)))
+        .unwrap_or(now)
+}
+
 /// Sends every planned item and tracks it to a terminal state, or until
-/// `stop` is set or the tracking time-out passes.
-pub async fn submit_and_track(
+/// `stop` is triggered or the tracking time-out passes (which triggers it,
+/// so that every wait in flight ends too).
+pub async fn submit_and_track<V: Vendor>(
     journal: &Journal,
-    client: Arc<ApiClient>,
+    vendor: Arc<V>,
     run_id: i64,
     settings: &SubmitSettings,
-    stop: Arc<AtomicBool>,
+    stop: &Stop,
     progress: &dyn SubmitProgress,
 ) -> Result<SubmitReport, SubmitError> {
     let started = Instant::now();
-    let deadline = started + settings.track_timeout;
+    let deadline = after(started, settings.track_timeout);
     let batch_size = settings.batch_size.clamp(1, api::MAX_BATCH);
     let concurrency = settings.concurrency.max(1);
 
@@ -136,19 +221,22 @@ pub async fn submit_and_track(
     let mut planned_left = true;
     let mut tasks: JoinSet<Done> = JoinSet::new();
     let mut stopped_because: Option<String> = None;
+    let mut aborted: Option<String> = None;
     let mut last_progress = Instant::now();
 
     let mut finished: Vec<Done> = Vec::new();
     loop {
         let now = Instant::now();
         if stopped_because.is_none() {
-            if stop.load(Ordering::Relaxed) {
-                stopped_because = Some("stopped on request (Ctrl-C)".into());
+            if let Some(why) = stop.reason() {
+                stopped_because = Some(why);
             } else if now >= deadline {
-                stopped_because = Some(format!(
+                let why = format!(
                     "tracking time-out ({} s) reached",
                     settings.track_timeout.as_secs()
-                ));
+                );
+                stop.trigger(why.clone());
+                stopped_because = Some(why);
             }
         }
         // One transaction, so one sync to disk, per round: the answers that
@@ -195,7 +283,7 @@ pub async fn submit_and_track(
             Ok(to_send)
         })?;
         for work in to_send {
-            spawn(&mut tasks, &client, work);
+            spawn(&mut tasks, &vendor, stop, work);
         }
         if tasks.is_empty()
             && (stopped_because.is_some()
@@ -204,7 +292,7 @@ pub async fn submit_and_track(
             break;
         }
         if last_progress.elapsed() >= Duration::from_millis(200) {
-            progress.update(&journal.counts()?, client.sent.load(Ordering::Relaxed));
+            progress.update(&journal.counts()?, vendor.sent());
             last_progress = Instant::now();
         }
         let next_due = later
@@ -213,11 +301,12 @@ pub async fn submit_and_track(
             .min()
             .unwrap_or(deadline)
             .min(deadline)
-            .min(Instant::now() + Duration::from_millis(200));
+            .min(after(Instant::now(), Duration::from_millis(200)));
         let mut joined = Vec::new();
         tokio::select! {
             Some(j) = tasks.join_next(), if !tasks.is_empty() => joined.push(j),
-            _ = tokio::time::sleep_until(next_due.into()) => {}
+            () = stop.triggered(), if stopped_because.is_none() => {}
+            () = tokio::time::sleep_until(next_due.into()) => {}
         }
         while let Some(j) = tasks.try_join_next() {
             joined.push(j);
@@ -225,24 +314,43 @@ pub async fn submit_and_track(
         for j in joined {
             match j {
                 Ok(done) => finished.push(done),
-                // A task that panicked: its batch stays `submitted` and the
-                // next run re-sends it with the same key.
-                Err(e) => tracing::error!("a request task failed: {e}"),
+                Err(e) => {
+                    // Its batch stays as the journal has it (`submitted`:
+                    // re-sent with the same key by the next run); the others
+                    // are stopped and recorded, then the run fails.
+                    let why = task_failure(e);
+                    tracing::error!("{why}; stopping the run");
+                    stop.trigger(why.clone());
+                    if stopped_because.is_none() {
+                        stopped_because = Some(why.clone());
+                    }
+                    aborted.get_or_insert(why);
+                }
             }
         }
     }
-    progress.update(&journal.counts()?, client.sent.load(Ordering::Relaxed));
-    let unfinished = stopped_because.is_some() || !later.is_empty();
-    if stopped_because.is_none() && !later.is_empty() {
-        stopped_because = Some("requests still unanswered".into());
-    }
+    progress.update(&journal.counts()?, vendor.sent());
     Ok(SubmitReport {
-        requests: client.sent.load(Ordering::Relaxed),
-        throttled: client.throttled.load(Ordering::Relaxed),
+        requests: vendor.sent(),
+        throttled: vendor.throttled(),
         seconds: started.elapsed().as_secs_f64(),
-        unfinished,
         stopped_because,
+        aborted,
     })
+}
+
+/// What a task that did not return says about itself.
+fn task_failure(e: JoinError) -> String {
+    if !e.is_panic() {
+        return format!("a request task ended abnormally: {e}");
+    }
+    let payload = e.into_panic();
+    let said = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    format!("a request task panicked ({said}); this is a bug in refleet, please report it")
 }
 
 fn queue_cases(
@@ -258,21 +366,22 @@ fn queue_cases(
     Ok(())
 }
 
-fn spawn(tasks: &mut JoinSet<Done>, client: &Arc<ApiClient>, work: Work) {
-    let client = client.clone();
+fn spawn<V: Vendor>(tasks: &mut JoinSet<Done>, vendor: &Arc<V>, stop: &Stop, work: Work) {
+    let vendor = vendor.clone();
+    let stop = stop.clone();
     tasks.spawn(async move {
         match work {
             Work::Submit(b) => {
-                let call = client.submit(&b.idempotency_key, &b.request).await;
+                let call = vendor.submit(&b.idempotency_key, &b.request, &stop).await;
                 Done::Submit(b, call)
             }
             Work::Poll(t, n) => {
-                let call = client.status(&t.request_id).await;
+                let call = vendor.status(&t.request_id, &stop).await;
                 Done::Poll(t, n, call)
             }
             Work::Case(c) => {
                 let key = api::batch_key([format!("case|{}", c.event_key).as_str()]);
-                let call = client.open_case(&key, &c.request).await;
+                let call = vendor.open_case(&key, &c.request, &stop).await;
                 Done::Case(c, call)
             }
         }
@@ -307,6 +416,225 @@ fn poll_delay(settings: &SubmitSettings, polls: u32) -> Duration {
         .min(settings.poll_cap)
 }
 
+/// Losses of one batch (its request id unknown to the vendor, or an answer
+/// about other items) after which its items are failed, not re-sent.
+pub const MAX_LOSSES: u32 = 3;
+
+/// How the vendor lost or confused an accepted batch: never a success.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lost {
+    /// It refuses the request id the journal holds (a 404: it restarted
+    /// and forgot, or the id was another batch's).
+    Unknown {
+        request_id: String,
+        status: u16,
+        message: String,
+    },
+    /// It answered about other items, or about another request.
+    Mismatch { detail: String },
+}
+
+impl Lost {
+    /// The reason its items get when refleet gives up on them.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Lost::Unknown { .. } => "VENDOR_LOST_REQUEST",
+            Lost::Mismatch { .. } => "VENDOR_ANSWER_MISMATCH",
+        }
+    }
+}
+
+impl std::fmt::Display for Lost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Lost::Unknown {
+                request_id,
+                status,
+                message,
+            } => write!(
+                f,
+                "the vendor does not know request {request_id} (HTTP {status}: {message})"
+            ),
+            Lost::Mismatch { detail } => {
+                write!(
+                    f,
+                    "the vendor's answer does not match the batch sent: {detail}"
+                )
+            }
+        }
+    }
+}
+
+/// What to do about a lost batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Recovery {
+    /// Send it again, same key and body: a vendor that still holds the key
+    /// replays its answer, one that forgot it takes the batch afresh.
+    Resend,
+    /// Fail its items still on their way (then escalate them), saying why.
+    GiveUp(String),
+}
+
+/// The decision, from what the journal knows. This is the seam for the
+/// vendor lookup (`POST /v1/items/lookup`, a later issue): asking the vendor
+/// what it holds for these items comes before either answer there.
+fn recovery(losses: u32, settled: usize) -> Recovery {
+    if settled > 0 {
+        Recovery::GiveUp(format!(
+            "not re-sent: {settled} of its items were already activated or failed, and sending them again could pay twice"
+        ))
+    } else if losses >= MAX_LOSSES {
+        Recovery::GiveUp(format!("lost {losses} times, not re-sent again"))
+    } else {
+        Recovery::Resend
+    }
+}
+
+/// At most this much of a vendor-given value goes into a message.
+fn shown(s: &str) -> String {
+    s.chars().take(80).collect()
+}
+
+/// Whether an acceptance answers the batch sent: each item once, no other.
+fn check_accepted(batch: &Batch, answer: &api::ReactivationAccepted) -> Result<(), Lost> {
+    let sent: HashSet<&str> = batch
+        .request
+        .items
+        .iter()
+        .map(|i| i.item_key.as_str())
+        .collect();
+    let mut seen = HashSet::with_capacity(sent.len());
+    for d in &answer.items {
+        let key = d.item_key.as_str();
+        if !sent.contains(key) {
+            return Err(Lost::Mismatch {
+                detail: format!("item {} was not in it", shown(key)),
+            });
+        }
+        if !seen.insert(key) {
+            return Err(Lost::Mismatch {
+                detail: format!("item {} is answered twice", shown(key)),
+            });
+        }
+    }
+    if seen.len() != sent.len() {
+        return Err(Lost::Mismatch {
+            detail: format!(
+                "{} of its {} items are missing from the answer",
+                sent.len() - seen.len(),
+                sent.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Whether a status answer is about the request polled and covers every
+/// item of the batch still on its way, with no item from elsewhere.
+fn check_status(
+    tracked: &Tracked,
+    items: &[(String, String)],
+    status: &api::ReactivationStatus,
+) -> Result<(), Lost> {
+    if status.request_id != tracked.request_id {
+        return Err(Lost::Mismatch {
+            detail: format!(
+                "asked about request {}, answered about {}",
+                tracked.request_id,
+                shown(&status.request_id)
+            ),
+        });
+    }
+    let states: HashMap<&str, &str> = items
+        .iter()
+        .map(|(k, st)| (k.as_str(), st.as_str()))
+        .collect();
+    let mut seen = HashSet::with_capacity(status.items.len());
+    for it in &status.items {
+        let key = it.item_key.as_str();
+        if !states.contains_key(key) {
+            return Err(Lost::Mismatch {
+                detail: format!(
+                    "item {} of request {} is not in it",
+                    shown(key),
+                    tracked.request_id
+                ),
+            });
+        }
+        if !seen.insert(key) {
+            return Err(Lost::Mismatch {
+                detail: format!("item {} is answered twice", shown(key)),
+            });
+        }
+    }
+    let missing = states
+        .iter()
+        .filter(|(k, st)| matches!(**st, "accepted" | "provisioning") && !seen.contains(**k))
+        .count();
+    if missing > 0 {
+        return Err(Lost::Mismatch {
+            detail: format!(
+                "{missing} of its items still on their way are missing from the answer about request {}",
+                tracked.request_id
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// A lost batch: re-sent under its key, or given up, with one warning.
+#[allow(clippy::too_many_arguments)]
+fn lose(
+    journal: &Journal,
+    run_id: i64,
+    settings: &SubmitSettings,
+    batch_id: i64,
+    lost: &Lost,
+    later: &mut Vec<Later>,
+    queue: &mut VecDeque<Work>,
+    cases_queued: &mut HashSet<String>,
+) -> Result<(), SubmitError> {
+    let losses = journal.record_loss(run_id, batch_id, &lost.to_string())?;
+    let settled = journal
+        .batch_items(batch_id)?
+        .iter()
+        .filter(|(_, st)| matches!(st.as_str(), "active" | "failed" | "escalated"))
+        .count();
+    match recovery(losses, settled) {
+        Recovery::Resend => {
+            tracing::warn!(
+                batch = batch_id,
+                losses,
+                "{lost}: re-sending batch {batch_id} under its idempotency key (loss {losses} of at most {MAX_LOSSES})"
+            );
+            let batch = journal.batch_resend(batch_id, &lost.to_string())?;
+            later.push(Later {
+                due: after(Instant::now(), settings.cooldown),
+                work: Work::Submit(batch),
+            });
+        }
+        Recovery::GiveUp(why) => {
+            let then = if settings.escalate {
+                "failed, then escalated"
+            } else {
+                "failed"
+            };
+            tracing::warn!(
+                batch = batch_id,
+                losses,
+                code = lost.code(),
+                "{lost}: batch {batch_id} {why}; its items still on their way are {then} with reason {}",
+                lost.code()
+            );
+            journal.batch_lost(batch_id, lost.code(), &format!("{lost}; {why}"))?;
+            if settings.escalate {
+                queue_cases(journal, queue, cases_queued)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 #[allow(clippy::too_many_arguments)]
 fn record(
     journal: &Journal,
@@ -325,19 +653,34 @@ fn record(
             log_attempts(journal, run_id, "submit", &target, &call.attempts)?;
             let n = call.attempts.len() as u32;
             match call.result {
-                Ok(answer) => {
-                    journal.batch_accepted(batch_id, n, &answer)?;
-                    later.push(Later {
-                        due: now + settings.poll_first,
-                        work: Work::Poll(
-                            Tracked {
-                                batch_id,
-                                request_id: answer.request_id,
-                            },
-                            1,
-                        ),
-                    });
-                }
+                Ok(answer) => match check_accepted(&batch, &answer) {
+                    Ok(()) => {
+                        journal.batch_accepted(batch_id, n, &answer)?;
+                        later.push(Later {
+                            due: after(now, settings.poll_first),
+                            work: Work::Poll(
+                                Tracked {
+                                    batch_id,
+                                    request_id: answer.request_id,
+                                },
+                                1,
+                            ),
+                        });
+                    }
+                    Err(lost) => {
+                        journal.batch_unanswered(batch_id, n, &lost.to_string())?;
+                        lose(
+                            journal,
+                            run_id,
+                            settings,
+                            batch_id,
+                            &lost,
+                            later,
+                            queue,
+                            cases_queued,
+                        )?;
+                    }
+                },
                 Err(CallError::Refused { status, message }) if status == 401 || status == 403 => {
                     journal.batch_unanswered(batch_id, n, &message)?;
                     return Err(SubmitError::Unauthorized { status, message });
@@ -352,9 +695,13 @@ fn record(
                     // Re-sent later, same key and body, as the journal has it.
                     journal.batch_unanswered(batch_id, n, &e.to_string())?;
                     later.push(Later {
-                        due: now + settings.cooldown,
+                        due: after(now, settings.cooldown),
                         work: Work::Submit(batch),
                     });
+                }
+                // Stays `submitted`: the next run re-sends it with its key.
+                Err(e @ CallError::Stopped) => {
+                    journal.batch_unanswered(batch_id, n, &e.to_string())?;
                 }
             }
         }
@@ -362,10 +709,23 @@ fn record(
             log_attempts(journal, run_id, "poll", &tracked.request_id, &call.attempts)?;
             match call.result {
                 Ok(status) => {
+                    let items = journal.batch_items(tracked.batch_id)?;
+                    if let Err(lost) = check_status(&tracked, &items, &status) {
+                        return lose(
+                            journal,
+                            run_id,
+                            settings,
+                            tracked.batch_id,
+                            &lost,
+                            later,
+                            queue,
+                            cases_queued,
+                        );
+                    }
                     let open = journal.record_status(tracked.batch_id, &status)?;
                     if open > 0 {
                         later.push(Later {
-                            due: now + poll_delay(settings, polls),
+                            due: after(now, poll_delay(settings, polls)),
                             work: Work::Poll(tracked, polls + 1),
                         });
                     }
@@ -381,10 +741,30 @@ fn record(
                 Err(CallError::Refused { status, message }) if status == 401 || status == 403 => {
                     return Err(SubmitError::Unauthorized { status, message });
                 }
-                Err(_) => later.push(Later {
-                    due: now + poll_delay(settings, polls).max(settings.cooldown),
+                // A final refusal of the request id the vendor gave us.
+                Err(CallError::Refused { status, message }) => {
+                    let lost = Lost::Unknown {
+                        request_id: tracked.request_id.clone(),
+                        status,
+                        message,
+                    };
+                    lose(
+                        journal,
+                        run_id,
+                        settings,
+                        tracked.batch_id,
+                        &lost,
+                        later,
+                        queue,
+                        cases_queued,
+                    )?;
+                }
+                Err(CallError::GaveUp { .. }) => later.push(Later {
+                    due: after(now, poll_delay(settings, polls).max(settings.cooldown)),
                     work: Work::Poll(tracked, polls + 1),
                 }),
+                // Still accepted: the next run polls it again.
+                Err(CallError::Stopped) => {}
             }
         }
         Done::Case(case, call) => {
@@ -402,11 +782,425 @@ fn record(
                     );
                 }
                 Err(CallError::GaveUp { .. }) => later.push(Later {
-                    due: now + settings.cooldown,
+                    due: after(now, settings.cooldown),
                     work: Work::Case(case),
                 }),
+                // The next run opens it.
+                Err(CallError::Stopped) => {}
             }
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{CoverageWire, Decision, ItemDecision, ItemStatus, ItemType};
+    use chrono::{NaiveDate, Utc};
+    use journal::PlannedItem;
+    use std::sync::atomic::AtomicU64;
+
+    type OnSubmit = dyn Fn(u64, &api::ReactivationRequest) -> Result<api::ReactivationAccepted, CallError>
+        + Send
+        + Sync;
+    type OnStatus = dyn Fn(&str) -> Result<api::ReactivationStatus, CallError> + Send + Sync;
+
+    /// A vendor whose answers the test writes.
+    struct Fake {
+        submits: AtomicU64,
+        polls: AtomicU64,
+        on_submit: Box<OnSubmit>,
+        on_status: Box<OnStatus>,
+    }
+
+    impl Fake {
+        fn new(on_submit: Box<OnSubmit>, on_status: Box<OnStatus>) -> Arc<Fake> {
+            Arc::new(Fake {
+                submits: AtomicU64::new(0),
+                polls: AtomicU64::new(0),
+                on_submit,
+                on_status,
+            })
+        }
+    }
+
+    fn answered<T>(result: Result<T, CallError>) -> Call<T> {
+        Call {
+            result,
+            attempts: Vec::new(),
+        }
+    }
+
+    impl Vendor for Fake {
+        fn submit(
+            &self,
+            _key: &str,
+            body: &api::ReactivationRequest,
+            _stop: &Stop,
+        ) -> impl Future<Output = Call<api::ReactivationAccepted>> + Send {
+            let n = self.submits.fetch_add(1, Ordering::Relaxed);
+            let result = (self.on_submit)(n, body);
+            async move { answered(result) }
+        }
+        fn status(
+            &self,
+            request_id: &str,
+            _stop: &Stop,
+        ) -> impl Future<Output = Call<api::ReactivationStatus>> + Send {
+            self.polls.fetch_add(1, Ordering::Relaxed);
+            let result = (self.on_status)(request_id);
+            async move { answered(result) }
+        }
+        fn open_case(
+            &self,
+            _key: &str,
+            body: &api::CaseRequest,
+            _stop: &Stop,
+        ) -> impl Future<Output = Call<api::Case>> + Send {
+            let case = api::Case {
+                case_id: format!("CS-{}", body.item_key),
+                state: api::CaseState::Open,
+                item_key: body.item_key.clone(),
+                contract_id: body.contract_id.clone(),
+                reason: body.reason.clone(),
+                opened_at: Utc::now(),
+            };
+            async move { answered(Ok(case)) }
+        }
+        fn sent(&self) -> u64 {
+            self.submits.load(Ordering::Relaxed) + self.polls.load(Ordering::Relaxed)
+        }
+        fn throttled(&self) -> u64 {
+            0
+        }
+    }
+
+    /// Every item accepted, under request id `rq-N` for the N-th submission.
+    fn accept_all(n: u64, body: &api::ReactivationRequest) -> api::ReactivationAccepted {
+        api::ReactivationAccepted {
+            request_id: format!("rq-{n}"),
+            accepted_at: Utc::now(),
+            items: body
+                .items
+                .iter()
+                .map(|i| ItemDecision {
+                    item_key: i.item_key.clone(),
+                    status: Decision::Accepted,
+                    reason: None,
+                    eta: None,
+                })
+                .collect(),
+        }
+    }
+
+    fn status_of(
+        request_id: &str,
+        keys: &[&str],
+        state: api::ItemState,
+    ) -> api::ReactivationStatus {
+        api::ReactivationStatus {
+            request_id: request_id.to_string(),
+            contract_id: "C1".into(),
+            region: "AMER".into(),
+            quote_id: "Q1".into(),
+            accepted_at: Utc::now(),
+            items: keys
+                .iter()
+                .map(|k| ItemStatus {
+                    item_key: k.to_string(),
+                    state,
+                    eta: None,
+                    confirmation_id: (state == api::ItemState::Active).then(|| "CNF-1".into()),
+                    features_verified: None,
+                    activated_at: None,
+                    reason: None,
+                })
+                .collect(),
+        }
+    }
+
+    /// A journal with `keys` planned in one (contract, region).
+    fn journal_with(dir: &std::path::Path, keys: &[&str]) -> (Journal, i64) {
+        let j = Journal::open(&dir.join("j.sqlite")).unwrap();
+        let run = j
+            .begin_run("x.csv", NaiveDate::from_ymd_opt(2026, 1, 2).unwrap())
+            .unwrap();
+        for k in keys {
+            let item = PlannedItem {
+                event_key: k.to_string(),
+                item_type: ItemType::Device,
+                serial_number: Some(k.to_string()),
+                mac_address: None,
+                model: Some("CCX 500".into()),
+                license_id: None,
+                bound_serial: None,
+                contract_id: "C1".into(),
+                region: "AMER".into(),
+                country: "US".into(),
+                deactivated_at: "2026-01-01".into(),
+                coverage: CoverageWire::Standard,
+            };
+            j.plan_item(&item, ItemState::Planned, run).unwrap();
+        }
+        j.set_quote("C1", "AMER", "Q1").unwrap();
+        (j, run)
+    }
+
+    fn quick(batch_size: usize) -> SubmitSettings {
+        SubmitSettings {
+            batch_size,
+            concurrency: 2,
+            escalate: false,
+            track_timeout: Duration::from_secs(5),
+            poll_first: Duration::from_millis(1),
+            poll_cap: Duration::from_millis(5),
+            cooldown: Duration::from_millis(1),
+        }
+    }
+
+    fn states(j: &Journal, keys: &[&str]) -> Vec<(String, Option<String>)> {
+        keys.iter()
+            .map(|k| {
+                let r = j.record(k).unwrap().unwrap();
+                (r.state, r.reason)
+            })
+            .collect()
+    }
+
+    /// Regression: a 404 for a request id the journal held was polled again
+    /// and again, silently, until the tracking time-out.
+    #[tokio::test]
+    async fn a_404_for_a_held_request_id_is_resent_then_failed_after_three_losses() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = ["A", "B", "C"];
+        let (j, run) = journal_with(dir.path(), &keys);
+        let fake = Fake::new(
+            Box::new(|n, body| Ok(accept_all(n, body))),
+            Box::new(|id| {
+                Err(CallError::Refused {
+                    status: 404,
+                    message: format!("not_found: no reactivation request `{id}`"),
+                })
+            }),
+        );
+        let started = Instant::now();
+        let report = submit_and_track(
+            &j,
+            fake.clone(),
+            run,
+            &quick(10),
+            &Stop::new(),
+            &NoSubmitProgress,
+        )
+        .await
+        .unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "it did not wait for the time-out"
+        );
+        assert_eq!(report.stopped_because, None);
+        assert_eq!(fake.submits.load(Ordering::Relaxed), u64::from(MAX_LOSSES));
+        for (state, reason) in states(&j, &keys) {
+            assert_eq!(state, "failed");
+            assert_eq!(reason.as_deref(), Some("VENDOR_LOST_REQUEST"));
+        }
+    }
+
+    /// A vendor that forgot a request once gets it again, under the same
+    /// key, and the items go on to be activated.
+    #[tokio::test]
+    async fn a_batch_the_vendor_forgot_once_is_resent_and_activated() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = ["A", "B"];
+        let (j, run) = journal_with(dir.path(), &keys);
+        let fake = Fake::new(
+            Box::new(|n, body| Ok(accept_all(n, body))),
+            Box::new(|id| match id {
+                "rq-0" => Err(CallError::Refused {
+                    status: 404,
+                    message: "not_found".into(),
+                }),
+                _ => Ok(status_of(id, &["A", "B"], api::ItemState::Active)),
+            }),
+        );
+        let report = submit_and_track(
+            &j,
+            fake.clone(),
+            run,
+            &quick(10),
+            &Stop::new(),
+            &NoSubmitProgress,
+        )
+        .await
+        .unwrap();
+        assert_eq!(report.stopped_because, None);
+        assert_eq!(fake.submits.load(Ordering::Relaxed), 2);
+        for (state, _) in states(&j, &keys) {
+            assert_eq!(state, "active");
+        }
+        let rec = j.record("A").unwrap().unwrap();
+        assert_eq!(rec.request_id.as_deref(), Some("rq-1"));
+    }
+
+    /// Regression: a status answer about other items (a restarted vendor
+    /// reusing its ids) updated nothing, and the batch was never polled again.
+    #[tokio::test]
+    async fn a_status_about_other_items_is_never_a_success() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = ["A", "B"];
+        let (j, run) = journal_with(dir.path(), &keys);
+        let fake = Fake::new(
+            Box::new(|n, body| Ok(accept_all(n, body))),
+            Box::new(|id| Ok(status_of(id, &["X", "Y"], api::ItemState::Active))),
+        );
+        submit_and_track(
+            &j,
+            fake.clone(),
+            run,
+            &quick(10),
+            &Stop::new(),
+            &NoSubmitProgress,
+        )
+        .await
+        .unwrap();
+        assert_eq!(fake.submits.load(Ordering::Relaxed), u64::from(MAX_LOSSES));
+        for (state, reason) in states(&j, &keys) {
+            assert_eq!(state, "failed");
+            assert_eq!(reason.as_deref(), Some("VENDOR_ANSWER_MISMATCH"));
+        }
+        // An acceptance that leaves an item out is no acceptance either.
+        let dir = tempfile::tempdir().unwrap();
+        let (j, run) = journal_with(dir.path(), &keys);
+        let fake = Fake::new(
+            Box::new(|n, body| {
+                let mut a = accept_all(n, body);
+                a.items.pop();
+                Ok(a)
+            }),
+            Box::new(|id| Ok(status_of(id, &["A", "B"], api::ItemState::Active))),
+        );
+        let settings = SubmitSettings {
+            escalate: true,
+            ..quick(10)
+        };
+        submit_and_track(
+            &j,
+            fake.clone(),
+            run,
+            &settings,
+            &Stop::new(),
+            &NoSubmitProgress,
+        )
+        .await
+        .unwrap();
+        for (state, reason) in states(&j, &keys) {
+            assert_eq!(state, "escalated", "failed, then a case was opened");
+            assert_eq!(reason.as_deref(), Some("VENDOR_ANSWER_MISMATCH"));
+        }
+    }
+
+    /// A batch with an item already activated is not sent again (that could
+    /// pay twice): its other items are failed at once.
+    #[tokio::test]
+    async fn a_partly_settled_batch_is_never_resent() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = ["A", "B"];
+        let (j, run) = journal_with(dir.path(), &keys);
+        let polls = Arc::new(AtomicU64::new(0));
+        let p = polls.clone();
+        let fake = Fake::new(
+            Box::new(|n, body| Ok(accept_all(n, body))),
+            Box::new(move |id| {
+                if p.fetch_add(1, Ordering::Relaxed) == 0 {
+                    let mut s = status_of(id, &["A", "B"], api::ItemState::Active);
+                    s.items[1].state = api::ItemState::Provisioning;
+                    s.items[1].confirmation_id = None;
+                    Ok(s)
+                } else {
+                    Err(CallError::Refused {
+                        status: 404,
+                        message: "not_found".into(),
+                    })
+                }
+            }),
+        );
+        submit_and_track(
+            &j,
+            fake.clone(),
+            run,
+            &quick(10),
+            &Stop::new(),
+            &NoSubmitProgress,
+        )
+        .await
+        .unwrap();
+        assert_eq!(fake.submits.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            states(&j, &keys),
+            [
+                ("active".to_string(), None),
+                (
+                    "failed".to_string(),
+                    Some("VENDOR_LOST_REQUEST".to_string())
+                )
+            ]
+        );
+    }
+
+    /// Regression: a task that panicked was logged and the run went on to
+    /// end "finished".
+    #[tokio::test]
+    async fn a_panicking_task_stops_the_run_which_says_it_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = ["A", "B", "C", "D"];
+        let (j, run) = journal_with(dir.path(), &keys);
+        let fake = Fake::new(
+            Box::new(|n, body| {
+                if n == 1 {
+                    panic!("boom in a request task");
+                }
+                Ok(accept_all(n, body))
+            }),
+            Box::new(|id| Ok(status_of(id, &["A", "B"], api::ItemState::Active))),
+        );
+        let settings = SubmitSettings {
+            concurrency: 1,
+            ..quick(2)
+        };
+        let stop = Stop::new();
+        let report = submit_and_track(&j, fake, run, &settings, &stop, &NoSubmitProgress)
+            .await
+            .unwrap();
+        let aborted = report.aborted.expect("the run knows a task crashed");
+        assert!(aborted.contains("boom in a request task"), "{aborted}");
+        assert!(stop.is_triggered());
+        // What came back before is recorded; the crashed batch stays
+        // `submitted`, for the next run to re-send under its key.
+        let by_state: Vec<String> = states(&j, &keys).into_iter().map(|s| s.0).collect();
+        assert_eq!(by_state, ["accepted", "accepted", "submitted", "submitted"]);
+    }
+
+    /// The tracking time-out triggers the stop, so that every wait ends.
+    #[tokio::test]
+    async fn the_time_out_stops_the_run_and_every_wait_in_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (j, run) = journal_with(dir.path(), &["A"]);
+        let fake = Fake::new(
+            Box::new(|n, body| Ok(accept_all(n, body))),
+            Box::new(|id| Ok(status_of(id, &["A"], api::ItemState::Provisioning))),
+        );
+        let settings = SubmitSettings {
+            track_timeout: Duration::from_millis(200),
+            ..quick(10)
+        };
+        let stop = Stop::new();
+        let report = submit_and_track(&j, fake, run, &settings, &stop, &NoSubmitProgress)
+            .await
+            .unwrap();
+        assert!(stop.is_triggered());
+        let why = report.stopped_because.unwrap();
+        assert!(why.contains("time-out"), "{why}");
+        assert_eq!(states(&j, &["A"])[0].0, "provisioning");
+    }
 }

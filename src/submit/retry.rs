@@ -2,9 +2,18 @@
 //! how long to wait (capped exponential backoff with full jitter, or the
 //! server's `Retry-After`), and a retry budget so that a failing server is
 //! not hammered (AWS SDK "standard" retries; gRPC retry throttling).
+//!
+//! A server's `Retry-After` is honoured up to [`RETRY_AFTER_CAP`]: RFC 9110
+//! puts no bound on it, and a vendor's or a proxy's mistake (`Retry-After:
+//! 18446744073709551615`, a date next year) must not stall a nightly run.
 
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
+
+/// The longest wait a `Retry-After` may impose. Longer ones are cut to this,
+/// with a warning in the log; the tracking time-out and signals still end
+/// the wait sooner.
+pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(15 * 60);
 
 /// What to do with one attempt's outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,30 +73,49 @@ impl RetryPolicy {
     }
 
     /// The wait before the next attempt: the server's `Retry-After` when it
-    /// gave one (never shorter), else the jittered backoff.
+    /// gave one (never shorter, up to a minute or `cap`), else the jittered
+    /// backoff. Never longer than [`RETRY_AFTER_CAP`].
     pub fn wait(
         &self,
         attempt: u32,
         retry_after: Option<Duration>,
         rng: &mut fastrand::Rng,
     ) -> Duration {
-        match retry_after {
+        let wait = match retry_after {
             Some(d) => d.min(self.cap.max(Duration::from_secs(60))),
             None => self.backoff(attempt, rng),
-        }
+        };
+        wait.min(RETRY_AFTER_CAP)
     }
 }
 
-/// Parses `Retry-After`: delta-seconds or an HTTP date (RFC 9110 §10.2.3).
-/// A date in the past means "now".
+/// Parses `Retry-After`: delta-seconds or an HTTP date (RFC 9110 §10.2.3),
+/// bounded by [`RETRY_AFTER_CAP`] (saying so in the log when it cuts). A
+/// date in the past means "now"; anything else is no `Retry-After` at all.
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
+    let asked = if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // Too many digits for a u64 is still "a very long time".
+        value
+            .parse::<u64>()
+            .map_or(Duration::MAX, Duration::from_secs)
+    } else {
+        let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+        let when: SystemTime = when.with_timezone(&chrono::Utc).into();
+        when.duration_since(now).unwrap_or(Duration::ZERO)
+    };
+    if asked > RETRY_AFTER_CAP {
+        let shown: String = value.chars().take(40).collect();
+        tracing::warn!(
+            retry_after = %shown,
+            cap_seconds = RETRY_AFTER_CAP.as_secs(),
+            "the server asked to wait longer than {} minutes (Retry-After: {shown}); waiting {} minutes at most",
+            RETRY_AFTER_CAP.as_secs() / 60,
+            RETRY_AFTER_CAP.as_secs() / 60,
+        );
+        return Some(RETRY_AFTER_CAP);
     }
-    let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    let when: SystemTime = when.with_timezone(&chrono::Utc).into();
-    Some(when.duration_since(now).unwrap_or(Duration::ZERO))
+    Some(asked)
 }
 
 /// A token bucket that retries draw from and successes refill (the AWS SDK
@@ -205,6 +233,30 @@ mod tests {
         );
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("-5", now), None);
+        assert_eq!(parse_retry_after("", now), None);
+    }
+
+    /// Regression: `Retry-After: 18446744073709551615` made a task panic
+    /// (overflow adding it to an `Instant`) and `1000000` paused a run for
+    /// eleven days. Every value is cut to the cap.
+    #[test]
+    fn a_huge_retry_after_is_cut_to_the_cap() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_480);
+        for v in [
+            "18446744073709551615",
+            "1000000",
+            "99999999999999999999999999",
+            "Fri, 31 Dec 9999 23:59:59 GMT",
+        ] {
+            assert_eq!(parse_retry_after(v, now), Some(RETRY_AFTER_CAP), "{v}");
+        }
+        assert_eq!(
+            parse_retry_after("900", now),
+            Some(Duration::from_secs(900))
+        );
+        let p = RetryPolicy::default();
+        let mut rng = fastrand::Rng::with_seed(1);
+        assert!(p.wait(1, Some(Duration::MAX), &mut rng) <= RETRY_AFTER_CAP);
     }
 
     #[test]

@@ -28,20 +28,27 @@ fn sim(config: SimConfig) -> Sim {
 
 /// The arguments of `refleet run` on `inventory` against `sim`.
 fn run_args(inventory: &Path, out: &Path, sim: &Sim, extra: &[&str]) -> Vec<std::ffi::OsString> {
+    run_args_at(inventory, out, Some(&sim.url()), extra)
+}
+
+/// The same against `api_url`, or the built-in simulator when `None`.
+fn run_args_at(
+    inventory: &Path,
+    out: &Path,
+    api_url: Option<&str>,
+    extra: &[&str],
+) -> Vec<std::ffi::OsString> {
     let mut args: Vec<std::ffi::OsString> = vec!["run".into(), inventory.into()];
     args.push("--contracts".into());
     args.push(sample("contracts.csv").into());
-    for a in [
-        "--as-of",
-        AS_OF,
-        "--api-url",
-        &sim.url(),
-        "--quiet",
-        "--out",
-    ] {
+    for a in ["--as-of", AS_OF, "--quiet", "--out"] {
         args.push(a.into());
     }
     args.push(out.into());
+    if let Some(url) = api_url {
+        args.push("--api-url".into());
+        args.push(url.into());
+    }
     args.extend(extra.iter().map(|a| a.into()));
     args
 }
@@ -57,8 +64,18 @@ fn run_cmd(inventory: &Path, out: &Path, sim: &Sim, extra: &[&str]) -> assert_cm
 
 /// `refleet run` as a child process we can signal.
 fn run_child(inventory: &Path, out: &Path, sim: &Sim, extra: &[&str]) -> std::process::Child {
+    run_child_at(inventory, out, Some(&sim.url()), extra)
+}
+
+/// The same against `api_url`, or the built-in simulator when `None`.
+fn run_child_at(
+    inventory: &Path,
+    out: &Path,
+    api_url: Option<&str>,
+    extra: &[&str],
+) -> std::process::Child {
     std::process::Command::new(assert_cmd::cargo::cargo_bin("refleet"))
-        .args(run_args(inventory, out, sim, extra))
+        .args(run_args_at(inventory, out, api_url, extra))
         .env("REFLEET_API_TOKEN", TOKEN)
         .env_remove("REFLEET_POLICY")
         .env_remove("REFLEET_API_URL")
@@ -146,6 +163,112 @@ fn assert_complete(out: &Path, rows: usize) -> Vec<BTreeMap<String, String>> {
     res
 }
 
+/// States that are not terminal (SPEC §6); `failed` too when support cases
+/// are opened, since a failed item then waits for its case.
+fn unfinished_state(state: &str, escalate: bool) -> bool {
+    match state {
+        "planned" | "submitted" | "accepted" | "provisioning" => true,
+        "failed" | "manual_review" => escalate,
+        _ => false,
+    }
+}
+
+/// The one rule every `refleet run` in these tests is held to: its exit
+/// code, and `summary.json`'s `outcome` and `exit_code`, agree with the
+/// states in `results.csv` (any item not terminal: stopped, exit 4; else any
+/// failure or rejection: exit 3; else 0), and `report.html` says the same.
+/// A usage error (exit 2) writes no summary at all.
+fn assert_outcome_agrees(out: &Path, output: &std::process::Output) {
+    let code = output.status.code();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if code == Some(2) {
+        assert!(
+            !out.join("summary.json").exists(),
+            "a usage error claims no outcome: {stderr}"
+        );
+        return;
+    }
+    let s = summary(out);
+    let res = results(out);
+    let escalate = s["escalate"]
+        .as_bool()
+        .expect("summary.json says whether cases are opened");
+    let unfinished = res
+        .iter()
+        .filter(|r| unfinished_state(&r["state"], escalate))
+        .count();
+    let failures = res
+        .iter()
+        .filter(|r| {
+            matches!(r["state"].as_str(), "rejected" | "failed")
+                || (r["state"] == "escalated" && r["reason"] != "MANUAL_REVIEW")
+        })
+        .count();
+    let outcome = s["outcome"].as_str().expect("summary.json has an outcome");
+    let expected = match outcome {
+        // Nothing was meant to be sent: its own outcomes.
+        "dry_run" => ("dry_run", 0),
+        "budget_exceeded" => ("budget_exceeded", 3),
+        _ if unfinished > 0 => ("stopped_resumable", 4),
+        _ if failures > 0 => ("finished_with_failures", 3),
+        _ => ("finished", 0),
+    };
+    assert_eq!(
+        (outcome, code),
+        (expected.0, Some(expected.1)),
+        "{unfinished} unfinished and {failures} failed rows in results.csv: {stderr}"
+    );
+    assert_eq!(s["exit_code"].as_i64(), Some(i64::from(expected.1)));
+    if outcome == "stopped_resumable" {
+        assert!(
+            s["stopped_because"].as_str().is_some_and(|w| !w.is_empty()),
+            "summary.json says why it stopped"
+        );
+    }
+    let html = std::fs::read_to_string(out.join("report.html")).expect("report.html");
+    assert!(
+        html.contains(&format!(r#"data-field="outcome">{outcome}</b>"#)),
+        "report.html shows the outcome {outcome}"
+    );
+    assert_eq!(
+        html.contains("Stopped before finishing"),
+        outcome == "stopped_resumable",
+        "report.html says whether the run stopped before finishing"
+    );
+}
+
+/// Runs `refleet run`, holds it to [`assert_outcome_agrees`], and checks
+/// its exit code.
+fn ran(cmd: &mut assert_cmd::Command, out: &Path, code: i32) -> std::process::Output {
+    let output = cmd.output().expect("refleet runs");
+    assert_outcome_agrees(out, &output);
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// A child's output, or a failed test (and a killed child) after `limit`.
+fn output_within(child: std::process::Child, limit: Duration) -> std::process::Output {
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(output) => output.expect("refleet ran"),
+        Err(_) => {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status();
+            panic!("refleet run did not end within {limit:?}");
+        }
+    }
+}
+
 fn sample_rows() -> usize {
     csv::Reader::from_path(sample("inventory.csv"))
         .unwrap()
@@ -161,7 +284,11 @@ fn a_license_before_its_device_is_planned_once_and_activated() {
     let (inventory, key, rows) = super::license_first_inventory(dir.path());
     let sim = sim(SimConfig::default());
     let out = tempfile::tempdir().unwrap();
-    run_cmd(&inventory, out.path(), &sim, &[]).assert().code(0);
+    ran(
+        &mut run_cmd(&inventory, out.path(), &sim, &[]),
+        out.path(),
+        0,
+    );
     let res = assert_complete(out.path(), rows);
     let first = res.iter().find(|r| r["row"] == "1").unwrap();
     assert_eq!(
@@ -174,20 +301,22 @@ fn a_license_before_its_device_is_planned_once_and_activated() {
 #[test]
 fn the_quick_start_runs_against_the_built_in_simulator() {
     let out = tempfile::tempdir().unwrap();
-    let assert = refleet()
-        .arg("run")
-        .arg(sample("inventory.csv"))
-        .arg("--contracts")
-        .arg(sample("contracts.csv"))
-        .arg("--as-of")
-        .arg(AS_OF)
-        .arg("--out")
-        .arg(out.path())
-        .env_remove("REFLEET_API_URL")
-        .env_remove("REFLEET_API_TOKEN")
-        .assert()
-        .code(0);
-    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).to_string();
+    let output = ran(
+        refleet()
+            .arg("run")
+            .arg(sample("inventory.csv"))
+            .arg("--contracts")
+            .arg(sample("contracts.csv"))
+            .arg("--as-of")
+            .arg(AS_OF)
+            .arg("--out")
+            .arg(out.path())
+            .env_remove("REFLEET_API_URL")
+            .env_remove("REFLEET_API_TOKEN"),
+        out.path(),
+        0,
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
     assert!(stderr.contains("built-in simulator"), "{stderr}");
     assert!(stderr.contains("results.csv"), "{stderr}");
     let res = assert_complete(out.path(), sample_rows());
@@ -252,6 +381,7 @@ fn every_fault_at_once_and_still_every_item_terminal_and_never_twice() {
     )
     .output()
     .unwrap();
+    assert_outcome_agrees(out.path(), &output);
     // Some items were rejected or failed on purpose: exit 3.
     assert_eq!(
         output.status.code(),
@@ -316,14 +446,16 @@ fn sigkill_at_random_moments_never_pays_twice_nor_loses_a_row() {
         killed_mid_submission >= 15,
         "only {killed_mid_submission} of 20 kills landed mid-submission"
     );
-    run_cmd(
-        &sample("inventory.csv"),
+    ran(
+        &mut run_cmd(
+            &sample("inventory.csv"),
+            out.path(),
+            &sim,
+            &["--rate", "300"],
+        ),
         out.path(),
-        &sim,
-        &["--rate", "300"],
-    )
-    .assert()
-    .code(0);
+        0,
+    );
     assert_complete(out.path(), sample_rows());
     assert_eq!(sim.stats().duplicate_activations, 0, "{:?}", sim.stats());
 }
@@ -352,23 +484,25 @@ fn the_client_keeps_to_its_rate_gets_no_429_and_uses_most_of_it() {
         ..SimConfig::default()
     });
     let out = tempfile::tempdir().unwrap();
-    run_cmd(
-        &sample("inventory.csv"),
+    ran(
+        &mut run_cmd(
+            &sample("inventory.csv"),
+            out.path(),
+            &sim,
+            &[
+                "--rate",
+                "40",
+                "--burst",
+                "1",
+                "--batch-size",
+                "15",
+                "--concurrency",
+                "8",
+            ],
+        ),
         out.path(),
-        &sim,
-        &[
-            "--rate",
-            "40",
-            "--burst",
-            "1",
-            "--batch-size",
-            "15",
-            "--concurrency",
-            "8",
-        ],
-    )
-    .assert()
-    .code(0);
+        0,
+    );
     assert_eq!(sim.stats().rate_limited, 0, "{:?}", sim.stats());
     let log = sim.request_log();
     let times: Vec<Duration> = log.iter().map(|r| r.at).collect();
@@ -412,23 +546,26 @@ fn retry_after_is_honoured_no_request_before_it_expires() {
     });
     let dir = tempfile::tempdir().unwrap();
     let input = head(dir.path(), 40);
-    run_cmd(
-        &input,
-        &dir.path().join("out"),
-        &sim,
-        &[
-            "--rate",
-            "50",
-            "--burst",
-            "3",
-            "--batch-size",
-            "5",
-            "--concurrency",
-            "1",
-        ],
-    )
-    .assert()
-    .code(0);
+    let out = dir.path().join("out");
+    ran(
+        &mut run_cmd(
+            &input,
+            &out,
+            &sim,
+            &[
+                "--rate",
+                "50",
+                "--burst",
+                "3",
+                "--batch-size",
+                "5",
+                "--concurrency",
+                "1",
+            ],
+        ),
+        &out,
+        0,
+    );
     let log = sim.request_log();
     let throttled: Vec<_> = log.iter().filter(|r| r.status == 429).collect();
     assert!(
@@ -453,15 +590,16 @@ fn retry_after_is_honoured_no_request_before_it_expires() {
 fn the_budget_guard_refuses_before_any_request() {
     let sim = sim(SimConfig::default());
     let out = tempfile::tempdir().unwrap();
-    let output = run_cmd(
-        &sample("inventory.csv"),
+    let output = ran(
+        &mut run_cmd(
+            &sample("inventory.csv"),
+            out.path(),
+            &sim,
+            &["--budget", "1", "USD"],
+        ),
         out.path(),
-        &sim,
-        &["--budget", "1", "USD"],
-    )
-    .output()
-    .unwrap();
-    assert_eq!(output.status.code(), Some(3));
+        3,
+    );
     assert!(String::from_utf8_lossy(&output.stderr).contains("budget exceeded"));
     assert_eq!(sim.stats().requests, 0, "not one request was sent");
     let s = summary(out.path());
@@ -475,11 +613,11 @@ fn the_budget_guard_refuses_before_any_request() {
 fn the_token_appears_in_no_log_and_no_output() {
     let sim = sim(SimConfig::default());
     let out = tempfile::tempdir().unwrap();
-    let output = run_cmd(&sample("inventory.csv"), out.path(), &sim, &[])
-        .env("REFLEET_LOG", "trace")
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(0));
+    let output = ran(
+        run_cmd(&sample("inventory.csv"), out.path(), &sim, &[]).env("REFLEET_LOG", "trace"),
+        out.path(),
+        0,
+    );
     let mut haystacks = vec![output.stdout.clone(), output.stderr.clone()];
     assert!(!output.stderr.is_empty(), "trace logging produced output");
     for entry in std::fs::read_dir(out.path()).unwrap() {
@@ -496,26 +634,31 @@ fn the_token_appears_in_no_log_and_no_output() {
 #[test]
 fn a_token_is_required_for_a_real_endpoint_and_never_a_flag() {
     let out = tempfile::tempdir().unwrap();
-    let output = refleet()
-        .args([
-            "run",
-            "x.csv",
-            "--contracts",
-            "c.csv",
-            "--api-url",
-            "http://127.0.0.1:9",
-        ])
-        .arg("--out")
-        .arg(out.path())
-        .env_remove("REFLEET_API_TOKEN")
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
+    let output = ran(
+        refleet()
+            .args([
+                "run",
+                "x.csv",
+                "--contracts",
+                "c.csv",
+                "--api-url",
+                "http://127.0.0.1:9",
+            ])
+            .arg("--out")
+            .arg(out.path())
+            .env_remove("REFLEET_API_TOKEN"),
+        out.path(),
+        2,
+    );
     assert!(String::from_utf8_lossy(&output.stderr).contains("REFLEET_API_TOKEN"));
-    refleet()
-        .args(["run", "x.csv", "--contracts", "c.csv", "--token", "abc"])
-        .assert()
-        .code(2);
+    ran(
+        refleet()
+            .args(["run", "x.csv", "--contracts", "c.csv", "--token", "abc"])
+            .arg("--out")
+            .arg(out.path()),
+        out.path(),
+        2,
+    );
 }
 
 #[test]
@@ -524,10 +667,11 @@ fn a_second_run_on_the_same_journal_is_refused() {
     let out = tempfile::tempdir().unwrap();
     let journal = out.path().join("journal.sqlite");
     let held = refleet::submit::journal::Journal::open(&journal).unwrap();
-    let output = run_cmd(&sample("inventory.csv"), out.path(), &sim, &[])
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
+    let output = ran(
+        &mut run_cmd(&sample("inventory.csv"), out.path(), &sim, &[]),
+        out.path(),
+        2,
+    );
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("another refleet process"),
         "{}",
@@ -544,17 +688,21 @@ fn nightly_runs_submit_only_new_deactivations() {
     let journal = dir.path().join("journal.sqlite");
     let state = ["--state", journal.to_str().unwrap()];
     let night1 = dir.path().join("night1");
-    run_cmd(&sample("inventory.csv"), &night1, &sim, &state)
-        .assert()
-        .code(0);
+    ran(
+        &mut run_cmd(&sample("inventory.csv"), &night1, &sim, &state),
+        &night1,
+        0,
+    );
     let after1 = sim.stats();
     assert!(after1.activations > 1000);
 
     // Night 2: the same export. Nothing new is sent for activation.
     let night2 = dir.path().join("night2");
-    run_cmd(&sample("inventory.csv"), &night2, &sim, &state)
-        .assert()
-        .code(0);
+    ran(
+        &mut run_cmd(&sample("inventory.csv"), &night2, &sim, &state),
+        &night2,
+        0,
+    );
     let after2 = sim.stats();
     assert_eq!(after2.reactivation_requests, after1.reactivation_requests);
     assert_eq!(after2.activations, after1.activations);
@@ -590,9 +738,11 @@ fn nightly_runs_submit_only_new_deactivations() {
     }
     w.flush().unwrap();
     let night3 = dir.path().join("night3");
-    run_cmd(&dir.path().join("night3.csv"), &night3, &sim, &state)
-        .assert()
-        .code(0);
+    ran(
+        &mut run_cmd(&dir.path().join("night3.csv"), &night3, &sim, &state),
+        &night3,
+        0,
+    );
     let after3 = sim.stats();
     assert_eq!(after3.activations - after2.activations, 10);
     assert_eq!(after3.duplicate_activations, 0);
@@ -622,13 +772,17 @@ fn ctrl_c_stops_cleanly_with_exit_4_and_the_next_run_resumes() {
         .status()
         .unwrap();
     assert!(status.success());
-    let output = child.wait_with_output().unwrap();
+    let output = output_within(child, Duration::from_secs(60));
+    assert_outcome_agrees(out.path(), &output);
     assert_eq!(
         output.status.code(),
         Some(4),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    assert!(summary(out.path())["stopped_because"]
+        .as_str()
+        .is_some_and(|w| w.contains("SIGINT")));
     let res = results(out.path());
     assert_eq!(
         res.len(),
@@ -636,14 +790,16 @@ fn ctrl_c_stops_cleanly_with_exit_4_and_the_next_run_resumes() {
         "results.csv is written when stopped too"
     );
     assert!(res.iter().any(|r| r["state"] == "planned"));
-    run_cmd(
-        &sample("inventory.csv"),
+    ran(
+        &mut run_cmd(
+            &sample("inventory.csv"),
+            out.path(),
+            &sim,
+            &["--rate", "300"],
+        ),
         out.path(),
-        &sim,
-        &["--rate", "300"],
-    )
-    .assert()
-    .code(0);
+        0,
+    );
     assert_complete(out.path(), sample_rows());
     assert_eq!(sim.stats().duplicate_activations, 0);
 }
@@ -653,9 +809,11 @@ fn the_audit_log_chains_every_activation_and_names_a_tampered_record() {
     let sim = sim(SimConfig::default());
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    run_cmd(&sample("inventory.csv"), &out, &sim, &[])
-        .assert()
-        .code(0);
+    ran(
+        &mut run_cmd(&sample("inventory.csv"), &out, &sim, &[]),
+        &out,
+        0,
+    );
     let log = out.join("audit.jsonl");
     let text = std::fs::read_to_string(&log).unwrap();
     let records: Vec<serde_json::Value> = text
@@ -697,9 +855,11 @@ fn the_audit_log_chains_every_activation_and_names_a_tampered_record() {
         .code(0);
 
     // A second run on the same journal adds nothing: each event is recorded once.
-    run_cmd(&sample("inventory.csv"), &out, &sim, &[])
-        .assert()
-        .code(0);
+    ran(
+        &mut run_cmd(&sample("inventory.csv"), &out, &sim, &[]),
+        &out,
+        0,
+    );
     assert_eq!(std::fs::read_to_string(&log).unwrap(), text);
 
     // One changed byte in record 7 (a digit of its confirmation or request id).
@@ -754,16 +914,18 @@ fn assert_no_formula_cells(out: &Path) {
 fn formula_values_in_every_free_text_column_start_no_report_cell() {
     let out = tempfile::tempdir().unwrap();
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/formulas_everywhere.csv");
-    refleet()
-        .arg("run")
-        .arg(&fixture)
-        .arg("--contracts")
-        .arg(sample("contracts.csv"))
-        .args(["--as-of", AS_OF, "--quiet", "--out"])
-        .arg(out.path())
-        .env_remove("REFLEET_API_URL")
-        .assert()
-        .code(0);
+    ran(
+        refleet()
+            .arg("run")
+            .arg(&fixture)
+            .arg("--contracts")
+            .arg(sample("contracts.csv"))
+            .args(["--as-of", AS_OF, "--quiet", "--out"])
+            .arg(out.path())
+            .env_remove("REFLEET_API_URL"),
+        out.path(),
+        0,
+    );
     let res = results(out.path());
     assert_eq!(res.len(), 16);
     assert!(
@@ -809,7 +971,7 @@ fn dry_run_rate(config: Option<&str>, env: Option<&str>, flag: Option<&str>) -> 
     if let Some(v) = flag {
         cmd.args(["--rate", v]);
     }
-    cmd.assert().code(0);
+    ran(&mut cmd, dir.path(), 0);
     let s = summary(dir.path());
     assert_eq!(s["outcome"], "dry_run");
     s["requests"]["configured_rate"].as_f64().unwrap()
@@ -828,11 +990,15 @@ fn settings_precedence_is_flags_then_environment_then_config_file_then_defaults(
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
     std::fs::write(&path, "api_token = \"x\"\n").unwrap();
-    refleet()
-        .args(["run", "x.csv", "--contracts", "y.csv", "--config"])
-        .arg(&path)
-        .assert()
-        .code(2);
+    ran(
+        refleet()
+            .args(["run", "x.csv", "--contracts", "y.csv", "--config"])
+            .arg(&path)
+            .arg("--out")
+            .arg(dir.path()),
+        dir.path(),
+        2,
+    );
 }
 
 #[test]
@@ -844,18 +1010,19 @@ fn completions_and_json_logs_for_schedulers() {
         assert!(text.contains("refleet") && text.contains("run"), "{shell}");
     }
     let dir = tempfile::tempdir().unwrap();
-    let out = refleet()
-        .args(["--log-format", "json", "run"])
-        .arg(sample("inventory.csv"))
-        .arg("--contracts")
-        .arg(sample("contracts.csv"))
-        .args(["--dry-run", "--quiet", "--out"])
-        .arg(dir.path())
-        .env("REFLEET_LOG", "info")
-        .env_remove("REFLEET_API_URL")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0));
+    let out = ran(
+        refleet()
+            .args(["--log-format", "json", "run"])
+            .arg(sample("inventory.csv"))
+            .arg("--contracts")
+            .arg(sample("contracts.csv"))
+            .args(["--dry-run", "--quiet", "--out"])
+            .arg(dir.path())
+            .env("REFLEET_LOG", "info")
+            .env_remove("REFLEET_API_URL"),
+        dir.path(),
+        0,
+    );
     let lines: Vec<serde_json::Value> = String::from_utf8(out.stderr)
         .unwrap()
         .lines()
@@ -894,16 +1061,18 @@ fn parquet_python() -> Option<String> {
 #[test]
 fn parquet_reports_read_back_in_polars_pyarrow_and_duckdb() {
     let out = tempfile::tempdir().unwrap();
-    refleet()
-        .arg("run")
-        .arg(sample("inventory.csv"))
-        .arg("--contracts")
-        .arg(sample("contracts.csv"))
-        .args(["--as-of", AS_OF, "--quiet", "--format", "parquet", "--out"])
-        .arg(out.path())
-        .env_remove("REFLEET_API_URL")
-        .assert()
-        .code(0);
+    ran(
+        refleet()
+            .arg("run")
+            .arg(sample("inventory.csv"))
+            .arg("--contracts")
+            .arg(sample("contracts.csv"))
+            .args(["--as-of", AS_OF, "--quiet", "--format", "parquet", "--out"])
+            .arg(out.path())
+            .env_remove("REFLEET_API_URL"),
+        out.path(),
+        0,
+    );
     let Some(python) = parquet_python() else {
         return;
     };
@@ -952,4 +1121,263 @@ fn parquet_reports_read_back_in_polars_pyarrow_and_duckdb() {
             assert_eq!(first[1], &rows[0][1], "{name} {reader}");
         }
     }
+}
+
+/// Sends `signal` (`INT`, `TERM`, `HUP`, `KILL`) to a child, as kill(1) does.
+fn signal(child: &std::process::Child, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Accepted batches in a journal (0 while it cannot be read).
+fn accepted_batches(journal: &Path) -> i64 {
+    refleet::submit::journal::Journal::open_read_only(journal)
+        .ok()
+        .and_then(|c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM batches WHERE state = 'accepted'",
+                [],
+                |r| r.get(0),
+            )
+            .ok()
+        })
+        .unwrap_or(0)
+}
+
+/// Waits (up to 30 s) until the journal holds `n` accepted batches.
+fn wait_for_accepted(journal: &Path, n: i64) {
+    let started = Instant::now();
+    while accepted_batches(journal) < n && started.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A vendor, or a proxy in front of it, that answers every request 429 with
+/// this `Retry-After`. Serves until the runtime is dropped.
+fn always_throttled(retry_after: &'static str) -> (tokio::runtime::Runtime, String) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let url = runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new().fallback(move || async move {
+            (
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                [
+                    (axum::http::header::RETRY_AFTER, retry_after),
+                    (axum::http::header::CONTENT_TYPE, "application/json"),
+                ],
+                r#"{"error":"rate_limited","message":"slow down"}"#,
+            )
+        });
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        format!("http://{addr}")
+    });
+    (runtime, url)
+}
+
+/// Regression: `Retry-After: 18446744073709551615` made a task panic and
+/// the run end exit 0, "finished", with items still submitted;
+/// `Retry-After: 1000000` paused the run for eleven days, far past
+/// `--track-timeout`. Both are cut to the cap, said in the log, and the
+/// time-out ends the wait: exit 4, resumable.
+#[test]
+fn a_huge_retry_after_neither_crashes_a_run_nor_outlives_its_time_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = head(dir.path(), 20);
+    for (i, value) in [
+        "18446744073709551615",
+        "1000000",
+        "Fri, 31 Dec 9999 23:59:59 GMT",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (_server, url) = always_throttled(value);
+        let out = dir.path().join(format!("out{i}"));
+        let started = Instant::now();
+        let child = run_child_at(&input, &out, Some(&url), &["--track-timeout", "2s"]);
+        let output = output_within(child, Duration::from_secs(30));
+        let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+        assert_outcome_agrees(&out, &output);
+        assert_eq!(output.status.code(), Some(4), "{value}: {stderr}");
+        assert!(started.elapsed() < Duration::from_secs(20), "{value}");
+        assert!(
+            stderr.contains("waiting 15 minutes at most"),
+            "{value}: the cap is said in the log: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{value}: {stderr}");
+        let why = summary(&out)["stopped_because"].to_string();
+        assert!(why.contains("time-out"), "{value}: {why}");
+        assert!(results(&out).iter().any(|r| r["state"] == "submitted"));
+    }
+}
+
+/// SIGTERM and SIGHUP (what schedulers, systemd and Kubernetes send) stop
+/// a run as Ctrl-C does: nothing more is sent, the reports are written,
+/// exit 4, and the next run resumes without paying twice.
+#[test]
+fn sigterm_and_sighup_stop_a_run_as_ctrl_c_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = head(dir.path(), 300);
+    for sig in ["TERM", "HUP"] {
+        // A vendor and a journal per signal: two journals sending the same
+        // items to one vendor would pay twice, by design.
+        let sim = sim(SimConfig {
+            latency_ms: Some((5, 10)),
+            ..SimConfig::default()
+        });
+        let out = dir.path().join(sig);
+        let child = run_child(&input, &out, &sim, &["--rate", "20", "--batch-size", "5"]);
+        wait_for_accepted(&out.join("journal.sqlite"), 3);
+        signal(&child, sig);
+        let output = output_within(child, Duration::from_secs(60));
+        assert_outcome_agrees(&out, &output);
+        assert_eq!(
+            output.status.code(),
+            Some(4),
+            "SIG{sig}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let why = summary(&out)["stopped_because"].to_string();
+        assert!(why.contains(&format!("SIG{sig}")), "{why}");
+        assert_eq!(results(&out).len(), 300, "results.csv is written");
+        ran(
+            &mut run_cmd(&input, &out, &sim, &["--rate", "300"]),
+            &out,
+            0,
+        );
+        assert_complete(&out, 300);
+        assert_eq!(sim.stats().duplicate_activations, 0, "SIG{sig}");
+    }
+}
+
+/// Regression: the built-in simulator was a new process each run that
+/// numbered its ids from the start again, so a run resumed after Ctrl-C
+/// polled other batches' ids and ended "finished" with hundreds of items
+/// still accepted. Its state now lives beside the journal.
+#[test]
+fn ctrl_c_then_resume_against_the_built_in_simulator_finishes_every_row() {
+    let out = tempfile::tempdir().unwrap();
+    let child = run_child_at(
+        &sample("inventory.csv"),
+        out.path(),
+        None,
+        &["--rate", "30", "--batch-size", "10"],
+    );
+    wait_for_accepted(&out.path().join("journal.sqlite"), 8);
+    signal(&child, "INT");
+    let output = output_within(child, Duration::from_secs(60));
+    assert_outcome_agrees(out.path(), &output);
+    assert_eq!(output.status.code(), Some(4));
+    assert!(out.path().join("journal.sqlite.sim.jsonl").exists());
+    let output = ran(
+        refleet().args(run_args_at(
+            &sample("inventory.csv"),
+            out.path(),
+            None,
+            &["--rate", "300"],
+        )),
+        out.path(),
+        0,
+    );
+    assert_complete(out.path(), sample_rows());
+    // It met the simulator that took its requests: nothing was lost.
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("does not know request"), "{stderr}");
+}
+
+/// After a `kill -9`, the built-in simulator's state may be behind the
+/// journal (here: its second half is lost). The requests it forgot answer
+/// 404; they are sent again under their keys, and the run still ends with
+/// every row terminal.
+#[test]
+fn kill_9_then_a_stale_simulator_state_still_converges() {
+    let out = tempfile::tempdir().unwrap();
+    let mut child = run_child_at(
+        &sample("inventory.csv"),
+        out.path(),
+        None,
+        &["--rate", "30", "--batch-size", "10"],
+    );
+    wait_for_accepted(&out.path().join("journal.sqlite"), 8);
+    let _ = child.kill(); // SIGKILL
+    let _ = child.wait();
+    let state = out.path().join("journal.sqlite.sim.jsonl");
+    if let Ok(text) = std::fs::read_to_string(&state) {
+        let lines: Vec<&str> = text.lines().collect();
+        let kept = lines[..lines.len() / 2].join("\n");
+        std::fs::write(&state, kept + "\n").unwrap();
+    }
+    let output = refleet()
+        .args(run_args_at(
+            &sample("inventory.csv"),
+            out.path(),
+            None,
+            &["--rate", "300", "--track-timeout", "60s"],
+        ))
+        .output()
+        .unwrap();
+    assert_outcome_agrees(out.path(), &output);
+    assert!(
+        matches!(output.status.code(), Some(0 | 3)),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_complete(out.path(), sample_rows());
+}
+
+/// Regression: a vendor restarted mid-run forgets its request ids; the
+/// next run polled 404s until its time-out and never resolved its items.
+/// They are sent again under their keys and activated.
+#[test]
+fn requests_a_restarted_vendor_forgot_are_sent_again_never_taken_for_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = head(dir.path(), 200);
+    let out = dir.path().join("out");
+    // It takes every batch, then restarts before provisioning any item.
+    let first = sim(SimConfig {
+        business_day_ms: 3_600_000,
+        ..SimConfig::default()
+    });
+    ran(
+        &mut run_cmd(
+            &input,
+            &out,
+            &first,
+            &["--rate", "200", "--track-timeout", "2s"],
+        ),
+        &out,
+        4,
+    );
+    assert!(results(&out).iter().any(|r| r["state"] == "accepted"));
+    drop(first);
+    let second = sim(SimConfig::default());
+    let output = ran(
+        &mut run_cmd(
+            &input,
+            &out,
+            &second,
+            &["--rate", "200", "--track-timeout", "20s"],
+        ),
+        &out,
+        0,
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("does not know request") && stderr.contains("re-sending batch"),
+        "each loss is said once in the log: {stderr}"
+    );
+    assert_complete(&out, 200);
+    let stats = second.stats();
+    assert!(stats.reactivation_requests > 0, "{stats:?}");
+    assert_eq!(stats.duplicate_activations, 0, "{stats:?}");
 }

@@ -1040,3 +1040,98 @@ fn refleet_sim_says_it_is_a_simulation_and_where_it_listens() {
     assert!(line.contains("SIMULATED"), "{line}");
     assert_eq!(statuses, Some((401, 404)), "{line}");
 }
+
+/// Regression: each simulator numbered its ids from `rq-00000001`, so a
+/// client resuming against a new one polled another batch under an id it
+/// held. Two simulators never give the same id, nor know each other's.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_simulators_never_give_the_same_request_id() {
+    let (_a, api_a) = start(SimConfig::default()).await;
+    let (_b, api_b) = start(SimConfig::default()).await;
+    let body = devices("U", 2);
+    let a: ReactivationAccepted = api_a
+        .post("/v1/reactivations", Some("k"), &body)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let b: ReactivationAccepted = api_b
+        .post("/v1/reactivations", Some("k"), &body)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_ne!(a.request_id, b.request_id);
+    let path = format!("/v1/reactivations/{}", a.request_id);
+    assert_eq!(api_b.get(&path).await.status(), 404);
+    assert_eq!(api_a.get(&path).await.status(), 200);
+}
+
+/// A simulator started again on its state file (as `refleet run` does with
+/// the one beside its journal) carries on: its requests, cases and keys,
+/// and the items it already accepted.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_simulator_started_again_on_its_state_file_carries_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = SimConfig {
+        state_file: Some(dir.path().join("sim.jsonl")),
+        ..SimConfig::default()
+    };
+    let body = devices("R", 3);
+    let case_body = json!({"item_key": "R0000|C-1|2026-10-01", "contract_id": "C-1", "reason": "PROVISIONING_FAILED"});
+    let (first_sim, api) = start(config.clone()).await;
+    let first: ReactivationAccepted = api
+        .post("/v1/reactivations", Some("key-1"), &body)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let case: Case = api
+        .post("/v1/cases", Some("case-1"), &case_body)
+        .await
+        .json()
+        .await
+        .unwrap();
+    first_sim.stop().await;
+
+    let (sim, api) = start(config).await;
+    let status = api
+        .get(&format!("/v1/reactivations/{}", first.request_id))
+        .await;
+    assert_eq!(status.status(), 200);
+    let status: ReactivationStatus = status.json().await.unwrap();
+    assert_eq!(status.items.len(), 3);
+    assert_eq!(
+        api.get(&format!("/v1/cases/{}", case.case_id))
+            .await
+            .status(),
+        200
+    );
+    // The keys replay their first answers.
+    let again = api.post("/v1/reactivations", Some("key-1"), &body).await;
+    assert_eq!(again.headers()[IDEMPOTENT_REPLAYED], "true");
+    let again: ReactivationAccepted = again.json().await.unwrap();
+    assert_eq!(again, first);
+    let again = api.post("/v1/cases", Some("case-1"), &case_body).await;
+    assert_eq!(again.headers()[IDEMPOTENT_REPLAYED], "true");
+    assert_eq!(
+        api.post("/v1/reactivations", Some("key-1"), &devices("R", 2))
+            .await
+            .status(),
+        422
+    );
+    // The same items under a new key: a second activation, counted, with
+    // an id the first simulator never gave.
+    let dup: ReactivationAccepted = api
+        .post("/v1/reactivations", Some("key-2"), &body)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_ne!(dup.request_id.get(..12), first.request_id.get(..12));
+    let s = sim.stats();
+    assert_eq!(
+        (s.reactivation_requests, s.replays, s.duplicate_activations),
+        (1, 2, 3)
+    );
+}
