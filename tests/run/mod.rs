@@ -11,6 +11,8 @@ use refleet::sim::{RateLimit, Sim, SimConfig};
 
 use super::{refleet, sample};
 
+mod reconcile;
+
 const TOKEN: &str = "test-token-Zq81xv";
 const AS_OF: &str = "2026-11-24";
 
