@@ -192,6 +192,88 @@ pub enum CaseState {
     Resolved,
 }
 
+/// The most items one `POST /v1/items/lookup` may ask about.
+pub const MAX_LOOKUP: usize = 500;
+
+/// `POST /v1/items/lookup` body: up to [`MAX_LOOKUP`] devices or licenses,
+/// each named by its serial number or license id and its contract.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LookupRequest {
+    pub items: Vec<LookupItem>,
+}
+
+/// One item to look up: exactly one of `serial_number` and `license_id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LookupItem {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial_number: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub license_id: Option<String>,
+    pub contract_id: String,
+}
+
+impl LookupItem {
+    /// The serial number or license id the item is named by.
+    pub fn identity(&self) -> &str {
+        self.serial_number
+            .as_deref()
+            .or(self.license_id.as_deref())
+            .unwrap_or("")
+    }
+}
+
+/// `200` answer to `POST /v1/items/lookup`: one entry per item asked, in
+/// the order asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LookupAnswer {
+    pub items: Vec<LookupResult>,
+}
+
+/// What the vendor holds for one item: `found: false` when it knows
+/// nothing, else its latest record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LookupResult {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial_number: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub license_id: Option<String>,
+    pub contract_id: String,
+    pub found: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record: Option<VendorRecord>,
+}
+
+/// The vendor's latest record of an item: from a reactivation request (with
+/// its request id, item key and deactivation date) or from work done by hand
+/// in the vendor's portal (neither).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VendorRecord {
+    pub state: ItemState,
+    /// The contract the item was reactivated under.
+    pub contract_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// The item key of the request that reactivated it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item_key: Option<String>,
+    /// The deactivation the request named (ISO 8601 date or date-time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deactivated_at: Option<String>,
+    pub accepted_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activated_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta: Option<NaiveDate>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmation_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub features_verified: Option<Features>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
 /// Every error body: a machine code, a sentence, and the field at fault.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiError {

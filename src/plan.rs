@@ -84,6 +84,10 @@ pub struct PlanContext<'a> {
     pub policy: &'a Policy,
     pub as_of: NaiveDate,
     pub pool: &'a rayon::ThreadPool,
+    /// Eligible items (by serial number or license id) that are not bought
+    /// by this plan: already bought, or held by the vendor. They keep their
+    /// verdict and leave the quotes.
+    pub not_bought: Option<&'a std::collections::HashSet<String>>,
 }
 
 /// Makes the plan. `open` opens the inventory afresh each time it is called
@@ -161,6 +165,8 @@ struct Judge<'a> {
     etas: Etas,
     /// Keep each device's item for the sink ([`PlanSink::wants_items`]).
     keep_items: bool,
+    /// [`PlanContext::not_bought`].
+    not_bought: Option<&'a std::collections::HashSet<String>>,
 }
 
 /// The eligible devices so far: the serials the duplicate index holds
@@ -282,6 +288,7 @@ impl<'a> Judge<'a> {
             none: EligibleDevices::new(),
             etas,
             keep_items,
+            not_bought: ctx.not_bought,
         })
     }
 
@@ -462,7 +469,9 @@ impl<'a, 's> Fold<'a, 's> {
     fn count(&mut self, quote: QuoteInput<'_>, v: &Verdict) {
         if v.eligible() {
             self.eligible += 1;
-            self.builder.add(quote);
+            if !self.judge.not_bought.is_some_and(|s| s.contains(quote.key)) {
+                self.builder.add(quote);
+            }
         } else {
             self.ineligible += 1;
             for r in &v.reasons {
@@ -586,6 +595,7 @@ mod tests {
             policy: &policy,
             as_of,
             pool: &pool,
+            not_bought: None,
         };
         let judge = Judge::new(&ctx, false).unwrap();
         assert_eq!(judge.etas.len(), 2 * policy.countries.countries().count());

@@ -135,6 +135,7 @@ pub(super) fn make_plan(
     contracts: &Contracts,
     global: &Global,
     extra: Option<&mut dyn PlanSink>,
+    not_bought: Option<&std::collections::HashSet<String>>,
 ) -> anyhow::Result<Planned> {
     // The inventory may be read twice (see `plan`): stdin is kept in a
     // temporary file.
@@ -173,6 +174,7 @@ pub(super) fn make_plan(
         policy,
         as_of: settings.as_of,
         pool: &pool,
+        not_bought,
     };
     let plan =
         plan::plan(&ctx, &mut open, &validator, &mut tee, progress.as_ref()).map_err(|e| {
@@ -290,6 +292,7 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
         &contracts,
         global,
         Some(&mut regions),
+        None,
     )?;
     super::report::write_plan_report(&settings, &planned, regions)?;
     if settings.parquet {

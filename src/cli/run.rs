@@ -21,7 +21,9 @@ use crate::report::{
 };
 use crate::sim::{Sim, SimConfig};
 use crate::submit::client::{redact_url, ApiClient, ClientConfig, Token};
+use crate::submit::journal::RunSplit;
 use crate::submit::journal::{AuditedOrder, ItemState, Journal, JournalError, PlannedItem};
+use crate::submit::reconcile::{reconcile, Reconciled};
 use crate::submit::retry::RetryPolicy;
 use crate::submit::{submit_and_track, Stop, SubmitError, SubmitReport, SubmitSettings};
 
@@ -64,9 +66,15 @@ pub struct Args {
     /// A usable journal is kept.
     #[arg(long, env = "REFLEET_NEW_JOURNAL")]
     new_journal: bool,
-    /// Do everything but send: validate, decide, quote, plan the journal.
+    /// Do everything but pay: validate, decide, look items up at the vendor
+    /// (read-only), quote what would be bought, plan the journal.
     #[arg(long, env = "REFLEET_DRY_RUN")]
     dry_run: bool,
+    /// Pay without first asking the vendor what it already holds (`POST
+    /// /v1/items/lookup`). Safe only when this journal is the only one that
+    /// ever bought for these devices and nobody reactivates them by hand.
+    #[arg(long, env = "REFLEET_NO_RECONCILE")]
+    no_reconcile: bool,
     /// Do not open support cases for failed and manual-review items.
     #[arg(long, env = "REFLEET_NO_ESCALATE")]
     no_escalate: bool,
@@ -111,6 +119,8 @@ struct Settings {
     rate: f64,
     burst: u32,
     dry_run: bool,
+    /// Look items up at the vendor before paying.
+    reconcile: bool,
     submit: SubmitSettings,
     request_timeout: Duration,
 }
@@ -147,6 +157,7 @@ impl Args {
             rate: self.rate,
             burst: self.burst.max(1),
             dry_run: self.dry_run,
+            reconcile: !self.no_reconcile,
             submit: SubmitSettings {
                 batch_size: self.batch_size,
                 concurrency: self.concurrency.max(1),
@@ -250,11 +261,46 @@ struct Summary<'a> {
     reasons: &'a BTreeMap<String, u64>,
     by_region: &'a BTreeMap<String, BTreeMap<String, u64>>,
     by_contract: &'a BTreeMap<String, BTreeMap<String, u64>>,
+    /// What this run buys: items already bought by earlier runs of the
+    /// journal, or held by the vendor, are not in it.
     quotes: &'a BTreeMap<String, CurrencyTotal>,
+    /// This run's eligible items by who buys them.
+    items: RunSplit,
+    /// The lookups before paying (absent with `--no-reconcile`).
+    vendor_lookups: Option<VendorLookups>,
+    /// By currency: what the items not bought again (held by earlier runs
+    /// or the vendor) would have cost in this run's quotes.
+    not_bought_again: BTreeMap<String, String>,
     budget: BTreeMap<String, String>,
     over_budget: &'a [String],
     requests: Requests,
     timings: Timings,
+}
+
+#[derive(Serialize)]
+struct VendorLookups {
+    looked_up: u64,
+    /// Held by the vendor for this deactivation, by the vendor's state.
+    held: BTreeMap<&'static str, u64>,
+    requests: u64,
+    finished: bool,
+}
+
+/// By currency, `before` minus `after`, for the currencies where it is not zero.
+fn savings(
+    before: &BTreeMap<String, CurrencyTotal>,
+    after: &BTreeMap<String, CurrencyTotal>,
+) -> BTreeMap<String, String> {
+    before
+        .iter()
+        .filter_map(|(cur, b)| {
+            let a = after
+                .get(cur)
+                .map_or(rust_decimal::Decimal::ZERO, |a| a.total);
+            let d = b.total.checked_sub(a)?;
+            (!d.is_zero()).then(|| (cur.clone(), d.to_string()))
+        })
+        .collect()
 }
 
 #[derive(Serialize)]
@@ -341,33 +387,76 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
             &contracts,
             global,
             Some(&mut spool),
+            None,
         )?;
         Ok((spool.finish()?, planned))
     })?;
-    let (spool, planned) = spool;
+    let (spool, mut planned) = spool;
     for q in &planned.plan.quotes {
         journal.set_quote(&q.contract_id, q.region.as_str(), &q.quote_id)?;
     }
-    let plan_seconds = started.elapsed().as_secs_f64();
     tracing::info!(
         run_id,
         rows = planned.plan.stats.rows,
         rejected = planned.plan.stats.rejected_rows,
         eligible = planned.plan.eligible,
         ineligible = planned.plan.ineligible,
-        seconds = plan_seconds,
+        seconds = started.elapsed().as_secs_f64(),
         "planned"
     );
-    if !global.quiet {
-        eprint!("{}", summary_text(&settings.plan, &contracts, &planned));
-    }
 
-    // The budget guard comes before any request.
+    // Before paying: what does the vendor already hold? Then the quote and
+    // the budget guard price only what this run will buy.
     let mut report = SubmitReport::default();
     let mut api_label = match &settings.endpoint {
         Endpoint::Url(url, _) => api_label(url),
         Endpoint::Simulator => "simulator".to_string(),
     };
+    let session = if settings.reconcile || !settings.dry_run {
+        let session = VendorSession::start(&settings, policy.clone(), global)?;
+        api_label = session.label.clone();
+        Some(session)
+    } else {
+        None
+    };
+    let mut reconciled = None;
+    if let (Some(session), true) = (&session, settings.reconcile) {
+        let found = session.reconcile(&journal, run_id, &settings.submit)?;
+        if !global.quiet && found.looked_up > 0 {
+            eprintln!(
+                "looked up {} items at the vendor ({} requests): {} already held there, not paid again",
+                found.looked_up,
+                found.requests,
+                found.held_total()
+            );
+        }
+        if let Some(why) = found.unfinished.then(|| session.stop.reason()).flatten() {
+            report.stopped_because = Some(why);
+        }
+        reconciled = Some(found);
+    }
+    let quoted_before = planned.totals.clone();
+    let not_bought = journal.not_to_buy(run_id)?;
+    if !not_bought.is_empty() {
+        planned = make_plan(
+            &mut settings.plan,
+            &policy,
+            &contracts,
+            global,
+            None,
+            Some(&not_bought),
+        )?;
+        for q in &planned.plan.quotes {
+            journal.set_quote(&q.contract_id, q.region.as_str(), &q.quote_id)?;
+        }
+    }
+    let split = journal.run_split(run_id)?;
+    let plan_seconds = started.elapsed().as_secs_f64();
+    if !global.quiet {
+        eprint!("{}", summary_text(&settings.plan, &contracts, &planned));
+    }
+
+    // The budget guard comes before any request that pays.
     let budget_refused = !planned.over_budget.is_empty();
     if budget_refused {
         eprintln!(
@@ -376,16 +465,32 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
         );
     } else if settings.dry_run {
         if !global.quiet {
-            eprintln!("dry run: nothing was sent");
+            eprintln!(
+                "dry run: nothing was sent; would buy {}, already bought by earlier runs {}, held by the vendor {}",
+                split.to_buy, split.earlier_runs, split.vendor_held
+            );
         }
-    } else {
-        let (label, rep) = submit(&settings, &journal, run_id, policy.clone(), global)?;
-        api_label = label;
+    } else if let Some(session) = &session {
+        if split.to_buy == 0 && !global.quiet {
+            eprintln!(
+                "nothing new to submit: {} items already done by earlier runs, {} held by the vendor (journal {})",
+                split.earlier_runs,
+                split.vendor_held,
+                settings.state.display()
+            );
+        }
+        // Its request count is the client's: the lookups are in it.
+        let mut rep = session.submit(&journal, run_id, &settings.submit, global)?;
+        if rep.stopped_because.is_none() {
+            rep.stopped_because = report.stopped_because.take();
+        }
         report = rep;
     }
+    drop(session);
+    let not_bought_again = savings(&quoted_before, &planned.totals);
 
     let audited = write_audit(&journal, &audit_dir, &settings.state, &contracts)?;
-    let counts = write_results(&out, &spool, &mut |key| Ok(journal.record(key)?))?;
+    let counts = write_results(&out, &spool, &mut |key| Ok(journal.record(key, run_id)?))?;
     if settings.plan.parquet {
         crate::report::parquet::write_copies(&out, &["rejects", "eligibility", "results"])?;
     }
@@ -429,6 +534,14 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
         by_region: &counts.by_region,
         by_contract: &counts.by_contract,
         quotes: &planned.totals,
+        items: split,
+        vendor_lookups: reconciled.as_ref().map(|r| VendorLookups {
+            looked_up: r.looked_up,
+            held: r.held.clone(),
+            requests: r.requests,
+            finished: !r.unfinished,
+        }),
+        not_bought_again: not_bought_again.clone(),
         budget: settings
             .plan
             .budgets
@@ -594,49 +707,58 @@ fn ending(
     }
 }
 
-/// Starts the simulator when asked (keeping its state in `JOURNAL.sim.jsonl`
-/// beside the journal), then submits and tracks until done, stopped by a
-/// signal, or out of time.
-fn submit(
-    settings: &Settings,
-    journal: &Journal,
-    run_id: i64,
-    policy: Arc<crate::policy::Policy>,
-    global: &Global,
-) -> anyhow::Result<(String, SubmitReport)> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(async {
-        let (label, base_url, token, _sim) = match &settings.endpoint {
-            Endpoint::Url(url, token) => (api_label(url), url.clone(), token.clone(), None),
-            Endpoint::Simulator => {
-                let token = format!("sim-{:016x}", fastrand::u64(..));
-                // Its memory lives beside the journal, so a resumed run
-                // meets the simulator that took its requests.
-                let mut state_file = settings.state.clone().into_os_string();
-                state_file.push(".sim.jsonl");
-                let sim = Sim::start(
-                    SimConfig {
-                        token: Some(token.clone()),
-                        state_file: Some(PathBuf::from(state_file)),
-                        ..SimConfig::default()
-                    },
-                    policy,
-                )
-                .await
-                .context("cannot start the built-in simulator")?;
-                if !global.quiet {
-                    eprintln!(
-                        "no --api-url: using the built-in simulator on {} (a simulation: nothing leaves this machine)",
-                        sim.url()
-                    );
+/// Everything that talks to the vendor: the async runtime, the built-in
+/// simulator when there is no `--api-url` (its state kept in
+/// `JOURNAL.sim.jsonl` beside the journal, so a resumed run meets the
+/// simulator that took its requests), the client, and the stop that
+/// SIGINT, SIGTERM and SIGHUP trigger.
+struct VendorSession {
+    label: String,
+    client: Arc<ApiClient>,
+    stop: Stop,
+    /// Dropped before the runtime.
+    _sim: Option<Sim>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl VendorSession {
+    fn start(
+        settings: &Settings,
+        policy: Arc<crate::policy::Policy>,
+        global: &Global,
+    ) -> anyhow::Result<VendorSession> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        let (label, base_url, token, sim) = runtime.block_on(async {
+            anyhow::Ok(match &settings.endpoint {
+                Endpoint::Url(url, token) => (api_label(url), url.clone(), token.clone(), None),
+                Endpoint::Simulator => {
+                    let token = format!("sim-{:016x}", fastrand::u64(..));
+                    let mut state_file = settings.state.clone().into_os_string();
+                    state_file.push(".sim.jsonl");
+                    let sim = Sim::start(
+                        SimConfig {
+                            token: Some(token.clone()),
+                            state_file: Some(PathBuf::from(state_file)),
+                            ..SimConfig::default()
+                        },
+                        policy,
+                    )
+                    .await
+                    .context("cannot start the built-in simulator")?;
+                    if !global.quiet {
+                        eprintln!(
+                            "no --api-url: using the built-in simulator on {} (a simulation: nothing leaves this machine)",
+                            sim.url()
+                        );
+                    }
+                    ("simulator".to_string(), sim.url(), Token::new(token), Some(sim))
                 }
-                ("simulator".to_string(), sim.url(), Token::new(token), Some(sim))
-            }
-        };
+            })
+        })?;
         let client = Arc::new(ApiClient::new(ClientConfig {
             base_url,
             token,
@@ -646,24 +768,67 @@ fn submit(
             retry: RetryPolicy::default(),
         })?);
         let stop = Stop::new();
-        stop_on_signals(&stop)?;
-        let total = journal.counts()?.iter().map(|(_, n)| *n).sum();
-        let bar = super::progress::submit_bar(global.quiet, total);
-        let report = submit_and_track(
-            journal,
+        runtime.block_on(async { stop_on_signals(&stop) })?;
+        Ok(VendorSession {
+            label,
             client,
-            run_id,
-            &settings.submit,
-            &stop,
-            bar.as_ref(),
-        )
-        .await
-        .map_err(|e| match e {
-            SubmitError::Unauthorized { .. } => UsageError(e.to_string()).into(),
-            e => anyhow::Error::new(e),
-        })?;
-        Ok((label, report))
-    })
+            stop,
+            _sim: sim,
+            runtime,
+        })
+    }
+
+    /// Looks up every planned item before any is paid (see
+    /// `submit::reconcile`).
+    fn reconcile(
+        &self,
+        journal: &Journal,
+        run_id: i64,
+        settings: &SubmitSettings,
+    ) -> anyhow::Result<Reconciled> {
+        self.runtime
+            .block_on(reconcile(
+                journal,
+                &self.client,
+                run_id,
+                settings,
+                &self.stop,
+            ))
+            .map_err(submit_error)
+    }
+
+    /// Submits and tracks until done, stopped by a signal, or out of time.
+    fn submit(
+        &self,
+        journal: &Journal,
+        run_id: i64,
+        settings: &SubmitSettings,
+        global: &Global,
+    ) -> anyhow::Result<SubmitReport> {
+        self.runtime.block_on(async {
+            let total = journal.counts()?.iter().map(|(_, n)| *n).sum();
+            let bar = super::progress::submit_bar(global.quiet, total);
+            submit_and_track(
+                journal,
+                self.client.clone(),
+                run_id,
+                settings,
+                &self.stop,
+                bar.as_ref(),
+            )
+            .await
+            .map_err(submit_error)
+        })
+    }
+}
+
+fn submit_error(e: SubmitError) -> anyhow::Error {
+    match e {
+        SubmitError::Unauthorized { .. } | SubmitError::NoLookup { .. } => {
+            UsageError(e.to_string()).into()
+        }
+        e => anyhow::Error::new(e),
+    }
 }
 
 /// The folder of the journal, where its audit log lives.

@@ -63,6 +63,11 @@ pub struct Args {
     /// Seed for reproducible faults and per-item verdicts.
     #[arg(long, default_value_t = 0, value_name = "S")]
     seed: u64,
+    /// Items "reactivated by hand" in the vendor's portal: a CSV with a
+    /// `serial_number` or `license_id` column (optionally `contract_id`,
+    /// `activated_at`). `POST /v1/items/lookup` finds them active.
+    #[arg(long, value_name = "FILE")]
+    preactivated: Option<std::path::PathBuf>,
 }
 
 impl Args {
@@ -96,6 +101,11 @@ impl Args {
             })
             .transpose()?;
         let latency_ms = self.latency_ms.as_deref().map(parse_range).transpose()?;
+        let preactivated = match &self.preactivated {
+            Some(path) => crate::sim::load_preactivated(path, chrono::Utc::now())
+                .map_err(|e| UsageError(format!("--preactivated {e}")))?,
+            None => Vec::new(),
+        };
         let token = match &self.token_file {
             Some(path) => Some(read_token_file(path)?),
             None => self.token.filter(|t| !t.is_empty()),
@@ -113,6 +123,7 @@ impl Args {
             timeout_rate: self.timeout_rate,
             timeout_ms: self.timeout_ms,
             seed: self.seed,
+            preactivated,
             ..SimConfig::default()
         })
     }

@@ -20,7 +20,7 @@ use crate::plan::{Judged, PlanSink};
 use crate::submit::journal::ItemRecord;
 use crate::validate::Reject;
 
-pub const RESULTS_COLUMNS: [&str; 17] = [
+pub const RESULTS_COLUMNS: [&str; 18] = [
     "row",
     "item_key",
     "serial_number",
@@ -38,6 +38,9 @@ pub const RESULTS_COLUMNS: [&str; 17] = [
     "features_verified",
     "idempotency_key",
     "site",
+    // this_run, earlier_run, vendor_record (held by the vendor, not bought
+    // by this journal), or empty: who bought the item's current state.
+    "source",
 ];
 
 /// What the plan decided for an item that goes on to the journal.
@@ -274,6 +277,7 @@ pub fn write_results(
             record.features.as_deref().unwrap_or(""),
             neutralise(event).as_ref(),
             neutralise(site).as_ref(),
+            &record.source,
         ])?;
         counts.rows += 1;
         *counts.by_state.entry(state.clone()).or_default() += 1;

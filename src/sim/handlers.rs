@@ -35,7 +35,7 @@ pub const KEY_MAX_LEN: usize = 255;
 
 /// Why a request cannot be processed, as the client will read it.
 #[derive(Debug)]
-struct Problem {
+pub(super) struct Problem {
     status: StatusCode,
     error: &'static str,
     message: String,
@@ -43,7 +43,11 @@ struct Problem {
 }
 
 impl Problem {
-    fn bad(error: &'static str, message: impl Into<String>, field: Option<String>) -> Problem {
+    pub(super) fn bad(
+        error: &'static str,
+        message: impl Into<String>,
+        field: Option<String>,
+    ) -> Problem {
         Problem {
             status: StatusCode::BAD_REQUEST,
             error,
@@ -77,7 +81,7 @@ impl IntoResponse for Problem {
 
 /// Serialises an answer. These types always serialise; should one ever
 /// fail, the client still gets JSON.
-fn json_bytes<T: Serialize>(value: &T) -> Bytes {
+pub(super) fn json_bytes<T: Serialize>(value: &T) -> Bytes {
     serde_json::to_vec(value)
         .map(Bytes::from)
         .unwrap_or_else(|e| {
@@ -87,7 +91,7 @@ fn json_bytes<T: Serialize>(value: &T) -> Bytes {
         })
 }
 
-fn respond(stored: Stored, replayed: bool) -> Response {
+pub(super) fn respond(stored: Stored, replayed: bool) -> Response {
     let mut r = Response::new(Body::from(stored.body));
     *r.status_mut() =
         StatusCode::from_u16(stored.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -132,7 +136,11 @@ fn idempotency_key(headers: &HeaderMap, required: bool) -> Result<Option<String>
 }
 
 /// Reads a JSON body of at most `limit` bytes.
-async fn read_json(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Problem> {
+pub(super) async fn read_json(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, Problem> {
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -175,7 +183,7 @@ async fn read_json(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
     })
 }
 
-fn json_problem(e: serde_json::Error) -> Problem {
+pub(super) fn json_problem(e: serde_json::Error) -> Problem {
     Problem::bad(
         "invalid_json",
         format!("the body is not valid JSON: {e}"),
@@ -184,7 +192,7 @@ fn json_problem(e: serde_json::Error) -> Problem {
 }
 
 /// The typed request, or a 400 naming the field serde stopped at.
-fn parse_typed<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, Problem> {
+pub(super) fn parse_typed<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, Problem> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let inner = e.inner().to_string();
         let field = field_of(&e.path().to_string(), &inner);
@@ -310,7 +318,7 @@ async fn idempotent(
     respond(stored, false)
 }
 
-fn plan_of(req: &Request) -> Plan {
+pub(super) fn plan_of(req: &Request) -> Plan {
     req.extensions().get::<Plan>().copied().unwrap_or_default()
 }
 
@@ -465,6 +473,8 @@ fn accept(shared: &Shared, req: ReactivationRequest, claim: &Claim) -> Stored {
                     && item_draw(config.seed, key, "fail") < config.fail_rate;
                 records.push(ItemRecord {
                     item_key: key.to_string(),
+                    identity: identity(item).to_string(),
+                    deactivated_at: item.deactivated_at.clone(),
                     rejected: None,
                     eta: Some(eta),
                     fails,
@@ -479,6 +489,8 @@ fn accept(shared: &Shared, req: ReactivationRequest, claim: &Claim) -> Stored {
             Err(reason) => {
                 records.push(ItemRecord {
                     item_key: key.to_string(),
+                    identity: identity(item).to_string(),
+                    deactivated_at: item.deactivated_at.clone(),
                     rejected: Some(reason.to_string()),
                     eta: None,
                     fails: false,
@@ -524,9 +536,18 @@ fn accept(shared: &Shared, req: ReactivationRequest, claim: &Claim) -> Stored {
             Counters::bump(&shared.counters.duplicate_activations);
         }
     }
-    store.requests.insert(request_id, Arc::new(record));
+    store.keep(record);
     drop(store);
     answer
+}
+
+/// The serial number of a device, the license id of a license: what a
+/// lookup names an item by.
+fn identity(item: &crate::api::RequestItem) -> &str {
+    match item.item_type {
+        ItemType::Device => item.serial_number.as_deref().unwrap_or(""),
+        ItemType::License => item.license_id.as_deref().unwrap_or(""),
+    }
 }
 
 /// `GET /v1/reactivations/{id}`.
@@ -569,7 +590,7 @@ pub(super) async fn get_reactivation(State(shared): State<Arc<Shared>>, req: Req
     )
 }
 
-fn item_status(
+pub(super) fn item_status(
     seed: u64,
     request_id: &str,
     it: &ItemRecord,

@@ -14,6 +14,7 @@
 mod clock;
 mod faults;
 mod handlers;
+mod lookup;
 mod saved;
 mod state;
 
@@ -33,7 +34,8 @@ use tokio::sync::watch;
 
 pub use clock::{done_at, phase, Phase, SimClock};
 pub use faults::{wait_to_seconds, Admission, Faults, Limiter, Plan};
-pub use state::{LoggedRequest, KEY_TTL};
+pub use lookup::{load_preactivated, PreactivatedError};
+pub use state::{LoggedRequest, PortalRecord, KEY_TTL};
 
 use crate::api::{ApiError, SimStats};
 use crate::policy::Policy;
@@ -88,6 +90,9 @@ pub struct SimConfig {
     /// started again on the same file carries on (see [`saved`]); `None`
     /// keeps them in memory only.
     pub state_file: Option<PathBuf>,
+    /// Items reactivated by hand in the vendor's portal: a lookup finds
+    /// them active (`--preactivated`).
+    pub preactivated: Vec<PortalRecord>,
 }
 
 impl Default for SimConfig {
@@ -108,6 +113,7 @@ impl Default for SimConfig {
             max_batch: crate::api::MAX_BATCH,
             max_body_bytes: 1 << 20,
             state_file: None,
+            preactivated: Vec::new(),
         }
     }
 }
@@ -168,9 +174,7 @@ impl Shared {
                         for it in request.items.iter().filter(|i| i.rejected.is_none()) {
                             store.accepted_keys.insert(it.item_key.clone());
                         }
-                        store
-                            .requests
-                            .insert(request.request_id.clone(), Arc::new(request));
+                        store.keep(request);
                     }
                     saved::Entry::Case { case, .. } => {
                         store.cases.insert(case.case_id.clone(), case);
@@ -195,7 +199,13 @@ impl Shared {
             clock: SimClock::new(origin, config.business_day_ms),
             counters: Counters::default(),
             idempotency: Mutex::new(IdempotencyStore::new(KEY_TTL)),
-            store: Mutex::new(Store::default()),
+            store: Mutex::new({
+                // First, so that a request of the state file that names the
+                // same item is its latest record.
+                let mut store = Store::default();
+                store.add_preactivated(&config.preactivated);
+                store
+            }),
             log: Mutex::new(RequestLog::default()),
             faults: Faults::new(&config),
             limiter,
@@ -240,6 +250,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route(STATS_PATH, get(stats))
         .route("/v1/reactivations", post(handlers::create_reactivation))
         .route("/v1/reactivations/{id}", get(handlers::get_reactivation))
+        .route("/v1/items/lookup", post(lookup::lookup_items))
         .route("/v1/cases", post(handlers::create_case))
         .route("/v1/cases/{id}", get(handlers::get_case))
         .fallback(not_found)

@@ -202,6 +202,13 @@ impl IdempotencyStore {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ItemRecord {
     pub item_key: String,
+    /// The serial number or license id it names (what a lookup asks by);
+    /// empty in a state file written before lookups existed.
+    #[serde(default)]
+    pub identity: String,
+    /// The deactivation the request named.
+    #[serde(default)]
+    pub deactivated_at: String,
     /// `Some(reason)` when rejected on arrival.
     pub rejected: Option<String>,
     /// Activation date of an accepted item.
@@ -238,6 +245,9 @@ pub struct Store {
     /// Every item key accepted so far: a second acceptance is a duplicate.
     pub accepted_keys: HashSet<String>,
     pub cases: HashMap<String, CaseRecord>,
+    /// The latest record of each serial number or license id, for
+    /// `POST /v1/items/lookup`.
+    pub latest: HashMap<String, Latest>,
     /// Drawn at start: ids are never reused across simulator processes, so
     /// a client resuming against a new process never reads another
     /// request's items under an id it holds (it gets a 404 instead).
@@ -252,11 +262,61 @@ impl Default for Store {
             requests: HashMap::new(),
             accepted_keys: HashSet::new(),
             cases: HashMap::new(),
+            latest: HashMap::new(),
             id_prefix: id_prefix(),
             next_request: 0,
             next_case: 0,
         }
     }
+}
+
+impl Store {
+    /// Items reactivated by hand: a lookup finds them until a request
+    /// names them again.
+    pub fn add_preactivated(&mut self, portal: &[PortalRecord]) {
+        for p in portal {
+            self.latest
+                .insert(p.identity.clone(), Latest::Portal(p.clone()));
+        }
+    }
+
+    /// Keeps an accepted request, and makes it the latest record of each
+    /// item it names.
+    pub fn keep(&mut self, request: RequestRecord) {
+        for (index, it) in request.items.iter().enumerate() {
+            if !it.identity.is_empty() {
+                self.latest.insert(
+                    it.identity.clone(),
+                    Latest::Request {
+                        request_id: request.request_id.clone(),
+                        index,
+                    },
+                );
+            }
+        }
+        self.requests
+            .insert(request.request_id.clone(), std::sync::Arc::new(request));
+    }
+}
+
+/// Where the latest record of an item is.
+#[derive(Debug, Clone)]
+pub enum Latest {
+    /// Item `index` of request `request_id`.
+    Request { request_id: String, index: usize },
+    /// Reactivated by hand in the vendor's portal (`refleet sim --preactivated`).
+    Portal(PortalRecord),
+}
+
+/// An item reactivated by hand, outside the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortalRecord {
+    /// Serial number or license id, as the API names it.
+    pub identity: String,
+    pub is_license: bool,
+    /// Empty when the file named none.
+    pub contract_id: String,
+    pub activated_at: DateTime<Utc>,
 }
 
 /// Eight hex digits from the process's random source, e.g. `3f9a1c2b`.

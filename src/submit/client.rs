@@ -285,6 +285,13 @@ impl ApiClient {
             .await
     }
 
+    /// The vendor's latest record of up to [`api::MAX_LOOKUP`] items
+    /// (read-only, so no idempotency key).
+    pub async fn lookup(&self, body: &api::LookupRequest, stop: &Stop) -> Call<api::LookupAnswer> {
+        self.call(Method::POST, "/v1/items/lookup", None, Some(body), stop)
+            .await
+    }
+
     pub async fn open_case(
         &self,
         idempotency_key: &str,

@@ -109,7 +109,9 @@ pub enum JournalError {
 /// Journals from before the version was recorded are read as version 1 (the
 /// same tables; the version and the id are added). Raise it with any change
 /// an older refleet would misread, and add the step to [`migrate`].
-pub const SCHEMA_VERSION: u32 = 1;
+/// Version 2 adds `items.source`, set for items a vendor lookup found, and
+/// `items.last_run`, the last run whose input held the item.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// An eligible item as the journal keeps it: enough to rebuild its request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,6 +161,36 @@ pub struct Tracked {
     pub request_id: String,
 }
 
+/// A run's eligible items by who buys them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RunSplit {
+    /// Still `planned`: this run buys them.
+    pub to_buy: u64,
+    /// Sent by an earlier run of this journal.
+    pub earlier_runs: u64,
+    /// Already held by the vendor (a lookup found them).
+    pub vendor_held: u64,
+}
+
+/// Why items are looked up at the vendor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LookupPurpose {
+    /// Planned items, before any is paid.
+    BeforePaying,
+    /// Items the vendor held on their way, until they are done.
+    Track,
+}
+
+/// An item to look up at the vendor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LookupTarget {
+    pub rowid: i64,
+    pub event_key: String,
+    pub item: api::LookupItem,
+    /// Of the deactivation this journal wants reactivated.
+    pub deactivated_at: String,
+}
+
 /// An item that needs a support case.
 #[derive(Debug, Clone)]
 pub struct CaseToOpen {
@@ -178,6 +210,11 @@ pub struct ItemRecord {
     pub attempts: u32,
     pub eta: Option<String>,
     pub activated_at: Option<String>,
+    /// Where its state comes from: `this_run` (bought by this run's
+    /// request), `earlier_run` (an earlier run's request on this journal),
+    /// `vendor_record` (the vendor already held it: not bought by this
+    /// journal), or empty (never sent).
+    pub source: String,
 }
 
 pub struct Journal {
@@ -228,6 +265,11 @@ CREATE TABLE IF NOT EXISTS items (
     case_id TEXT,
     audited INTEGER NOT NULL DEFAULT 0,
     first_run INTEGER NOT NULL,
+    -- 'vendor': the vendor already held it (a lookup found it), so no
+    -- request of this journal bought it; NULL: this journal's own
+    source TEXT,
+    -- the last run whose input holds it
+    last_run INTEGER,
     updated_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS items_state ON items(state);
@@ -434,10 +476,11 @@ impl Journal {
         run_id: i64,
     ) -> Result<(), JournalError> {
         let mut stmt = self.conn.prepare_cached(
-            "INSERT OR IGNORE INTO items (event_key, item_type, serial_number, mac_address, model,
+            "INSERT INTO items (event_key, item_type, serial_number, mac_address, model,
                 license_id, bound_serial, contract_id, region, country, deactivated_at, coverage,
-                state, first_run, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                state, first_run, updated_at, last_run)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?14)
+             ON CONFLICT (event_key) DO UPDATE SET last_run = excluded.last_run",
         )?;
         stmt.execute(params![
             item.event_key,
@@ -676,6 +719,134 @@ impl Journal {
         Ok(())
     }
 
+    /// Up to `limit` items to look up at the vendor before paying, after
+    /// journal row `after` (0 to start): planned items (never sent), and
+    /// items a lookup found still on their way ([`LookupPurpose::Track`]).
+    pub fn to_look_up(
+        &self,
+        purpose: LookupPurpose,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<LookupTarget>, JournalError> {
+        let sql = match purpose {
+            LookupPurpose::BeforePaying => {
+                "SELECT rowid, event_key, item_type, serial_number, license_id, contract_id,
+                        deactivated_at
+                 FROM items WHERE state = 'planned' AND rowid > ?1 ORDER BY rowid LIMIT ?2"
+            }
+            LookupPurpose::Track => {
+                "SELECT rowid, event_key, item_type, serial_number, license_id, contract_id,
+                        deactivated_at
+                 FROM items WHERE source = 'vendor' AND state IN ('accepted', 'provisioning')
+                      AND rowid > ?1 ORDER BY rowid LIMIT ?2"
+            }
+        };
+        let rows = self
+            .conn
+            .prepare_cached(sql)?
+            .query_map(params![after, limit as i64], |r| {
+                let item_type: String = r.get(2)?;
+                let (serial, license): (Option<String>, Option<String>) = (r.get(3)?, r.get(4)?);
+                Ok(LookupTarget {
+                    rowid: r.get(0)?,
+                    event_key: r.get(1)?,
+                    item: api::LookupItem {
+                        serial_number: if item_type == "license" { None } else { serial },
+                        license_id: if item_type == "license" {
+                            license
+                        } else {
+                            None
+                        },
+                        contract_id: r.get(5)?,
+                    },
+                    deactivated_at: r.get(6)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    /// Records what the vendor holds for an item refleet did not send: its
+    /// state (pending → `accepted`), request id, confirmation and times;
+    /// `source` marks it as the vendor's, not bought by this journal. Only
+    /// an item still `planned` (before paying) or one found earlier (while
+    /// tracking) is changed; returns whether it was.
+    pub fn record_vendor(
+        &self,
+        event_key: &str,
+        record: &api::VendorRecord,
+    ) -> Result<bool, JournalError> {
+        let state = match record.state {
+            api::ItemState::Pending => ItemState::Accepted,
+            api::ItemState::Provisioning => ItemState::Provisioning,
+            api::ItemState::Active => ItemState::Active,
+            api::ItemState::Failed => ItemState::Failed,
+            api::ItemState::Rejected => ItemState::Rejected,
+        };
+        let features = record.features_verified.map(|f| features_text(&f));
+        let changed = self
+            .conn
+            .prepare_cached(
+                "UPDATE items SET state = ?1, source = 'vendor', request_id = ?2,
+                     confirmation_id = ?3, features = ?4, activated_at = ?5,
+                     eta = COALESCE(?6, eta), reason = ?7, updated_at = ?8
+                 WHERE event_key = ?9
+                   AND (state = 'planned'
+                        OR (source = 'vendor' AND state IN ('accepted', 'provisioning')))",
+            )?
+            .execute(params![
+                state.as_str(),
+                record.request_id,
+                record.confirmation_id,
+                features,
+                record.activated_at.map(fmt_time),
+                record.eta.map(|d| d.to_string()),
+                record.reason,
+                now(),
+                event_key,
+            ])?;
+        Ok(changed > 0)
+    }
+
+    /// The items of run `run_id`'s input that it will not buy: already
+    /// sent by an earlier run, or found at the vendor. By serial number
+    /// (devices) or license id (licenses), as quotes key them.
+    pub fn not_to_buy(
+        &self,
+        run_id: i64,
+    ) -> Result<std::collections::HashSet<String>, JournalError> {
+        let rows = self
+            .conn
+            .prepare(
+                "SELECT CASE WHEN item_type = 'license' THEN license_id ELSE serial_number END
+                 FROM items WHERE last_run = ?1 AND state NOT IN ('planned', 'manual_review')",
+            )?
+            .query_map([run_id], |r| r.get::<_, Option<String>>(0))?
+            .filter_map(|r| r.transpose())
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    /// Of run `run_id`'s eligible input: items to buy, items an earlier run
+    /// of this journal sent, items the vendor held.
+    pub fn run_split(&self, run_id: i64) -> Result<RunSplit, JournalError> {
+        let split = self.conn.query_row(
+            "SELECT COALESCE(SUM(state = 'planned'), 0),
+                    COALESCE(SUM(source IS NULL AND state NOT IN ('planned', 'manual_review')), 0),
+                    COALESCE(SUM(source = 'vendor'), 0)
+             FROM items WHERE last_run = ?1",
+            [run_id],
+            |r| {
+                Ok(RunSplit {
+                    to_buy: r.get::<_, i64>(0)?.try_into().unwrap_or(0),
+                    earlier_runs: r.get::<_, i64>(1)?.try_into().unwrap_or(0),
+                    vendor_held: r.get::<_, i64>(2)?.try_into().unwrap_or(0),
+                })
+            },
+        )?;
+        Ok(split)
+    }
+
     /// Accepted batches with items still pending or provisioning.
     pub fn tracked(&self) -> Result<Vec<Tracked>, JournalError> {
         let rows = self
@@ -723,19 +894,7 @@ impl Journal {
                 if !it.state.is_terminal() {
                     open += 1;
                 }
-                let features = it.features_verified.map(|f| {
-                    let mut v = Vec::new();
-                    if f.meetings {
-                        v.push("meetings");
-                    }
-                    if f.conferencing {
-                        v.push("conferencing");
-                    }
-                    if f.uc {
-                        v.push("uc");
-                    }
-                    v.join(";")
-                });
+                let features = it.features_verified.map(|f| features_text(&f));
                 upd.execute(params![
                     state.as_str(),
                     it.reason,
@@ -893,14 +1052,19 @@ impl Journal {
     }
 
     /// Looks up items by event key, for `results.csv`.
-    pub fn record(&self, event_key: &str) -> Result<Option<ItemRecord>, JournalError> {
+    pub fn record(&self, event_key: &str, run_id: i64) -> Result<Option<ItemRecord>, JournalError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT i.state, i.reason, i.request_id, i.confirmation_id, i.features, i.case_id,
-                    COALESCE(b.attempts, 0), i.eta, i.activated_at
+                    COALESCE(b.attempts, 0), i.eta, i.activated_at,
+                    CASE WHEN i.source = 'vendor' THEN 'vendor_record'
+                         WHEN b.id IS NULL THEN ''
+                         WHEN b.created_at >= (SELECT started_at FROM runs WHERE id = ?2)
+                              THEN 'this_run'
+                         ELSE 'earlier_run' END
              FROM items i LEFT JOIN batches b ON b.id = i.batch_id WHERE i.event_key = ?1",
         )?;
         Ok(stmt
-            .query_row([event_key], |r| {
+            .query_row(params![event_key, run_id], |r| {
                 Ok(ItemRecord {
                     state: r.get(0)?,
                     reason: r.get(1)?,
@@ -911,6 +1075,7 @@ impl Journal {
                     attempts: r.get::<_, i64>(6)?.try_into().unwrap_or(u32::MAX),
                     eta: r.get(7)?,
                     activated_at: r.get(8)?,
+                    source: r.get(9)?,
                 })
             })
             .optional()?)
@@ -1271,6 +1436,24 @@ fn migrate(conn: &Connection, from: u32) -> Result<(), JournalError> {
         )?;
         tx.commit()?;
     }
+    if from <= 1 {
+        // 2: items found at the vendor by a lookup are marked `source`.
+        let tx = conn.unchecked_transaction()?;
+        let has_source: bool = tx
+            .prepare("SELECT 1 FROM pragma_table_info('items') WHERE name = 'source'")?
+            .exists([])?;
+        if !has_source {
+            tx.execute_batch(
+                "ALTER TABLE items ADD COLUMN source TEXT;
+                 ALTER TABLE items ADD COLUMN last_run INTEGER;",
+            )?;
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', '2')",
+            [],
+        )?;
+        tx.commit()?;
+    }
     Ok(())
 }
 
@@ -1395,6 +1578,22 @@ fn fmt_time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
+/// The verified features as the journal and `results.csv` keep them:
+/// `meetings;conferencing;uc`, or fewer.
+fn features_text(f: &api::Features) -> String {
+    let mut v = Vec::new();
+    if f.meetings {
+        v.push("meetings");
+    }
+    if f.conferencing {
+        v.push("conferencing");
+    }
+    if f.uc {
+        v.push("uc");
+    }
+    v.join(";")
+}
+
 fn read_planned(r: &rusqlite::Row<'_>) -> rusqlite::Result<PlannedItem> {
     let item_type: String = r.get(1)?;
     let coverage: String = r.get(11)?;
@@ -1514,7 +1713,10 @@ mod tests {
         std::fs::write(at("newer.sqlite"), &bytes).unwrap();
         sql(
             &at("newer.sqlite"),
-            "UPDATE meta SET value = '2' WHERE key = 'schema_version'",
+            &format!(
+                "UPDATE meta SET value = '{}' WHERE key = 'schema_version'",
+                SCHEMA_VERSION + 1
+            ),
         );
         sql(
             &at("other.sqlite"),
@@ -1527,7 +1729,7 @@ mod tests {
             ("cut.sqlite", "is cut off"),
             (
                 "newer.sqlite",
-                "another version of refleet (journal format `2`",
+                "another version of refleet (journal format `3`",
             ),
             ("other.sqlite", "not a refleet journal"),
             ("bare.sqlite", "holds no journal"),

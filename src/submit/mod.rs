@@ -22,6 +22,7 @@
 
 pub mod client;
 pub mod journal;
+pub mod reconcile;
 pub mod retry;
 pub mod stop;
 
@@ -35,7 +36,9 @@ use tokio::task::{JoinError, JoinSet};
 
 use crate::api;
 use client::{ApiClient, Attempt, Call, CallError};
-use journal::{Batch, CaseToOpen, ItemState, Journal, JournalError, Tracked};
+use journal::{
+    Batch, CaseToOpen, ItemState, Journal, JournalError, LookupPurpose, LookupTarget, Tracked,
+};
 pub use stop::Stop;
 
 /// How the coordinator paces its work.
@@ -99,6 +102,24 @@ pub trait Vendor: Send + Sync + 'static {
         body: &api::CaseRequest,
         stop: &Stop,
     ) -> impl Future<Output = Call<api::Case>> + Send;
+    /// The vendor's latest record of up to [`api::MAX_LOOKUP`] items. A
+    /// vendor without the route answers 404, which the lookups before
+    /// paying report as [`SubmitError::NoLookup`].
+    fn lookup(
+        &self,
+        _body: &api::LookupRequest,
+        _stop: &Stop,
+    ) -> impl Future<Output = Call<api::LookupAnswer>> + Send {
+        async {
+            Call {
+                result: Err(CallError::Refused {
+                    status: 404,
+                    message: "no lookup route".into(),
+                }),
+                attempts: Vec::new(),
+            }
+        }
+    }
     /// Attempts sent so far.
     fn sent(&self) -> u64;
     /// Attempts answered 429.
@@ -128,6 +149,13 @@ impl Vendor for ApiClient {
         stop: &Stop,
     ) -> impl Future<Output = Call<api::Case>> + Send {
         ApiClient::open_case(self, idempotency_key, body, stop)
+    }
+    fn lookup(
+        &self,
+        body: &api::LookupRequest,
+        stop: &Stop,
+    ) -> impl Future<Output = Call<api::LookupAnswer>> + Send {
+        ApiClient::lookup(self, body, stop)
     }
     fn sent(&self) -> u64 {
         self.sent.load(Ordering::Relaxed)
@@ -162,18 +190,25 @@ pub enum SubmitError {
     Journal(#[from] JournalError),
     #[error("the API refused our credentials (HTTP {status}: {message}); check REFLEET_API_TOKEN or --token-file")]
     Unauthorized { status: u16, message: String },
+    #[error("the vendor API cannot look items up (HTTP {status}: {message}), so refleet cannot tell what it already holds; nothing was paid. Pass --no-reconcile to pay without asking (safe only when this journal is the only one that ever bought for these devices)")]
+    NoLookup { status: u16, message: String },
+    #[error("{0}")]
+    Aborted(String),
 }
 
 enum Work {
     Submit(Batch),
     Poll(Tracked, u32),
     Case(CaseToOpen),
+    /// Items the vendor held on their way, looked up again until done.
+    Lookup(Vec<LookupTarget>, u32),
 }
 
 enum Done {
     Submit(Batch, Call<api::ReactivationAccepted>),
     Poll(Tracked, u32, Call<api::ReactivationStatus>),
     Case(CaseToOpen, Call<api::Case>),
+    Lookup(Vec<LookupTarget>, u32, Call<api::LookupAnswer>),
 }
 
 /// A poll or a re-send that waits for its time.
@@ -213,6 +248,14 @@ pub async fn submit_and_track<V: Vendor>(
         .map(Work::Submit)
         .collect();
     now_queue.extend(journal.tracked()?.into_iter().map(|t| Work::Poll(t, 0)));
+    // Items a lookup found on their way at the vendor: followed by lookups.
+    let mut after_row = 0;
+    loop {
+        let page = journal.to_look_up(LookupPurpose::Track, after_row, api::MAX_LOOKUP)?;
+        let Some(last) = page.last() else { break };
+        after_row = last.rowid;
+        now_queue.push_back(Work::Lookup(page, 0));
+    }
     let mut cases_queued: HashSet<String> = HashSet::new();
     if settings.escalate {
         queue_cases(journal, &mut now_queue, &mut cases_queued)?;
@@ -383,6 +426,13 @@ fn spawn<V: Vendor>(tasks: &mut JoinSet<Done>, vendor: &Arc<V>, stop: &Stop, wor
                 let key = api::batch_key([format!("case|{}", c.event_key).as_str()]);
                 let call = vendor.open_case(&key, &c.request, &stop).await;
                 Done::Case(c, call)
+            }
+            Work::Lookup(targets, n) => {
+                let body = api::LookupRequest {
+                    items: targets.iter().map(|t| t.item.clone()).collect(),
+                };
+                let call = vendor.lookup(&body, &stop).await;
+                Done::Lookup(targets, n, call)
             }
         }
     });
@@ -789,6 +839,46 @@ fn record(
                 Err(CallError::Stopped) => {}
             }
         }
+        Done::Lookup(targets, polls, call) => {
+            let target = format!("{} items", targets.len());
+            log_attempts(journal, run_id, "lookup", &target, &call.attempts)?;
+            match call.result {
+                Ok(answer) => {
+                    let mut held = std::collections::BTreeMap::new();
+                    let open = reconcile::apply(
+                        journal,
+                        LookupPurpose::Track,
+                        &targets,
+                        &answer,
+                        &mut held,
+                    )?;
+                    if settings.escalate
+                        && answer.items.iter().any(|r| {
+                            r.record
+                                .as_ref()
+                                .is_some_and(|v| v.state == api::ItemState::Failed)
+                        })
+                    {
+                        queue_cases(journal, queue, cases_queued)?;
+                    }
+                    if open > 0 {
+                        later.push(Later {
+                            due: after(now, poll_delay(settings, polls)),
+                            work: Work::Lookup(targets, polls + 1),
+                        });
+                    }
+                }
+                Err(CallError::Refused { status, message }) if status == 401 || status == 403 => {
+                    return Err(SubmitError::Unauthorized { status, message });
+                }
+                // Tracked again by the next run.
+                Err(CallError::Refused { .. }) | Err(CallError::Stopped) => {}
+                Err(CallError::GaveUp { .. }) => later.push(Later {
+                    due: after(now, poll_delay(settings, polls).max(settings.cooldown)),
+                    work: Work::Lookup(targets, polls + 1),
+                }),
+            }
+        }
     }
     Ok(())
 }
@@ -962,7 +1052,7 @@ mod tests {
     fn states(j: &Journal, keys: &[&str]) -> Vec<(String, Option<String>)> {
         keys.iter()
             .map(|k| {
-                let r = j.record(k).unwrap().unwrap();
+                let r = j.record(k, 1).unwrap().unwrap();
                 (r.state, r.reason)
             })
             .collect()
@@ -1039,7 +1129,7 @@ mod tests {
         for (state, _) in states(&j, &keys) {
             assert_eq!(state, "active");
         }
-        let rec = j.record("A").unwrap().unwrap();
+        let rec = j.record("A", 1).unwrap().unwrap();
         assert_eq!(rec.request_id.as_deref(), Some("rq-1"));
     }
 

@@ -848,6 +848,7 @@ fn plan_within(
             policy: &policy,
             as_of,
             pool: &pool,
+            not_bought: None,
         };
         let mut sink = Sink {
             policy: &policy,

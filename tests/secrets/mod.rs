@@ -179,12 +179,16 @@ fn plain_http_off_loopback_is_refused_unless_allowed() {
         run(
             "http://192.0.2.1:9/api",
             out.path(),
-            &["--allow-insecure-http", "--dry-run"],
+            &["--allow-insecure-http", "--dry-run", "--no-reconcile"],
         ),
-        run_cmd("http://192.0.2.1:9/api", out.path(), &["--dry-run"])
-            .env("REFLEET_ALLOW_INSECURE_HTTP", "true")
-            .output()
-            .unwrap(),
+        run_cmd(
+            "http://192.0.2.1:9/api",
+            out.path(),
+            &["--dry-run", "--no-reconcile"],
+        )
+        .env("REFLEET_ALLOW_INSECURE_HTTP", "true")
+        .output()
+        .unwrap(),
     ] {
         assert_eq!(
             allowed.status.code(),

@@ -14,6 +14,8 @@ use refleet::policy::Policy;
 use refleet::sim::{RateLimit, Sim, SimConfig};
 use serde_json::{json, Value};
 
+mod lookup;
+
 fn policy() -> Arc<Policy> {
     Arc::new(Policy::load(None).expect("built-in policy"))
 }

@@ -1,0 +1,332 @@
+//! Before paying, ask the vendor (SPEC §6.1): every planned item is looked
+//! up (`POST /v1/items/lookup`, up to [`api::MAX_LOOKUP`] a request, under
+//! the same rate limiter and retries as every request) before its first
+//! request is formed. What the vendor already holds for this deactivation
+//! event, whoever bought it (another journal, another runner, a person in
+//! the portal), is recorded with the vendor's state, request id and
+//! confirmation, and never paid again; the rest stays `planned` and is
+//! paid as usual.
+//!
+//! A re-send of a batch recorded as `submitted` needs no lookup: it keeps
+//! its idempotency key. Items found on their way (pending, provisioning)
+//! are tracked by looking them up again ([`LookupPurpose::Track`]) until
+//! they are done.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use tokio::task::JoinSet;
+
+use super::client::{Call, CallError};
+use super::journal::{Journal, LookupPurpose, LookupTarget};
+use super::stop::Stop;
+use super::{SubmitError, SubmitSettings, Vendor};
+use crate::api::{self, ItemState, VendorRecord};
+
+/// What the lookups before paying found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Items looked up.
+    pub looked_up: u64,
+    /// Items the vendor already held for their deactivation event, by the
+    /// vendor's state: not paid again.
+    pub held: BTreeMap<&'static str, u64>,
+    /// Lookup requests sent (every attempt).
+    pub requests: u64,
+    /// Stopped (signal, time-out) before every planned item was looked up:
+    /// those are not paid by this run.
+    pub unfinished: bool,
+}
+
+impl Reconciled {
+    pub fn held_total(&self) -> u64 {
+        self.held.values().sum()
+    }
+}
+
+/// Whether the vendor's record means the item is already reactivated for
+/// the deactivation at `deactivated_at`: pending, provisioning or active,
+/// and from a request for this deactivation or a later one, or (a record
+/// with no request behind it: portal work) reactivated at or after it. A
+/// failed or rejected record, or one older than the deactivation (a new
+/// event), is not: the item is paid.
+pub fn held_for_event(record: &VendorRecord, deactivated_at: &str) -> bool {
+    if !matches!(
+        record.state,
+        ItemState::Pending | ItemState::Provisioning | ItemState::Active
+    ) {
+        return false;
+    }
+    let Some(ours) = instant(deactivated_at) else {
+        // Our own deactivation date always parses (the inventory's dates are
+        // validated); should it not, only the very same event counts.
+        return record.deactivated_at.as_deref() == Some(deactivated_at);
+    };
+    match record.deactivated_at.as_deref() {
+        Some(theirs) => instant(theirs).is_some_and(|t| t >= ours),
+        None => record.activated_at.unwrap_or(record.accepted_at) >= ours,
+    }
+}
+
+/// An ISO 8601 date (midnight UTC) or RFC 3339 date-time.
+fn instant(text: &str) -> Option<DateTime<Utc>> {
+    let text = text.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Some(t.with_timezone(&Utc));
+    }
+    if let Ok(t) = chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S") {
+        return Some(t.and_utc());
+    }
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+}
+
+/// Applies a lookup's answer to the journal; returns the items now held
+/// (by vendor state) and how many of the asked are still on their way.
+pub(super) fn apply(
+    journal: &Journal,
+    purpose: LookupPurpose,
+    targets: &[LookupTarget],
+    answer: &api::LookupAnswer,
+    held: &mut BTreeMap<&'static str, u64>,
+) -> Result<usize, SubmitError> {
+    let mut open = 0;
+    for (target, result) in targets.iter().zip(&answer.items) {
+        // Answers come in the order asked; one that names another item is
+        // the vendor's confusion, never a reason to skip paying.
+        let same = match &target.item.serial_number {
+            Some(s) => result.serial_number.as_deref() == Some(s.as_str()),
+            None => result.license_id == target.item.license_id,
+        };
+        let Some(record) = result.record.as_ref().filter(|_| same) else {
+            continue;
+        };
+        let counts = match purpose {
+            LookupPurpose::BeforePaying => held_for_event(record, &target.deactivated_at),
+            // Found before: follow the vendor's record to its end.
+            LookupPurpose::Track => true,
+        };
+        if counts && journal.record_vendor(&target.event_key, record)? {
+            if purpose == LookupPurpose::BeforePaying {
+                *held.entry(state_name(record.state)).or_default() += 1;
+            }
+            if !record.state.is_terminal() {
+                open += 1;
+            }
+        }
+    }
+    Ok(open)
+}
+
+fn state_name(s: ItemState) -> &'static str {
+    match s {
+        ItemState::Pending => "pending",
+        ItemState::Provisioning => "provisioning",
+        ItemState::Active => "active",
+        ItemState::Failed => "failed",
+        ItemState::Rejected => "rejected",
+    }
+}
+
+/// Looks up every planned item, `concurrency` requests at a time, and
+/// records what the vendor already holds. Ends early, `unfinished`, on a
+/// stop or after `settings.track_timeout`; an item not looked up stays
+/// planned and is not paid by this run.
+pub async fn reconcile<V: Vendor>(
+    journal: &Journal,
+    vendor: &Arc<V>,
+    run_id: i64,
+    settings: &SubmitSettings,
+    stop: &Stop,
+) -> Result<Reconciled, SubmitError> {
+    let started = Instant::now();
+    let deadline = started
+        .checked_add(settings.track_timeout)
+        .unwrap_or(started + Duration::from_secs(365 * 86_400));
+    let sent_before = vendor.sent();
+    let concurrency = settings.concurrency.max(1);
+    let mut report = Reconciled::default();
+    let mut after = 0i64;
+    let mut pages_left = true;
+    let mut retry: Vec<(Instant, Vec<LookupTarget>)> = Vec::new();
+    let mut tasks: JoinSet<(Vec<LookupTarget>, Call<api::LookupAnswer>)> = JoinSet::new();
+    loop {
+        if stop.reason().is_none() && Instant::now() >= deadline {
+            stop.trigger(format!(
+                "tracking time-out ({} s) reached while looking items up before paying",
+                settings.track_timeout.as_secs()
+            ));
+        }
+        if stop.reason().is_some() {
+            report.unfinished = true;
+            break;
+        }
+        while tasks.len() < concurrency {
+            let now = Instant::now();
+            let page = if let Some(i) = retry.iter().position(|(due, _)| *due <= now) {
+                retry.swap_remove(i).1
+            } else if pages_left {
+                let page =
+                    journal.to_look_up(LookupPurpose::BeforePaying, after, api::MAX_LOOKUP)?;
+                match page.last() {
+                    Some(last) => after = last.rowid,
+                    None => {
+                        pages_left = false;
+                        continue;
+                    }
+                }
+                page
+            } else {
+                break;
+            };
+            let vendor = vendor.clone();
+            let stop = stop.clone();
+            tasks.spawn(async move {
+                let body = api::LookupRequest {
+                    items: page.iter().map(|t| t.item.clone()).collect(),
+                };
+                let call = vendor.lookup(&body, &stop).await;
+                (page, call)
+            });
+        }
+        if tasks.is_empty() && retry.is_empty() && !pages_left {
+            break;
+        }
+        let next_retry = retry.iter().map(|(d, _)| *d).min();
+        let wake = next_retry
+            .unwrap_or(deadline)
+            .min(deadline)
+            .min(Instant::now() + Duration::from_millis(200));
+        let joined = tokio::select! {
+            Some(j) = tasks.join_next(), if !tasks.is_empty() => Some(j),
+            _ = tokio::time::sleep_until(wake.into()) => None,
+        };
+        let Some(joined) = joined else { continue };
+        let (page, call) =
+            joined.map_err(|e| SubmitError::Aborted(format!("a lookup task failed: {e}")))?;
+        super::log_attempts(
+            journal,
+            run_id,
+            "lookup",
+            &format!("{} items", page.len()),
+            &call.attempts,
+        )?;
+        match call.result {
+            Ok(answer) => {
+                report.looked_up += page.len() as u64;
+                journal.atomically(|| {
+                    apply(
+                        journal,
+                        LookupPurpose::BeforePaying,
+                        &page,
+                        &answer,
+                        &mut report.held,
+                    )
+                })?;
+            }
+            Err(CallError::Refused { status, message }) if status == 401 || status == 403 => {
+                return Err(SubmitError::Unauthorized { status, message });
+            }
+            Err(CallError::Refused { status, message }) => {
+                return Err(SubmitError::NoLookup { status, message });
+            }
+            Err(CallError::GaveUp { .. }) => {
+                retry.push((Instant::now() + settings.cooldown, page));
+            }
+            Err(CallError::Stopped) => {
+                report.unfinished = true;
+            }
+        }
+    }
+    // Whatever is still in flight ends with the stop.
+    while let Some(j) = tasks.join_next().await {
+        if let Ok((page, call)) = j {
+            if let Ok(answer) = call.result {
+                report.looked_up += page.len() as u64;
+                journal.atomically(|| {
+                    apply(
+                        journal,
+                        LookupPurpose::BeforePaying,
+                        &page,
+                        &answer,
+                        &mut report.held,
+                    )
+                })?;
+            }
+        }
+    }
+    report.requests = vendor.sent().saturating_sub(sent_before);
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(state: ItemState, deactivated_at: Option<&str>, activated: &str) -> VendorRecord {
+        VendorRecord {
+            state,
+            contract_id: "C-1".into(),
+            request_id: deactivated_at.map(|_| "rq-1".to_string()),
+            item_key: None,
+            deactivated_at: deactivated_at.map(str::to_string),
+            accepted_at: activated.parse().unwrap(),
+            activated_at: Some(activated.parse().unwrap()),
+            eta: None,
+            confirmation_id: Some("CNF-1".into()),
+            features_verified: None,
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn held_means_on_its_way_or_active_for_this_deactivation_or_a_later_one() {
+        let t = "2026-12-01T10:00:00Z";
+        for state in [
+            ItemState::Pending,
+            ItemState::Provisioning,
+            ItemState::Active,
+        ] {
+            assert!(held_for_event(
+                &record(state, Some("2026-10-01"), t),
+                "2026-10-01"
+            ));
+        }
+        for state in [ItemState::Failed, ItemState::Rejected] {
+            assert!(!held_for_event(
+                &record(state, Some("2026-10-01"), t),
+                "2026-10-01"
+            ));
+        }
+        // The record was for an older deactivation: this is a new event.
+        let old = record(ItemState::Active, Some("2026-10-01"), t);
+        assert!(!held_for_event(&old, "2026-11-15"));
+        assert!(!held_for_event(&old, "2026-10-01T00:00:01Z"));
+        assert!(held_for_event(&old, "2026-09-30T23:59:59Z"));
+    }
+
+    #[test]
+    fn portal_work_counts_when_done_after_the_deactivation() {
+        let by_hand = record(ItemState::Active, None, "2026-11-20T08:00:00Z");
+        assert!(held_for_event(&by_hand, "2026-11-01"));
+        assert!(held_for_event(&by_hand, "2026-11-20T08:00:00Z"));
+        assert!(!held_for_event(&by_hand, "2026-11-21"));
+    }
+
+    #[test]
+    fn dates_and_date_times_are_compared_as_instants() {
+        assert_eq!(instant("2026-10-01"), instant("2026-10-01T00:00:00Z"));
+        assert_eq!(
+            instant("2026-10-01T02:00:00+02:00"),
+            instant("2026-10-01T00:00:00Z")
+        );
+        assert!(instant("next tuesday").is_none());
+        // An unreadable date only matches the very same text.
+        let r = record(ItemState::Active, Some("sometime"), "2026-12-01T10:00:00Z");
+        assert!(!held_for_event(&r, "2026-10-01"));
+    }
+}
