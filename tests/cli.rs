@@ -14,9 +14,38 @@ mod run;
 mod secrets;
 mod sim;
 
+/// The binary, with none of the user's settings. Nor the user's state
+/// folder: without HOME and XDG_STATE_HOME a run that names no journal is
+/// refused, so no test ever reads or writes the journal of whoever runs the
+/// tests. A test that runs `refleet run` gives it a state folder of its own
+/// ([`refleet_for`]) or a `--state`.
 fn refleet() -> Command {
     let mut cmd = Command::cargo_bin("refleet").expect("binary built");
-    cmd.env_remove("REFLEET_POLICY");
+    cmd.env_remove("REFLEET_POLICY")
+        .env_remove("REFLEET_STATE")
+        .env_remove("XDG_STATE_HOME")
+        .env_remove("HOME");
+    cmd
+}
+
+/// The state folder (XDG_STATE_HOME) the tests give the runs that write
+/// their reports to `out`: inside the test's temporary folder, so that it
+/// goes with it, and the same for every run on `out`, as a run that resumes
+/// needs. (Only a test's choice: refleet itself keeps the journal out of
+/// `--out`; tests/run checks it with a state folder elsewhere.)
+fn state_home(out: &Path) -> PathBuf {
+    out.join(".state")
+}
+
+/// The default journal of those runs.
+fn journal_of(out: &Path) -> PathBuf {
+    state_home(out).join("refleet").join("journal.sqlite")
+}
+
+/// [`refleet`] for a run writing its reports to `out`, with its state folder.
+fn refleet_for(out: &Path) -> Command {
+    let mut cmd = refleet();
+    cmd.env("XDG_STATE_HOME", state_home(out));
     cmd
 }
 

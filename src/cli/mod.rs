@@ -5,6 +5,7 @@
 mod audit;
 mod config;
 mod gen;
+mod paths;
 mod policy;
 mod progress;
 mod quote;
@@ -112,7 +113,7 @@ enum Command {
     Status(status::Args),
     /// Write report.html for the last finished run of a journal.
     #[command(
-        after_help = "Examples:\n  refleet report --state refleet-out/journal.sqlite --out refleet-out/"
+        after_help = "Examples:\n  refleet report --out refleet-out/   # the last run of the default journal\n  refleet report --state /var/lib/refleet/journal.sqlite --out reports/"
     )]
     Report(report::Args),
     /// Generate a realistic inventory and matching contracts (deterministic).

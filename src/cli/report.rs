@@ -1,6 +1,7 @@
-//! `refleet report --state FILE --out DIR`: `report.html` from a journal
-//! alone, and the glue that lets `run` and `quote` write theirs with one
-//! call each (the page itself is `report::html`).
+//! `refleet report [--state FILE] --out DIR`: `report.html` from a journal
+//! alone (by default the one `refleet run` uses by default), and the glue
+//! that lets `run` and `quote` write theirs with one call each (the page
+//! itself is `report::html`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,13 +18,10 @@ use crate::validate::Reject;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The run's journal.
-    #[arg(
-        long,
-        value_name = "FILE",
-        default_value = "refleet-out/journal.sqlite"
-    )]
-    state: PathBuf,
+    /// The run's journal; default: the one `refleet run` uses by default
+    /// (refleet/journal.sqlite in the user's state folder).
+    #[arg(long, value_name = "FILE", env = "REFLEET_STATE")]
+    state: Option<PathBuf>,
     /// Directory for report.html (created if missing).
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
@@ -33,18 +31,18 @@ pub struct Args {
 const NO_PROBLEMS: &str = "The journal does not keep rejected rows: see rejects.csv in the run's output directory for the rows to fix.";
 
 pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
-    let conn =
-        Journal::open_read_only(&args.state).map_err(|e| UsageError(super::error_text(&e)))?;
+    let state = super::paths::existing_journal(args.state)?;
+    let conn = Journal::open_read_only(&state).map_err(|e| UsageError(super::error_text(&e)))?;
     let Some((run_id, finished_at, summary, quotes)) = journal::last_finished_run(&conn)? else {
         return Err(UsageError(format!(
             "journal {}: no finished run to report on yet",
-            args.state.display()
+            state.display()
         ))
         .into());
     };
     let data = ReportData::from_summary(
         Source::Journal {
-            path: args.state.display().to_string(),
+            path: state.display().to_string(),
             run_id,
             finished_at,
         },
@@ -53,13 +51,13 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
         journal::activations_by_day(&conn)?,
         Problems::NotAvailable(NO_PROBLEMS.into()),
     )
-    .with_context(|| format!("journal {}, run #{run_id}", args.state.display()))?;
+    .with_context(|| format!("journal {}, run #{run_id}", state.display()))?;
     super::create_out_dir(&args.out)?;
     html::write(&args.out, &data)?;
     if !global.quiet {
         eprintln!(
             "run #{run_id} of {}: {}",
-            args.state.display(),
+            state.display(),
             args.out.join("report.html").display()
         );
     }

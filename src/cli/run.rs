@@ -56,8 +56,11 @@ pub struct Args {
     /// Items per request (at most 500), grouped by contract and region.
     #[arg(long, default_value_t = 100, env = "REFLEET_BATCH_SIZE")]
     batch_size: usize,
-    /// The journal (SQLite); default OUT/journal.sqlite. Re-running with the
-    /// same journal resumes and never submits an item twice.
+    /// The journal (SQLite); default: refleet/journal.sqlite in the user's
+    /// state folder ($XDG_STATE_HOME, else ~/.local/state; macOS:
+    /// ~/Library/Application Support; Windows: %LOCALAPPDATA%), the same
+    /// whatever --out. Re-running with the same journal resumes and never
+    /// submits an item twice. Its audit log is written beside it.
     #[arg(long, value_name = "FILE", env = "REFLEET_STATE")]
     state: Option<PathBuf>,
     /// When the journal cannot be used (empty, damaged, or from another
@@ -148,9 +151,15 @@ impl Args {
                 Endpoint::Url(url, read_token(self.token_file.as_deref())?)
             }
         };
-        let state = self
-            .state
-            .unwrap_or_else(|| plan.out.join("journal.sqlite"));
+        let state = match self.state {
+            Some(state) => state,
+            None => {
+                let journal = super::paths::default_journal()?;
+                super::paths::journal_left_in_out(&plan.out, &journal)?;
+                super::paths::create_state_dir(&journal)?;
+                journal
+            }
+        };
         Ok(Settings {
             endpoint,
             state,
@@ -245,6 +254,8 @@ struct Summary<'a> {
     input: String,
     as_of: String,
     api: &'a str,
+    /// The journal this run used (absolute path).
+    journal: String,
     dry_run: bool,
     /// Whether failed and manual-review items get a support case: with it
     /// on, such an item is not finished until its case is open.
@@ -360,6 +371,13 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
         &settings.plan.input.display().to_string(),
         settings.plan.as_of,
     )?;
+    if !global.quiet {
+        let held = journal.counts()?.iter().map(|(_, n)| n).sum();
+        eprintln!(
+            "{}",
+            super::paths::journal_line(&settings.state, run_id, held)
+        );
+    }
 
     // Plan: every verdict to the reports, eligible and manual-review items to the journal.
     let escalate = settings.submit.escalate;
@@ -519,6 +537,10 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
         input: settings.plan.input.display().to_string(),
         as_of: settings.plan.as_of.to_string(),
         api: &api_label,
+        journal: std::path::absolute(&settings.state)
+            .unwrap_or_else(|_| settings.state.clone())
+            .display()
+            .to_string(),
         dry_run: settings.dry_run,
         escalate,
         outcome: outcome_name,

@@ -1,5 +1,6 @@
-//! `refleet status --state FILE`: where a run stands, read from its journal
-//! (safe while the run goes on: WAL lets a reader in).
+//! `refleet status [--state FILE]`: where a run stands, read from its
+//! journal (safe while the run goes on: WAL lets a reader in); by default
+//! the one `refleet run` uses by default.
 
 use std::path::PathBuf;
 
@@ -11,20 +12,17 @@ use crate::submit::journal::{self, ItemState, Journal};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The run's journal.
-    #[arg(
-        long,
-        value_name = "FILE",
-        default_value = "refleet-out/journal.sqlite",
-        env = "REFLEET_STATE"
-    )]
-    state: PathBuf,
+    /// The run's journal; default: the one `refleet run` uses by default
+    /// (refleet/journal.sqlite in the user's state folder).
+    #[arg(long, value_name = "FILE", env = "REFLEET_STATE")]
+    state: Option<PathBuf>,
 }
 
 pub(super) fn run(args: Args, _global: &Global) -> anyhow::Result<Outcome> {
+    let journal_file = super::paths::existing_journal(args.state)?;
     let conn =
-        Journal::open_read_only(&args.state).map_err(|e| UsageError(super::error_text(&e)))?;
-    let counts = journal::counts(&conn, &args.state)?;
+        Journal::open_read_only(&journal_file).map_err(|e| UsageError(super::error_text(&e)))?;
+    let counts = journal::counts(&conn, &journal_file)?;
     let n = |s: ItemState| counts.iter().find(|(st, _)| *st == s).map_or(0, |c| c.1);
     let total: u64 = counts.iter().map(|c| c.1).sum();
     let done = n(ItemState::Active)
@@ -33,12 +31,12 @@ pub(super) fn run(args: Args, _global: &Global) -> anyhow::Result<Outcome> {
         + n(ItemState::Escalated);
     let mut text = format!(
         "journal {}: {total} items, {done} done\n",
-        args.state.display()
+        journal_file.display()
     );
     for (state, count) in &counts {
         text.push_str(&format!("  {:<13} {count}\n", state.as_str()));
     }
-    text.push_str(&audit_text(&conn, &args.state));
+    text.push_str(&audit_text(&conn, &journal_file));
     let last: Option<(i64, String, Option<String>, Option<String>)> = conn
         .query_row(
             "SELECT id, started_at, finished_at, outcome FROM runs ORDER BY id DESC LIMIT 1",

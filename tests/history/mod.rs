@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use refleet::policy::Policy;
 use refleet::sim::{Sim, SimConfig};
 
-use super::{refleet, sample};
+use super::{journal_of, refleet, refleet_for, sample, state_home};
 
 const TOKEN: &str = "test-token-h15b";
 const AS_OF: &str = "2026-11-24";
@@ -49,7 +49,7 @@ fn run_args(inventory: &Path, out: &Path, sim: &Sim, extra: &[&str]) -> Vec<std:
 
 /// `refleet run` on `inventory` against `sim`; its output.
 fn run(inventory: &Path, out: &Path, sim: &Sim, extra: &[&str]) -> std::process::Output {
-    refleet()
+    refleet_for(out)
         .args(run_args(inventory, out, sim, extra))
         .args(["--rate", "400"])
         .env("REFLEET_API_TOKEN", TOKEN)
@@ -284,8 +284,8 @@ fn a_crash_between_the_log_and_the_journal_neither_loses_nor_repeats_a_record() 
     let input = head(dir.path(), 300);
     let out = dir.path().join("out");
     ok(run(&input, &out, &sim, &[]));
-    let journal = out.join("journal.sqlite");
-    let log = out.join("audit.jsonl");
+    let journal = journal_of(&out);
+    let log = journal.with_file_name("audit.jsonl");
     let text = std::fs::read_to_string(&log).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     let full = recorded(&journal);
@@ -339,8 +339,8 @@ fn a_log_cut_short_is_caught_by_verify_with_its_journal_and_refused_before_sendi
     let input = head(dir.path(), 300);
     let out = dir.path().join("out");
     ok(run(&input, &out, &sim, &[]));
-    let journal = out.join("journal.sqlite");
-    let log = out.join("audit.jsonl");
+    let journal = journal_of(&out);
+    let log = journal.with_file_name("audit.jsonl");
     let text = std::fs::read_to_string(&log).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     let cut = lines[..lines.len() - 3].join("\n") + "\n";
@@ -500,6 +500,8 @@ fn a_run_killed_mid_way_leaves_no_temporary_file_to_the_next_one() {
             &["--rate", "30", "--batch-size", "10"],
         ))
         .env("REFLEET_API_TOKEN", TOKEN)
+        .env("XDG_STATE_HOME", state_home(&out))
+        .env_remove("REFLEET_STATE")
         .env_remove("REFLEET_POLICY")
         .env_remove("REFLEET_API_URL")
         .stdout(std::process::Stdio::null())

@@ -45,6 +45,9 @@ fn refleet_within(limit: Duration, args: &[OsString]) -> Ran {
         .env_remove("REFLEET_POLICY")
         .env_remove("REFLEET_API_URL")
         .env_remove("REFLEET_STATE")
+        // No state folder of the user's: a run names its journal (--state).
+        .env_remove("XDG_STATE_HOME")
+        .env_remove("HOME")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&stderr_path).unwrap())
@@ -185,6 +188,7 @@ fn a_cancellation_window_out_of_range_rejects_its_contract_before_anything_is_bo
     let contracts = dir.path().join("contracts.csv");
     std::fs::write(&contracts, lines.join("\n") + "\n").unwrap();
     let out = dir.path().join("out");
+    let journal = dir.path().join("journal.sqlite");
     let args = os(&[
         &"run",
         &inventory,
@@ -195,6 +199,8 @@ fn a_cancellation_window_out_of_range_rejects_its_contract_before_anything_is_bo
         &"--quiet",
         &"--out",
         &out,
+        &"--state",
+        &journal,
         &"--track-timeout",
         &"60s",
     ]);
@@ -229,7 +235,7 @@ fn a_cancellation_window_out_of_range_rejects_its_contract_before_anything_is_bo
         active += usize::from(state == "active");
     }
     assert!(active > 0, "the good contracts' items are bought");
-    let audit = std::fs::read_to_string(out.join("audit.jsonl")).unwrap();
+    let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
     let windows: Vec<serde_json::Value> = audit
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -953,7 +959,8 @@ proptest! {
         let out = dir.path().join("run");
         let mut args = quote_args(&inventory, &contracts, &policy, &out);
         args[0] = "run".into();
-        args.extend(os(&[&"--track-timeout", &"3s"]));
+        let journal = dir.path().join("journal.sqlite");
+        args.extend(os(&[&"--track-timeout", &"3s", &"--state", &journal]));
         let ran = refleet_within(limit, &args);
         prop_assert!(!ran.stderr.contains("panicked"), "{}", ran.stderr);
         prop_assert!(matches!(ran.code, Some(0 | 3 | 4)), "{ran:?}");

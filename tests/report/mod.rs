@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{refleet, sample};
+use super::{refleet, refleet_for, sample};
 
 const AS_OF: &str = "2026-11-24";
 
@@ -37,7 +37,7 @@ const RUN_METRICS: [&str; 13] = [
 fn sample_run(out: &Path) -> serde_json::Value {
     // Relative paths, as a user types them: the page (and the screenshot
     // in docs/) shows the input's name.
-    let o = refleet()
+    let o = refleet_for(out)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .args(["run", "sample-data/inventory.csv"])
         .args(["--contracts", "sample-data/contracts.csv"])
@@ -257,10 +257,9 @@ fn refleet_report_makes_the_same_numbers_from_the_journal_alone() {
     let out = tempfile::tempdir().unwrap();
     let summary = sample_run(out.path());
     let again = tempfile::tempdir().unwrap();
-    let o = refleet()
-        .args(["report", "--state"])
-        .arg(out.path().join("journal.sqlite"))
-        .arg("--out")
+    // The journal the run used by default, which `report` reads by default.
+    let o = refleet_for(out.path())
+        .args(["report", "--out"])
         .arg(again.path().join("new"))
         .output()
         .unwrap();

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use refleet::policy::Policy;
 use refleet::sim::{RateLimit, Sim, SimConfig};
 
-use super::{refleet, sample};
+use super::{journal_of, refleet, refleet_for, sample, state_home};
 
 mod reconcile;
 
@@ -57,7 +57,7 @@ fn run_args_at(
 
 /// `refleet run` on `inventory` against `sim`, with extra flags.
 fn run_cmd(inventory: &Path, out: &Path, sim: &Sim, extra: &[&str]) -> assert_cmd::Command {
-    let mut cmd = refleet();
+    let mut cmd = refleet_for(out);
     cmd.args(run_args(inventory, out, sim, extra))
         .env("REFLEET_API_TOKEN", TOKEN)
         .env_remove("REFLEET_API_URL");
@@ -79,6 +79,8 @@ fn run_child_at(
     std::process::Command::new(assert_cmd::cargo::cargo_bin("refleet"))
         .args(run_args_at(inventory, out, api_url, extra))
         .env("REFLEET_API_TOKEN", TOKEN)
+        .env("XDG_STATE_HOME", state_home(out))
+        .env_remove("REFLEET_STATE")
         .env_remove("REFLEET_POLICY")
         .env_remove("REFLEET_API_URL")
         .stdout(std::process::Stdio::null())
@@ -304,7 +306,7 @@ fn a_license_before_its_device_is_planned_once_and_activated() {
 fn the_quick_start_runs_against_the_built_in_simulator() {
     let out = tempfile::tempdir().unwrap();
     let output = ran(
-        refleet()
+        refleet_for(out.path())
             .arg("run")
             .arg(sample("inventory.csv"))
             .arg("--contracts")
@@ -631,9 +633,17 @@ fn the_token_appears_in_no_log_and_no_output() {
     );
     let mut haystacks = vec![output.stdout.clone(), output.stderr.clone()];
     assert!(!output.stderr.is_empty(), "trace logging produced output");
-    for entry in std::fs::read_dir(out.path()).unwrap() {
-        haystacks.push(std::fs::read(entry.unwrap().path()).unwrap());
+    // The reports, and the journal with its audit log beside it.
+    let journal = journal_of(out.path());
+    for dir in [out.path(), journal.parent().unwrap()] {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                haystacks.push(std::fs::read(path).unwrap());
+            }
+        }
     }
+    assert!(journal.is_file());
     for h in haystacks {
         assert!(
             !h.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes()),
@@ -676,7 +686,7 @@ fn a_token_is_required_for_a_real_endpoint_and_never_a_flag() {
 fn a_second_run_on_the_same_journal_is_refused() {
     let sim = sim(SimConfig::default());
     let out = tempfile::tempdir().unwrap();
-    let journal = out.path().join("journal.sqlite");
+    let journal = journal_of(out.path());
     let held = refleet::submit::journal::Journal::open(&journal).unwrap();
     let output = ran(
         &mut run_cmd(&sample("inventory.csv"), out.path(), &sim, &[]),
@@ -825,7 +835,7 @@ fn the_audit_log_chains_every_activation_and_names_a_tampered_record() {
         &out,
         0,
     );
-    let log = out.join("audit.jsonl");
+    let log = journal_of(&out).with_file_name("audit.jsonl");
     let text = std::fs::read_to_string(&log).unwrap();
     let records: Vec<serde_json::Value> = text
         .lines()
@@ -926,7 +936,7 @@ fn formula_values_in_every_free_text_column_start_no_report_cell() {
     let out = tempfile::tempdir().unwrap();
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/formulas_everywhere.csv");
     ran(
-        refleet()
+        refleet_for(out.path())
             .arg("run")
             .arg(&fixture)
             .arg("--contracts")
@@ -961,7 +971,7 @@ fn formula_values_in_every_free_text_column_start_no_report_cell() {
 /// `configured_rate` of a dry run with this config file, environment and flags.
 fn dry_run_rate(config: Option<&str>, env: Option<&str>, flag: Option<&str>) -> f64 {
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = refleet();
+    let mut cmd = refleet_for(dir.path());
     cmd.arg("run")
         .arg(sample("inventory.csv"))
         .arg("--contracts")
@@ -1022,7 +1032,7 @@ fn completions_and_json_logs_for_schedulers() {
     }
     let dir = tempfile::tempdir().unwrap();
     let out = ran(
-        refleet()
+        refleet_for(dir.path())
             .args(["--log-format", "json", "run"])
             .arg(sample("inventory.csv"))
             .arg("--contracts")
@@ -1073,7 +1083,7 @@ fn parquet_python() -> Option<String> {
 fn parquet_reports_read_back_in_polars_pyarrow_and_duckdb() {
     let out = tempfile::tempdir().unwrap();
     ran(
-        refleet()
+        refleet_for(out.path())
             .arg("run")
             .arg(sample("inventory.csv"))
             .arg("--contracts")
@@ -1251,7 +1261,7 @@ fn sigterm_and_sighup_stop_a_run_as_ctrl_c_does() {
         });
         let out = dir.path().join(sig);
         let child = run_child(&input, &out, &sim, &["--rate", "20", "--batch-size", "5"]);
-        wait_for_accepted(&out.join("journal.sqlite"), 3);
+        wait_for_accepted(&journal_of(&out), 3);
         signal(&child, sig);
         let output = output_within(child, Duration::from_secs(60));
         assert_outcome_agrees(&out, &output);
@@ -1287,14 +1297,16 @@ fn ctrl_c_then_resume_against_the_built_in_simulator_finishes_every_row() {
         None,
         &["--rate", "30", "--batch-size", "10"],
     );
-    wait_for_accepted(&out.path().join("journal.sqlite"), 8);
+    wait_for_accepted(&journal_of(out.path()), 8);
     signal(&child, "INT");
     let output = output_within(child, Duration::from_secs(60));
     assert_outcome_agrees(out.path(), &output);
     assert_eq!(output.status.code(), Some(4));
-    assert!(out.path().join("journal.sqlite.sim.jsonl").exists());
+    assert!(journal_of(out.path())
+        .with_file_name("journal.sqlite.sim.jsonl")
+        .exists());
     let output = ran(
-        refleet().args(run_args_at(
+        refleet_for(out.path()).args(run_args_at(
             &sample("inventory.csv"),
             out.path(),
             None,
@@ -1322,16 +1334,16 @@ fn kill_9_then_a_stale_simulator_state_still_converges() {
         None,
         &["--rate", "30", "--batch-size", "10"],
     );
-    wait_for_accepted(&out.path().join("journal.sqlite"), 8);
+    wait_for_accepted(&journal_of(out.path()), 8);
     let _ = child.kill(); // SIGKILL
     let _ = child.wait();
-    let state = out.path().join("journal.sqlite.sim.jsonl");
+    let state = journal_of(out.path()).with_file_name("journal.sqlite.sim.jsonl");
     if let Ok(text) = std::fs::read_to_string(&state) {
         let lines: Vec<&str> = text.lines().collect();
         let kept = lines[..lines.len() / 2].join("\n");
         std::fs::write(&state, kept + "\n").unwrap();
     }
-    let output = refleet()
+    let output = refleet_for(out.path())
         .args(run_args_at(
             &sample("inventory.csv"),
             out.path(),
@@ -1394,4 +1406,284 @@ fn requests_a_restarted_vendor_forgot_are_sent_again_never_taken_for_done() {
     let stats = second.stats();
     assert!(stats.reactivation_requests > 0, "{stats:?}");
     assert_eq!(stats.duplicate_activations, 0, "{stats:?}");
+}
+
+/// Items in a journal.
+fn journal_items(journal: &Path) -> u64 {
+    refleet::submit::journal::Journal::open_read_only(journal)
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM items", [], |r| r.get::<_, i64>(0))
+        .unwrap()
+        .try_into()
+        .unwrap()
+}
+
+/// `POST /v1/reactivations` the simulator received, replays included.
+fn reactivation_posts(sim: &Sim) -> usize {
+    sim.request_log()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path == "/v1/reactivations")
+        .count()
+}
+
+/// `args` less `--quiet`: the run says which journal it uses.
+fn not_quiet(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    args.into_iter().filter(|a| a != "--quiet").collect()
+}
+
+/// Regression (issue 16): the journal was `OUT/journal.sqlite`, so the same
+/// export run again with a new `--out` (a folder per day) started a new
+/// ledger and bought every item again. The default journal is the user's
+/// now: a second day's run in a new folder buys nothing, and says which
+/// journal it used, with how much it held.
+#[test]
+fn a_new_out_folder_each_day_meets_the_same_journal_and_buys_nothing_twice() {
+    let sim = sim(SimConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let xdg = dir.path().join("state");
+    let journal = xdg.join("refleet").join("journal.sqlite");
+    let day1 = dir.path().join("2026-12-01");
+    let day2 = dir.path().join("2026-12-02");
+    ran(
+        run_cmd(&sample("inventory.csv"), &day1, &sim, &["--rate", "300"])
+            .env("XDG_STATE_HOME", &xdg),
+        &day1,
+        0,
+    );
+    let after1 = sim.stats();
+    assert!(after1.activations > 1000, "{after1:?}");
+    let posts = reactivation_posts(&sim);
+
+    let output = ran(
+        refleet()
+            .args(not_quiet(run_args(
+                &sample("inventory.csv"),
+                &day2,
+                &sim,
+                &["--rate", "300"],
+            )))
+            .env("REFLEET_API_TOKEN", TOKEN)
+            .env("XDG_STATE_HOME", &xdg)
+            .env_remove("REFLEET_API_URL"),
+        &day2,
+        0,
+    );
+    // Not one request to buy, not even one the vendor would replay.
+    assert_eq!(
+        reactivation_posts(&sim),
+        posts,
+        "the second day sent reactivations again"
+    );
+    let after2 = sim.stats();
+    assert_eq!(after2.activations, after1.activations);
+    assert_eq!(after2.duplicate_activations, 0);
+    let res = assert_complete(&day2, sample_rows());
+    assert_eq!(
+        res.iter().filter(|r| r["state"] == "active").count(),
+        results(&day1)
+            .iter()
+            .filter(|r| r["state"] == "active")
+            .count(),
+        "the second day reports the first day's activations"
+    );
+
+    // It says which journal, which run of it, and what it held: the items
+    // of the first run (the second planned none of its own).
+    let held = journal_items(&journal);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let first = stderr.lines().next().unwrap_or_default();
+    let prefix = format!("journal: {} (run 2; ", journal.display());
+    assert!(first.starts_with(&prefix), "{stderr}");
+    let count = first[prefix.len()..]
+        .strip_suffix(" items from earlier runs)")
+        .unwrap_or_else(|| panic!("{first}"));
+    assert_eq!(
+        count.replace(',', "").parse::<u64>().ok(),
+        Some(held),
+        "{first}"
+    );
+    assert!(held >= 1000 && count.contains(','), "{first}");
+    assert_eq!(
+        summary(&day2)["journal"].as_str(),
+        journal.to_str(),
+        "summary.json names the journal"
+    );
+    // --out is for reports only.
+    for day in [&day1, &day2] {
+        for name in ["journal.sqlite", "audit.jsonl"] {
+            assert!(!day.join(name).exists(), "{name} in {}", day.display());
+        }
+    }
+}
+
+/// The default journal is `$XDG_STATE_HOME/refleet/journal.sqlite`, its
+/// folder created (private) when missing, with the audit log and the
+/// built-in simulator's memory beside it; `status` and `report` read it by
+/// default. Without XDG_STATE_HOME it is under `$HOME/.local/state`, made
+/// on a fresh machine as the README's first command needs.
+#[test]
+fn the_default_journal_lives_in_the_state_folder_with_its_audit_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = head(dir.path(), 100);
+    let xdg = dir.path().join("xdg").join("state");
+    let out = dir.path().join("out");
+    let output = ran(
+        refleet()
+            .args(not_quiet(run_args_at(
+                &input,
+                &out,
+                None,
+                &["--rate", "300"],
+            )))
+            .env("XDG_STATE_HOME", &xdg)
+            .env_remove("REFLEET_API_URL"),
+        &out,
+        0,
+    );
+    let folder = xdg.join("refleet");
+    let journal = folder.join("journal.sqlite");
+    for name in ["journal.sqlite", "audit.jsonl", "journal.sqlite.sim.jsonl"] {
+        assert!(folder.join(name).is_file(), "{name} beside the journal");
+        assert!(!out.join(name).exists(), "{name} in --out");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&folder).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "{mode:o}");
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.starts_with(&format!(
+            "journal: {} (run 1; no items from earlier runs)\n",
+            journal.display()
+        )),
+        "{stderr}"
+    );
+    assert_eq!(summary(&out)["journal"].as_str(), journal.to_str());
+    assert!(
+        stderr.contains("audit log: ") && stderr.contains(folder.to_str().unwrap()),
+        "{stderr}"
+    );
+
+    // status and report find it without --state.
+    let status = refleet()
+        .arg("status")
+        .env("XDG_STATE_HOME", &xdg)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert_eq!(status.status.code(), Some(0), "{text}");
+    assert!(
+        text.starts_with(&format!("journal {}: ", journal.display())),
+        "{text}"
+    );
+    let report = refleet()
+        .args(["report", "--out"])
+        .arg(dir.path().join("again"))
+        .env("XDG_STATE_HOME", &xdg)
+        .output()
+        .unwrap();
+    assert_eq!(
+        report.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&report.stderr)
+    );
+    assert!(dir.path().join("again/report.html").is_file());
+
+    // No XDG_STATE_HOME: the platform's state folder under a HOME that
+    // has none yet (a fresh machine). A dry run opens the journal too.
+    #[cfg(target_os = "linux")]
+    {
+        let home = dir.path().join("home");
+        std::fs::create_dir(&home).unwrap();
+        let out = dir.path().join("out-home");
+        ran(
+            refleet()
+                .args(run_args_at(&input, &out, None, &["--dry-run"]))
+                .env("HOME", &home)
+                .env_remove("REFLEET_API_URL"),
+            &out,
+            0,
+        );
+        let journal = home.join(".local/state/refleet/journal.sqlite");
+        assert!(journal.is_file());
+        assert_eq!(summary(&out)["journal"].as_str(), journal.to_str());
+    }
+}
+
+/// With no HOME and no XDG_STATE_HOME (a bare container, a unit with no
+/// user) refleet does not guess where the ledger goes: exit 2, asking for
+/// --state, before anything is sent; `status` and `report` likewise.
+/// (Unix: Windows has its known folders whatever the environment says.)
+#[cfg(unix)]
+#[test]
+fn without_a_state_folder_a_run_is_refused_and_asks_for_state() {
+    let sim = sim(SimConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    // A relative XDG_STATE_HOME counts for nothing (XDG base directory spec).
+    for xdg in [None, Some("relative/state")] {
+        let out = dir.path().join("out");
+        let mut cmd = refleet();
+        cmd.args(run_args(&sample("inventory.csv"), &out, &sim, &[]))
+            .env("REFLEET_API_TOKEN", TOKEN)
+            .env_remove("REFLEET_API_URL")
+            .current_dir(dir.path());
+        if let Some(xdg) = xdg {
+            cmd.env("XDG_STATE_HOME", xdg);
+        }
+        let output = ran(&mut cmd, &out, 2);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("--state FILE"), "{xdg:?}: {stderr}");
+        assert_eq!(sim.stats().requests, 0, "nothing was sent");
+        assert!(!dir.path().join("relative").exists());
+    }
+    for command in [&["status"][..], &["report", "--out", "r"]] {
+        let output = refleet()
+            .args(command)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{command:?}");
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains("--state FILE"),
+            "{command:?}"
+        );
+    }
+}
+
+/// A journal an earlier refleet left in `--out` (its default then) is not
+/// silently replaced by a new default journal that would buy everything
+/// again: the run is refused, naming it and --state; with --state it goes
+/// on from it.
+#[test]
+fn a_journal_left_in_out_by_an_earlier_refleet_is_not_taken_for_new() {
+    let sim = sim(SimConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let input = head(dir.path(), 100);
+    let out = dir.path().join("out");
+    let old = out.join("journal.sqlite");
+    let state = ["--state", old.to_str().unwrap(), "--rate", "300"];
+    ran(&mut run_cmd(&input, &out, &sim, &state), &out, 0);
+    let sent = sim.stats();
+    let posts = reactivation_posts(&sim);
+
+    // (`ran` would hold it to the summary.json of the first run.)
+    let output = run_cmd(&input, &out, &sim, &["--rate", "300"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("--state {}", old.display()))
+            && stderr.contains(journal_of(&out).to_str().unwrap())
+            && stderr.contains("Nothing was sent"),
+        "{stderr}"
+    );
+    assert_eq!(sim.stats().requests, sent.requests);
+    assert!(!journal_of(&out).exists(), "no new journal was started");
+
+    ran(&mut run_cmd(&input, &out, &sim, &state), &out, 0);
+    assert_eq!(reactivation_posts(&sim), posts);
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use refleet::policy::Policy;
 use refleet::sim::{Sim, SimConfig};
 
-use super::{refleet, sample};
+use super::{journal_of, refleet, refleet_for, sample};
 
 const TOKEN: &str = "secrets-token-Hq2w";
 const AS_OF: &str = "2026-11-24";
@@ -35,7 +35,7 @@ fn run(api_url: &str, out: &Path, extra: &[&str]) -> std::process::Output {
 }
 
 fn run_cmd(api_url: &str, out: &Path, extra: &[&str]) -> assert_cmd::Command {
-    let mut cmd = refleet();
+    let mut cmd = refleet_for(out);
     cmd.args(["run"])
         .arg(sample("inventory.csv"))
         .arg("--contracts")
@@ -103,7 +103,7 @@ fn a_query_secret_in_the_api_url_is_masked_everywhere() {
         format!("{}/?code=***&tenant=***", sim.url()),
         "the label says where requests went, not the secret"
     );
-    assert!(out.path().join("journal.sqlite").exists());
+    assert!(journal_of(out.path()).exists());
     assert_nowhere(&["QVal-5ecret", "TVal-5ecret", TOKEN], &output, out.path());
 }
 
@@ -129,7 +129,7 @@ fn transport_errors_recorded_in_the_journal_do_not_carry_the_query() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(4), "{stderr}");
     assert_nowhere(&["KVal-5ecret", TOKEN], &output, out.path());
-    let journal = std::fs::read(out.path().join("journal.sqlite")).unwrap();
+    let journal = std::fs::read(journal_of(out.path())).unwrap();
     assert!(
         contains(&journal, "api_key=***"),
         "the journal recorded the transport errors, redacted"
@@ -171,7 +171,7 @@ fn plain_http_off_loopback_is_refused_unless_allowed() {
         "{stderr}"
     );
     assert!(stderr.contains("in clear") && stderr.contains("--allow-insecure-http"));
-    assert!(!out.path().join("journal.sqlite").exists(), "refused first");
+    assert!(!journal_of(out.path()).exists(), "refused first");
 
     // Allowed by the flag or its variable: it goes ahead (a dry run, so
     // nothing is sent).

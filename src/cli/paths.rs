@@ -1,0 +1,169 @@
+//! Where the journal lives when no `--state` names it: one per user, in the
+//! user's state folder, whatever `--out` says. A new `--out` each day (what
+//! people do) then meets the same journal, and nothing is sent twice; with
+//! the journal in `--out`, each new folder started a new ledger and paid
+//! for everything again. Its audit log and the built-in simulator's memory
+//! live beside it.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use super::UsageError;
+
+/// The journal's file name in the state folder (and in `--out` before).
+const JOURNAL_FILE: &str = "journal.sqlite";
+
+/// The default journal: `<state folder>/refleet/journal.sqlite`.
+pub(super) fn default_journal() -> Result<PathBuf, UsageError> {
+    state_home().map(|dir| dir.join("refleet").join(JOURNAL_FILE)).ok_or_else(|| {
+        UsageError(
+            "no state folder to keep the journal in (neither XDG_STATE_HOME nor HOME is set to an absolute path): pass --state FILE (or set REFLEET_STATE) to say where the journal lives".into(),
+        )
+    })
+}
+
+/// The user's state folder: `$XDG_STATE_HOME` when it is an absolute path
+/// (on every platform, so that it can be set for a job or a test), else the
+/// platform's own through `dirs`: `$HOME/.local/state` on Linux, and where
+/// the platform has no state folder its local data folder (macOS:
+/// `~/Library/Application Support`, Windows: `%LOCALAPPDATA%`). On Unix
+/// `HOME` must be set: without it `dirs` would fall back to the password
+/// database, and a job started with no environment (a bare container, a
+/// unit with no user) would keep its ledger wherever that points; refleet
+/// asks for `--state` instead.
+fn state_home() -> Option<PathBuf> {
+    if let Some(dir) = absolute(std::env::var_os("XDG_STATE_HOME")) {
+        return Some(dir);
+    }
+    if cfg!(unix) && absolute(std::env::var_os("HOME")).is_none() {
+        return None;
+    }
+    dirs::state_dir().or_else(dirs::data_local_dir)
+}
+
+/// The path a variable holds when it is an absolute one; the XDG base
+/// directory specification has a relative value ignored.
+fn absolute(value: Option<OsString>) -> Option<PathBuf> {
+    value.map(PathBuf::from).filter(|p| p.is_absolute())
+}
+
+/// The journal `status` and `report` read: `--state`, else the default
+/// journal, which must exist (these commands only read).
+pub(super) fn existing_journal(state: Option<PathBuf>) -> Result<PathBuf, UsageError> {
+    if let Some(state) = state {
+        return Ok(state);
+    }
+    let journal = default_journal()?;
+    if journal.exists() {
+        return Ok(journal);
+    }
+    let mut text = format!(
+        "no journal at {} (the default journal: the first `refleet run` starts it); pass --state FILE to read another",
+        journal.display()
+    );
+    // Where `status` and `report` looked before the journal moved.
+    let old = Path::new("refleet-out").join(JOURNAL_FILE);
+    if old.is_file() {
+        text.push_str(&format!(
+            ", e.g. --state {} (an earlier refleet kept it in --out)",
+            old.display()
+        ));
+    }
+    Err(UsageError(text))
+}
+
+/// Creates the folder of the default journal, private to the user (0700,
+/// as the XDG specification asks of the folders it names) when it is new.
+pub(super) fn create_state_dir(journal: &Path) -> Result<(), UsageError> {
+    let Some(dir) = journal.parent() else {
+        return Ok(());
+    };
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(|e| {
+        UsageError(format!(
+            "cannot create {} for the journal ({e}): pass --state FILE to keep it elsewhere",
+            dir.display()
+        ))
+    })
+}
+
+/// Where the journal was by default before it moved to the state folder:
+/// in `--out`. A run whose default journal is new but finds one there
+/// would send everything that journal already did: it is refused, saying
+/// how to go on with it.
+pub(super) fn journal_left_in_out(out: &Path, journal: &Path) -> Result<(), UsageError> {
+    let old = out.join(JOURNAL_FILE);
+    if journal.exists() || !old.is_file() {
+        return Ok(());
+    }
+    Err(UsageError(format!(
+        "{} is the journal of an earlier run (refleet kept it in --out then) and the default journal {} does not exist yet: starting a new one would send again every item the old one holds. Pass --state {} to go on with it (or move it to {}, its audit log and .sim.jsonl file with it). Nothing was sent",
+        old.display(),
+        journal.display(),
+        old.display(),
+        journal.display()
+    )))
+}
+
+/// `n` with its thousands grouped by commas: `1,891`.
+pub(super) fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut text = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, d) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            text.push(',');
+        }
+        text.push(d);
+    }
+    text
+}
+
+/// The line a run starts with: which journal, which run of it, and how
+/// much it already holds.
+pub(super) fn journal_line(journal: &Path, run_id: i64, earlier_items: u64) -> String {
+    let held = match earlier_items {
+        0 => "no items from earlier runs".to_string(),
+        1 => "1 item from earlier runs".to_string(),
+        n => format!("{} items from earlier runs", grouped(n)),
+    };
+    format!("journal: {} (run {run_id}; {held})", journal.display())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_are_grouped_by_thousands() {
+        for (n, text) in [
+            (0, "0"),
+            (999, "999"),
+            (1000, "1,000"),
+            (1891, "1,891"),
+            (123_456, "123,456"),
+            (1_234_567, "1,234,567"),
+        ] {
+            assert_eq!(grouped(n), text);
+        }
+        assert_eq!(
+            journal_line(Path::new("/s/refleet/journal.sqlite"), 3, 1891),
+            "journal: /s/refleet/journal.sqlite (run 3; 1,891 items from earlier runs)"
+        );
+        assert_eq!(
+            journal_line(Path::new("j.sqlite"), 1, 0),
+            "journal: j.sqlite (run 1; no items from earlier runs)"
+        );
+    }
+
+    #[test]
+    fn a_relative_variable_is_ignored() {
+        assert_eq!(absolute(Some("rel/state".into())), None);
+        assert_eq!(absolute(Some("".into())), None);
+        assert_eq!(absolute(None), None);
+        let abs = std::env::temp_dir();
+        assert_eq!(absolute(Some(abs.clone().into())), Some(abs));
+    }
+}
