@@ -67,15 +67,26 @@ fn validate(r: &LookupRequest) -> Result<(), Problem> {
         ));
     }
     for (i, it) in r.items.iter().enumerate() {
-        let named = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.trim().is_empty());
-        if named(&it.serial_number) == named(&it.license_id) {
+        let named = match (&it.serial_number, &it.license_id) {
+            (Some(s), None) => Some(("serial_number", s)),
+            (None, Some(l)) => Some(("license_id", l)),
+            _ => None,
+        };
+        let Some((field, value)) = named else {
             return Err(Problem::bad(
                 "invalid_request",
                 format!("items[{i}]: name exactly one of serial_number and license_id"),
                 Some(format!("items[{i}]")),
             ));
+        };
+        if value.is_empty() {
+            return Err(Problem::bad(
+                "invalid_request",
+                format!("items[{i}].{field}: must not be empty"),
+                Some(format!("items[{i}].{field}")),
+            ));
         }
-        if it.contract_id.trim().is_empty() {
+        if it.contract_id.is_empty() {
             return Err(Problem::bad(
                 "invalid_request",
                 format!("items[{i}].contract_id: must not be empty"),

@@ -105,7 +105,15 @@ async fn bad_lookups_are_json_400s_naming_the_field() {
         ),
         (json!({"items": [{"contract_id": "C"}]}), "items[0]"),
         (
-            json!({"items": [{"serial_number": "A", "contract_id": " "}]}),
+            json!({"items": [{"serial_number": "0", "license_id": "", "contract_id": "C"}]}),
+            "items[0]",
+        ),
+        (
+            json!({"items": [{"license_id": "", "contract_id": "C"}]}),
+            "items[0].license_id",
+        ),
+        (
+            json!({"items": [{"serial_number": "A", "contract_id": ""}]}),
             "items[0].contract_id",
         ),
         (json!({"things": []}), "things"),
