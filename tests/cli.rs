@@ -813,3 +813,25 @@ fn quote_reports_do_not_depend_on_the_thread_count() {
         );
     }
 }
+
+/// A Python with pyarrow, polars and duckdb (`REFLEET_PYTHON`, which
+/// `.ci/run` provides), or `None` with a loud skip; in CI, a failure.
+fn parquet_python() -> Option<String> {
+    let candidate = std::env::var("REFLEET_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = std::process::Command::new(&candidate)
+        .args(["-c", "import polars, pyarrow, duckdb"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        return Some(candidate);
+    }
+    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+    assert!(
+        !ci,
+        "CI needs REFLEET_PYTHON with polars, pyarrow and duckdb (.ci/run makes one)"
+    );
+    eprintln!(
+        "\n*** SKIPPED: no Python with polars, pyarrow and duckdb (set REFLEET_PYTHON) ***\n"
+    );
+    None
+}

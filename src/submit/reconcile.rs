@@ -132,6 +132,26 @@ fn state_name(s: ItemState) -> &'static str {
     }
 }
 
+/// Records one lookup's answer before paying, in one transaction.
+fn record(
+    journal: &Journal,
+    report: &mut Reconciled,
+    page: &[LookupTarget],
+    answer: &api::LookupAnswer,
+) -> Result<(), SubmitError> {
+    report.looked_up += page.len() as u64;
+    journal.atomically(|| {
+        apply(
+            journal,
+            LookupPurpose::BeforePaying,
+            page,
+            answer,
+            &mut report.held,
+        )
+    })?;
+    Ok(())
+}
+
 /// Looks up every planned item, `concurrency` requests at a time, and
 /// records what the vendor already holds. Ends early, `unfinished`, on a
 /// stop or after `settings.track_timeout`; an item not looked up stays
@@ -216,18 +236,7 @@ pub async fn reconcile<V: Vendor>(
             &call.attempts,
         )?;
         match call.result {
-            Ok(answer) => {
-                report.looked_up += page.len() as u64;
-                journal.atomically(|| {
-                    apply(
-                        journal,
-                        LookupPurpose::BeforePaying,
-                        &page,
-                        &answer,
-                        &mut report.held,
-                    )
-                })?;
-            }
+            Ok(answer) => record(journal, &mut report, &page, &answer)?,
             Err(CallError::Refused { status, message }) if status == 401 || status == 403 => {
                 return Err(SubmitError::Unauthorized { status, message });
             }
@@ -246,16 +255,7 @@ pub async fn reconcile<V: Vendor>(
     while let Some(j) = tasks.join_next().await {
         if let Ok((page, call)) = j {
             if let Ok(answer) = call.result {
-                report.looked_up += page.len() as u64;
-                journal.atomically(|| {
-                    apply(
-                        journal,
-                        LookupPurpose::BeforePaying,
-                        &page,
-                        &answer,
-                        &mut report.held,
-                    )
-                })?;
+                record(journal, &mut report, &page, &answer)?;
             }
         }
     }

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use super::{rejects, rj, validate};
+use super::{parquet_python, rejects, rj, validate};
 
 const HEADER: &str =
     "serial_number,mac_address,model,account_id,contract_id,country,deactivated_at";
@@ -136,28 +136,6 @@ fn a_record_over_the_cap_keeps_every_later_row_number() {
             assert_eq!(valid_rows(out.path()), valid, "{file}");
         }
     }
-}
-
-/// A Python with pyarrow, polars and duckdb (`REFLEET_PYTHON`, which
-/// `.ci/run` provides), or `None` with a loud skip; in CI, a failure.
-fn parquet_python() -> Option<String> {
-    let candidate = std::env::var("REFLEET_PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = std::process::Command::new(&candidate)
-        .args(["-c", "import polars, pyarrow, duckdb"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if ok {
-        return Some(candidate);
-    }
-    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
-    assert!(
-        !ci,
-        "CI needs REFLEET_PYTHON with polars, pyarrow and duckdb (.ci/run makes one)"
-    );
-    eprintln!(
-        "\n*** SKIPPED: no Python with polars, pyarrow and duckdb (set REFLEET_PYTHON) ***\n"
-    );
-    None
 }
 
 /// `valid.csv` as (header, cells) per row.

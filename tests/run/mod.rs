@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use refleet::policy::Policy;
 use refleet::sim::{RateLimit, Sim, SimConfig};
 
-use super::{journal_of, refleet, refleet_for, sample, state_home};
+use super::{journal_of, parquet_python, refleet, refleet_for, sample, state_home};
 
 mod reconcile;
 
@@ -1055,28 +1055,6 @@ fn completions_and_json_logs_for_schedulers() {
         .expect("a run finished event");
     assert_eq!(finished["fields"]["outcome"], "dry_run");
     assert_eq!(finished["fields"]["rows"], 2000);
-}
-
-/// The Python that reads Parquet (polars, pyarrow, duckdb): REFLEET_PYTHON,
-/// else `python3` if it has them. In CI a missing one fails the test.
-fn parquet_python() -> Option<String> {
-    let candidate = std::env::var("REFLEET_PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = std::process::Command::new(&candidate)
-        .args(["-c", "import polars, pyarrow, duckdb"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if ok {
-        return Some(candidate);
-    }
-    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
-    assert!(
-        !ci,
-        "CI needs REFLEET_PYTHON with polars, pyarrow and duckdb (.ci/run makes one)"
-    );
-    eprintln!(
-        "\n*** SKIPPED: no Python with polars, pyarrow and duckdb (set REFLEET_PYTHON) ***\n"
-    );
-    None
 }
 
 #[test]
