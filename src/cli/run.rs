@@ -438,8 +438,15 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
         None
     };
     let mut reconciled = None;
+    // Seconds spent on the lookups: the request count includes them, so the
+    // achieved rate counts their time too.
+    let mut lookup_seconds = 0.0;
     if let (Some(session), true) = (&session, settings.reconcile) {
+        let lookups_started = Instant::now();
         let found = session.reconcile(&journal, run_id, &settings.submit)?;
+        lookup_seconds = lookups_started.elapsed().as_secs_f64();
+        report.seconds = lookup_seconds;
+        report.requests = found.requests;
         if !global.quiet && found.looked_up > 0 {
             eprintln!(
                 "looked up {} items at the vendor ({} requests): {} already held there, not paid again",
@@ -499,6 +506,7 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
         }
         // Its request count is the client's: the lookups are in it.
         let mut rep = session.submit(&journal, run_id, &settings.submit, global)?;
+        rep.seconds += lookup_seconds;
         if rep.stopped_because.is_none() {
             rep.stopped_because = report.stopped_because.take();
         }
