@@ -60,6 +60,10 @@ pub(super) struct PlanSettings {
     pub budgets: BTreeMap<String, Decimal>,
     /// Also write the row-level reports as Parquet.
     pub parquet: bool,
+    /// Standard input, kept in a temporary file for as long as the
+    /// settings live: the inventory may be read more than once (a second
+    /// plan pass, and `run`'s quote of what it buys).
+    pub stdin_copy: Option<tempfile::TempPath>,
 }
 
 impl PlanArgs {
@@ -94,6 +98,7 @@ impl PlanArgs {
             threads: self.input.threads,
             budgets,
             parquet: self.format == super::validate::Format::Parquet,
+            stdin_copy: None,
         })
     }
 }
@@ -139,13 +144,12 @@ pub(super) fn make_plan(
 ) -> anyhow::Result<Planned> {
     // The inventory may be read twice (see `plan`): stdin is kept in a
     // temporary file.
-    let _spool;
     if settings.input == InputPath::Stdin {
         let mut tmp = tempfile::NamedTempFile::new()?;
         std::io::copy(&mut std::io::stdin().lock(), &mut tmp)?;
         let path = tmp.into_temp_path();
         settings.input = InputPath::File(path.to_path_buf());
-        _spool = path;
+        settings.stdin_copy = Some(path);
     }
     let pool = thread_pool(settings.threads)?;
     let options = ValidateOptions {

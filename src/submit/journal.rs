@@ -847,6 +847,22 @@ impl Journal {
         Ok(split)
     }
 
+    /// An item found on its way at the vendor whose vendor record then
+    /// failed, was rejected or went away: it was not reactivated, so it goes
+    /// back to `planned` (no vendor fields) to be looked up and paid.
+    pub fn release_vendor(&self, event_key: &str) -> Result<bool, JournalError> {
+        let changed = self
+            .conn
+            .prepare_cached(
+                "UPDATE items SET state = 'planned', source = NULL, request_id = NULL,
+                     confirmation_id = NULL, features = NULL, activated_at = NULL, eta = NULL,
+                     reason = NULL, updated_at = ?2
+                 WHERE event_key = ?1 AND source = 'vendor' AND state IN ('accepted', 'provisioning')",
+            )?
+            .execute(params![event_key, now()])?;
+        Ok(changed > 0)
+    }
+
     /// Accepted batches with items still pending or provisioning.
     pub fn tracked(&self) -> Result<Vec<Tracked>, JournalError> {
         let rows = self

@@ -843,7 +843,7 @@ fn record(
             let target = format!("{} items", targets.len());
             log_attempts(journal, run_id, "lookup", &target, &call.attempts)?;
             match call.result {
-                Ok(answer) => {
+                Ok(answer) if reconcile::answer_matches(&targets, &answer) => {
                     let mut held = std::collections::BTreeMap::new();
                     let open = reconcile::apply(
                         journal,
@@ -852,15 +852,6 @@ fn record(
                         &answer,
                         &mut held,
                     )?;
-                    if settings.escalate
-                        && answer.items.iter().any(|r| {
-                            r.record
-                                .as_ref()
-                                .is_some_and(|v| v.state == api::ItemState::Failed)
-                        })
-                    {
-                        queue_cases(journal, queue, cases_queued)?;
-                    }
                     if open > 0 {
                         later.push(Later {
                             due: after(now, poll_delay(settings, polls)),
@@ -873,7 +864,7 @@ fn record(
                 }
                 // Tracked again by the next run.
                 Err(CallError::Refused { .. }) | Err(CallError::Stopped) => {}
-                Err(CallError::GaveUp { .. }) => later.push(Later {
+                Ok(_) | Err(CallError::GaveUp { .. }) => later.push(Later {
                     due: after(now, poll_delay(settings, polls).max(settings.cooldown)),
                     work: Work::Lookup(targets, polls + 1),
                 }),

@@ -59,30 +59,76 @@ pub fn held_for_event(record: &VendorRecord, deactivated_at: &str) -> bool {
     ) {
         return false;
     }
-    let Some(ours) = instant(deactivated_at) else {
+    let Some(ours) = Moment::parse(deactivated_at) else {
         // Our own deactivation date always parses (the inventory's dates are
         // validated); should it not, only the very same event counts.
         return record.deactivated_at.as_deref() == Some(deactivated_at);
     };
     match record.deactivated_at.as_deref() {
-        Some(theirs) => instant(theirs).is_some_and(|t| t >= ours),
-        None => record.activated_at.unwrap_or(record.accepted_at) >= ours,
+        Some(theirs) => Moment::parse(theirs).is_some_and(|t| t.not_before(&ours)),
+        None => {
+            Moment::Instant(record.activated_at.unwrap_or(record.accepted_at)).not_before(&ours)
+        }
     }
 }
 
-/// An ISO 8601 date (midnight UTC) or RFC 3339 date-time.
-fn instant(text: &str) -> Option<DateTime<Utc>> {
-    let text = text.trim();
-    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
-        return Some(t.with_timezone(&Utc));
+/// A deactivation or activation time: a date-time, or a date alone (an
+/// export without times).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Moment {
+    Instant(DateTime<Utc>),
+    Day(NaiveDate),
+}
+
+impl Moment {
+    /// An RFC 3339 date-time (or one without an offset, taken as UTC) or
+    /// an ISO 8601 date.
+    fn parse(text: &str) -> Option<Moment> {
+        let text = text.trim();
+        if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+            return Some(Moment::Instant(t.with_timezone(&Utc)));
+        }
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S") {
+            return Some(Moment::Instant(t.and_utc()));
+        }
+        NaiveDate::parse_from_str(text, "%Y-%m-%d")
+            .ok()
+            .map(Moment::Day)
     }
-    if let Ok(t) = chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S") {
-        return Some(t.and_utc());
+
+    /// Whether `self` is at or after `other`. When either is a date alone
+    /// the two are compared by calendar day: a date carries no time, so
+    /// `2026-10-01` is the same day as `2026-10-01T14:00Z`, not before it.
+    fn not_before(&self, other: &Moment) -> bool {
+        match (self, other) {
+            (Moment::Instant(a), Moment::Instant(b)) => a >= b,
+            _ => self.day() >= other.day(),
+        }
     }
-    NaiveDate::parse_from_str(text, "%Y-%m-%d")
-        .ok()
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map(|t| t.and_utc())
+
+    fn day(&self) -> NaiveDate {
+        match self {
+            Moment::Instant(t) => t.date_naive(),
+            Moment::Day(d) => *d,
+        }
+    }
+}
+
+/// Whether `answer` is one result per target, in order, each about the
+/// item asked (serial numbers and license ids compared without case). Any
+/// other answer is not acted on: its items are asked again, and none is
+/// paid on it.
+pub(super) fn answer_matches(targets: &[LookupTarget], answer: &api::LookupAnswer) -> bool {
+    let same = |a: Option<&str>, b: Option<&str>| match (a, b) {
+        (Some(a), Some(b)) => a.trim().eq_ignore_ascii_case(b.trim()),
+        (None, None) => true,
+        _ => false,
+    };
+    answer.items.len() == targets.len()
+        && targets.iter().zip(&answer.items).all(|(t, r)| {
+            same(t.item.serial_number.as_deref(), r.serial_number.as_deref())
+                && same(t.item.license_id.as_deref(), r.license_id.as_deref())
+        })
 }
 
 /// Applies a lookup's answer to the journal; returns the items now held
@@ -95,22 +141,31 @@ pub(super) fn apply(
     held: &mut BTreeMap<&'static str, u64>,
 ) -> Result<usize, SubmitError> {
     let mut open = 0;
+    // The caller checked the answer: one result per target, in order.
     for (target, result) in targets.iter().zip(&answer.items) {
-        // Answers come in the order asked; one that names another item is
-        // the vendor's confusion, never a reason to skip paying.
-        let same = match &target.item.serial_number {
-            Some(s) => result.serial_number.as_deref() == Some(s.as_str()),
-            None => result.license_id == target.item.license_id,
+        let counts = match (purpose, result.record.as_ref()) {
+            (LookupPurpose::BeforePaying, Some(record)) => {
+                held_for_event(record, &target.deactivated_at).then_some(record)
+            }
+            (LookupPurpose::BeforePaying, None) => None,
+            // Found before and still on its way, or done: follow it.
+            (LookupPurpose::Track, Some(record))
+                if matches!(
+                    record.state,
+                    ItemState::Pending | ItemState::Provisioning | ItemState::Active
+                ) =>
+            {
+                Some(record)
+            }
+            // The vendor's request failed, was rejected, or is gone: the
+            // item was not reactivated after all, so it goes back to be paid.
+            (LookupPurpose::Track, _) => {
+                journal.release_vendor(&target.event_key)?;
+                None
+            }
         };
-        let Some(record) = result.record.as_ref().filter(|_| same) else {
-            continue;
-        };
-        let counts = match purpose {
-            LookupPurpose::BeforePaying => held_for_event(record, &target.deactivated_at),
-            // Found before: follow the vendor's record to its end.
-            LookupPurpose::Track => true,
-        };
-        if counts && journal.record_vendor(&target.event_key, record)? {
+        let Some(record) = counts else { continue };
+        if journal.record_vendor(&target.event_key, record)? {
             if purpose == LookupPurpose::BeforePaying {
                 *held.entry(state_name(record.state)).or_default() += 1;
             }
@@ -236,7 +291,17 @@ pub async fn reconcile<V: Vendor>(
             &call.attempts,
         )?;
         match call.result {
-            Ok(answer) => record(journal, &mut report, &page, &answer)?,
+            Ok(answer) if answer_matches(&page, &answer) => {
+                record(journal, &mut report, &page, &answer)?
+            }
+            Ok(answer) => {
+                tracing::warn!(
+                    asked = page.len(),
+                    answered = answer.items.len(),
+                    "the vendor's lookup answer does not match the items asked: asking again; none of them is paid on it"
+                );
+                retry.push((Instant::now() + settings.cooldown, page));
+            }
             Err(CallError::Refused { status, message }) if status == 401 || status == 403 => {
                 return Err(SubmitError::Unauthorized { status, message });
             }
@@ -254,8 +319,12 @@ pub async fn reconcile<V: Vendor>(
     // Whatever is still in flight ends with the stop.
     while let Some(j) = tasks.join_next().await {
         if let Ok((page, call)) = j {
-            if let Ok(answer) = call.result {
-                record(journal, &mut report, &page, &answer)?;
+            match call.result {
+                Ok(answer) if answer_matches(&page, &answer) => {
+                    record(journal, &mut report, &page, &answer)?
+                }
+                // Asked again by the next run.
+                _ => report.unfinished = true,
             }
         }
     }
@@ -305,7 +374,8 @@ mod tests {
         // The record was for an older deactivation: this is a new event.
         let old = record(ItemState::Active, Some("2026-10-01"), t);
         assert!(!held_for_event(&old, "2026-11-15"));
-        assert!(!held_for_event(&old, "2026-10-01T00:00:01Z"));
+        // Their date alone, our date-time the same day: the same event.
+        assert!(held_for_event(&old, "2026-10-01T00:00:01Z"));
         assert!(held_for_event(&old, "2026-09-30T23:59:59Z"));
     }
 
@@ -318,15 +388,75 @@ mod tests {
     }
 
     #[test]
-    fn dates_and_date_times_are_compared_as_instants() {
-        assert_eq!(instant("2026-10-01"), instant("2026-10-01T00:00:00Z"));
+    fn a_date_alone_is_compared_by_its_day() {
+        let day = |d: &str| Moment::parse(d).unwrap();
         assert_eq!(
-            instant("2026-10-01T02:00:00+02:00"),
-            instant("2026-10-01T00:00:00Z")
+            Moment::parse("2026-10-01T02:00:00+02:00"),
+            Moment::parse("2026-10-01T00:00:00Z")
         );
-        assert!(instant("next tuesday").is_none());
+        assert!(Moment::parse("next tuesday").is_none());
+        // Their date, our date-time on the same day: the same event.
+        assert!(day("2026-10-01").not_before(&day("2026-10-01T14:00:00Z")));
+        assert!(day("2026-10-01T00:00:01Z").not_before(&day("2026-10-01")));
+        assert!(!day("2026-09-30").not_before(&day("2026-10-01T00:00:00Z")));
+        assert!(!day("2026-10-01T13:59:59Z").not_before(&day("2026-10-01T14:00:00Z")));
+        // A vendor record of the date only is held for a date-time event that day.
+        let r = record(
+            ItemState::Active,
+            Some("2026-10-01"),
+            "2026-12-01T10:00:00Z",
+        );
+        assert!(held_for_event(&r, "2026-10-01T14:00:00Z"));
+        assert!(!held_for_event(&r, "2026-10-02"));
         // An unreadable date only matches the very same text.
         let r = record(ItemState::Active, Some("sometime"), "2026-12-01T10:00:00Z");
         assert!(!held_for_event(&r, "2026-10-01"));
+    }
+
+    fn target(serial: &str) -> LookupTarget {
+        LookupTarget {
+            rowid: 1,
+            event_key: format!("{serial}|C-1|2026-10-01"),
+            item: api::LookupItem {
+                serial_number: Some(serial.to_string()),
+                license_id: None,
+                contract_id: "C-1".into(),
+            },
+            deactivated_at: "2026-10-01".into(),
+        }
+    }
+
+    fn result(serial: &str) -> api::LookupResult {
+        api::LookupResult {
+            serial_number: Some(serial.to_string()),
+            license_id: None,
+            contract_id: "C-1".into(),
+            found: false,
+            record: None,
+        }
+    }
+
+    #[test]
+    fn only_an_answer_about_exactly_the_items_asked_is_acted_on() {
+        let asked = [target("AAAA0001"), target("AAAA0002")];
+        let answer = |items: Vec<api::LookupResult>| api::LookupAnswer { items };
+        assert!(answer_matches(
+            &asked,
+            &answer(vec![result("AAAA0001"), result("aaaa0002")])
+        ));
+        // One short, one too many, another item, the wrong order.
+        assert!(!answer_matches(&asked, &answer(vec![result("AAAA0001")])));
+        assert!(!answer_matches(
+            &asked,
+            &answer(vec![result("AAAA0001"), result("AAAA0002"), result("X")])
+        ));
+        assert!(!answer_matches(
+            &asked,
+            &answer(vec![result("AAAA0001"), result("BBBB0002")])
+        ));
+        assert!(!answer_matches(
+            &asked,
+            &answer(vec![result("AAAA0002"), result("AAAA0001")])
+        ));
     }
 }
