@@ -294,3 +294,33 @@ fn sigkill_during_the_lookups_then_a_resume_never_pays_twice() {
     assert_eq!(sim.stats().activations, bought);
     assert_eq!(sim.stats().duplicate_activations, 0);
 }
+
+#[test]
+fn an_inventory_on_stdin_is_quoted_again_without_what_is_not_bought() {
+    let sim = sim(SimConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let input = head(dir.path(), 40);
+    let state = dir.path().join("j.sqlite").to_string_lossy().into_owned();
+    let first = dir.path().join("first");
+    ran(
+        &mut run_cmd(&input, &first, &sim, &["--state", &state]),
+        &first,
+        0,
+    );
+    let bought = sim.stats().activations;
+    assert!(bought > 0);
+    // The same export piped in: read again for the quote of what it buys.
+    let second = dir.path().join("second");
+    let mut cmd = run_cmd(Path::new("-"), &second, &sim, &["--state", &state]);
+    cmd.write_stdin(std::fs::read(&input).unwrap());
+    ran(&mut cmd, &second, 0);
+    let s = summary(&second);
+    assert_eq!(s["items"]["to_buy"], 0);
+    assert_eq!(s["items"]["earlier_runs"].as_u64(), Some(bought));
+    assert!(
+        s["quotes"].as_object().unwrap().is_empty(),
+        "{}",
+        s["quotes"]
+    );
+    assert_eq!(sim.stats().activations, bought);
+}
