@@ -13,7 +13,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VENV="${REFLEET_CONFORMANCE_VENV:-target/conformance-venv}"
-if [ ! -x "$VENV/bin/schemathesis" ] || [ ! -x "$VENV/bin/openapi-spec-validator" ]; then
+# A venv that no longer runs (moved or copied: its scripts name the old
+# interpreter path) is made afresh.
+if ! "$VENV/bin/schemathesis" --version >/dev/null 2>&1 \
+  || ! "$VENV/bin/openapi-spec-validator" --help >/dev/null 2>&1; then
+  rm -rf "$VENV"
   echo "== installing schemathesis and openapi-spec-validator into $VENV"
   if [ ! -x "$VENV/bin/pip" ] && ! { command -v python3 >/dev/null && python3 -m venv "$VENV"; }; then
     # A fresh Debian/Ubuntu lacks venv (ensurepip) or Python itself.
