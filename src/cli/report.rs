@@ -158,6 +158,7 @@ pub(super) fn write_plan_report(
         quotes: plan.quotes.iter().map(QuoteRow::from).collect(),
         over_budget: planned.over_budget.clone(),
         requests: None,
+        not_bought: None,
         activations: None,
         problems: planned.problems.clone(),
     };

@@ -169,6 +169,10 @@ pub struct ReportData {
     pub quotes: Vec<QuoteRow>,
     pub over_budget: Vec<String>,
     pub requests: Option<RequestStats>,
+    /// Eligible items the run did not buy (earlier runs of its journal
+    /// bought them, or the vendor held them), and by currency what they
+    /// would have cost in its quotes; `None` for a plan.
+    pub not_bought: Option<NotBought>,
     /// Activations per day, oldest first; `None` for a plan.
     pub activations: Option<Vec<(String, u64)>>,
     pub problems: Problems,
@@ -208,6 +212,27 @@ struct SummaryIn {
     #[serde(default)]
     over_budget: Vec<String>,
     requests: Option<RequestStats>,
+    items: Option<ItemsIn>,
+    #[serde(default)]
+    not_bought_again: BTreeMap<String, String>,
+}
+
+/// `summary.json` `items`: a run's eligible items by who buys them.
+#[derive(Deserialize)]
+struct ItemsIn {
+    #[serde(default)]
+    earlier_runs: u64,
+    #[serde(default)]
+    vendor_held: u64,
+}
+
+/// Eligible items a run did not buy, and what they would have cost.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NotBought {
+    pub earlier_runs: u64,
+    pub vendor_held: u64,
+    /// By currency, as `summary.json` `not_bought_again` gives it.
+    pub saved: BTreeMap<String, String>,
 }
 
 impl ReportData {
@@ -242,6 +267,11 @@ impl ReportData {
             quotes,
             over_budget: s.over_budget,
             requests: s.requests,
+            not_bought: s.items.map(|i| NotBought {
+                earlier_runs: i.earlier_runs,
+                vendor_held: i.vendor_held,
+                saved: s.not_bought_again,
+            }),
             activations: Some(activations),
             problems,
         })
@@ -625,6 +655,33 @@ fn headline(h: &mut String, d: &ReportData) {
             "info",
         );
     }
+    if let Some(nb) = d
+        .not_bought
+        .as_ref()
+        .filter(|n| n.earlier_runs + n.vendor_held > 0)
+    {
+        let saved: Vec<String> = nb
+            .saved
+            .iter()
+            .map(|(cur, amount)| format!("{} {}", esc(amount), esc(cur)))
+            .collect();
+        card(
+            h,
+            "Not bought again",
+            &fmt_int(nb.earlier_runs + nb.vendor_held),
+            &format!(
+                "{} by earlier runs · {} held by the vendor{}",
+                fmt_int(nb.earlier_runs),
+                fmt_int(nb.vendor_held),
+                if saved.is_empty() {
+                    String::new()
+                } else {
+                    format!(" · {} not spent again", saved.join(", "))
+                }
+            ),
+            "info",
+        );
+    }
     if let Some(r) = &d.requests {
         card(
             h,
@@ -958,6 +1015,11 @@ mod tests {
                 configured_rate: 20.0,
                 achieved_rate: 19.656,
             }),
+            not_bought: Some(NotBought {
+                earlier_runs: 3,
+                vendor_held: 2,
+                saved: [("USD".to_string(), hostile.to_string())].into(),
+            }),
             activations: Some(vec![("2026-11-30".into(), 178), (hostile.into(), 100)]),
             problems: Problems::Rejects {
                 by_code: vec![(hostile.into(), 1)],
@@ -1141,6 +1203,7 @@ mod tests {
             quotes: vec![],
             over_budget: vec![],
             requests: None,
+            not_bought: None,
             activations: Some(vec![]),
             problems: Problems::Rejects {
                 by_code: vec![],

@@ -148,6 +148,15 @@ fn a_second_journal_pays_for_nothing_the_vendor_already_holds() {
     let quotes = std::fs::read_to_string(out2.join("quotes.csv")).unwrap();
     assert_eq!(quotes.lines().count(), 1, "only the header: {quotes}");
     assert!(stderr.contains("nothing new to submit"), "{stderr}");
+    let html = std::fs::read_to_string(out2.join("report.html")).unwrap();
+    assert!(html.contains("Not bought again"), "the report says it");
+    let thousands = format!("{},{:03}", bought / 1000, bought % 1000);
+    assert!(
+        html.contains(&format!(
+            "0 by earlier runs · {thousands} held by the vendor"
+        )),
+        "{thousands}"
+    );
 }
 
 #[test]
