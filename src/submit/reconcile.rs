@@ -219,9 +219,7 @@ pub async fn reconcile<V: Vendor>(
     stop: &Stop,
 ) -> Result<Reconciled, SubmitError> {
     let started = Instant::now();
-    let deadline = started
-        .checked_add(settings.track_timeout)
-        .unwrap_or(started + Duration::from_secs(365 * 86_400));
+    let deadline = super::after(started, settings.track_timeout);
     let sent_before = vendor.sent();
     let concurrency = settings.concurrency.max(1);
     let mut report = Reconciled::default();

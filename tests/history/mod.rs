@@ -5,27 +5,18 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use refleet::policy::Policy;
 use refleet::sim::{Sim, SimConfig};
 
+use super::run::TOKEN;
 use super::{journal_of, refleet, refleet_for, sample, state_home};
 
-const TOKEN: &str = "test-token-h15b";
 const AS_OF: &str = "2026-11-24";
 
+/// A simulator on loopback that takes the tests' token.
 fn sim() -> Sim {
-    let policy = Arc::new(Policy::load(None).expect("built-in policy"));
-    Sim::start_in_background(
-        SimConfig {
-            token: Some(TOKEN.into()),
-            ..SimConfig::default()
-        },
-        policy,
-    )
-    .expect("simulator starts on loopback")
+    super::run::sim(SimConfig::default())
 }
 
 fn run_args(inventory: &Path, out: &Path, sim: &Sim, extra: &[&str]) -> Vec<std::ffi::OsString> {

@@ -13,10 +13,10 @@ use super::{journal_of, parquet_python, refleet, refleet_for, sample, state_home
 
 mod reconcile;
 
-const TOKEN: &str = "test-token-Zq81xv";
+pub(crate) const TOKEN: &str = "test-token-Zq81xv";
 const AS_OF: &str = "2026-11-24";
 
-fn sim(config: SimConfig) -> Sim {
+pub(crate) fn sim(config: SimConfig) -> Sim {
     let policy = Arc::new(Policy::load(None).expect("built-in policy"));
     Sim::start_in_background(
         SimConfig {

@@ -6,26 +6,17 @@
 //! what happened, once.
 
 use std::path::Path;
-use std::sync::Arc;
 
-use refleet::policy::Policy;
 use refleet::sim::{Sim, SimConfig};
 
+use super::run::TOKEN;
 use super::{journal_of, refleet, refleet_for, sample};
 
-const TOKEN: &str = "secrets-token-Hq2w";
 const AS_OF: &str = "2026-11-24";
 
+/// A simulator on loopback that takes the tests' token.
 fn sim() -> Sim {
-    let policy = Arc::new(Policy::load(None).expect("built-in policy"));
-    Sim::start_in_background(
-        SimConfig {
-            token: Some(TOKEN.into()),
-            ..SimConfig::default()
-        },
-        policy,
-    )
-    .expect("simulator starts on loopback")
+    super::run::sim(SimConfig::default())
 }
 
 /// `refleet run` on the sample data into `out` against `api_url`, with
