@@ -17,15 +17,17 @@ use crate::contracts::Contracts;
 use crate::domain::{Coverage, Item, ItemKind};
 use crate::quote::CurrencyTotal;
 use crate::report::{
-    audit, write_results, AtomicFile, AuditLog, PlannedKind, ResultCounts, RowSpool,
+    audit, trail::AuditWriter, write_results, AtomicFile, PlannedKind, ResultCounts, RowSpool,
 };
 use crate::sim::{Sim, SimConfig};
 use crate::submit::client::{redact_url, ApiClient, ClientConfig, Token};
 use crate::submit::journal::RunSplit;
-use crate::submit::journal::{AuditedOrder, ItemState, Journal, JournalError, PlannedItem};
+use crate::submit::journal::{ItemState, Journal, JournalError, PlannedItem};
 use crate::submit::reconcile::{reconcile, Reconciled};
 use crate::submit::retry::RetryPolicy;
-use crate::submit::{submit_and_track, Stop, SubmitError, SubmitReport, SubmitSettings};
+use crate::submit::{
+    submit_and_track, AfterRound, Stop, SubmitError, SubmitReport, SubmitSettings,
+};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -324,8 +326,15 @@ struct Requests {
 
 #[derive(Serialize)]
 struct Timings {
+    /// Validate, decide, quote, write the plan into the journal, and the
+    /// vendor lookups (which are also in `lookup_seconds`).
     plan_seconds: f64,
+    lookup_seconds: f64,
+    /// Submission and tracking, lookups included (the requests' window).
     submit_seconds: f64,
+    audit_seconds: f64,
+    /// `results.csv` (and the Parquet copies).
+    results_seconds: f64,
     total_seconds: f64,
 }
 
@@ -367,6 +376,15 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
             settings.state.display()
         ))
     })?;
+    let mut audit_writer = AuditWriter::new(
+        &audit_dir,
+        &settings.state,
+        contracts
+            .by_id
+            .iter()
+            .map(|(id, c)| (id.to_string(), c.cancellation_days))
+            .collect(),
+    );
     let run_id = journal.begin_run(
         &settings.plan.input.display().to_string(),
         settings.plan.as_of,
@@ -505,7 +523,13 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
             );
         }
         // Its request count is the client's: the lookups are in it.
-        let mut rep = session.submit(&journal, run_id, &settings.submit, global)?;
+        let mut rep = session.submit(
+            &journal,
+            run_id,
+            &settings.submit,
+            global,
+            &mut audit_writer,
+        )?;
         rep.seconds += lookup_seconds;
         if rep.stopped_because.is_none() {
             rep.stopped_because = report.stopped_because.take();
@@ -515,11 +539,22 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
     drop(session);
     let not_bought_again = savings(&quoted_before, &planned.totals);
 
-    let audited = write_audit(&journal, &audit_dir, &settings.state, &contracts)?;
-    let counts = write_results(&out, &spool, &mut |key| Ok(journal.record(key, run_id)?))?;
+    // What the run settled and the audit log does not have yet (most of it
+    // was written as the run went).
+    let audit_started = Instant::now();
+    audit_writer.catch_up(&journal)?;
+    let audit_seconds = audit_started.elapsed().as_secs_f64();
+    let audited = audit_writer
+        .path()
+        .map(|p| (audit_writer.appended(), p.to_path_buf()));
+    let results_started = Instant::now();
+    let mut records = journal.records(run_id)?;
+    let counts = write_results(&out, &spool, &mut |key| Ok(records.get(key)?))?;
+    drop(records);
     if settings.plan.parquet {
         crate::report::parquet::write_copies(&out, &["rejects", "eligibility", "results"])?;
     }
+    let results_seconds = results_started.elapsed().as_secs_f64();
     drop(spool);
     let unfinished = unfinished_items(&journal.counts()?, escalate);
     let ending = ending(
@@ -591,7 +626,10 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
         },
         timings: Timings {
             plan_seconds,
+            lookup_seconds,
             submit_seconds: report.seconds,
+            audit_seconds,
+            results_seconds,
             total_seconds: started.elapsed().as_secs_f64(),
         },
     };
@@ -757,8 +795,13 @@ impl VendorSession {
         policy: Arc<crate::policy::Policy>,
         global: &Global,
     ) -> anyhow::Result<VendorSession> {
+        // The cores the run was given (`--threads`, 0 = one per core).
+        let cores = match settings.plan.threads {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            .worker_threads(cores)
             .enable_all()
             .build()
             .context("cannot start the async runtime")?;
@@ -834,6 +877,7 @@ impl VendorSession {
         run_id: i64,
         settings: &SubmitSettings,
         global: &Global,
+        after_round: &mut dyn AfterRound,
     ) -> anyhow::Result<SubmitReport> {
         self.runtime.block_on(async {
             let total = journal.counts()?.iter().map(|(_, n)| *n).sum();
@@ -845,6 +889,7 @@ impl VendorSession {
                 settings,
                 &self.stop,
                 bar.as_ref(),
+                after_round,
             )
             .await
             .map_err(submit_error)
@@ -902,131 +947,6 @@ fn stop_on_signals(stop: &Stop) -> anyhow::Result<()> {
         });
     }
     Ok(())
-}
-
-/// Appends the run's new activations, orders (cancellation windows) and
-/// cases to the journal's hash-chained audit log in `dir` (see
-/// `report::audit`); returns how many, and the log's path. Records a crash
-/// left in the log after what the journal recorded are adopted: their items
-/// are marked, not written again.
-fn write_audit(
-    journal: &Journal,
-    dir: &std::path::Path,
-    state: &std::path::Path,
-    contracts: &Contracts,
-) -> anyhow::Result<Option<(u64, PathBuf)>> {
-    use serde_json::{json, Map, Value};
-    let mut orders = journal.unaudited_orders()?;
-    let mut items = journal.unaudited_items()?;
-    if orders.is_empty() && items.is_empty() {
-        return Ok(None);
-    }
-    let recorded_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let obj = |v: Value| -> Map<String, Value> {
-        match v {
-            Value::Object(m) => m,
-            _ => Map::new(),
-        }
-    };
-    let header = obj(json!({
-        "recorded_at": recorded_at,
-        "journal": state.display().to_string(),
-        "refleet_version": env!("CARGO_PKG_VERSION"),
-    }));
-    let audit::Opened { mut log, adopted } = AuditLog::open(dir, &journal.audit_state()?, header)?;
-    let (mut done_items, mut done_orders) = already_logged(&adopted);
-    if !adopted.is_empty() {
-        tracing::warn!(
-            records = adopted.len(),
-            log = %log.path().display(),
-            "the audit log holds records the journal had not recorded (a crash between the two): kept, not written again"
-        );
-        let adopted_items: std::collections::HashSet<&str> =
-            done_items.iter().map(String::as_str).collect();
-        items.retain(|i| !adopted_items.contains(i.event_key.as_str()));
-        orders.retain(|o| {
-            !done_orders.iter().any(|d| match d {
-                AuditedOrder::IdempotencyKey(k) => *k == o.idempotency_key,
-                AuditedOrder::RequestId(id) => *id == o.request_id,
-                AuditedOrder::Batch(b) => *b == o.batch_id,
-            })
-        });
-    }
-    for o in &orders {
-        let days = contracts
-            .by_id
-            .get(o.contract_id.as_str())
-            .map(|c| c.cancellation_days);
-        let until = days.and_then(|d| {
-            chrono::DateTime::parse_from_rfc3339(&o.accepted_at)
-                .ok()
-                .and_then(|t| t.date_naive().checked_add_days(chrono::Days::new(d.into())))
-                .map(|d| d.to_string())
-        });
-        log.append(obj(json!({
-            "kind": "cancellation_window",
-            "recorded_at": recorded_at,
-            "request_id": o.request_id,
-            "idempotency_key": o.idempotency_key,
-            "contract_id": o.contract_id,
-            "region": o.region,
-            "quote_id": o.quote_id,
-            "ordered_at": o.accepted_at,
-            "items": o.items,
-            "cancellation_days": days,
-            "cancellable_until": until,
-        })))?;
-    }
-    for i in &items {
-        let kind = if i.state == "active" {
-            "activation"
-        } else {
-            "case"
-        };
-        log.append(obj(json!({
-            "kind": kind,
-            "recorded_at": recorded_at,
-            "event_key": i.event_key,
-            "item_type": i.item_type,
-            "serial_number": i.serial_number,
-            "license_id": i.license_id,
-            "contract_id": i.contract_id,
-            "region": i.region,
-            "quote_id": i.quote_id,
-            "request_id": i.request_id,
-            "confirmation_id": i.confirmation_id,
-            "features_verified": i.features,
-            "activated_at": i.activated_at,
-            "case_id": i.case_id,
-            "reason": i.reason,
-        })))?;
-    }
-    let chain = log.sync()?;
-    let appended = (orders.len() + items.len()) as u64;
-    done_items.extend(items.into_iter().map(|i| i.event_key));
-    done_orders.extend(orders.iter().map(|o| AuditedOrder::Batch(o.batch_id)));
-    journal.mark_audited(&done_items, &done_orders, log.file_name(), &chain)?;
-    Ok(Some((appended, log.path().to_path_buf())))
-}
-
-/// The items and orders of records adopted from the log.
-fn already_logged(
-    records: &[serde_json::Map<String, serde_json::Value>],
-) -> (Vec<String>, Vec<AuditedOrder>) {
-    let (mut items, mut orders) = (Vec::new(), Vec::new());
-    for r in records {
-        let text = |k: &str| r.get(k).and_then(|v| v.as_str()).map(str::to_string);
-        match text("kind").as_deref() {
-            Some("cancellation_window") => match (text("idempotency_key"), text("request_id")) {
-                (Some(key), _) => orders.push(AuditedOrder::IdempotencyKey(key)),
-                (None, Some(id)) => orders.push(AuditedOrder::RequestId(id)),
-                (None, None) => {}
-            },
-            Some("activation" | "case") => items.extend(text("event_key")),
-            _ => {}
-        }
-    }
-    (items, orders)
 }
 
 /// What the journal needs to rebuild an item's request.

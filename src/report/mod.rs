@@ -9,6 +9,7 @@ pub mod html;
 pub mod parquet;
 mod plan;
 mod results;
+pub mod trail;
 mod valid;
 
 use std::borrow::Cow;

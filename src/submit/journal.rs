@@ -154,6 +154,14 @@ pub struct Batch {
     pub request: api::ReactivationRequest,
 }
 
+/// An item of a batch: its key, its place in the batch, its state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchItem {
+    pub event_key: String,
+    pub pos: i64,
+    pub state: ItemState,
+}
+
 /// An accepted batch whose items are still on their way.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tracked {
@@ -274,6 +282,11 @@ CREATE TABLE IF NOT EXISTS items (
 );
 CREATE INDEX IF NOT EXISTS items_state ON items(state);
 CREATE INDEX IF NOT EXISTS items_batch ON items(batch_id, batch_pos);
+-- planned items by group, for forming batches; it empties as they are sent
+CREATE INDEX IF NOT EXISTS items_planned ON items(contract_id, region) WHERE state = 'planned';
+-- settled items the audit log does not have yet; it empties as they are written
+CREATE INDEX IF NOT EXISTS items_unaudited ON items(batch_id)
+    WHERE audited = 0 AND state IN ('active', 'escalated');
 CREATE TABLE IF NOT EXISTS batches (
     id INTEGER PRIMARY KEY,
     idem_key TEXT NOT NULL UNIQUE,
@@ -566,28 +579,35 @@ impl Journal {
     /// that group follow it. The batch is committed as `submitted` before
     /// it is returned, so it is on disk before its request can leave.
     pub fn next_batch(&self, max: usize) -> Result<Option<Batch>, JournalError> {
+        // Both through indexes: the first planned item by `items_state`
+        // (ordered by rowid within a state), its group's planned items by
+        // the partial index `items_planned`, so forming a batch costs the
+        // same at the end of a million items as at the start.
         let first: Option<(String, String)> = self
             .conn
-            .query_row(
-                "SELECT contract_id, region FROM items WHERE state = 'planned' ORDER BY rowid LIMIT 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            .prepare_cached(
+                "SELECT contract_id, region FROM items INDEXED BY items_state
+                 WHERE state = 'planned' ORDER BY rowid LIMIT 1",
+            )?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
         let Some((contract_id, region)) = first else {
             return Ok(None);
         };
-        let planned: Vec<PlannedItem> = self
+        let planned: Vec<(i64, PlannedItem)> = self
             .conn
             .prepare_cached(
                 "SELECT event_key, item_type, serial_number, mac_address, model, license_id,
-                        bound_serial, contract_id, region, country, deactivated_at, coverage
-                 FROM items WHERE state = 'planned' AND contract_id = ?1 AND region = ?2
+                        bound_serial, contract_id, region, country, deactivated_at, coverage, rowid
+                 FROM items INDEXED BY items_planned
+                 WHERE state = 'planned' AND contract_id = ?1 AND region = ?2
                  ORDER BY rowid LIMIT ?3",
             )?
-            .query_map(params![contract_id, region, max as i64], read_planned)?
+            .query_map(params![contract_id, region, max as i64], |r| {
+                Ok((r.get(12)?, read_planned(r)?))
+            })?
             .collect::<Result<_, _>>()?;
-        let Some(head) = planned.first() else {
+        let Some((_, head)) = planned.first() else {
             return Ok(None);
         };
         let coverage = head.coverage;
@@ -597,27 +617,25 @@ impl Journal {
             .query_row(params![contract_id, region], |r| r.get(0))
             .optional()?
             .unwrap_or_default();
-        let key = api::batch_key(planned.iter().map(|p| p.event_key.as_str()));
+        let key = api::batch_key(planned.iter().map(|(_, p)| p.event_key.as_str()));
         let tx = &self.conn;
         let id = self.atomically(|| -> Result<_, JournalError> {
-        let at = now();
-        tx.execute(
-            "INSERT INTO batches (idem_key, contract_id, region, quote_id, coverage, state, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'submitted', ?6, ?6)",
-            params![key, contract_id, region, quote_id, coverage_str(coverage), at],
-        )?;
-        let id = tx.last_insert_rowid();
-        {
+            let at = now();
+            tx.prepare_cached(
+                "INSERT INTO batches (idem_key, contract_id, region, quote_id, coverage, state, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'submitted', ?6, ?6)",
+            )?
+            .execute(params![key, contract_id, region, quote_id, coverage_str(coverage), at])?;
+            let id = tx.last_insert_rowid();
             let mut upd = tx.prepare_cached(
                 "UPDATE items SET state = 'submitted', batch_id = ?1, batch_pos = ?2, updated_at = ?3,
                      quote_id = ?5
-                 WHERE event_key = ?4",
+                 WHERE rowid = ?4",
             )?;
-            for (pos, p) in planned.iter().enumerate() {
-                upd.execute(params![id, pos as i64, at, p.event_key, quote_id])?;
+            for (pos, (rowid, _)) in planned.iter().enumerate() {
+                upd.execute(params![id, pos as i64, at, rowid, quote_id])?;
             }
-        }
-        Ok(id)
+            Ok(id)
         })?;
         Ok(Some(Batch {
             id,
@@ -627,38 +645,49 @@ impl Journal {
                 region,
                 quote_id,
                 coverage,
-                items: planned.iter().map(|p| p.to_request_item()).collect(),
+                items: planned.iter().map(|(_, p)| p.to_request_item()).collect(),
             },
         }))
     }
 
-    /// The server accepted the batch: its request id and each item's first word.
+    /// The server accepted the batch: its request id and each item's first
+    /// word. Items are found by their place in the batch (the answer's keys
+    /// were checked against the batch before).
     pub fn batch_accepted(
         &self,
-        batch_id: i64,
+        batch: &Batch,
         attempts: u32,
         answer: &api::ReactivationAccepted,
     ) -> Result<(), JournalError> {
+        let pos: std::collections::HashMap<&str, i64> = batch
+            .request
+            .items
+            .iter()
+            .enumerate()
+            .map(|(i, it)| (it.item_key.as_str(), i as i64))
+            .collect();
         let tx = &self.conn;
         self.atomically(|| -> Result<_, JournalError> {
-        let at = now();
-        // A re-sent batch answered under a new request id is a new order
-        // for the audit log.
-        tx.execute(
-            "UPDATE batches SET state = 'accepted', request_id = ?2, attempts = attempts + ?3,
-                 last_error = NULL, updated_at = ?4,
-                 audited = CASE WHEN request_id IS ?2 THEN audited ELSE 0 END
-             WHERE id = ?1",
-            params![batch_id, answer.request_id, attempts, at],
-        )?;
-        {
+            let at = now();
+            // A re-sent batch answered under a new request id is a new order
+            // for the audit log.
+            tx.prepare_cached(
+                "UPDATE batches SET state = 'accepted', request_id = ?2, attempts = attempts + ?3,
+                     last_error = NULL, updated_at = ?4,
+                     audited = CASE WHEN request_id IS ?2 THEN audited ELSE 0 END
+                 WHERE id = ?1",
+            )?
+            .execute(params![batch.id, answer.request_id, attempts, at])?;
             // Only items waiting for this answer: those of a re-sent batch
             // that the vendor had already settled keep their state.
             let mut upd = tx.prepare_cached(
                 "UPDATE items SET state = ?1, reason = ?2, eta = ?3, request_id = ?4, updated_at = ?5
-                 WHERE event_key = ?6 AND batch_id = ?7 AND state = 'submitted'",
+                 WHERE batch_id = ?6 AND batch_pos = ?7 AND state = 'submitted'",
             )?;
             for d in &answer.items {
+                let Some(&p) = pos.get(d.item_key.as_str()) else {
+                    continue;
+                };
                 let state = match d.status {
                     api::Decision::Accepted => ItemState::Accepted,
                     api::Decision::Rejected => ItemState::Rejected,
@@ -669,14 +698,12 @@ impl Journal {
                     d.eta.map(|e| e.to_string()),
                     answer.request_id,
                     at,
-                    d.item_key,
-                    batch_id
+                    batch.id,
+                    p
                 ])?;
             }
-        }
-        Ok(())
-        })?;
-        Ok(())
+            Ok(())
+        })
     }
 
     /// The server refused the batch for good (a 4xx that is not retried):
@@ -882,22 +909,27 @@ impl Journal {
         Ok(rows)
     }
 
-    /// Records a status answer; returns how many of its items are still
-    /// on their way.
+    /// Records a status answer about a batch whose items are `items` (as
+    /// [`Journal::batch_items`] read them, the answer checked against
+    /// them); returns how many of its items are still on their way. Only
+    /// items whose state changes are written: an item still pending or
+    /// provisioning keeps its row as it was.
     pub fn record_status(
         &self,
         batch_id: i64,
+        items: &[BatchItem],
         status: &api::ReactivationStatus,
     ) -> Result<usize, JournalError> {
+        let known: std::collections::HashMap<&str, &BatchItem> =
+            items.iter().map(|i| (i.event_key.as_str(), i)).collect();
         let tx = &self.conn;
         let mut open = 0;
         self.atomically(|| -> Result<_, JournalError> {
-        let at = now();
-        {
+            let at = now();
             let mut upd = tx.prepare_cached(
                 "UPDATE items SET state = ?1, reason = COALESCE(?2, reason), eta = COALESCE(?3, eta),
                      confirmation_id = ?4, features = ?5, activated_at = ?6, updated_at = ?7
-                 WHERE event_key = ?8 AND batch_id = ?9 AND state IN ('accepted', 'provisioning')",
+                 WHERE batch_id = ?8 AND batch_pos = ?9 AND state IN ('accepted', 'provisioning')",
             )?;
             for it in &status.items {
                 let state = match it.state {
@@ -910,6 +942,12 @@ impl Journal {
                 if !it.state.is_terminal() {
                     open += 1;
                 }
+                let Some(item) = known.get(it.item_key.as_str()) else {
+                    continue;
+                };
+                if item.state == state {
+                    continue;
+                }
                 let features = it.features_verified.map(|f| features_text(&f));
                 upd.execute(params![
                     state.as_str(),
@@ -919,12 +957,11 @@ impl Journal {
                     features,
                     it.activated_at.map(fmt_time),
                     at,
-                    it.item_key,
-                    batch_id
+                    batch_id,
+                    item.pos
                 ])?;
             }
-        }
-        Ok(())
+            Ok(())
         })?;
         Ok(open)
     }
@@ -969,14 +1006,23 @@ impl Journal {
         Ok(())
     }
 
-    /// The items of a batch and their states, to check an answer against.
-    pub fn batch_items(&self, batch_id: i64) -> Result<Vec<(String, String)>, JournalError> {
-        let rows = self
-            .conn
-            .prepare_cached("SELECT event_key, state FROM items WHERE batch_id = ?1")?
-            .query_map([batch_id], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<Result<_, _>>()?;
-        Ok(rows)
+    /// The items of a batch, in batch order, to check an answer against.
+    pub fn batch_items(&self, batch_id: i64) -> Result<Vec<BatchItem>, JournalError> {
+        let mut items = Vec::new();
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT event_key, batch_pos, state FROM items WHERE batch_id = ?1 ORDER BY batch_pos",
+        )?;
+        let mut rows = stmt.query([batch_id])?;
+        while let Some(r) = rows.next()? {
+            let state: String = r.get(2)?;
+            items.push(BatchItem {
+                event_key: r.get(0)?,
+                pos: r.get(1)?,
+                state: ItemState::parse(&state)
+                    .ok_or_else(|| JournalError::BadState(self.path.clone(), state))?,
+            });
+        }
+        Ok(items)
     }
 
     /// The vendor lost or confused a batch: kept in the attempts trail (kind
@@ -1067,20 +1113,58 @@ impl Journal {
         counts(&self.conn, &self.path)
     }
 
-    /// Looks up items by event key, for `results.csv`.
+    /// Looks up one item by event key (see [`Records`]).
     pub fn record(&self, event_key: &str, run_id: i64) -> Result<Option<ItemRecord>, JournalError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT i.state, i.reason, i.request_id, i.confirmation_id, i.features, i.case_id,
-                    COALESCE(b.attempts, 0), i.eta, i.activated_at,
-                    CASE WHEN i.source = 'vendor' THEN 'vendor_record'
-                         WHEN b.id IS NULL THEN ''
-                         WHEN b.created_at >= (SELECT started_at FROM runs WHERE id = ?2)
-                              THEN 'this_run'
-                         ELSE 'earlier_run' END
-             FROM items i LEFT JOIN batches b ON b.id = i.batch_id WHERE i.event_key = ?1",
+        self.records(run_id)?.get(event_key)
+    }
+
+    /// A reader of items by event key as run `run_id` sees them, for
+    /// `results.csv`: the batches (attempts, which run sent them) are read
+    /// once, then each item is one lookup by its key.
+    pub fn records(&self, run_id: i64) -> Result<Records<'_>, JournalError> {
+        let mut batches = std::collections::HashMap::new();
+        let mut stmt = self.conn.prepare(
+            "SELECT id, attempts, created_at >= (SELECT started_at FROM runs WHERE id = ?1)
+             FROM batches",
         )?;
-        Ok(stmt
-            .query_row(params![event_key, run_id], |r| {
+        let mut rows = stmt.query([run_id])?;
+        while let Some(r) = rows.next()? {
+            let attempts: i64 = r.get(1)?;
+            let this_run: Option<bool> = r.get(2)?;
+            batches.insert(
+                r.get::<_, i64>(0)?,
+                (
+                    u32::try_from(attempts).unwrap_or(u32::MAX),
+                    this_run.unwrap_or(false),
+                ),
+            );
+        }
+        let item = self.conn.prepare_cached(
+            "SELECT state, reason, request_id, confirmation_id, features, case_id, eta,
+                    activated_at, source, batch_id
+             FROM items WHERE event_key = ?1",
+        )?;
+        Ok(Records { item, batches })
+    }
+}
+
+/// Items by event key, with what their batches say (see [`Journal::records`]).
+pub struct Records<'j> {
+    item: rusqlite::CachedStatement<'j>,
+    /// Batch id → (attempts, sent by this run).
+    batches: std::collections::HashMap<i64, (u32, bool)>,
+}
+
+impl Records<'_> {
+    pub fn get(&mut self, event_key: &str) -> Result<Option<ItemRecord>, JournalError> {
+        let batches = &self.batches;
+        Ok(self
+            .item
+            .query_row([event_key], |r| {
+                let source: Option<String> = r.get(8)?;
+                let batch = r
+                    .get::<_, Option<i64>>(9)?
+                    .and_then(|id| batches.get(&id).copied());
                 Ok(ItemRecord {
                     state: r.get(0)?,
                     reason: r.get(1)?,
@@ -1088,10 +1172,16 @@ impl Journal {
                     confirmation_id: r.get(3)?,
                     features: r.get(4)?,
                     case_id: r.get(5)?,
-                    attempts: r.get::<_, i64>(6)?.try_into().unwrap_or(u32::MAX),
-                    eta: r.get(7)?,
-                    activated_at: r.get(8)?,
-                    source: r.get(9)?,
+                    attempts: batch.map_or(0, |(n, _)| n),
+                    eta: r.get(6)?,
+                    activated_at: r.get(7)?,
+                    source: match (source.as_deref(), batch) {
+                        (Some("vendor"), _) => "vendor_record",
+                        (_, None) => "",
+                        (_, Some((_, true))) => "this_run",
+                        (_, Some((_, false))) => "earlier_run",
+                    }
+                    .to_string(),
                 })
             })
             .optional()?)
@@ -1101,6 +1191,7 @@ impl Journal {
 /// An activation or a case the audit log does not have yet.
 #[derive(Debug, Clone)]
 pub struct AuditItem {
+    pub rowid: i64,
     pub event_key: String,
     pub state: String,
     pub item_type: String,
@@ -1115,6 +1206,8 @@ pub struct AuditItem {
     pub activated_at: Option<String>,
     pub case_id: Option<String>,
     pub reason: Option<String>,
+    /// The vendor held it already (a lookup found it): not bought by this journal.
+    pub vendor_record: bool,
 }
 
 /// An accepted request (an order) the audit log does not have yet.
@@ -1137,31 +1230,38 @@ impl Journal {
         audit_binding(&self.conn, &self.path)
     }
 
-    /// Active and escalated items not yet in the audit log, in journal order.
+    /// Active and escalated items not yet in the audit log, by batch
+    /// (items found at the vendor first), through the partial index
+    /// `items_unaudited`: only what settled since the last write is read.
     pub fn unaudited_items(&self) -> Result<Vec<AuditItem>, JournalError> {
         let rows = self
             .conn
-            .prepare(
-                "SELECT event_key, state, item_type, serial_number, license_id, contract_id, region,
-                        quote_id, request_id, confirmation_id, features, activated_at, case_id, reason
-                 FROM items WHERE state IN ('active', 'escalated') AND audited = 0 ORDER BY rowid",
+            .prepare_cached(
+                "SELECT rowid, event_key, state, item_type, serial_number, license_id, contract_id,
+                        region, quote_id, request_id, confirmation_id, features, activated_at,
+                        case_id, reason, source = 'vendor'
+                 FROM items INDEXED BY items_unaudited
+                 WHERE audited = 0 AND state IN ('active', 'escalated')
+                 ORDER BY batch_id, rowid",
             )?
             .query_map([], |r| {
                 Ok(AuditItem {
-                    event_key: r.get(0)?,
-                    state: r.get(1)?,
-                    item_type: r.get(2)?,
-                    serial_number: r.get(3)?,
-                    license_id: r.get(4)?,
-                    contract_id: r.get(5)?,
-                    region: r.get(6)?,
-                    quote_id: r.get(7)?,
-                    request_id: r.get(8)?,
-                    confirmation_id: r.get(9)?,
-                    features: r.get(10)?,
-                    activated_at: r.get(11)?,
-                    case_id: r.get(12)?,
-                    reason: r.get(13)?,
+                    rowid: r.get(0)?,
+                    event_key: r.get(1)?,
+                    state: r.get(2)?,
+                    item_type: r.get(3)?,
+                    serial_number: r.get(4)?,
+                    license_id: r.get(5)?,
+                    contract_id: r.get(6)?,
+                    region: r.get(7)?,
+                    quote_id: r.get(8)?,
+                    request_id: r.get(9)?,
+                    confirmation_id: r.get(10)?,
+                    features: r.get(11)?,
+                    activated_at: r.get(12)?,
+                    case_id: r.get(13)?,
+                    reason: r.get(14)?,
+                    vendor_record: r.get::<_, Option<bool>>(15)?.unwrap_or(false),
                 })
             })?
             .collect::<Result<_, _>>()?;
@@ -1194,51 +1294,53 @@ impl Journal {
         Ok(rows)
     }
 
-    /// Marks what the log holds (appended now, or adopted from a crash's
-    /// tail), with the log's file and the chain's new state, in one
-    /// transaction.
+    /// Marks what the log holds (items appended now, by row; items adopted
+    /// from a crash's tail, by event key; orders), with the log's file and
+    /// the chain's new state, in one transaction.
     pub fn mark_audited(
         &self,
-        items: &[String],
+        rows: &[i64],
+        adopted: &[String],
         orders: &[AuditedOrder],
         file: &str,
         state: &crate::report::ChainState,
     ) -> Result<(), JournalError> {
         let tx = &self.conn;
         self.atomically(|| -> Result<_, JournalError> {
-            {
-                let mut it =
-                    tx.prepare_cached("UPDATE items SET audited = 1 WHERE event_key = ?1")?;
-                for k in items {
-                    it.execute([k])?;
-                }
-                for order in orders {
-                    let (sql, key) = match order {
-                        AuditedOrder::Batch(id) => {
-                            tx.prepare_cached("UPDATE batches SET audited = 1 WHERE id = ?1")?
-                                .execute([id])?;
-                            continue;
-                        }
-                        AuditedOrder::IdempotencyKey(k) => {
-                            ("UPDATE batches SET audited = 1 WHERE idem_key = ?1", k)
-                        }
-                        AuditedOrder::RequestId(r) => (
-                            "UPDATE batches SET audited = 1 WHERE request_id = ?1 AND audited = 0",
-                            r,
-                        ),
-                    };
-                    tx.prepare_cached(sql)?.execute([key])?;
-                }
-                let mut m =
-                    tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?;
-                m.execute(params!["audit_file", file])?;
-                m.execute(params!["audit_len", state.len.to_string()])?;
-                m.execute(params!["audit_records", state.records.to_string()])?;
-                m.execute(params!["audit_hash", state.last_hash])?;
+            let mut by_row = tx.prepare_cached("UPDATE items SET audited = 1 WHERE rowid = ?1")?;
+            for r in rows {
+                by_row.execute([r])?;
             }
+            let mut by_key =
+                tx.prepare_cached("UPDATE items SET audited = 1 WHERE event_key = ?1")?;
+            for k in adopted {
+                by_key.execute([k])?;
+            }
+            for order in orders {
+                let (sql, key) = match order {
+                    AuditedOrder::Batch(id) => {
+                        tx.prepare_cached("UPDATE batches SET audited = 1 WHERE id = ?1")?
+                            .execute([id])?;
+                        continue;
+                    }
+                    AuditedOrder::IdempotencyKey(k) => {
+                        ("UPDATE batches SET audited = 1 WHERE idem_key = ?1", k)
+                    }
+                    AuditedOrder::RequestId(r) => (
+                        "UPDATE batches SET audited = 1 WHERE request_id = ?1 AND audited = 0",
+                        r,
+                    ),
+                };
+                tx.prepare_cached(sql)?.execute([key])?;
+            }
+            let mut m =
+                tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?;
+            m.execute(params!["audit_file", file])?;
+            m.execute(params!["audit_len", state.len.to_string()])?;
+            m.execute(params!["audit_records", state.records.to_string()])?;
+            m.execute(params!["audit_hash", state.last_hash])?;
             Ok(())
-        })?;
-        Ok(())
+        })
     }
 }
 
@@ -1486,8 +1588,11 @@ fn open_existing(path: &Path) -> Result<Option<Connection>, JournalError> {
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(|e| damaged(path, e))?;
     conn.pragma_update(None, "synchronous", "FULL")?;
-    // 32 MiB of page cache: a million-item journal is read without disk reads.
-    conn.pragma_update(None, "cache_size", -32768)?;
+    // Reads through a memory map (the OS's page cache, no copy per page)
+    // and 64 MiB of SQLite's own cache for what is written: a batch's items
+    // lie anywhere in a million-item journal.
+    conn.pragma_update(None, "mmap_size", 1i64 << 30)?;
+    conn.pragma_update(None, "cache_size", -65536)?;
     migrate(&conn, version).map_err(|e| match e {
         JournalError::Sql(e) => damaged(path, e),
         e => e,

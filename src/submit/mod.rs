@@ -37,7 +37,8 @@ use tokio::task::{JoinError, JoinSet};
 use crate::api;
 use client::{ApiClient, Attempt, Call, CallError};
 use journal::{
-    Batch, CaseToOpen, ItemState, Journal, JournalError, LookupPurpose, LookupTarget, Tracked,
+    Batch, BatchItem, CaseToOpen, ItemState, Journal, JournalError, LookupPurpose, LookupTarget,
+    Tracked,
 };
 pub use stop::Stop;
 
@@ -165,6 +166,22 @@ impl Vendor for ApiClient {
     }
 }
 
+/// Work on what the journal settled, after a round of answers is committed
+/// (about once a second, and once at the end): `run` writes the audit log
+/// as it goes.
+pub trait AfterRound {
+    fn after_round(&mut self, journal: &Journal) -> anyhow::Result<()>;
+}
+
+/// Nothing after a round.
+pub struct NothingAfter;
+
+impl AfterRound for NothingAfter {
+    fn after_round(&mut self, _journal: &Journal) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
 /// How the submission ended. Whether the run finished is not here: the
 /// caller reads it from the items' states in the journal.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -194,6 +211,8 @@ pub enum SubmitError {
     NoLookup { status: u16, message: String },
     #[error("{0}")]
     Aborted(String),
+    #[error("{0:#}")]
+    AfterRound(anyhow::Error),
 }
 
 enum Work {
@@ -236,6 +255,7 @@ pub async fn submit_and_track<V: Vendor>(
     settings: &SubmitSettings,
     stop: &Stop,
     progress: &dyn SubmitProgress,
+    after_round: &mut dyn AfterRound,
 ) -> Result<SubmitReport, SubmitError> {
     let started = Instant::now();
     let deadline = after(started, settings.track_timeout);
@@ -334,7 +354,11 @@ pub async fn submit_and_track<V: Vendor>(
         {
             break;
         }
-        if last_progress.elapsed() >= Duration::from_millis(200) {
+        // Counting items by state reads a whole index: once a second.
+        if last_progress.elapsed() >= Duration::from_secs(1) {
+            after_round
+                .after_round(journal)
+                .map_err(SubmitError::AfterRound)?;
             progress.update(&journal.counts()?, vendor.sent());
             last_progress = Instant::now();
         }
@@ -372,6 +396,9 @@ pub async fn submit_and_track<V: Vendor>(
             }
         }
     }
+    after_round
+        .after_round(journal)
+        .map_err(SubmitError::AfterRound)?;
     progress.update(&journal.counts()?, vendor.sent());
     Ok(SubmitReport {
         requests: vendor.sent(),
@@ -583,7 +610,7 @@ fn check_accepted(batch: &Batch, answer: &api::ReactivationAccepted) -> Result<(
 /// item of the batch still on its way, with no item from elsewhere.
 fn check_status(
     tracked: &Tracked,
-    items: &[(String, String)],
+    items: &[BatchItem],
     status: &api::ReactivationStatus,
 ) -> Result<(), Lost> {
     if status.request_id != tracked.request_id {
@@ -595,9 +622,9 @@ fn check_status(
             ),
         });
     }
-    let states: HashMap<&str, &str> = items
+    let states: HashMap<&str, ItemState> = items
         .iter()
-        .map(|(k, st)| (k.as_str(), st.as_str()))
+        .map(|i| (i.event_key.as_str(), i.state))
         .collect();
     let mut seen = HashSet::with_capacity(status.items.len());
     for it in &status.items {
@@ -619,7 +646,9 @@ fn check_status(
     }
     let missing = states
         .iter()
-        .filter(|(k, st)| matches!(**st, "accepted" | "provisioning") && !seen.contains(**k))
+        .filter(|(k, st)| {
+            matches!(**st, ItemState::Accepted | ItemState::Provisioning) && !seen.contains(**k)
+        })
         .count();
     if missing > 0 {
         return Err(Lost::Mismatch {
@@ -648,7 +677,12 @@ fn lose(
     let settled = journal
         .batch_items(batch_id)?
         .iter()
-        .filter(|(_, st)| matches!(st.as_str(), "active" | "failed" | "escalated"))
+        .filter(|i| {
+            matches!(
+                i.state,
+                ItemState::Active | ItemState::Failed | ItemState::Escalated
+            )
+        })
         .count();
     match recovery(losses, settled) {
         Recovery::Resend => {
@@ -705,7 +739,7 @@ fn record(
             match call.result {
                 Ok(answer) => match check_accepted(&batch, &answer) {
                     Ok(()) => {
-                        journal.batch_accepted(batch_id, n, &answer)?;
+                        journal.batch_accepted(&batch, n, &answer)?;
                         later.push(Later {
                             due: after(now, settings.poll_first),
                             work: Work::Poll(
@@ -772,7 +806,7 @@ fn record(
                             cases_queued,
                         );
                     }
-                    let open = journal.record_status(tracked.batch_id, &status)?;
+                    let open = journal.record_status(tracked.batch_id, &items, &status)?;
                     if open > 0 {
                         later.push(Later {
                             due: after(now, poll_delay(settings, polls)),
@@ -1073,6 +1107,7 @@ mod tests {
             &quick(10),
             &Stop::new(),
             &NoSubmitProgress,
+            &mut NothingAfter,
         )
         .await
         .unwrap();
@@ -1112,6 +1147,7 @@ mod tests {
             &quick(10),
             &Stop::new(),
             &NoSubmitProgress,
+            &mut NothingAfter,
         )
         .await
         .unwrap();
@@ -1142,6 +1178,7 @@ mod tests {
             &quick(10),
             &Stop::new(),
             &NoSubmitProgress,
+            &mut NothingAfter,
         )
         .await
         .unwrap();
@@ -1172,6 +1209,7 @@ mod tests {
             &settings,
             &Stop::new(),
             &NoSubmitProgress,
+            &mut NothingAfter,
         )
         .await
         .unwrap();
@@ -1213,6 +1251,7 @@ mod tests {
             &quick(10),
             &Stop::new(),
             &NoSubmitProgress,
+            &mut NothingAfter,
         )
         .await
         .unwrap();
@@ -1250,9 +1289,17 @@ mod tests {
             ..quick(2)
         };
         let stop = Stop::new();
-        let report = submit_and_track(&j, fake, run, &settings, &stop, &NoSubmitProgress)
-            .await
-            .unwrap();
+        let report = submit_and_track(
+            &j,
+            fake,
+            run,
+            &settings,
+            &stop,
+            &NoSubmitProgress,
+            &mut NothingAfter,
+        )
+        .await
+        .unwrap();
         let aborted = report.aborted.expect("the run knows a task crashed");
         assert!(aborted.contains("boom in a request task"), "{aborted}");
         assert!(stop.is_triggered());
@@ -1276,9 +1323,17 @@ mod tests {
             ..quick(10)
         };
         let stop = Stop::new();
-        let report = submit_and_track(&j, fake, run, &settings, &stop, &NoSubmitProgress)
-            .await
-            .unwrap();
+        let report = submit_and_track(
+            &j,
+            fake,
+            run,
+            &settings,
+            &stop,
+            &NoSubmitProgress,
+            &mut NothingAfter,
+        )
+        .await
+        .unwrap();
         assert!(stop.is_triggered());
         let why = report.stopped_because.unwrap();
         assert!(why.contains("time-out"), "{why}");

@@ -843,10 +843,35 @@ fn the_audit_log_chains_every_activation_and_names_a_tampered_record() {
         .collect();
     let res = results(&out);
     let kind = |k: &str| records.iter().filter(|r| r["kind"] == k).count();
+    // One `activations` record per request, a row per item, each named
+    // with its confirmation and activation time.
+    let rows: Vec<(&serde_json::Value, std::collections::HashMap<&str, &serde_json::Value>)> =
+        records
+            .iter()
+            .filter(|r| r["kind"] == "activations")
+            .flat_map(|r| {
+                let columns: Vec<&str> = r["columns"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|c| c.as_str().unwrap())
+                    .collect();
+                r["items"].as_array().unwrap().iter().map(move |row| {
+                    let row = row.as_array().unwrap();
+                    assert_eq!(row.len(), columns.len(), "{r}");
+                    (r, columns.iter().copied().zip(row.iter()).collect())
+                })
+            })
+            .collect();
     assert_eq!(
-        kind("activation"),
+        rows.len(),
         res.iter().filter(|r| r["state"] == "active").count()
     );
+    let keys: std::collections::HashSet<&str> = rows
+        .iter()
+        .map(|(_, row)| row["event_key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys.len(), rows.len(), "each activation once");
     assert_eq!(
         kind("case"),
         res.iter().filter(|r| r["state"] == "escalated").count()
@@ -855,19 +880,24 @@ fn the_audit_log_chains_every_activation_and_names_a_tampered_record() {
         kind("cancellation_window"),
         sim.stats().reactivation_requests as usize
     );
-    for r in records.iter().filter(|r| r["kind"] == "activation") {
-        for field in [
-            "contract_id",
-            "quote_id",
-            "request_id",
-            "confirmation_id",
-            "activated_at",
-        ] {
+    for (r, row) in &rows {
+        for field in ["contract_id", "quote_id", "request_id"] {
             assert!(
                 r[field].as_str().is_some_and(|s| !s.is_empty()),
                 "{field} in {r}"
             );
         }
+        for field in ["confirmation_id", "activated_at", "item_type"] {
+            assert!(
+                row[field].as_str().is_some_and(|s| !s.is_empty()),
+                "{field} in {r}"
+            );
+        }
+        let features = row
+            .get("features_verified")
+            .copied()
+            .unwrap_or(&r["features_verified"]);
+        assert!(features.is_string(), "features_verified in {r}");
     }
     refleet()
         .args(["audit", "verify"])

@@ -1,0 +1,341 @@
+//! What goes into the audit log (see `report::audit` for the chain), read
+//! from the journal as the run goes: [`AuditWriter::catch_up`] runs after
+//! the coordinator's rounds and once more at the end of the run, and
+//! writes what the journal settled since the last call.
+//!
+//! The records:
+//! - `cancellation_window`: one per accepted order (request): its
+//!   idempotency key, contract, region, quote, `ordered_at` and
+//!   `cancellable_until` (`ordered_at` + the contract's `cancellation_days`).
+//! - `activations`: one per request and write, its items as rows under
+//!   `columns` (`event_key`, `item_type`, `confirmation_id`,
+//!   `activated_at`, and `features_verified` when they differ between
+//!   items; when all items share them, `features_verified` is the
+//!   record's). The request's contract, region, quote and request id are
+//!   the record's. Items the vendor already held (a lookup found them; not
+//!   bought by this journal) are in records of their own with `"source":
+//!   "vendor_record"`.
+//! - `case`: one per support case, as before.
+//!
+//! A record per request rather than per item keeps the log near 100 bytes
+//! an item at fleet size (a million items), every item still named with its
+//! confirmation. Logs written before this hold one `activation` record per
+//! item; both kinds are read when records are adopted after a crash.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Map, Value};
+
+use super::audit::{self, AuditLog};
+use crate::submit::journal::{AuditItem, AuditOrder, AuditedOrder, Journal};
+
+/// Writes the journal's settled items and orders to its audit log.
+pub struct AuditWriter {
+    dir: PathBuf,
+    journal_path: PathBuf,
+    /// Contract id → its cancellation window in days.
+    cancellation_days: HashMap<String, u32>,
+    /// Opened at the first write: a run that settles nothing leaves no log.
+    log: Option<AuditLog>,
+    appended: u64,
+}
+
+impl AuditWriter {
+    /// The writer of the log in `dir` of the journal at `journal_path`.
+    pub fn new(
+        dir: &Path,
+        journal_path: &Path,
+        cancellation_days: HashMap<String, u32>,
+    ) -> AuditWriter {
+        AuditWriter {
+            dir: dir.to_path_buf(),
+            journal_path: journal_path.to_path_buf(),
+            cancellation_days,
+            log: None,
+            appended: 0,
+        }
+    }
+
+    /// Records appended so far.
+    pub fn appended(&self) -> u64 {
+        self.appended
+    }
+
+    /// The log's path, once it was written to.
+    pub fn path(&self) -> Option<&Path> {
+        self.log.as_ref().map(AuditLog::path)
+    }
+
+    /// Appends what the journal settled and the log does not have yet,
+    /// syncs it, then records it in the journal; returns how many records
+    /// were appended.
+    pub fn catch_up(&mut self, journal: &Journal) -> anyhow::Result<u64> {
+        let mut orders = journal.unaudited_orders()?;
+        let mut items = journal.unaudited_items()?;
+        if orders.is_empty() && items.is_empty() {
+            return Ok(0);
+        }
+        let recorded_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let mut adopted_keys = Vec::new();
+        let mut adopted_orders = Vec::new();
+        if self.log.is_none() {
+            let header = object(json!({
+                "recorded_at": recorded_at,
+                "journal": self.journal_path.display().to_string(),
+                "refleet_version": env!("CARGO_PKG_VERSION"),
+            }));
+            let audit::Opened { log, adopted } =
+                AuditLog::open(&self.dir, &journal.audit_state()?, header)?;
+            (adopted_keys, adopted_orders) = already_logged(&adopted);
+            if !adopted.is_empty() {
+                tracing::warn!(
+                    records = adopted.len(),
+                    log = %log.path().display(),
+                    "the audit log holds records the journal had not recorded (a crash between the two): kept, not written again"
+                );
+                let keys: HashSet<&str> = adopted_keys.iter().map(String::as_str).collect();
+                items.retain(|i| !keys.contains(i.event_key.as_str()));
+                orders.retain(|o| {
+                    !adopted_orders.iter().any(|d| match d {
+                        AuditedOrder::IdempotencyKey(k) => *k == o.idempotency_key,
+                        AuditedOrder::RequestId(id) => *id == o.request_id,
+                        AuditedOrder::Batch(b) => *b == o.batch_id,
+                    })
+                });
+            }
+            self.log = Some(log);
+        }
+        let Some(log) = self.log.as_mut() else {
+            return Ok(0);
+        };
+        let before = self.appended;
+        for o in &orders {
+            log.append(window(&self.cancellation_days, o, &recorded_at))?;
+            self.appended += 1;
+        }
+        for i in items.iter().filter(|i| i.state != "active") {
+            log.append(case(i, &recorded_at))?;
+            self.appended += 1;
+        }
+        let active: Vec<&AuditItem> = items.iter().filter(|i| i.state == "active").collect();
+        for group in active.chunk_by(|a, b| same_request(a, b)) {
+            for rows in group.chunks(crate::api::MAX_BATCH) {
+                log.append(activations(rows, &recorded_at))?;
+                self.appended += 1;
+            }
+        }
+        let chain = log.sync()?;
+        let rows: Vec<i64> = items.iter().map(|i| i.rowid).collect();
+        adopted_orders.extend(orders.iter().map(|o| AuditedOrder::Batch(o.batch_id)));
+        journal.mark_audited(
+            &rows,
+            &adopted_keys,
+            &adopted_orders,
+            log.file_name(),
+            &chain,
+        )?;
+        Ok(self.appended - before)
+    }
+}
+
+/// The cancellation window of an order.
+fn window(
+    cancellation_days: &HashMap<String, u32>,
+    o: &AuditOrder,
+    recorded_at: &str,
+) -> Map<String, Value> {
+    {
+        let days = cancellation_days.get(o.contract_id.as_str()).copied();
+        let until = days.and_then(|d| {
+            chrono::DateTime::parse_from_rfc3339(&o.accepted_at)
+                .ok()
+                .and_then(|t| t.date_naive().checked_add_days(chrono::Days::new(d.into())))
+                .map(|d| d.to_string())
+        });
+        object(json!({
+            "kind": "cancellation_window",
+            "recorded_at": recorded_at,
+            "request_id": o.request_id,
+            "idempotency_key": o.idempotency_key,
+            "contract_id": o.contract_id,
+            "region": o.region,
+            "quote_id": o.quote_id,
+            "ordered_at": o.accepted_at,
+            "items": o.items,
+            "cancellation_days": days,
+            "cancellable_until": until,
+        }))
+    }
+}
+
+impl crate::submit::AfterRound for AuditWriter {
+    fn after_round(&mut self, journal: &Journal) -> anyhow::Result<()> {
+        self.catch_up(journal).map(|_| ())
+    }
+}
+
+fn object(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+/// Items of one request, bought the same way, share a record.
+fn same_request(a: &AuditItem, b: &AuditItem) -> bool {
+    a.request_id == b.request_id
+        && a.contract_id == b.contract_id
+        && a.region == b.region
+        && a.quote_id == b.quote_id
+        && a.vendor_record == b.vendor_record
+}
+
+/// One `activations` record: the request's fields once, a row per item.
+fn activations(items: &[&AuditItem], recorded_at: &str) -> Map<String, Value> {
+    let Some(first) = items.first() else {
+        return Map::new();
+    };
+    let shared = items.iter().all(|i| i.features == first.features);
+    let mut columns = vec!["event_key", "item_type", "confirmation_id", "activated_at"];
+    if !shared {
+        columns.push("features_verified");
+    }
+    let rows: Vec<Value> = items
+        .iter()
+        .map(|i| {
+            let mut row = vec![
+                json!(i.event_key),
+                json!(i.item_type),
+                json!(i.confirmation_id),
+                json!(i.activated_at),
+            ];
+            if !shared {
+                row.push(json!(i.features));
+            }
+            Value::Array(row)
+        })
+        .collect();
+    let mut record = object(json!({
+        "kind": "activations",
+        "recorded_at": recorded_at,
+        "contract_id": first.contract_id,
+        "region": first.region,
+        "quote_id": first.quote_id,
+        "request_id": first.request_id,
+        "columns": columns,
+        "items": rows,
+    }));
+    if shared {
+        record.insert("features_verified".into(), json!(first.features));
+    }
+    if first.vendor_record {
+        record.insert("source".into(), json!("vendor_record"));
+    }
+    record
+}
+
+/// A support case for one item.
+fn case(i: &AuditItem, recorded_at: &str) -> Map<String, Value> {
+    object(json!({
+        "kind": "case",
+        "recorded_at": recorded_at,
+        "event_key": i.event_key,
+        "item_type": i.item_type,
+        "serial_number": i.serial_number,
+        "license_id": i.license_id,
+        "contract_id": i.contract_id,
+        "region": i.region,
+        "quote_id": i.quote_id,
+        "request_id": i.request_id,
+        "case_id": i.case_id,
+        "reason": i.reason,
+    }))
+}
+
+/// The items and orders of records adopted from the log: `activations`
+/// rows, older per-item `activation` records, cases, cancellation windows.
+fn already_logged(records: &[Map<String, Value>]) -> (Vec<String>, Vec<AuditedOrder>) {
+    let (mut items, mut orders) = (Vec::new(), Vec::new());
+    for r in records {
+        let text = |k: &str| r.get(k).and_then(|v| v.as_str()).map(str::to_string);
+        match text("kind").as_deref() {
+            Some("cancellation_window") => match (text("idempotency_key"), text("request_id")) {
+                (Some(key), _) => orders.push(AuditedOrder::IdempotencyKey(key)),
+                (None, Some(id)) => orders.push(AuditedOrder::RequestId(id)),
+                (None, None) => {}
+            },
+            Some("activations") => {
+                let rows = r.get("items").and_then(Value::as_array);
+                items.extend(
+                    rows.into_iter()
+                        .flatten()
+                        .filter_map(|row| row.get(0).and_then(Value::as_str).map(str::to_string)),
+                );
+            }
+            Some("activation" | "case") => items.extend(text("event_key")),
+            _ => {}
+        }
+    }
+    (items, orders)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(key: &str, request: &str, features: &str) -> AuditItem {
+        AuditItem {
+            rowid: 1,
+            event_key: key.into(),
+            state: "active".into(),
+            item_type: "device".into(),
+            serial_number: Some(key.into()),
+            license_id: None,
+            contract_id: "C-1".into(),
+            region: "EMEA".into(),
+            quote_id: "Q-1".into(),
+            request_id: Some(request.into()),
+            confirmation_id: Some(format!("CNF-{key}")),
+            features: Some(features.into()),
+            activated_at: Some("2027-01-02T03:04:05Z".into()),
+            case_id: None,
+            reason: None,
+            vendor_record: false,
+        }
+    }
+
+    #[test]
+    fn an_activations_record_names_every_item_and_is_adopted_by_its_keys() {
+        let (a, b) = (item("A", "rq-1", "uc"), item("B", "rq-1", "uc"));
+        let r = activations(&[&a, &b], "now");
+        assert_eq!(r["features_verified"], "uc");
+        assert_eq!(
+            r["columns"],
+            json!(["event_key", "item_type", "confirmation_id", "activated_at"])
+        );
+        assert_eq!(
+            r["items"][1],
+            json!(["B", "device", "CNF-B", "2027-01-02T03:04:05Z"])
+        );
+        assert!(r.get("source").is_none());
+        let (keys, orders) = already_logged(&[r]);
+        assert_eq!(keys, ["A", "B"]);
+        assert!(orders.is_empty());
+    }
+
+    #[test]
+    fn features_that_differ_go_to_each_row_and_vendor_records_say_so() {
+        let a = item("A", "rq-1", "uc");
+        let mut b = item("B", "rq-1", "meetings");
+        b.vendor_record = true;
+        let r = activations(&[&a, &b], "now");
+        assert!(r.get("features_verified").is_none());
+        assert_eq!(r["items"][1][4], "meetings");
+        assert!(
+            !same_request(&a, &b),
+            "a vendor record is not this journal's order"
+        );
+        assert_eq!(activations(&[&b], "now")["source"], "vendor_record");
+    }
+}
