@@ -23,7 +23,7 @@ use crate::sim::{Sim, SimConfig};
 use crate::submit::client::{redact_url, ApiClient, ClientConfig, Token};
 use crate::submit::journal::RunSplit;
 use crate::submit::journal::{AuditedOrder, ItemState, Journal, JournalError, PlannedItem};
-use crate::submit::reconcile::{reconcile, Reconciled};
+use crate::submit::reconcile::{reconcile, NoLookupProgress, Reconciled};
 use crate::submit::retry::RetryPolicy;
 use crate::submit::{submit_and_track, Stop, SubmitError, SubmitReport, SubmitSettings};
 
@@ -823,6 +823,7 @@ impl VendorSession {
                 run_id,
                 settings,
                 &self.stop,
+                &NoLookupProgress,
             ))
             .map_err(submit_error)
     }
