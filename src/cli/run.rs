@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde::Serialize;
 
+use super::progress::Phases;
 use super::quote::{load_contracts, make_plan, summary_text, PlanArgs, PlanSettings};
 use super::{Global, Outcome, UsageError};
 use crate::api::{CoverageWire, ItemType};
@@ -23,9 +24,9 @@ use crate::sim::{Sim, SimConfig};
 use crate::submit::client::{redact_url, ApiClient, ClientConfig, Token};
 use crate::submit::journal::RunSplit;
 use crate::submit::journal::{AuditedOrder, ItemState, Journal, JournalError, PlannedItem};
-use crate::submit::reconcile::{reconcile, NoLookupProgress, Reconciled};
+use crate::submit::reconcile::{reconcile, Reconciled};
 use crate::submit::retry::RetryPolicy;
-use crate::submit::{submit_and_track, Stop, SubmitError, SubmitReport, SubmitSettings};
+use crate::submit::{submit_and_track, Stop, SubmitError, SubmitReport, SubmitSettings, Vendor};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -380,6 +381,8 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
     }
 
     // Plan: every verdict to the reports, eligible and manual-review items to the journal.
+    let progress = Phases::for_terminal(global.quiet);
+    progress.phase("planning");
     let escalate = settings.submit.escalate;
     let out = settings.plan.out.clone();
     let spool = journal.atomically(|| -> anyhow::Result<_> {
@@ -403,13 +406,14 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
             &mut settings.plan,
             &policy,
             &contracts,
-            global,
+            &progress,
             Some(&mut spool),
             None,
         )?;
         Ok((spool.finish()?, planned))
     })?;
     let (spool, mut planned) = spool;
+    progress.clear();
     for q in &planned.plan.quotes {
         journal.set_quote(&q.contract_id, q.region.as_str(), &q.quote_id)?;
     }
@@ -431,7 +435,7 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
         Endpoint::Simulator => "simulator".to_string(),
     };
     let session = if settings.reconcile || !settings.dry_run {
-        let session = VendorSession::start(&settings, policy.clone(), global)?;
+        let session = VendorSession::start(&settings, policy.clone(), global, &progress)?;
         api_label = session.label.clone();
         Some(session)
     } else {
@@ -443,7 +447,7 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
     let mut lookup_seconds = 0.0;
     if let (Some(session), true) = (&session, settings.reconcile) {
         let lookups_started = Instant::now();
-        let found = session.reconcile(&journal, run_id, &settings.submit)?;
+        let found = session.reconcile(&journal, run_id, &settings.submit, &progress)?;
         lookup_seconds = lookups_started.elapsed().as_secs_f64();
         report.seconds = lookup_seconds;
         report.requests = found.requests;
@@ -463,14 +467,16 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
     let quoted_before = planned.totals.clone();
     let not_bought = journal.not_to_buy(run_id)?;
     if !not_bought.is_empty() {
+        progress.phase("quoting");
         planned = make_plan(
             &mut settings.plan,
             &policy,
             &contracts,
-            global,
+            &progress,
             None,
             Some(&not_bought),
         )?;
+        progress.clear();
         for q in &planned.plan.quotes {
             journal.set_quote(&q.contract_id, q.region.as_str(), &q.quote_id)?;
         }
@@ -505,7 +511,7 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
             );
         }
         // Its request count is the client's: the lookups are in it.
-        let mut rep = session.submit(&journal, run_id, &settings.submit, global)?;
+        let mut rep = session.submit(&journal, run_id, &settings.submit, &progress)?;
         rep.seconds += lookup_seconds;
         if rep.stopped_because.is_none() {
             rep.stopped_because = report.stopped_because.take();
@@ -515,7 +521,9 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
     drop(session);
     let not_bought_again = savings(&quoted_before, &planned.totals);
 
+    progress.phase("audit log");
     let audited = write_audit(&journal, &audit_dir, &settings.state, &contracts)?;
+    progress.phase("reports");
     let counts = write_results(&out, &spool, &mut |key| Ok(journal.record(key, run_id)?))?;
     if settings.plan.parquet {
         crate::report::parquet::write_copies(&out, &["rejects", "eligibility", "results"])?;
@@ -619,6 +627,7 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
         &serde_json::to_string(&planned.plan.quotes)?,
     )?;
     super::report::write_run_report(&out, &summary_json, &planned.plan.quotes, &journal)?;
+    progress.clear();
     if !global.quiet {
         eprint!(
             "{}",
@@ -756,6 +765,7 @@ impl VendorSession {
         settings: &Settings,
         policy: Arc<crate::policy::Policy>,
         global: &Global,
+        progress: &Phases,
     ) -> anyhow::Result<VendorSession> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -799,6 +809,7 @@ impl VendorSession {
         })?);
         let stop = Stop::new();
         runtime.block_on(async { stop_on_signals(&stop) })?;
+        runtime.spawn(progress.watch(stop.clone()));
         Ok(VendorSession {
             label,
             client,
@@ -815,17 +826,21 @@ impl VendorSession {
         journal: &Journal,
         run_id: i64,
         settings: &SubmitSettings,
+        progress: &Phases,
     ) -> anyhow::Result<Reconciled> {
-        self.runtime
+        let found = self
+            .runtime
             .block_on(reconcile(
                 journal,
                 &self.client,
                 run_id,
                 settings,
                 &self.stop,
-                &NoLookupProgress,
+                progress,
             ))
-            .map_err(submit_error)
+            .map_err(submit_error);
+        progress.clear();
+        found
     }
 
     /// Submits and tracks until done, stopped by a signal, or out of time.
@@ -834,22 +849,19 @@ impl VendorSession {
         journal: &Journal,
         run_id: i64,
         settings: &SubmitSettings,
-        global: &Global,
+        progress: &Phases,
     ) -> anyhow::Result<SubmitReport> {
-        self.runtime.block_on(async {
-            let total = journal.counts()?.iter().map(|(_, n)| *n).sum();
-            let bar = super::progress::submit_bar(global.quiet, total);
-            submit_and_track(
-                journal,
-                self.client.clone(),
-                run_id,
-                settings,
-                &self.stop,
-                bar.as_ref(),
-            )
-            .await
-            .map_err(submit_error)
-        })
+        progress.begin_submission(&journal.counts()?, self.client.sent());
+        let report = self.runtime.block_on(submit_and_track(
+            journal,
+            self.client.clone(),
+            run_id,
+            settings,
+            &self.stop,
+            progress,
+        ));
+        progress.clear();
+        report.map_err(submit_error)
     }
 }
 
