@@ -8,7 +8,9 @@
 //! indicatif only draws it. The ETA is this run's own: a resumed run counts
 //! neither the items earlier runs finished nor their speed. The message is
 //! cut to the terminal's width and the bar shrinks, so the line never
-//! wraps (a wrapped line is drawn again below itself on every tick).
+//! wraps (a wrapped line is drawn again below itself on every tick). Log
+//! lines go through [`log_line`], which prints them above the bar rather
+//! than through it.
 
 use std::future::Future;
 use std::io::IsTerminal;
@@ -17,7 +19,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use console::{measure_text_width, truncate_str};
-use indicatif::{HumanBytes, HumanCount, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{
+    HumanBytes, HumanCount, ProgressBar, ProgressDrawTarget, ProgressStyle, WeakProgressBar,
+};
 
 use crate::progress::Progress;
 use crate::submit::journal::ItemState;
@@ -29,6 +33,35 @@ const SPINNER_TEMPLATE: &str = "{spinner} {prefix} {msg}";
 /// The narrowest bar; else the bar has a quarter of the columns that the
 /// bar and the message share.
 const MIN_BAR: usize = 10;
+
+/// The line on stderr, if one is shown: see [`log_line`].
+static ON_SCREEN: Mutex<Option<WeakProgressBar>> = Mutex::new(None);
+
+/// stderr for `tracing`: while a progress line is shown, a log line
+/// clears it, is printed, and the progress line is drawn again below it.
+pub fn log_line() -> LogLine {
+    LogLine
+}
+
+pub struct LogLine;
+
+impl std::io::Write for LogLine {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let bar = ON_SCREEN
+            .lock()
+            .ok()
+            .and_then(|b| b.as_ref().and_then(WeakProgressBar::upgrade));
+        match bar {
+            Some(bar) => bar.suspend(|| std::io::stderr().write_all(buf))?,
+            None => std::io::stderr().write_all(buf)?,
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
 
 /// The progress line of a command: hidden, or drawn on stderr.
 pub struct Phases {
@@ -68,7 +101,11 @@ impl Phases {
         if quiet || !std::io::stderr().is_terminal() {
             return Phases { shown: None };
         }
-        Phases::drawn_to(ProgressDrawTarget::stderr_with_hz(8), None)
+        let phases = Phases::drawn_to(ProgressDrawTarget::stderr_with_hz(8), None);
+        if let (Some(s), Ok(mut on_screen)) = (&phases.shown, ON_SCREEN.lock()) {
+            *on_screen = Some(s.bar.downgrade());
+        }
+        phases
     }
 
     fn drawn_to(target: ProgressDrawTarget, width: Option<u16>) -> Phases {
