@@ -2,12 +2,17 @@
 //! (e.g. `REFLEET_LOG=debug`); one JSON object per line with
 //! `--log-format json`, for schedulers. Never logs secrets.
 
-pub fn init(json: bool) {
+/// Logs to `stderr`: the CLI's makes a log line clear the progress line
+/// and draws it again below (`cli::progress::log_line`).
+pub fn init<W>(json: bool, stderr: W)
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     let filter = || {
         tracing_subscriber::EnvFilter::try_from_env("REFLEET_LOG")
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"))
     };
-    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_writer(stderr);
     let _ = if json {
         builder.json().with_env_filter(filter()).try_init()
     } else {

@@ -156,7 +156,7 @@ pub fn run() -> anyhow::Result<Outcome> {
             };
         }
     };
-    crate::logging::init(cli.log_format == LogFormat::Json);
+    crate::logging::init(cli.log_format == LogFormat::Json, progress::log_line);
     let global = Global {
         policy: cli.policy,
         quiet: cli.quiet,

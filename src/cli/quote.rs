@@ -138,7 +138,7 @@ pub(super) fn make_plan(
     settings: &mut PlanSettings,
     policy: &Policy,
     contracts: &Contracts,
-    global: &Global,
+    progress: &super::progress::Phases,
     extra: Option<&mut dyn PlanSink>,
     not_bought: Option<&std::collections::HashSet<String>>,
 ) -> anyhow::Result<Planned> {
@@ -172,7 +172,6 @@ pub(super) fn make_plan(
         reports: &mut reports,
         extra,
     };
-    let progress = super::progress::for_terminal(global.quiet);
     let ctx = PlanContext {
         contracts,
         policy,
@@ -180,13 +179,11 @@ pub(super) fn make_plan(
         pool: &pool,
         not_bought,
     };
-    let plan =
-        plan::plan(&ctx, &mut open, &validator, &mut tee, progress.as_ref()).map_err(|e| {
-            match e.downcast::<QuoteError>() {
-                Ok(q) => UsageError(q.to_string()).into(),
-                Err(e) => super::reading(input)(e),
-            }
-        })?;
+    let plan = plan::plan(&ctx, &mut open, &validator, &mut tee, progress);
+    let plan = plan.map_err(|e| match e.downcast::<QuoteError>() {
+        Ok(q) => UsageError(q.to_string()).into(),
+        Err(e) => super::reading(input)(e),
+    })?;
     let problems = reports.problems();
     // Both end in an fsync: they overlap.
     std::thread::scope(|scope| {
@@ -290,18 +287,22 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
     let started = Instant::now();
     let contracts = load_contracts(&settings, &policy)?;
     let mut regions = super::report::RegionTally::default();
+    let progress = super::progress::Phases::for_terminal(global.quiet);
+    progress.phase("planning");
     let planned = make_plan(
         &mut settings,
         &policy,
         &contracts,
-        global,
+        &progress,
         Some(&mut regions),
         None,
     )?;
+    progress.phase("reports");
     super::report::write_plan_report(&settings, &planned, regions)?;
     if settings.parquet {
         crate::report::parquet::write_copies(&settings.out, &["rejects", "eligibility"])?;
     }
+    progress.clear();
     if !global.quiet {
         eprintln!(
             "{}{:.2} s; reports in {}",

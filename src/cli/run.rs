@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde::Serialize;
 
+use super::progress::Phases;
 use super::quote::{load_contracts, make_plan, summary_text, PlanArgs, PlanSettings};
 use super::{Global, Outcome, UsageError};
 use crate::api::{CoverageWire, ItemType};
@@ -26,7 +27,7 @@ use crate::submit::journal::{ItemState, Journal, JournalError, PlannedItem};
 use crate::submit::reconcile::{reconcile, Reconciled};
 use crate::submit::retry::RetryPolicy;
 use crate::submit::{
-    submit_and_track, AfterRound, Stop, SubmitError, SubmitReport, SubmitSettings,
+    submit_and_track, AfterRound, Stop, SubmitError, SubmitReport, SubmitSettings, Vendor,
 };
 
 #[derive(clap::Args, Debug)]
@@ -398,6 +399,8 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
     }
 
     // Plan: every verdict to the reports, eligible and manual-review items to the journal.
+    let progress = Phases::for_terminal(global.quiet);
+    progress.phase("planning");
     let escalate = settings.submit.escalate;
     let out = settings.plan.out.clone();
     let spool = journal.atomically(|| -> anyhow::Result<_> {
@@ -421,13 +424,14 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
             &mut settings.plan,
             &policy,
             &contracts,
-            global,
+            &progress,
             Some(&mut spool),
             None,
         )?;
         Ok((spool.finish()?, planned))
     })?;
     let (spool, mut planned) = spool;
+    progress.clear();
     for q in &planned.plan.quotes {
         journal.set_quote(&q.contract_id, q.region.as_str(), &q.quote_id)?;
     }
@@ -449,7 +453,7 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
         Endpoint::Simulator => "simulator".to_string(),
     };
     let session = if settings.reconcile || !settings.dry_run {
-        let session = VendorSession::start(&settings, policy.clone(), global)?;
+        let session = VendorSession::start(&settings, policy.clone(), global, &progress)?;
         api_label = session.label.clone();
         Some(session)
     } else {
@@ -461,7 +465,7 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
     let mut lookup_seconds = 0.0;
     if let (Some(session), true) = (&session, settings.reconcile) {
         let lookups_started = Instant::now();
-        let found = session.reconcile(&journal, run_id, &settings.submit)?;
+        let found = session.reconcile(&journal, run_id, &settings.submit, &progress)?;
         lookup_seconds = lookups_started.elapsed().as_secs_f64();
         report.seconds = lookup_seconds;
         report.requests = found.requests;
@@ -481,14 +485,16 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
     let quoted_before = planned.totals.clone();
     let not_bought = journal.not_to_buy(run_id)?;
     if !not_bought.is_empty() {
+        progress.phase("quoting");
         planned = make_plan(
             &mut settings.plan,
             &policy,
             &contracts,
-            global,
+            &progress,
             None,
             Some(&not_bought),
         )?;
+        progress.clear();
         for q in &planned.plan.quotes {
             journal.set_quote(&q.contract_id, q.region.as_str(), &q.quote_id)?;
         }
@@ -527,7 +533,7 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
             &journal,
             run_id,
             &settings.submit,
-            global,
+            &progress,
             &mut audit_writer,
         )?;
         rep.seconds += lookup_seconds;
@@ -541,12 +547,14 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
 
     // What the run settled and the audit log does not have yet (most of it
     // was written as the run went).
+    progress.phase("audit log");
     let audit_started = Instant::now();
     audit_writer.catch_up(&journal)?;
     let audit_seconds = audit_started.elapsed().as_secs_f64();
     let audited = audit_writer
         .path()
         .map(|p| (audit_writer.appended(), p.to_path_buf()));
+    progress.phase("reports");
     let results_started = Instant::now();
     let mut records = journal.records(run_id)?;
     let counts = write_results(&out, &spool, &mut |key| Ok(records.get(key)?))?;
@@ -657,6 +665,7 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
         &serde_json::to_string(&planned.plan.quotes)?,
     )?;
     super::report::write_run_report(&out, &summary_json, &planned.plan.quotes, &journal)?;
+    progress.clear();
     if !global.quiet {
         eprint!(
             "{}",
@@ -794,6 +803,7 @@ impl VendorSession {
         settings: &Settings,
         policy: Arc<crate::policy::Policy>,
         global: &Global,
+        progress: &Phases,
     ) -> anyhow::Result<VendorSession> {
         // The cores the run was given (`--threads`, 0 = one per core).
         let cores = match settings.plan.threads {
@@ -842,6 +852,7 @@ impl VendorSession {
         })?);
         let stop = Stop::new();
         runtime.block_on(async { stop_on_signals(&stop) })?;
+        runtime.spawn(progress.watch(stop.clone()));
         Ok(VendorSession {
             label,
             client,
@@ -858,16 +869,21 @@ impl VendorSession {
         journal: &Journal,
         run_id: i64,
         settings: &SubmitSettings,
+        progress: &Phases,
     ) -> anyhow::Result<Reconciled> {
-        self.runtime
+        let found = self
+            .runtime
             .block_on(reconcile(
                 journal,
                 &self.client,
                 run_id,
                 settings,
                 &self.stop,
+                progress,
             ))
-            .map_err(submit_error)
+            .map_err(submit_error);
+        progress.clear();
+        found
     }
 
     /// Submits and tracks until done, stopped by a signal, or out of time.
@@ -876,24 +892,21 @@ impl VendorSession {
         journal: &Journal,
         run_id: i64,
         settings: &SubmitSettings,
-        global: &Global,
+        progress: &Phases,
         after_round: &mut dyn AfterRound,
     ) -> anyhow::Result<SubmitReport> {
-        self.runtime.block_on(async {
-            let total = journal.counts()?.iter().map(|(_, n)| *n).sum();
-            let bar = super::progress::submit_bar(global.quiet, total);
-            submit_and_track(
-                journal,
-                self.client.clone(),
-                run_id,
-                settings,
-                &self.stop,
-                bar.as_ref(),
-                after_round,
-            )
-            .await
-            .map_err(submit_error)
-        })
+        progress.begin_submission(&journal.counts()?, self.client.sent());
+        let report = self.runtime.block_on(submit_and_track(
+            journal,
+            self.client.clone(),
+            run_id,
+            settings,
+            &self.stop,
+            progress,
+            after_round,
+        ));
+        progress.clear();
+        report.map_err(submit_error)
     }
 }
 

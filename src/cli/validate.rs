@@ -7,6 +7,7 @@ use super::{input_error, thread_pool, Global, InputArgs, Outcome, UsageError};
 use crate::domain::Item;
 use crate::ingest::{self, IngestOptions, InputPath};
 use crate::policy::Policy;
+use crate::progress::Progress;
 use crate::report::{RejectsWriter, ValidFormat, ValidWriter};
 use crate::validate::{self, Reject, ValidateOptions, ValidateSink, ValidateStats, Validator};
 
@@ -123,7 +124,8 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
             .transpose()?,
     };
     let pool = thread_pool(settings.threads)?;
-    let progress = super::progress::for_terminal(global.quiet);
+    let progress = super::progress::Phases::for_terminal(global.quiet);
+    progress.phase("validating");
     progress.start(opened.total_bytes, opened.bytes_read.clone());
     // About 130 bytes per row in a typical export: pre-size, never cap.
     let expected_rows = opened
@@ -136,7 +138,7 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
         &pool,
         expected_rows,
         &mut sink,
-        progress.as_ref(),
+        &progress,
     )
     .map_err(super::reading(&settings.input))?;
     progress.finish();
@@ -145,6 +147,7 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
     if let Some(v) = sink.valid {
         v.commit()?;
     }
+    progress.clear();
     let elapsed = started.elapsed().as_secs_f64();
     if !global.quiet {
         let bytes = opened.bytes_read.load(std::sync::atomic::Ordering::Relaxed);

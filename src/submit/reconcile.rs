@@ -46,6 +46,16 @@ impl Reconciled {
     }
 }
 
+/// Progress of the lookups: called as answers are recorded, with the items
+/// looked up so far out of `of` to look up. Reports nothing by default.
+pub trait LookupProgress: Sync {
+    fn looked_up(&self, _so_far: &Reconciled, _of: u64) {}
+}
+
+/// Reports nothing: for tests, benchmarks and `--quiet`.
+pub struct NoLookupProgress;
+impl LookupProgress for NoLookupProgress {}
+
 /// Whether the vendor's record means the item is already reactivated for
 /// the deactivation at `deactivated_at`: pending, provisioning or active,
 /// and from a request for this deactivation or a later one, or (a record
@@ -217,12 +227,21 @@ pub async fn reconcile<V: Vendor>(
     run_id: i64,
     settings: &SubmitSettings,
     stop: &Stop,
+    progress: &dyn LookupProgress,
 ) -> Result<Reconciled, SubmitError> {
     let started = Instant::now();
     let deadline = super::after(started, settings.track_timeout);
     let sent_before = vendor.sent();
     let concurrency = settings.concurrency.max(1);
     let mut report = Reconciled::default();
+    // Every planned item is looked up, and nothing plans one meanwhile.
+    let to_look_up = journal
+        .counts()?
+        .iter()
+        .filter(|(s, _)| *s == super::journal::ItemState::Planned)
+        .map(|(_, n)| *n)
+        .sum();
+    progress.looked_up(&report, to_look_up);
     let mut after = 0i64;
     let mut pages_left = true;
     let mut retry: Vec<(Instant, Vec<LookupTarget>)> = Vec::new();
@@ -290,7 +309,8 @@ pub async fn reconcile<V: Vendor>(
         )?;
         match call.result {
             Ok(answer) if answer_matches(&page, &answer) => {
-                record(journal, &mut report, &page, &answer)?
+                record(journal, &mut report, &page, &answer)?;
+                progress.looked_up(&report, to_look_up);
             }
             Ok(answer) => {
                 tracing::warn!(

@@ -12,6 +12,7 @@ use refleet::sim::{RateLimit, Sim, SimConfig};
 use super::{journal_of, parquet_python, refleet, refleet_for, sample, state_home};
 
 mod reconcile;
+mod terminal;
 
 pub(crate) const TOKEN: &str = "test-token-Zq81xv";
 const AS_OF: &str = "2026-11-24";
