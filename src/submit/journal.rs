@@ -110,8 +110,12 @@ pub enum JournalError {
 /// same tables; the version and the id are added). Raise it with any change
 /// an older refleet would misread, and add the step to [`migrate`].
 /// Version 2 adds `items.source`, set for items a vendor lookup found, and
-/// `items.last_run`, the last run whose input held the item.
-pub const SCHEMA_VERSION: u32 = 2;
+/// `items.last_run`, the last run whose input held the item. Version 3
+/// keeps an item's quote and request id only on its batch (an item keeps a
+/// request id of its own only when it differs: a vendor record's), drops
+/// `items.updated_at` and keeps the verified features as bits: about a
+/// hundred bytes less per item at a million items.
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// An eligible item as the journal keeps it: enough to rebuild its request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -260,15 +264,17 @@ CREATE TABLE IF NOT EXISTS items (
     country TEXT NOT NULL,
     deactivated_at TEXT NOT NULL,
     coverage TEXT NOT NULL,
-    quote_id TEXT NOT NULL DEFAULT '',
     state TEXT NOT NULL,
     reason TEXT,
     batch_id INTEGER,
     batch_pos INTEGER,
+    -- only a vendor record's (source 'vendor'); this journal's items take
+    -- their batch's, as they take its quote
     request_id TEXT,
     eta TEXT,
     confirmation_id TEXT,
-    features TEXT,
+    -- verified features: 1 meetings, 2 conferencing, 4 uc (NULL: none reported)
+    features INTEGER,
     activated_at TEXT,
     case_id TEXT,
     audited INTEGER NOT NULL DEFAULT 0,
@@ -277,8 +283,7 @@ CREATE TABLE IF NOT EXISTS items (
     -- request of this journal bought it; NULL: this journal's own
     source TEXT,
     -- the last run whose input holds it
-    last_run INTEGER,
-    updated_at TEXT NOT NULL
+    last_run INTEGER
 );
 CREATE INDEX IF NOT EXISTS items_state ON items(state);
 CREATE INDEX IF NOT EXISTS items_batch ON items(batch_id, batch_pos);
@@ -491,8 +496,8 @@ impl Journal {
         let mut stmt = self.conn.prepare_cached(
             "INSERT INTO items (event_key, item_type, serial_number, mac_address, model,
                 license_id, bound_serial, contract_id, region, country, deactivated_at, coverage,
-                state, first_run, updated_at, last_run)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?14)
+                state, first_run, last_run)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14)
              ON CONFLICT (event_key) DO UPDATE SET last_run = excluded.last_run",
         )?;
         stmt.execute(params![
@@ -510,7 +515,6 @@ impl Journal {
             coverage_str(item.coverage),
             state.as_str(),
             run_id,
-            now(),
         ])?;
         Ok(())
     }
@@ -628,12 +632,11 @@ impl Journal {
             .execute(params![key, contract_id, region, quote_id, coverage_str(coverage), at])?;
             let id = tx.last_insert_rowid();
             let mut upd = tx.prepare_cached(
-                "UPDATE items SET state = 'submitted', batch_id = ?1, batch_pos = ?2, updated_at = ?3,
-                     quote_id = ?5
-                 WHERE rowid = ?4",
+                "UPDATE items SET state = 'submitted', batch_id = ?1, batch_pos = ?2
+                 WHERE rowid = ?3",
             )?;
             for (pos, (rowid, _)) in planned.iter().enumerate() {
-                upd.execute(params![id, pos as i64, at, rowid, quote_id])?;
+                upd.execute(params![id, pos as i64, rowid])?;
             }
             Ok(id)
         })?;
@@ -681,8 +684,8 @@ impl Journal {
             // Only items waiting for this answer: those of a re-sent batch
             // that the vendor had already settled keep their state.
             let mut upd = tx.prepare_cached(
-                "UPDATE items SET state = ?1, reason = ?2, eta = ?3, request_id = ?4, updated_at = ?5
-                 WHERE batch_id = ?6 AND batch_pos = ?7 AND state = 'submitted'",
+                "UPDATE items SET state = ?1, reason = ?2, eta = ?3
+                 WHERE batch_id = ?4 AND batch_pos = ?5 AND state = 'submitted'",
             )?;
             for d in &answer.items {
                 let Some(&p) = pos.get(d.item_key.as_str()) else {
@@ -696,8 +699,6 @@ impl Journal {
                     state.as_str(),
                     d.reason,
                     d.eta.map(|e| e.to_string()),
-                    answer.request_id,
-                    at,
                     batch.id,
                     p
                 ])?;
@@ -723,9 +724,9 @@ impl Journal {
                 params![batch_id, attempts, reason, at],
             )?;
             tx.execute(
-            "UPDATE items SET state = 'failed', reason = ?2, updated_at = ?3 WHERE batch_id = ?1",
-            params![batch_id, reason, at],
-        )?;
+                "UPDATE items SET state = 'failed', reason = ?2 WHERE batch_id = ?1",
+                params![batch_id, reason],
+            )?;
             Ok(())
         })?;
         Ok(())
@@ -810,14 +811,14 @@ impl Journal {
             api::ItemState::Failed => ItemState::Failed,
             api::ItemState::Rejected => ItemState::Rejected,
         };
-        let features = record.features_verified.map(|f| features_text(&f));
+        let features = record.features_verified.map(|f| features_bits(&f));
         let changed = self
             .conn
             .prepare_cached(
                 "UPDATE items SET state = ?1, source = 'vendor', request_id = ?2,
                      confirmation_id = ?3, features = ?4, activated_at = ?5,
-                     eta = COALESCE(?6, eta), reason = ?7, updated_at = ?8
-                 WHERE event_key = ?9
+                     eta = COALESCE(?6, eta), reason = ?7
+                 WHERE event_key = ?8
                    AND (state = 'planned'
                         OR (source = 'vendor' AND state IN ('accepted', 'provisioning')))",
             )?
@@ -829,7 +830,6 @@ impl Journal {
                 record.activated_at.map(fmt_time),
                 record.eta.map(|d| d.to_string()),
                 record.reason,
-                now(),
                 event_key,
             ])?;
         Ok(changed > 0)
@@ -883,10 +883,10 @@ impl Journal {
             .prepare_cached(
                 "UPDATE items SET state = 'planned', source = NULL, request_id = NULL,
                      confirmation_id = NULL, features = NULL, activated_at = NULL, eta = NULL,
-                     reason = NULL, updated_at = ?2
+                     reason = NULL
                  WHERE event_key = ?1 AND source = 'vendor' AND state IN ('accepted', 'provisioning')",
             )?
-            .execute(params![event_key, now()])?;
+            .execute([event_key])?;
         Ok(changed > 0)
     }
 
@@ -925,11 +925,10 @@ impl Journal {
         let tx = &self.conn;
         let mut open = 0;
         self.atomically(|| -> Result<_, JournalError> {
-            let at = now();
             let mut upd = tx.prepare_cached(
                 "UPDATE items SET state = ?1, reason = COALESCE(?2, reason), eta = COALESCE(?3, eta),
-                     confirmation_id = ?4, features = ?5, activated_at = ?6, updated_at = ?7
-                 WHERE batch_id = ?8 AND batch_pos = ?9 AND state IN ('accepted', 'provisioning')",
+                     confirmation_id = ?4, features = ?5, activated_at = ?6
+                 WHERE batch_id = ?7 AND batch_pos = ?8 AND state IN ('accepted', 'provisioning')",
             )?;
             for it in &status.items {
                 let state = match it.state {
@@ -948,7 +947,7 @@ impl Journal {
                 if item.state == state {
                     continue;
                 }
-                let features = it.features_verified.map(|f| features_text(&f));
+                let features = it.features_verified.map(|f| features_bits(&f));
                 upd.execute(params![
                     state.as_str(),
                     it.reason,
@@ -956,7 +955,6 @@ impl Journal {
                     it.confirmation_id,
                     features,
                     it.activated_at.map(fmt_time),
-                    at,
                     batch_id,
                     item.pos
                 ])?;
@@ -971,9 +969,11 @@ impl Journal {
         let rows = self
             .conn
             .prepare(
-                "SELECT event_key, contract_id, request_id, serial_number, license_id, state, reason
-                 FROM items WHERE state IN ('failed', 'manual_review') AND case_id IS NULL
-                 ORDER BY rowid",
+                "SELECT i.event_key, i.contract_id, COALESCE(i.request_id, b.request_id),
+                        i.serial_number, i.license_id, i.state, i.reason
+                 FROM items i LEFT JOIN batches b ON b.id = i.batch_id
+                 WHERE i.state IN ('failed', 'manual_review') AND i.case_id IS NULL
+                 ORDER BY i.rowid",
             )?
             .query_map([], |r| {
                 let state: String = r.get(5)?;
@@ -1000,8 +1000,8 @@ impl Journal {
 
     pub fn case_opened(&self, event_key: &str, case_id: &str) -> Result<(), JournalError> {
         self.conn.execute(
-            "UPDATE items SET state = 'escalated', case_id = ?2, updated_at = ?3 WHERE event_key = ?1",
-            params![event_key, case_id, now()],
+            "UPDATE items SET state = 'escalated', case_id = ?2 WHERE event_key = ?1",
+            params![event_key, case_id],
         )?;
         Ok(())
     }
@@ -1051,10 +1051,9 @@ impl Journal {
                 params![batch_id, why, at],
             )?;
             tx.execute(
-                "UPDATE items SET state = 'submitted', reason = NULL, eta = NULL, request_id = NULL,
-                     updated_at = ?2
+                "UPDATE items SET state = 'submitted', reason = NULL, eta = NULL
                  WHERE batch_id = ?1 AND state IN ('submitted', 'accepted', 'provisioning', 'rejected')",
-                params![batch_id, at],
+                [batch_id],
             )?;
             Ok(())
         })?;
@@ -1072,9 +1071,9 @@ impl Journal {
                 params![batch_id, why, at],
             )?;
             tx.execute(
-                "UPDATE items SET state = 'failed', reason = ?2, updated_at = ?3
+                "UPDATE items SET state = 'failed', reason = ?2
                  WHERE batch_id = ?1 AND state IN ('submitted', 'accepted', 'provisioning')",
-                params![batch_id, reason, at],
+                params![batch_id, reason],
             )?;
             Ok(())
         })
@@ -1124,7 +1123,8 @@ impl Journal {
     pub fn records(&self, run_id: i64) -> Result<Records<'_>, JournalError> {
         let mut batches = std::collections::HashMap::new();
         let mut stmt = self.conn.prepare(
-            "SELECT id, attempts, created_at >= (SELECT started_at FROM runs WHERE id = ?1)
+            "SELECT id, attempts, created_at >= (SELECT started_at FROM runs WHERE id = ?1),
+                    request_id
              FROM batches",
         )?;
         let mut rows = stmt.query([run_id])?;
@@ -1133,10 +1133,11 @@ impl Journal {
             let this_run: Option<bool> = r.get(2)?;
             batches.insert(
                 r.get::<_, i64>(0)?,
-                (
-                    u32::try_from(attempts).unwrap_or(u32::MAX),
-                    this_run.unwrap_or(false),
-                ),
+                BatchOfRecord {
+                    attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+                    this_run: this_run.unwrap_or(false),
+                    request_id: r.get(3)?,
+                },
             );
         }
         let item = self.conn.prepare_cached(
@@ -1151,8 +1152,15 @@ impl Journal {
 /// Items by event key, with what their batches say (see [`Journal::records`]).
 pub struct Records<'j> {
     item: rusqlite::CachedStatement<'j>,
-    /// Batch id → (attempts, sent by this run).
-    batches: std::collections::HashMap<i64, (u32, bool)>,
+    batches: std::collections::HashMap<i64, BatchOfRecord>,
+}
+
+/// What an item's record takes from its batch.
+struct BatchOfRecord {
+    attempts: u32,
+    /// Sent by the run the records are for.
+    this_run: bool,
+    request_id: Option<String>,
 }
 
 impl Records<'_> {
@@ -1162,24 +1170,23 @@ impl Records<'_> {
             .item
             .query_row([event_key], |r| {
                 let source: Option<String> = r.get(8)?;
-                let batch = r
-                    .get::<_, Option<i64>>(9)?
-                    .and_then(|id| batches.get(&id).copied());
+                let batch = r.get::<_, Option<i64>>(9)?.and_then(|id| batches.get(&id));
+                let own_request: Option<String> = r.get(2)?;
                 Ok(ItemRecord {
                     state: r.get(0)?,
                     reason: r.get(1)?,
-                    request_id: r.get(2)?,
+                    request_id: own_request.or_else(|| batch.and_then(|b| b.request_id.clone())),
                     confirmation_id: r.get(3)?,
-                    features: r.get(4)?,
+                    features: r.get::<_, Option<i64>>(4)?.map(features_text),
                     case_id: r.get(5)?,
-                    attempts: batch.map_or(0, |(n, _)| n),
+                    attempts: batch.map_or(0, |b| b.attempts),
                     eta: r.get(6)?,
                     activated_at: r.get(7)?,
                     source: match (source.as_deref(), batch) {
                         (Some("vendor"), _) => "vendor_record",
                         (_, None) => "",
-                        (_, Some((_, true))) => "this_run",
-                        (_, Some((_, false))) => "earlier_run",
+                        (_, Some(b)) if b.this_run => "this_run",
+                        (_, Some(_)) => "earlier_run",
                     }
                     .to_string(),
                 })
@@ -1237,12 +1244,13 @@ impl Journal {
         let rows = self
             .conn
             .prepare_cached(
-                "SELECT rowid, event_key, state, item_type, serial_number, license_id, contract_id,
-                        region, quote_id, request_id, confirmation_id, features, activated_at,
-                        case_id, reason, source = 'vendor'
-                 FROM items INDEXED BY items_unaudited
-                 WHERE audited = 0 AND state IN ('active', 'escalated')
-                 ORDER BY batch_id, rowid",
+                "SELECT i.rowid, i.event_key, i.state, i.item_type, i.serial_number, i.license_id,
+                        i.contract_id, i.region, COALESCE(b.quote_id, ''),
+                        COALESCE(i.request_id, b.request_id), i.confirmation_id, i.features,
+                        i.activated_at, i.case_id, i.reason, i.source = 'vendor'
+                 FROM items i INDEXED BY items_unaudited LEFT JOIN batches b ON b.id = i.batch_id
+                 WHERE i.audited = 0 AND i.state IN ('active', 'escalated')
+                 ORDER BY i.batch_id, i.rowid",
             )?
             .query_map([], |r| {
                 Ok(AuditItem {
@@ -1257,7 +1265,7 @@ impl Journal {
                     quote_id: r.get(8)?,
                     request_id: r.get(9)?,
                     confirmation_id: r.get(10)?,
-                    features: r.get(11)?,
+                    features: r.get::<_, Option<i64>>(11)?.map(features_text),
                     activated_at: r.get(12)?,
                     case_id: r.get(13)?,
                     reason: r.get(14)?,
@@ -1572,6 +1580,49 @@ fn migrate(conn: &Connection, from: u32) -> Result<(), JournalError> {
         )?;
         tx.commit()?;
     }
+    if from <= 2 {
+        // 3: the items table rebuilt without what its batch holds.
+        let tx = conn.unchecked_transaction()?;
+        let old_layout: bool = tx
+            .prepare("SELECT 1 FROM pragma_table_info('items') WHERE name = 'updated_at'")?
+            .exists([])?;
+        if old_layout {
+            tx.execute_batch(
+                "DROP INDEX IF EXISTS items_state;
+                 DROP INDEX IF EXISTS items_batch;
+                 DROP INDEX IF EXISTS items_planned;
+                 DROP INDEX IF EXISTS items_unaudited;
+                 ALTER TABLE items RENAME TO items_v2;",
+            )?;
+            tx.execute_batch(SCHEMA)?;
+            tx.execute_batch(
+                "INSERT INTO items (rowid, event_key, item_type, serial_number, mac_address, model,
+                     license_id, bound_serial, contract_id, region, country, deactivated_at,
+                     coverage, state, reason, batch_id, batch_pos, request_id, eta,
+                     confirmation_id, features, activated_at, case_id, audited, first_run,
+                     source, last_run)
+                 SELECT i.rowid, i.event_key, i.item_type, i.serial_number, i.mac_address, i.model,
+                     i.license_id, i.bound_serial, i.contract_id, i.region, i.country,
+                     i.deactivated_at, i.coverage, i.state, i.reason, i.batch_id, i.batch_pos,
+                     CASE WHEN i.request_id IS (SELECT b.request_id FROM batches b
+                                                WHERE b.id = i.batch_id)
+                          THEN NULL ELSE i.request_id END,
+                     i.eta, i.confirmation_id,
+                     CASE WHEN i.features IS NULL THEN NULL
+                          ELSE (instr(i.features, 'meetings') > 0)
+                               | ((instr(i.features, 'conferencing') > 0) << 1)
+                               | ((instr(i.features, 'uc') > 0) << 2) END,
+                     i.activated_at, i.case_id, i.audited, i.first_run, i.source, i.last_run
+                 FROM items_v2 i;
+                 DROP TABLE items_v2;",
+            )?;
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', '3')",
+            [],
+        )?;
+        tx.commit()?;
+    }
     Ok(())
 }
 
@@ -1701,18 +1752,21 @@ fn fmt_time(t: DateTime<Utc>) -> String {
 
 /// The verified features as the journal and `results.csv` keep them:
 /// `meetings;conferencing;uc`, or fewer.
-fn features_text(f: &api::Features) -> String {
+fn features_text(bits: i64) -> String {
     let mut v = Vec::new();
-    if f.meetings {
-        v.push("meetings");
-    }
-    if f.conferencing {
-        v.push("conferencing");
-    }
-    if f.uc {
-        v.push("uc");
+    for (bit, name) in FEATURES {
+        if bits & bit != 0 {
+            v.push(name);
+        }
     }
     v.join(";")
+}
+
+/// The journal's `features` bits.
+const FEATURES: [(i64, &str); 3] = [(1, "meetings"), (2, "conferencing"), (4, "uc")];
+
+fn features_bits(f: &api::Features) -> i64 {
+    i64::from(f.meetings) | i64::from(f.conferencing) << 1 | i64::from(f.uc) << 2
 }
 
 fn read_planned(r: &rusqlite::Row<'_>) -> rusqlite::Result<PlannedItem> {
@@ -1850,7 +1904,10 @@ mod tests {
             ("cut.sqlite", "is cut off"),
             (
                 "newer.sqlite",
-                "another version of refleet (journal format `3`",
+                &format!(
+                    "another version of refleet (journal format `{}`",
+                    SCHEMA_VERSION + 1
+                ),
             ),
             ("other.sqlite", "not a refleet journal"),
             ("bare.sqlite", "holds no journal"),
@@ -1912,6 +1969,91 @@ mod tests {
         let new_id = meta(&j, "journal_id");
         assert!(new_id.len() == 16 && new_id != id, "{new_id}");
         assert_eq!(j.counts().unwrap(), vec![(ItemState::Planned, 3)]);
+    }
+
+    #[test]
+    fn a_version_2_journal_is_rebuilt_without_losing_an_item_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.sqlite");
+        // The items table as version 2 had it; the other tables are the same.
+        sql(
+            &path,
+            &format!(
+                "CREATE TABLE items (event_key TEXT PRIMARY KEY, item_type TEXT NOT NULL,
+                     serial_number TEXT, mac_address TEXT, model TEXT, license_id TEXT,
+                     bound_serial TEXT, contract_id TEXT NOT NULL, region TEXT NOT NULL,
+                     country TEXT NOT NULL, deactivated_at TEXT NOT NULL, coverage TEXT NOT NULL,
+                     quote_id TEXT NOT NULL DEFAULT '', state TEXT NOT NULL, reason TEXT,
+                     batch_id INTEGER, batch_pos INTEGER, request_id TEXT, eta TEXT,
+                     confirmation_id TEXT, features TEXT, activated_at TEXT, case_id TEXT,
+                     audited INTEGER NOT NULL DEFAULT 0, first_run INTEGER NOT NULL,
+                     source TEXT, last_run INTEGER, updated_at TEXT NOT NULL);
+                 {SCHEMA}
+                 INSERT INTO meta VALUES ('schema_version', '2'), ('journal_id', 'j2');
+                 INSERT INTO runs (id, started_at, input, as_of) VALUES (1, '2026-01-01T00:00:00Z', 'x', '2026-01-01');
+                 INSERT INTO batches (id, idem_key, contract_id, region, quote_id, coverage, state,
+                     request_id, attempts, created_at, updated_at)
+                     VALUES (1, 'rf-1', 'C1', 'AMER', 'Q1', 'standard', 'accepted', 'rq-1', 2,
+                             '2026-01-01T00:00:01Z', '2026-01-01T00:00:01Z');
+                 INSERT INTO items VALUES ('A|C1|2026-01-01', 'device', 'A', NULL, 'M', NULL, NULL,
+                     'C1', 'AMER', 'US', '2026-01-01', 'standard', 'Q1', 'active', NULL, 1, 0,
+                     'rq-1', '2026-01-05', 'CNF-A', 'meetings;uc', '2026-01-05T00:00:00Z', NULL,
+                     1, 1, NULL, 1, '2026-01-05T00:00:00Z');
+                 INSERT INTO items VALUES ('B|C1|2026-01-01', 'device', 'B', NULL, 'M', NULL, NULL,
+                     'C1', 'AMER', 'US', '2026-01-01', 'standard', '', 'active', NULL, NULL, NULL,
+                     'rq-v', NULL, 'CNF-B', 'meetings;conferencing;uc', '2026-01-04T00:00:00Z',
+                     NULL, 0, 1, 'vendor', 1, '2026-01-05T00:00:00Z');"
+            ),
+        );
+        let j = Journal::open(&path).unwrap();
+        let version: String = j
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(version, "3");
+        let a = j.record("A|C1|2026-01-01", 1).unwrap().unwrap();
+        assert_eq!(
+            (
+                a.state.as_str(),
+                a.request_id.as_deref(),
+                a.features.as_deref()
+            ),
+            ("active", Some("rq-1"), Some("meetings;uc"))
+        );
+        assert_eq!(
+            (a.attempts, a.confirmation_id.as_deref()),
+            (2, Some("CNF-A"))
+        );
+        assert_eq!(a.source, "this_run");
+        let b = j.record("B|C1|2026-01-01", 1).unwrap().unwrap();
+        assert_eq!(
+            (
+                b.request_id.as_deref(),
+                b.features.as_deref(),
+                b.source.as_str()
+            ),
+            (
+                Some("rq-v"),
+                Some("meetings;conferencing;uc"),
+                "vendor_record"
+            )
+        );
+        // The unaudited vendor record is still to be written to the log.
+        let unaudited = j.unaudited_items().unwrap();
+        assert_eq!(unaudited.len(), 1);
+        assert_eq!(unaudited[0].event_key, "B|C1|2026-01-01");
+        assert!(unaudited[0].vendor_record);
+        let kept: bool = j
+            .conn
+            .prepare("SELECT 1 FROM pragma_table_info('items') WHERE name = 'updated_at'")
+            .unwrap()
+            .exists([])
+            .unwrap();
+        assert!(!kept);
     }
 
     #[test]

@@ -846,24 +846,26 @@ fn the_audit_log_chains_every_activation_and_names_a_tampered_record() {
     let kind = |k: &str| records.iter().filter(|r| r["kind"] == k).count();
     // One `activations` record per request, a row per item, each named
     // with its confirmation and activation time.
-    let rows: Vec<(&serde_json::Value, std::collections::HashMap<&str, &serde_json::Value>)> =
-        records
-            .iter()
-            .filter(|r| r["kind"] == "activations")
-            .flat_map(|r| {
-                let columns: Vec<&str> = r["columns"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|c| c.as_str().unwrap())
-                    .collect();
-                r["items"].as_array().unwrap().iter().map(move |row| {
-                    let row = row.as_array().unwrap();
-                    assert_eq!(row.len(), columns.len(), "{r}");
-                    (r, columns.iter().copied().zip(row.iter()).collect())
-                })
+    let rows: Vec<(
+        &serde_json::Value,
+        std::collections::HashMap<&str, &serde_json::Value>,
+    )> = records
+        .iter()
+        .filter(|r| r["kind"] == "activations")
+        .flat_map(|r| {
+            let columns: Vec<&str> = r["columns"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c.as_str().unwrap())
+                .collect();
+            r["items"].as_array().unwrap().iter().map(move |row| {
+                let row = row.as_array().unwrap();
+                assert_eq!(row.len(), columns.len(), "{r}");
+                (r, columns.iter().copied().zip(row.iter()).collect())
             })
-            .collect();
+        })
+        .collect();
     assert_eq!(
         rows.len(),
         res.iter().filter(|r| r["state"] == "active").count()
