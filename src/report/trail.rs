@@ -8,11 +8,10 @@
 //!   idempotency key, contract, region, quote, `ordered_at` and
 //!   `cancellable_until` (`ordered_at` + the contract's `cancellation_days`).
 //! - `activations`: one per request and write, its items as rows under
-//!   `columns` (`event_key`, `item_type`, `confirmation_id`,
-//!   `activated_at`, and `features_verified` when they differ between
-//!   items; when all items share them, `features_verified` is the
-//!   record's). The request's contract, region, quote and request id are
-//!   the record's. Items the vendor already held (a lookup found them; not
+//!   `columns`: `event_key`, then those of `item_type`, `confirmation_id`,
+//!   `activated_at` and `features_verified` that differ between its items;
+//!   a field all its items share is the record's, as are the request's
+//!   contract, region, quote and request id. Items the vendor already held (a lookup found them; not
 //!   bought by this journal) are in records of their own with `"source":
 //!   "vendor_record"`.
 //! - `case`: one per support case, as before.
@@ -191,31 +190,22 @@ fn same_request(a: &AuditItem, b: &AuditItem) -> bool {
         && a.vendor_record == b.vendor_record
 }
 
+/// How an item's field is read for its row.
+type Field = fn(&AuditItem) -> Value;
+
 /// One `activations` record: the request's fields once, a row per item.
+/// A field every item shares (often the item type, the activation time,
+/// the features) is the record's, not repeated in each row.
 fn activations(items: &[&AuditItem], recorded_at: &str) -> Map<String, Value> {
     let Some(first) = items.first() else {
         return Map::new();
     };
-    let shared = items.iter().all(|i| i.features == first.features);
-    let mut columns = vec!["event_key", "item_type", "confirmation_id", "activated_at"];
-    if !shared {
-        columns.push("features_verified");
-    }
-    let rows: Vec<Value> = items
-        .iter()
-        .map(|i| {
-            let mut row = vec![
-                json!(i.event_key),
-                json!(i.item_type),
-                json!(i.confirmation_id),
-                json!(i.activated_at),
-            ];
-            if !shared {
-                row.push(json!(i.features));
-            }
-            Value::Array(row)
-        })
-        .collect();
+    let fields: [(&str, Field); 4] = [
+        ("item_type", |i| json!(i.item_type)),
+        ("confirmation_id", |i| json!(i.confirmation_id)),
+        ("activated_at", |i| json!(i.activated_at)),
+        ("features_verified", |i| json!(i.features)),
+    ];
     let mut record = object(json!({
         "kind": "activations",
         "recorded_at": recorded_at,
@@ -223,12 +213,28 @@ fn activations(items: &[&AuditItem], recorded_at: &str) -> Map<String, Value> {
         "region": first.region,
         "quote_id": first.quote_id,
         "request_id": first.request_id,
-        "columns": columns,
-        "items": rows,
     }));
-    if shared {
-        record.insert("features_verified".into(), json!(first.features));
+    let mut columns = vec!["event_key"];
+    let mut varying = Vec::new();
+    for (name, get) in fields {
+        let value = get(first);
+        if items.len() > 1 && items.iter().all(|i| get(i) == value) {
+            record.insert(name.into(), value);
+        } else {
+            columns.push(name);
+            varying.push(get);
+        }
     }
+    let rows: Vec<Value> = items
+        .iter()
+        .map(|i| {
+            let mut row = vec![json!(i.event_key)];
+            row.extend(varying.iter().map(|get| get(i)));
+            Value::Array(row)
+        })
+        .collect();
+    record.insert("columns".into(), json!(columns));
+    record.insert("items".into(), Value::Array(rows));
     if first.vendor_record {
         record.insert("source".into(), json!("vendor_record"));
     }
@@ -309,15 +315,12 @@ mod tests {
     fn an_activations_record_names_every_item_and_is_adopted_by_its_keys() {
         let (a, b) = (item("A", "rq-1", "uc"), item("B", "rq-1", "uc"));
         let r = activations(&[&a, &b], "now");
+        // Shared fields once, for the record; the confirmations differ.
         assert_eq!(r["features_verified"], "uc");
-        assert_eq!(
-            r["columns"],
-            json!(["event_key", "item_type", "confirmation_id", "activated_at"])
-        );
-        assert_eq!(
-            r["items"][1],
-            json!(["B", "device", "CNF-B", "2027-01-02T03:04:05Z"])
-        );
+        assert_eq!(r["item_type"], "device");
+        assert_eq!(r["activated_at"], "2027-01-02T03:04:05Z");
+        assert_eq!(r["columns"], json!(["event_key", "confirmation_id"]));
+        assert_eq!(r["items"][1], json!(["B", "CNF-B"]));
         assert!(r.get("source").is_none());
         let (keys, orders) = already_logged(&[r]);
         assert_eq!(keys, ["A", "B"]);
@@ -325,17 +328,33 @@ mod tests {
     }
 
     #[test]
-    fn features_that_differ_go_to_each_row_and_vendor_records_say_so() {
+    fn fields_that_differ_go_to_each_row_and_vendor_records_say_so() {
         let a = item("A", "rq-1", "uc");
         let mut b = item("B", "rq-1", "meetings");
+        b.item_type = "license".into();
         b.vendor_record = true;
         let r = activations(&[&a, &b], "now");
         assert!(r.get("features_verified").is_none());
-        assert_eq!(r["items"][1][4], "meetings");
+        assert_eq!(
+            r["columns"],
+            json!([
+                "event_key",
+                "item_type",
+                "confirmation_id",
+                "features_verified"
+            ])
+        );
+        assert_eq!(r["items"][1], json!(["B", "license", "CNF-B", "meetings"]));
         assert!(
             !same_request(&a, &b),
             "a vendor record is not this journal's order"
         );
-        assert_eq!(activations(&[&b], "now")["source"], "vendor_record");
+        // A record of one item keeps every field in its row.
+        let one = activations(&[&b], "now");
+        assert_eq!(one["source"], "vendor_record");
+        assert_eq!(
+            one["items"][0],
+            json!(["B", "license", "CNF-B", "2027-01-02T03:04:05Z", "meetings"])
+        );
     }
 }
