@@ -463,6 +463,75 @@ fn sigkill_at_random_moments_never_pays_twice_nor_loses_a_row() {
     );
     assert_complete(out.path(), sample_rows());
     assert_eq!(sim.stats().duplicate_activations, 0, "{:?}", sim.stats());
+    // The audit log, written as the runs went and killed 20 times, still
+    // verifies and names each activation once.
+    let log = journal_of(out.path()).with_file_name("audit.jsonl");
+    refleet()
+        .args(["audit", "verify"])
+        .arg(&log)
+        .assert()
+        .code(0);
+    let logged = activation_keys(&log);
+    let unique: std::collections::HashSet<&String> = logged.iter().collect();
+    assert_eq!(unique.len(), logged.len(), "an activation logged twice");
+    let active = results(out.path())
+        .iter()
+        .filter(|r| r["state"] == "active")
+        .count();
+    assert_eq!(logged.len(), active);
+}
+
+/// The event keys of the `activations` records in an audit log, in order.
+fn activation_keys(log: &Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["kind"] == "activations")
+        .flat_map(|r| r["items"].as_array().unwrap().clone())
+        .map(|row| row[0].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The audit log is written while the run goes, not at its end: a run
+/// killed before it ends has already logged what it activated.
+#[test]
+fn the_audit_log_is_written_as_the_run_goes() {
+    let sim = sim(SimConfig::default());
+    let out = tempfile::tempdir().unwrap();
+    let mut child = run_child(
+        &sample("inventory.csv"),
+        out.path(),
+        &sim,
+        &["--rate", "20", "--batch-size", "10", "--concurrency", "2"],
+    );
+    let log = journal_of(out.path()).with_file_name("audit.jsonl");
+    let started = Instant::now();
+    let mut logged = Vec::new();
+    while logged.is_empty() && started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(50));
+        if std::fs::metadata(&log).is_ok() {
+            logged = activation_keys(&log);
+        }
+    }
+    let still_running = child.try_wait().unwrap().is_none();
+    let _ = child.kill(); // SIGKILL
+    let _ = child.wait();
+    assert!(!logged.is_empty(), "no activation logged within 60 s");
+    assert!(
+        still_running,
+        "the run had ended before its first activations were logged"
+    );
+    assert!(
+        logged.len() < sample_rows(),
+        "{} activations logged: the run was nearly done",
+        logged.len()
+    );
+    refleet()
+        .args(["audit", "verify"])
+        .arg(&log)
+        .assert()
+        .code(0);
 }
 
 /// The largest number of requests the server saw in any `window`.
