@@ -46,28 +46,11 @@ REFLEET=${REFLEET:-target/release/refleet}
 BENCH_DIR=${BENCH_DIR:-target/bench}
 
 die() { echo "dry_run_vs_quote.sh: $*" >&2; exit 1; }
-[[ $ITEMS =~ ^[1-9][0-9]*$ ]] || die "ITEMS must be a positive integer, got '$ITEMS'"
 [[ $REPEAT =~ ^[1-9][0-9]*$ ]] || die "REPEAT must be a positive integer, got '$REPEAT'"
-[[ -n ${NO_BUILD:-} ]] || cargo build --release --quiet
-[[ -x $REFLEET ]] || die "no binary at $REFLEET"
-
-mkdir -p "$BENCH_DIR"
-data="$BENCH_DIR/gen-$ITEMS-s$SEED"
-if [[ ! -f $data/inventory.csv || ! -f $data/contracts.csv ]]; then
-  "$REFLEET" gen --rows "$ITEMS" --seed "$SEED" --out "$data" --quiet
-fi
-
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-REFLEET_SIM_TOKEN=bench "$REFLEET" sim --listen "127.0.0.1:$port" --rate-limit "$RATE" --burst "$SIM_BURST" --quiet &
-sim=$!
+# shellcheck source=benches/common.sh
+source benches/common.sh
 work=$(mktemp -d "$BENCH_DIR/dry-vs-quote.XXXXXX")
 trap 'kill $sim 2>/dev/null || true; rm -rf "$work"' EXIT
-stats() { python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(urllib.request.Request(sys.argv[1], headers={"Authorization": "Bearer bench"}), timeout=10).read().decode())' "http://127.0.0.1:$port/v1/_sim/stats"; }
-for _ in $(seq 100); do
-  stats >/dev/null 2>&1 && break
-  sleep 0.1
-done
-stats >/dev/null 2>&1 || die "the simulator did not come up on port $port"
 export REFLEET_API_TOKEN=bench
 
 common=("$data/inventory.csv" --contracts "$data/contracts.csv" --as-of "$AS_OF" --quiet)
