@@ -16,10 +16,11 @@
 //!   "vendor_record"`.
 //! - `case`: one per support case, as before.
 //!
-//! A record per request rather than per item keeps the log near 100 bytes
-//! an item at fleet size (a million items), every item still named with its
-//! confirmation. Logs written before this hold one `activation` record per
-//! item; both kinds are read when records are adopted after a crash.
+//! A record per request rather than per item keeps the log compact at
+//! fleet size: the request's fields are written once, and every item is
+//! still named with its confirmation. Logs written before this hold one
+//! `activation` record per item; both kinds are read when records are
+//! adopted after a crash.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -144,28 +145,26 @@ fn window(
     o: &AuditOrder,
     recorded_at: &str,
 ) -> Map<String, Value> {
-    {
-        let days = cancellation_days.get(o.contract_id.as_str()).copied();
-        let until = days.and_then(|d| {
-            chrono::DateTime::parse_from_rfc3339(&o.accepted_at)
-                .ok()
-                .and_then(|t| t.date_naive().checked_add_days(chrono::Days::new(d.into())))
-                .map(|d| d.to_string())
-        });
-        object(json!({
-            "kind": "cancellation_window",
-            "recorded_at": recorded_at,
-            "request_id": o.request_id,
-            "idempotency_key": o.idempotency_key,
-            "contract_id": o.contract_id,
-            "region": o.region,
-            "quote_id": o.quote_id,
-            "ordered_at": o.accepted_at,
-            "items": o.items,
-            "cancellation_days": days,
-            "cancellable_until": until,
-        }))
-    }
+    let days = cancellation_days.get(o.contract_id.as_str()).copied();
+    let until = days.and_then(|d| {
+        chrono::DateTime::parse_from_rfc3339(&o.accepted_at)
+            .ok()
+            .and_then(|t| t.date_naive().checked_add_days(chrono::Days::new(d.into())))
+            .map(|d| d.to_string())
+    });
+    object(json!({
+        "kind": "cancellation_window",
+        "recorded_at": recorded_at,
+        "request_id": o.request_id,
+        "idempotency_key": o.idempotency_key,
+        "contract_id": o.contract_id,
+        "region": o.region,
+        "quote_id": o.quote_id,
+        "ordered_at": o.accepted_at,
+        "items": o.items,
+        "cancellation_days": days,
+        "cancellable_until": until,
+    }))
 }
 
 impl crate::submit::AfterRound for AuditWriter {

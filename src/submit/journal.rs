@@ -113,8 +113,8 @@ pub enum JournalError {
 /// `items.last_run`, the last run whose input held the item. Version 3
 /// keeps an item's quote and request id only on its batch (an item keeps a
 /// request id of its own only when it differs: a vendor record's), drops
-/// `items.updated_at` and keeps the verified features as bits: about a
-/// hundred bytes less per item at a million items.
+/// `items.updated_at` and keeps the verified features as bits, so that an
+/// item's row holds nothing its batch already says.
 pub const SCHEMA_VERSION: u32 = 3;
 
 /// An eligible item as the journal keeps it: enough to rebuild its request.
@@ -1556,37 +1556,25 @@ fn migrate(conn: &Connection, from: u32) -> Result<(), JournalError> {
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('journal_id', ?1)",
             [new_journal_id()],
         )?;
-        tx.execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', '1')",
-            [],
-        )?;
+        set_version(&tx, 1)?;
         tx.commit()?;
     }
     if from <= 1 {
         // 2: items found at the vendor by a lookup are marked `source`.
         let tx = conn.unchecked_transaction()?;
-        let has_source: bool = tx
-            .prepare("SELECT 1 FROM pragma_table_info('items') WHERE name = 'source'")?
-            .exists([])?;
-        if !has_source {
+        if !has_column(&tx, "source")? {
             tx.execute_batch(
                 "ALTER TABLE items ADD COLUMN source TEXT;
                  ALTER TABLE items ADD COLUMN last_run INTEGER;",
             )?;
         }
-        tx.execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', '2')",
-            [],
-        )?;
+        set_version(&tx, 2)?;
         tx.commit()?;
     }
     if from <= 2 {
         // 3: the items table rebuilt without what its batch holds.
         let tx = conn.unchecked_transaction()?;
-        let old_layout: bool = tx
-            .prepare("SELECT 1 FROM pragma_table_info('items') WHERE name = 'updated_at'")?
-            .exists([])?;
-        if old_layout {
+        if has_column(&tx, "updated_at")? {
             tx.execute_batch(
                 "DROP INDEX IF EXISTS items_state;
                  DROP INDEX IF EXISTS items_batch;
@@ -1617,12 +1605,25 @@ fn migrate(conn: &Connection, from: u32) -> Result<(), JournalError> {
                  DROP TABLE items_v2;",
             )?;
         }
-        tx.execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', '3')",
-            [],
-        )?;
+        set_version(&tx, 3)?;
         tx.commit()?;
     }
+    Ok(())
+}
+
+/// Whether the `items` table has `column` (a step of [`migrate`] may have
+/// run before the version was recorded).
+fn has_column(conn: &Connection, column: &str) -> Result<bool, JournalError> {
+    Ok(conn
+        .prepare("SELECT 1 FROM pragma_table_info('items') WHERE name = ?1")?
+        .exists([column])?)
+}
+
+fn set_version(conn: &Connection, version: u32) -> Result<(), JournalError> {
+    conn.execute(
+        "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?1)",
+        [version.to_string()],
+    )?;
     Ok(())
 }
 

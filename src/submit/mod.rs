@@ -1062,6 +1062,27 @@ mod tests {
         (j, run)
     }
 
+    /// Submits and tracks the journal's items with the fake vendor, without
+    /// progress or work after rounds.
+    async fn track(
+        j: &Journal,
+        fake: Arc<Fake>,
+        run: i64,
+        settings: &SubmitSettings,
+        stop: &Stop,
+    ) -> Result<SubmitReport, SubmitError> {
+        submit_and_track(
+            j,
+            fake,
+            run,
+            settings,
+            stop,
+            &NoSubmitProgress,
+            &mut NothingAfter,
+        )
+        .await
+    }
+
     fn quick(batch_size: usize) -> SubmitSettings {
         SubmitSettings {
             batch_size,
@@ -1100,17 +1121,9 @@ mod tests {
             }),
         );
         let started = Instant::now();
-        let report = submit_and_track(
-            &j,
-            fake.clone(),
-            run,
-            &quick(10),
-            &Stop::new(),
-            &NoSubmitProgress,
-            &mut NothingAfter,
-        )
-        .await
-        .unwrap();
+        let report = track(&j, fake.clone(), run, &quick(10), &Stop::new())
+            .await
+            .unwrap();
         assert!(
             started.elapsed() < Duration::from_secs(4),
             "it did not wait for the time-out"
@@ -1140,17 +1153,9 @@ mod tests {
                 _ => Ok(status_of(id, &["A", "B"], api::ItemState::Active)),
             }),
         );
-        let report = submit_and_track(
-            &j,
-            fake.clone(),
-            run,
-            &quick(10),
-            &Stop::new(),
-            &NoSubmitProgress,
-            &mut NothingAfter,
-        )
-        .await
-        .unwrap();
+        let report = track(&j, fake.clone(), run, &quick(10), &Stop::new())
+            .await
+            .unwrap();
         assert_eq!(report.stopped_because, None);
         assert_eq!(fake.submits.load(Ordering::Relaxed), 2);
         for (state, _) in states(&j, &keys) {
@@ -1171,17 +1176,9 @@ mod tests {
             Box::new(|n, body| Ok(accept_all(n, body))),
             Box::new(|id| Ok(status_of(id, &["X", "Y"], api::ItemState::Active))),
         );
-        submit_and_track(
-            &j,
-            fake.clone(),
-            run,
-            &quick(10),
-            &Stop::new(),
-            &NoSubmitProgress,
-            &mut NothingAfter,
-        )
-        .await
-        .unwrap();
+        track(&j, fake.clone(), run, &quick(10), &Stop::new())
+            .await
+            .unwrap();
         assert_eq!(fake.submits.load(Ordering::Relaxed), u64::from(MAX_LOSSES));
         for (state, reason) in states(&j, &keys) {
             assert_eq!(state, "failed");
@@ -1202,17 +1199,9 @@ mod tests {
             escalate: true,
             ..quick(10)
         };
-        submit_and_track(
-            &j,
-            fake.clone(),
-            run,
-            &settings,
-            &Stop::new(),
-            &NoSubmitProgress,
-            &mut NothingAfter,
-        )
-        .await
-        .unwrap();
+        track(&j, fake.clone(), run, &settings, &Stop::new())
+            .await
+            .unwrap();
         for (state, reason) in states(&j, &keys) {
             assert_eq!(state, "escalated", "failed, then a case was opened");
             assert_eq!(reason.as_deref(), Some("VENDOR_ANSWER_MISMATCH"));
@@ -1244,17 +1233,9 @@ mod tests {
                 }
             }),
         );
-        submit_and_track(
-            &j,
-            fake.clone(),
-            run,
-            &quick(10),
-            &Stop::new(),
-            &NoSubmitProgress,
-            &mut NothingAfter,
-        )
-        .await
-        .unwrap();
+        track(&j, fake.clone(), run, &quick(10), &Stop::new())
+            .await
+            .unwrap();
         assert_eq!(fake.submits.load(Ordering::Relaxed), 1);
         assert_eq!(
             states(&j, &keys),
@@ -1289,17 +1270,7 @@ mod tests {
             ..quick(2)
         };
         let stop = Stop::new();
-        let report = submit_and_track(
-            &j,
-            fake,
-            run,
-            &settings,
-            &stop,
-            &NoSubmitProgress,
-            &mut NothingAfter,
-        )
-        .await
-        .unwrap();
+        let report = track(&j, fake, run, &settings, &stop).await.unwrap();
         let aborted = report.aborted.expect("the run knows a task crashed");
         assert!(aborted.contains("boom in a request task"), "{aborted}");
         assert!(stop.is_triggered());
@@ -1323,17 +1294,7 @@ mod tests {
             ..quick(10)
         };
         let stop = Stop::new();
-        let report = submit_and_track(
-            &j,
-            fake,
-            run,
-            &settings,
-            &stop,
-            &NoSubmitProgress,
-            &mut NothingAfter,
-        )
-        .await
-        .unwrap();
+        let report = track(&j, fake, run, &settings, &stop).await.unwrap();
         assert!(stop.is_triggered());
         let why = report.stopped_because.unwrap();
         assert!(why.contains("time-out"), "{why}");
