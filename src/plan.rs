@@ -28,7 +28,7 @@ use crate::ingest::Opened;
 use crate::policy::Policy;
 use crate::progress::Progress;
 use crate::quote::{family_slot, Quote, QuoteBuilder, QuoteError, QuoteInput};
-use crate::report::eligibility_line;
+use crate::report::{eligibility_line, UnknownItems};
 use crate::validate::{self, DuplicateIndex, ItemMap, MappedSink, Reject, RowKeys, Validator};
 
 /// One valid item and what the plan decided for it.
@@ -43,9 +43,13 @@ pub struct Judged<'a> {
     pub verdict: &'a Verdict,
     /// The expected activation date of an eligible item.
     pub eta: Option<NaiveDate>,
+    pub contract_id: &'a str,
     /// The item's `eligibility.csv` record (SPEC §7), newline included,
     /// made on the validating threads.
     pub line: &'a [u8],
+    /// Its `results.csv` record when the sink asks for
+    /// [result lines](PlanSink::result_lines); else empty.
+    pub result_line: &'a [u8],
 }
 
 /// Receives the plan in row order.
@@ -55,6 +59,10 @@ pub trait PlanSink {
     /// Whether [`Judged::item`] must be there.
     fn wants_items(&self) -> bool {
         false
+    }
+    /// Whether, and how, [`Judged::result_line`] must be made.
+    fn result_lines(&self) -> Option<UnknownItems> {
+        None
     }
     fn reject(&mut self, reject: &Reject) -> anyhow::Result<()>;
     fn warning(&mut self, warning: &Reject) -> anyhow::Result<()>;
@@ -100,7 +108,7 @@ pub fn plan(
     sink: &mut dyn PlanSink,
     progress: &dyn Progress,
 ) -> anyhow::Result<Plan> {
-    let judge = Judge::new(ctx, sink.wants_items())?;
+    let judge = Judge::new(ctx, sink.wants_items(), sink.result_lines())?;
     let opened = open()?;
     let expected = expected_rows(&opened);
     let pass = |opened: Opened, fold: &mut Fold<'_, '_>| {
@@ -165,6 +173,8 @@ struct Judge<'a> {
     etas: Etas,
     /// Keep each device's item for the sink ([`PlanSink::wants_items`]).
     keep_items: bool,
+    /// Make `results.csv` lines ([`PlanSink::result_lines`]).
+    result_lines: Option<UnknownItems>,
     /// [`PlanContext::not_bought`].
     not_bought: Option<&'a std::collections::HashSet<String>>,
 }
@@ -187,9 +197,9 @@ enum Judgement {
         item: Held,
         verdict: Verdict,
         eta: Option<NaiveDate>,
-        /// The `eligibility.csv` line when it did not fit the row's slot
-        /// (see [`Line`]); `None`: it is there.
-        line: Option<Vec<u8>>,
+        /// The lines when they did not fit the row's slot (see [`Lines`]);
+        /// `None`: they are there.
+        lines: Option<Lines>,
     },
     License(Box<Item>),
 }
@@ -231,6 +241,13 @@ impl Held {
         }
     }
 
+    fn contract_id(&self) -> &str {
+        match self {
+            Held::Item(item) => &item.contract_id,
+            Held::Lean { contract_id, .. } => contract_id,
+        }
+    }
+
     fn quote_input(&self, policy: &Policy) -> QuoteInput<'_> {
         match self {
             Held::Item(item) => QuoteInput::of(item, device_key(item), policy),
@@ -263,7 +280,11 @@ fn device_key(item: &Item) -> &str {
 impl<'a> Judge<'a> {
     /// Fails only when an activation date is past chrono's last date (an
     /// as-of date within a few years of it).
-    fn new(ctx: &PlanContext<'a>, keep_items: bool) -> Result<Judge<'a>, QuoteError> {
+    fn new(
+        ctx: &PlanContext<'a>,
+        keep_items: bool,
+        result_lines: Option<UnknownItems>,
+    ) -> Result<Judge<'a>, QuoteError> {
         let etas = ctx
             .policy
             .countries
@@ -288,12 +309,14 @@ impl<'a> Judge<'a> {
             none: EligibleDevices::new(),
             etas,
             keep_items,
+            result_lines,
             not_bought: ctx.not_bought,
         })
     }
 
     /// The verdict and activation date of one item; its `eligibility.csv`
-    /// line goes into `line`.
+    /// line goes into `line`, its `results.csv` line into `result_line`
+    /// when [`Judge::result_lines`] asks (else it is left empty).
     fn judge(
         &self,
         last: &mut LastContract<'a>,
@@ -301,6 +324,7 @@ impl<'a> Judge<'a> {
         key: &str,
         eligible_devices: &(impl Devices + ?Sized),
         line: &mut Vec<u8>,
+        result_line: &mut Vec<u8>,
     ) -> (Verdict, Option<NaiveDate>) {
         let contract = self.contract(last, &item.contract_id);
         let v = eligibility::evaluate(item, contract, self.policy, self.as_of, eligible_devices);
@@ -316,7 +340,12 @@ impl<'a> Judge<'a> {
             },
             _ => None,
         };
-        eligibility_line(line, item, key, &v, eta.as_ref().map_or("", |(_, s)| s));
+        let eta_text = eta.as_ref().map_or("", |(_, s)| s);
+        eligibility_line(line, item, key, &v, eta_text);
+        result_line.clear();
+        if let Some(lines) = self.result_lines {
+            lines.line(result_line, item, key, &v, eta_text);
+        }
         (v, eta.map(|(d, _)| d))
     }
 
@@ -339,33 +368,40 @@ struct LastContract<'a> {
     contract: Option<&'a Contract>,
 }
 
-/// A device's `eligibility.csv` line in its row's slot
-/// ([`ItemMap::SLOT`]): its length in the first byte, then the line. At
-/// 10 M rows, a line of its own per row was ten million
-/// allocations freed on another thread, and a copy from all over the heap.
-struct Line;
+/// A device's `eligibility.csv` line and (maybe empty) `results.csv` line
+/// in its row's slot ([`ItemMap::SLOT`]): their lengths in the first two
+/// bytes, then the lines. At 10 M rows, a line of its own per row was ten
+/// million allocations freed on another thread, and a copy from all over
+/// the heap. Lines that do not fit are kept on the heap, with the length
+/// of the first.
+struct Lines(Vec<u8>, usize);
 
-impl Line {
-    const SLOT: usize = 128;
+impl Lines {
+    const SLOT: usize = 256;
 
-    /// Stores `line` in `slot` when it fits; else it is returned, to be
-    /// kept on the heap.
-    fn store(line: &[u8], slot: &mut [u8]) -> Option<Vec<u8>> {
-        match u8::try_from(line.len()) {
-            Ok(n) if line.len() < slot.len() => {
-                slot[0] = n;
-                slot[1..=line.len()].copy_from_slice(line);
+    /// Stores `a` and `b` in `slot` when they fit; else they are returned,
+    /// to be kept on the heap.
+    fn store(a: &[u8], b: &[u8], slot: &mut [u8]) -> Option<Lines> {
+        match (u8::try_from(a.len()), u8::try_from(b.len())) {
+            (Ok(na), Ok(nb)) if 2 + a.len() + b.len() <= slot.len() => {
+                slot[0] = na;
+                slot[1] = nb;
+                slot[2..2 + a.len()].copy_from_slice(a);
+                slot[2 + a.len()..2 + a.len() + b.len()].copy_from_slice(b);
                 None
             }
-            _ => Some(line.to_vec()),
+            _ => Some(Lines([a, b].concat(), a.len())),
         }
     }
 
-    /// The line that [`Line::store`] kept in `slot`, or else `heap`.
-    fn get<'s>(heap: &'s Option<Vec<u8>>, slot: &'s [u8]) -> &'s [u8] {
+    /// The lines that [`Lines::store`] kept in `slot`, or else `heap`.
+    fn get<'s>(heap: &'s Option<Lines>, slot: &'s [u8]) -> (&'s [u8], &'s [u8]) {
         match heap {
-            Some(line) => line,
-            None => &slot[1..=usize::from(slot[0])],
+            Some(Lines(both, na)) => both.split_at(*na),
+            None => {
+                let (na, nb) = (usize::from(slot[0]), usize::from(slot[1]));
+                slot[2..2 + na + nb].split_at(na)
+            }
         }
     }
 }
@@ -375,12 +411,13 @@ impl Line {
 struct JudgeState<'a> {
     last: LastContract<'a>,
     line: Vec<u8>,
+    result_line: Vec<u8>,
 }
 
 impl<'a> ItemMap for Judge<'a> {
     type State = JudgeState<'a>;
     type Out = Judgement;
-    const SLOT: usize = Line::SLOT;
+    const SLOT: usize = Lines::SLOT;
 
     fn state(&self) -> JudgeState<'a> {
         JudgeState::default()
@@ -396,9 +433,14 @@ impl<'a> ItemMap for Judge<'a> {
         if item.kind == ItemKind::License {
             return Judgement::License(Box::new(item));
         }
-        let JudgeState { last, line } = state;
-        let (verdict, eta) = self.judge(last, &item, device_key(&item), &self.none, line);
-        let line = Line::store(line, slot);
+        let JudgeState {
+            last,
+            line,
+            result_line,
+        } = state;
+        let key = device_key(&item);
+        let (verdict, eta) = self.judge(last, &item, key, &self.none, line, result_line);
+        let lines = Lines::store(line, result_line, slot);
         let item = if self.keep_items {
             Held::Item(Box::new(item))
         } else {
@@ -413,7 +455,7 @@ impl<'a> ItemMap for Judge<'a> {
             item,
             verdict,
             eta,
-            line,
+            lines,
         }
     }
 
@@ -437,6 +479,7 @@ struct Fold<'a, 's> {
     /// For the licenses, judged here.
     last: LastContract<'a>,
     line: Vec<u8>,
+    result_line: Vec<u8>,
     sink: &'s mut dyn PlanSink,
     builder: QuoteBuilder<'a>,
     eligible: u64,
@@ -458,6 +501,7 @@ impl<'a, 's> Fold<'a, 's> {
             rerun: None,
             last: LastContract::default(),
             line: Vec::new(),
+            result_line: Vec::new(),
             sink,
             builder: QuoteBuilder::new(&judge.contracts.by_id, judge.policy),
             eligible: 0,
@@ -504,34 +548,47 @@ impl MappedSink<Judgement> for Fold<'_, '_> {
                 item,
                 verdict,
                 eta,
-                line,
+                lines,
             }) => {
+                let (line, result_line) = Lines::get(lines, slot);
                 self.sink.verdict(&Judged {
                     item: item.item(),
                     region: item.region(),
                     key: item.key(),
+                    contract_id: item.contract_id(),
                     verdict,
                     eta: *eta,
-                    line: Line::get(line, slot),
+                    line,
+                    result_line,
                 })?;
                 self.count(item.quote_input(self.judge.policy), verdict);
             }
             Some(Judgement::License(item)) => {
                 let key = item.key();
-                let line = &mut self.line;
+                let (line, result_line) = (&mut self.line, &mut self.result_line);
                 let (verdict, eta) = match self.known {
-                    Some(known) => self.judge.judge(&mut self.last, item, &key, known, line),
-                    None => self
-                        .judge
-                        .judge(&mut self.last, item, &key, &Marked(seen), line),
+                    Some(known) => {
+                        let last = &mut self.last;
+                        self.judge.judge(last, item, &key, known, line, result_line)
+                    }
+                    None => self.judge.judge(
+                        &mut self.last,
+                        item,
+                        &key,
+                        &Marked(seen),
+                        line,
+                        result_line,
+                    ),
                 };
                 self.sink.verdict(&Judged {
                     item: Some(item),
                     region: item.region,
                     key: &key,
+                    contract_id: &item.contract_id,
                     verdict: &verdict,
                     eta,
                     line: &self.line,
+                    result_line: &self.result_line,
                 })?;
                 if self.known.is_none() && verdict.reasons.contains(&Reason::LicenseUnbound) {
                     if let Some(s) = item.bound_serial {
@@ -564,17 +621,32 @@ impl MappedSink<Judgement> for Fold<'_, '_> {
 mod tests {
     use super::*;
 
-    /// A line up to the slot's size less its length byte stays in the
-    /// slot, a longer one on the heap; either way it comes back whole, and a
-    /// slot holding a longer earlier line does not leak into a shorter one.
+    /// Lines up to the slot's size less their length bytes stay in the
+    /// slot, longer ones on the heap; either way they come back whole, and
+    /// a slot holding longer earlier lines does not leak into shorter ones.
     #[test]
     fn lines_fit_in_their_slot_or_go_to_the_heap() {
-        let mut slot = [b'#'; Line::SLOT];
-        for len in [1, 2, 80, Line::SLOT - 2, Line::SLOT - 1, Line::SLOT, 300, 3] {
-            let line: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
-            let heap = Line::store(&line, &mut slot);
-            assert_eq!(heap.is_some(), len >= Line::SLOT, "{len}");
-            assert_eq!(Line::get(&heap, &slot), &line[..], "{len}");
+        let mut slot = [b'#'; Lines::SLOT];
+        let text =
+            |len: usize, c: u8| -> Vec<u8> { (0..len).map(|i| c + (i % 20) as u8).collect() };
+        let max = Lines::SLOT - 2;
+        for (la, lb) in [
+            (1, 0),
+            (80, 120),
+            (max, 0),
+            (0, max),
+            (max - 100, 100),
+            (max - 99, 100),
+            (255, 0),
+            (256, 0),
+            (0, 300),
+            (300, 300),
+            (3, 2),
+        ] {
+            let (a, b) = (text(la, b'a'), text(lb, b'A'));
+            let heap = Lines::store(&a, &b, &mut slot);
+            assert_eq!(heap.is_some(), la + lb > max, "{la} + {lb}");
+            assert_eq!(Lines::get(&heap, &slot), (&a[..], &b[..]), "{la} + {lb}");
         }
     }
 
@@ -597,7 +669,7 @@ mod tests {
             pool: &pool,
             not_bought: None,
         };
-        let judge = Judge::new(&ctx, false).unwrap();
+        let judge = Judge::new(&ctx, false, None).unwrap();
         assert_eq!(judge.etas.len(), 2 * policy.countries.countries().count());
         for code in ["US", "DE", "AE", "JP"] {
             let c = policy.countries.parse(code).unwrap();

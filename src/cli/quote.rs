@@ -221,6 +221,9 @@ impl PlanSink for Tee<'_, '_> {
     fn wants_items(&self) -> bool {
         self.extra.as_deref().is_some_and(|e| e.wants_items())
     }
+    fn result_lines(&self) -> Option<crate::report::UnknownItems> {
+        self.extra.as_deref().and_then(|e| e.result_lines())
+    }
     fn reject(&mut self, r: &Reject) -> anyhow::Result<()> {
         self.reports.reject(r)?;
         match self.extra.as_deref_mut() {

@@ -11,14 +11,16 @@ use anyhow::Context;
 use serde::Serialize;
 
 use super::progress::Phases;
-use super::quote::{load_contracts, make_plan, summary_text, PlanArgs, PlanSettings};
+use super::quote::{load_contracts, make_plan, summary_text, PlanArgs, PlanSettings, Planned};
 use super::{Global, Outcome, UsageError};
 use crate::api::{CoverageWire, ItemType};
 use crate::contracts::Contracts;
 use crate::domain::{Coverage, Item, ItemKind};
+use crate::policy::Policy;
 use crate::quote::CurrencyTotal;
 use crate::report::{
     audit, trail::AuditWriter, write_results, AtomicFile, PlannedKind, ResultCounts, RowSpool,
+    UnknownItems, UnknownResults,
 };
 use crate::sim::{Sim, SimConfig};
 use crate::submit::client::{redact_url, ApiClient, ClientConfig, Token};
@@ -403,38 +405,36 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
     progress.phase("planning");
     let escalate = settings.submit.escalate;
     let out = settings.plan.out.clone();
-    let spool = journal.atomically(|| -> anyhow::Result<_> {
-        let journal = &journal;
-        let contracts_ref = &contracts;
-        let on_planned = move |item: &Item,
-                               event: &str,
-                               _: &crate::eligibility::Verdict,
-                               kind: PlannedKind|
-              -> anyhow::Result<()> {
-            let state = match kind {
-                PlannedKind::Eligible => ItemState::Planned,
-                PlannedKind::ManualReview if escalate => ItemState::ManualReview,
-                PlannedKind::ManualReview => return Ok(()),
-            };
-            journal.plan_item(&planned_item(item, event, contracts_ref), state, run_id)?;
-            Ok(())
-        };
-        let mut spool = RowSpool::create(&out, Box::new(on_planned))?;
+    // A dry run that looks nothing up changes nothing in its journal; when
+    // that journal holds no item either, it has nothing to add to
+    // `results.csv`, which is then written as the plan goes.
+    let unknown_only = settings.dry_run && !settings.reconcile && !journal.holds_items()?;
+    let (rows, mut planned) = if unknown_only {
+        let mut results = UnknownResults::create(&out, UnknownItems { escalate })?;
         let planned = make_plan(
             &mut settings.plan,
             &policy,
             &contracts,
             &progress,
-            Some(&mut spool),
+            Some(&mut results),
             None,
         )?;
-        Ok((spool.finish()?, planned))
-    })?;
-    let (spool, mut planned) = spool;
+        (Rows::Written(results.commit()?), planned)
+    } else {
+        let (spool, planned) = plan_into_journal(
+            &journal,
+            run_id,
+            &mut settings.plan,
+            (&policy, &contracts),
+            escalate,
+            &progress,
+        )?;
+        for q in &planned.plan.quotes {
+            journal.set_quote(&q.contract_id, q.region.as_str(), &q.quote_id)?;
+        }
+        (Rows::Spooled(spool), planned)
+    };
     progress.clear();
-    for q in &planned.plan.quotes {
-        journal.set_quote(&q.contract_id, q.region.as_str(), &q.quote_id)?;
-    }
     tracing::info!(
         run_id,
         rows = planned.plan.stats.rows,
@@ -499,7 +499,15 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
             journal.set_quote(&q.contract_id, q.region.as_str(), &q.quote_id)?;
         }
     }
-    let split = journal.run_split(run_id)?;
+    let split = if unknown_only {
+        RunSplit {
+            to_buy: planned.plan.eligible,
+            earlier_runs: 0,
+            vendor_held: 0,
+        }
+    } else {
+        journal.run_split(run_id)?
+    };
     let plan_seconds = started.elapsed().as_secs_f64();
     if !global.quiet {
         eprint!("{}", summary_text(&settings.plan, &contracts, &planned));
@@ -556,14 +564,18 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
         .map(|p| (audit_writer.appended(), p.to_path_buf()));
     progress.phase("reports");
     let results_started = Instant::now();
-    let mut records = journal.records(run_id)?;
-    let counts = write_results(&out, &spool, &mut |key| Ok(records.get(key)?))?;
-    drop(records);
+    let counts = match &rows {
+        Rows::Written(counts) => counts.clone(),
+        Rows::Spooled(spool) => {
+            let mut records = journal.records(run_id)?;
+            write_results(&out, spool, &mut |key| Ok(records.get(key)?))?
+        }
+    };
     if settings.plan.parquet {
         crate::report::parquet::write_copies(&out, &["rejects", "eligibility", "results"])?;
     }
     let results_seconds = results_started.elapsed().as_secs_f64();
-    drop(spool);
+    drop(rows);
     let unfinished = unfinished_items(&journal.counts()?, escalate);
     let ending = ending(
         &report,
@@ -963,6 +975,43 @@ fn stop_on_signals(stop: &Stop) -> anyhow::Result<()> {
 }
 
 /// What the journal needs to rebuild an item's request.
+/// `results.csv`'s rows: spooled, to be joined with the journal at the
+/// end, or already written.
+enum Rows {
+    Spooled(tempfile::NamedTempFile),
+    Written(ResultCounts),
+}
+
+/// Makes the plan, puts its eligible and manual-review items into the
+/// journal (one transaction), and spools every row for `results.csv`.
+fn plan_into_journal(
+    journal: &Journal,
+    run_id: i64,
+    plan: &mut PlanSettings,
+    (policy, contracts): (&Policy, &Contracts),
+    escalate: bool,
+    progress: &Phases,
+) -> anyhow::Result<(tempfile::NamedTempFile, Planned)> {
+    journal.atomically(|| -> anyhow::Result<_> {
+        let on_planned = move |item: &Item,
+                               event: &str,
+                               _: &crate::eligibility::Verdict,
+                               kind: PlannedKind|
+              -> anyhow::Result<()> {
+            let state = match kind {
+                PlannedKind::Eligible => ItemState::Planned,
+                PlannedKind::ManualReview if escalate => ItemState::ManualReview,
+                PlannedKind::ManualReview => return Ok(()),
+            };
+            journal.plan_item(&planned_item(item, event, contracts), state, run_id)?;
+            Ok(())
+        };
+        let mut spool = RowSpool::create(&plan.out, Box::new(on_planned))?;
+        let planned = make_plan(plan, policy, contracts, progress, Some(&mut spool), None)?;
+        Ok((spool.finish()?, planned))
+    })
+}
+
 fn planned_item(item: &Item, event: &str, contracts: &Contracts) -> PlannedItem {
     let coverage = match contracts.by_id.get(&item.contract_id).map(|c| c.coverage) {
         Some(Coverage::Extended) => CoverageWire::Extended,

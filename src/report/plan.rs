@@ -70,7 +70,7 @@ pub fn eligibility_line(out: &mut Vec<u8>, item: &Item, key: &str, v: &Verdict, 
 }
 
 /// `n` in decimal.
-fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+pub(super) fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
     let mut buf = [0u8; 20];
     let mut i = buf.len();
     loop {

@@ -4,6 +4,12 @@
 //! (invalid, ineligible, or an event key to look up) to a temporary file, so
 //! memory stays bounded whatever the inventory's size; at the end of the run
 //! [`write_results`] joins that spool with the journal's item states.
+//!
+//! A dry run on a journal that holds no item has nothing to join: there
+//! [`UnknownResults`] writes `results.csv` as the plan goes, from lines made
+//! on the validating threads ([`UnknownItems::line`]), byte for byte what
+//! the spool and [`write_results`] give when the journal knows no item (a
+//! test compares them).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -12,7 +18,9 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::{neutralise, temp_in, AtomicFile, NamedWriter};
+use std::io::Write;
+
+use super::{csv_line, neutralise, push_cell, temp_in, AtomicFile, NamedWriter};
 use crate::api;
 use crate::domain::Item;
 use crate::eligibility::{Reason, Verdict};
@@ -59,8 +67,32 @@ pub struct RowSpool<'a> {
     csv: csv::Writer<std::io::BufWriter<NamedWriter<File>>>,
     file: tempfile::NamedTempFile,
     on_planned: Box<OnPlanned<'a>>,
-    /// Rejects of the current row: they come one per (row, code).
-    pending: Option<(u64, Vec<&'static str>)>,
+    pending: RowCodes,
+}
+
+/// The reject codes of the current row: they come one per (row, code).
+#[derive(Default)]
+struct RowCodes(Option<(u64, Vec<&'static str>)>);
+
+impl RowCodes {
+    /// Adds `r`'s code; when `r` starts a new row, the codes of the row
+    /// before are returned, complete.
+    fn add(&mut self, r: &Reject) -> Option<(u64, Vec<&'static str>)> {
+        match &mut self.0 {
+            Some((row, codes)) if *row == r.row => {
+                if !codes.contains(&r.code.as_str()) {
+                    codes.push(r.code.as_str());
+                }
+                None
+            }
+            _ => self.0.replace((r.row, vec![r.code.as_str()])),
+        }
+    }
+
+    /// The last row's codes.
+    fn take(&mut self) -> Option<(u64, Vec<&'static str>)> {
+        self.0.take()
+    }
 }
 
 impl<'a> RowSpool<'a> {
@@ -72,27 +104,24 @@ impl<'a> RowSpool<'a> {
             csv,
             file,
             on_planned,
-            pending: None,
+            pending: RowCodes::default(),
         })
     }
 
-    fn flush_rejects(&mut self) -> anyhow::Result<()> {
-        if let Some((row, codes)) = self.pending.take() {
-            self.csv.write_record([
-                row.to_string().as_str(),
-                "invalid",
-                "",
-                "",
-                "",
-                "",
-                "",
-                &codes.join(";"),
-                "",
-                "",
-                "",
-            ])?;
-        }
+    fn write_invalid(&mut self, row: u64, codes: &[&str]) -> anyhow::Result<()> {
+        let row = row.to_string();
+        let codes = codes.join(";");
+        let mut record = [""; 11];
+        (record[0], record[1], record[7]) = (&row, "invalid", &codes);
+        self.csv.write_record(record)?;
         Ok(())
+    }
+
+    fn flush_rejects(&mut self) -> anyhow::Result<()> {
+        match self.pending.take() {
+            Some((row, codes)) => self.write_invalid(row, &codes),
+            None => Ok(()),
+        }
     }
 
     /// The spool, complete.
@@ -107,6 +136,106 @@ impl<'a> RowSpool<'a> {
 /// The event key of an item (SPEC §6).
 pub fn event_key(item: &Item, key: &str) -> String {
     api::item_key(key, &item.contract_id, &item.deactivated_at.to_string())
+}
+
+/// Whether the journal keeps an item with this verdict: eligible (to buy)
+/// or ineligible only for `MANUAL_REVIEW` (to escalate).
+fn journal_kind(v: &Verdict) -> Option<PlannedKind> {
+    if v.eligible() {
+        Some(PlannedKind::Eligible)
+    } else if v.reasons == [Reason::ManualReview] {
+        Some(PlannedKind::ManualReview)
+    } else {
+        None
+    }
+}
+
+/// The state of a valid item in the spool: the plan's verdict.
+fn plan_state(v: &Verdict) -> &'static str {
+    if v.eligible() {
+        "planned"
+    } else {
+        "ineligible"
+    }
+}
+
+/// How a plan run with a journal that holds no item would put a valid
+/// item into `results.csv`: what the journal would say of it right after
+/// the plan (see `cli::run`), written as the plan goes.
+#[derive(Debug, Clone, Copy)]
+pub struct UnknownItems {
+    /// Manual reviews are escalated: the journal keeps them, waiting for
+    /// their support case.
+    pub escalate: bool,
+}
+
+impl UnknownItems {
+    /// The item's state right after the plan.
+    fn state(self, v: &Verdict) -> &'static str {
+        match journal_kind(v) {
+            Some(PlannedKind::ManualReview) if self.escalate => "manual_review",
+            _ => plan_state(v),
+        }
+    }
+
+    /// One item's `results.csv` record, newline included, into `out`
+    /// (emptied first), as [`write_results`] writes it after the plan;
+    /// `eta` as in [`crate::report::eligibility_line`]. Made on the
+    /// validating threads, so written directly (a test compares it with
+    /// the spool's way).
+    pub fn line(self, out: &mut Vec<u8>, item: &Item, key: &str, v: &Verdict, eta: &str) {
+        out.clear();
+        super::plan::push_decimal(out, item.row);
+        out.push(b',');
+        push_cell(out, &neutralise(key));
+        out.push(b',');
+        if let Some(s) = &item.serial {
+            out.extend_from_slice(s.as_bytes());
+        }
+        out.push(b',');
+        if let Some(l) = &item.license_id {
+            out.extend_from_slice(&l.canonical());
+        }
+        out.push(b',');
+        push_cell(out, &neutralise(&item.contract_id));
+        out.push(b',');
+        out.extend_from_slice(item.region.as_str().as_bytes());
+        out.push(b',');
+        out.extend_from_slice(self.state(v).as_bytes());
+        out.push(b',');
+        // Reason codes: never a comma, a quote or a formula's first character.
+        for (i, r) in v.reasons.iter().enumerate() {
+            if i > 0 {
+                out.push(b';');
+            }
+            out.extend_from_slice(r.as_str().as_bytes());
+        }
+        // request_id, confirmation_id, case_id, attempts.
+        out.extend_from_slice(b",,,,0,");
+        push_cell(out, eta);
+        // activated_at, features_verified.
+        out.extend_from_slice(b",,,");
+        if journal_kind(v).is_some() {
+            push_cell(out, &neutralise(&event_key(item, key)));
+        }
+        out.push(b',');
+        push_cell(out, &neutralise(&item.site));
+        // source: nobody bought it.
+        out.extend_from_slice(b",\n");
+    }
+}
+
+/// The `results.csv` record of an invalid row.
+fn invalid_line(row: u64, codes: &[&str]) -> Vec<u8> {
+    let row = row.to_string();
+    let codes = codes.join(";");
+    let codes = neutralise(&codes);
+    let mut fields = [""; 18];
+    fields[0] = &row;
+    fields[6] = "invalid";
+    fields[7] = &codes;
+    fields[11] = "0";
+    csv_line(fields)
 }
 
 impl PlanSink for RowSpool<'_> {
@@ -124,27 +253,17 @@ impl PlanSink for RowSpool<'_> {
         let item =
             anyhow::Context::context(item, "the plan did not keep the item this report needs")?;
         self.flush_rejects()?;
-        let manual_only = v.reasons == [Reason::ManualReview];
-        let event = if v.eligible() || manual_only {
-            let kind = if v.eligible() {
-                PlannedKind::Eligible
-            } else {
-                PlannedKind::ManualReview
-            };
-            let event = event_key(item, key);
-            (self.on_planned)(item, &event, v, kind)?;
-            event
-        } else {
-            String::new()
-        };
-        let plan_state = if v.eligible() {
-            "planned"
-        } else {
-            "ineligible"
+        let event = match journal_kind(v) {
+            Some(kind) => {
+                let event = event_key(item, key);
+                (self.on_planned)(item, &event, v, kind)?;
+                event
+            }
+            None => String::new(),
         };
         self.csv.write_record([
             item.row.to_string().as_str(),
-            plan_state,
+            plan_state(v),
             key,
             &item.serial.map(|s| s.to_string()).unwrap_or_default(),
             &item.license_id.map(|l| l.to_string()).unwrap_or_default(),
@@ -159,18 +278,10 @@ impl PlanSink for RowSpool<'_> {
     }
 
     fn reject(&mut self, r: &Reject) -> anyhow::Result<()> {
-        match &mut self.pending {
-            Some((row, codes)) if *row == r.row => {
-                if !codes.contains(&r.code.as_str()) {
-                    codes.push(r.code.as_str());
-                }
-            }
-            _ => {
-                self.flush_rejects()?;
-                self.pending = Some((r.row, vec![r.code.as_str()]));
-            }
+        match self.pending.add(r) {
+            Some((row, codes)) => self.write_invalid(row, &codes),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     fn warning(&mut self, _: &Reject) -> anyhow::Result<()> {
@@ -181,7 +292,7 @@ impl PlanSink for RowSpool<'_> {
     /// ignores an item it knows already, and every item planned on the
     /// first pass is planned the same way on the second.
     fn restart(&mut self) -> anyhow::Result<()> {
-        self.pending = None;
+        self.pending = RowCodes::default();
         let spool = NamedWriter::new(self.file.reopen()?, self.file.path());
         self.csv = csv::Writer::from_writer(std::io::BufWriter::new(spool));
         self.file.as_file().set_len(0)?;
@@ -204,6 +315,56 @@ pub struct ResultCounts {
     pub unfinished: u64,
 }
 
+impl ResultCounts {
+    /// No row yet; every state of [`RESULT_STATES`] at zero.
+    fn new() -> ResultCounts {
+        ResultCounts {
+            by_state: RESULT_STATES.iter().map(|s| (s.to_string(), 0)).collect(),
+            ..ResultCounts::default()
+        }
+    }
+
+    /// Counts one row of `results.csv` (`reason`: its `;`-separated codes).
+    fn count(&mut self, state: &str, reason: &str, region: &str, contract: &str) {
+        /// One more of `key`, without a new `String` when it is there.
+        fn bump(map: &mut BTreeMap<String, u64>, key: &str) {
+            match map.get_mut(key) {
+                Some(n) => *n += 1,
+                None => {
+                    map.insert(key.to_string(), 1);
+                }
+            }
+        }
+        self.rows += 1;
+        bump(&mut self.by_state, state);
+        for r in reason.split(';').filter(|r| !r.is_empty()) {
+            bump(&mut self.by_reason, r);
+        }
+        for (map, key) in [
+            (&mut self.by_region, region),
+            (&mut self.by_contract, contract),
+        ] {
+            if key.is_empty() {
+                continue;
+            }
+            match map.get_mut(key) {
+                Some(states) => bump(states, state),
+                None => {
+                    map.insert(key.to_string(), BTreeMap::from([(state.to_string(), 1)]));
+                }
+            }
+        }
+        match state {
+            "rejected" | "failed" => self.failed_or_rejected += 1,
+            "escalated" if reason != "MANUAL_REVIEW" => self.failed_or_rejected += 1,
+            "planned" | "submitted" | "accepted" | "provisioning" | "manual_review" => {
+                self.unfinished += 1
+            }
+            _ => {}
+        }
+    }
+}
+
 /// States in `results.csv`, all listed in `summary.json` even when zero.
 pub const RESULT_STATES: [&str; 10] = [
     "invalid",
@@ -224,10 +385,7 @@ pub fn write_results(
     spool: &tempfile::NamedTempFile,
     lookup: &mut dyn FnMut(&str) -> anyhow::Result<Option<ItemRecord>>,
 ) -> anyhow::Result<ResultCounts> {
-    let mut counts = ResultCounts::default();
-    for s in RESULT_STATES {
-        counts.by_state.insert(s.to_string(), 0);
-    }
+    let mut counts = ResultCounts::new();
     let mut w = csv::Writer::from_writer(AtomicFile::create(&out.join("results.csv"))?);
     w.write_record(RESULTS_COLUMNS)?;
     let mut rd = csv::ReaderBuilder::new()
@@ -279,38 +437,96 @@ pub fn write_results(
             neutralise(site).as_ref(),
             &record.source,
         ])?;
-        counts.rows += 1;
-        *counts.by_state.entry(state.clone()).or_default() += 1;
-        for r in reason.split(';').filter(|r| !r.is_empty()) {
-            *counts.by_reason.entry(r.to_string()).or_default() += 1;
-        }
-        if !region.is_empty() {
-            *counts
-                .by_region
-                .entry(region.to_string())
-                .or_default()
-                .entry(state.clone())
-                .or_default() += 1;
-        }
-        if !contract.is_empty() {
-            *counts
-                .by_contract
-                .entry(contract.to_string())
-                .or_default()
-                .entry(state.clone())
-                .or_default() += 1;
-        }
-        match state.as_str() {
-            "rejected" | "failed" => counts.failed_or_rejected += 1,
-            "escalated" if reason != "MANUAL_REVIEW" => counts.failed_or_rejected += 1,
-            "planned" | "submitted" | "accepted" | "provisioning" | "manual_review" => {
-                counts.unfinished += 1
-            }
-            _ => {}
-        }
+        counts.count(&state, &reason, region, contract);
     }
     w.into_inner()
         .map_err(|e| anyhow::anyhow!("{}", e.error()))?
         .commit()?;
     Ok(counts)
+}
+
+/// `results.csv` of a plan whose journal knows none of its items (a dry
+/// run on an empty journal), written as the plan goes: a [`PlanSink`]
+/// that asks for [result lines](PlanSink::result_lines).
+pub struct UnknownResults {
+    items: UnknownItems,
+    out: std::path::PathBuf,
+    file: AtomicFile,
+    counts: ResultCounts,
+    pending: RowCodes,
+}
+
+impl UnknownResults {
+    pub fn create(out: &Path, items: UnknownItems) -> anyhow::Result<UnknownResults> {
+        let mut file = AtomicFile::create(&out.join("results.csv"))?;
+        file.write_all(&csv_line(RESULTS_COLUMNS))?;
+        Ok(UnknownResults {
+            items,
+            out: out.to_path_buf(),
+            file,
+            counts: ResultCounts::new(),
+            pending: RowCodes::default(),
+        })
+    }
+
+    fn write_invalid(&mut self, row: u64, codes: &[&str]) -> anyhow::Result<()> {
+        self.file.write_all(&invalid_line(row, codes))?;
+        self.counts.count("invalid", &codes.join(";"), "", "");
+        Ok(())
+    }
+
+    fn flush_rejects(&mut self) -> anyhow::Result<()> {
+        match self.pending.take() {
+            Some((row, codes)) => self.write_invalid(row, &codes),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes the file and returns its counts.
+    pub fn commit(mut self) -> anyhow::Result<ResultCounts> {
+        self.flush_rejects()?;
+        self.file.commit()?;
+        Ok(self.counts)
+    }
+}
+
+impl PlanSink for UnknownResults {
+    fn result_lines(&self) -> Option<UnknownItems> {
+        Some(self.items)
+    }
+
+    fn verdict(&mut self, judged: &Judged<'_>) -> anyhow::Result<()> {
+        self.flush_rejects()?;
+        self.file.write_all(judged.result_line)?;
+        let v = judged.verdict;
+        let reasons = match v.reasons.as_slice() {
+            [] => "",
+            [one] => one.as_str(),
+            _ => &v.reasons_text(),
+        };
+        self.counts.count(
+            self.items.state(v),
+            reasons,
+            judged.region.as_str(),
+            judged.contract_id,
+        );
+        Ok(())
+    }
+
+    fn reject(&mut self, r: &Reject) -> anyhow::Result<()> {
+        match self.pending.add(r) {
+            Some((row, codes)) => self.write_invalid(row, &codes),
+            None => Ok(()),
+        }
+    }
+
+    fn warning(&mut self, _: &Reject) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    /// Starts the file afresh; the unfinished one is deleted.
+    fn restart(&mut self) -> anyhow::Result<()> {
+        *self = UnknownResults::create(&self.out, self.items)?;
+        Ok(())
+    }
 }

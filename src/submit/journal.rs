@@ -1107,6 +1107,13 @@ impl Journal {
         Ok(())
     }
 
+    /// Whether the journal holds any item.
+    pub fn holds_items(&self) -> Result<bool, JournalError> {
+        Ok(self
+            .conn
+            .query_row("SELECT EXISTS (SELECT 1 FROM items)", [], |r| r.get(0))?)
+    }
+
     /// Item counts by state.
     pub fn counts(&self) -> Result<Vec<(ItemState, u64)>, JournalError> {
         counts(&self.conn, &self.path)

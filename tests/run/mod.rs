@@ -1071,6 +1071,69 @@ fn formula_values_in_every_free_text_column_start_no_report_cell() {
     );
 }
 
+/// A dry run that looks nothing up on a journal holding no item writes
+/// `results.csv` as the plan goes (issue 17); it must say exactly what the
+/// journal's way says of items the journal knows only as planned: here
+/// the journal a dry run with lookups (which plans every item into it)
+/// left behind. Inputs with invalid rows, licenses, manual reviews and
+/// formula and multi-line cells, with and without escalation.
+#[test]
+fn a_dry_run_on_an_empty_journal_writes_what_the_journal_would() {
+    let sim = sim(SimConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    let inputs = [
+        sample("inventory.csv"),
+        fixtures.join("formulas_everywhere.csv"),
+        fixtures.join("quoted_newlines.csv"),
+        fixtures.join("every_code.csv"),
+    ];
+    for (i, input) in inputs.iter().enumerate() {
+        for escalate in [&[][..], &["--no-escalate"][..]] {
+            let case = format!("{} {escalate:?}", input.display());
+            let at = |name: &str| dir.path().join(format!("{i}-{}-{name}", escalate.len()));
+            let with = |state: &Path, more: &[&str]| -> Vec<String> {
+                let mut args = vec!["--state".to_string(), state.display().to_string()];
+                args.extend(escalate.iter().chain(more).map(|a| a.to_string()));
+                args
+            };
+            let fresh = at("fresh");
+            let args = with(&at("fresh.sqlite"), &["--dry-run", "--no-reconcile"]);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            ran(&mut run_cmd(input, &fresh, &sim, &args), &fresh, 0);
+            assert_eq!(journal_items(&at("fresh.sqlite")), 0, "{case}: read only");
+
+            let primed = at("primed.sqlite");
+            let args = with(&primed, &["--dry-run"]);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            ran(
+                &mut run_cmd(input, &at("lookups"), &sim, &args),
+                &at("lookups"),
+                0,
+            );
+            let known = at("known");
+            let args = with(&primed, &["--dry-run", "--no-reconcile"]);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            ran(&mut run_cmd(input, &known, &sim, &args), &known, 0);
+
+            let read = |out: &Path| std::fs::read_to_string(out.join("results.csv")).unwrap();
+            assert_eq!(read(&fresh), read(&known), "{case}");
+            let (a, b) = (summary(&fresh), summary(&known));
+            for field in [
+                "items_by_state",
+                "reasons",
+                "by_region",
+                "by_contract",
+                "items",
+                "quotes",
+                "outcome",
+            ] {
+                assert_eq!(a[field], b[field], "{case}: {field}");
+            }
+        }
+    }
+}
+
 /// `configured_rate` of a dry run with this config file, environment and flags.
 fn dry_run_rate(config: Option<&str>, env: Option<&str>, flag: Option<&str>) -> f64 {
     let dir = tempfile::tempdir().unwrap();
