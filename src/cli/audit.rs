@@ -22,7 +22,7 @@ pub enum Command {
         #[arg(required_unless_present = "state")]
         file: Option<PathBuf>,
         /// The journal that writes the log.
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE", value_parser = super::paths::StateParser)]
         state: Option<PathBuf>,
     },
 }

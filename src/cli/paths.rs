@@ -47,6 +47,59 @@ fn absolute(value: Option<OsString>) -> Option<PathBuf> {
     value.map(PathBuf::from).filter(|p| p.is_absolute())
 }
 
+/// `--state` (and `REFLEET_STATE`): the journal's file path, or a
+/// `sqlite:` URL naming one (`sqlite:PATH`, `sqlite://PATH`,
+/// `sqlite:///ABSOLUTE`). A `postgres://` or `postgresql://` URL names a
+/// shared PostgreSQL ledger, which this version cannot use yet: it is
+/// refused, where it was once taken for a folder named `postgres:`.
+#[derive(Clone, Debug)]
+pub(super) struct StateParser;
+
+impl clap::builder::TypedValueParser for StateParser {
+    type Value = PathBuf;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<PathBuf, clap::Error> {
+        state_path(value).map_err(|why| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("--state {}: {why}\n", value.to_string_lossy()),
+            )
+            .with_cmd(cmd)
+        })
+    }
+}
+
+/// See [`StateParser`].
+fn state_path(value: &std::ffi::OsStr) -> Result<PathBuf, String> {
+    let Some(text) = value.to_str() else {
+        // Not UTF-8, so not a URL: a file name.
+        return Ok(PathBuf::from(value));
+    };
+    let scheme = text.split_once(':').map(|(s, _)| s.to_ascii_lowercase());
+    match scheme.as_deref() {
+        Some("postgres" | "postgresql") => Err(
+            "a PostgreSQL ledger is not supported by this version of refleet yet; pass the path of a SQLite journal (a file, or sqlite:PATH)".into(),
+        ),
+        Some("sqlite") => {
+            let rest = &text["sqlite:".len()..];
+            let path = rest.strip_prefix("//").unwrap_or(rest);
+            if path.is_empty() {
+                Err("a sqlite: URL names a file: sqlite:PATH".into())
+            } else if path.contains('?') || path.contains('#') {
+                Err("options in a sqlite: URL are not supported: name the file only".into())
+            } else {
+                Ok(PathBuf::from(path))
+            }
+        }
+        _ => Ok(PathBuf::from(value)),
+    }
+}
+
 /// The journal `status` and `report` read: `--state`, else the default
 /// journal, which must exist (these commands only read).
 pub(super) fn existing_journal(state: Option<PathBuf>) -> Result<PathBuf, UsageError> {
@@ -135,6 +188,34 @@ pub(super) fn journal_line(journal: &Path, run_id: i64, earlier_items: u64) -> S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn state_is_a_path_or_a_sqlite_url_and_a_postgres_url_is_refused() {
+        let parse = |s: &str| state_path(std::ffi::OsStr::new(s));
+        for (text, path) in [
+            ("journal.sqlite", "journal.sqlite"),
+            ("/var/lib/refleet/j.sqlite", "/var/lib/refleet/j.sqlite"),
+            ("sqlite:j.sqlite", "j.sqlite"),
+            ("SQLite:j.sqlite", "j.sqlite"),
+            ("sqlite://rel/j.sqlite", "rel/j.sqlite"),
+            ("sqlite:///abs/j.sqlite", "/abs/j.sqlite"),
+            // A file whose name merely holds a colon.
+            ("C:journal", "C:journal"),
+        ] {
+            assert_eq!(parse(text), Ok(PathBuf::from(path)), "{text}");
+        }
+        for text in [
+            "postgres://refleet@db:5432/ledger",
+            "postgresql://refleet@db/ledger?sslmode=require",
+            "POSTGRES://x",
+            "postgres:",
+            "sqlite:",
+            "sqlite://",
+            "sqlite:j.sqlite?mode=ro",
+        ] {
+            assert!(parse(text).is_err(), "{text}");
+        }
+    }
 
     #[test]
     fn counts_are_grouped_by_thousands() {

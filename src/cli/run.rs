@@ -66,7 +66,7 @@ pub struct Args {
     /// ~/Library/Application Support; Windows: %LOCALAPPDATA%), the same
     /// whatever --out. Re-running with the same journal resumes and never
     /// submits an item twice. Its audit log is written beside it.
-    #[arg(long, value_name = "FILE", env = "REFLEET_STATE")]
+    #[arg(long, value_name = "FILE", env = "REFLEET_STATE", value_parser = super::paths::StateParser)]
     state: Option<PathBuf>,
     /// When the journal cannot be used (empty, damaged, or from another
     /// refleet version), move it aside (renamed FILE.unusable-<UTC time>,

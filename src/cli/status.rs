@@ -14,7 +14,7 @@ use crate::submit::journal::{self, ItemState, Journal};
 pub struct Args {
     /// The run's journal; default: the one `refleet run` uses by default
     /// (refleet/journal.sqlite in the user's state folder).
-    #[arg(long, value_name = "FILE", env = "REFLEET_STATE")]
+    #[arg(long, value_name = "FILE", env = "REFLEET_STATE", value_parser = super::paths::StateParser)]
     state: Option<PathBuf>,
 }
 

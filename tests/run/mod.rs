@@ -772,6 +772,46 @@ fn a_second_run_on_the_same_journal_is_refused() {
     drop(held);
 }
 
+/// `--state postgres://…` was once taken for a folder named `postgres:`,
+/// a local journal nobody else would see. Until refleet can keep its
+/// ledger in PostgreSQL, every command refuses such a URL, by flag or by
+/// `REFLEET_STATE`, before doing anything.
+#[test]
+fn a_postgres_state_url_is_refused_not_taken_for_a_folder() {
+    let sim = sim(SimConfig::default());
+    let cwd = tempfile::tempdir().unwrap();
+    let out = cwd.path().join("out");
+    let url = "postgres://refleet@127.0.0.1:9/ledger";
+    let inventory = sample("inventory.csv");
+    let mut by_flag = run_cmd(&inventory, &out, &sim, &["--state", url]);
+    let mut by_env = run_cmd(&inventory, &out, &sim, &[]);
+    by_env.env("REFLEET_STATE", "postgresql://refleet@127.0.0.1:9/ledger");
+    let mut status = refleet();
+    status.args(["status", "--state", url]);
+    let mut report = refleet();
+    report.args(["report", "--state", url]);
+    let mut verify = refleet();
+    verify.args(["audit", "verify", "--state", url]);
+    for cmd in [
+        &mut by_flag,
+        &mut by_env,
+        &mut status,
+        &mut report,
+        &mut verify,
+    ] {
+        let output = cmd.current_dir(cwd.path()).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("a PostgreSQL ledger is not supported"),
+            "{stderr}"
+        );
+    }
+    let left: Vec<_> = std::fs::read_dir(cwd.path()).unwrap().collect();
+    assert!(left.is_empty(), "nothing created: {left:?}");
+    assert_eq!(sim.stats().requests, 0);
+}
+
 #[test]
 fn nightly_runs_submit_only_new_deactivations() {
     let sim = sim(SimConfig::default());
