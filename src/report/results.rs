@@ -25,7 +25,7 @@ use crate::api;
 use crate::domain::Item;
 use crate::eligibility::{Reason, Verdict};
 use crate::plan::{Judged, PlanSink};
-use crate::submit::journal::ItemRecord;
+use crate::submit::journal::{ItemRecord, ItemState};
 use crate::validate::Reject;
 
 pub const RESULTS_COLUMNS: [&str; 18] = [
@@ -397,26 +397,27 @@ pub fn write_results(
         let (row, plan_state, key, serial, license, contract, region, reasons, eta, event) =
             (f(0), f(1), f(2), f(3), f(4), f(5), f(6), f(7), f(8), f(9));
         let site = f(10);
-        let mut state = plan_state.to_string();
+        let mut state = plan_state;
         let mut reason = reasons.to_string();
-        let mut record = ItemRecord::default();
-        if !event.is_empty() {
-            if let Some(r) = lookup(event)? {
-                match r.state.as_str() {
-                    // A manual review waiting for its case is not finished:
-                    // it says so, with its plan verdict as the reason.
-                    "manual_review" => state = r.state.clone(),
-                    // An escalated manual review keeps MANUAL_REVIEW as its reason.
-                    "escalated" if plan_state == "ineligible" => state = r.state.clone(),
-                    s => {
-                        state = s.to_string();
-                        reason = r.reason.clone().unwrap_or_default();
-                    }
-                }
-                record = r;
+        let record = match event {
+            "" => None,
+            event => lookup(event)?,
+        };
+        if let Some(r) = &record {
+            state = r.state.as_str();
+            match r.state {
+                // A manual review waiting for its case is not finished: it
+                // says so, with its plan verdict as the reason; an escalated
+                // one keeps MANUAL_REVIEW as its reason.
+                ItemState::ManualReview => {}
+                ItemState::Escalated if plan_state == "ineligible" => {}
+                _ => reason = r.reason.clone().unwrap_or_default(),
             }
         }
-        let eta = record.eta.clone().unwrap_or_else(|| eta.to_string());
+        let record = record.as_ref();
+        let text = |f: fn(&ItemRecord) -> &Option<String>| record.and_then(|r| f(r).as_deref());
+        let eta = text(|r| &r.eta).unwrap_or(eta);
+        let attempts = record.map_or(0, |r| r.attempts).to_string();
         w.write_record([
             row,
             neutralise(key).as_ref(),
@@ -424,20 +425,20 @@ pub fn write_results(
             license,
             neutralise(contract).as_ref(),
             region,
-            &state,
+            state,
             neutralise(&reason).as_ref(),
-            record.request_id.as_deref().unwrap_or(""),
-            neutralise(record.confirmation_id.as_deref().unwrap_or("")).as_ref(),
-            neutralise(record.case_id.as_deref().unwrap_or("")).as_ref(),
-            &record.attempts.to_string(),
-            &eta,
-            record.activated_at.as_deref().unwrap_or(""),
-            record.features.as_deref().unwrap_or(""),
+            text(|r| &r.request_id).unwrap_or(""),
+            neutralise(text(|r| &r.confirmation_id).unwrap_or("")).as_ref(),
+            neutralise(text(|r| &r.case_id).unwrap_or("")).as_ref(),
+            &attempts,
+            eta,
+            text(|r| &r.activated_at).unwrap_or(""),
+            text(|r| &r.features).unwrap_or(""),
             neutralise(event).as_ref(),
             neutralise(site).as_ref(),
-            &record.source,
+            record.map_or("", |r| r.source.as_str()),
         ])?;
-        counts.count(&state, &reason, region, contract);
+        counts.count(state, &reason, region, contract);
     }
     w.into_inner()
         .map_err(|e| anyhow::anyhow!("{}", e.error()))?

@@ -86,6 +86,27 @@ impl ItemState {
     }
 }
 
+/// A state the journal holds that this version does not know: the item is
+/// refused, never taken for another state.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown item state {0:?} in the journal")]
+pub struct UnknownState(String);
+
+impl rusqlite::types::FromSql for ItemState {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        let text = value.as_str()?;
+        ItemState::parse(text).ok_or_else(|| {
+            rusqlite::types::FromSqlError::Other(Box::new(UnknownState(text.into())))
+        })
+    }
+}
+
+impl rusqlite::ToSql for ItemState {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(self.as_str().into())
+    }
+}
+
 /// An error of the journal itself: the run cannot go on safely without it.
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
@@ -211,9 +232,9 @@ pub struct CaseToOpen {
 }
 
 /// The journal's view of one item, for `results.csv`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ItemRecord {
-    pub state: String,
+    pub state: ItemState,
     pub reason: Option<String>,
     pub request_id: Option<String>,
     pub confirmation_id: Option<String>,
@@ -222,11 +243,31 @@ pub struct ItemRecord {
     pub attempts: u32,
     pub eta: Option<String>,
     pub activated_at: Option<String>,
-    /// Where its state comes from: `this_run` (bought by this run's
-    /// request), `earlier_run` (an earlier run's request on this journal),
-    /// `vendor_record` (the vendor already held it: not bought by this
-    /// journal), or empty (never sent).
-    pub source: String,
+    pub source: Source,
+}
+
+/// Where an item's state comes from (`results.csv`'s `source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Never sent.
+    NotSent,
+    /// Bought by this run's request.
+    ThisRun,
+    /// Bought by an earlier run's request on this journal.
+    EarlierRun,
+    /// The vendor already held it: not bought by this journal.
+    VendorRecord,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::NotSent => "",
+            Source::ThisRun => "this_run",
+            Source::EarlierRun => "earlier_run",
+            Source::VendorRecord => "vendor_record",
+        }
+    }
 }
 
 pub struct Journal {
@@ -1190,12 +1231,11 @@ impl Records<'_> {
                     eta: r.get(6)?,
                     activated_at: r.get(7)?,
                     source: match (source.as_deref(), batch) {
-                        (Some("vendor"), _) => "vendor_record",
-                        (_, None) => "",
-                        (_, Some(b)) if b.this_run => "this_run",
-                        (_, Some(_)) => "earlier_run",
-                    }
-                    .to_string(),
+                        (Some("vendor"), _) => Source::VendorRecord,
+                        (_, None) => Source::NotSent,
+                        (_, Some(b)) if b.this_run => Source::ThisRun,
+                        (_, Some(_)) => Source::EarlierRun,
+                    },
                 })
             })
             .optional()?)
@@ -1956,6 +1996,28 @@ mod tests {
         assert_eq!(j.counts().unwrap(), vec![(ItemState::Planned, 3000)]);
     }
 
+    /// A state this version does not know (a newer refleet's, or a hand
+    /// edit) is an error naming it, never read as another state.
+    #[test]
+    fn an_unknown_stored_state_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.sqlite");
+        journal_of(&path, 2);
+        sql(
+            &path,
+            "UPDATE items SET state = 'paused' WHERE event_key = 'K000001'",
+        );
+        let j = Journal::open(&path).unwrap();
+        let fine = j.record("K000000", 1).unwrap().unwrap();
+        assert_eq!(fine.state, ItemState::Planned);
+        let err = anyhow::Error::new(j.record("K000001", 1).unwrap_err());
+        assert!(
+            format!("{err:#}").contains("unknown item state \"paused\""),
+            "{err:#}"
+        );
+        assert!(j.counts().is_err());
+    }
+
     #[test]
     fn a_journal_from_before_versions_gets_one_and_an_id() {
         let dir = tempfile::tempdir().unwrap();
@@ -2036,7 +2098,7 @@ mod tests {
             (a.attempts, a.confirmation_id.as_deref()),
             (2, Some("CNF-A"))
         );
-        assert_eq!(a.source, "this_run");
+        assert_eq!(a.source, Source::ThisRun);
         let b = j.record("B|C1|2026-01-01", 1).unwrap().unwrap();
         assert_eq!(
             (

@@ -1099,7 +1099,7 @@ mod tests {
         keys.iter()
             .map(|k| {
                 let r = j.record(k, 1).unwrap().unwrap();
-                (r.state, r.reason)
+                (r.state.as_str().to_string(), r.reason)
             })
             .collect()
     }
