@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use super::{Global, Outcome, UsageError};
 use crate::report::audit;
-use crate::submit::journal::{self, Journal};
+use crate::submit::journal::JournalReader;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum Command {
@@ -32,10 +32,11 @@ pub(super) fn run(command: Command, global: &Global) -> anyhow::Result<Outcome> 
         Command::Verify { file, state } => {
             let binding = match &state {
                 Some(state) => {
-                    let conn =
-                        Journal::open_read_only(state).map_err(|e| UsageError(e.to_string()))?;
+                    let journal =
+                        JournalReader::open(state).map_err(|e| UsageError(e.to_string()))?;
                     Some(
-                        journal::audit_binding(&conn, state)
+                        journal
+                            .audit_binding()
                             .map_err(|e| UsageError(e.to_string()))?,
                     )
                 }

@@ -13,7 +13,7 @@ use super::{Global, Outcome, UsageError};
 use crate::domain::Region;
 use crate::plan::{Judged, PlanSink};
 use crate::report::html::{self, Problems, QuoteRow, ReportData, Source};
-use crate::submit::journal::{self, Journal};
+use crate::submit::journal::{Journal, JournalReader};
 use crate::validate::Reject;
 
 #[derive(clap::Args, Debug)]
@@ -32,8 +32,8 @@ const NO_PROBLEMS: &str = "The journal does not keep rejected rows: see rejects.
 
 pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
     let state = super::paths::existing_journal(args.state)?;
-    let conn = Journal::open_read_only(&state).map_err(|e| UsageError(super::error_text(&e)))?;
-    let Some((run_id, finished_at, summary, quotes)) = journal::last_finished_run(&conn)? else {
+    let journal = JournalReader::open(&state).map_err(|e| UsageError(super::error_text(&e)))?;
+    let Some((run_id, finished_at, summary, quotes)) = journal.last_finished_run()? else {
         return Err(UsageError(format!(
             "journal {}: no finished run to report on yet",
             state.display()
@@ -48,7 +48,7 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
         },
         &summary,
         html::quotes_from_json(&quotes)?,
-        journal::activations_by_day(&conn)?,
+        journal.activations_by_day()?,
         Problems::NotAvailable(NO_PROBLEMS.into()),
     )
     .with_context(|| format!("journal {}, run #{run_id}", state.display()))?;

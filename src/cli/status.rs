@@ -4,11 +4,9 @@
 
 use std::path::PathBuf;
 
-use rusqlite::OptionalExtension;
-
 use super::{Global, Outcome, UsageError};
 use crate::report::audit;
-use crate::submit::journal::{self, ItemState, Journal};
+use crate::submit::journal::{ItemState, JournalReader, RunRow};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -20,9 +18,9 @@ pub struct Args {
 
 pub(super) fn run(args: Args, _global: &Global) -> anyhow::Result<Outcome> {
     let journal_file = super::paths::existing_journal(args.state)?;
-    let conn =
-        Journal::open_read_only(&journal_file).map_err(|e| UsageError(super::error_text(&e)))?;
-    let counts = journal::counts(&conn, &journal_file)?;
+    let journal =
+        JournalReader::open(&journal_file).map_err(|e| UsageError(super::error_text(&e)))?;
+    let counts = journal.counts()?;
     let n = |s: ItemState| counts.iter().find(|(st, _)| *st == s).map_or(0, |c| c.1);
     let total: u64 = counts.iter().map(|c| c.1).sum();
     let done = n(ItemState::Active)
@@ -36,16 +34,15 @@ pub(super) fn run(args: Args, _global: &Global) -> anyhow::Result<Outcome> {
     for (state, count) in &counts {
         text.push_str(&format!("  {:<13} {count}\n", state.as_str()));
     }
-    text.push_str(&audit_text(&conn, &journal_file));
-    let last: Option<(i64, String, Option<String>, Option<String>)> = conn
-        .query_row(
-            "SELECT id, started_at, finished_at, outcome FROM runs ORDER BY id DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )
-        .optional()?;
-    if let Some((id, started, finished, outcome)) = last {
-        match finished {
+    text.push_str(&audit_text(&journal, &journal_file));
+    if let Some(RunRow {
+        id,
+        started_at: started,
+        finished_at,
+        outcome,
+    }) = journal.last_run()?
+    {
+        match finished_at {
             Some(f) => text.push_str(&format!(
                 "last run #{id}: {started} → {f}, {}\n",
                 outcome.unwrap_or_default()
@@ -55,15 +52,7 @@ pub(super) fn run(args: Args, _global: &Global) -> anyhow::Result<Outcome> {
             )),
         }
         // The rate over the last minute of attempts, and an ETA from it.
-        let (requests, span): (i64, f64) = conn.query_row(
-            "SELECT COUNT(*), COALESCE((julianday(MAX(at)) - julianday(MIN(at))) * 86400.0, 0)
-             FROM attempts WHERE run_id = ?1
-               AND julianday(at) >= (SELECT julianday(MAX(at)) FROM attempts WHERE run_id = ?1) - 60.0 / 86400.0",
-            [id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
-        if requests > 1 && span > 0.0 {
-            let rate = requests as f64 / span;
+        if let Some(rate) = journal.recent_rate(id)? {
             text.push_str(&format!(
                 "rate: {rate:.1} requests/s over the last minute of requests\n"
             ));
@@ -82,8 +71,8 @@ pub(super) fn run(args: Args, _global: &Global) -> anyhow::Result<Outcome> {
 
 /// The journal's id and its audit log: where it is, how many records the
 /// journal recorded, and any problem a run would refuse to start on.
-fn audit_text(conn: &rusqlite::Connection, state: &std::path::Path) -> String {
-    let binding = match journal::audit_binding(conn, state) {
+fn audit_text(journal: &JournalReader, state: &std::path::Path) -> String {
+    let binding = match journal.audit_binding() {
         Ok(b) => b,
         Err(e) => return format!("audit log: unknown ({e})\n"),
     };
