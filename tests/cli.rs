@@ -9,6 +9,7 @@ use assert_cmd::Command;
 mod history;
 mod inputs;
 mod numbers;
+mod pg;
 mod report;
 mod run;
 mod secrets;
