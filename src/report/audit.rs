@@ -170,6 +170,19 @@ fn hash(prev: &str, body: &[u8]) -> String {
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Record number `seq` of a chain whose last hash is `prev_hash`: its
+/// line (no newline) and its hash. The record gets `seq` and `prev_hash`;
+/// its body, with sorted keys (serde_json's map keeps them sorted), is
+/// canonical. The same for a file and for a ledger's chain in a database.
+pub fn seal(mut record: Map<String, Value>, seq: u64, prev_hash: &str) -> (String, String) {
+    record.insert("seq".into(), seq.into());
+    record.insert("prev_hash".into(), prev_hash.into());
+    let body = Value::Object(record).to_string();
+    let h = hash(prev_hash, body.as_bytes());
+    let line = format!("{},\"hash\":\"{h}\"}}", &body[..body.len() - 1]);
+    (line, h)
+}
+
 /// Reads records one by one, each checked against the chain so far.
 struct Records<'p, R> {
     reader: R,
@@ -520,13 +533,9 @@ impl AuditLog {
     }
 
     /// Appends one record (a JSON object; `seq` and `prev_hash` are added).
-    pub fn append(&mut self, mut record: Map<String, Value>) -> Result<(), AuditError> {
-        record.insert("seq".into(), (self.state.records + 1).into());
-        record.insert("prev_hash".into(), self.state.last_hash.clone().into());
-        // serde_json's map keeps keys sorted: the body is canonical.
-        let body = Value::Object(record).to_string();
-        let h = hash(&self.state.last_hash, body.as_bytes());
-        let line = format!("{},\"hash\":\"{h}\"}}\n", &body[..body.len() - 1]);
+    pub fn append(&mut self, record: Map<String, Value>) -> Result<(), AuditError> {
+        let (mut line, h) = seal(record, self.state.records + 1, &self.state.last_hash);
+        line.push('\n');
         self.file
             .write_all(line.as_bytes())
             .map_err(io(&self.path))?;

@@ -179,6 +179,39 @@ pub struct Batch {
     pub request: api::ReactivationRequest,
 }
 
+/// Where a batch goes: one contract and region, under one quote.
+pub struct BatchGroup {
+    pub contract_id: String,
+    pub region: String,
+    pub quote_id: String,
+    pub coverage: CoverageWire,
+}
+
+impl Batch {
+    /// Batch `id`, keyed `idempotency_key`, of `items` (in order) of `group`.
+    pub fn of<'a>(
+        id: i64,
+        idempotency_key: String,
+        group: BatchGroup,
+        items: impl IntoIterator<Item = &'a PlannedItem>,
+    ) -> Batch {
+        Batch {
+            id,
+            idempotency_key,
+            request: api::ReactivationRequest {
+                contract_id: group.contract_id,
+                region: group.region,
+                quote_id: group.quote_id,
+                coverage: group.coverage,
+                items: items
+                    .into_iter()
+                    .map(PlannedItem::to_request_item)
+                    .collect(),
+            },
+        }
+    }
+}
+
 /// An item of a batch: its key, its place in the batch, its state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchItem {
@@ -371,7 +404,7 @@ fn now() -> String {
     Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-fn coverage_str(c: CoverageWire) -> &'static str {
+pub(super) fn coverage_str(c: CoverageWire) -> &'static str {
     match c {
         CoverageWire::Standard => "standard",
         CoverageWire::Extended => "extended",
@@ -386,7 +419,7 @@ fn parse_coverage(s: &str) -> CoverageWire {
     }
 }
 
-fn item_type_str(t: ItemType) -> &'static str {
+pub(super) fn item_type_str(t: ItemType) -> &'static str {
     match t {
         ItemType::Device => "device",
         ItemType::License => "license",
@@ -681,17 +714,18 @@ impl Journal {
             }
             Ok(id)
         })?;
-        Ok(Some(Batch {
+        let group = BatchGroup {
+            contract_id,
+            region,
+            quote_id,
+            coverage,
+        };
+        Ok(Some(Batch::of(
             id,
-            idempotency_key: key,
-            request: api::ReactivationRequest {
-                contract_id,
-                region,
-                quote_id,
-                coverage,
-                items: planned.iter().map(|(_, p)| p.to_request_item()).collect(),
-            },
-        }))
+            key,
+            group,
+            planned.iter().map(|(_, p)| p),
+        )))
     }
 
     /// The server accepted the batch: its request id and each item's first

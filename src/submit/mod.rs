@@ -22,6 +22,7 @@
 
 pub mod client;
 pub mod journal;
+pub mod pg;
 pub mod reconcile;
 pub mod retry;
 pub mod stop;

@@ -19,6 +19,7 @@
 //! ```
 
 mod harness;
+mod ledger;
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;

@@ -1,0 +1,705 @@
+//! The shared ledger in PostgreSQL (issue 18): what several runners on one
+//! database need that one SQLite journal, held by one process, never did.
+//!
+//! This first part holds the pieces that make sharing safe, each tested
+//! against a real server (`tests/pg/ledger.rs`):
+//! - the schema, created and migrated under an advisory lock (runners that
+//!   start together do not race), with its version; a newer schema than
+//!   this refleet knows is refused;
+//! - the plan written in bulk (one statement per chunk, arrays unnested);
+//! - items claimed in batches by exactly one runner (`FOR UPDATE SKIP
+//!   LOCKED`), the batch recorded with its idempotency key before its
+//!   request may leave, under a lease its runner renews; a batch whose
+//!   lease ran out (its runner died) is taken over by another runner, with
+//!   the same items and the same key, so the vendor answers it as a replay;
+//! - one vendor quota for every runner on the ledger: a GCRA state (one
+//!   row, its theoretical arrival time) updated atomically, which a `429`
+//!   seen by any runner pushes back for all;
+//! - one audit hash chain, extended under a lock on its head, so that
+//!   concurrent runners never fork it, and exported as the same JSONL as a
+//!   journal's log (`audit::verify` checks it).
+//!
+//! `refleet run` does not use it yet: `--state postgres://…` is refused
+//! until the journal's operations have their PostgreSQL side too.
+
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use tokio_postgres::{Client, NoTls};
+
+use super::journal::{coverage_str, item_type_str, Batch, BatchGroup, ItemState, PlannedItem};
+use crate::api::{self, CoverageWire, ItemType};
+use crate::report::audit;
+
+/// The schema this refleet writes and reads.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// The advisory lock that serialises schema changes ("refleet" in ASCII).
+const SCHEMA_LOCK: i64 = 0x0072_6566_6c65_6574;
+
+/// Items per `INSERT` of the plan: large enough that a million items are a
+/// few hundred statements, small enough to keep each message modest.
+const PLAN_CHUNK: usize = 5_000;
+
+const SCHEMA_V1: &str = "
+CREATE TABLE items (
+    seq BIGSERIAL NOT NULL,
+    event_key TEXT PRIMARY KEY,
+    item_type TEXT NOT NULL CHECK (item_type IN ('device', 'license')),
+    serial_number TEXT, mac_address TEXT, model TEXT, license_id TEXT, bound_serial TEXT,
+    contract_id TEXT NOT NULL, region TEXT NOT NULL, country TEXT NOT NULL,
+    deactivated_at TEXT NOT NULL,
+    coverage TEXT NOT NULL CHECK (coverage IN ('standard', 'extended')),
+    state TEXT NOT NULL CHECK (state IN ('planned', 'submitted', 'accepted', 'provisioning',
+        'active', 'rejected', 'failed', 'escalated', 'manual_review')),
+    reason TEXT,
+    batch_id BIGINT, batch_pos INTEGER,
+    request_id TEXT, confirmation_id TEXT, case_id TEXT
+);
+CREATE INDEX items_planned ON items (contract_id, region, seq) WHERE state = 'planned';
+CREATE INDEX items_next ON items (seq) WHERE state = 'planned';
+CREATE INDEX items_batch ON items (batch_id) WHERE batch_id IS NOT NULL;
+CREATE TABLE quotes (
+    contract_id TEXT NOT NULL, region TEXT NOT NULL, quote_id TEXT NOT NULL,
+    PRIMARY KEY (contract_id, region)
+);
+CREATE TABLE batches (
+    id BIGSERIAL PRIMARY KEY,
+    idempotency_key TEXT NOT NULL UNIQUE,
+    contract_id TEXT NOT NULL, region TEXT NOT NULL, quote_id TEXT NOT NULL,
+    coverage TEXT NOT NULL,
+    open BOOLEAN NOT NULL DEFAULT TRUE,
+    runner TEXT NOT NULL,
+    lease_until TIMESTAMPTZ NOT NULL,
+    takeovers INTEGER NOT NULL DEFAULT 0,
+    request_id TEXT,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX batches_open ON batches (lease_until) WHERE open;
+CREATE TABLE quota (account TEXT PRIMARY KEY, tat TIMESTAMPTZ NOT NULL);
+CREATE TABLE audit_head (one BOOLEAN PRIMARY KEY CHECK (one), seq BIGINT NOT NULL, hash TEXT NOT NULL);
+CREATE TABLE audit (seq BIGINT PRIMARY KEY, hash TEXT NOT NULL, line TEXT NOT NULL);
+";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("the ledger URL is not one PostgreSQL understands")]
+    Url(#[source] tokio_postgres::Error),
+    #[error("cannot reach the PostgreSQL ledger {0}")]
+    Connect(String, #[source] tokio_postgres::Error),
+    #[error("PostgreSQL ledger {0}")]
+    Db(String, #[source] tokio_postgres::Error),
+    #[error("the ledger {ledger} has schema version {found}, newer than this refleet knows ({known}): use a newer refleet")]
+    Newer {
+        ledger: String,
+        found: i64,
+        known: i64,
+    },
+    #[error("the ledger {ledger} is damaged: {why}")]
+    Damaged { ledger: String, why: String },
+}
+
+/// One runner's connection to the ledger.
+pub struct PgLedger {
+    client: Client,
+    /// `host:port/database`, for messages: never the password.
+    label: String,
+    /// This runner's name in claims and leases.
+    runner: String,
+}
+
+/// A batch this runner holds: to send (or send again) under its key.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub batch: Batch,
+    /// Taken over from a runner whose lease ran out: it may have been sent
+    /// already, and is sent again under the same key.
+    pub taken_over: bool,
+}
+
+impl PgLedger {
+    /// Connects as `runner` (a name unique among the ledger's runners) and
+    /// creates or checks the schema.
+    pub async fn connect(url: &str, runner: &str) -> Result<PgLedger, LedgerError> {
+        let config: tokio_postgres::Config = url.parse().map_err(LedgerError::Url)?;
+        let label = label(&config);
+        let (client, connection) = config
+            .connect(NoTls)
+            .await
+            .map_err(|e| LedgerError::Connect(label.clone(), e))?;
+        let for_log = label.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::warn!(ledger = %for_log, error = %e, "connection to the ledger lost");
+            }
+        });
+        let mut ledger = PgLedger {
+            client,
+            label,
+            runner: runner.to_string(),
+        };
+        ledger.migrate().await?;
+        Ok(ledger)
+    }
+
+    fn db(&self) -> impl Fn(tokio_postgres::Error) -> LedgerError + '_ {
+        |e| LedgerError::Db(self.label.clone(), e)
+    }
+
+    /// Creates the schema on an empty database; checks its version
+    /// otherwise. Under an advisory lock, so runners starting together
+    /// neither race nor fail.
+    async fn migrate(&mut self) -> Result<(), LedgerError> {
+        let label = self.label.clone();
+        let db = |e| LedgerError::Db(label.clone(), e);
+        let tx = self.client.transaction().await.map_err(db)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
+            .await
+            .map_err(db)?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS refleet_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        )
+        .await
+        .map_err(db)?;
+        let found = tx
+            .query_opt(
+                "SELECT value FROM refleet_meta WHERE key = 'schema_version'",
+                &[],
+            )
+            .await
+            .map_err(db)?
+            .map(|r| r.get::<_, String>(0));
+        match found {
+            None => {
+                tx.batch_execute(SCHEMA_V1).await.map_err(db)?;
+                let id = format!("{:016x}", fastrand::u64(..));
+                tx.execute(
+                    "INSERT INTO refleet_meta VALUES ('schema_version', $1), ('ledger_id', $2)",
+                    &[&SCHEMA_VERSION.to_string(), &id],
+                )
+                .await
+                .map_err(db)?;
+                // The chain opens with a header naming the ledger, as a
+                // journal's log names its journal.
+                let mut header = Map::new();
+                header.insert("kind".into(), audit::HEADER_KIND.into());
+                header.insert("journal_id".into(), id.into());
+                let (line, hash) = audit::seal(header, 1, audit::GENESIS);
+                tx.execute("INSERT INTO audit VALUES (1, $1, $2)", &[&hash, &line])
+                    .await
+                    .map_err(db)?;
+                tx.execute("INSERT INTO audit_head VALUES (TRUE, 1, $1)", &[&hash])
+                    .await
+                    .map_err(db)?;
+            }
+            Some(v) => match v.parse::<i64>() {
+                Ok(SCHEMA_VERSION) => {}
+                Ok(found) if found > SCHEMA_VERSION => {
+                    return Err(LedgerError::Newer {
+                        ledger: self.label.clone(),
+                        found,
+                        known: SCHEMA_VERSION,
+                    })
+                }
+                _ => {
+                    return Err(LedgerError::Damaged {
+                        ledger: self.label.clone(),
+                        why: format!("its schema version is {v:?}"),
+                    })
+                }
+            },
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    /// The ledger's id (the audit chain's header names it).
+    pub async fn ledger_id(&self) -> Result<String, LedgerError> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT value FROM refleet_meta WHERE key = 'ledger_id'",
+                &[],
+            )
+            .await
+            .map_err(self.db())?;
+        Ok(row.get(0))
+    }
+
+    /// Adds the plan's items in `state` (planned, or manual_review); an
+    /// item the ledger knows already (another runner's, an earlier run's)
+    /// is left as it is. Returns how many were new.
+    pub async fn plan_items(
+        &self,
+        items: &[PlannedItem],
+        state: ItemState,
+    ) -> Result<u64, LedgerError> {
+        let mut added = 0;
+        for chunk in items.chunks(PLAN_CHUNK) {
+            let col = |f: fn(&PlannedItem) -> &str| -> Vec<&str> { chunk.iter().map(f).collect() };
+            let opt = |f: fn(&PlannedItem) -> &Option<String>| -> Vec<Option<&str>> {
+                chunk.iter().map(|i| f(i).as_deref()).collect()
+            };
+            added += self
+                .client
+                .execute(
+                    "INSERT INTO items (event_key, item_type, serial_number, mac_address, model,
+                         license_id, bound_serial, contract_id, region, country, deactivated_at,
+                         coverage, state)
+                     SELECT k, t, s, m, mo, l, b, c, r, co, d, cv, $13
+                     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                 $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
+                                 $11::text[], $12::text[])
+                          WITH ORDINALITY AS u(k, t, s, m, mo, l, b, c, r, co, d, cv, n)
+                     ORDER BY n
+                     ON CONFLICT (event_key) DO NOTHING",
+                    &[
+                        &col(|i| &i.event_key),
+                        &col(|i| item_type_str(i.item_type)),
+                        &opt(|i| &i.serial_number),
+                        &opt(|i| &i.mac_address),
+                        &opt(|i| &i.model),
+                        &opt(|i| &i.license_id),
+                        &opt(|i| &i.bound_serial),
+                        &col(|i| &i.contract_id),
+                        &col(|i| &i.region),
+                        &col(|i| &i.country),
+                        &col(|i| &i.deactivated_at),
+                        &col(|i| coverage_str(i.coverage)),
+                        &state.as_str(),
+                    ],
+                )
+                .await
+                .map_err(self.db())?;
+        }
+        Ok(added)
+    }
+
+    /// Records the quote an item group is bought under.
+    pub async fn set_quote(
+        &self,
+        contract_id: &str,
+        region: &str,
+        quote_id: &str,
+    ) -> Result<(), LedgerError> {
+        self.client
+            .execute(
+                "INSERT INTO quotes VALUES ($1, $2, $3)
+                 ON CONFLICT (contract_id, region) DO UPDATE SET quote_id = EXCLUDED.quote_id",
+                &[&contract_id, &region, &quote_id],
+            )
+            .await
+            .map_err(self.db())?;
+        Ok(())
+    }
+
+    /// The next batch for this runner to send, held under a lease of
+    /// `lease`: first a batch whose runner's lease ran out (the same items
+    /// and key, to send again), else a new one of up to `max` planned items
+    /// of one contract and region, which no other runner can take (rows
+    /// another runner is claiming are skipped, not waited for). The batch
+    /// is committed before this returns, so before its request can leave.
+    /// `None`: nothing left to claim.
+    pub async fn claim_batch(
+        &mut self,
+        max: usize,
+        lease: Duration,
+    ) -> Result<Option<Claimed>, LedgerError> {
+        let lease_s = lease.as_secs_f64();
+        let label = self.label.clone();
+        let db = |e| LedgerError::Db(label.clone(), e);
+        let tx = self.client.transaction().await.map_err(db)?;
+        let expired = tx
+            .query_opt(
+                "UPDATE batches SET runner = $1, lease_until = clock_timestamp() + make_interval(secs => $2),
+                     takeovers = takeovers + 1
+                 WHERE id = (SELECT id FROM batches
+                             WHERE open AND lease_until < clock_timestamp()
+                             ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
+                 RETURNING id, idempotency_key, contract_id, region, quote_id, coverage",
+                &[&self.runner, &lease_s],
+            )
+            .await
+            .map_err(db)?;
+        if let Some(row) = expired {
+            let id: i64 = row.get(0);
+            let items = tx
+                .query(
+                    &format!(
+                        "SELECT {ITEM_COLUMNS} FROM items WHERE batch_id = $1 ORDER BY batch_pos"
+                    ),
+                    &[&id],
+                )
+                .await
+                .map_err(db)?
+                .iter()
+                .map(|r| planned_of(r, &self.label))
+                .collect::<Result<Vec<_>, _>>()?;
+            let group = BatchGroup {
+                contract_id: row.get(2),
+                region: row.get(3),
+                quote_id: row.get(4),
+                coverage: coverage_of(row.get(5), &self.label)?,
+            };
+            let batch = Batch::of(id, row.get(1), group, &items);
+            tx.commit().await.map_err(db)?;
+            return Ok(Some(Claimed {
+                batch,
+                taken_over: true,
+            }));
+        }
+        // The group of the first planned item no one else is claiming.
+        let first = tx
+            .query_opt(
+                "SELECT contract_id, region FROM items WHERE state = 'planned'
+                 ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED",
+                &[],
+            )
+            .await
+            .map_err(db)?;
+        let Some(first) = first else {
+            tx.commit().await.map_err(db)?;
+            return Ok(None);
+        };
+        let (contract_id, region): (String, String) = (first.get(0), first.get(1));
+        let max = i64::try_from(max.clamp(1, api::MAX_BATCH)).unwrap_or(1);
+        let items = tx
+            .query(
+                &format!(
+                    "SELECT {ITEM_COLUMNS} FROM items
+                     WHERE state = 'planned' AND contract_id = $1 AND region = $2
+                     ORDER BY seq LIMIT $3 FOR UPDATE SKIP LOCKED"
+                ),
+                &[&contract_id, &region, &max],
+            )
+            .await
+            .map_err(db)?
+            .iter()
+            .map(|r| planned_of(r, &self.label))
+            .collect::<Result<Vec<_>, _>>()?;
+        let Some(head) = items.first() else {
+            // The first item was in our lock, so it is here; should the
+            // group be empty all the same, there is nothing to claim now.
+            tx.commit().await.map_err(db)?;
+            return Ok(None);
+        };
+        let coverage = head.coverage;
+        let quote_id: String = tx
+            .query_opt(
+                "SELECT quote_id FROM quotes WHERE contract_id = $1 AND region = $2",
+                &[&contract_id, &region],
+            )
+            .await
+            .map_err(db)?
+            .map_or_else(String::new, |r| r.get(0));
+        let key = api::batch_key(items.iter().map(|i| i.event_key.as_str()));
+        let id: i64 = tx
+            .query_one(
+                "INSERT INTO batches (idempotency_key, contract_id, region, quote_id, coverage,
+                     runner, lease_until)
+                 VALUES ($1, $2, $3, $4, $5, $6, clock_timestamp() + make_interval(secs => $7))
+                 RETURNING id",
+                &[
+                    &key,
+                    &contract_id,
+                    &region,
+                    &quote_id,
+                    &coverage_str(coverage),
+                    &self.runner,
+                    &lease_s,
+                ],
+            )
+            .await
+            .map_err(db)?
+            .get(0);
+        let keys: Vec<&str> = items.iter().map(|i| i.event_key.as_str()).collect();
+        tx.execute(
+            "UPDATE items SET state = 'submitted', batch_id = $1, batch_pos = u.n - 1
+             FROM UNNEST($2::text[]) WITH ORDINALITY AS u(k, n)
+             WHERE items.event_key = u.k",
+            &[&id, &keys],
+        )
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        let group = BatchGroup {
+            contract_id,
+            region,
+            quote_id,
+            coverage,
+        };
+        Ok(Some(Claimed {
+            batch: Batch::of(id, key, group, &items),
+            taken_over: false,
+        }))
+    }
+
+    /// Extends the lease of every open batch this runner holds; returns how
+    /// many it still holds (a batch taken over after its lease ran out is
+    /// no longer this runner's).
+    pub async fn renew_leases(&self, lease: Duration) -> Result<u64, LedgerError> {
+        self.client
+            .execute(
+                "UPDATE batches SET lease_until = clock_timestamp() + make_interval(secs => $2)
+                 WHERE open AND runner = $1",
+                &[&self.runner, &lease.as_secs_f64()],
+            )
+            .await
+            .map_err(self.db())
+    }
+
+    /// Closes a batch whose items all reached a final state, with those
+    /// states (by position in the batch); its lease ends with it.
+    pub async fn close_batch(
+        &mut self,
+        batch_id: i64,
+        states: &[ItemState],
+    ) -> Result<(), LedgerError> {
+        let label = self.label.clone();
+        let db = |e| LedgerError::Db(label.clone(), e);
+        let tx = self.client.transaction().await.map_err(db)?;
+        let texts: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
+        tx.execute(
+            "UPDATE items SET state = u.s
+             FROM UNNEST($2::text[]) WITH ORDINALITY AS u(s, n)
+             WHERE items.batch_id = $1 AND items.batch_pos = u.n - 1",
+            &[&batch_id, &texts],
+        )
+        .await
+        .map_err(db)?;
+        tx.execute(
+            "UPDATE batches SET open = FALSE WHERE id = $1",
+            &[&batch_id],
+        )
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)
+    }
+
+    /// Item counts by state; a state this refleet does not know is an error.
+    pub async fn counts(&self) -> Result<Vec<(ItemState, u64)>, LedgerError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT state, COUNT(*) FROM items GROUP BY state ORDER BY state",
+                &[],
+            )
+            .await
+            .map_err(self.db())?;
+        rows.iter()
+            .map(|r| {
+                let state: &str = r.get(0);
+                let n: i64 = r.get(1);
+                let state = ItemState::parse(state).ok_or_else(|| LedgerError::Damaged {
+                    ledger: self.label.clone(),
+                    why: format!("an item is in the unknown state {state:?}"),
+                })?;
+                Ok((state, u64::try_from(n).unwrap_or(0)))
+            })
+            .collect()
+    }
+
+    /// Takes `n` requests from the vendor quota of `account`, shared by
+    /// every runner on the ledger: `rate` requests a second with bursts of
+    /// up to `burst` (GCRA, its state one row updated atomically). Returns
+    /// `None` when taken, else how long to wait before asking again.
+    /// `n` is at most `burst`; `rate` > 0.
+    pub async fn take_quota(
+        &self,
+        account: &str,
+        rate: f64,
+        burst: u32,
+        n: u32,
+    ) -> Result<Option<Duration>, LedgerError> {
+        let (cost, tolerance) = gcra(rate, burst, n);
+        self.client
+            .execute(
+                "INSERT INTO quota VALUES ($1, clock_timestamp()) ON CONFLICT (account) DO NOTHING",
+                &[&account],
+            )
+            .await
+            .map_err(self.db())?;
+        // One statement: granted (the new arrival time) or the wait.
+        let row = self
+            .client
+            .query_one(
+                "WITH now AS (SELECT clock_timestamp() AS t),
+                 granted AS (
+                     UPDATE quota SET tat = GREATEST(tat, (SELECT t FROM now)) + make_interval(secs => $2)
+                     WHERE account = $1
+                       AND GREATEST(tat, (SELECT t FROM now)) + make_interval(secs => $2)
+                           - make_interval(secs => $3) <= (SELECT t FROM now)
+                     RETURNING tat)
+                 SELECT EXISTS (SELECT 1 FROM granted),
+                        EXTRACT(EPOCH FROM (GREATEST(q.tat, n.t) + make_interval(secs => $2)
+                            - make_interval(secs => $3) - n.t))::float8
+                 FROM quota q, now n WHERE q.account = $1",
+                &[&account, &cost, &tolerance],
+            )
+            .await
+            .map_err(self.db())?;
+        let granted: bool = row.get(0);
+        let wait: f64 = row.get(1);
+        Ok((!granted).then(|| Duration::from_secs_f64(wait.clamp(0.001, 3600.0))))
+    }
+
+    /// The vendor said `429` (or asked to wait `pause`): no runner takes
+    /// from `account`'s quota before `pause` has passed.
+    pub async fn pause_quota(
+        &self,
+        account: &str,
+        rate: f64,
+        burst: u32,
+        pause: Duration,
+    ) -> Result<(), LedgerError> {
+        let (_, tolerance) = gcra(rate, burst, 1);
+        self.client
+            .execute(
+                "INSERT INTO quota VALUES ($1, clock_timestamp() + make_interval(secs => $2::float8 + $3::float8))
+                 ON CONFLICT (account) DO UPDATE
+                 SET tat = GREATEST(quota.tat, EXCLUDED.tat)",
+                &[&account, &pause.as_secs_f64(), &tolerance],
+            )
+            .await
+            .map_err(self.db())?;
+        Ok(())
+    }
+
+    /// Appends records to the ledger's audit chain, in one transaction that
+    /// holds the chain's head: concurrent runners append one after the
+    /// other and the chain never forks. Returns the chain's length.
+    pub async fn append_audit(
+        &mut self,
+        records: Vec<Map<String, Value>>,
+    ) -> Result<u64, LedgerError> {
+        let label = self.label.clone();
+        let db = |e| LedgerError::Db(label.clone(), e);
+        let tx = self.client.transaction().await.map_err(db)?;
+        let head = tx
+            .query_one("SELECT seq, hash FROM audit_head FOR UPDATE", &[])
+            .await
+            .map_err(db)?;
+        let (mut seq, mut hash): (i64, String) = (head.get(0), head.get(1));
+        let (mut seqs, mut hashes, mut lines) = (Vec::new(), Vec::new(), Vec::new());
+        for record in records {
+            seq += 1;
+            let next = u64::try_from(seq).map_err(|_| LedgerError::Damaged {
+                ledger: self.label.clone(),
+                why: format!("its audit chain is at record {seq}"),
+            })?;
+            let (line, h) = audit::seal(record, next, &hash);
+            seqs.push(seq);
+            hashes.push(h.clone());
+            lines.push(line);
+            hash = h;
+        }
+        tx.execute(
+            "INSERT INTO audit SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[])",
+            &[&seqs, &hashes, &lines],
+        )
+        .await
+        .map_err(db)?;
+        tx.execute("UPDATE audit_head SET seq = $1, hash = $2", &[&seq, &hash])
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(u64::try_from(seq).unwrap_or(0))
+    }
+
+    /// Writes the audit chain as JSONL, the format of a journal's log.
+    pub async fn export_audit(&self, out: &mut impl std::io::Write) -> Result<u64, anyhow::Error> {
+        let rows = self
+            .client
+            .query("SELECT line FROM audit ORDER BY seq", &[])
+            .await
+            .map_err(self.db())?;
+        for r in &rows {
+            out.write_all(r.get::<_, &str>(0).as_bytes())?;
+            out.write_all(b"\n")?;
+        }
+        Ok(rows.len() as u64)
+    }
+}
+
+/// GCRA's emission interval times `n` (the cost of `n` requests) and its
+/// tolerance (`burst` requests' worth), in seconds.
+fn gcra(rate: f64, burst: u32, n: u32) -> (f64, f64) {
+    let interval = 1.0 / rate.max(f64::MIN_POSITIVE);
+    (interval * f64::from(n), interval * f64::from(burst.max(1)))
+}
+
+/// `host:port/database` of a connection's settings.
+fn label(config: &tokio_postgres::Config) -> String {
+    let host = config
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .unwrap_or_else(|| "localhost".into());
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!("{host}:{port}/{}", config.get_dbname().unwrap_or(""))
+}
+
+const ITEM_COLUMNS: &str = "event_key, item_type, serial_number, mac_address, model, license_id,
+    bound_serial, contract_id, region, country, deactivated_at, coverage";
+
+/// An item row as [`ITEM_COLUMNS`] reads it; an unknown type or coverage
+/// is refused, never guessed.
+fn planned_of(r: &tokio_postgres::Row, ledger: &str) -> Result<PlannedItem, LedgerError> {
+    let item_type = match r.get::<_, &str>(1) {
+        "device" => ItemType::Device,
+        "license" => ItemType::License,
+        other => {
+            return Err(LedgerError::Damaged {
+                ledger: ledger.into(),
+                why: format!("an item has the unknown type {other:?}"),
+            })
+        }
+    };
+    Ok(PlannedItem {
+        event_key: r.get(0),
+        item_type,
+        serial_number: r.get(2),
+        mac_address: r.get(3),
+        model: r.get(4),
+        license_id: r.get(5),
+        bound_serial: r.get(6),
+        contract_id: r.get(7),
+        region: r.get(8),
+        country: r.get(9),
+        deactivated_at: r.get(10),
+        coverage: coverage_of(r.get(11), ledger)?,
+    })
+}
+
+fn coverage_of(text: &str, ledger: &str) -> Result<CoverageWire, LedgerError> {
+    match text {
+        "standard" => Ok(CoverageWire::Standard),
+        "extended" => Ok(CoverageWire::Extended),
+        other => Err(LedgerError::Damaged {
+            ledger: ledger.into(),
+            why: format!("a coverage is the unknown {other:?}"),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gcra_costs_one_interval_a_request_and_tolerates_a_burst() {
+        let (cost, tolerance) = gcra(20.0, 5, 2);
+        assert!((cost - 0.1).abs() < 1e-12);
+        assert!((tolerance - 0.25).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_label_never_holds_the_password() {
+        let config: tokio_postgres::Config = "postgres://refleet:s3cret@db.example:6432/ledger"
+            .parse()
+            .unwrap();
+        assert_eq!(label(&config), "db.example:6432/ledger");
+    }
+}

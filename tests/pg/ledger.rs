@@ -1,0 +1,341 @@
+//! The PostgreSQL ledger's sharing guarantees (src/submit/pg.rs) against a
+//! real server: several runners, each its own connection, at once.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use refleet::api::{CoverageWire, ItemType};
+use refleet::submit::journal::{ItemState, PlannedItem};
+use refleet::submit::pg::{LedgerError, PgLedger};
+use serde_json::{Map, Value};
+
+use super::Pg;
+
+/// Item `i` of a plan spread over `groups` (contract, region) groups.
+fn item(i: usize, groups: usize) -> PlannedItem {
+    let serial = format!("0004F2{i:06X}");
+    let contract = format!("C-{:05}", i % groups);
+    PlannedItem {
+        event_key: format!("{serial}|{contract}|2026-11-01"),
+        item_type: ItemType::Device,
+        serial_number: Some(serial),
+        mac_address: None,
+        model: Some("CCX 500".into()),
+        license_id: None,
+        bound_serial: None,
+        contract_id: contract,
+        region: ["AMER", "EMEA", "APAC"][i % 3].into(),
+        country: "US".into(),
+        deactivated_at: "2026-11-01".into(),
+        coverage: CoverageWire::Standard,
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn runners_starting_together_create_the_schema_once_and_a_newer_one_is_refused() {
+    let Some(pg) = Pg::start_or_skip("runners_starting_together_create_the_schema_once") else {
+        return;
+    };
+    let url = pg.url();
+    runtime().block_on(async {
+        let connect = |name: &'static str| {
+            let url = url.clone();
+            tokio::spawn(async move { PgLedger::connect(&url, name).await.map(|_| ()) })
+        };
+        let started: Vec<_> = ["a", "b", "c", "d"].into_iter().map(connect).collect();
+        for s in started {
+            s.await.unwrap().expect("every runner connects");
+        }
+    });
+    assert_eq!(
+        pg.psql("SELECT value FROM refleet_meta WHERE key = 'schema_version'"),
+        "1"
+    );
+    assert_eq!(pg.psql("SELECT count(*) FROM audit"), "1", "one header");
+    pg.psql("UPDATE refleet_meta SET value = '2' WHERE key = 'schema_version'");
+    let err = runtime()
+        .block_on(PgLedger::connect(&url, "e"))
+        .err()
+        .expect("refused");
+    assert!(matches!(err, LedgerError::Newer { found: 2, .. }), "{err}");
+    assert!(
+        err.to_string().contains("newer than this refleet knows"),
+        "{err}"
+    );
+}
+
+/// Three runners claim batches of one plan as fast as they can: every item
+/// is in exactly one batch, of one contract and region, and each batch's
+/// key is the digest of its items.
+#[test]
+fn three_runners_claim_every_item_exactly_once() {
+    let Some(pg) = Pg::start_or_skip("three_runners_claim_every_item_exactly_once") else {
+        return;
+    };
+    let url = pg.url();
+    let items: Vec<PlannedItem> = (0..5_000).map(|i| item(i, 21)).collect();
+    let batches = runtime().block_on(async {
+        let planner = PgLedger::connect(&url, "planner").await.unwrap();
+        assert_eq!(
+            planner
+                .plan_items(&items, ItemState::Planned)
+                .await
+                .unwrap(),
+            5_000
+        );
+        // Planned again (an overlapping export): nothing new.
+        assert_eq!(
+            planner
+                .plan_items(&items[..100], ItemState::Planned)
+                .await
+                .unwrap(),
+            0
+        );
+        let mut runners = Vec::new();
+        for name in ["r1", "r2", "r3"] {
+            let url = url.clone();
+            runners.push(tokio::spawn(async move {
+                let mut ledger = PgLedger::connect(&url, name).await.unwrap();
+                let mut got = Vec::new();
+                while let Some(c) = ledger
+                    .claim_batch(100, Duration::from_secs(60))
+                    .await
+                    .unwrap()
+                {
+                    assert!(!c.taken_over);
+                    got.push(c.batch);
+                }
+                got
+            }));
+        }
+        let mut all = Vec::new();
+        for r in runners {
+            let got = r.await.unwrap();
+            assert!(!got.is_empty(), "each runner got work");
+            all.extend(got);
+        }
+        let counts = planner.counts().await.unwrap();
+        assert_eq!(counts, vec![(ItemState::Submitted, 5_000)]);
+        all
+    });
+    let mut seen = BTreeSet::new();
+    let mut keys = BTreeSet::new();
+    for b in &batches {
+        assert!(keys.insert(b.idempotency_key.clone()), "keys are distinct");
+        assert_eq!(
+            b.idempotency_key,
+            refleet::api::batch_key(b.request.items.iter().map(|i| i.item_key.as_str()))
+        );
+        assert!(b.request.items.len() <= 100);
+        for i in &b.request.items {
+            assert!(i.item_key.contains(&b.request.contract_id));
+            assert!(seen.insert(i.item_key.clone()), "{} twice", i.item_key);
+        }
+    }
+    assert_eq!(seen.len(), 5_000);
+}
+
+/// A runner dies holding batches: while its lease runs no one takes them;
+/// after, another runner gets each of them, with the same items and key.
+/// A runner that renews its lease keeps its batch.
+#[test]
+fn a_dead_runners_batches_are_taken_over_under_the_same_key() {
+    let Some(pg) = Pg::start_or_skip("a_dead_runners_batches_are_taken_over") else {
+        return;
+    };
+    let url = pg.url();
+    runtime().block_on(async {
+        let mut dying = PgLedger::connect(&url, "dying").await.unwrap();
+        let items: Vec<PlannedItem> = (0..30).map(|i| item(i, 1)).collect();
+        dying.plan_items(&items, ItemState::Planned).await.unwrap();
+        let short = Duration::from_millis(800);
+        let a = dying.claim_batch(10, short).await.unwrap().unwrap().batch;
+        let b = dying.claim_batch(10, short).await.unwrap().unwrap().batch;
+        drop(dying);
+        let mut alive = PgLedger::connect(&url, "alive").await.unwrap();
+        let c = alive.claim_batch(10, short).await.unwrap().unwrap();
+        assert!(
+            !c.taken_over,
+            "the last planned items, not the dead runner's"
+        );
+        let mut survivor = PgLedger::connect(&url, "survivor").await.unwrap();
+        assert!(
+            survivor.claim_batch(10, short).await.unwrap().is_none(),
+            "leases still running: nothing to take"
+        );
+        let started = Instant::now();
+        let mut taken = BTreeMap::new();
+        while taken.len() < 2 {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "taken over in time"
+            );
+            alive.renew_leases(short).await.unwrap();
+            match survivor
+                .claim_batch(10, Duration::from_secs(60))
+                .await
+                .unwrap()
+            {
+                Some(t) => {
+                    assert!(t.taken_over);
+                    taken.insert(t.batch.id, t.batch);
+                }
+                None => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        assert!(
+            started.elapsed() >= Duration::from_millis(500),
+            "not before the lease ran out"
+        );
+        for original in [a, b] {
+            let again = &taken[&original.id];
+            assert_eq!(again.idempotency_key, original.idempotency_key);
+            assert_eq!(again.request, original.request);
+        }
+        assert!(!taken.contains_key(&c.batch.id), "a renewed lease is kept");
+        assert_eq!(alive.renew_leases(short).await.unwrap(), 1);
+        // Closing ends the lease: nothing is taken over any more.
+        alive
+            .close_batch(c.batch.id, &[ItemState::Active; 10])
+            .await
+            .unwrap();
+        for id in taken.keys() {
+            survivor
+                .close_batch(*id, &[ItemState::Active; 10])
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(short).await;
+        assert!(survivor.claim_batch(10, short).await.unwrap().is_none());
+        assert_eq!(
+            survivor.counts().await.unwrap(),
+            vec![(ItemState::Active, 30)]
+        );
+    });
+}
+
+/// Three runners take from one quota of 40 requests/s with bursts of 5 as
+/// fast as they can for 2 s: together never more than the quota allows,
+/// and most of it used. A pause (a 429 one runner saw) stops them all.
+#[test]
+fn runners_share_one_vendor_quota() {
+    let Some(pg) = Pg::start_or_skip("runners_share_one_vendor_quota") else {
+        return;
+    };
+    let url = pg.url();
+    let (rate, burst) = (40.0, 5);
+    let grants = runtime().block_on(async {
+        let start = Instant::now();
+        let mut runners = Vec::new();
+        for name in ["q1", "q2", "q3"] {
+            let url = url.clone();
+            runners.push(tokio::spawn(async move {
+                let ledger = PgLedger::connect(&url, name).await.unwrap();
+                let mut at = Vec::new();
+                while start.elapsed() < Duration::from_secs(2) {
+                    match ledger.take_quota("acct", rate, burst, 1).await.unwrap() {
+                        None => at.push(start.elapsed()),
+                        Some(wait) => tokio::time::sleep(wait).await,
+                    }
+                }
+                at
+            }));
+        }
+        let mut all = Vec::new();
+        for r in runners {
+            all.extend(r.await.unwrap());
+        }
+        all.sort();
+        all
+    });
+    let span = grants.last().unwrap().as_secs_f64();
+    let allowed = f64::from(burst) + rate * span;
+    assert!(
+        grants.len() as f64 <= allowed + 1.0,
+        "{} grants in {span:.2} s, at most {allowed:.1} allowed",
+        grants.len()
+    );
+    assert!(
+        grants.len() as f64 >= 0.8 * rate * 2.0,
+        "{} grants",
+        grants.len()
+    );
+    // Any one second holds at most rate + burst grants.
+    for (i, t) in grants.iter().enumerate() {
+        let within = grants[i..]
+            .iter()
+            .take_while(|u| **u - *t < Duration::from_secs(1))
+            .count();
+        assert!(
+            within as f64 <= rate + f64::from(burst) + 1.0,
+            "{within} in a second"
+        );
+    }
+
+    runtime().block_on(async {
+        let a = PgLedger::connect(&url, "q1").await.unwrap();
+        let b = PgLedger::connect(&url, "q2").await.unwrap();
+        a.pause_quota("acct", rate, burst, Duration::from_secs(1))
+            .await
+            .unwrap();
+        let wait = b.take_quota("acct", rate, burst, 1).await.unwrap();
+        let wait = wait.expect("the other runner waits too");
+        assert!(wait >= Duration::from_millis(900), "{wait:?}");
+    });
+}
+
+/// Three runners append to the audit chain at once: one chain, every
+/// record once, and the export verifies as a journal's log does.
+#[test]
+fn concurrent_runners_extend_one_audit_chain() {
+    let Some(pg) = Pg::start_or_skip("concurrent_runners_extend_one_audit_chain") else {
+        return;
+    };
+    let url = pg.url();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.jsonl");
+    let id = runtime().block_on(async {
+        let mut runners = Vec::new();
+        for name in ["a1", "a2", "a3"] {
+            let url = url.clone();
+            runners.push(tokio::spawn(async move {
+                let mut ledger = PgLedger::connect(&url, name).await.unwrap();
+                for chunk in 0..10 {
+                    let records = (0..5)
+                        .map(|i| {
+                            let mut r = Map::new();
+                            r.insert("kind".into(), "activations".into());
+                            r.insert("runner".into(), Value::from(name));
+                            r.insert("n".into(), Value::from(chunk * 5 + i));
+                            r
+                        })
+                        .collect();
+                    ledger.append_audit(records).await.unwrap();
+                }
+            }));
+        }
+        for r in runners {
+            r.await.unwrap();
+        }
+        let ledger = PgLedger::connect(&url, "exporter").await.unwrap();
+        let mut file = std::fs::File::create(&log).unwrap();
+        assert_eq!(ledger.export_audit(&mut file).await.unwrap(), 151);
+        ledger.ledger_id().await.unwrap()
+    });
+    let verified = refleet::report::audit::verify(&log).unwrap();
+    assert_eq!(verified.records, 151);
+    assert_eq!(verified.journal_id.as_deref(), Some(id.as_str()));
+    let arc = Arc::new(std::fs::read_to_string(&log).unwrap());
+    for name in ["a1", "a2", "a3"] {
+        assert_eq!(arc.matches(&format!("\"runner\":\"{name}\"")).count(), 50);
+    }
+}
