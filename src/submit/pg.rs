@@ -95,6 +95,8 @@ pub enum LedgerError {
         found: i64,
         known: i64,
     },
+    #[error("{name}={value:?} is not a valid setting for the ledger's connection")]
+    Setting { name: String, value: String },
     #[error("the ledger {ledger} is damaged: {why}")]
     Damaged { ledger: String, why: String },
 }
@@ -121,7 +123,7 @@ impl PgLedger {
     /// Connects as `runner` (a name unique among the ledger's runners) and
     /// creates or checks the schema.
     pub async fn connect(url: &str, runner: &str) -> Result<PgLedger, LedgerError> {
-        let config: tokio_postgres::Config = url.parse().map_err(LedgerError::Url)?;
+        let config = config_of(url, |name| std::env::var(name).ok())?;
         let label = label(&config);
         let (client, connection) = config
             .connect(NoTls)
@@ -620,6 +622,65 @@ impl PgLedger {
     }
 }
 
+/// The connection settings of `url` (`postgres://user@host:port/db?…`,
+/// or libpq's `key=value` form), with what it leaves out taken from the
+/// `PG*` variables as libpq takes them (`env` reads one): `PGHOST`,
+/// `PGPORT`, `PGUSER`, `PGPASSWORD`, `PGDATABASE`, `PGCONNECT_TIMEOUT`,
+/// `PGAPPNAME`. The URL wins over a variable.
+pub fn config_of(
+    url: &str,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<tokio_postgres::Config, LedgerError> {
+    let mut config: tokio_postgres::Config = url.parse().map_err(LedgerError::Url)?;
+    let bad = |name: &str, value: &str| LedgerError::Setting {
+        name: name.to_string(),
+        value: value.to_string(),
+    };
+    if config.get_hosts().is_empty() {
+        if let Some(hosts) = env("PGHOST") {
+            for h in hosts.split(',').filter(|h| !h.is_empty()) {
+                config.host(h);
+            }
+        }
+    }
+    if config.get_ports().is_empty() {
+        if let Some(port) = env("PGPORT") {
+            let p = port.parse::<u16>().map_err(|_| bad("PGPORT", &port))?;
+            config.port(p);
+        }
+    }
+    if config.get_user().is_none() {
+        if let Some(user) = env("PGUSER") {
+            config.user(&user);
+        }
+    }
+    if config.get_password().is_none() {
+        if let Some(password) = env("PGPASSWORD") {
+            config.password(password);
+        }
+    }
+    if config.get_dbname().is_none() {
+        if let Some(db) = env("PGDATABASE") {
+            config.dbname(&db);
+        }
+    }
+    if config.get_connect_timeout().is_none() {
+        if let Some(secs) = env("PGCONNECT_TIMEOUT") {
+            // libpq: seconds, 0 or less for none; refleet takes 1..=3600.
+            let s = secs
+                .parse::<u64>()
+                .ok()
+                .filter(|s| (1..=3600).contains(s))
+                .ok_or_else(|| bad("PGCONNECT_TIMEOUT", &secs))?;
+            config.connect_timeout(Duration::from_secs(s));
+        }
+    }
+    if config.get_application_name().is_none() {
+        config.application_name(env("PGAPPNAME").unwrap_or_else(|| "refleet".into()));
+    }
+    Ok(config)
+}
+
 /// GCRA's emission interval times `n` (the cost of `n` requests) and its
 /// tolerance (`burst` requests' worth), in seconds.
 fn gcra(rate: f64, burst: u32, n: u32) -> (f64, f64) {
@@ -693,6 +754,37 @@ mod tests {
         let (cost, tolerance) = gcra(20.0, 5, 2);
         assert!((cost - 0.1).abs() < 1e-12);
         assert!((tolerance - 0.25).abs() < 1e-12);
+    }
+
+    #[test]
+    fn the_url_wins_and_pg_variables_fill_what_it_leaves_out() {
+        let vars: std::collections::HashMap<&str, &str> = [
+            ("PGHOST", "db.internal"),
+            ("PGPORT", "6543"),
+            ("PGUSER", "runner"),
+            ("PGPASSWORD", "from-env"),
+            ("PGDATABASE", "fleet"),
+            ("PGCONNECT_TIMEOUT", "7"),
+        ]
+        .into();
+        let env = |k: &str| vars.get(k).map(|v| v.to_string());
+        let c = config_of("postgres://", env).unwrap();
+        assert_eq!(label(&c), "db.internal:6543/fleet");
+        assert_eq!(c.get_user(), Some("runner"));
+        assert_eq!(c.get_password(), Some(&b"from-env"[..]));
+        assert_eq!(c.get_connect_timeout(), Some(&Duration::from_secs(7)));
+        assert_eq!(c.get_application_name(), Some("refleet"));
+        let c = config_of("postgres://admin:pw@primary:5432/ledger", env).unwrap();
+        assert_eq!(label(&c), "primary:5432/ledger");
+        assert_eq!(c.get_user(), Some("admin"));
+        assert_eq!(c.get_password(), Some(&b"pw"[..]));
+        let c = config_of("host=h port=1 dbname=d user=u", |_| None).unwrap();
+        assert_eq!(label(&c), "h:1/d");
+        for (k, v) in [("PGPORT", "99999"), ("PGCONNECT_TIMEOUT", "0")] {
+            let err = config_of("postgres://", |name| (name == k).then(|| v.to_string()));
+            assert!(err.is_err(), "{k}={v}");
+        }
+        assert!(config_of("mysql://x", |_| None).is_err());
     }
 
     #[test]
