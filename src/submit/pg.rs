@@ -97,12 +97,15 @@ pub enum LedgerError {
     },
     #[error("{name}={value:?} is not a valid setting for the ledger's connection")]
     Setting { name: String, value: String },
+    #[error("the PostgreSQL ledger {ledger} did not come back within {} s", waited.as_secs())]
+    Unreachable { ledger: String, waited: Duration },
     #[error("the ledger {ledger} is damaged: {why}")]
     Damaged { ledger: String, why: String },
 }
 
 /// One runner's connection to the ledger.
 pub struct PgLedger {
+    config: tokio_postgres::Config,
     client: Client,
     /// `host:port/database`, for messages: never the password.
     label: String,
@@ -125,23 +128,50 @@ impl PgLedger {
     pub async fn connect(url: &str, runner: &str) -> Result<PgLedger, LedgerError> {
         let config = config_of(url, |name| std::env::var(name).ok())?;
         let label = label(&config);
-        let (client, connection) = config
-            .connect(NoTls)
-            .await
-            .map_err(|e| LedgerError::Connect(label.clone(), e))?;
-        let for_log = label.clone();
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::warn!(ledger = %for_log, error = %e, "connection to the ledger lost");
-            }
-        });
+        let client = open(&config, &label).await?;
         let mut ledger = PgLedger {
+            config,
             client,
             label,
             runner: runner.to_string(),
         };
         ledger.migrate().await?;
         Ok(ledger)
+    }
+
+    /// After an operation failed because the connection was lost (see
+    /// [`LedgerError::is_connection_lost`]; a server restart, a failover):
+    /// connects again, trying for at most `wait`. Returns whether it had
+    /// to. Nothing is lost meanwhile: every change is one transaction,
+    /// committed or not, and an unknown outcome (the connection lost
+    /// during a commit) is safe to repeat (a batch claimed twice is this
+    /// runner's, under its lease, and sent under its key).
+    pub async fn reconnect(&mut self, wait: Duration) -> Result<bool, LedgerError> {
+        if !self.client.is_closed() {
+            return Ok(false);
+        }
+        let started = tokio::time::Instant::now();
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match open(&self.config, &self.label).await {
+                Ok(client) => {
+                    self.client = client;
+                    tracing::info!(ledger = %self.label, "connected to the ledger again");
+                    return Ok(true);
+                }
+                Err(e) if started.elapsed() + pause > wait => {
+                    tracing::warn!(ledger = %self.label, error = %e, "the ledger is still unreachable");
+                    return Err(LedgerError::Unreachable {
+                        ledger: self.label.clone(),
+                        waited: started.elapsed(),
+                    });
+                }
+                Err(_) => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
     }
 
     fn db(&self) -> impl Fn(tokio_postgres::Error) -> LedgerError + '_ {
@@ -619,6 +649,39 @@ impl PgLedger {
             out.write_all(b"\n")?;
         }
         Ok(rows.len() as u64)
+    }
+}
+
+/// A new connection, its driver on the runtime.
+async fn open(config: &tokio_postgres::Config, label: &str) -> Result<Client, LedgerError> {
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(|e| LedgerError::Connect(label.to_string(), e))?;
+    let for_log = label.to_string();
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(ledger = %for_log, error = %e, "connection to the ledger lost");
+        }
+    });
+    Ok(client)
+}
+
+impl LedgerError {
+    /// The connection went away (the server restarted, failed over, or the
+    /// network dropped): [`PgLedger::reconnect`] may bring it back.
+    pub fn is_connection_lost(&self) -> bool {
+        match self {
+            LedgerError::Db(_, e) | LedgerError::Connect(_, e) => {
+                e.is_closed()
+                    || e.as_db_error().is_some_and(|d| {
+                        // admin_shutdown, crash_shutdown, cannot_connect_now
+                        matches!(d.code().code(), "57P01" | "57P02" | "57P03")
+                    })
+                    || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
+            }
+            _ => false,
+        }
     }
 }
 

@@ -339,3 +339,52 @@ fn concurrent_runners_extend_one_audit_chain() {
         assert_eq!(arc.matches(&format!("\"runner\":\"{name}\"")).count(), 50);
     }
 }
+
+/// The server restarts under a runner: its next operation fails as a lost
+/// connection, it connects again and goes on, nothing lost. A server that
+/// does not come back is given up on after the wait, not forever.
+#[test]
+fn a_runner_reconnects_after_a_server_restart_and_gives_up_after_its_wait() {
+    let Some(pg) = Pg::start_or_skip("a_runner_reconnects_after_a_server_restart") else {
+        return;
+    };
+    let url = pg.url();
+    let rt = runtime();
+    let mut ledger = rt.block_on(async {
+        let ledger = PgLedger::connect(&url, "r").await.unwrap();
+        let items: Vec<PlannedItem> = (0..20).map(|i| item(i, 2)).collect();
+        ledger.plan_items(&items, ItemState::Planned).await.unwrap();
+        ledger
+    });
+    pg.restart();
+    rt.block_on(async {
+        let err = ledger
+            .claim_batch(5, Duration::from_secs(60))
+            .await
+            .unwrap_err();
+        assert!(err.is_connection_lost(), "{err}");
+        assert!(ledger.reconnect(Duration::from_secs(20)).await.unwrap());
+        let claimed = ledger
+            .claim_batch(5, Duration::from_secs(60))
+            .await
+            .unwrap();
+        // One (contract, region) group: up to 5 of its items.
+        let n = claimed.unwrap().batch.request.items.len() as u64;
+        assert!((1..=5).contains(&n), "{n}");
+        assert_eq!(
+            ledger.counts().await.unwrap(),
+            vec![(ItemState::Planned, 20 - n), (ItemState::Submitted, n)]
+        );
+    });
+    pg.stop();
+    rt.block_on(async {
+        let err = ledger.counts().await.unwrap_err();
+        assert!(err.is_connection_lost(), "{err}");
+        let started = Instant::now();
+        let err = ledger.reconnect(Duration::from_secs(1)).await.unwrap_err();
+        assert!(matches!(err, LedgerError::Unreachable { .. }), "{err}");
+        let waited = started.elapsed();
+        assert!(waited < Duration::from_secs(3), "bounded: {waited:?}");
+    });
+    pg.start();
+}
