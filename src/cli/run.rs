@@ -974,7 +974,6 @@ fn stop_on_signals(stop: &Stop) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What the journal needs to rebuild an item's request.
 /// `results.csv`'s rows: spooled, to be joined with the journal at the
 /// end, or already written.
 enum Rows {
@@ -1012,6 +1011,7 @@ fn plan_into_journal(
     })
 }
 
+/// What the journal needs to rebuild an item's request.
 fn planned_item(item: &Item, event: &str, contracts: &Contracts) -> PlannedItem {
     let coverage = match contracts.by_id.get(&item.contract_id).map(|c| c.coverage) {
         Some(Coverage::Extended) => CoverageWire::Extended,

@@ -76,7 +76,8 @@ CREATE TABLE batches (
     created_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp()
 );
 CREATE INDEX batches_open ON batches (lease_until) WHERE open;
-CREATE TABLE quota (account TEXT PRIMARY KEY, tat TIMESTAMPTZ NOT NULL);
+-- GCRA's theoretical arrival time, in seconds since the epoch on the server's clock.
+CREATE TABLE quota (account TEXT PRIMARY KEY, tat DOUBLE PRECISION NOT NULL);
 CREATE TABLE audit_head (one BOOLEAN PRIMARY KEY CHECK (one), seq BIGINT NOT NULL, hash TEXT NOT NULL);
 CREATE TABLE audit (seq BIGINT PRIMARY KEY, hash TEXT NOT NULL, line TEXT NOT NULL);
 ";
@@ -97,7 +98,15 @@ pub enum LedgerError {
     },
     #[error("{name}={value:?} is not a valid setting for the ledger's connection")]
     Setting { name: String, value: String },
-    #[error("the PostgreSQL ledger {ledger} did not come back within {} s", waited.as_secs())]
+    #[error("a vendor quota of {rate} requests/s with bursts of {burst} cannot grant {n} at once")]
+    Quota { rate: f64, burst: u32, n: u32 },
+    #[error(
+        "batch {0} is no longer this runner's (its lease ran out and another runner took it over)"
+    )]
+    Lost(i64),
+    #[error("batch {batch} holds {held} items, not the {given} states given")]
+    Mismatch { batch: i64, held: u64, given: usize },
+    #[error("the PostgreSQL ledger {ledger} did not come back within {:.1} s", waited.as_secs_f64())]
     Unreachable { ledger: String, waited: Duration },
     #[error("the ledger {ledger} is damaged: {why}")]
     Damaged { ledger: String, why: String },
@@ -141,11 +150,14 @@ impl PgLedger {
 
     /// After an operation failed because the connection was lost (see
     /// [`LedgerError::is_connection_lost`]; a server restart, a failover):
-    /// connects again, trying for at most `wait`. Returns whether it had
-    /// to. Nothing is lost meanwhile: every change is one transaction,
-    /// committed or not, and an unknown outcome (the connection lost
-    /// during a commit) is safe to repeat (a batch claimed twice is this
-    /// runner's, under its lease, and sent under its key).
+    /// connects again, trying for at most `wait` (each attempt is cut at
+    /// what is left of it, so a host that drops packets does not hold a
+    /// runner for the kernel's time-out). Returns whether it had to. Every
+    /// change is one transaction, committed or not. A claim whose commit
+    /// had an unknown outcome is safe to repeat: a batch claimed then is
+    /// this runner's until its lease runs out, and is then taken over and
+    /// sent under its key. An audit append with an unknown outcome is not:
+    /// the caller looks at the chain before appending again.
     pub async fn reconnect(&mut self, wait: Duration) -> Result<bool, LedgerError> {
         if !self.client.is_closed() {
             return Ok(false);
@@ -153,21 +165,24 @@ impl PgLedger {
         let started = tokio::time::Instant::now();
         let mut pause = Duration::from_millis(100);
         loop {
-            match open(&self.config, &self.label).await {
-                Ok(client) => {
+            let left = wait.saturating_sub(started.elapsed());
+            let attempt = tokio::time::timeout(left, open(&self.config, &self.label)).await;
+            match attempt {
+                Ok(Ok(client)) => {
                     self.client = client;
                     tracing::info!(ledger = %self.label, "connected to the ledger again");
                     return Ok(true);
                 }
-                Err(e) if started.elapsed() + pause > wait => {
-                    tracing::warn!(ledger = %self.label, error = %e, "the ledger is still unreachable");
+                _ if started.elapsed() >= wait => {
+                    tracing::warn!(ledger = %self.label, "the ledger is still unreachable");
                     return Err(LedgerError::Unreachable {
                         ledger: self.label.clone(),
                         waited: started.elapsed(),
                     });
                 }
-                Err(_) => {
-                    tokio::time::sleep(pause).await;
+                _ => {
+                    let left = wait.saturating_sub(started.elapsed());
+                    tokio::time::sleep(pause.min(left)).await;
                     pause = (pause * 2).min(Duration::from_secs(2));
                 }
             }
@@ -259,7 +274,9 @@ impl PgLedger {
 
     /// Adds the plan's items in `state` (planned, or manual_review); an
     /// item the ledger knows already (another runner's, an earlier run's)
-    /// is left as it is. Returns how many were new.
+    /// is left as it is. Returns how many were new. Each chunk goes in in
+    /// event-key order, so two runners planning overlapping exports take
+    /// their row locks in the same order and never deadlock.
     pub async fn plan_items(
         &self,
         items: &[PlannedItem],
@@ -282,7 +299,7 @@ impl PgLedger {
                                  $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
                                  $11::text[], $12::text[])
                           WITH ORDINALITY AS u(k, t, s, m, mo, l, b, c, r, co, d, cv, n)
-                     ORDER BY n
+                     ORDER BY k
                      ON CONFLICT (event_key) DO NOTHING",
                     &[
                         &col(|i| &i.event_key),
@@ -465,22 +482,28 @@ impl PgLedger {
         }))
     }
 
-    /// Extends the lease of every open batch this runner holds; returns how
-    /// many it still holds (a batch taken over after its lease ran out is
-    /// no longer this runner's).
+    /// Extends the lease of every open batch this runner holds whose lease
+    /// has not run out; returns how many it still holds. A lease that ran
+    /// out is never revived, even before another runner took its batch: the
+    /// batch may be on its way to another runner already. (Runner names are
+    /// unique per process, so a restarted runner does not renew the leases
+    /// of the one that died.)
     pub async fn renew_leases(&self, lease: Duration) -> Result<u64, LedgerError> {
         self.client
             .execute(
                 "UPDATE batches SET lease_until = clock_timestamp() + make_interval(secs => $2)
-                 WHERE open AND runner = $1",
+                 WHERE open AND runner = $1 AND lease_until >= clock_timestamp()",
                 &[&self.runner, &lease.as_secs_f64()],
             )
             .await
             .map_err(self.db())
     }
 
-    /// Closes a batch whose items all reached a final state, with those
-    /// states (by position in the batch); its lease ends with it.
+    /// Closes a batch this runner holds, its items all in a final state:
+    /// `states`, one per item, by position in the batch. Its lease ends
+    /// with it. A batch another runner took over (this runner's lease ran
+    /// out) is refused ([`LedgerError::Lost`]) and left as it is; so are
+    /// states that are not one per item ([`LedgerError::Mismatch`]).
     pub async fn close_batch(
         &mut self,
         batch_id: i64,
@@ -489,18 +512,32 @@ impl PgLedger {
         let label = self.label.clone();
         let db = |e| LedgerError::Db(label.clone(), e);
         let tx = self.client.transaction().await.map_err(db)?;
+        let held = tx
+            .query_opt(
+                "UPDATE batches SET open = FALSE
+                 WHERE id = $1 AND runner = $2 AND open
+                 RETURNING (SELECT COUNT(*) FROM items WHERE batch_id = $1)",
+                &[&batch_id, &self.runner],
+            )
+            .await
+            .map_err(db)?;
+        let Some(held) = held else {
+            return Err(LedgerError::Lost(batch_id));
+        };
+        let held = u64::try_from(held.get::<_, i64>(0)).unwrap_or(0);
+        if held != states.len() as u64 {
+            return Err(LedgerError::Mismatch {
+                batch: batch_id,
+                held,
+                given: states.len(),
+            });
+        }
         let texts: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
         tx.execute(
             "UPDATE items SET state = u.s
              FROM UNNEST($2::text[]) WITH ORDINALITY AS u(s, n)
              WHERE items.batch_id = $1 AND items.batch_pos = u.n - 1",
             &[&batch_id, &texts],
-        )
-        .await
-        .map_err(db)?;
-        tx.execute(
-            "UPDATE batches SET open = FALSE WHERE id = $1",
-            &[&batch_id],
         )
         .await
         .map_err(db)?;
@@ -532,46 +569,54 @@ impl PgLedger {
 
     /// Takes `n` requests from the vendor quota of `account`, shared by
     /// every runner on the ledger: `rate` requests a second with bursts of
-    /// up to `burst` (GCRA, its state one row updated atomically). Returns
-    /// `None` when taken, else how long to wait before asking again.
-    /// `n` is at most `burst`; `rate` > 0.
+    /// up to `burst` (GCRA on the server's clock, its state one row read
+    /// and written under that row's lock). Returns `None` when taken, else
+    /// how long to wait before asking again. `rate` must be positive and
+    /// `n` at most `burst` ([`LedgerError::Quota`]).
     pub async fn take_quota(
-        &self,
+        &mut self,
         account: &str,
         rate: f64,
         burst: u32,
         n: u32,
     ) -> Result<Option<Duration>, LedgerError> {
+        if !(rate.is_finite() && rate > 0.0) || n == 0 || n > burst {
+            return Err(LedgerError::Quota { rate, burst, n });
+        }
         let (cost, tolerance) = gcra(rate, burst, n);
-        self.client
-            .execute(
-                "INSERT INTO quota VALUES ($1, clock_timestamp()) ON CONFLICT (account) DO NOTHING",
+        let label = self.label.clone();
+        let db = |e| LedgerError::Db(label.clone(), e);
+        let tx = self.client.transaction().await.map_err(db)?;
+        tx.execute(
+            "INSERT INTO quota VALUES ($1, EXTRACT(EPOCH FROM clock_timestamp())::float8)
+             ON CONFLICT (account) DO NOTHING",
+            &[&account],
+        )
+        .await
+        .map_err(db)?;
+        let row = tx
+            .query_one(
+                "SELECT tat, EXTRACT(EPOCH FROM clock_timestamp())::float8
+                 FROM quota WHERE account = $1 FOR UPDATE",
                 &[&account],
             )
             .await
-            .map_err(self.db())?;
-        // One statement: granted (the new arrival time) or the wait.
-        let row = self
-            .client
-            .query_one(
-                "WITH now AS (SELECT clock_timestamp() AS t),
-                 granted AS (
-                     UPDATE quota SET tat = GREATEST(tat, (SELECT t FROM now)) + make_interval(secs => $2)
-                     WHERE account = $1
-                       AND GREATEST(tat, (SELECT t FROM now)) + make_interval(secs => $2)
-                           - make_interval(secs => $3) <= (SELECT t FROM now)
-                     RETURNING tat)
-                 SELECT EXISTS (SELECT 1 FROM granted),
-                        EXTRACT(EPOCH FROM (GREATEST(q.tat, n.t) + make_interval(secs => $2)
-                            - make_interval(secs => $3) - n.t))::float8
-                 FROM quota q, now n WHERE q.account = $1",
-                &[&account, &cost, &tolerance],
-            )
-            .await
-            .map_err(self.db())?;
-        let granted: bool = row.get(0);
-        let wait: f64 = row.get(1);
-        Ok((!granted).then(|| Duration::from_secs_f64(wait.clamp(0.001, 3600.0))))
+            .map_err(db)?;
+        let (tat, now): (f64, f64) = (row.get(0), row.get(1));
+        let next = tat.max(now) + cost;
+        let wait = next - tolerance - now;
+        if wait > 0.0 {
+            tx.commit().await.map_err(db)?;
+            return Ok(Some(Duration::from_secs_f64(wait.clamp(0.001, 3600.0))));
+        }
+        tx.execute(
+            "UPDATE quota SET tat = $2 WHERE account = $1",
+            &[&account, &next],
+        )
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(None)
     }
 
     /// The vendor said `429` (or asked to wait `pause`): no runner takes
@@ -586,10 +631,9 @@ impl PgLedger {
         let (_, tolerance) = gcra(rate, burst, 1);
         self.client
             .execute(
-                "INSERT INTO quota VALUES ($1, clock_timestamp() + make_interval(secs => $2::float8 + $3::float8))
-                 ON CONFLICT (account) DO UPDATE
-                 SET tat = GREATEST(quota.tat, EXCLUDED.tat)",
-                &[&account, &pause.as_secs_f64(), &tolerance],
+                "INSERT INTO quota VALUES ($1, EXTRACT(EPOCH FROM clock_timestamp())::float8 + $2)
+                 ON CONFLICT (account) DO UPDATE SET tat = GREATEST(quota.tat, EXCLUDED.tat)",
+                &[&account, &(pause.as_secs_f64() + tolerance)],
             )
             .await
             .map_err(self.db())?;

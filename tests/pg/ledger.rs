@@ -82,7 +82,13 @@ fn three_runners_claim_every_item_exactly_once() {
         return;
     };
     let url = pg.url();
-    let items: Vec<PlannedItem> = (0..5_000).map(|i| item(i, 21)).collect();
+    // 22 contracts and 3 regions: each contract in every region, so a
+    // batch that mixed regions would show.
+    let items: Vec<PlannedItem> = (0..5_000).map(|i| item(i, 22)).collect();
+    let region_of: BTreeMap<String, String> = items
+        .iter()
+        .map(|i| (i.event_key.clone(), i.region.clone()))
+        .collect();
     let batches = runtime().block_on(async {
         let planner = PgLedger::connect(&url, "planner").await.unwrap();
         assert_eq!(
@@ -119,9 +125,7 @@ fn three_runners_claim_every_item_exactly_once() {
         }
         let mut all = Vec::new();
         for r in runners {
-            let got = r.await.unwrap();
-            assert!(!got.is_empty(), "each runner got work");
-            all.extend(got);
+            all.extend(r.await.unwrap());
         }
         let counts = planner.counts().await.unwrap();
         assert_eq!(counts, vec![(ItemState::Submitted, 5_000)]);
@@ -138,15 +142,18 @@ fn three_runners_claim_every_item_exactly_once() {
         assert!(b.request.items.len() <= 100);
         for i in &b.request.items {
             assert!(i.item_key.contains(&b.request.contract_id));
+            assert_eq!(region_of[&i.item_key], b.request.region);
             assert!(seen.insert(i.item_key.clone()), "{} twice", i.item_key);
         }
     }
     assert_eq!(seen.len(), 5_000);
 }
 
-/// A runner dies holding batches: while its lease runs no one takes them;
-/// after, another runner gets each of them, with the same items and key.
-/// A runner that renews its lease keeps its batch.
+/// A runner stops (dies, hangs, loses its network) holding batches: while
+/// its lease runs no one takes them; after, another runner gets each of
+/// them, with the same items and key, and the stopped runner can neither
+/// renew nor close them any more. A runner that renews its lease keeps its
+/// batch. Leases of seconds, so a slow machine does not make the test lie.
 #[test]
 fn a_dead_runners_batches_are_taken_over_under_the_same_key() {
     let Some(pg) = Pg::start_or_skip("a_dead_runners_batches_are_taken_over") else {
@@ -154,55 +161,77 @@ fn a_dead_runners_batches_are_taken_over_under_the_same_key() {
     };
     let url = pg.url();
     runtime().block_on(async {
-        let mut dying = PgLedger::connect(&url, "dying").await.unwrap();
+        let mut stopped = PgLedger::connect(&url, "stopped").await.unwrap();
         let items: Vec<PlannedItem> = (0..30).map(|i| item(i, 1)).collect();
-        dying.plan_items(&items, ItemState::Planned).await.unwrap();
-        let short = Duration::from_millis(800);
-        let a = dying.claim_batch(10, short).await.unwrap().unwrap().batch;
-        let b = dying.claim_batch(10, short).await.unwrap().unwrap().batch;
-        drop(dying);
+        stopped
+            .plan_items(&items, ItemState::Planned)
+            .await
+            .unwrap();
+        let lease = Duration::from_secs(3);
+        let a = stopped.claim_batch(10, lease).await.unwrap().unwrap().batch;
+        let b = stopped.claim_batch(10, lease).await.unwrap().unwrap().batch;
+        let claimed = Instant::now();
         let mut alive = PgLedger::connect(&url, "alive").await.unwrap();
-        let c = alive.claim_batch(10, short).await.unwrap().unwrap();
+        let c = alive.claim_batch(10, lease).await.unwrap().unwrap();
         assert!(
             !c.taken_over,
-            "the last planned items, not the dead runner's"
+            "the last planned items, not the stopped runner's"
         );
         let mut survivor = PgLedger::connect(&url, "survivor").await.unwrap();
-        assert!(
-            survivor.claim_batch(10, short).await.unwrap().is_none(),
-            "leases still running: nothing to take"
-        );
-        let started = Instant::now();
         let mut taken = BTreeMap::new();
         while taken.len() < 2 {
             assert!(
-                started.elapsed() < Duration::from_secs(10),
+                claimed.elapsed() < Duration::from_secs(20),
                 "taken over in time"
             );
-            alive.renew_leases(short).await.unwrap();
+            alive.renew_leases(lease).await.unwrap();
             match survivor
                 .claim_batch(10, Duration::from_secs(60))
                 .await
                 .unwrap()
             {
                 Some(t) => {
+                    assert!(
+                        claimed.elapsed() >= lease,
+                        "taken at {:?}, before the lease ran out",
+                        claimed.elapsed()
+                    );
                     assert!(t.taken_over);
                     taken.insert(t.batch.id, t.batch);
                 }
                 None => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         }
-        assert!(
-            started.elapsed() >= Duration::from_millis(500),
-            "not before the lease ran out"
-        );
-        for original in [a, b] {
+        for original in [&a, &b] {
             let again = &taken[&original.id];
             assert_eq!(again.idempotency_key, original.idempotency_key);
             assert_eq!(again.request, original.request);
         }
         assert!(!taken.contains_key(&c.batch.id), "a renewed lease is kept");
-        assert_eq!(alive.renew_leases(short).await.unwrap(), 1);
+        assert_eq!(alive.renew_leases(lease).await.unwrap(), 1);
+        // The stopped runner comes back: its batches are not its own now.
+        assert_eq!(stopped.renew_leases(lease).await.unwrap(), 0);
+        let err = stopped
+            .close_batch(a.id, &[ItemState::Rejected; 10])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, LedgerError::Lost(id) if id == a.id), "{err}");
+        // States must be one per item.
+        let err = alive
+            .close_batch(c.batch.id, &[ItemState::Active; 9])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                LedgerError::Mismatch {
+                    held: 10,
+                    given: 9,
+                    ..
+                }
+            ),
+            "{err}"
+        );
         // Closing ends the lease: nothing is taken over any more.
         alive
             .close_batch(c.batch.id, &[ItemState::Active; 10])
@@ -214,8 +243,7 @@ fn a_dead_runners_batches_are_taken_over_under_the_same_key() {
                 .await
                 .unwrap();
         }
-        tokio::time::sleep(short).await;
-        assert!(survivor.claim_batch(10, short).await.unwrap().is_none());
+        assert!(survivor.claim_batch(10, lease).await.unwrap().is_none());
         assert_eq!(
             survivor.counts().await.unwrap(),
             vec![(ItemState::Active, 30)]
@@ -239,7 +267,7 @@ fn runners_share_one_vendor_quota() {
         for name in ["q1", "q2", "q3"] {
             let url = url.clone();
             runners.push(tokio::spawn(async move {
-                let ledger = PgLedger::connect(&url, name).await.unwrap();
+                let mut ledger = PgLedger::connect(&url, name).await.unwrap();
                 let mut at = Vec::new();
                 while start.elapsed() < Duration::from_secs(2) {
                     match ledger.take_quota("acct", rate, burst, 1).await.unwrap() {
@@ -257,10 +285,13 @@ fn runners_share_one_vendor_quota() {
         all.sort();
         all
     });
+    // Grants are timed here, after their answer came back: a loaded
+    // machine shifts a few of them by tens of milliseconds.
+    const SLACK: f64 = 4.0;
     let span = grants.last().unwrap().as_secs_f64();
     let allowed = f64::from(burst) + rate * span;
     assert!(
-        grants.len() as f64 <= allowed + 1.0,
+        grants.len() as f64 <= allowed + SLACK,
         "{} grants in {span:.2} s, at most {allowed:.1} allowed",
         grants.len()
     );
@@ -276,20 +307,26 @@ fn runners_share_one_vendor_quota() {
             .take_while(|u| **u - *t < Duration::from_secs(1))
             .count();
         assert!(
-            within as f64 <= rate + f64::from(burst) + 1.0,
+            within as f64 <= rate + f64::from(burst) + SLACK,
             "{within} in a second"
         );
     }
 
     runtime().block_on(async {
         let a = PgLedger::connect(&url, "q1").await.unwrap();
-        let b = PgLedger::connect(&url, "q2").await.unwrap();
+        let mut b = PgLedger::connect(&url, "q2").await.unwrap();
         a.pause_quota("acct", rate, burst, Duration::from_secs(1))
             .await
             .unwrap();
         let wait = b.take_quota("acct", rate, burst, 1).await.unwrap();
         let wait = wait.expect("the other runner waits too");
         assert!(wait >= Duration::from_millis(900), "{wait:?}");
+        // More at once than a burst allows is refused, not waited for.
+        let err = b
+            .take_quota("acct", rate, burst, burst + 1)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, LedgerError::Quota { .. }), "{err}");
     });
 }
 
