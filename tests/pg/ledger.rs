@@ -425,3 +425,28 @@ fn a_runner_reconnects_after_a_server_restart_and_gives_up_after_its_wait() {
     });
     pg.start();
 }
+
+/// A lease that ran out is not renewed, even before another runner took
+/// the batch over: the runner that let it lapse may have been cut off, and
+/// the batch may be on its way to another runner already.
+#[test]
+fn a_lapsed_lease_is_not_renewed_even_before_a_takeover() {
+    let Some(pg) = Pg::start_or_skip("a_lapsed_lease_is_not_renewed") else {
+        return;
+    };
+    let url = pg.url();
+    runtime().block_on(async {
+        let mut late = PgLedger::connect(&url, "late").await.unwrap();
+        let items: Vec<PlannedItem> = (0..5).map(|i| item(i * 3, 1)).collect();
+        late.plan_items(&items, ItemState::Planned).await.unwrap();
+        let lease = Duration::from_millis(500);
+        let held = late.claim_batch(5, lease).await.unwrap().unwrap().batch;
+        assert_eq!(late.renew_leases(lease).await.unwrap(), 1, "still running");
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        assert_eq!(late.renew_leases(lease).await.unwrap(), 0, "lapsed");
+        let mut other = PgLedger::connect(&url, "other").await.unwrap();
+        let taken = other.claim_batch(5, lease).await.unwrap().unwrap();
+        assert!(taken.taken_over);
+        assert_eq!(taken.batch.idempotency_key, held.idempotency_key);
+    });
+}
