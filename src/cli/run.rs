@@ -564,18 +564,17 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
         .map(|p| (audit_writer.appended(), p.to_path_buf()));
     progress.phase("reports");
     let results_started = Instant::now();
-    let counts = match &rows {
-        Rows::Written(counts) => counts.clone(),
+    let counts = match rows {
+        Rows::Written(counts) => counts,
         Rows::Spooled(spool) => {
             let mut records = journal.records(run_id)?;
-            write_results(&out, spool, &mut |key| Ok(records.get(key)?))?
+            write_results(&out, &spool, &mut |key| Ok(records.get(key)?))?
         }
     };
     if settings.plan.parquet {
         crate::report::parquet::write_copies(&out, &["rejects", "eligibility", "results"])?;
     }
     let results_seconds = results_started.elapsed().as_secs_f64();
-    drop(rows);
     let unfinished = unfinished_items(&journal.counts()?, escalate);
     let ending = ending(
         &report,

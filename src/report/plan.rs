@@ -42,15 +42,7 @@ pub fn eligibility_line(out: &mut Vec<u8>, item: &Item, key: &str, v: &Verdict, 
     out.push(b',');
     out.extend_from_slice(item.kind.as_str().as_bytes());
     out.push(b',');
-    if let Some(s) = &item.serial {
-        out.extend_from_slice(s.as_bytes());
-    }
-    out.push(b',');
-    if let Some(l) = &item.license_id {
-        out.extend_from_slice(&l.canonical());
-    }
-    out.push(b',');
-    push_cell(out, &neutralise(&item.contract_id));
+    push_ids(out, item);
     out.push(b',');
     out.extend_from_slice(item.country.as_str().as_bytes());
     out.push(b',');
@@ -67,6 +59,22 @@ pub fn eligibility_line(out: &mut Vec<u8>, item: &Item, key: &str, v: &Verdict, 
     out.push(b',');
     push_cell(out, eta);
     out.push(b'\n');
+}
+
+/// An item's `serial_number,license_id,contract_id` cells, as both
+/// `eligibility.csv` and `results.csv` have them: the identifiers are
+/// canonical (no comma, quote or line break), the contract id is written
+/// as `csv` would.
+pub(super) fn push_ids(out: &mut Vec<u8>, item: &Item) {
+    if let Some(s) = &item.serial {
+        out.extend_from_slice(s.as_bytes());
+    }
+    out.push(b',');
+    if let Some(l) = &item.license_id {
+        out.extend_from_slice(&l.canonical());
+    }
+    out.push(b',');
+    push_cell(out, &neutralise(&item.contract_id));
 }
 
 /// `n` in decimal.

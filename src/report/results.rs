@@ -189,15 +189,7 @@ impl UnknownItems {
         out.push(b',');
         push_cell(out, &neutralise(key));
         out.push(b',');
-        if let Some(s) = &item.serial {
-            out.extend_from_slice(s.as_bytes());
-        }
-        out.push(b',');
-        if let Some(l) = &item.license_id {
-            out.extend_from_slice(&l.canonical());
-        }
-        out.push(b',');
-        push_cell(out, &neutralise(&item.contract_id));
+        super::plan::push_ids(out, item);
         out.push(b',');
         out.extend_from_slice(item.region.as_str().as_bytes());
         out.push(b',');
