@@ -28,6 +28,7 @@ use serde_json::{Map, Value};
 use tokio_postgres::{Client, NoTls};
 
 use super::journal::{coverage_str, item_type_str, Batch, BatchGroup, ItemState, PlannedItem};
+use super::retry::RETRY_AFTER_CAP;
 use crate::api::{self, CoverageWire, ItemType};
 use crate::report::audit;
 
@@ -620,7 +621,10 @@ impl PgLedger {
     }
 
     /// The vendor said `429` (or asked to wait `pause`): no runner takes
-    /// from `account`'s quota before `pause` has passed.
+    /// from `account`'s quota before `pause` has passed. `rate` and `burst`
+    /// as for [`PgLedger::take_quota`]; `pause` is cut to the cap refleet
+    /// puts on a `Retry-After` ([`RETRY_AFTER_CAP`]), so no quota is shut
+    /// for good.
     pub async fn pause_quota(
         &self,
         account: &str,
@@ -628,6 +632,10 @@ impl PgLedger {
         burst: u32,
         pause: Duration,
     ) -> Result<(), LedgerError> {
+        if !(rate.is_finite() && rate > 0.0) || burst == 0 {
+            return Err(LedgerError::Quota { rate, burst, n: 1 });
+        }
+        let pause = pause.min(RETRY_AFTER_CAP);
         let (_, tolerance) = gcra(rate, burst, 1);
         self.client
             .execute(

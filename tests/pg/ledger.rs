@@ -327,6 +327,12 @@ fn runners_share_one_vendor_quota() {
             .await
             .unwrap_err();
         assert!(matches!(err, LedgerError::Quota { .. }), "{err}");
+        // A rate of nothing would shut the quota for good: refused.
+        let err = a
+            .pause_quota("acct", 0.0, burst, Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, LedgerError::Quota { .. }), "{err}");
     });
 }
 
