@@ -4,12 +4,16 @@
 //!
 //! 1. [`ingest`] reads CSV (plain, gzip, zstd), Parquet or stdin into raw records;
 //! 2. [`validate`] turns them into typed [`domain::Item`]s or rejects, in parallel;
-//! 3. eligibility, quotes, submission and tracking follow (issues 3–5);
+//! 3. [`eligibility`] decides, [`quote`] prices, [`plan`] puts them
+//!    together, and [`submit`] sends, journals and tracks;
 //! 4. [`report`] writes every output atomically and spreadsheet-safe.
 //!
 //! [`sim`] serves the vendor API (SPEC §6, §8) on loopback for tests and
 //! `refleet run`. [`policy`] holds the rules every stage reads; [`gen`] makes realistic test
 //! inventories; [`cli`] is the command line and nothing else.
+
+#![deny(unsafe_code)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod api;
 pub mod cli;
@@ -26,4 +30,7 @@ pub mod quote;
 pub mod report;
 pub mod sim;
 pub mod submit;
+// The one place `unsafe` and target-specific code may live (see its docs).
+#[allow(unsafe_code)]
+pub mod sys;
 pub mod validate;

@@ -1,9 +1,11 @@
 //! The `refleet` binary: parse, run, map the outcome to an exit code (SPEC §7).
 
+#![deny(unsafe_code)]
+
 use std::process::ExitCode;
 
 // Items are built on worker threads and freed on another: mimalloc handles
-// that without the arena growth glibc shows (measured in benches/README.md).
+// that without the arena growth glibc shows (measured in benches/RESULTS.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

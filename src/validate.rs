@@ -863,7 +863,7 @@ impl RowCheck {
 /// (at 10 M rows: 272 MB of fixed-ratio power-of-two tables became about
 /// 215 MB, and 180 MB filled to 4/5 rather than 2/3), and its pages are
 /// cleared on every core before the first chunk is checked
-/// ([`probe::populate`]). (A version sharded into cache-sized sets and
+/// ([`crate::sys::memory::populate`]). (A version sharded into cache-sized sets and
 /// checked in parallel passes was measured: no faster on 2 cores, and
 /// 110 MB more at 10 M rows.)
 pub struct DuplicateIndex {
@@ -880,6 +880,8 @@ pub struct DuplicateIndex {
     /// The fewest numbers expected under an OUI for it to get a bitmap
     /// ([`Split48::BITMAP_MIN`]; lower in tests).
     bitmap_min: usize,
+    /// Threads that may share the work of sizing (the validating pool's).
+    threads: usize,
 }
 
 /// What [`DuplicateIndex`] does with a row's keys.
@@ -1082,6 +1084,7 @@ impl DuplicateIndex {
             licenses: KeySet::with_capacity(0),
             expected_rows: rows,
             bitmap_min: Split48::BITMAP_MIN,
+            threads: 1,
         }
     }
 
@@ -1151,8 +1154,9 @@ impl DuplicateIndex {
             licenses: KeySet::with_capacity(need(licenses)),
             expected_rows: 0,
             bitmap_min: self.bitmap_min,
+            threads: self.threads,
         };
-        let regions: Vec<(usize, usize)> = self
+        let regions: Vec<crate::sys::memory::Region<'_>> = self
             .hex_serials
             .regions()
             .chain([
@@ -1163,7 +1167,7 @@ impl DuplicateIndex {
             .chain(self.macs.regions())
             .chain(self.mid_serials.regions())
             .collect();
-        probe::populate(&regions);
+        crate::sys::memory::populate(&regions, self.threads);
     }
 
     /// Checks one chunk's valid rows in row order and records the keys of
@@ -2124,6 +2128,7 @@ pub fn run_mapped<M: ItemMap>(
         let (spare_chunk_tx, spare_vec_tx) = (spare_chunk_tx, spare_vec_tx);
         let mut stats = ValidateStats::default();
         let mut index = DuplicateIndex::with_capacity(expected_rows);
+        index.threads = pool.current_num_threads();
         let mut dups = Vec::new();
         let mut by_code: BTreeMap<RejectCode, u64> = BTreeMap::new();
         let mut warn_by_code: BTreeMap<RejectCode, u64> = BTreeMap::new();

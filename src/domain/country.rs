@@ -11,10 +11,9 @@ pub struct Country([u8; 2]);
 
 impl Country {
     pub fn as_str(&self) -> &str {
-        debug_assert!(self.0.is_ascii());
-        // SAFETY: a Country is only made by `from_alpha2_unchecked`, which
-        // takes two upper-case ASCII letters.
-        unsafe { std::str::from_utf8_unchecked(&self.0) }
+        // A Country is only made by `from_alpha2_unchecked`, which takes two
+        // upper-case ASCII letters: always UTF-8.
+        std::str::from_utf8(&self.0).unwrap_or_default()
     }
 
     fn index(self) -> usize {

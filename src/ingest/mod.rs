@@ -17,6 +17,7 @@ pub use self::csv::{sniff_delimiter, CsvSource};
 pub use self::parquet::ParquetSource;
 pub use headers::{match_headers, HeaderError, HeaderMap};
 
+use crate::sys::bytes::{ByteFinder, BLOCK};
 use crate::validate::RejectCode;
 
 /// Default cap on one CSV record (SPEC §2.1).
@@ -85,6 +86,9 @@ pub struct RecordProblem {
 #[derive(Debug)]
 pub struct RecordChunk {
     data: Vec<u8>,
+    /// The blocks of lines [`RecordChunk::append_lines`] found to be UTF-8,
+    /// kept as text so their lines are read as text without a second check.
+    text: String,
     /// Field end offsets, relative to the record's start in `data`.
     ends: Vec<u32>,
     records: Vec<RecordMeta>,
@@ -93,8 +97,6 @@ pub struct RecordChunk {
     delimiter: u8,
     /// The field count a line must have (the header's).
     line_width: usize,
-    /// Every block of lines appended since the last clear is UTF-8.
-    lines_utf8: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -108,6 +110,8 @@ struct RecordMeta {
     problem: u32,
     /// Stored as a line, fields still separated by the delimiter.
     line: bool,
+    /// A line stored in `text` (UTF-8) rather than `data`.
+    in_text: bool,
 }
 
 /// The fields of one record, split once: where each ends in its bytes.
@@ -118,9 +122,6 @@ pub struct FieldView<'c> {
     /// 1 when the fields are separated by a delimiter, 0 when they are
     /// stored back to back.
     gap: u32,
-    /// The fields are separated by an ASCII delimiter (see
-    /// [`FieldView::text`]).
-    ascii_separated: bool,
 }
 
 /// Fields a line can have before [`FieldEnds`] uses its vector.
@@ -186,22 +187,13 @@ impl<'c> FieldView<'c> {
     /// Field `i` as text, given `record`: [`FieldView::bytes`] already
     /// checked to be UTF-8. `None` when a non-empty field does not start
     /// and end on character boundaries (then it is not UTF-8 on its own),
-    /// which fields stored back to back can fail
-    /// (one may end with the first byte of a character the next one
-    /// finishes) but fields separated by a delimiter cannot: the delimiter
-    /// is ASCII, and both sides of an ASCII byte are boundaries in UTF-8,
-    /// so those skip the check.
+    /// which fields stored back to back can fail (one may end with the
+    /// first byte of a character the next one finishes); fields separated
+    /// by an ASCII delimiter always pass.
     #[inline]
     pub fn text(&self, record: &'c str, i: usize) -> Option<&'c str> {
         let r = self.range(i);
-        let same = std::ptr::eq(record.as_bytes(), self.bytes);
-        if self.ascii_separated && same {
-            let b = record.as_bytes().get(r)?;
-            // SAFETY: `record` is UTF-8, and `b` runs from its start or
-            // just after an ASCII delimiter to its end or just before one:
-            // whole characters (see above).
-            Some(unsafe { std::str::from_utf8_unchecked(b) })
-        } else if r.is_empty() {
+        if r.is_empty() {
             // An empty field may sit inside a character of the record (the
             // fields on either side being broken halves); alone it is "".
             Some("")
@@ -216,25 +208,24 @@ impl<'c> FieldView<'c> {
 /// bit ends a field. The usual line fills a fixed array with no check per
 /// field.
 fn split_line<'e>(bytes: &[u8], delimiter: u8, out: &'e mut FieldEnds) -> &'e [u32] {
-    let finder = Delimiters::new(delimiter);
+    let finder = ByteFinder::new(delimiter);
     let ends = &mut out.inline;
     let mut n = 0usize;
-    let mut blocks = bytes.chunks_exact(BLOCK);
+    let (blocks, remainder) = bytes.as_chunks::<BLOCK>();
     let mut at = 0u32;
-    for block in blocks.by_ref() {
+    for block in blocks {
         if !push_ends(ends, &mut n, at, finder.mask(block), BLOCK) {
             return split_wide(bytes, delimiter, &mut out.wide);
         }
         at += BLOCK as u32;
     }
-    let rest = blocks.remainder().len();
+    let rest = remainder.len();
     if rest > 0 {
         // The last block ends at the end of the line and overlaps the one
         // before; its first bytes, seen already, are shifted out.
-        let mask = match bytes.len().checked_sub(BLOCK) {
-            Some(from) => finder.mask(&bytes[from..]) >> (BLOCK - rest),
-            None => blocks
-                .remainder()
+        let mask = match bytes.last_chunk::<BLOCK>() {
+            Some(last) => finder.mask(last) >> (BLOCK - rest),
+            None => remainder
                 .iter()
                 .enumerate()
                 .fold(0, |m, (i, &b)| m | u32::from(b == delimiter) << i),
@@ -267,67 +258,6 @@ fn push_ends(
         mask &= mask - 1;
     }
     true
-}
-
-/// Bytes per block of [`split_line`].
-const BLOCK: usize = 16;
-
-/// Finds a delimiter in a block of [`BLOCK`] bytes: one SSE2 compare on
-/// x86-64 (always there), eight bytes at a time elsewhere.
-struct Delimiters {
-    #[cfg(target_arch = "x86_64")]
-    splat: std::arch::x86_64::__m128i,
-    #[cfg(not(target_arch = "x86_64"))]
-    delimiter: u8,
-}
-
-impl Delimiters {
-    fn new(delimiter: u8) -> Delimiters {
-        Delimiters {
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: SSE2 is part of x86-64 itself; the intrinsic reads no
-            // memory.
-            splat: unsafe { std::arch::x86_64::_mm_set1_epi8(delimiter as i8) },
-            #[cfg(not(target_arch = "x86_64"))]
-            delimiter,
-        }
-    }
-
-    /// Bit `i` set when `block[i]` is the delimiter (`block` is [`BLOCK`]
-    /// bytes long).
-    #[inline]
-    fn mask(&self, block: &[u8]) -> u32 {
-        let half = |i: usize| {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&block[i..i + 8]);
-            u64::from_le_bytes(w)
-        };
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::x86_64::{_mm_cmpeq_epi8, _mm_movemask_epi8, _mm_set_epi64x};
-            // SAFETY: SSE2 is part of x86-64 itself; these intrinsics work
-            // on values and read no memory.
-            unsafe {
-                let v = _mm_set_epi64x(half(8) as i64, half(0) as i64);
-                _mm_movemask_epi8(_mm_cmpeq_epi8(v, self.splat)) as u32
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            word_mask(half(0), self.delimiter) | word_mask(half(8), self.delimiter) << 8
-        }
-    }
-}
-
-/// Bit `i` set when byte `i` of the little-endian word `w` is `delimiter`:
-/// the high bit of each such byte (exact: no carry crosses a byte), then
-/// gathered into the low 8 bits by one multiplication.
-#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
-fn word_mask(w: u64, delimiter: u8) -> u32 {
-    const LOW7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
-    let x = w ^ u64::from_le_bytes([delimiter; 8]);
-    let h = !(((x & LOW7) + LOW7) | x | LOW7);
-    ((h >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56) as u32
 }
 
 /// [`split_line`] for a line of many fields.
@@ -368,7 +298,7 @@ impl RecordChunk {
             problems: Vec::new(),
             delimiter: b',',
             line_width: width,
-            lines_utf8: true,
+            text: String::new(),
         }
     }
 
@@ -406,27 +336,42 @@ impl RecordChunk {
         limit: usize,
         max_len: usize,
     ) -> (usize, usize) {
-        // The lines are recorded first and their bytes appended after.
-        let at = self.data.len();
+        // The lines are recorded first, at offsets in `block`, and their
+        // bytes appended after, to `text` when they are UTF-8.
+        let first = self.records.len();
         let (mut taken, mut used) = (0, 0);
         for nl in memchr::memchr_iter(b'\n', block) {
             if taken == limit || nl - used > max_len {
                 break;
             }
             if nl > used {
-                self.push_line(first_row + taken as u64, at + used, nl - used);
+                self.push_line(first_row + taken as u64, used, nl - used);
                 taken += 1;
             }
             used = nl + 1;
         }
         let bytes = &block[..used];
-        self.lines_utf8 &= simdutf8::basic::from_utf8(bytes).is_ok();
-        self.data.extend_from_slice(bytes);
+        let (at, in_text) = match simdutf8::basic::from_utf8(bytes) {
+            Ok(text) => {
+                let at = self.text.len();
+                self.text.push_str(text);
+                (at, true)
+            }
+            Err(_) => {
+                let at = self.data.len();
+                self.data.extend_from_slice(bytes);
+                (at, false)
+            }
+        };
+        for m in &mut self.records[first..] {
+            m.data_start += at;
+            m.in_text = in_text;
+        }
         (taken, used)
     }
 
-    /// A record that is the line at `data[start..start + len]`, within the
-    /// bytes [`RecordChunk::append_lines`] is appending.
+    /// A record that is the line at `start..start + len` of the bytes
+    /// [`RecordChunk::append_lines`] is appending.
     fn push_line(&mut self, row: u64, start: usize, len: usize) {
         self.records.push(RecordMeta {
             row,
@@ -435,12 +380,13 @@ impl RecordChunk {
             width: len as u32,
             problem: 0,
             line: true,
+            in_text: false,
         });
     }
 
     /// Empties the chunk, keeping its buffers for the next fill.
     pub fn clear(&mut self) {
-        self.lines_utf8 = true;
+        self.text.clear();
         self.data.clear();
         self.ends.clear();
         self.records.clear();
@@ -460,6 +406,7 @@ impl RecordChunk {
             width: ends.len() as u32,
             problem: 0,
             line: false,
+            in_text: false,
         });
         self.data.extend_from_slice(data);
         self.ends.extend(ends.iter().map(|e| *e as u32));
@@ -480,6 +427,7 @@ impl RecordChunk {
             width: (self.ends.len() - ends_start) as u32,
             problem: 0,
             line: false,
+            in_text: false,
         });
     }
 
@@ -493,6 +441,7 @@ impl RecordChunk {
             width: 0,
             problem: self.problems.len() as u32,
             line: false,
+            in_text: false,
         });
     }
 
@@ -522,14 +471,11 @@ impl RecordChunk {
     pub fn view_in<'a>(&'a self, r: RecordIdx, ends: &'a mut FieldEnds) -> FieldView<'a> {
         let m = &self.records[r.0];
         if m.line {
-            let bytes = &self.data[m.data_start..m.data_start + m.width as usize];
+            let bytes = self.line_bytes(m);
             return FieldView {
                 bytes,
                 ends: split_line(bytes, self.delimiter, ends),
                 gap: 1,
-                // `set_line_format` takes any byte; the CLI's readers only
-                // store lines split at an ASCII one.
-                ascii_separated: self.delimiter.is_ascii(),
             };
         }
         let ends = &self.ends[m.ends_start as usize..m.ends_start as usize + m.width as usize];
@@ -538,7 +484,17 @@ impl RecordChunk {
             bytes: &self.data[m.data_start..m.data_start + len],
             ends,
             gap: 0,
-            ascii_separated: false,
+        }
+    }
+
+    /// The bytes of a record stored as a line.
+    #[inline]
+    fn line_bytes(&self, m: &RecordMeta) -> &[u8] {
+        let range = m.data_start..m.data_start + m.width as usize;
+        if m.in_text {
+            &self.text.as_bytes()[range]
+        } else {
+            &self.data[range]
         }
     }
 
@@ -546,17 +502,13 @@ impl RecordChunk {
     /// are UTF-8.
     #[inline]
     pub fn record_text(&self, r: RecordIdx) -> Option<&str> {
-        let bytes = self.record_bytes(r);
-        if self.records[r.0].line && self.lines_utf8 {
-            // SAFETY: a line record is only made by `append_lines`, over
-            // the bytes it appends, all of which (since the last clear)
-            // were UTF-8; and a line runs from the start of those bytes or
-            // just after a newline to just before a newline: ASCII bytes,
-            // on either side of which UTF-8 text splits into whole
-            // characters.
-            return Some(unsafe { std::str::from_utf8_unchecked(bytes) });
+        let m = &self.records[r.0];
+        if m.in_text {
+            // A line runs from the start of its block, or just after a
+            // newline, to just before one: whole characters.
+            return self.text.get(m.data_start..m.data_start + m.width as usize);
         }
-        simdutf8::basic::from_utf8(bytes).ok()
+        simdutf8::basic::from_utf8(self.record_bytes(r)).ok()
     }
 
     /// Why record `r` could not be read, if it could not.
@@ -590,7 +542,7 @@ impl RecordChunk {
             if self.width(r) == self.line_width {
                 return Cow::Borrowed("");
             }
-            let line = &self.data[m.data_start..m.data_start + m.width as usize];
+            let line = self.line_bytes(m);
             return String::from_utf8_lossy(&line[..line.len().min(PREVIEW_BYTES)]);
         }
         let p = m.problem as usize;
@@ -604,9 +556,10 @@ impl RecordChunk {
     /// All of record `r`'s field bytes (see [`FieldView::bytes`]).
     pub fn record_bytes(&self, r: RecordIdx) -> &[u8] {
         let m = &self.records[r.0];
-        let len = if m.line {
-            m.width as usize
-        } else {
+        if m.line {
+            return self.line_bytes(m);
+        }
+        let len = {
             let s = m.ends_start as usize;
             self.ends[s..s + m.width as usize]
                 .last()
@@ -804,27 +757,6 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn block_masks_find_each_delimiter(
-            block in proptest::collection::vec(
-                proptest::sample::select(vec![b',', b';', b'a', 0x80, 0xFF, 0x2B, 0x2D, 0xAC, 0x00]),
-                BLOCK,
-            ),
-            semicolon in proptest::bool::ANY,
-        ) {
-            let d = if semicolon { b';' } else { b',' };
-            let want = block.iter().enumerate().fold(0u32, |m, (i, &b)| m | u32::from(b == d) << i);
-            proptest::prop_assert_eq!(Delimiters::new(d).mask(&block), want);
-            let mut lo = [0u8; 8];
-            lo.copy_from_slice(&block[..8]);
-            let mut hi = [0u8; 8];
-            hi.copy_from_slice(&block[8..]);
-            proptest::prop_assert_eq!(
-                word_mask(u64::from_le_bytes(lo), d) | word_mask(u64::from_le_bytes(hi), d) << 8,
-                want
-            );
-        }
-
-        #[test]
         fn split_line_equals_splitting_at_each_delimiter(
             line in proptest::collection::vec(
                 proptest::sample::select(vec![b',', b';', b'a', 0x80, 0xFF, 0x2B, 0x2D, 0xAC]),
@@ -838,7 +770,6 @@ mod tests {
                 bytes: &line,
                 ends: split_line(&line, d, &mut ends),
                 gap: 1,
-                ascii_separated: true,
             };
             let got: Vec<&[u8]> = (0..view.len()).map(|i| view.field(i)).collect();
             let want: Vec<&[u8]> = line.split(|b| *b == d).collect();

@@ -25,6 +25,8 @@ use std::thread::JoinHandle;
 
 use anyhow::Context;
 
+use crate::sys::fs::set_direct;
+
 const TEMP_PREFIX: &str = ".refleet-";
 const TEMP_SUFFIX: &str = ".tmp";
 const TEMP_RANDOM: usize = 16;
@@ -72,23 +74,6 @@ fn temp_writer(name: &str) -> Option<i32> {
     pid.parse().ok().filter(|p| *p > 0)
 }
 
-/// Whether a process with this pid exists (one that cannot be asked about
-/// counts as alive).
-fn pid_alive(pid: i32) -> bool {
-    #[cfg(unix)]
-    {
-        // SAFETY: signal 0 is not sent: kill only checks that the process
-        // exists and may be signalled.
-        let r = unsafe { libc::kill(pid, 0) };
-        r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = pid;
-        true
-    }
-}
-
 /// Removes the temporary files of dead refleet processes in `dir` (see the
 /// module documentation); returns their paths. Files it cannot open or
 /// remove are left, with a log line: cleaning must not stop a run.
@@ -111,7 +96,7 @@ pub fn sweep_dead_temps(dir: &Path) -> Vec<PathBuf> {
         let Ok(file) = File::open(&path) else {
             continue;
         };
-        if file.try_lock().is_err() || pid_alive(pid) {
+        if file.try_lock().is_err() || crate::sys::fs::pid_alive(pid) {
             continue;
         }
         match std::fs::remove_file(&path) {
@@ -391,21 +376,12 @@ impl Writeback {
 
     /// Starts (never waits for) the writing of what is not handed off yet.
     fn start(&mut self) {
-        #[cfg(target_os = "linux")]
-        {
-            use std::os::fd::AsRawFd;
-            // SAFETY: a valid descriptor and range; SYNC_FILE_RANGE_WRITE
-            // only starts the write-out of dirty pages. A failure is a lost
-            // hint: `commit` still syncs the whole file.
-            unsafe {
-                libc::sync_file_range(
-                    self.file.as_file().as_raw_fd(),
-                    self.started as libc::off64_t,
-                    (self.written - self.started) as libc::off64_t,
-                    libc::SYNC_FILE_RANGE_WRITE,
-                );
-            }
-        }
+        // A failure is a lost hint: `commit` still syncs the whole file.
+        crate::sys::fs::start_writeback(
+            self.file.as_file(),
+            self.started,
+            self.written - self.started,
+        );
         self.started = self.written;
     }
 }
@@ -626,37 +602,6 @@ fn write_blocks(
         set_direct(&file, false)?;
     }
     Ok(())
-}
-
-/// Turns `O_DIRECT` on or off for the file (every descriptor of it).
-fn set_direct(file: &File, on: bool) -> std::io::Result<()> {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd;
-        let fd = file.as_raw_fd();
-        // SAFETY: F_GETFL/F_SETFL on a descriptor this process owns; only
-        // the O_DIRECT flag changes.
-        unsafe {
-            let flags = libc::fcntl(fd, libc::F_GETFL);
-            if flags < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            let flags = if on {
-                flags | libc::O_DIRECT
-            } else {
-                flags & !libc::O_DIRECT
-            };
-            if libc::fcntl(fd, libc::F_SETFL, flags) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
-        Ok(())
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = (file, on);
-        Err(std::io::Error::other("direct I/O is used on Linux only"))
-    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,8 @@
 //! transparent huge pages, which takes most TLB misses out of those random
 //! probes.
 
+use crate::sys::memory::{prefetch, Region};
+
 /// A key; the all-zero value marks an empty slot, so it is kept aside.
 pub(super) trait Key: Copy + Eq + Default {
     /// The key's hash for the table. Keys are a few bytes, so they are
@@ -133,12 +135,9 @@ impl<K: Key> KeySet<K> {
         self.len + usize::from(self.has_zero)
     }
 
-    /// The table's memory (address, bytes), for [`populate`].
-    pub(super) fn region(&self) -> (usize, usize) {
-        (
-            self.slots.as_ptr() as usize,
-            std::mem::size_of_val(self.slots.as_slice()),
-        )
+    /// The table's memory, for [`crate::sys::memory::populate`].
+    pub(super) fn region(&self) -> Region<'_> {
+        Region::from(self.slots.as_slice())
     }
 
     #[inline]
@@ -150,7 +149,9 @@ impl<K: Key> KeySet<K> {
     #[inline]
     pub(super) fn prefetch(&self, h: u64) {
         let i = self.home(h);
-        prefetch(self.slots[i..].as_ptr());
+        if let Some(slot) = self.slots.get(i) {
+            prefetch(slot);
+        }
         // The mark of a key filled there sits in another cache line.
         if let Some(word) = self.marks.get(i / 64) {
             prefetch(word);
@@ -374,11 +375,8 @@ impl Bits24 {
         })
     }
 
-    fn region(&self) -> (usize, usize) {
-        (
-            self.bits.as_ptr() as usize,
-            std::mem::size_of_val(self.bits.as_slice()),
-        )
+    fn region(&self) -> Region<'_> {
+        Region::from(self.bits.as_slice())
     }
 }
 
@@ -528,8 +526,8 @@ impl Split48 {
         self.ouis.iter().map(|(_, t)| t.len).sum::<usize>() + self.rest.len()
     }
 
-    /// The tables' memory, for [`populate`].
-    pub(super) fn regions(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+    /// The tables' memory, for [`crate::sys::memory::populate`].
+    pub(super) fn regions(&self) -> impl Iterator<Item = Region<'_>> + '_ {
         self.ouis
             .iter()
             .map(|(_, t)| t.region())
@@ -655,87 +653,13 @@ impl SplitMid {
         self.heads.iter().map(|(_, t)| t.len()).sum::<usize>() + self.rest.len()
     }
 
-    /// The tables' memory, for [`populate`].
-    pub(super) fn regions(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+    /// The tables' memory, for [`crate::sys::memory::populate`].
+    pub(super) fn regions(&self) -> impl Iterator<Item = Region<'_>> + '_ {
         self.heads
             .iter()
             .map(|(_, t)| t.region())
             .chain([self.rest.region()])
     }
-}
-
-/// Has the kernel back the given regions of memory (address, bytes) with
-/// pages now, on every core, leaving their contents as they are.
-///
-/// A large table is the shared zero page until first written, and the
-/// kernel clears a page for it (2 MB at a time) on first write: on this
-/// kind of VM about as slow as checking the rows themselves. Left to the
-/// probes, it all happens on the ordered thread within the first chunks
-/// (keys land anywhere), which held the whole pipeline up for 0.2–0.5 s
-/// with the validating threads idle. Here the clearing is split over the
-/// cores instead, and the caller waits for it: a thread populating pages
-/// while another writes to them makes the kernel clear some twice.
-pub(super) fn populate(regions: &[(usize, usize)]) {
-    #[cfg(target_os = "linux")]
-    {
-        const PAGE: usize = 4096;
-        const STEP: usize = 2 << 20;
-        // Pieces of up to STEP bytes, page-aligned inside each region.
-        let mut pieces = Vec::new();
-        for &(addr, len) in regions {
-            let mut at = addr.next_multiple_of(PAGE);
-            let end = addr + len;
-            while at < end {
-                let n = STEP.min(end - at);
-                pieces.push((at, n));
-                at += n;
-            }
-        }
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let per = pieces.len().div_ceil(threads).max(1);
-        let advise = |part: &[(usize, usize)]| {
-            for &(at, n) in part {
-                // SAFETY: MADV_POPULATE_WRITE only faults pages in as a
-                // write would, without changing what they hold; the regions
-                // are live tables the caller owns and keeps in place.
-                let rc =
-                    unsafe { libc::madvise(at as *mut libc::c_void, n, libc::MADV_POPULATE_WRITE) };
-                if rc != 0 {
-                    // An older kernel: the probes fault the pages in instead.
-                    return;
-                }
-            }
-        };
-        std::thread::scope(|scope| {
-            let mut parts = pieces.chunks(per);
-            let mine = parts.next();
-            for part in parts {
-                // No thread to be had: this one does that part too.
-                if std::thread::Builder::new()
-                    .spawn_scoped(scope, move || advise(part))
-                    .is_err()
-                {
-                    advise(part);
-                }
-            }
-            if let Some(part) = mine {
-                advise(part);
-            }
-        });
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = regions;
-}
-
-#[inline]
-fn prefetch<T>(p: *const T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is only a hint; it never faults, whatever the address.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
 }
 
 #[cfg(test)]
