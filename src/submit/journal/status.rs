@@ -1,0 +1,84 @@
+//! Tracking accepted batches: which are still on their way, and what a
+//! status answer says of their items.
+
+use rusqlite::params;
+
+use super::columns::{features_bits, fmt_time};
+use super::{BatchItem, ItemState, Journal, JournalError, Tracked};
+use crate::api;
+
+impl Journal {
+    /// Accepted batches with items still pending or provisioning.
+    pub fn tracked(&self) -> Result<Vec<Tracked>, JournalError> {
+        let rows = self
+            .conn
+            .prepare(
+                "SELECT DISTINCT b.id, b.request_id FROM batches b JOIN items i ON i.batch_id = b.id
+                 WHERE b.state = 'accepted' AND i.state IN ('accepted', 'provisioning')
+                 ORDER BY b.id",
+            )?
+            .query_map([], |r| {
+                Ok(Tracked {
+                    batch_id: r.get(0)?,
+                    request_id: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    /// Records a status answer about a batch whose items are `items` (as
+    /// [`Journal::batch_items`] read them, the answer checked against
+    /// them); returns how many of its items are still on their way. Only
+    /// items whose state changes are written: an item still pending or
+    /// provisioning keeps its row as it was.
+    pub fn record_status(
+        &self,
+        batch_id: i64,
+        items: &[BatchItem],
+        status: &api::ReactivationStatus,
+    ) -> Result<usize, JournalError> {
+        let known: std::collections::HashMap<&str, &BatchItem> =
+            items.iter().map(|i| (i.event_key.as_str(), i)).collect();
+        let tx = &self.conn;
+        let mut open = 0;
+        self.atomically(|| -> Result<_, JournalError> {
+            let mut upd = tx.prepare_cached(
+                "UPDATE items SET state = ?1, reason = COALESCE(?2, reason), eta = COALESCE(?3, eta),
+                     confirmation_id = ?4, features = ?5, activated_at = ?6
+                 WHERE batch_id = ?7 AND batch_pos = ?8 AND state IN ('accepted', 'provisioning')",
+            )?;
+            for it in &status.items {
+                let state = match it.state {
+                    api::ItemState::Pending => ItemState::Accepted,
+                    api::ItemState::Provisioning => ItemState::Provisioning,
+                    api::ItemState::Active => ItemState::Active,
+                    api::ItemState::Failed => ItemState::Failed,
+                    api::ItemState::Rejected => ItemState::Rejected,
+                };
+                if !it.state.is_terminal() {
+                    open += 1;
+                }
+                let Some(item) = known.get(it.item_key.as_str()) else {
+                    continue;
+                };
+                if item.state == state {
+                    continue;
+                }
+                let features = it.features_verified.map(|f| features_bits(&f));
+                upd.execute(params![
+                    state.as_str(),
+                    it.reason,
+                    it.eta.map(|e| e.to_string()),
+                    it.confirmation_id,
+                    features,
+                    it.activated_at.map(fmt_time),
+                    batch_id,
+                    item.pos
+                ])?;
+            }
+            Ok(())
+        })?;
+        Ok(open)
+    }
+}
