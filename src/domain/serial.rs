@@ -2,13 +2,12 @@
 
 use std::fmt;
 
+use crate::sys::ascii::AsciiArray;
+
 /// A device serial: 8–20 upper-case ASCII letters and digits (the bounds come
 /// from the policy), with the spaces and hyphens of printed labels removed.
 #[derive(Copy, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Serial {
-    bytes: [u8; Serial::MAX],
-    len: u8,
-}
+pub struct Serial(AsciiArray<{ Serial::MAX }>);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SerialError {
@@ -30,12 +29,9 @@ impl Serial {
             && b.iter()
                 .all(|c| c.is_ascii_digit() || c.is_ascii_uppercase())
         {
-            let mut bytes = [0u8; Serial::MAX];
-            bytes[..b.len()].copy_from_slice(b);
-            return Ok(Serial {
-                bytes,
-                len: b.len() as u8,
-            });
+            if let Some(text) = AsciiArray::new(b) {
+                return Ok(Serial(text));
+            }
         }
         Serial::parse_slow(input, min_len, max_len)
     }
@@ -63,20 +59,17 @@ impl Serial {
         if len < min_len || len > max_len {
             return Err(SerialError::Length(len, min_len, max_len));
         }
-        Ok(Serial {
-            bytes,
-            len: len as u8,
-        })
+        AsciiArray::new(&bytes[..len])
+            .map(Serial)
+            .ok_or(SerialError::Charset)
     }
 
     pub fn as_str(&self) -> &str {
-        // A Serial is only made by `parse` and `parse_slow`, which store
-        // ASCII letters and digits only: always UTF-8.
-        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
+        self.0.as_str()
     }
 
     pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..usize::from(self.len)]
+        self.0.as_bytes()
     }
 
     /// [`Serial::key`] computed in 64 bits, for serials of up to 12
