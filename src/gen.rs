@@ -13,6 +13,8 @@ use chrono::{Duration, NaiveDate};
 use rayon::prelude::*;
 
 use crate::domain::Region;
+use crate::eligibility::Reason;
+use crate::validate::RejectCode;
 
 pub const INVENTORY_HEADER: &str = "serial_number,mac_address,model,item_type,license_id,bound_serial,account_id,contract_id,country,site,deactivated_at,deactivation_reason,repair_status,reported_lost,asset_tag";
 pub const CONTRACTS_HEADER: &str = "contract_id,account_id,status,coverage,covers_reactivation,start_date,end_date,home_country,pricing_model,term_months,included_devices,auto_renew,cancellation_days";
@@ -117,75 +119,68 @@ const CITIES: &[&str] = &[
     "Bangalore",
 ];
 
-/// Every kind of planted defect: reject codes first, then ineligibility.
+/// A planted defect: a reject code (or warning) `validate` gives the row,
+/// or an ineligibility reason the eligibility stage gives it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Defect {
-    MacInvalid,
-    MacReserved,
-    MacForeignOui,
-    SerialInvalid,
-    SerialMacMismatch,
-    LicenseInvalid,
-    AccountInvalid,
-    ContractIdInvalid,
-    CountryInvalid,
-    DateInvalid,
-    DateAmbiguous,
-    DuplicateSerial,
-    DuplicateMac,
-    DuplicateLicense,
-    MissingField,
-    ModelUnknown,
-    ModelNotEligible,
-    ModelEndOfSupport,
-    ContractNotFound,
-    ContractExpired,
-    ContractSuspended,
-    ContractNotStarted,
-    AccountMismatch,
-    NoCoverage,
-    RegionNotCovered,
-    RegionRestricted,
-    RepairPending,
-    ReportedLost,
-    ManualReview,
-    LicenseUnbound,
+    Reject(RejectCode),
+    Ineligible(Reason),
 }
 
-const DEFECTS: [Defect; 30] = {
-    use Defect::*;
-    [
-        MacInvalid,
-        MacReserved,
-        MacForeignOui,
-        SerialInvalid,
-        SerialMacMismatch,
-        LicenseInvalid,
-        AccountInvalid,
-        ContractIdInvalid,
-        CountryInvalid,
-        DateInvalid,
-        DateAmbiguous,
-        DuplicateSerial,
-        DuplicateMac,
-        DuplicateLicense,
-        MissingField,
-        ModelUnknown,
-        ModelNotEligible,
-        ModelEndOfSupport,
-        ContractNotFound,
-        ContractExpired,
-        ContractSuspended,
-        ContractNotStarted,
-        AccountMismatch,
-        NoCoverage,
-        RegionNotCovered,
-        RegionRestricted,
-        RepairPending,
-        ReportedLost,
-        ManualReview,
-        LicenseUnbound,
-    ]
+/// Whether `gen` plants `code` in a row. The match has no wildcard, so a
+/// new reject code does not compile until it is decided here; the codes
+/// left out are about the file, not a row's values (`tests/inputs` covers
+/// them with fixtures).
+const fn planted(code: RejectCode) -> bool {
+    use RejectCode::*;
+    match code {
+        MacInvalid | MacReserved | MacForeignOui | SerialInvalid | SerialMacMismatch
+        | LicenseInvalid | AccountInvalid | ContractIdInvalid | CountryInvalid | DateInvalid
+        | DateAmbiguous | DuplicateSerial | DuplicateMac | DuplicateLicense | MissingField => true,
+        // A value no column takes (the optional columns gen writes are
+        // always valid), broken encoding or quoting, a record of the wrong
+        // width or size: the file's, not a row's.
+        ValueInvalid | EncodingInvalid | FieldCountMismatch | RecordTooLarge
+        | UnterminatedQuote => false,
+        // A contracts file's defect, not an inventory row's.
+        DuplicateContract => false,
+    }
+}
+
+const PLANTED_REJECTS: usize = {
+    let mut n = 0;
+    let mut i = 0;
+    while i < RejectCode::ALL.len() {
+        n += planted(RejectCode::ALL[i]) as usize;
+        i += 1;
+    }
+    n
+};
+
+/// The reject codes `gen` plants (see [`planted`]), in their order.
+pub fn planted_reject_codes() -> impl Iterator<Item = RejectCode> {
+    RejectCode::ALL.into_iter().filter(|c| planted(*c))
+}
+
+/// Every kind of planted defect, derived from the codes and reasons
+/// themselves: the planted reject codes in their order, then every
+/// ineligibility reason.
+const DEFECTS: [Defect; PLANTED_REJECTS + Reason::ALL.len()] = {
+    let mut all = [Defect::Ineligible(Reason::ModelUnknown); PLANTED_REJECTS + Reason::ALL.len()];
+    let (mut i, mut n) = (0, 0);
+    while i < RejectCode::ALL.len() {
+        if planted(RejectCode::ALL[i]) {
+            all[n] = Defect::Reject(RejectCode::ALL[i]);
+            n += 1;
+        }
+        i += 1;
+    }
+    let mut j = 0;
+    while j < Reason::ALL.len() {
+        all[n + j] = Defect::Ineligible(Reason::ALL[j]);
+        j += 1;
+    }
+    all
 };
 
 /// Devices per account; an account has one contract per kind below.
@@ -427,22 +422,26 @@ fn plant(
     family: u8,
     home_region: Region,
 ) {
-    use Defect::*;
+    use Reason::*;
+    use RejectCode::*;
     let defect = DEFECTS[(mix(opts.seed ^ 0xBADD, i) % DEFECTS.len() as u64) as usize];
     let account = i / ACCOUNT_ROWS;
-    let device_only = !matches!(defect, LicenseInvalid | DuplicateLicense | LicenseUnbound);
+    let device_only = !matches!(
+        defect,
+        Defect::Reject(LicenseInvalid | DuplicateLicense) | Defect::Ineligible(LicenseUnbound)
+    );
     if is_license && device_only {
         // Defects about devices are planted on device rows only; keep the license clean.
         if !matches!(
             defect,
-            AccountInvalid
-                | ContractIdInvalid
-                | CountryInvalid
-                | DateInvalid
-                | DateAmbiguous
-                | MissingField
-                | ContractNotFound
-                | ContractExpired
+            Defect::Reject(
+                AccountInvalid
+                    | ContractIdInvalid
+                    | CountryInvalid
+                    | DateInvalid
+                    | DateAmbiguous
+                    | MissingField
+            ) | Defect::Ineligible(ContractNotFound | ContractExpired)
         ) {
             return;
         }
@@ -452,48 +451,55 @@ fn plant(
     }
     let anchor = || anchor_ids(opts.seed, i);
     match defect {
-        MacInvalid => c[1] = "00:04:F2:ZZ:10:01".into(),
-        MacReserved => c[1] = "01:00:5E:00:00:FB".into(),
-        MacForeignOui if family == 0 => {
+        // Not planted (see `planted`).
+        Defect::Reject(
+            ValueInvalid | EncodingInvalid | FieldCountMismatch | RecordTooLarge
+            | UnterminatedQuote | DuplicateContract,
+        ) => {}
+        Defect::Reject(MacInvalid) => c[1] = "00:04:F2:ZZ:10:01".into(),
+        Defect::Reject(MacReserved) => c[1] = "01:00:5E:00:00:FB".into(),
+        Defect::Reject(MacForeignOui) if family == 0 => {
             // Keep the serial equal to the MAC: the row stays valid with a warning.
             let mac = 0x0212_3400_0000_u64 | (i & 0xFF_FFFF);
             c[1] = fmt_mac(mac, 0);
             c[0] = format!("{mac:012X}");
         }
-        MacForeignOui => c[1] = fmt_mac(0x0212_3400_0000_u64 | (i & 0xFF_FFFF), 0),
-        SerialInvalid => c[0] = "SN#12".into(),
-        SerialMacMismatch if family == 0 => c[0] = ids(opts.seed, i + (1 << 23), 0).serial,
-        SerialMacMismatch => c[0] = "BADSERIAL123".into(),
-        LicenseInvalid => c[4] = "LIC-123".into(),
-        AccountInvalid => c[6] = "#ACME".into(),
-        ContractIdInvalid => c[7] = "contract?".into(),
-        CountryInvalid => c[8] = "Atlantis".into(),
-        DateInvalid => c[10] = "2025-02-30".into(),
-        DateAmbiguous => c[10] = "03/04/2025".into(),
-        DuplicateSerial => {
+        Defect::Reject(MacForeignOui) => c[1] = fmt_mac(0x0212_3400_0000_u64 | (i & 0xFF_FFFF), 0),
+        Defect::Reject(SerialInvalid) => c[0] = "SN#12".into(),
+        Defect::Reject(SerialMacMismatch) if family == 0 => {
+            c[0] = ids(opts.seed, i + (1 << 23), 0).serial
+        }
+        Defect::Reject(SerialMacMismatch) => c[0] = "BADSERIAL123".into(),
+        Defect::Reject(LicenseInvalid) => c[4] = "LIC-123".into(),
+        Defect::Reject(AccountInvalid) => c[6] = "#ACME".into(),
+        Defect::Reject(ContractIdInvalid) => c[7] = "contract?".into(),
+        Defect::Reject(CountryInvalid) => c[8] = "Atlantis".into(),
+        Defect::Reject(DateInvalid) => c[10] = "2025-02-30".into(),
+        Defect::Reject(DateAmbiguous) => c[10] = "03/04/2025".into(),
+        Defect::Reject(DuplicateSerial) => {
             // A headset has no MAC to collide: only the serial repeats.
             c[0] = anchor().serial;
             c[1] = String::new();
             c[2] = "Savi 7320".into();
         }
-        DuplicateMac => {
+        Defect::Reject(DuplicateMac) => {
             // A video bar's serial is not its MAC: only the MAC repeats.
             c[0] = ids(opts.seed, i, 1).serial;
             c[1] = fmt_mac(anchor().mac, 1);
             c[2] = "Studio X30".into();
         }
-        DuplicateLicense => match (i - i % ACCOUNT_ROWS + 1..i)
+        Defect::Reject(DuplicateLicense) => match (i - i % ACCOUNT_ROWS + 1..i)
             .rev()
             .find(|&j| is_license_row(opts.seed, j))
         {
             Some(j) => c[4] = ids(opts.seed, j, 0).license,
             None => c[4] = "LIC-123".into(),
         },
-        MissingField => c[6] = String::new(),
-        ModelUnknown => c[2] = UNKNOWN_MODEL.into(),
-        ModelNotEligible | ModelEndOfSupport => {
+        Defect::Reject(MissingField) => c[6] = String::new(),
+        Defect::Ineligible(ModelUnknown) => c[2] = UNKNOWN_MODEL.into(),
+        Defect::Ineligible(ModelNotEligible) | Defect::Ineligible(ModelEndOfSupport) => {
             let mac = ids(opts.seed, i, 0).mac;
-            c[2] = if defect == ModelNotEligible {
+            c[2] = if defect == Defect::Ineligible(ModelNotEligible) {
                 INELIGIBLE_MODEL
             } else {
                 EOS_MODEL
@@ -502,12 +508,12 @@ fn plant(
             c[0] = format!("{mac:012X}");
             c[1] = fmt_mac(mac, 0);
         }
-        ContractNotFound => c[7] = format!("C-{account:05}-99"),
-        ContractExpired => c[7] = contract_id(account, 1),
-        ContractSuspended => c[7] = contract_id(account, 2),
-        ContractNotStarted => c[7] = contract_id(account, 3),
-        NoCoverage => c[7] = contract_id(account, 4),
-        RegionNotCovered => {
+        Defect::Ineligible(ContractNotFound) => c[7] = format!("C-{account:05}-99"),
+        Defect::Ineligible(ContractExpired) => c[7] = contract_id(account, 1),
+        Defect::Ineligible(ContractSuspended) => c[7] = contract_id(account, 2),
+        Defect::Ineligible(ContractNotStarted) => c[7] = contract_id(account, 3),
+        Defect::Ineligible(NoReactivationCoverage) => c[7] = contract_id(account, 4),
+        Defect::Ineligible(RegionNotCovered) => {
             c[7] = contract_id(account, 5);
             c[8] = match home_region {
                 Region::Amer => "DE",
@@ -516,12 +522,12 @@ fn plant(
             }
             .into();
         }
-        AccountMismatch => c[6] = account_id(account + 1_000_000),
-        RegionRestricted => c[8] = "IR".into(),
-        RepairPending => c[12] = "pending".into(),
-        ReportedLost => c[13] = "yes".into(),
-        ManualReview => c[11] = "security_lock".into(),
-        LicenseUnbound => c[5] = "NOSUCHDEVICE01".into(),
+        Defect::Ineligible(ContractAccountMismatch) => c[6] = account_id(account + 1_000_000),
+        Defect::Ineligible(RegionRestricted) => c[8] = "IR".into(),
+        Defect::Ineligible(RepairPending) => c[12] = "pending".into(),
+        Defect::Ineligible(ReportedLost) => c[13] = "yes".into(),
+        Defect::Ineligible(ManualReview) => c[11] = "security_lock".into(),
+        Defect::Ineligible(LicenseUnbound) => c[5] = "NOSUCHDEVICE01".into(),
     }
 }
 

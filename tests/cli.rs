@@ -341,6 +341,63 @@ fn gen(dir: &Path, rows: u64, format: &str) {
         .success();
 }
 
+/// `gen` derives its defects from the reject codes and the eligibility
+/// reasons: every code it says it plants comes out of `validate` (in
+/// rejects.csv or, for a warning, warnings.csv), and every reason out of
+/// the eligibility stage (eligibility.csv), on a generated inventory where
+/// every row carries a defect.
+#[test]
+fn gen_plants_every_reject_code_it_claims_and_every_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, out) = (dir.path().join("data"), dir.path().join("out"));
+    refleet()
+        .args(["gen", "--rows", "20000", "--seed", "7", "--defects", "1"])
+        .args(["--as-of", "2026-11-24", "--out"])
+        .arg(&data)
+        .assert()
+        .success();
+    refleet()
+        .arg("quote")
+        .arg(data.join("inventory.csv"))
+        .arg("--contracts")
+        .arg(data.join("contracts.csv"))
+        .args(["--as-of", "2026-11-24", "--quiet", "--out"])
+        .arg(&out)
+        .assert()
+        .success();
+    let column = |file: &str, name: &str| -> std::collections::BTreeSet<String> {
+        let mut r = csv::Reader::from_path(out.join(file)).expect(file);
+        let i = r.headers().unwrap().iter().position(|h| h == name).unwrap();
+        r.records()
+            .flat_map(|rec| {
+                let rec = rec.unwrap();
+                rec[i].split(';').map(str::to_string).collect::<Vec<_>>()
+            })
+            .filter(|v| !v.is_empty())
+            .collect()
+    };
+    let mut codes = column("rejects.csv", "code");
+    codes.extend(column("warnings.csv", "code"));
+    let planted: Vec<&str> = refleet::gen::planted_reject_codes()
+        .map(|c| c.as_str())
+        .collect();
+    assert!(planted.len() >= 15, "{planted:?}");
+    for code in &planted {
+        assert!(
+            codes.contains(*code),
+            "gen claims to plant {code}, validate never gave it: {codes:?}"
+        );
+    }
+    let reasons = column("eligibility.csv", "reasons");
+    for reason in refleet::eligibility::Reason::ALL {
+        assert!(
+            reasons.contains(reason.as_str()),
+            "gen never planted {}: {reasons:?}",
+            reason.as_str()
+        );
+    }
+}
+
 #[test]
 fn csv_gzip_zstd_parquet_and_stdin_give_identical_rejects() {
     let dir = tempfile::tempdir().unwrap();
