@@ -7,6 +7,11 @@
 #
 # Environment:
 #   BENCH=WHICH    validate, quote or all (default all)
+#   SHAPE=SHAPE    the inventory's shape (default default): `default` is
+#                  `refleet gen`'s 400 rows per account (1 M rows: 2,500
+#                  accounts, 15,000 contracts, 2,500 quotes); `small-contracts`
+#                  is `gen --account-rows 20` (1 M rows: 50,000 accounts,
+#                  300,000 contracts, 50,000 quotes)
 #   AS_OF=DATE     --as-of for both quote runs (default 2026-11-24; fixed so
 #                  the eligible set, and so the work, does not drift by day)
 #   THREADS=N      refleet --threads N and POLARS_MAX_THREADS=N (unset: all cores)
@@ -41,6 +46,13 @@ REPEAT=${REPEAT:-3}
 if [[ $# -gt 0 ]]; then ROWS=("$@"); else ROWS=(1000000 10000000); fi
 
 die() { echo "throughput.sh: $*" >&2; exit 1; }
+
+SHAPE=${SHAPE:-default}
+case $SHAPE in
+    default) shape_args=() ;;
+    small-contracts) shape_args=(--account-rows 20) ;;
+    *) die "SHAPE must be default or small-contracts, got '$SHAPE'" ;;
+esac
 
 case $BENCH in
     validate) do_validate=1 do_quote=0 ;;
@@ -162,7 +174,7 @@ if [[ -n ${THREADS:-} ]]; then
     polars_env=(env "POLARS_MAX_THREADS=$THREADS")
 fi
 echo "threads: ${THREADS:-all cores} ($(nproc) online)"
-echo "bench: $BENCH"
+echo "bench: $BENCH, shape: $SHAPE"
 
 refleet_quote=1
 if [[ $do_quote == 1 ]] && ! "$REFLEET" quote --help >/dev/null 2>&1; then
@@ -176,6 +188,7 @@ failed=0
 for n in "${ROWS[@]}"; do
     [[ $n =~ ^[0-9]+$ ]] || die "ROWS must be integers, got '$n'"
     dir=$BENCH_DIR/$n
+    [[ $SHAPE == default ]] || dir=$BENCH_DIR/$n-$SHAPE
     inv=$dir/inventory.csv
     con=$dir/contracts.csv
     mkdir -p "$dir"
@@ -186,8 +199,8 @@ for n in "${ROWS[@]}"; do
     if [[ -s $inv && ( $do_quote == 0 || -s $con ) ]]; then
         echo "data: reusing $dir"
     else
-        echo "data: $REFLEET gen --rows $n --seed 42 --out $dir --defects 0.03"
-        "$REFLEET" gen --rows "$n" --seed 42 --out "$dir" --defects 0.03
+        echo "data: $REFLEET gen --rows $n --seed 42 --out $dir --defects 0.03 ${shape_args[*]}"
+        "$REFLEET" gen --rows "$n" --seed 42 --out "$dir" --defects 0.03 "${shape_args[@]}"
         [[ -s $inv ]] || die "gen did not write $inv"
         [[ $do_quote == 0 || -s $con ]] || die "gen did not write $con"
     fi

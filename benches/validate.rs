@@ -15,6 +15,7 @@ fn bench(c: &mut Criterion) {
         seed: 3,
         defects: 0.03,
         as_of: chrono::NaiveDate::from_ymd_opt(2026, 11, 24).expect("date"),
+        account_rows: gen::ACCOUNT_ROWS,
     };
     let mut csv = Vec::new();
     gen::write_inventory_csv(&opts, &mut csv).expect("generate");

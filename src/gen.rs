@@ -27,6 +27,9 @@ pub struct GenOptions {
     pub defects: f64,
     /// The date the contracts are built around (active contracts cover it).
     pub as_of: NaiveDate,
+    /// Inventory rows per account (each account has one contract of each
+    /// kind): [`ACCOUNT_ROWS`] by default; fewer makes many small contracts.
+    pub account_rows: u64,
 }
 
 /// (model, family code, serial is the MAC, eligible as of 2026, network port)
@@ -183,8 +186,11 @@ const DEFECTS: [Defect; PLANTED_REJECTS + Reason::ALL.len()] = {
     all
 };
 
-/// Devices per account; an account has one contract per kind below.
-const ACCOUNT_ROWS: u64 = 400;
+/// Devices per account by default; an account has one contract per kind below.
+pub const ACCOUNT_ROWS: u64 = 400;
+/// The range of [`GenOptions::account_rows`]: an account's first row is a
+/// clean anchor the others may point at, so at least 2.
+pub const ACCOUNT_ROWS_RANGE: std::ops::RangeInclusive<u64> = 2..=1_000_000_000;
 /// Contract kinds per account: the good one first, then the defective ones.
 #[derive(Clone, Copy)]
 enum ContractKind {
@@ -280,12 +286,12 @@ fn ids(seed: u64, i: u64, family: u8) -> RowIds {
     }
 }
 
-fn is_license_row(seed: u64, i: u64) -> bool {
-    !i.is_multiple_of(ACCOUNT_ROWS) && (mix(seed, i) >> 16).is_multiple_of(20)
+fn is_license_row(opts: &GenOptions, i: u64) -> bool {
+    !i.is_multiple_of(opts.account_rows) && (mix(opts.seed, i) >> 16).is_multiple_of(20)
 }
 
-fn anchor_ids(seed: u64, i: u64) -> RowIds {
-    ids(seed, i - i % ACCOUNT_ROWS, 0)
+fn anchor_ids(opts: &GenOptions, i: u64) -> RowIds {
+    ids(opts.seed, i - i % opts.account_rows, 0)
 }
 
 fn fmt_mac(mac: u64, style: u64) -> String {
@@ -323,7 +329,7 @@ fn csv_cell(out: &mut Vec<u8>, s: &str) {
 fn row(opts: &GenOptions, i: u64) -> [String; 15] {
     let seed = opts.seed;
     let r = mix(seed, i);
-    let account = i / ACCOUNT_ROWS;
+    let account = i / opts.account_rows;
     let (home, home_region) = account_country(seed, account);
     // Devices are mostly in the account's home country, some elsewhere in its region.
     let country = if r.is_multiple_of(5) {
@@ -336,10 +342,10 @@ fn row(opts: &GenOptions, i: u64) -> [String; 15] {
     } else {
         home
     };
-    let is_license = is_license_row(seed, i);
+    let is_license = is_license_row(opts, i);
     // Each account's first row is a clean desk phone: planted duplicates and
     // license bindings point at it, so they are what they claim to be.
-    let (model, family, _) = if i.is_multiple_of(ACCOUNT_ROWS) {
+    let (model, family, _) = if i.is_multiple_of(opts.account_rows) {
         MODELS[((r >> 20) % 15) as usize]
     } else {
         MODELS[((r >> 20) % MODELS.len() as u64) as usize]
@@ -371,7 +377,7 @@ fn row(opts: &GenOptions, i: u64) -> [String; 15] {
         cells[5] = if r.is_multiple_of(9) {
             String::new()
         } else {
-            anchor_ids(seed, i).serial
+            anchor_ids(opts, i).serial
         };
     } else {
         cells[0] = serial;
@@ -407,7 +413,7 @@ fn row(opts: &GenOptions, i: u64) -> [String; 15] {
     cells[14] = format!("AT-{:08}", i + 1);
 
     let defect_roll = (mix(seed ^ 0xD3F3C7, i) % 1_000_000) as f64 / 1_000_000.0;
-    if defect_roll < opts.defects && !i.is_multiple_of(ACCOUNT_ROWS) {
+    if defect_roll < opts.defects && !i.is_multiple_of(opts.account_rows) {
         plant(opts, i, &mut cells, is_license, family, home_region);
     }
     cells
@@ -425,7 +431,7 @@ fn plant(
     use Reason::*;
     use RejectCode::*;
     let defect = DEFECTS[(mix(opts.seed ^ 0xBADD, i) % DEFECTS.len() as u64) as usize];
-    let account = i / ACCOUNT_ROWS;
+    let account = i / opts.account_rows;
     let device_only = !matches!(
         defect,
         Defect::Reject(LicenseInvalid | DuplicateLicense) | Defect::Ineligible(LicenseUnbound)
@@ -449,7 +455,7 @@ fn plant(
     if !is_license && !device_only {
         return;
     }
-    let anchor = || anchor_ids(opts.seed, i);
+    let anchor = || anchor_ids(opts, i);
     match defect {
         // Not planted (see `planted`).
         Defect::Reject(
@@ -488,9 +494,9 @@ fn plant(
             c[1] = fmt_mac(anchor().mac, 1);
             c[2] = "Studio X30".into();
         }
-        Defect::Reject(DuplicateLicense) => match (i - i % ACCOUNT_ROWS + 1..i)
+        Defect::Reject(DuplicateLicense) => match (i - i % opts.account_rows + 1..i)
             .rev()
-            .find(|&j| is_license_row(opts.seed, j))
+            .find(|&j| is_license_row(opts, j))
         {
             Some(j) => c[4] = ids(opts.seed, j, 0).license,
             None => c[4] = "LIC-123".into(),
@@ -649,7 +655,7 @@ pub fn inventory_columns(opts: &GenOptions, start: u64, end: u64) -> Vec<Vec<Str
 }
 
 pub fn accounts(opts: &GenOptions) -> u64 {
-    opts.rows.div_ceil(ACCOUNT_ROWS).max(1)
+    opts.rows.div_ceil(opts.account_rows).max(1)
 }
 
 pub fn write_contracts_csv(opts: &GenOptions, out: &mut dyn Write) -> std::io::Result<()> {
@@ -681,6 +687,7 @@ mod tests {
             seed: 7,
             defects: 0.05,
             as_of: NaiveDate::from_ymd_opt(2026, 11, 24).unwrap(),
+            account_rows: ACCOUNT_ROWS,
         }
     }
 
@@ -710,7 +717,7 @@ mod tests {
             ..opts(20_000)
         };
         let planted: std::collections::HashSet<usize> = (0..20_000u64)
-            .filter(|i| i % ACCOUNT_ROWS != 0)
+            .filter(|i| i % o.account_rows != 0)
             .map(|i| (mix(o.seed ^ 0xBADD, i) % DEFECTS.len() as u64) as usize)
             .collect();
         assert_eq!(planted.len(), DEFECTS.len());

@@ -30,6 +30,10 @@ pub struct Args {
     /// The date contracts are built around (YYYY-MM-DD).
     #[arg(long, default_value = "2026-11-24")]
     as_of: NaiveDate,
+    /// Inventory rows per account, 2 or more (each account has 6 contracts,
+    /// one good): fewer makes many small contracts and quotes.
+    #[arg(long, default_value_t = gen::ACCOUNT_ROWS)]
+    account_rows: u64,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,11 +46,21 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
     if !(0.0..=1.0).contains(&args.defects) {
         return Err(UsageError("--defects must be between 0 and 1".into()).into());
     }
+    if !gen::ACCOUNT_ROWS_RANGE.contains(&args.account_rows) {
+        return Err(UsageError(format!(
+            "--account-rows must be from {} to {}, not {}",
+            gen::ACCOUNT_ROWS_RANGE.start(),
+            gen::ACCOUNT_ROWS_RANGE.end(),
+            args.account_rows
+        ))
+        .into());
+    }
     let opts = GenOptions {
         rows: args.rows,
         seed: args.seed,
         defects: args.defects,
         as_of: args.as_of,
+        account_rows: args.account_rows,
     };
     super::create_out_dir(&args.out)?;
     let started = std::time::Instant::now();
