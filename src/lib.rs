@@ -16,6 +16,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod api;
+pub mod audit;
 pub mod cli;
 pub mod contracts;
 pub mod domain;

@@ -325,6 +325,32 @@ mod tests {
         std::io::Error::from_raw_os_error(libc::ENOENT)
     }
 
+    /// `/dev/full` answers every write with "No space left on device": the
+    /// user reads the report's name and the cause, once each.
+    #[test]
+    fn a_failed_report_write_names_the_file_and_the_cause_once() {
+        let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
+            eprintln!("SKIPPED: no /dev/full on this system");
+            return;
+        };
+        let report = std::path::Path::new("/out/results.csv");
+        let mut w = csv::Writer::from_writer(std::io::BufWriter::new(
+            crate::report::NamedWriter::new(full, report),
+        ));
+        let err = w
+            .write_record(["a", "b"])
+            .and_then(|()| Ok(w.flush()?))
+            .map_err(anyhow::Error::from)
+            .unwrap_err();
+        assert_eq!(
+            error_text(err.as_ref()),
+            format!(
+                "cannot write /out/results.csv: {}",
+                std::io::Error::from_raw_os_error(libc::ENOSPC)
+            )
+        );
+    }
+
     /// How often `part` occurs in `text`.
     fn times(text: &str, part: &str) -> usize {
         text.matches(part).count()
@@ -347,7 +373,7 @@ mod tests {
             }
             .into(),
             IngestError::Io(enoent()).into(),
-            crate::report::audit::AuditError::Io {
+            crate::audit::AuditError::Io {
                 path: "audit.jsonl".into(),
                 source: enoent(),
             }

@@ -14,12 +14,13 @@ use super::progress::Phases;
 use super::quote::{load_contracts, make_plan, summary_text, PlanArgs, PlanSettings, Planned};
 use super::{Global, Outcome, UsageError};
 use crate::api::{CoverageWire, ItemType};
+use crate::audit;
 use crate::contracts::Contracts;
 use crate::domain::{Coverage, Item, ItemKind};
 use crate::policy::Policy;
 use crate::quote::CurrencyTotal;
 use crate::report::{
-    audit, trail::AuditWriter, write_results, AtomicFile, PlannedKind, ResultCounts, RowSpool,
+    trail::AuditWriter, write_results, AtomicFile, PlannedKind, ResultCounts, RowSpool,
     UnknownItems, UnknownResults,
 };
 use crate::sim::{Sim, SimConfig};

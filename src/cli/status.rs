@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use super::{Global, Outcome, UsageError};
-use crate::report::audit;
+use crate::audit;
 use crate::submit::journal::{ItemState, JournalReader, RunRow};
 
 #[derive(clap::Args, Debug)]

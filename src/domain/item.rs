@@ -3,8 +3,7 @@
 use compact_str::CompactString;
 use smallvec::SmallVec;
 
-use super::{Country, LicenseId, Mac, Region, Serial, Timestamp};
-use crate::policy::ModelId;
+use super::{Country, LicenseId, Mac, ModelId, Region, Serial, Timestamp};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ItemKind {

@@ -13,6 +13,10 @@ pub use mac::{parse_oui, Mac, MacError};
 pub use serial::{LicenseError, LicenseId, Serial, SerialError};
 mod item;
 pub use item::{parse_bool, DeactivationReason, Item, ItemKind, RepairStatus};
+
+/// Index of a model in the policy's list of models (`Policy::models`): an
+/// item names its model by it.
+pub type ModelId = u16;
 mod contract;
 pub use contract::{Contract, ContractStatus, Coverage, PricingModel};
 

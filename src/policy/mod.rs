@@ -374,8 +374,7 @@ impl PolicyFile {
 
 /// Index of a family in [`Policy::families`].
 pub type FamilyId = u16;
-/// Index of a model in [`Policy::models`].
-pub type ModelId = u16;
+pub use crate::domain::ModelId;
 
 #[derive(Debug, Clone)]
 pub struct Family {

@@ -3,7 +3,6 @@
 //! half-written report; every cell that came from input is neutralised
 //! against spreadsheet formula injection.
 
-pub mod audit;
 mod file;
 pub mod html;
 pub mod parquet;
@@ -15,7 +14,7 @@ mod valid;
 use std::borrow::Cow;
 use std::path::Path;
 
-pub use audit::{AuditLog, Binding, ChainState};
+pub use crate::audit::{AuditLog, Binding, ChainState};
 pub use file::{temp_in, AtomicFile, NamedWriter};
 pub use plan::{eligibility_line, write_quotes, PlanReports, ELIGIBILITY_COLUMNS};
 pub use results::{

@@ -1,4 +1,4 @@
-//! What goes into the audit log (see `report::audit` for the chain), read
+//! What goes into the audit log (see `crate::audit` for the chain), read
 //! from the journal as the run goes: [`AuditWriter::catch_up`] runs after
 //! the coordinator's rounds and once more at the end of the run, and
 //! writes what the journal settled since the last call.
@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Map, Value};
 
-use super::audit::{self, AuditLog};
+use crate::audit::{self, AuditLog};
 use crate::submit::journal::{AuditItem, AuditOrder, AuditedOrder, Journal};
 
 /// Writes the journal's settled items and orders to its audit log.

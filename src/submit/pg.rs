@@ -30,7 +30,7 @@ use tokio_postgres::{Client, NoTls};
 use super::journal::{coverage_str, item_type_str, Batch, BatchGroup, ItemState, PlannedItem};
 use super::retry::RETRY_AFTER_CAP;
 use crate::api::{self, CoverageWire, ItemType};
-use crate::report::audit;
+use crate::audit;
 
 /// The schema this refleet writes and reads.
 pub const SCHEMA_VERSION: i64 = 1;

@@ -374,7 +374,7 @@ fn concurrent_runners_extend_one_audit_chain() {
         assert_eq!(ledger.export_audit(&mut file).await.unwrap(), 151);
         ledger.ledger_id().await.unwrap()
     });
-    let verified = refleet::report::audit::verify(&log).unwrap();
+    let verified = refleet::audit::verify(&log).unwrap();
     assert_eq!(verified.records, 151);
     assert_eq!(verified.journal_id.as_deref(), Some(id.as_str()));
     let arc = Arc::new(std::fs::read_to_string(&log).unwrap());

@@ -47,7 +47,7 @@ pub struct AuditOrder {
 impl Journal {
     /// What the journal knows of its audit log: its id, the log's file and
     /// where the chain stands, as last recorded.
-    pub fn audit_state(&self) -> Result<crate::report::Binding, JournalError> {
+    pub fn audit_state(&self) -> Result<crate::audit::Binding, JournalError> {
         audit_binding(&self.conn, &self.path)
     }
 
@@ -125,7 +125,7 @@ impl Journal {
         adopted: &[String],
         orders: &[AuditedOrder],
         file: &str,
-        state: &crate::report::ChainState,
+        state: &crate::audit::ChainState,
     ) -> Result<(), JournalError> {
         let tx = &self.conn;
         self.atomically(|| -> Result<_, JournalError> {
@@ -180,7 +180,7 @@ pub enum AuditedOrder {
 pub(super) fn audit_binding(
     conn: &Connection,
     path: &Path,
-) -> Result<crate::report::Binding, JournalError> {
+) -> Result<crate::audit::Binding, JournalError> {
     let get = |k: &str| -> Result<Option<String>, JournalError> {
         Ok(conn
             .query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| r.get(0))
@@ -208,7 +208,7 @@ pub(super) fn audit_binding(
         Some(f) => return Err(bad("audit_file", &f)),
         None => None,
     };
-    let mut chain = crate::report::ChainState::default();
+    let mut chain = crate::audit::ChainState::default();
     if let (Some(len), Some(records), Some(hash)) =
         (get("audit_len")?, get("audit_records")?, get("audit_hash")?)
     {
@@ -221,7 +221,7 @@ pub(super) fn audit_binding(
         }
         chain.last_hash = hash;
     }
-    Ok(crate::report::Binding {
+    Ok(crate::audit::Binding {
         journal_id,
         file,
         chain,

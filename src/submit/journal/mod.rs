@@ -26,7 +26,7 @@
 //! --new-journal`) moves such a file aside, renamed and never deleted, and
 //! starts a new journal.
 //!
-//! The journal id ties the journal to its audit log (`report::audit`): the
+//! The journal id ties the journal to its audit log (`crate::audit`): the
 //! journal records the log's file and how far its chain goes.
 
 mod audit;

@@ -40,7 +40,7 @@ impl JournalReader {
     }
 
     /// The journal's id and its audit log's chain state.
-    pub fn audit_binding(&self) -> Result<crate::report::Binding, JournalError> {
+    pub fn audit_binding(&self) -> Result<crate::audit::Binding, JournalError> {
         audit_binding(&self.conn, &self.path)
     }
 
