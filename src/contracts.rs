@@ -11,10 +11,12 @@ use std::collections::HashMap;
 use chrono::NaiveDate;
 use compact_str::CompactString;
 
-use crate::domain::{parse_bool, trim, Contract, ContractStatus, Coverage, PricingModel};
+use crate::domain::{
+    parse_bool, trim, Contract, ContractStatus, Coverage, PricingModel, Reject, RejectCode,
+};
 use crate::ingest::{match_headers, FieldEnds, IngestError, RecordChunk, RecordSource};
 use crate::policy::Policy;
-use crate::validate::{field_text, IdPattern, Reject, RejectCode};
+use crate::validate::{field_text, IdPattern};
 
 pub const CONTRACT_COLUMNS: [&str; 13] = [
     "contract_id",

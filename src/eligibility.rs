@@ -106,7 +106,7 @@ impl Verdict {
 }
 
 /// Devices of this inventory that are eligible, for `LICENSE_UNBOUND`.
-pub type EligibleDevices = crate::validate::SerialSet;
+pub type EligibleDevices = crate::dedupe::SerialSet;
 
 /// What a license's verdict asks of the inventory's other rows.
 pub trait Devices {

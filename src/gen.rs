@@ -13,8 +13,8 @@ use chrono::{Duration, NaiveDate};
 use rayon::prelude::*;
 
 use crate::domain::Region;
+use crate::domain::RejectCode;
 use crate::eligibility::Reason;
-use crate::validate::RejectCode;
 
 pub const INVENTORY_HEADER: &str = "serial_number,mac_address,model,item_type,license_id,bound_serial,account_id,contract_id,country,site,deactivated_at,deactivation_reason,repair_status,reported_lost,asset_tag";
 pub const CONTRACTS_HEADER: &str = "contract_id,account_id,status,coverage,covers_reactivation,start_date,end_date,home_country,pricing_model,term_months,included_devices,auto_renew,cancellation_days";

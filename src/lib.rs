@@ -3,7 +3,9 @@
 //! The pipeline, one module per stage (SPEC §1):
 //!
 //! 1. [`ingest`] reads CSV (plain, gzip, zstd), Parquet or stdin into raw records;
-//! 2. [`validate`] turns them into typed [`domain::Item`]s or rejects, in parallel;
+//! 2. [`validate`] turns each into a typed [`domain::Item`] or rejects, and
+//!    [`dedupe`] finds repeated identifiers; [`pipeline`] runs the two,
+//!    validating in parallel and de-duplicating in row order;
 //! 3. [`eligibility`] decides, [`quote`] prices, [`plan`] puts them
 //!    together, and [`submit`] sends, journals and tracks;
 //! 4. [`report`] writes every output atomically and spreadsheet-safe.
@@ -19,11 +21,13 @@ pub mod api;
 pub mod audit;
 pub mod cli;
 pub mod contracts;
+pub mod dedupe;
 pub mod domain;
 pub mod eligibility;
 pub mod gen;
 pub mod ingest;
 pub mod logging;
+pub mod pipeline;
 pub mod plan;
 pub mod policy;
 pub mod progress;

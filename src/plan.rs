@@ -22,14 +22,16 @@ use chrono::NaiveDate;
 use compact_str::CompactString;
 
 use crate::contracts::Contracts;
-use crate::domain::{Contract, Country, Coverage, Item, ItemKind, Region, Serial};
+use crate::dedupe::{DuplicateIndex, RowKeys};
+use crate::domain::{Contract, Country, Coverage, Item, ItemKind, Region, Reject, Serial};
 use crate::eligibility::{self, Devices, EligibleDevices, Reason, Verdict};
 use crate::ingest::Opened;
+use crate::pipeline::{self, ItemMap, MappedSink};
 use crate::policy::Policy;
 use crate::progress::Progress;
 use crate::quote::{family_slot, Quote, QuoteBuilder, QuoteError, QuoteInput};
 use crate::report::{eligibility_line, UnknownItems};
-use crate::validate::{self, DuplicateIndex, ItemMap, MappedSink, Reject, RowKeys, Validator};
+use crate::validate::Validator;
 
 /// One valid item and what the plan decided for it.
 pub struct Judged<'a> {
@@ -76,7 +78,7 @@ pub trait PlanSink {
 /// What the plan adds up to.
 #[derive(Debug)]
 pub struct Plan {
-    pub stats: validate::ValidateStats,
+    pub stats: pipeline::ValidateStats,
     pub quotes: Vec<Quote>,
     pub eligible: u64,
     pub ineligible: u64,
@@ -113,7 +115,7 @@ pub fn plan(
     let expected = expected_rows(&opened);
     let pass = |opened: Opened, fold: &mut Fold<'_, '_>| {
         progress.start(opened.total_bytes, opened.bytes_read.clone());
-        let stats = validate::run_mapped(
+        let stats = pipeline::run_mapped(
             opened.source,
             validator,
             ctx.pool,

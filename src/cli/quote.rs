@@ -11,13 +11,13 @@ use rust_decimal::Decimal;
 
 use super::{input_error, thread_pool, Global, InputArgs, Outcome, UsageError};
 use crate::contracts::{self, Contracts};
-use crate::domain::DateFormat;
+use crate::domain::{DateFormat, Reject};
 use crate::ingest::{self, IngestOptions, InputPath};
 use crate::plan::{self, Judged, Plan, PlanContext, PlanSink};
 use crate::policy::Policy;
 use crate::quote::{over_budget, totals_by_currency, CurrencyTotal, QuoteError};
 use crate::report::{write_quotes, PlanReports, RejectsWriter};
-use crate::validate::{Reject, ValidateOptions, Validator};
+use crate::validate::{ValidateOptions, Validator};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

@@ -10,11 +10,10 @@ use anyhow::Context;
 
 use super::quote::{PlanSettings, Planned};
 use super::{Global, Outcome, UsageError};
-use crate::domain::Region;
+use crate::domain::{Region, Reject};
 use crate::plan::{Judged, PlanSink};
 use crate::report::html::{self, Problems, QuoteRow, ReportData, Source};
 use crate::submit::journal::{Journal, JournalReader};
-use crate::validate::Reject;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

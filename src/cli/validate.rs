@@ -4,12 +4,13 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::{input_error, thread_pool, Global, InputArgs, Outcome, UsageError};
-use crate::domain::Item;
+use crate::domain::{Item, Reject};
 use crate::ingest::{self, IngestOptions, InputPath};
+use crate::pipeline::{self, ValidateSink, ValidateStats};
 use crate::policy::Policy;
 use crate::progress::Progress;
 use crate::report::{RejectsWriter, ValidFormat, ValidWriter};
-use crate::validate::{self, Reject, ValidateOptions, ValidateSink, ValidateStats, Validator};
+use crate::validate::{ValidateOptions, Validator};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -132,7 +133,7 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
         .total_bytes
         .map_or(0, |b| (b / 130) as usize)
         .min(50_000_000);
-    let stats = validate::run(
+    let stats = pipeline::run(
         opened.source,
         &validator,
         &pool,

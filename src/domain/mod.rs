@@ -19,6 +19,8 @@ pub use item::{parse_bool, DeactivationReason, Item, ItemKind, RepairStatus};
 pub type ModelId = u16;
 mod contract;
 pub use contract::{Contract, ContractStatus, Coverage, PricingModel};
+mod reject;
+pub use reject::{Reject, RejectCode};
 
 /// `s.trim()`, with a shortcut for the usual field that is empty or starts
 /// and ends with a visible ASCII character, so has nothing to trim (the

@@ -9,7 +9,7 @@ use std::io::{Read, Seek, SeekFrom};
 use csv_core::{ReadRecordResult, Reader as CoreReader, ReaderBuilder};
 
 use super::{IngestError, RecordChunk, RecordProblem, RecordSource};
-use crate::validate::RejectCode;
+use crate::domain::RejectCode;
 
 const READ_BUF: usize = 256 * 1024;
 /// How much of a file is looked at to guess its delimiter.

@@ -17,8 +17,8 @@ pub use self::csv::{sniff_delimiter, CsvSource};
 pub use self::parquet::ParquetSource;
 pub use headers::{match_headers, HeaderError, HeaderMap};
 
+use crate::domain::RejectCode;
 use crate::sys::bytes::{ByteFinder, BLOCK};
-use crate::validate::RejectCode;
 
 /// Default cap on one CSV record (SPEC §2.1).
 pub const DEFAULT_MAX_RECORD: usize = 64 * 1024;

@@ -23,7 +23,7 @@ pub use results::{
 };
 pub use valid::{ValidFormat, ValidWriter};
 
-use crate::validate::Reject;
+use crate::domain::Reject;
 
 /// OWASP ASVS V1.2.10: a cell that a spreadsheet would read as a formula is
 /// prefixed with a single quote.
@@ -123,7 +123,7 @@ impl RejectsWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::validate::RejectCode;
+    use crate::domain::RejectCode;
 
     fn by_csv_writer(fields: &[String]) -> Vec<u8> {
         let mut w = csv::Writer::from_writer(Vec::new());

@@ -6,11 +6,10 @@ use std::path::Path;
 use std::io::Write;
 
 use super::{neutralise, push_cell, AtomicFile, RejectsWriter};
-use crate::domain::Item;
+use crate::domain::{Item, Reject};
 use crate::eligibility::Verdict;
 use crate::plan::{Judged, PlanSink};
 use crate::quote::Quote;
-use crate::validate::Reject;
 
 pub const ELIGIBILITY_COLUMNS: [&str; 12] = [
     "row",
@@ -279,20 +278,20 @@ mod tests {
             .build()
             .unwrap();
         struct Collect(Vec<Item>);
-        impl crate::validate::ValidateSink for Collect {
+        impl crate::pipeline::ValidateSink for Collect {
             fn item(&mut self, item: Item) -> anyhow::Result<()> {
                 self.0.push(item);
                 Ok(())
             }
-            fn reject(&mut self, _: &crate::validate::Reject) -> anyhow::Result<()> {
+            fn reject(&mut self, _: &crate::domain::Reject) -> anyhow::Result<()> {
                 Ok(())
             }
-            fn warning(&mut self, _: &crate::validate::Reject) -> anyhow::Result<()> {
+            fn warning(&mut self, _: &crate::domain::Reject) -> anyhow::Result<()> {
                 Ok(())
             }
         }
         let mut sink = Collect(Vec::new());
-        crate::validate::run(
+        crate::pipeline::run(
             opened.source,
             &validator,
             &pool,

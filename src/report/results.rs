@@ -22,11 +22,10 @@ use std::io::Write;
 
 use super::{csv_line, neutralise, push_cell, temp_in, AtomicFile, NamedWriter};
 use crate::api;
-use crate::domain::Item;
+use crate::domain::{Item, Reject};
 use crate::eligibility::{Reason, Verdict};
 use crate::plan::{Judged, PlanSink};
 use crate::submit::journal::{ItemRecord, ItemState};
-use crate::validate::Reject;
 
 pub const RESULTS_COLUMNS: [&str; 18] = [
     "row",

@@ -18,11 +18,12 @@ use proptest::prelude::*;
 use rust_decimal::Decimal;
 
 use refleet::contracts::{self, Contracts};
+use refleet::domain::Reject;
 use refleet::ingest::{self, CsvSource, IngestOptions, InputPath};
 use refleet::plan::{self, Judged, PlanContext, PlanSink};
 use refleet::policy::{Policy, PolicyError, PolicyFile};
 use refleet::progress::NoProgress;
-use refleet::validate::{Reject, ValidateOptions, Validator};
+use refleet::validate::{ValidateOptions, Validator};
 
 use super::sample;
 
