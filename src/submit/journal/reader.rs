@@ -104,8 +104,16 @@ fn activations_by_day(conn: &Connection) -> Result<Vec<(String, u64)>, JournalEr
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// The last finished run: (id, finished_at, summary_json, quotes_json).
-pub type FinishedRun = (i64, String, String, String);
+/// The last finished run, with what `refleet report` makes its page from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FinishedRun {
+    pub id: i64,
+    pub finished_at: String,
+    /// The run's `summary.json`, as it wrote it.
+    pub summary_json: String,
+    /// The run's `quotes.json`; `[]` for a run that kept none.
+    pub quotes_json: String,
+}
 
 /// The last run that finished and left its `summary.json` and quotes, so a
 /// report can be made from the journal alone (`refleet report`).
@@ -116,7 +124,14 @@ fn last_finished_run(conn: &Connection) -> Result<Option<FinishedRun>, JournalEr
              WHERE finished_at IS NOT NULL AND summary_json IS NOT NULL
              ORDER BY id DESC LIMIT 1",
             [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            |r| {
+                Ok(FinishedRun {
+                    id: r.get(0)?,
+                    finished_at: r.get(1)?,
+                    summary_json: r.get(2)?,
+                    quotes_json: r.get(3)?,
+                })
+            },
         )
         .optional()?)
 }
