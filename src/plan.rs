@@ -268,8 +268,8 @@ impl Held {
 }
 
 /// The activation date, and its text, of every (country, coverage): one
-/// as-of date per plan, so a few hundred values, made once. (Cached per
-/// worker instead, they were remade for every split of every chunk.)
+/// as-of date per plan, so a few hundred values, made once before the
+/// workers start and shared by all of them.
 type Etas = HashMap<(Country, Coverage), (NaiveDate, String), foldhash::fast::FixedState>;
 
 /// [`Item::key`] of a device, without building a string.
@@ -370,10 +370,11 @@ struct LastContract<'a> {
 
 /// A device's `eligibility.csv` line and (maybe empty) `results.csv` line
 /// in its row's slot ([`ItemMap::SLOT`]): their lengths in the first two
-/// bytes, then the lines. At 10 M rows, a line of its own per row was ten
-/// million allocations freed on another thread, and a copy from all over
-/// the heap. Lines that do not fit are kept on the heap, with the length
-/// of the first.
+/// bytes, then the lines. The slots are one buffer that travels with the
+/// chunk, so a row's lines need no allocation of their own (which another
+/// thread would free) and are read back in row order from that buffer.
+/// Lines that do not fit are kept on the heap, with the length of the
+/// first.
 struct Lines(Vec<u8>, usize);
 
 impl Lines {

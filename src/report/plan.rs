@@ -190,11 +190,11 @@ const JSON_BATCH: usize = 4096;
 
 /// `items` as `serde_json::to_writer_pretty` writes them, byte for byte (a
 /// test compares the two), with the items serialised in parallel on
-/// `pool`: at 10 M rows `quotes.json` is 88 MB, written after everything
-/// else is done, with the other cores idle. Each item is pretty-printed
-/// alone and indented one level; pretty JSON has raw line breaks only
-/// between tokens (a string's are escaped), so indenting after each one is
-/// exact.
+/// `pool`: `quotes.json` grows with the inventory and is written after
+/// everything else is done, when the other cores would be idle. Each item
+/// is pretty-printed alone and indented one level; pretty JSON has raw line
+/// breaks only between tokens (a string's are escaped), so indenting after
+/// each one is exact.
 fn write_pretty_array<T: serde::Serialize + Sync>(
     out: &mut impl Write,
     items: &[T],
