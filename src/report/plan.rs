@@ -127,7 +127,7 @@ impl PlanReports {
 
 impl PlanSink for PlanReports {
     fn verdict(&mut self, judged: &Judged<'_>) -> anyhow::Result<()> {
-        self.eligibility.write_all(judged.line)?;
+        self.eligibility.write_all(judged.eligibility_line)?;
         Ok(())
     }
     fn reject(&mut self, r: &Reject) -> anyhow::Result<()> {
