@@ -118,20 +118,21 @@ pub struct FinishedRun {
 /// The last run that finished and left its `summary.json` and quotes, so a
 /// report can be made from the journal alone (`refleet report`).
 fn last_finished_run(conn: &Connection) -> Result<Option<FinishedRun>, JournalError> {
-    Ok(conn
+    let row = conn
         .query_row(
             "SELECT id, finished_at, summary_json, COALESCE(quotes_json, '[]') FROM runs
              WHERE finished_at IS NOT NULL AND summary_json IS NOT NULL
              ORDER BY id DESC LIMIT 1",
             [],
-            |r| {
-                Ok(FinishedRun {
-                    id: r.get(0)?,
-                    finished_at: r.get(1)?,
-                    summary_json: r.get(2)?,
-                    quotes_json: r.get(3)?,
-                })
-            },
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
-        .optional()?)
+        .optional()?;
+    Ok(
+        row.map(|(id, finished_at, summary_json, quotes_json)| FinishedRun {
+            id,
+            finished_at,
+            summary_json,
+            quotes_json,
+        }),
+    )
 }
