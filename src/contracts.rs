@@ -44,8 +44,8 @@ pub struct Contracts {
 /// Reads every contract. Duplicate ids: the first row is kept and later ones
 /// are rejected (`DUPLICATE_CONTRACT`), as for inventory identifiers.
 /// `bytes` is the file's size when known: the map is sized from it once,
-/// rather than grown by doubling, which left every smaller table behind
-/// (at 150 k contracts, about 30 MB of memory touched for nothing).
+/// rather than grown by doubling, which would leave every smaller table
+/// behind as memory touched for nothing.
 pub fn load(
     mut source: Box<dyn RecordSource>,
     policy: &Policy,

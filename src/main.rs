@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 // Items are built on worker threads and freed on another: mimalloc handles
-// that without the arena growth glibc shows (measured in benches/RESULTS.md).
+// that without the arena growth of glibc's allocator.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -30,7 +30,7 @@ use crate::pipeline::{self, ItemMap, MappedSink};
 use crate::policy::Policy;
 use crate::progress::Progress;
 use crate::quote::{family_slot, Quote, QuoteBuilder, QuoteError, QuoteInput};
-use crate::report::{eligibility_line, UnknownItems};
+use crate::report::{self, UnknownItems};
 use crate::validate::Validator;
 
 /// One valid item and what the plan decided for it.
@@ -48,7 +48,7 @@ pub struct Judged<'a> {
     pub contract_id: &'a str,
     /// The item's `eligibility.csv` record (SPEC §7), newline included,
     /// made on the validating threads.
-    pub line: &'a [u8],
+    pub eligibility_line: &'a [u8],
     /// Its `results.csv` record when the sink asks for
     /// [result lines](PlanSink::result_lines); else empty.
     pub result_line: &'a [u8],
@@ -170,8 +170,8 @@ struct Judge<'a> {
     contracts: &'a Contracts,
     policy: &'a Policy,
     as_of: NaiveDate,
-    /// A device's verdict does not look at the eligible devices.
-    none: EligibleDevices,
+    /// Empty: a device's verdict does not look at the eligible devices.
+    no_eligible_devices: EligibleDevices,
     etas: Etas,
     /// Keep each device's item for the sink ([`PlanSink::wants_items`]).
     keep_items: bool,
@@ -183,9 +183,9 @@ struct Judge<'a> {
 
 /// The eligible devices so far: the serials the duplicate index holds
 /// marked (see [`Judge::mark`](ItemMap::mark)).
-struct Marked<'i>(&'i DuplicateIndex);
+struct EligibleSoFar<'i>(&'i DuplicateIndex);
 
-impl Devices for Marked<'_> {
+impl Devices for EligibleSoFar<'_> {
     fn is_eligible(&self, serial: &Serial) -> bool {
         self.0.is_marked(serial)
     }
@@ -196,12 +196,12 @@ impl Devices for Marked<'_> {
 /// makes it in row order.
 enum Judgement {
     Device {
-        item: Held,
+        item: KeptItem,
         verdict: Verdict,
         eta: Option<NaiveDate>,
-        /// The lines when they did not fit the row's slot (see [`Lines`]);
+        /// The lines when they did not fit the row's slot (see [`ReportLines`]);
         /// `None`: they are there.
-        lines: Option<Lines>,
+        lines: Option<ReportLines>,
     },
     License(Box<Item>),
 }
@@ -210,9 +210,12 @@ enum Judgement {
 /// sink that wants items, else what the quotes need. The item itself is
 /// then never boxed: it is judged where it was made and dropped there, and
 /// the outcome that crosses threads is smaller.
-enum Held {
-    Item(Box<Item>),
-    Lean {
+enum KeptItem {
+    /// The whole item, for a sink that [wants items](PlanSink::wants_items).
+    Whole(Box<Item>),
+    /// Only the fields the quotes and the sink need ([`QuoteInput`], whose
+    /// key is the serial).
+    QuoteFields {
         serial: Option<Serial>,
         contract_id: CompactString,
         region: Region,
@@ -220,40 +223,40 @@ enum Held {
     },
 }
 
-impl Held {
+impl KeptItem {
     fn item(&self) -> Option<&Item> {
         match self {
-            Held::Item(item) => Some(item),
-            Held::Lean { .. } => None,
+            KeptItem::Whole(item) => Some(item),
+            KeptItem::QuoteFields { .. } => None,
         }
     }
 
     fn region(&self) -> Region {
         match self {
-            Held::Item(item) => item.region,
-            Held::Lean { region, .. } => *region,
+            KeptItem::Whole(item) => item.region,
+            KeptItem::QuoteFields { region, .. } => *region,
         }
     }
 
     /// [`Item::key`] of the device.
     fn key(&self) -> &str {
         match self {
-            Held::Item(item) => device_key(item),
-            Held::Lean { serial, .. } => serial.as_ref().map_or("", |s| s.as_str()),
+            KeptItem::Whole(item) => device_key(item),
+            KeptItem::QuoteFields { serial, .. } => serial.as_ref().map_or("", |s| s.as_str()),
         }
     }
 
     fn contract_id(&self) -> &str {
         match self {
-            Held::Item(item) => &item.contract_id,
-            Held::Lean { contract_id, .. } => contract_id,
+            KeptItem::Whole(item) => &item.contract_id,
+            KeptItem::QuoteFields { contract_id, .. } => contract_id,
         }
     }
 
     fn quote_input(&self, policy: &Policy) -> QuoteInput<'_> {
         match self {
-            Held::Item(item) => QuoteInput::of(item, device_key(item), policy),
-            Held::Lean {
+            KeptItem::Whole(item) => QuoteInput::of(item, device_key(item), policy),
+            KeptItem::QuoteFields {
                 contract_id,
                 region,
                 family,
@@ -270,8 +273,8 @@ impl Held {
 }
 
 /// The activation date, and its text, of every (country, coverage): one
-/// as-of date per plan, so a few hundred values, made once. (Cached per
-/// worker instead, they were remade for every split of every chunk.)
+/// as-of date per plan, so a few hundred values, made once before the
+/// workers start and shared by all of them.
 type Etas = HashMap<(Country, Coverage), (NaiveDate, String), foldhash::fast::FixedState>;
 
 /// [`Item::key`] of a device, without building a string.
@@ -308,7 +311,7 @@ impl<'a> Judge<'a> {
             contracts: ctx.contracts,
             policy: ctx.policy,
             as_of: ctx.as_of,
-            none: EligibleDevices::new(),
+            no_eligible_devices: EligibleDevices::new(),
             etas,
             keep_items,
             result_lines,
@@ -317,15 +320,16 @@ impl<'a> Judge<'a> {
     }
 
     /// The verdict and activation date of one item; its `eligibility.csv`
-    /// line goes into `line`, its `results.csv` line into `result_line`
-    /// when [`Judge::result_lines`] asks (else it is left empty).
+    /// line goes into `eligibility_line`, its `results.csv` line into
+    /// `result_line` when [`Judge::result_lines`] asks (else it is left
+    /// empty).
     fn judge(
         &self,
         last: &mut LastContract<'a>,
         item: &Item,
         key: &str,
         eligible_devices: &(impl Devices + ?Sized),
-        line: &mut Vec<u8>,
+        eligibility_line: &mut Vec<u8>,
         result_line: &mut Vec<u8>,
     ) -> (Verdict, Option<NaiveDate>) {
         let contract = self.contract(last, &item.contract_id);
@@ -343,10 +347,10 @@ impl<'a> Judge<'a> {
             _ => None,
         };
         let eta_text = eta.as_ref().map_or("", |(_, s)| s);
-        eligibility_line(line, item, key, &v, eta_text);
+        report::eligibility_line(eligibility_line, item, key, &v, eta_text);
         result_line.clear();
-        if let Some(lines) = self.result_lines {
-            lines.line(result_line, item, key, &v, eta_text);
+        if let Some(unknown) = self.result_lines {
+            unknown.line(result_line, item, key, &v, eta_text);
         }
         (v, eta.map(|(d, _)| d))
     }
@@ -372,18 +376,26 @@ struct LastContract<'a> {
 
 /// A device's `eligibility.csv` line and (maybe empty) `results.csv` line
 /// in its row's slot ([`ItemMap::SLOT`]): their lengths in the first two
-/// bytes, then the lines. At 10 M rows, a line of its own per row was ten
-/// million allocations freed on another thread, and a copy from all over
-/// the heap. Lines that do not fit are kept on the heap, with the length
-/// of the first.
-struct Lines(Vec<u8>, usize);
+/// bytes, then the lines. The slots are one buffer that travels with the
+/// chunk, so a row's lines need no allocation of their own (which another
+/// thread would free) and are read back in row order from that buffer.
+/// Lines that do not fit are kept on the heap, with the length of the
+/// first.
+struct ReportLines {
+    /// The `eligibility.csv` line, then the `results.csv` line.
+    both: Vec<u8>,
+    /// The length of the `eligibility.csv` line.
+    eligibility_len: usize,
+}
 
-impl Lines {
-    const SLOT: usize = 256;
+impl ReportLines {
+    /// The bytes of a row's slot: the two lengths and the lines.
+    const ROW_BYTES: usize = 256;
 
-    /// Stores `a` and `b` in `slot` when they fit; else they are returned,
-    /// to be kept on the heap.
-    fn store(a: &[u8], b: &[u8], slot: &mut [u8]) -> Option<Lines> {
+    /// Stores the lines in `slot` when they fit; else they are returned, to
+    /// be kept on the heap.
+    fn store(eligibility_line: &[u8], result_line: &[u8], slot: &mut [u8]) -> Option<ReportLines> {
+        let (a, b) = (eligibility_line, result_line);
         match (u8::try_from(a.len()), u8::try_from(b.len())) {
             (Ok(na), Ok(nb)) if 2 + a.len() + b.len() <= slot.len() => {
                 slot[0] = na;
@@ -392,14 +404,21 @@ impl Lines {
                 slot[2 + a.len()..2 + a.len() + b.len()].copy_from_slice(b);
                 None
             }
-            _ => Some(Lines([a, b].concat(), a.len())),
+            _ => Some(ReportLines {
+                both: [a, b].concat(),
+                eligibility_len: a.len(),
+            }),
         }
     }
 
-    /// The lines that [`Lines::store`] kept in `slot`, or else `heap`.
-    fn get<'s>(heap: &'s Option<Lines>, slot: &'s [u8]) -> (&'s [u8], &'s [u8]) {
+    /// The lines (`eligibility.csv`'s, `results.csv`'s) that
+    /// [`ReportLines::store`] kept in `slot`, or else `heap`.
+    fn get<'s>(heap: &'s Option<ReportLines>, slot: &'s [u8]) -> (&'s [u8], &'s [u8]) {
         match heap {
-            Some(Lines(both, na)) => both.split_at(*na),
+            Some(ReportLines {
+                both,
+                eligibility_len,
+            }) => both.split_at(*eligibility_len),
             None => {
                 let (na, nb) = (usize::from(slot[0]), usize::from(slot[1]));
                 slot[2..2 + na + nb].split_at(na)
@@ -408,18 +427,18 @@ impl Lines {
     }
 }
 
-/// A validating thread's scratch: its last contract and a line buffer.
+/// A validating thread's scratch: its last contract and line buffers.
 #[derive(Default)]
 struct JudgeState<'a> {
     last: LastContract<'a>,
-    line: Vec<u8>,
+    eligibility_line: Vec<u8>,
     result_line: Vec<u8>,
 }
 
 impl<'a> ItemMap for Judge<'a> {
     type State = JudgeState<'a>;
     type Out = Judgement;
-    const SLOT: usize = Lines::SLOT;
+    const SLOT: usize = ReportLines::ROW_BYTES;
 
     fn state(&self) -> JudgeState<'a> {
         JudgeState::default()
@@ -437,16 +456,23 @@ impl<'a> ItemMap for Judge<'a> {
         }
         let JudgeState {
             last,
-            line,
+            eligibility_line,
             result_line,
         } = state;
         let key = device_key(&item);
-        let (verdict, eta) = self.judge(last, &item, key, &self.none, line, result_line);
-        let lines = Lines::store(line, result_line, slot);
+        let (verdict, eta) = self.judge(
+            last,
+            &item,
+            key,
+            &self.no_eligible_devices,
+            eligibility_line,
+            result_line,
+        );
+        let lines = ReportLines::store(eligibility_line, result_line, slot);
         let item = if self.keep_items {
-            Held::Item(Box::new(item))
+            KeptItem::Whole(Box::new(item))
         } else {
-            Held::Lean {
+            KeptItem::QuoteFields {
                 serial: item.serial,
                 family: family_slot(self.policy, &item),
                 region: item.region,
@@ -480,7 +506,7 @@ struct Fold<'a, 's> {
     rerun: Option<EligibleDevices>,
     /// For the licenses, judged here.
     last: LastContract<'a>,
-    line: Vec<u8>,
+    eligibility_line: Vec<u8>,
     result_line: Vec<u8>,
     sink: &'s mut dyn PlanSink,
     builder: QuoteBuilder<'a>,
@@ -502,7 +528,7 @@ impl<'a, 's> Fold<'a, 's> {
             pending: EligibleDevices::new(),
             rerun: None,
             last: LastContract::default(),
-            line: Vec::new(),
+            eligibility_line: Vec::new(),
             result_line: Vec::new(),
             sink,
             builder: QuoteBuilder::new(&judge.contracts.by_id, judge.policy),
@@ -552,7 +578,7 @@ impl MappedSink<Judgement> for Fold<'_, '_> {
                 eta,
                 lines,
             }) => {
-                let (line, result_line) = Lines::get(lines, slot);
+                let (eligibility_line, result_line) = ReportLines::get(lines, slot);
                 self.sink.verdict(&Judged {
                     item: item.item(),
                     region: item.region(),
@@ -560,25 +586,27 @@ impl MappedSink<Judgement> for Fold<'_, '_> {
                     contract_id: item.contract_id(),
                     verdict,
                     eta: *eta,
-                    line,
+                    eligibility_line,
                     result_line,
                 })?;
                 self.count(item.quote_input(self.judge.policy), verdict);
             }
             Some(Judgement::License(item)) => {
                 let key = item.key();
-                let (line, result_line) = (&mut self.line, &mut self.result_line);
+                let (eligibility_line, result_line) =
+                    (&mut self.eligibility_line, &mut self.result_line);
                 let (verdict, eta) = match self.known {
                     Some(known) => {
                         let last = &mut self.last;
-                        self.judge.judge(last, item, &key, known, line, result_line)
+                        self.judge
+                            .judge(last, item, &key, known, eligibility_line, result_line)
                     }
                     None => self.judge.judge(
                         &mut self.last,
                         item,
                         &key,
-                        &Marked(seen),
-                        line,
+                        &EligibleSoFar(seen),
+                        eligibility_line,
                         result_line,
                     ),
                 };
@@ -589,7 +617,7 @@ impl MappedSink<Judgement> for Fold<'_, '_> {
                     contract_id: &item.contract_id,
                     verdict: &verdict,
                     eta,
-                    line: &self.line,
+                    eligibility_line: &self.eligibility_line,
                     result_line: &self.result_line,
                 })?;
                 if self.known.is_none() && verdict.reasons.contains(&Reason::LicenseUnbound) {
@@ -628,10 +656,10 @@ mod tests {
     /// a slot holding longer earlier lines does not leak into shorter ones.
     #[test]
     fn lines_fit_in_their_slot_or_go_to_the_heap() {
-        let mut slot = [b'#'; Lines::SLOT];
+        let mut slot = [b'#'; ReportLines::ROW_BYTES];
         let text =
             |len: usize, c: u8| -> Vec<u8> { (0..len).map(|i| c + (i % 20) as u8).collect() };
-        let max = Lines::SLOT - 2;
+        let max = ReportLines::ROW_BYTES - 2;
         for (la, lb) in [
             (1, 0),
             (80, 120),
@@ -646,9 +674,13 @@ mod tests {
             (3, 2),
         ] {
             let (a, b) = (text(la, b'a'), text(lb, b'A'));
-            let heap = Lines::store(&a, &b, &mut slot);
+            let heap = ReportLines::store(&a, &b, &mut slot);
             assert_eq!(heap.is_some(), la + lb > max, "{la} + {lb}");
-            assert_eq!(Lines::get(&heap, &slot), (&a[..], &b[..]), "{la} + {lb}");
+            assert_eq!(
+                ReportLines::get(&heap, &slot),
+                (&a[..], &b[..]),
+                "{la} + {lb}"
+            );
         }
     }
 

@@ -13,7 +13,7 @@ use super::{Global, Outcome, UsageError};
 use crate::domain::{Region, Reject};
 use crate::plan::{Judged, PlanSink};
 use crate::report::html::{self, Problems, QuoteRow, ReportData, Source};
-use crate::submit::journal::{Journal, JournalReader};
+use crate::submit::journal::{FinishedRun, Journal, JournalReader};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -32,7 +32,13 @@ const NO_PROBLEMS: &str = "The journal does not keep rejected rows: see rejects.
 pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
     let state = super::paths::existing_journal(args.state)?;
     let journal = JournalReader::open(&state).map_err(|e| UsageError(super::error_text(&e)))?;
-    let Some((run_id, finished_at, summary, quotes)) = journal.last_finished_run()? else {
+    let Some(FinishedRun {
+        id: run_id,
+        finished_at,
+        summary_json,
+        quotes_json,
+    }) = journal.last_finished_run()?
+    else {
         return Err(UsageError(format!(
             "journal {}: no finished run to report on yet",
             state.display()
@@ -45,8 +51,8 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
             run_id,
             finished_at,
         },
-        &summary,
-        html::quotes_from_json(&quotes)?,
+        &summary_json,
+        html::quotes_from_json(&quotes_json)?,
         journal.activations_by_day()?,
         Problems::NotAvailable(NO_PROBLEMS.into()),
     )

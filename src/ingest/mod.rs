@@ -128,10 +128,8 @@ pub struct FieldView<'c> {
 const FIELDS_INLINE: usize = 32;
 
 /// Room for the field ends of a line split by [`RecordChunk::view_in`],
-/// kept by the caller from one record to the next. Filled in place: built
-/// per record and returned by value, the array was zeroed and copied twice
-/// for every row, and reading it back stalled on the copies (a sixth of
-/// validating time in profiles).
+/// kept by the caller from one record to the next and filled in place, so
+/// that no row zeroes or copies the array.
 pub struct FieldEnds {
     inline: [u32; FIELDS_INLINE],
     wide: Vec<u32>,
@@ -292,8 +290,8 @@ impl RecordChunk {
     /// record (a usual export line is 100–150) before the data grows.
     pub fn with_capacity(records: usize, width: usize) -> RecordChunk {
         RecordChunk {
-            // Most records are lines, kept in `text`; `data` grows when
-            // there are others (reserving both cost 20 MiB more at 10 M rows).
+            // Most records are lines, kept in `text`; `data` is not
+            // reserved, and grows only when there are others.
             data: Vec::new(),
             ends: Vec::with_capacity(records * width),
             records: Vec::with_capacity(records),
@@ -328,9 +326,8 @@ impl RecordChunk {
     /// quote and no CR, and their delimiter be ASCII
     /// ([`RecordChunk::set_line_format`]).
     ///
-    /// The bytes used are checked to be UTF-8 as a whole, which is several
-    /// times faster than checking each line: see
-    /// [`RecordChunk::record_text`].
+    /// The bytes used are checked to be UTF-8 as a whole, once rather than
+    /// line by line: see [`RecordChunk::record_text`].
     pub fn append_lines(
         &mut self,
         block: &[u8],

@@ -104,8 +104,7 @@ const MAX_DECIMAL_BYTES: usize = 32;
 
 /// Rows read and decoded at a time: each read opens the file and decodes
 /// the row groups it overlaps, so it is done in slices much larger than the
-/// pipeline's chunks (at 4 k rows a read, a 1 M-row file took three times
-/// as long as at 32 k).
+/// pipeline's chunks.
 const SLICE_ROWS: usize = 32 * 1024;
 
 fn perr(e: impl std::fmt::Display) -> IngestError {

@@ -190,13 +190,11 @@ const DIRECT_BUFFERS: usize = 3;
 /// A file that appears at its path only when [`AtomicFile::commit`] is
 /// called.
 ///
-/// Written through the page cache at first. Past [`DIRECT_AFTER`] bytes (an
-/// `eligibility.csv` of 10 M rows is 800 MB) it switches, where the file
-/// system allows it, to direct I/O (`O_DIRECT`) from a background thread:
-/// the disk reads the report from this process's buffers, with no copy
-/// into the page cache. On the 2-core VM this is measured on, a buffered
-/// 800 MB write takes 2.1 s of CPU, a direct one 0.1 s (and 0.7 s of disk
-/// time, which the thread waits out instead of a core).
+/// Written through the page cache at first. Past [`DIRECT_AFTER`] bytes it
+/// switches, where the file system allows it, to direct I/O (`O_DIRECT`)
+/// from a background thread: the disk reads the report from this process's
+/// buffers, with no copy into the page cache, so a large report costs
+/// little CPU, and the background thread, not a core, waits for the disk.
 pub struct AtomicFile {
     out: Out,
     path: PathBuf,
@@ -352,9 +350,9 @@ impl AtomicFile {
 }
 
 /// Starts writing a report to disk while it is being written, a few
-/// megabytes behind: an 800 MB `eligibility.csv` is below the kernel's
-/// background threshold, so without this all of it would wait for the
-/// `fsync` of [`AtomicFile::commit`], with the CPUs idle.
+/// megabytes behind: a report of hundreds of megabytes can stay below the
+/// kernel's background threshold, so without this all of it would wait for
+/// the `fsync` of [`AtomicFile::commit`], with the CPUs idle.
 struct Writeback {
     file: tempfile::NamedTempFile,
     written: u64,

@@ -126,7 +126,7 @@ impl PlanReports {
 
 impl PlanSink for PlanReports {
     fn verdict(&mut self, judged: &Judged<'_>) -> anyhow::Result<()> {
-        self.eligibility.write_all(judged.line)?;
+        self.eligibility.write_all(judged.eligibility_line)?;
         Ok(())
     }
     fn reject(&mut self, r: &Reject) -> anyhow::Result<()> {
@@ -189,11 +189,11 @@ const JSON_BATCH: usize = 4096;
 
 /// `items` as `serde_json::to_writer_pretty` writes them, byte for byte (a
 /// test compares the two), with the items serialised in parallel on
-/// `pool`: at 10 M rows `quotes.json` is 88 MB, written after everything
-/// else is done, with the other cores idle. Each item is pretty-printed
-/// alone and indented one level; pretty JSON has raw line breaks only
-/// between tokens (a string's are escaped), so indenting after each one is
-/// exact.
+/// `pool`: `quotes.json` grows with the inventory and is written after
+/// everything else is done, when the other cores would be idle. Each item
+/// is pretty-printed alone and indented one level; pretty JSON has raw line
+/// breaks only between tokens (a string's are escaped), so indenting after
+/// each one is exact.
 fn write_pretty_array<T: serde::Serialize + Sync>(
     out: &mut impl Write,
     items: &[T],

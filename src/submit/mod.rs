@@ -553,9 +553,8 @@ enum Recovery {
     GiveUp(String),
 }
 
-/// The decision, from what the journal knows. This is the seam for the
-/// vendor lookup (`POST /v1/items/lookup`, a later issue): asking the vendor
-/// what it holds for these items comes before either answer there.
+/// The decision, from what the journal knows (the vendor is not asked: a
+/// re-send keeps the batch's idempotency key).
 fn recovery(losses: u32, settled: usize) -> Recovery {
     if settled > 0 {
         Recovery::GiveUp(format!(

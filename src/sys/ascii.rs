@@ -2,8 +2,8 @@
 
 /// Up to `N` ASCII bytes, inline. Only ASCII gets in ([`AsciiArray::new`]
 /// checks), so reading them as text needs no UTF-8 check: a serial number
-/// is read as text several times per row, and that check showed as 4 % of
-/// `quote`'s CPU at 10 M rows (benches/RESULTS.md, issue 19).
+/// is read as text several times per row, on the hot path of `validate`
+/// and `quote`.
 ///
 /// Equality, order and hash are those of the bytes, then the length.
 #[derive(Copy, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -104,13 +104,21 @@ fn activations_by_day(conn: &Connection) -> Result<Vec<(String, u64)>, JournalEr
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// The last finished run: (id, finished_at, summary_json, quotes_json).
-pub type FinishedRun = (i64, String, String, String);
+/// The last finished run, with what `refleet report` makes its page from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FinishedRun {
+    pub id: i64,
+    pub finished_at: String,
+    /// The run's `summary.json`, as it wrote it.
+    pub summary_json: String,
+    /// The run's `quotes.json`; `[]` for a run that kept none.
+    pub quotes_json: String,
+}
 
 /// The last run that finished and left its `summary.json` and quotes, so a
 /// report can be made from the journal alone (`refleet report`).
 fn last_finished_run(conn: &Connection) -> Result<Option<FinishedRun>, JournalError> {
-    Ok(conn
+    let row = conn
         .query_row(
             "SELECT id, finished_at, summary_json, COALESCE(quotes_json, '[]') FROM runs
              WHERE finished_at IS NOT NULL AND summary_json IS NOT NULL
@@ -118,5 +126,13 @@ fn last_finished_run(conn: &Connection) -> Result<Option<FinishedRun>, JournalEr
             [],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
-        .optional()?)
+        .optional()?;
+    Ok(
+        row.map(|(id, finished_at, summary_json, quotes_json)| FinishedRun {
+            id,
+            finished_at,
+            summary_json,
+            quotes_json,
+        }),
+    )
 }
