@@ -93,7 +93,7 @@ pub struct PlanContext<'a> {
     pub contracts: &'a Contracts,
     pub policy: &'a Policy,
     pub as_of: NaiveDate,
-    pub pool: &'a rayon::ThreadPool,
+    pub pool: &'a crate::pipeline::Workers,
     /// Eligible items (by serial number or license id) that are not bought
     /// by this plan: already bought, or held by the vendor. They keep their
     /// verdict and leave the quotes.
@@ -690,10 +690,7 @@ mod tests {
     fn etas_are_the_slas_business_days_for_each_country_and_coverage() {
         let policy = Policy::load(None).unwrap();
         let contracts = Contracts::default();
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(1)
-            .build()
-            .unwrap();
+        let pool = crate::pipeline::Workers::new(1).unwrap();
         // A Tuesday; the US has Thanksgiving on the 26th.
         let as_of = NaiveDate::from_ymd_opt(2026, 11, 24).unwrap();
         let ctx = PlanContext {

@@ -398,6 +398,56 @@ fn gen_plants_every_reject_code_it_claims_and_every_reason() {
     }
 }
 
+/// `--threads N` bounds the threads that work: looked at while `validate`
+/// is part-way through an inventory read from a pipe (Linux's
+/// `/proc/PID/task/*/comm` names each thread), `--threads 1` runs no
+/// reading, dispatching or validating thread beside the calling one, and
+/// `--threads 3` one reader and one validating thread beside the walk (and
+/// the one that only hands chunks to the validating threads).
+#[test]
+fn threads_bounds_the_threads_of_the_validate_stage() {
+    use std::io::Write;
+    if !Path::new("/proc/self/task").is_dir() {
+        eprintln!("SKIPPED: no /proc/PID/task here");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    gen(dir.path(), 60_000, "csv");
+    let inventory = std::fs::read(dir.path().join("inventory.csv")).unwrap();
+    let half = inventory.len() / 2;
+    for (threads, want) in [
+        ("1", &[][..]),
+        ("2", &["refleet-read"][..]),
+        ("3", &["refleet-check", "refleet-read", "refleet-val0"][..]),
+    ] {
+        let out = dir.path().join(format!("out-{threads}"));
+        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("refleet"))
+            .args(["validate", "-", "--quiet", "--threads", threads, "--out"])
+            .arg(&out)
+            .env_remove("REFLEET_THREADS")
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(&inventory[..half]).unwrap();
+        stdin.flush().unwrap();
+        // Until the first half is read (the pipe's buffer holds far less).
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        let tasks = format!("/proc/{}/task", child.id());
+        let mut names: Vec<String> = std::fs::read_dir(&tasks)
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .map(|n| n.trim().to_string())
+            .filter(|n| n == "refleet-read" || n == "refleet-check" || n.starts_with("refleet-val"))
+            .collect();
+        names.sort();
+        stdin.write_all(&inventory[half..]).unwrap();
+        drop(stdin);
+        assert!(child.wait().unwrap().success());
+        assert_eq!(names, want, "--threads {threads}");
+    }
+}
+
 #[test]
 fn csv_gzip_zstd_parquet_and_stdin_give_identical_rejects() {
     let dir = tempfile::tempdir().unwrap();

@@ -208,7 +208,8 @@ struct InputArgs {
     /// Field delimiter (one character, or `tab`); sniffed when absent.
     #[arg(long, value_parser = parse_delimiter, env = "REFLEET_DELIMITER")]
     delimiter: Option<u8>,
-    /// Worker threads (0 = one per core).
+    /// Threads to keep busy: 0 = every core (the default, fastest); N = at
+    /// most N at once (1 = everything on one thread)
     #[arg(long, default_value_t = 0, env = "REFLEET_THREADS")]
     threads: usize,
 }
@@ -234,12 +235,10 @@ fn parse_delimiter(s: &str) -> Result<u8, String> {
     }
 }
 
-/// A rayon pool of `threads` threads (0 = one per core).
-fn thread_pool(threads: usize) -> anyhow::Result<rayon::ThreadPool> {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .thread_name(|i| format!("refleet-{i}"))
-        .build()
+/// The threads of `--threads` (0 = one per core, else at most that many
+/// busy at once; see [`crate::pipeline::Workers`]).
+fn thread_pool(threads: usize) -> anyhow::Result<crate::pipeline::Workers> {
+    crate::pipeline::Workers::new(threads)
         .map_err(|e| UsageError(format!("cannot start {threads} threads: {e}")).into())
 }
 

@@ -48,6 +48,75 @@ const CHUNKS_IN_FLIGHT: usize = 32;
 /// A validated chunk's outcomes, and its rows' slots ([`ItemMap::SLOT`]).
 type Outputs<T> = (Vec<RowOutcome<T>>, Vec<u8>);
 
+/// The threads refleet may keep busy (`--threads`): a rayon pool for the
+/// work that splits across threads, and how the validate stage lays out its
+/// three steps (read, validate, walk in order).
+///
+/// With no limit (`--threads 0`, the default), every core validates and the
+/// reader and the ordered walk run on threads of their own beside them: the
+/// fastest layout. With a limit of `n`, at most `n` threads are busy at
+/// once: `n = 1` reads, validates and walks on the calling thread, one
+/// chunk after another; `n = 2` adds a reading thread; `n >= 3` has a
+/// reading thread, the walk on the calling thread, and `n - 2` validating
+/// threads (and one that only hands chunks to them). Other stages use the pool, which has `n` threads (at most `n`
+/// busy: they run while the caller waits), or one per core.
+pub struct Workers {
+    pool: rayon::ThreadPool,
+    /// The threads the validate stage may use, when limited.
+    limit: Option<usize>,
+    /// The validating threads when `limit` is 3 or more.
+    validating: Option<rayon::ThreadPool>,
+}
+
+impl Workers {
+    /// `threads` = 0: no limit, one pool thread per core; else at most
+    /// `threads` threads busy (see [`Workers`]).
+    pub fn new(threads: usize) -> Result<Workers, rayon::ThreadPoolBuildError> {
+        // Thread names show in profiles and `ps -L`; Linux keeps 15 bytes.
+        let pool = |n: usize, name: &'static str| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .thread_name(move |i| format!("refleet-{name}{i}"))
+                .build()
+        };
+        let limit = (threads > 0).then_some(threads);
+        let validating = match limit {
+            Some(n) if n >= 3 => Some(pool(n - 2, "val")?),
+            _ => None,
+        };
+        Ok(Workers {
+            pool: pool(threads, "")?,
+            limit,
+            validating,
+        })
+    }
+
+    /// No limit, on `pool` (tests and benchmarks).
+    pub fn on(pool: rayon::ThreadPool) -> Workers {
+        Workers {
+            pool,
+            limit: None,
+            validating: None,
+        }
+    }
+
+    pub fn pool(&self) -> &rayon::ThreadPool {
+        &self.pool
+    }
+
+    /// The limit on busy threads, if any.
+    pub fn limit(&self) -> Option<usize> {
+        self.limit
+    }
+}
+
+impl std::ops::Deref for Workers {
+    type Target = rayon::ThreadPool;
+    fn deref(&self) -> &rayon::ThreadPool {
+        &self.pool
+    }
+}
+
 /// Runs the stage as a three-step pipeline: one thread reads and splits
 /// records, `pool` validates each chunk on all cores, and the calling thread
 /// finds duplicates in row order and hands everything to `sink`, so reading,
@@ -56,7 +125,7 @@ type Outputs<T> = (Vec<RowOutcome<T>>, Vec<u8>);
 pub fn run(
     source: Box<dyn RecordSource>,
     validator: &Validator<'_>,
-    pool: &rayon::ThreadPool,
+    workers: &Workers,
     expected_rows: usize,
     sink: &mut dyn ValidateSink,
     progress: &dyn Progress,
@@ -64,7 +133,7 @@ pub fn run(
     run_mapped(
         source,
         validator,
-        pool,
+        workers,
         expected_rows,
         &Items,
         &mut ItemSink(sink),
@@ -78,7 +147,7 @@ pub fn run(
 pub fn run_mapped<M: ItemMap>(
     mut source: Box<dyn RecordSource>,
     validator: &Validator<'_>,
-    pool: &rayon::ThreadPool,
+    workers: &Workers,
     expected_rows: usize,
     map: &M,
     sink: &mut dyn MappedSink<M::Out>,
@@ -90,7 +159,13 @@ pub fn run_mapped<M: ItemMap>(
     source.read_only(&validator.read_columns());
     // Each row's slot: at least a byte, so that the chunks of the slots'
     // buffer line up with the rows.
-    let slot_len = M::SLOT.max(1);
+    let pool = match (workers.limit, &workers.validating) {
+        (Some(n), _) if n <= 2 => {
+            return run_in_line(source, validator, n, expected_rows, map, sink, progress)
+        }
+        (_, Some(validating)) => validating,
+        _ => &workers.pool,
+    };
     let (raw_tx, raw_rx) = sync_channel::<Result<RecordChunk, IngestError>>(2);
     let (done_tx, done_rx) = sync_channel::<Done<M::Out>>(CHUNKS_IN_FLIGHT);
     // Buffers go back upstream to be refilled: fresh multi-megabyte buffers
@@ -103,38 +178,7 @@ pub fn run_mapped<M: ItemMap>(
         std::thread::Builder::new()
             .name("refleet-read".into())
             .spawn_scoped(scope, move || {
-                // A fixed set of chunk buffers circulates: after the first few,
-                // the reader waits for one to come back rather than allocate.
-                // Each is made at about its final size: grown by doubling, it
-                // had the kernel clear each step's pages as well.
-                let width = source.headers().len();
-                let mut made = 0;
-                loop {
-                    let mut chunk = match spare_chunk_rx.try_recv() {
-                        Ok(c) => c,
-                        Err(_) if made < CHUNKS_IN_FLIGHT => {
-                            made += 1;
-                            RecordChunk::with_capacity(CHUNK_RECORDS, width)
-                        }
-                        Err(_) => match spare_chunk_rx.recv() {
-                            Ok(c) => c,
-                            Err(_) => break,
-                        },
-                    };
-                    chunk.clear();
-                    match source.fill(&mut chunk, CHUNK_RECORDS) {
-                        Ok(()) if chunk.is_empty() => break,
-                        Ok(()) => {
-                            if raw_tx.send(Ok(chunk)).is_err() {
-                                break;
-                            }
-                        }
-                        Err(e) => {
-                            let _ = raw_tx.send(Err(e));
-                            break;
-                        }
-                    }
-                }
+                read_chunks(source, CHUNKS_IN_FLIGHT, &spare_chunk_rx, &raw_tx)
             })?;
         let spare_vec_rx = &spare_vec_rx;
         std::thread::Builder::new()
@@ -161,29 +205,13 @@ pub fn run_mapped<M: ItemMap>(
                                 .ok()
                                 .and_then(|rx| rx.try_recv().ok())
                                 .unwrap_or_default();
-                            // Grown only: what a slot held before is
-                            // overwritten by its new row's map, or unused.
-                            if slots.len() < chunk.len() * slot_len {
-                                slots.resize(chunk.len() * slot_len, 0);
-                            }
-                            (0..chunk.len())
-                                .into_par_iter()
-                                .zip(slots.par_chunks_mut(slot_len))
-                                .with_min_len(256)
-                                .map_init(
-                                    || (validator.thread_state(), map.state()),
-                                    |(state, map_state), (i, slot)| {
-                                        validator.validate_with(
-                                            state,
-                                            &chunk,
-                                            chunk.record_at(i),
-                                            |item, keys| {
-                                                map.map(map_state, item, keys, &mut slot[..M::SLOT])
-                                            },
-                                        )
-                                    },
-                                )
-                                .collect_into_vec(&mut outcomes);
+                            validate_chunk(
+                                validator,
+                                map,
+                                &chunk,
+                                (&mut outcomes, &mut slots),
+                                true,
+                            );
                             // The walker may have stopped on an error; then
                             // nobody wants it.
                             let _ = done_tx.send((seq, Ok((chunk, (outcomes, slots)))));
@@ -194,12 +222,13 @@ pub fn run_mapped<M: ItemMap>(
         // Owned here, so that an early return hands the reader an end
         // instead of leaving it waiting for a buffer.
         let (spare_chunk_tx, spare_vec_tx) = (spare_chunk_tx, spare_vec_tx);
-        let mut stats = ValidateStats::default();
-        let mut index = DuplicateIndex::with_capacity(expected_rows);
-        index.threads = pool.current_num_threads();
-        let mut dups = Vec::new();
-        let mut by_code: BTreeMap<RejectCode, u64> = BTreeMap::new();
-        let mut warn_by_code: BTreeMap<RejectCode, u64> = BTreeMap::new();
+        let mut walk = Walk::new(
+            map,
+            sink,
+            progress,
+            expected_rows,
+            pool.current_num_threads(),
+        );
         // Chunks validated before an earlier one, by number.
         let mut waiting = BTreeMap::new();
         let mut next = 0u64;
@@ -208,48 +237,7 @@ pub fn run_mapped<M: ItemMap>(
             while let Some(done) = waiting.remove(&next) {
                 next += 1;
                 let (chunk, (mut outcomes, slots)) = done?;
-                let len = chunk.len();
-                stats.rows += len as u64;
-                check_outcomes(&mut index, &outcomes, |out| map.mark(out), &mut dups);
-                // By reference: an outcome is a few hundred bytes, and moving
-                // each one out of the vector showed in profiles. What is left
-                // is dropped on the validating thread when the vector is reused.
-                let rows = outcomes.iter_mut().zip(&dups).zip(slots.chunks(slot_len));
-                for ((outcome, d), slot) in rows {
-                    let rejects = match outcome {
-                        RowOutcome::Valid {
-                            keys,
-                            item,
-                            warnings,
-                        } => {
-                            if !d.any() {
-                                for w in warnings.iter() {
-                                    *warn_by_code.entry(w.code).or_default() += 1;
-                                    sink.warning(w)?;
-                                }
-                                stats.valid += 1;
-                                if item.is_some() {
-                                    sink.item(item, &slot[..M::SLOT], &index)?;
-                                }
-                                continue;
-                            }
-                            DuplicateIndex::rejects(keys, *d)
-                        }
-                        RowOutcome::Rejected { rejects, keys } => {
-                            let mut rejects = std::mem::take(rejects);
-                            if let Some(keys) = keys.as_ref().filter(|_| d.any()) {
-                                rejects.extend(DuplicateIndex::rejects(keys, *d));
-                            }
-                            rejects
-                        }
-                    };
-                    stats.rejected_rows += 1;
-                    for r in &rejects {
-                        *by_code.entry(r.code).or_default() += 1;
-                        sink.reject(r)?;
-                    }
-                }
-                progress.rows(len as u64);
+                walk.chunk(&chunk, &mut outcomes, &slots)?;
                 let _ = spare_chunk_tx.send(chunk);
                 let _ = spare_vec_tx.send((outcomes, slots));
             }
@@ -259,17 +247,252 @@ pub fn run_mapped<M: ItemMap>(
             "internal error: {} validated chunks were never walked in order",
             waiting.len()
         );
-        sink.end(&index)?;
-        stats.rejects_by_code = by_code
+        walk.finish()
+    })
+}
+
+/// [`run_mapped`] with at most `threads` (1 or 2) threads busy: the
+/// calling thread validates each chunk and walks it; with 2, another
+/// thread reads the next chunks meanwhile.
+fn run_in_line<M: ItemMap>(
+    mut source: Box<dyn RecordSource>,
+    validator: &Validator<'_>,
+    threads: usize,
+    expected_rows: usize,
+    map: &M,
+    sink: &mut dyn MappedSink<M::Out>,
+    progress: &dyn Progress,
+) -> anyhow::Result<ValidateStats> {
+    let width = source.headers().len();
+    let mut walk = Walk::new(map, sink, progress, expected_rows, 1);
+    let (mut outcomes, mut slots) = (Vec::new(), Vec::new());
+    if threads <= 1 {
+        let mut chunk = RecordChunk::with_capacity(CHUNK_RECORDS, width);
+        loop {
+            chunk.clear();
+            source.fill(&mut chunk, CHUNK_RECORDS)?;
+            if chunk.is_empty() {
+                break;
+            }
+            validate_chunk(validator, map, &chunk, (&mut outcomes, &mut slots), false);
+            walk.chunk(&chunk, &mut outcomes, &slots)?;
+        }
+        return walk.finish();
+    }
+    // One chunk being read while another is validated and walked.
+    let (raw_tx, raw_rx) = sync_channel::<Result<RecordChunk, IngestError>>(1);
+    let (spare_tx, spare_rx) = std::sync::mpsc::channel::<RecordChunk>();
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("refleet-read".into())
+            .spawn_scoped(scope, move || read_chunks(source, 3, &spare_rx, &raw_tx))?;
+        // Owned here, so that an early return hands the reader an end.
+        let spare_tx = spare_tx;
+        for chunk in raw_rx {
+            let chunk = chunk?;
+            validate_chunk(validator, map, &chunk, (&mut outcomes, &mut slots), false);
+            walk.chunk(&chunk, &mut outcomes, &slots)?;
+            let _ = spare_tx.send(chunk);
+        }
+        walk.finish()
+    })
+}
+
+/// The reading step: fills chunks from `source` and sends them on `raw`,
+/// until the source ends, fails (the error is sent) or nobody listens.
+/// A fixed set of `buffers` chunk buffers circulates: after the first few,
+/// it waits for one to come back on `spare` rather than allocate. Each is
+/// made at about its final size: grown by doubling, it would have the
+/// kernel clear each step's pages as well.
+fn read_chunks(
+    mut source: Box<dyn RecordSource>,
+    buffers: usize,
+    spare: &std::sync::mpsc::Receiver<RecordChunk>,
+    raw: &std::sync::mpsc::SyncSender<Result<RecordChunk, IngestError>>,
+) {
+    let width = source.headers().len();
+    let mut made = 0;
+    loop {
+        let mut chunk = match spare.try_recv() {
+            Ok(c) => c,
+            Err(_) if made < buffers => {
+                made += 1;
+                RecordChunk::with_capacity(CHUNK_RECORDS, width)
+            }
+            Err(_) => match spare.recv() {
+                Ok(c) => c,
+                Err(_) => break,
+            },
+        };
+        chunk.clear();
+        match source.fill(&mut chunk, CHUNK_RECORDS) {
+            Ok(()) if chunk.is_empty() => break,
+            Ok(()) => {
+                if raw.send(Ok(chunk)).is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                let _ = raw.send(Err(e));
+                break;
+            }
+        }
+    }
+}
+
+/// Validates every record of `chunk` into `outcomes`, each valid row's
+/// item mapped into its slot of `slots`: split across the current rayon
+/// pool's threads when `parallel`, else one after another on this thread.
+fn validate_chunk<M: ItemMap>(
+    validator: &Validator<'_>,
+    map: &M,
+    chunk: &RecordChunk,
+    (outcomes, slots): (&mut Vec<RowOutcome<M::Out>>, &mut Vec<u8>),
+    parallel: bool,
+) {
+    let slot_len = M::SLOT.max(1);
+    // Grown only: what a slot held before is overwritten by its new row's
+    // map, or unused.
+    if slots.len() < chunk.len() * slot_len {
+        slots.resize(chunk.len() * slot_len, 0);
+    }
+    let one = |(state, map_state): &mut (_, _), (i, slot): (usize, &mut [u8])| {
+        validator.validate_with(state, chunk, chunk.record_at(i), |item, keys| {
+            map.map(map_state, item, keys, &mut slot[..M::SLOT])
+        })
+    };
+    if parallel {
+        (0..chunk.len())
+            .into_par_iter()
+            .zip(slots.par_chunks_mut(slot_len))
+            .with_min_len(256)
+            .map_init(|| (validator.thread_state(), map.state()), one)
+            .collect_into_vec(outcomes);
+    } else {
+        let mut states = (validator.thread_state(), map.state());
+        outcomes.clear();
+        outcomes.extend(
+            (0..chunk.len())
+                .zip(slots.chunks_mut(slot_len))
+                .map(|row| one(&mut states, row)),
+        );
+    }
+}
+
+/// The ordered walk: each chunk's outcomes, in source order, through the
+/// duplicate index and on to the sink, with the counts.
+struct Walk<'w, M: ItemMap> {
+    map: &'w M,
+    sink: &'w mut dyn MappedSink<M::Out>,
+    progress: &'w dyn Progress,
+    stats: ValidateStats,
+    index: DuplicateIndex,
+    dups: Vec<Dups>,
+    by_code: BTreeMap<RejectCode, u64>,
+    warn_by_code: BTreeMap<RejectCode, u64>,
+}
+
+impl<'w, M: ItemMap> Walk<'w, M> {
+    /// `threads` may share the sizing of the duplicate index.
+    fn new(
+        map: &'w M,
+        sink: &'w mut dyn MappedSink<M::Out>,
+        progress: &'w dyn Progress,
+        expected_rows: usize,
+        threads: usize,
+    ) -> Walk<'w, M> {
+        let mut index = DuplicateIndex::with_capacity(expected_rows);
+        index.threads = threads;
+        Walk {
+            map,
+            sink,
+            progress,
+            stats: ValidateStats::default(),
+            index,
+            dups: Vec::new(),
+            by_code: BTreeMap::new(),
+            warn_by_code: BTreeMap::new(),
+        }
+    }
+
+    /// Walks one chunk, the next in source order.
+    fn chunk(
+        &mut self,
+        chunk: &RecordChunk,
+        outcomes: &mut [RowOutcome<M::Out>],
+        slots: &[u8],
+    ) -> anyhow::Result<()> {
+        let slot_len = M::SLOT.max(1);
+        let len = chunk.len();
+        self.stats.rows += len as u64;
+        let map = self.map;
+        check_outcomes(
+            &mut self.index,
+            outcomes,
+            |out| map.mark(out),
+            &mut self.dups,
+        );
+        // By reference: an outcome is a few hundred bytes, and moving each
+        // one out of the vector is a copy per row. What is left is dropped
+        // on the validating thread when the vector is reused.
+        let rows = outcomes
+            .iter_mut()
+            .zip(&self.dups)
+            .zip(slots.chunks(slot_len));
+        for ((outcome, d), slot) in rows {
+            let rejects = match outcome {
+                RowOutcome::Valid {
+                    keys,
+                    item,
+                    warnings,
+                } => {
+                    if !d.any() {
+                        for w in warnings.iter() {
+                            *self.warn_by_code.entry(w.code).or_default() += 1;
+                            self.sink.warning(w)?;
+                        }
+                        self.stats.valid += 1;
+                        if item.is_some() {
+                            self.sink.item(item, &slot[..M::SLOT], &self.index)?;
+                        }
+                        continue;
+                    }
+                    DuplicateIndex::rejects(keys, *d)
+                }
+                RowOutcome::Rejected { rejects, keys } => {
+                    let mut rejects = std::mem::take(rejects);
+                    if let Some(keys) = keys.as_ref().filter(|_| d.any()) {
+                        rejects.extend(DuplicateIndex::rejects(keys, *d));
+                    }
+                    rejects
+                }
+            };
+            self.stats.rejected_rows += 1;
+            for r in &rejects {
+                *self.by_code.entry(r.code).or_default() += 1;
+                self.sink.reject(r)?;
+            }
+        }
+        self.progress.rows(len as u64);
+        Ok(())
+    }
+
+    /// The stage's counts, once the last chunk is walked.
+    fn finish(self) -> anyhow::Result<ValidateStats> {
+        self.sink.end(&self.index)?;
+        let mut stats = self.stats;
+        stats.rejects_by_code = self
+            .by_code
             .into_iter()
             .map(|(c, n)| (c.to_string(), n))
             .collect();
-        stats.warnings_by_code = warn_by_code
+        stats.warnings_by_code = self
+            .warn_by_code
             .into_iter()
             .map(|(c, n)| (c.to_string(), n))
             .collect();
         Ok(stats)
-    })
+    }
 }
 
 /// [`DuplicateIndex::check_chunk`] over a chunk's outcomes, one entry

@@ -55,8 +55,24 @@ impl ValidateSink for Rows {
     }
 }
 
+/// Every layout of the stage's threads: no limit on pools of 1 to 3
+/// threads, and limits of 1 to 4 busy threads (see [`Workers`]).
+fn layouts() -> Vec<(String, Workers)> {
+    let mut all: Vec<(String, Workers)> = (1..=3)
+        .map(|n| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build()
+                .unwrap();
+            (format!("no limit, {n} threads"), Workers::on(pool))
+        })
+        .collect();
+    all.extend((1..=4).map(|n| (format!("--threads {n}"), Workers::new(n).unwrap())));
+    all
+}
+
 fn run_sample(
-    threads: usize,
+    workers: &Workers,
     fail_source: Option<usize>,
     fail_sink: Option<usize>,
 ) -> (anyhow::Result<ValidateStats>, Vec<u64>) {
@@ -68,10 +84,6 @@ fn run_sample(
         ..ValidateOptions::default()
     };
     let validator = Validator::new(&policy, options, opened.source.as_ref()).unwrap();
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .unwrap();
     let source = Small {
         inner: opened.source,
         chunks: 0,
@@ -84,7 +96,7 @@ fn run_sample(
     let result = run(
         Box::new(source),
         &validator,
-        &pool,
+        workers,
         0,
         &mut sink,
         &crate::progress::NoProgress,
@@ -116,10 +128,7 @@ fn rejects_of(csv: &str) -> (Vec<(u64, RejectCode)>, Vec<u64>) {
     )
     .unwrap();
     let validator = Validator::new(&policy, ValidateOptions::default(), &source).unwrap();
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
-        .unwrap();
+    let pool = super::Workers::new(1).unwrap();
     let mut sink = Collect(Vec::new(), Vec::new());
     run(
         Box::new(source),
@@ -166,12 +175,25 @@ fn a_rejected_row_gets_every_code_and_shadows_nothing() {
 /// once, in source order, whatever the thread count.
 #[test]
 fn many_chunks_come_out_whole_and_in_order() {
-    for threads in [1, 2, 3] {
-        let (stats, rows) = run_sample(threads, None, None);
+    let mut first = None;
+    for (layout, workers) in layouts() {
+        let (stats, rows) = run_sample(&workers, None, None);
         let stats = stats.unwrap();
         assert_eq!(stats.rows, 2000);
-        assert_eq!(rows.len(), 2000, "{threads} threads");
-        assert!(rows.windows(2).all(|w| w[0] < w[1]), "{threads} threads");
+        assert_eq!(rows.len(), 2000, "{layout}");
+        assert!(rows.windows(2).all(|w| w[0] < w[1]), "{layout}");
+        // Every layout gives the same counts, by code too.
+        let counts = (
+            stats.valid,
+            stats.rejected_rows,
+            stats.rejects_by_code,
+            stats.warnings_by_code,
+        );
+        assert_eq!(
+            first.get_or_insert_with(|| counts.clone()),
+            &counts,
+            "{layout}"
+        );
     }
 }
 
@@ -179,14 +201,14 @@ fn many_chunks_come_out_whole_and_in_order() {
 /// before it, in order; a sink error ends it too. Neither hangs.
 #[test]
 fn errors_of_the_source_or_the_sink_end_the_run() {
-    for threads in [1, 2, 3] {
-        let (result, rows) = run_sample(threads, Some(9), None);
+    for (layout, workers) in layouts() {
+        let (result, rows) = run_sample(&workers, Some(9), None);
         let e = result.unwrap_err();
         assert!(format!("{e:#}").contains("the disk is on fire"), "{e:#}");
-        assert_eq!(rows.len(), 9 * 37, "{threads} threads");
+        assert_eq!(rows.len(), 9 * 37, "{layout}");
         assert!(rows.windows(2).all(|w| w[0] < w[1]));
 
-        let (result, rows) = run_sample(threads, None, Some(150));
+        let (result, rows) = run_sample(&workers, None, Some(150));
         let e = result.unwrap_err();
         assert!(
             format!("{e:#}").contains("the report disk is full"),

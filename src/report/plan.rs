@@ -273,10 +273,7 @@ mod tests {
             ..ValidateOptions::default()
         };
         let validator = Validator::new(&policy, options, opened.source.as_ref()).unwrap();
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(1)
-            .build()
-            .unwrap();
+        let pool = crate::pipeline::Workers::new(1).unwrap();
         struct Collect(Vec<Item>);
         impl crate::pipeline::ValidateSink for Collect {
             fn item(&mut self, item: Item) -> anyhow::Result<()> {

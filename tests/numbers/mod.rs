@@ -833,10 +833,7 @@ fn plan_within(
         .unwrap();
         let contracts = contracts::load(Box::new(source), &policy, None).unwrap();
         let as_of = NaiveDate::parse_from_str(AS_OF, "%Y-%m-%d").unwrap();
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .unwrap();
+        let pool = refleet::pipeline::Workers::new(2).unwrap();
         let input = InputPath::File(inventory);
         let mut open =
             || ingest::open(&input, &IngestOptions::default()).map_err(anyhow::Error::from);
