@@ -1,6 +1,7 @@
 //! Tests of `refleet run`: its arguments, the vendor session, endings and texts.
 
 use super::*;
+use crate::submit::journal::ItemState;
 
 /// Regression: the outcome came from how the submission returned, so
 /// a crashed task or a lost request ended "finished" with items still
