@@ -1,5 +1,6 @@
 //! Tests of the PostgreSQL ledger that need no server (`tests/pg/` has the rest).
 
+use super::quota::gcra;
 use super::*;
 
 #[test]
