@@ -1,5 +1,8 @@
 //! Tests of the Parquet reader: columns, types and bad input.
 
+use chrono::NaiveDate;
+
+use super::text::civil;
 use super::*;
 
 /// Every record of a source, as (row, fields), chunk by chunk.
