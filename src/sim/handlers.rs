@@ -12,23 +12,27 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::clock::{phase, Phase};
 use super::saved::{to_hex, Claim, Entry, SavedAnswer};
 use super::state::{
-    confirmation_id, fingerprint_bytes, fingerprint_json, item_draw, Begin, CaseRecord, Counters,
-    ItemRecord, RequestRecord, Stored,
+    confirmation_id, fingerprint_bytes, fingerprint_json, item_draw, Begin, Counters, ItemRecord,
+    RequestRecord, Stored,
 };
 use super::{lock, Plan, Shared};
 use crate::api::{
-    ApiError, Case, CaseRequest, CaseState, CoverageWire, Decision, Features, ItemDecision,
-    ItemState, ItemStatus, ItemType, ReactivationAccepted, ReactivationRequest, ReactivationStatus,
-    IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED,
+    ApiError, CoverageWire, Decision, Features, ItemDecision, ItemState, ItemStatus, ItemType,
+    ReactivationAccepted, ReactivationRequest, ReactivationStatus, IDEMPOTENCY_KEY,
+    IDEMPOTENT_REPLAYED,
 };
 use crate::domain::Coverage;
+
+mod cases;
+
+pub(super) use cases::{create_case, get_case};
 
 /// The longest `Idempotency-Key` accepted (the OpenAPI document says the same).
 pub const KEY_MAX_LEN: usize = 255;
@@ -630,225 +634,6 @@ pub(super) fn item_status(
     s
 }
 
-/// `POST /v1/cases`: the key is optional here, and honoured when sent.
-pub(super) async fn create_case(State(shared): State<Arc<Shared>>, req: Request) -> Response {
-    let plan = plan_of(&req);
-    let (parts, body) = req.into_parts();
-    let key = match idempotency_key(&parts.headers, false) {
-        Ok(k) => k,
-        Err(p) => return p.into_response(),
-    };
-    let bytes = match read_json(&parts.headers, body, shared.config.max_body_bytes).await {
-        Ok(b) => b,
-        Err(p) => return p.into_response(),
-    };
-    idempotent(
-        &shared,
-        key,
-        &bytes,
-        plan.latency,
-        |sh, parsed, claim| match parsed
-            .and_then(parse_typed::<CaseRequest>)
-            .and_then(|c| validate_case(&c).map(|()| c))
-        {
-            Ok(c) => open_case(sh, c, claim),
-            Err(p) => p.stored(),
-        },
-    )
-    .await
-}
-
-fn validate_case(c: &CaseRequest) -> Result<(), Problem> {
-    for (field, value) in [
-        ("item_key", &c.item_key),
-        ("contract_id", &c.contract_id),
-        ("reason", &c.reason),
-    ] {
-        if value.is_empty() {
-            return Err(Problem::bad(
-                "invalid_request",
-                format!("{field} must not be empty"),
-                Some(field.to_string()),
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn open_case(shared: &Shared, c: CaseRequest, claim: &Claim) -> Stored {
-    let opened_at = shared.clock.now();
-    let mut store = lock(&shared.store);
-    let case_id = store.next_case_id();
-    let record = CaseRecord {
-        case_id: case_id.clone(),
-        item_key: c.item_key,
-        contract_id: c.contract_id,
-        reason: c.reason,
-        opened_at,
-    };
-    let answer = Stored {
-        status: StatusCode::CREATED.as_u16(),
-        body: json_bytes(&case_view(&record, opened_at)),
-        location: Some(format!("/v1/cases/{case_id}")),
-    };
-    let saved = shared.saved.append(|| Entry::Case {
-        key: claim.key.clone(),
-        fingerprint: to_hex(&claim.fingerprint),
-        answer: SavedAnswer::from(&answer),
-        case: record.clone(),
-    });
-    if let Err(e) = saved {
-        return cannot_record(&e);
-    }
-    Counters::bump(&shared.counters.cases);
-    store.cases.insert(case_id, record);
-    answer
-}
-
-/// Support picks a case up after a simulated day and, in the simulator,
-/// never closes it: the client's job ends at escalation.
-fn case_view(c: &CaseRecord, now: DateTime<Utc>) -> Case {
-    Case {
-        case_id: c.case_id.clone(),
-        state: if now < c.opened_at + TimeDelta::days(1) {
-            CaseState::Open
-        } else {
-            CaseState::InProgress
-        },
-        item_key: c.item_key.clone(),
-        contract_id: c.contract_id.clone(),
-        reason: c.reason.clone(),
-        opened_at: c.opened_at,
-    }
-}
-
-/// `GET /v1/cases/{id}`.
-pub(super) async fn get_case(State(shared): State<Arc<Shared>>, req: Request) -> Response {
-    if let Some(d) = plan_of(&req).latency {
-        shared.sleep(d).await;
-    }
-    let id = last_segment(req.uri().path());
-    let now = shared.clock.now();
-    let view = lock(&shared.store).cases.get(id).map(|c| case_view(c, now));
-    match view {
-        Some(case) => respond(
-            Stored {
-                status: 200,
-                body: json_bytes(&case),
-                location: None,
-            },
-            false,
-        ),
-        None => Problem {
-            status: StatusCode::NOT_FOUND,
-            error: "not_found",
-            message: format!("no case `{id}`"),
-            field: None,
-        }
-        .into_response(),
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_field_at_fault_is_named() {
-        assert_eq!(
-            field_of(".", "missing field `items` at line 1 column 2"),
-            Some("items".into())
-        );
-        assert_eq!(
-            field_of(
-                "items[3].colour",
-                "unknown field `colour`, expected one of ..."
-            ),
-            Some("items[3].colour".into())
-        );
-        assert_eq!(
-            field_of(
-                "items[0].country",
-                "invalid type: integer `1`, expected a string"
-            ),
-            Some("items[0].country".into())
-        );
-        assert_eq!(field_of(".", "invalid type: sequence"), None);
-    }
-
-    #[test]
-    fn each_item_activates_on_its_own_countrys_business_calendar() {
-        use crate::api::RequestItem;
-        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
-        let d = |s: &str| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
-        // Thanksgiving Thursday, 10:00; the clock barely moves during the test.
-        let shared = Shared::starting_at(
-            super::super::SimConfig {
-                business_day_ms: 1 << 40,
-                ..Default::default()
-            },
-            Arc::new(crate::policy::Policy::load(None).unwrap()),
-            t("2026-11-26T10:00:00Z"),
-        );
-        let item = |key: &str, country: &str| RequestItem {
-            item_key: key.into(),
-            item_type: ItemType::Device,
-            serial_number: Some(key.into()),
-            mac_address: None,
-            model: None,
-            license_id: None,
-            bound_serial: None,
-            country: country.into(),
-            deactivated_at: "2026-10-01".into(),
-        };
-        let stored = accept(
-            &shared,
-            ReactivationRequest {
-                contract_id: "C".into(),
-                region: "EMEA".into(),
-                quote_id: "Q".into(),
-                coverage: CoverageWire::Extended,
-                items: vec![item("SA1", "SA"), item("DE1", "DE"), item("US1", "US")],
-            },
-            &Claim {
-                key: None,
-                fingerprint: [0; 32],
-            },
-        );
-        let body: ReactivationAccepted = serde_json::from_slice(&stored.body).unwrap();
-        let etas: Vec<_> = body.items.iter().map(|i| i.eta.unwrap()).collect();
-        // One business day: Saudi Arabia's weekend is Friday–Saturday, so
-        // Sunday; Germany, Friday; the US, Friday too (a holiday today does
-        // not delay tomorrow).
-        assert_eq!(etas, [d("2026-11-29"), d("2026-11-27"), d("2026-11-27")]);
-
-        let record = lock(&shared.store).requests[&body.request_id].clone();
-        let sa = &record.items[0];
-        let at = |now: &str| item_status(0, &record.request_id, sa, record.accepted_at, t(now));
-        assert_eq!(at("2026-11-27T09:00:00Z").state, ItemState::Pending);
-        assert_eq!(at("2026-11-28T17:00:00Z").state, ItemState::Provisioning);
-        let done = at("2026-11-29T17:00:00Z");
-        assert_eq!(done.state, ItemState::Active);
-        assert_eq!(done.activated_at, Some(t("2026-11-29T17:00:00Z")));
-        assert!(done.confirmation_id.is_some() && done.features_verified.is_some());
-    }
-
-    #[test]
-    fn keys_are_visible_ascii_of_bounded_length() {
-        let mut h = HeaderMap::new();
-        assert!(idempotency_key(&h, true).is_err());
-        assert_eq!(idempotency_key(&h, false).unwrap(), None);
-        h.insert(IDEMPOTENCY_KEY, HeaderValue::from_static("rf-abc"));
-        assert_eq!(
-            idempotency_key(&h, true).unwrap().as_deref(),
-            Some("rf-abc")
-        );
-        h.insert(
-            IDEMPOTENCY_KEY,
-            HeaderValue::from_str(&"k".repeat(KEY_MAX_LEN + 1)).unwrap(),
-        );
-        assert!(idempotency_key(&h, true).is_err());
-        h.insert(IDEMPOTENCY_KEY, HeaderValue::from_static("a b"));
-        assert!(idempotency_key(&h, true).is_err());
-    }
-}
+#[path = "handlers_tests.rs"]
+mod tests;

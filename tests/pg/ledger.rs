@@ -1,4 +1,4 @@
-//! The PostgreSQL ledger's sharing guarantees (src/submit/pg.rs) against a
+//! The PostgreSQL ledger's sharing guarantees (src/submit/pg/) against a
 //! real server: several runners, each its own connection, at once.
 
 use std::collections::{BTreeMap, BTreeSet};

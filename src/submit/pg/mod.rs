@@ -24,13 +24,19 @@
 
 use std::time::Duration;
 
-use serde_json::{Map, Value};
-use tokio_postgres::{Client, NoTls};
+use serde_json::Map;
+use tokio_postgres::Client;
 
 use super::journal::{coverage_str, item_type_str, Batch, BatchGroup, ItemState, PlannedItem};
-use super::retry::RETRY_AFTER_CAP;
 use crate::api::{self, CoverageWire, ItemType};
 use crate::audit;
+
+mod chain;
+mod config;
+mod quota;
+
+pub use config::config_of;
+use config::{label, open};
 
 /// The schema this refleet writes and reads.
 pub const SCHEMA_VERSION: i64 = 1;
@@ -567,156 +573,6 @@ impl PgLedger {
             })
             .collect()
     }
-
-    /// Takes `n` requests from the vendor quota of `account`, shared by
-    /// every runner on the ledger: `rate` requests a second with bursts of
-    /// up to `burst` (GCRA on the server's clock, its state one row read
-    /// and written under that row's lock). Returns `None` when taken, else
-    /// how long to wait before asking again. `rate` must be positive and
-    /// `n` at most `burst` ([`LedgerError::Quota`]).
-    pub async fn take_quota(
-        &mut self,
-        account: &str,
-        rate: f64,
-        burst: u32,
-        n: u32,
-    ) -> Result<Option<Duration>, LedgerError> {
-        if !(rate.is_finite() && rate > 0.0) || n == 0 || n > burst {
-            return Err(LedgerError::Quota { rate, burst, n });
-        }
-        let (cost, tolerance) = gcra(rate, burst, n);
-        let label = self.label.clone();
-        let db = |e| LedgerError::Db(label.clone(), e);
-        let tx = self.client.transaction().await.map_err(db)?;
-        tx.execute(
-            "INSERT INTO quota VALUES ($1, EXTRACT(EPOCH FROM clock_timestamp())::float8)
-             ON CONFLICT (account) DO NOTHING",
-            &[&account],
-        )
-        .await
-        .map_err(db)?;
-        let row = tx
-            .query_one(
-                "SELECT tat, EXTRACT(EPOCH FROM clock_timestamp())::float8
-                 FROM quota WHERE account = $1 FOR UPDATE",
-                &[&account],
-            )
-            .await
-            .map_err(db)?;
-        let (tat, now): (f64, f64) = (row.get(0), row.get(1));
-        let next = tat.max(now) + cost;
-        let wait = next - tolerance - now;
-        if wait > 0.0 {
-            tx.commit().await.map_err(db)?;
-            return Ok(Some(Duration::from_secs_f64(wait.clamp(0.001, 3600.0))));
-        }
-        tx.execute(
-            "UPDATE quota SET tat = $2 WHERE account = $1",
-            &[&account, &next],
-        )
-        .await
-        .map_err(db)?;
-        tx.commit().await.map_err(db)?;
-        Ok(None)
-    }
-
-    /// The vendor said `429` (or asked to wait `pause`): no runner takes
-    /// from `account`'s quota before `pause` has passed. `rate` and `burst`
-    /// as for [`PgLedger::take_quota`]; `pause` is cut to the cap refleet
-    /// puts on a `Retry-After` ([`RETRY_AFTER_CAP`]), so no quota is shut
-    /// for good.
-    pub async fn pause_quota(
-        &self,
-        account: &str,
-        rate: f64,
-        burst: u32,
-        pause: Duration,
-    ) -> Result<(), LedgerError> {
-        if !(rate.is_finite() && rate > 0.0) || burst == 0 {
-            return Err(LedgerError::Quota { rate, burst, n: 1 });
-        }
-        let pause = pause.min(RETRY_AFTER_CAP);
-        let (_, tolerance) = gcra(rate, burst, 1);
-        self.client
-            .execute(
-                "INSERT INTO quota VALUES ($1, EXTRACT(EPOCH FROM clock_timestamp())::float8 + $2)
-                 ON CONFLICT (account) DO UPDATE SET tat = GREATEST(quota.tat, EXCLUDED.tat)",
-                &[&account, &(pause.as_secs_f64() + tolerance)],
-            )
-            .await
-            .map_err(self.db())?;
-        Ok(())
-    }
-
-    /// Appends records to the ledger's audit chain, in one transaction that
-    /// holds the chain's head: concurrent runners append one after the
-    /// other and the chain never forks. Returns the chain's length.
-    pub async fn append_audit(
-        &mut self,
-        records: Vec<Map<String, Value>>,
-    ) -> Result<u64, LedgerError> {
-        let label = self.label.clone();
-        let db = |e| LedgerError::Db(label.clone(), e);
-        let tx = self.client.transaction().await.map_err(db)?;
-        let head = tx
-            .query_one("SELECT seq, hash FROM audit_head FOR UPDATE", &[])
-            .await
-            .map_err(db)?;
-        let (mut seq, mut hash): (i64, String) = (head.get(0), head.get(1));
-        let (mut seqs, mut hashes, mut lines) = (Vec::new(), Vec::new(), Vec::new());
-        for record in records {
-            seq += 1;
-            let next = u64::try_from(seq).map_err(|_| LedgerError::Damaged {
-                ledger: self.label.clone(),
-                why: format!("its audit chain is at record {seq}"),
-            })?;
-            let (line, h) = audit::seal(record, next, &hash);
-            seqs.push(seq);
-            hashes.push(h.clone());
-            lines.push(line);
-            hash = h;
-        }
-        tx.execute(
-            "INSERT INTO audit SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[])",
-            &[&seqs, &hashes, &lines],
-        )
-        .await
-        .map_err(db)?;
-        tx.execute("UPDATE audit_head SET seq = $1, hash = $2", &[&seq, &hash])
-            .await
-            .map_err(db)?;
-        tx.commit().await.map_err(db)?;
-        Ok(u64::try_from(seq).unwrap_or(0))
-    }
-
-    /// Writes the audit chain as JSONL, the format of a journal's log.
-    pub async fn export_audit(&self, out: &mut impl std::io::Write) -> Result<u64, anyhow::Error> {
-        let rows = self
-            .client
-            .query("SELECT line FROM audit ORDER BY seq", &[])
-            .await
-            .map_err(self.db())?;
-        for r in &rows {
-            out.write_all(r.get::<_, &str>(0).as_bytes())?;
-            out.write_all(b"\n")?;
-        }
-        Ok(rows.len() as u64)
-    }
-}
-
-/// A new connection, its driver on the runtime.
-async fn open(config: &tokio_postgres::Config, label: &str) -> Result<Client, LedgerError> {
-    let (client, connection) = config
-        .connect(NoTls)
-        .await
-        .map_err(|e| LedgerError::Connect(label.to_string(), e))?;
-    let for_log = label.to_string();
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::warn!(ledger = %for_log, error = %e, "connection to the ledger lost");
-        }
-    });
-    Ok(client)
 }
 
 impl LedgerError {
@@ -735,86 +591,6 @@ impl LedgerError {
             _ => false,
         }
     }
-}
-
-/// The connection settings of `url` (`postgres://user@host:port/db?…`,
-/// or libpq's `key=value` form), with what it leaves out taken from the
-/// `PG*` variables as libpq takes them (`env` reads one): `PGHOST`,
-/// `PGPORT`, `PGUSER`, `PGPASSWORD`, `PGDATABASE`, `PGCONNECT_TIMEOUT`,
-/// `PGAPPNAME`. The URL wins over a variable.
-pub fn config_of(
-    url: &str,
-    env: impl Fn(&str) -> Option<String>,
-) -> Result<tokio_postgres::Config, LedgerError> {
-    let mut config: tokio_postgres::Config = url.parse().map_err(LedgerError::Url)?;
-    let bad = |name: &str, value: &str| LedgerError::Setting {
-        name: name.to_string(),
-        value: value.to_string(),
-    };
-    if config.get_hosts().is_empty() {
-        if let Some(hosts) = env("PGHOST") {
-            for h in hosts.split(',').filter(|h| !h.is_empty()) {
-                config.host(h);
-            }
-        }
-    }
-    if config.get_ports().is_empty() {
-        if let Some(port) = env("PGPORT") {
-            let p = port.parse::<u16>().map_err(|_| bad("PGPORT", &port))?;
-            config.port(p);
-        }
-    }
-    if config.get_user().is_none() {
-        if let Some(user) = env("PGUSER") {
-            config.user(&user);
-        }
-    }
-    if config.get_password().is_none() {
-        if let Some(password) = env("PGPASSWORD") {
-            config.password(password);
-        }
-    }
-    if config.get_dbname().is_none() {
-        if let Some(db) = env("PGDATABASE") {
-            config.dbname(&db);
-        }
-    }
-    if config.get_connect_timeout().is_none() {
-        if let Some(secs) = env("PGCONNECT_TIMEOUT") {
-            // libpq: seconds, 0 or less for none; refleet takes 1..=3600.
-            let s = secs
-                .parse::<u64>()
-                .ok()
-                .filter(|s| (1..=3600).contains(s))
-                .ok_or_else(|| bad("PGCONNECT_TIMEOUT", &secs))?;
-            config.connect_timeout(Duration::from_secs(s));
-        }
-    }
-    if config.get_application_name().is_none() {
-        config.application_name(env("PGAPPNAME").unwrap_or_else(|| "refleet".into()));
-    }
-    Ok(config)
-}
-
-/// GCRA's emission interval times `n` (the cost of `n` requests) and its
-/// tolerance (`burst` requests' worth), in seconds.
-fn gcra(rate: f64, burst: u32, n: u32) -> (f64, f64) {
-    let interval = 1.0 / rate.max(f64::MIN_POSITIVE);
-    (interval * f64::from(n), interval * f64::from(burst.max(1)))
-}
-
-/// `host:port/database` of a connection's settings.
-fn label(config: &tokio_postgres::Config) -> String {
-    let host = config
-        .get_hosts()
-        .first()
-        .map(|h| match h {
-            tokio_postgres::config::Host::Tcp(name) => name.clone(),
-            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
-        })
-        .unwrap_or_else(|| "localhost".into());
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    format!("{host}:{port}/{}", config.get_dbname().unwrap_or(""))
 }
 
 const ITEM_COLUMNS: &str = "event_key, item_type, serial_number, mac_address, model, license_id,
@@ -861,52 +637,4 @@ fn coverage_of(text: &str, ledger: &str) -> Result<CoverageWire, LedgerError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn gcra_costs_one_interval_a_request_and_tolerates_a_burst() {
-        let (cost, tolerance) = gcra(20.0, 5, 2);
-        assert!((cost - 0.1).abs() < 1e-12);
-        assert!((tolerance - 0.25).abs() < 1e-12);
-    }
-
-    #[test]
-    fn the_url_wins_and_pg_variables_fill_what_it_leaves_out() {
-        let vars: std::collections::HashMap<&str, &str> = [
-            ("PGHOST", "db.internal"),
-            ("PGPORT", "6543"),
-            ("PGUSER", "runner"),
-            ("PGPASSWORD", "from-env"),
-            ("PGDATABASE", "fleet"),
-            ("PGCONNECT_TIMEOUT", "7"),
-        ]
-        .into();
-        let env = |k: &str| vars.get(k).map(|v| v.to_string());
-        let c = config_of("postgres://", env).unwrap();
-        assert_eq!(label(&c), "db.internal:6543/fleet");
-        assert_eq!(c.get_user(), Some("runner"));
-        assert_eq!(c.get_password(), Some(&b"from-env"[..]));
-        assert_eq!(c.get_connect_timeout(), Some(&Duration::from_secs(7)));
-        assert_eq!(c.get_application_name(), Some("refleet"));
-        let c = config_of("postgres://admin:pw@primary:5432/ledger", env).unwrap();
-        assert_eq!(label(&c), "primary:5432/ledger");
-        assert_eq!(c.get_user(), Some("admin"));
-        assert_eq!(c.get_password(), Some(&b"pw"[..]));
-        let c = config_of("host=h port=1 dbname=d user=u", |_| None).unwrap();
-        assert_eq!(label(&c), "h:1/d");
-        for (k, v) in [("PGPORT", "99999"), ("PGCONNECT_TIMEOUT", "0")] {
-            let err = config_of("postgres://", |name| (name == k).then(|| v.to_string()));
-            assert!(err.is_err(), "{k}={v}");
-        }
-        assert!(config_of("mysql://x", |_| None).is_err());
-    }
-
-    #[test]
-    fn a_label_never_holds_the_password() {
-        let config: tokio_postgres::Config = "postgres://refleet:s3cret@db.example:6432/ledger"
-            .parse()
-            .unwrap();
-        assert_eq!(label(&config), "db.example:6432/ledger");
-    }
-}
+mod tests;

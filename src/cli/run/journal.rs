@@ -1,0 +1,83 @@
+//! The run's plan into the journal: its folder, the planned items and the spooled rows of `results.csv`.
+
+use std::path::PathBuf;
+
+use crate::api::{CoverageWire, ItemType};
+use crate::cli::progress::Phases;
+use crate::cli::quote::{make_plan, PlanSettings, Planned};
+use crate::contracts::Contracts;
+use crate::domain::{Coverage, Item, ItemKind};
+use crate::policy::Policy;
+use crate::report::{PlannedKind, ResultCounts, RowSpool};
+use crate::submit::journal::{ItemState, Journal, PlannedItem};
+
+/// The folder of the journal, where its audit log lives.
+pub(super) fn journal_dir(state: &std::path::Path) -> PathBuf {
+    state
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."))
+        .to_path_buf()
+}
+
+/// `results.csv`'s rows: spooled, to be joined with the journal at the
+/// end, or already written.
+pub(super) enum Rows {
+    Spooled(tempfile::NamedTempFile),
+    Written(ResultCounts),
+}
+
+/// Makes the plan, puts its eligible and manual-review items into the
+/// journal (one transaction), and spools every row for `results.csv`.
+pub(super) fn plan_into_journal(
+    journal: &Journal,
+    run_id: i64,
+    plan: &mut PlanSettings,
+    (policy, contracts): (&Policy, &Contracts),
+    escalate: bool,
+    progress: &Phases,
+) -> anyhow::Result<(tempfile::NamedTempFile, Planned)> {
+    journal.atomically(|| -> anyhow::Result<_> {
+        let on_planned = move |item: &Item,
+                               event: &str,
+                               _: &crate::eligibility::Verdict,
+                               kind: PlannedKind|
+              -> anyhow::Result<()> {
+            let state = match kind {
+                PlannedKind::Eligible => ItemState::Planned,
+                PlannedKind::ManualReview if escalate => ItemState::ManualReview,
+                PlannedKind::ManualReview => return Ok(()),
+            };
+            journal.plan_item(&planned_item(item, event, contracts), state, run_id)?;
+            Ok(())
+        };
+        let mut spool = RowSpool::create(&plan.out, Box::new(on_planned))?;
+        let planned = make_plan(plan, policy, contracts, progress, Some(&mut spool), None)?;
+        Ok((spool.finish()?, planned))
+    })
+}
+
+/// What the journal needs to rebuild an item's request.
+pub(super) fn planned_item(item: &Item, event: &str, contracts: &Contracts) -> PlannedItem {
+    let coverage = match contracts.by_id.get(&item.contract_id).map(|c| c.coverage) {
+        Some(Coverage::Extended) => CoverageWire::Extended,
+        _ => CoverageWire::Standard,
+    };
+    PlannedItem {
+        event_key: event.to_string(),
+        item_type: match item.kind {
+            ItemKind::License => ItemType::License,
+            ItemKind::Device => ItemType::Device,
+        },
+        serial_number: item.serial.map(|s| s.to_string()),
+        mac_address: item.mac.map(|m| m.to_string()),
+        model: (!item.model_text.is_empty()).then(|| item.model_text.to_string()),
+        license_id: item.license_id.map(|l| l.to_string()),
+        bound_serial: item.bound_serial.map(|s| s.to_string()),
+        contract_id: item.contract_id.to_string(),
+        region: item.region.as_str().to_string(),
+        country: item.country.as_str().to_string(),
+        deactivated_at: item.deactivated_at.to_string(),
+        coverage,
+    }
+}
