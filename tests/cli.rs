@@ -431,8 +431,22 @@ fn threads_bounds_the_threads_of_the_validate_stage() {
         let mut stdin = child.stdin.take().unwrap();
         stdin.write_all(&inventory[..half]).unwrap();
         stdin.flush().unwrap();
-        // Until the first half is read (the pipe's buffer holds far less).
-        std::thread::sleep(std::time::Duration::from_millis(700));
+        // Until the first half is read (the pipe's buffer holds far less):
+        // the stage is then part-way, whatever the machine's load.
+        let read_so_far = || -> u64 {
+            std::fs::read_to_string(format!("/proc/{}/io", child.id()))
+                .ok()
+                .and_then(|io| {
+                    io.lines()
+                        .find_map(|l| l.strip_prefix("rchar: ").map(|n| n.trim().parse().ok()))
+                        .flatten()
+                })
+                .unwrap_or(0)
+        };
+        let waited = std::time::Instant::now();
+        while read_so_far() < half as u64 / 2 && waited.elapsed().as_secs() < 60 {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         let tasks = format!("/proc/{}/task", child.id());
         let mut names: Vec<String> = std::fs::read_dir(&tasks)
             .unwrap()
