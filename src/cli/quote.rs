@@ -187,7 +187,7 @@ pub(super) fn make_plan(
     let problems = reports.problems();
     // Both end in an fsync: they overlap.
     std::thread::scope(|scope| {
-        let quotes = scope.spawn(|| write_quotes(&settings.out, &plan.quotes, &pool));
+        let quotes = scope.spawn(|| write_quotes(&settings.out, &plan.quotes));
         let committed = reports.commit();
         quotes
             .join()

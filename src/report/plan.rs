@@ -143,7 +143,7 @@ impl PlanSink for PlanReports {
 }
 
 /// `quotes.csv` (one line per quote) and `quotes.json` (the same plus every line item).
-pub fn write_quotes(out: &Path, quotes: &[Quote], pool: &rayon::ThreadPool) -> anyhow::Result<()> {
+pub fn write_quotes(out: &Path, quotes: &[Quote]) -> anyhow::Result<()> {
     let mut csv = csv::Writer::from_writer(AtomicFile::create(&out.join("quotes.csv"))?);
     csv.write_record([
         "quote_id",
@@ -178,61 +178,12 @@ pub fn write_quotes(out: &Path, quotes: &[Quote], pool: &rayon::ThreadPool) -> a
     csv.into_inner()
         .map_err(|e| anyhow::anyhow!("{}", e.error()))?
         .commit()?;
+    // As serde_json writes it, on one thread: a version that serialised
+    // the quotes in parallel saved no wall time (benches/RESULTS.md).
     let mut json = AtomicFile::create(&out.join("quotes.json"))?;
-    write_pretty_array(&mut json, quotes, pool)?;
+    serde_json::to_writer_pretty(&mut json, quotes)?;
     json.write_all(b"\n")?;
     json.commit()
-}
-
-/// Quotes serialised per batch on `pool`.
-const JSON_BATCH: usize = 4096;
-
-/// `items` as `serde_json::to_writer_pretty` writes them, byte for byte (a
-/// test compares the two), with the items serialised in parallel on
-/// `pool`: `quotes.json` grows with the inventory and is written after
-/// everything else is done, when the other cores would be idle. Each item
-/// is pretty-printed alone and indented one level; pretty JSON has raw line
-/// breaks only between tokens (a string's are escaped), so indenting after
-/// each one is exact.
-fn write_pretty_array<T: serde::Serialize + Sync>(
-    out: &mut impl Write,
-    items: &[T],
-    pool: &rayon::ThreadPool,
-) -> anyhow::Result<()> {
-    use rayon::prelude::*;
-    if items.is_empty() {
-        out.write_all(b"[]")?;
-        return Ok(());
-    }
-    out.write_all(b"[")?;
-    for (b, batch) in items.chunks(JSON_BATCH).enumerate() {
-        let texts: Vec<Vec<u8>> = pool.install(|| {
-            batch
-                .par_iter()
-                .map(|item| -> serde_json::Result<Vec<u8>> {
-                    let alone = serde_json::to_vec_pretty(item)?;
-                    let mut indented = Vec::with_capacity(alone.len() + alone.len() / 8);
-                    let mut from = 0;
-                    for nl in memchr::memchr_iter(b'\n', &alone) {
-                        indented.extend_from_slice(b"\n  ");
-                        indented.extend_from_slice(&alone[from..nl]);
-                        from = nl + 1;
-                    }
-                    indented.extend_from_slice(b"\n  ");
-                    indented.extend_from_slice(&alone[from..]);
-                    Ok(indented)
-                })
-                .collect::<serde_json::Result<_>>()
-        })?;
-        for (i, text) in texts.iter().enumerate() {
-            if b > 0 || i > 0 {
-                out.write_all(b",")?;
-            }
-            out.write_all(text)?;
-        }
-    }
-    out.write_all(b"\n]")?;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -298,43 +249,6 @@ mod tests {
         )
         .unwrap();
         sink.0
-    }
-
-    /// Items with nested arrays, maps, empty ones and strings holding line
-    /// breaks, quotes and indentation-like text, across batch boundaries.
-    #[test]
-    fn pretty_arrays_equal_serde_jsons() {
-        #[derive(serde::Serialize)]
-        struct Thing {
-            name: String,
-            parts: Vec<u32>,
-            none: Vec<u8>,
-            map: std::collections::BTreeMap<String, Option<f64>>,
-        }
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(3)
-            .build()
-            .unwrap();
-        for n in [0, 1, 2, JSON_BATCH - 1, JSON_BATCH, 2 * JSON_BATCH + 7] {
-            let items: Vec<Thing> = (0..n)
-                .map(|i| Thing {
-                    name: ["plain", "two\nlines", "  \"quoted\"\r\n  ", ""][i % 4].repeat(i % 3),
-                    parts: (0..(i % 5) as u32).collect(),
-                    none: Vec::new(),
-                    map: (0..i % 3)
-                        .map(|k| (format!("k{k}\n"), (k > 0).then_some(i as f64 / 4.0)))
-                        .collect(),
-                })
-                .collect();
-            let mut ours = Vec::new();
-            write_pretty_array(&mut ours, &items, &pool).unwrap();
-            let want = serde_json::to_vec_pretty(&items).unwrap();
-            assert!(
-                ours == want,
-                "{n} items:\n{}",
-                String::from_utf8_lossy(&ours)
-            );
-        }
     }
 
     #[test]

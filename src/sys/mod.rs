@@ -9,13 +9,10 @@
 //!   with pages up front, on several threads (the duplicate index).
 //! - [`ascii`]: short ASCII strings read as text without a UTF-8 check
 //!   (serial numbers).
-//! - [`bytes`]: one SSE2 compare finding a byte in 16 (the CSV line
-//!   splitter).
 //! - [`fs`]: asking whether a process exists, starting the write-out of a
 //!   file's dirty pages, and turning `O_DIRECT` on and off (the report
 //!   writer and its clean-up of dead runs' temporary files).
 
 pub mod ascii;
-pub mod bytes;
 pub mod fs;
 pub mod memory;
