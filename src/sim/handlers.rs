@@ -326,6 +326,23 @@ pub(super) fn plan_of(req: &Request) -> Plan {
     req.extensions().get::<Plan>().copied().unwrap_or_default()
 }
 
+/// What a POST that may carry an `Idempotency-Key` brings: its fault plan,
+/// its key (`required` or optional) and its JSON body; or the problem to
+/// answer instead.
+pub(super) async fn keyed_json(
+    shared: &Shared,
+    req: Request,
+    required: bool,
+) -> Result<(Plan, Option<String>, Bytes), Response> {
+    let plan = plan_of(&req);
+    let (parts, body) = req.into_parts();
+    let key = idempotency_key(&parts.headers, required).map_err(IntoResponse::into_response)?;
+    let bytes = read_json(&parts.headers, body, shared.config.max_body_bytes)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    Ok((plan, key, bytes))
+}
+
 /// The `{id}` of `/v1/things/{id}`, as sent (ids are plain ASCII, so an
 /// encoded one simply does not match).
 fn last_segment(path: &str) -> &str {
@@ -337,15 +354,9 @@ pub(super) async fn create_reactivation(
     State(shared): State<Arc<Shared>>,
     req: Request,
 ) -> Response {
-    let plan = plan_of(&req);
-    let (parts, body) = req.into_parts();
-    let key = match idempotency_key(&parts.headers, true) {
-        Ok(k) => k,
-        Err(p) => return p.into_response(),
-    };
-    let bytes = match read_json(&parts.headers, body, shared.config.max_body_bytes).await {
-        Ok(b) => b,
-        Err(p) => return p.into_response(),
+    let (plan, key, bytes) = match keyed_json(&shared, req, true).await {
+        Ok(parts) => parts,
+        Err(answer) => return answer,
     };
     idempotent(
         &shared,

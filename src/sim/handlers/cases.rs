@@ -8,8 +8,8 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::{
-    cannot_record, idempotency_key, idempotent, json_bytes, last_segment, parse_typed, plan_of,
-    read_json, respond, Problem,
+    cannot_record, idempotent, json_bytes, keyed_json, last_segment, parse_typed, plan_of, respond,
+    Problem,
 };
 use crate::api::{Case, CaseRequest, CaseState};
 use crate::sim::saved::{to_hex, Claim, Entry, SavedAnswer};
@@ -21,15 +21,9 @@ pub(in crate::sim) async fn create_case(
     State(shared): State<Arc<Shared>>,
     req: Request,
 ) -> Response {
-    let plan = plan_of(&req);
-    let (parts, body) = req.into_parts();
-    let key = match idempotency_key(&parts.headers, false) {
-        Ok(k) => k,
-        Err(p) => return p.into_response(),
-    };
-    let bytes = match read_json(&parts.headers, body, shared.config.max_body_bytes).await {
-        Ok(b) => b,
-        Err(p) => return p.into_response(),
+    let (plan, key, bytes) = match keyed_json(&shared, req, false).await {
+        Ok(parts) => parts,
+        Err(answer) => return answer,
     };
     idempotent(
         &shared,
