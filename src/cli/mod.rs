@@ -237,7 +237,7 @@ fn parse_delimiter(s: &str) -> Result<u8, String> {
 
 /// The threads of `--threads` (0 = one per core, else at most that many
 /// busy at once; see [`crate::pipeline::Workers`]).
-fn thread_pool(threads: usize) -> anyhow::Result<crate::pipeline::Workers> {
+fn workers(threads: usize) -> anyhow::Result<crate::pipeline::Workers> {
     crate::pipeline::Workers::new(threads)
         .map_err(|e| UsageError(format!("cannot start {threads} threads: {e}")).into())
 }

@@ -9,7 +9,7 @@ use std::time::Instant;
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
 
-use super::{input_error, thread_pool, Global, InputArgs, Outcome, UsageError};
+use super::{input_error, workers, Global, InputArgs, Outcome, UsageError};
 use crate::contracts::{self, Contracts};
 use crate::domain::{DateFormat, Reject};
 use crate::ingest::{self, IngestOptions, InputPath};
@@ -151,7 +151,7 @@ pub(super) fn make_plan(
         settings.input = InputPath::File(path.to_path_buf());
         settings.stdin_copy = Some(path);
     }
-    let pool = thread_pool(settings.threads)?;
+    let pool = workers(settings.threads)?;
     let options = ValidateOptions {
         date_format: settings.date_format.clone(),
         keep_items: true,

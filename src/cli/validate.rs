@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use super::{input_error, thread_pool, Global, InputArgs, Outcome, UsageError};
+use super::{input_error, workers, Global, InputArgs, Outcome, UsageError};
 use crate::domain::{Item, Reject};
 use crate::ingest::{self, IngestOptions, InputPath};
 use crate::pipeline::{self, ValidateSink, ValidateStats};
@@ -124,7 +124,7 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
             .map(|f| ValidWriter::create(&valid_path(f), f, &validator.extra_columns()))
             .transpose()?,
     };
-    let pool = thread_pool(settings.threads)?;
+    let pool = workers(settings.threads)?;
     let progress = super::progress::Phases::for_terminal(global.quiet);
     progress.phase("validating");
     progress.start(opened.total_bytes, opened.bytes_read.clone());

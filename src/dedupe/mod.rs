@@ -46,10 +46,8 @@ use table::KeySet;
 /// few places ahead already being fetched (see [`KeySet`]). Each table is
 /// sized from the first chunk's mix of keys, scaled to the expected rows
 /// (less memory than fixed-ratio power-of-two tables, filled to 4/5 rather
-/// than 2/3), and its pages are
-/// cleared on every core before the first chunk is checked
-/// ([`crate::sys::memory::populate`]). (A version sharded into cache-sized sets and
-/// checked in parallel passes was measured: no faster, and more memory.)
+/// than 2/3), and its pages are cleared on the validating threads before
+/// the first chunk is checked ([`crate::sys::memory::populate`]).
 pub struct DuplicateIndex {
     /// Serials of 12 hex digits (a desk phone's is its MAC), as numbers.
     hex_serials: Split48,

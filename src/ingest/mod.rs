@@ -314,11 +314,6 @@ impl RecordChunk {
         self.line_width = width;
     }
 
-    /// The bytes held so far.
-    pub fn data_len(&self) -> usize {
-        self.data.len() + self.text.len()
-    }
-
     /// Appends the lines at the start of `block` as records, numbered from
     /// `first_row`: each runs up to a newline, which it does not include,
     /// and a blank line is no record (as in csv-core). Stops after `limit`

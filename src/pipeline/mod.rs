@@ -99,15 +99,6 @@ impl Workers {
             validating: None,
         }
     }
-
-    pub fn pool(&self) -> &rayon::ThreadPool {
-        &self.pool
-    }
-
-    /// The limit on busy threads, if any.
-    pub fn limit(&self) -> Option<usize> {
-        self.limit
-    }
 }
 
 impl std::ops::Deref for Workers {

@@ -178,8 +178,7 @@ pub fn write_quotes(out: &Path, quotes: &[Quote]) -> anyhow::Result<()> {
     csv.into_inner()
         .map_err(|e| anyhow::anyhow!("{}", e.error()))?
         .commit()?;
-    // As serde_json writes it, on one thread: a version that serialised
-    // the quotes in parallel saved no wall time (benches/RESULTS.md).
+    // As serde_json writes it; it overlaps the other reports' final sync.
     let mut json = AtomicFile::create(&out.join("quotes.json"))?;
     serde_json::to_writer_pretty(&mut json, quotes)?;
     json.write_all(b"\n")?;
