@@ -11,7 +11,7 @@
 #
 #   quote                      refleet quote
 #   dry-run --no-reconcile     refleet run --dry-run --no-reconcile: refleet's
-#                              own cost (validate, decide, quote, plan the journal)
+#                              own cost (validate, decide, quote, results.csv)
 #   dry-run with lookups       refleet run --dry-run --api-url SIM --rate RATE
 #                              --burst BURST: also looks every item up at the
 #                              vendor, here a `refleet sim --rate-limit RATE

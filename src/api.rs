@@ -141,6 +141,17 @@ pub enum ItemState {
 }
 
 impl ItemState {
+    /// The state as the API writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ItemState::Pending => "pending",
+            ItemState::Provisioning => "provisioning",
+            ItemState::Active => "active",
+            ItemState::Failed => "failed",
+            ItemState::Rejected => "rejected",
+        }
+    }
+
     pub fn is_terminal(self) -> bool {
         matches!(
             self,

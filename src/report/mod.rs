@@ -18,8 +18,8 @@ pub use crate::audit::{AuditLog, Binding, ChainState};
 pub use file::{temp_in, AtomicFile, NamedWriter};
 pub use plan::{eligibility_line, write_quotes, PlanReports, ELIGIBILITY_COLUMNS};
 pub use results::{
-    event_key, write_results, PlannedKind, ResultCounts, RowSpool, UnknownItems, UnknownResults,
-    RESULTS_COLUMNS, RESULT_STATES,
+    event_key, patch_results, write_results, HeldRow, PlannedKind, ResultCounts, RowSpool,
+    UnknownItems, UnknownResults, RESULTS_COLUMNS, RESULT_STATES,
 };
 pub use valid::{ValidFormat, ValidWriter};
 

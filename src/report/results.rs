@@ -9,7 +9,8 @@
 //! [`UnknownResults`] writes `results.csv` as the plan goes, from lines made
 //! on the validating threads ([`UnknownItems::line`]), byte for byte what
 //! the spool and [`write_results`] give when the journal knows no item (a
-//! test compares them).
+//! test compares them). When its lookups found items the vendor holds,
+//! [`patch_results`] then joins just those rows with their records.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -356,6 +357,51 @@ impl ResultCounts {
     }
 }
 
+impl ResultCounts {
+    /// Takes back one [`count`](ResultCounts::count) of the same row;
+    /// what falls to zero goes, as if it was never counted (the states of
+    /// `by_state` stay, at zero).
+    fn uncount(&mut self, state: &str, reason: &str, region: &str, contract: &str) {
+        /// One less of `key`; gone at zero when `keep` does not hold it.
+        fn drop_one(map: &mut BTreeMap<String, u64>, key: &str, keep: bool) {
+            if let Some(n) = map.get_mut(key) {
+                *n = n.saturating_sub(1);
+                if *n == 0 && !keep {
+                    map.remove(key);
+                }
+            }
+        }
+        self.rows = self.rows.saturating_sub(1);
+        drop_one(&mut self.by_state, state, RESULT_STATES.contains(&state));
+        for r in reason.split(';').filter(|r| !r.is_empty()) {
+            drop_one(&mut self.by_reason, r, false);
+        }
+        for (map, key) in [
+            (&mut self.by_region, region),
+            (&mut self.by_contract, contract),
+        ] {
+            if let Some(states) = map.get_mut(key) {
+                drop_one(states, state, false);
+                if states.is_empty() {
+                    map.remove(key);
+                }
+            }
+        }
+        match state {
+            "rejected" | "failed" => {
+                self.failed_or_rejected = self.failed_or_rejected.saturating_sub(1)
+            }
+            "escalated" if reason != "MANUAL_REVIEW" => {
+                self.failed_or_rejected = self.failed_or_rejected.saturating_sub(1)
+            }
+            "planned" | "submitted" | "accepted" | "provisioning" | "manual_review" => {
+                self.unfinished = self.unfinished.saturating_sub(1)
+            }
+            _ => {}
+        }
+    }
+}
+
 /// States in `results.csv`, all listed in `summary.json` even when zero.
 pub const RESULT_STATES: [&str; 10] = [
     "invalid",
@@ -369,6 +415,68 @@ pub const RESULT_STATES: [&str; 10] = [
     "failed",
     "escalated",
 ];
+
+/// A row of the plan as the spool keeps it: what `results.csv` says of
+/// the row before the journal's record of its item is joined.
+struct PlanRow<'a> {
+    row: &'a str,
+    plan_state: &'a str,
+    key: &'a str,
+    serial: &'a str,
+    license: &'a str,
+    contract: &'a str,
+    region: &'a str,
+    reasons: &'a str,
+    eta: &'a str,
+    event: &'a str,
+    site: &'a str,
+}
+
+/// Writes one row of `results.csv`: the plan's row joined with its item's
+/// record, when the journal has one; returns its state and reason.
+fn write_row<'r, W: std::io::Write>(
+    w: &mut csv::Writer<W>,
+    plan: &PlanRow<'r>,
+    record: Option<&'r ItemRecord>,
+) -> anyhow::Result<(&'r str, String)> {
+    let mut state = plan.plan_state;
+    let mut reason = plan.reasons.to_string();
+    if let Some(r) = record {
+        state = r.state.as_str();
+        match r.state {
+            // A manual review waiting for its case is not finished: it
+            // says so, with its plan verdict as the reason; an escalated
+            // one keeps MANUAL_REVIEW as its reason.
+            ItemState::ManualReview => {}
+            ItemState::Escalated if plan.plan_state == "ineligible" => {}
+            _ => reason = r.reason.clone().unwrap_or_default(),
+        }
+    }
+    let text = |f: fn(&ItemRecord) -> &Option<String>| record.and_then(|r| f(r).as_deref());
+    let eta = text(|r| &r.eta).unwrap_or(plan.eta);
+    let attempts = record.map_or(0, |r| r.attempts).to_string();
+    w.write_record([
+        plan.row,
+        neutralise(plan.key).as_ref(),
+        plan.serial,
+        plan.license,
+        neutralise(plan.contract).as_ref(),
+        plan.region,
+        state,
+        neutralise(&reason).as_ref(),
+        text(|r| &r.request_id).unwrap_or(""),
+        neutralise(text(|r| &r.confirmation_id).unwrap_or("")).as_ref(),
+        neutralise(text(|r| &r.case_id).unwrap_or("")).as_ref(),
+        &attempts,
+        eta,
+        text(|r| &r.activated_at).unwrap_or(""),
+        text(|r| &r.features).unwrap_or(""),
+        neutralise(plan.event).as_ref(),
+        neutralise(plan.site).as_ref(),
+        record.map_or("", |r| r.source.as_str()),
+    ])?;
+    Ok((state, reason))
+}
 
 /// Writes `out/results.csv` from the spool and the journal's records.
 pub fn write_results(
@@ -385,56 +493,84 @@ pub fn write_results(
     for rec in rd.records() {
         let rec = rec?;
         let f = |i: usize| rec.get(i).unwrap_or("");
-        let (row, plan_state, key, serial, license, contract, region, reasons, eta, event) =
-            (f(0), f(1), f(2), f(3), f(4), f(5), f(6), f(7), f(8), f(9));
-        let site = f(10);
-        let mut state = plan_state;
-        let mut reason = reasons.to_string();
-        let record = match event {
+        let plan = PlanRow {
+            row: f(0),
+            plan_state: f(1),
+            key: f(2),
+            serial: f(3),
+            license: f(4),
+            contract: f(5),
+            region: f(6),
+            reasons: f(7),
+            eta: f(8),
+            event: f(9),
+            site: f(10),
+        };
+        let record = match plan.event {
             "" => None,
             event => lookup(event)?,
         };
-        if let Some(r) = &record {
-            state = r.state.as_str();
-            match r.state {
-                // A manual review waiting for its case is not finished: it
-                // says so, with its plan verdict as the reason; an escalated
-                // one keeps MANUAL_REVIEW as its reason.
-                ItemState::ManualReview => {}
-                ItemState::Escalated if plan_state == "ineligible" => {}
-                _ => reason = r.reason.clone().unwrap_or_default(),
-            }
-        }
-        let record = record.as_ref();
-        let text = |f: fn(&ItemRecord) -> &Option<String>| record.and_then(|r| f(r).as_deref());
-        let eta = text(|r| &r.eta).unwrap_or(eta);
-        let attempts = record.map_or(0, |r| r.attempts).to_string();
-        w.write_record([
-            row,
-            neutralise(key).as_ref(),
-            serial,
-            license,
-            neutralise(contract).as_ref(),
-            region,
-            state,
-            neutralise(&reason).as_ref(),
-            text(|r| &r.request_id).unwrap_or(""),
-            neutralise(text(|r| &r.confirmation_id).unwrap_or("")).as_ref(),
-            neutralise(text(|r| &r.case_id).unwrap_or("")).as_ref(),
-            &attempts,
-            eta,
-            text(|r| &r.activated_at).unwrap_or(""),
-            text(|r| &r.features).unwrap_or(""),
-            neutralise(event).as_ref(),
-            neutralise(site).as_ref(),
-            record.map_or("", |r| r.source.as_str()),
-        ])?;
-        counts.count(state, &reason, region, contract);
+        let (state, reason) = write_row(&mut w, &plan, record.as_ref())?;
+        counts.count(state, &reason, plan.region, plan.contract);
     }
     w.into_inner()
         .map_err(|e| anyhow::anyhow!("{}", e.error()))?
         .commit()?;
     Ok(counts)
+}
+
+/// An item a dry run found held by the vendor, for [`patch_results`].
+pub struct HeldRow<'a> {
+    pub record: &'a ItemRecord,
+    /// Its contract id as the input wrote it (`results.csv` may show it
+    /// neutralised).
+    pub contract_id: &'a str,
+}
+
+/// Rewrites `out/results.csv` as written by [`UnknownResults`] (every
+/// eligible item `planned`) with the record of each row `held` finds, as
+/// [`write_results`] would have joined it; `counts`, those of the file
+/// before, are moved along. Every other row is kept byte for byte.
+pub fn patch_results<'h>(
+    out: &Path,
+    counts: &mut ResultCounts,
+    held: &dyn Fn(u64) -> Option<HeldRow<'h>>,
+) -> anyhow::Result<()> {
+    let path = out.join("results.csv");
+    let mut rd = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(BufReader::new(File::open(&path)?));
+    let mut w = csv::Writer::from_writer(AtomicFile::create(&path)?);
+    for rec in rd.records() {
+        let rec = rec?;
+        let f = |i: usize| rec.get(i).unwrap_or("");
+        let found = f(0).parse::<u64>().ok().and_then(held);
+        let Some(found) = found.filter(|_| f(6) == "planned") else {
+            w.write_record(&rec)?;
+            continue;
+        };
+        let plan = PlanRow {
+            row: f(0),
+            plan_state: "planned",
+            key: f(1),
+            serial: f(2),
+            license: f(3),
+            contract: f(4),
+            region: f(5),
+            reasons: f(7),
+            eta: f(12),
+            event: f(15),
+            site: f(16),
+        };
+        let (state, reason) = write_row(&mut w, &plan, Some(found.record))?;
+        // An eligible item has no reason.
+        counts.uncount("planned", "", plan.region, found.contract_id);
+        counts.count(state, &reason, plan.region, found.contract_id);
+    }
+    w.into_inner()
+        .map_err(|e| anyhow::anyhow!("{}", e.error()))?
+        .commit()?;
+    Ok(())
 }
 
 /// `results.csv` of a plan whose journal knows none of its items (a dry

@@ -21,6 +21,7 @@
 //!   what came back is recorded.
 
 pub mod client;
+pub mod held;
 pub mod journal;
 pub mod pg;
 pub mod reconcile;

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, NaiveDate, Utc};
 use tokio::task::JoinSet;
 
-use super::client::{Call, CallError};
+use super::client::{Attempt, Call, CallError};
 use super::journal::{Journal, LookupPurpose, LookupTarget};
 use super::stop::Stop;
 use super::{SubmitError, SubmitSettings, Vendor};
@@ -177,7 +177,7 @@ pub(super) fn apply(
         let Some(record) = counts else { continue };
         if journal.record_vendor(&target.event_key, record)? {
             if purpose == LookupPurpose::BeforePaying {
-                *held.entry(state_name(record.state)).or_default() += 1;
+                *held.entry(record.state.as_str()).or_default() += 1;
             }
             if !record.state.is_terminal() {
                 open += 1;
@@ -187,44 +187,94 @@ pub(super) fn apply(
     Ok(open)
 }
 
-fn state_name(s: ItemState) -> &'static str {
-    match s {
-        ItemState::Pending => "pending",
-        ItemState::Provisioning => "provisioning",
-        ItemState::Active => "active",
-        ItemState::Failed => "failed",
-        ItemState::Rejected => "rejected",
+/// Where the lookups before paying take their items from, and where what
+/// the vendor holds goes: the journal ([`JournalBook`]), or memory for a
+/// dry run that changes nothing ([`super::held::HeldInMemory`]).
+pub trait LookupBook {
+    /// How many items are to be looked up.
+    fn to_look_up(&self) -> Result<u64, SubmitError>;
+    /// The next items to look up, at most `limit`, in plan order; empty
+    /// once every item was handed out.
+    fn next_page(&mut self, limit: usize) -> Result<Vec<LookupTarget>, SubmitError>;
+    /// Records one answer, already checked to be about exactly `page`,
+    /// all or nothing; counts the items now held into `held` by the
+    /// vendor's state.
+    fn record(
+        &mut self,
+        page: &[LookupTarget],
+        answer: &api::LookupAnswer,
+        held: &mut BTreeMap<&'static str, u64>,
+    ) -> Result<(), SubmitError>;
+    /// Records the attempts of one lookup request.
+    fn log_attempts(&mut self, target: &str, attempts: &[Attempt]) -> Result<(), SubmitError>;
+}
+
+/// The journal's planned items, looked up in the order they were planned;
+/// what the vendor holds is recorded in the journal, a page per
+/// transaction.
+pub struct JournalBook<'j> {
+    journal: &'j Journal,
+    run_id: i64,
+    /// The last rowid handed out.
+    after: i64,
+}
+
+impl<'j> JournalBook<'j> {
+    pub fn new(journal: &'j Journal, run_id: i64) -> JournalBook<'j> {
+        JournalBook {
+            journal,
+            run_id,
+            after: 0,
+        }
     }
 }
 
-/// Records one lookup's answer before paying, in one transaction.
-fn record(
-    journal: &Journal,
-    report: &mut Reconciled,
-    page: &[LookupTarget],
-    answer: &api::LookupAnswer,
-) -> Result<(), SubmitError> {
-    report.looked_up += page.len() as u64;
-    journal.atomically(|| {
-        apply(
-            journal,
-            LookupPurpose::BeforePaying,
-            page,
-            answer,
-            &mut report.held,
-        )
-    })?;
-    Ok(())
+impl LookupBook for JournalBook<'_> {
+    fn to_look_up(&self) -> Result<u64, SubmitError> {
+        // Every planned item is looked up, and nothing plans one meanwhile.
+        Ok(self
+            .journal
+            .counts()?
+            .iter()
+            .filter(|(s, _)| *s == super::journal::ItemState::Planned)
+            .map(|(_, n)| *n)
+            .sum())
+    }
+
+    fn next_page(&mut self, limit: usize) -> Result<Vec<LookupTarget>, SubmitError> {
+        let page = self
+            .journal
+            .to_look_up(LookupPurpose::BeforePaying, self.after, limit)?;
+        if let Some(last) = page.last() {
+            self.after = last.rowid;
+        }
+        Ok(page)
+    }
+
+    fn record(
+        &mut self,
+        page: &[LookupTarget],
+        answer: &api::LookupAnswer,
+        held: &mut BTreeMap<&'static str, u64>,
+    ) -> Result<(), SubmitError> {
+        let journal = self.journal;
+        journal.atomically(|| apply(journal, LookupPurpose::BeforePaying, page, answer, held))?;
+        Ok(())
+    }
+
+    fn log_attempts(&mut self, target: &str, attempts: &[Attempt]) -> Result<(), SubmitError> {
+        super::log_attempts(self.journal, self.run_id, "lookup", target, attempts)?;
+        Ok(())
+    }
 }
 
-/// Looks up every planned item, `concurrency` requests at a time, and
+/// Looks up every item of `book`, `concurrency` requests at a time, and
 /// records what the vendor already holds. Ends early, `unfinished`, on a
 /// stop or after `settings.track_timeout`; an item not looked up stays
 /// planned and is not paid by this run.
 pub async fn reconcile<V: Vendor>(
-    journal: &Journal,
+    book: &mut dyn LookupBook,
     vendor: &Arc<V>,
-    run_id: i64,
     settings: &SubmitSettings,
     stop: &Stop,
     progress: &dyn LookupProgress,
@@ -234,15 +284,8 @@ pub async fn reconcile<V: Vendor>(
     let sent_before = vendor.sent();
     let concurrency = settings.concurrency.max(1);
     let mut report = Reconciled::default();
-    // Every planned item is looked up, and nothing plans one meanwhile.
-    let to_look_up = journal
-        .counts()?
-        .iter()
-        .filter(|(s, _)| *s == super::journal::ItemState::Planned)
-        .map(|(_, n)| *n)
-        .sum();
+    let to_look_up = book.to_look_up()?;
     progress.looked_up(&report, to_look_up);
-    let mut after = 0i64;
     let mut pages_left = true;
     let mut retry: Vec<(Instant, Vec<LookupTarget>)> = Vec::new();
     let mut tasks: JoinSet<(Vec<LookupTarget>, Call<api::LookupAnswer>)> = JoinSet::new();
@@ -262,14 +305,10 @@ pub async fn reconcile<V: Vendor>(
             let page = if let Some(i) = retry.iter().position(|(due, _)| *due <= now) {
                 retry.swap_remove(i).1
             } else if pages_left {
-                let page =
-                    journal.to_look_up(LookupPurpose::BeforePaying, after, api::MAX_LOOKUP)?;
-                match page.last() {
-                    Some(last) => after = last.rowid,
-                    None => {
-                        pages_left = false;
-                        continue;
-                    }
+                let page = book.next_page(api::MAX_LOOKUP)?;
+                if page.is_empty() {
+                    pages_left = false;
+                    continue;
                 }
                 page
             } else {
@@ -300,16 +339,11 @@ pub async fn reconcile<V: Vendor>(
         let Some(joined) = joined else { continue };
         let (page, call) =
             joined.map_err(|e| SubmitError::Aborted(format!("a lookup task failed: {e}")))?;
-        super::log_attempts(
-            journal,
-            run_id,
-            "lookup",
-            &format!("{} items", page.len()),
-            &call.attempts,
-        )?;
+        book.log_attempts(&format!("{} items", page.len()), &call.attempts)?;
         match call.result {
             Ok(answer) if answer_matches(&page, &answer) => {
-                record(journal, &mut report, &page, &answer)?;
+                report.looked_up += page.len() as u64;
+                book.record(&page, &answer, &mut report.held)?;
                 progress.looked_up(&report, to_look_up);
             }
             Ok(answer) => {
@@ -339,7 +373,8 @@ pub async fn reconcile<V: Vendor>(
         if let Ok((page, call)) = j {
             match call.result {
                 Ok(answer) if answer_matches(&page, &answer) => {
-                    record(journal, &mut report, &page, &answer)?
+                    report.looked_up += page.len() as u64;
+                    book.record(&page, &answer, &mut report.held)?
                 }
                 // Asked again by the next run.
                 _ => report.unfinished = true,

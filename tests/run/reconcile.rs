@@ -264,6 +264,122 @@ fn a_dry_run_looks_up_and_says_what_it_would_buy() {
     assert!(output.status.success());
 }
 
+/// A dry run on a new journal writes nothing into it, yet its
+/// `results.csv` shows what the vendor holds exactly as the run that pays
+/// shows it, and its counts are those of the file.
+#[test]
+fn a_dry_run_on_a_new_journal_writes_nothing_and_shows_what_the_vendor_holds() {
+    let sim = sim(SimConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let path = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
+    // Another journal bought the first 30 rows' eligible items.
+    let first = head(dir.path(), 30);
+    let bought_dir = dir.path().join("bought");
+    ran(
+        &mut run_cmd(&first, &bought_dir, &sim, &["--state", &path("a.sqlite")]),
+        &bought_dir,
+        0,
+    );
+    let held = sim.stats().activations;
+    assert!(held > 5, "{held}");
+    let input = head(dir.path(), 80);
+
+    // The dry run, on a journal of its own in a folder of its own.
+    std::fs::create_dir(dir.path().join("dry-state")).unwrap();
+    let dry_journal = path("dry-state/b.sqlite");
+    let dry = dir.path().join("dry");
+    let sent = reactivations(&sim);
+    ran(
+        &mut run_cmd(&input, &dry, &sim, &["--state", &dry_journal, "--dry-run"]),
+        &dry,
+        0,
+    );
+    assert_eq!(reactivations(&sim), sent, "a dry run buys nothing");
+    let items: i64 = rusqlite::Connection::open(&dry_journal)
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM items", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(items, 0, "the dry run planned nothing into its journal");
+    let beside: Vec<String> = std::fs::read_dir(dir.path().join("dry-state"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        beside.iter().all(|f| !f.contains("audit")),
+        "no audit log: {beside:?}"
+    );
+
+    // The run that pays, on another new journal: it buys what is not held.
+    let paid = dir.path().join("paid");
+    ran(
+        &mut run_cmd(&input, &paid, &sim, &["--state", &path("c.sqlite")]),
+        &paid,
+        0,
+    );
+    let (d, p) = (summary(&dry), summary(&paid));
+    assert_eq!(d["items"]["vendor_held"].as_u64(), Some(held));
+    assert_eq!(d["items"]["vendor_held"], p["items"]["vendor_held"]);
+    assert_eq!(d["vendor_lookups"], {
+        let mut v = p["vendor_lookups"].clone();
+        v["requests"] = d["vendor_lookups"]["requests"].clone();
+        v
+    });
+    assert_eq!(
+        d["items"]["to_buy"].as_u64(),
+        Some(sim.stats().activations - held),
+        "the dry run would buy what the paying run bought"
+    );
+    assert_eq!(d["quotes"], p["quotes"], "both quote what is not held");
+
+    // Row by row: what the vendor holds is the same line in both; every
+    // other eligible item is planned in one and bought in the other.
+    let (dry_rows, paid_rows) = (results(&dry), results(&paid));
+    assert_eq!(dry_rows.len(), paid_rows.len());
+    let mut vendor_rows = 0;
+    for (d, p) in dry_rows.iter().zip(&paid_rows) {
+        match d["state"].as_str() {
+            "planned" => {
+                assert_eq!(
+                    (p["state"].as_str(), p["source"].as_str()),
+                    ("active", "this_run")
+                )
+            }
+            "manual_review" => assert_eq!(p["state"], "escalated"),
+            _ => {
+                assert_eq!(d, p, "row {}", d["row"]);
+                vendor_rows += usize::from(d["source"] == "vendor_record");
+            }
+        }
+    }
+    assert_eq!(vendor_rows as u64, held);
+    // summary.json counts exactly what results.csv holds.
+    let mut by_state = std::collections::BTreeMap::<String, u64>::new();
+    let mut by_contract = std::collections::BTreeMap::<(String, String), u64>::new();
+    for r in &dry_rows {
+        *by_state.entry(r["state"].clone()).or_default() += 1;
+        if !r["contract_id"].is_empty() {
+            *by_contract
+                .entry((r["contract_id"].clone(), r["state"].clone()))
+                .or_default() += 1;
+        }
+    }
+    for (state, n) in d["items_by_state"].as_object().unwrap() {
+        assert_eq!(
+            n.as_u64(),
+            Some(by_state.get(state).copied().unwrap_or(0)),
+            "{state}"
+        );
+    }
+    let mut summed = std::collections::BTreeMap::new();
+    for (contract, states) in d["by_contract"].as_object().unwrap() {
+        for (state, n) in states.as_object().unwrap() {
+            assert_ne!(n.as_u64(), Some(0), "no empty count: {contract} {state}");
+            summed.insert((contract.clone(), state.clone()), n.as_u64().unwrap());
+        }
+    }
+    assert_eq!(summed, by_contract);
+}
+
 #[test]
 fn sigkill_during_the_lookups_then_a_resume_never_pays_twice() {
     let sim = sim(SimConfig {

@@ -10,17 +10,23 @@ use super::progress::Phases;
 use super::quote::{load_contracts, make_plan, summary_text, PlanArgs, PlanSettings};
 use super::{Global, Outcome, UsageError};
 use crate::audit;
-use crate::report::{trail::AuditWriter, write_results, AtomicFile, UnknownItems, UnknownResults};
+use crate::report::{
+    patch_results, trail::AuditWriter, write_results, AtomicFile, HeldRow, UnknownItems,
+};
 use crate::submit::client::{redact_url, Token};
+use crate::submit::held::HeldInMemory;
 use crate::submit::journal::RunSplit;
 use crate::submit::journal::{Journal, JournalError};
+use crate::submit::reconcile::JournalBook;
 use crate::submit::{SubmitReport, SubmitSettings};
 
+mod dry;
 mod ending;
 mod journal;
 mod summary;
 mod vendor;
 
+use dry::plan_read_only;
 use ending::{ending, unfinished_items, unfinished_text, Ending};
 use journal::{journal_dir, plan_into_journal, Rows};
 use summary::{final_text, savings, Requests, Summary, Timings, VendorLookups};
@@ -309,21 +315,20 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
     progress.phase("planning");
     let escalate = settings.submit.escalate;
     let out = settings.plan.out.clone();
-    // A dry run that looks nothing up changes nothing in its journal; when
-    // that journal holds no item either, it has nothing to add to
-    // `results.csv`, which is then written as the plan goes.
-    let unknown_only = settings.dry_run && !settings.reconcile && !journal.holds_items()?;
-    let (rows, mut planned) = if unknown_only {
-        let mut results = UnknownResults::create(&out, UnknownItems { escalate })?;
-        let planned = make_plan(
+    // A dry run on a journal that holds no item changes nothing in it:
+    // `results.csv` is written as the plan goes, and what the lookups find
+    // is kept in memory (see `dry`).
+    let read_only = settings.dry_run && !journal.holds_items()?;
+    let mut in_memory = (read_only && settings.reconcile).then(HeldInMemory::default);
+    let (mut rows, mut planned) = if read_only {
+        let (counts, planned) = plan_read_only(
             &mut settings.plan,
-            &policy,
-            &contracts,
+            (&policy, &contracts),
+            UnknownItems { escalate },
+            in_memory.as_mut(),
             &progress,
-            Some(&mut results),
-            None,
         )?;
-        (Rows::Written(results.commit()?), planned)
+        (Rows::Written(counts), planned)
     } else {
         let (spool, planned) = plan_into_journal(
             &journal,
@@ -369,7 +374,14 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
     let mut lookup_seconds = 0.0;
     if let (Some(session), true) = (&session, settings.reconcile) {
         let lookups_started = Instant::now();
-        let found = session.reconcile(&journal, run_id, &settings.submit, &progress)?;
+        let found = match in_memory.as_mut() {
+            Some(book) => session.reconcile(book, &settings.submit, &progress)?,
+            None => session.reconcile(
+                &mut JournalBook::new(&journal, run_id),
+                &settings.submit,
+                &progress,
+            )?,
+        };
         lookup_seconds = lookups_started.elapsed().as_secs_f64();
         report.seconds = lookup_seconds;
         report.requests = found.requests;
@@ -387,7 +399,11 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
         reconciled = Some(found);
     }
     let quoted_before = planned.totals.clone();
-    let not_bought = journal.not_to_buy(run_id)?;
+    let not_bought = match &in_memory {
+        Some(book) => book.held_keys().clone(),
+        None if read_only => Default::default(),
+        None => journal.not_to_buy(run_id)?,
+    };
     if !not_bought.is_empty() {
         progress.phase("quoting");
         planned = make_plan(
@@ -399,15 +415,18 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
             Some(&not_bought),
         )?;
         progress.clear();
-        for q in &planned.plan.quotes {
-            journal.set_quote(&q.contract_id, q.region.as_str(), &q.quote_id)?;
+        if !read_only {
+            for q in &planned.plan.quotes {
+                journal.set_quote(&q.contract_id, q.region.as_str(), &q.quote_id)?;
+            }
         }
     }
-    let split = if unknown_only {
+    let split = if read_only {
+        let vendor_held = in_memory.as_ref().map_or(0, HeldInMemory::held_count);
         RunSplit {
-            to_buy: planned.plan.eligible,
+            to_buy: planned.plan.eligible.saturating_sub(vendor_held),
             earlier_runs: 0,
-            vendor_held: 0,
+            vendor_held,
         }
     } else {
         journal.run_split(run_id)?
@@ -468,6 +487,16 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
         .map(|p| (audit_writer.appended(), p.to_path_buf()));
     progress.phase("reports");
     let results_started = Instant::now();
+    if let (Rows::Written(counts), Some(book)) = (&mut rows, &in_memory) {
+        if book.held_count() > 0 {
+            patch_results(&out, counts, &|row| {
+                book.held(row).map(|(record, contract_id)| HeldRow {
+                    record,
+                    contract_id,
+                })
+            })?;
+        }
+    }
     let counts = match rows {
         Rows::Written(counts) => counts,
         Rows::Spooled(spool) => {

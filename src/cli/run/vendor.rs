@@ -11,7 +11,7 @@ use crate::cli::{Global, UsageError};
 use crate::sim::{Sim, SimConfig};
 use crate::submit::client::{ApiClient, ClientConfig, Token};
 use crate::submit::journal::Journal;
-use crate::submit::reconcile::{reconcile, Reconciled};
+use crate::submit::reconcile::{reconcile, LookupBook, Reconciled};
 use crate::submit::retry::RetryPolicy;
 use crate::submit::{
     submit_and_track, AfterRound, Stop, SubmitError, SubmitReport, SubmitSettings, Vendor,
@@ -95,21 +95,19 @@ impl VendorSession {
         })
     }
 
-    /// Looks up every planned item before any is paid (see
+    /// Looks up every item of `book` before any is paid (see
     /// `submit::reconcile`).
     pub(super) fn reconcile(
         &self,
-        journal: &Journal,
-        run_id: i64,
+        book: &mut dyn LookupBook,
         settings: &SubmitSettings,
         progress: &Phases,
     ) -> anyhow::Result<Reconciled> {
         let found = self
             .runtime
             .block_on(reconcile(
-                journal,
+                book,
                 &self.client,
-                run_id,
                 settings,
                 &self.stop,
                 progress,

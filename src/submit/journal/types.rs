@@ -48,6 +48,18 @@ impl ItemState {
     pub fn parse(s: &str) -> Option<ItemState> {
         ItemState::ALL.into_iter().find(|st| st.as_str() == s)
     }
+
+    /// The journal's state for an item in the vendor's `state`: its
+    /// `pending` is the journal's `accepted`.
+    pub fn of_vendor(state: api::ItemState) -> ItemState {
+        match state {
+            api::ItemState::Pending => ItemState::Accepted,
+            api::ItemState::Provisioning => ItemState::Provisioning,
+            api::ItemState::Active => ItemState::Active,
+            api::ItemState::Failed => ItemState::Failed,
+            api::ItemState::Rejected => ItemState::Rejected,
+        }
+    }
 }
 
 /// A state the journal holds that this version does not know: the item is
@@ -210,6 +222,31 @@ pub struct ItemRecord {
     pub eta: Option<String>,
     pub activated_at: Option<String>,
     pub source: Source,
+}
+
+impl ItemRecord {
+    /// The record of a planned item once a lookup found `vendor` holding
+    /// it: what [`Journal::records`] gives after [`Journal::record_vendor`]
+    /// (a test compares the two).
+    ///
+    /// [`Journal::records`]: super::Journal::records
+    /// [`Journal::record_vendor`]: super::Journal::record_vendor
+    pub fn held_by_vendor(vendor: &api::VendorRecord) -> ItemRecord {
+        ItemRecord {
+            state: ItemState::of_vendor(vendor.state),
+            reason: vendor.reason.clone(),
+            request_id: vendor.request_id.clone(),
+            confirmation_id: vendor.confirmation_id.clone(),
+            features: vendor
+                .features_verified
+                .map(|f| super::columns::features_text(super::columns::features_bits(&f))),
+            case_id: None,
+            attempts: 0,
+            eta: vendor.eta.map(|d| d.to_string()),
+            activated_at: vendor.activated_at.map(super::columns::fmt_time),
+            source: Source::VendorRecord,
+        }
+    }
 }
 
 /// Where an item's state comes from (`results.csv`'s `source`).

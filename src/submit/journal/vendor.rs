@@ -65,13 +65,7 @@ impl Journal {
         event_key: &str,
         record: &api::VendorRecord,
     ) -> Result<bool, JournalError> {
-        let state = match record.state {
-            api::ItemState::Pending => ItemState::Accepted,
-            api::ItemState::Provisioning => ItemState::Provisioning,
-            api::ItemState::Active => ItemState::Active,
-            api::ItemState::Failed => ItemState::Failed,
-            api::ItemState::Rejected => ItemState::Rejected,
-        };
+        let state = ItemState::of_vendor(record.state);
         let features = record.features_verified.map(|f| features_bits(&f));
         let changed = self
             .conn
