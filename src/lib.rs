@@ -12,12 +12,14 @@
 //!
 //! [`sim`] serves the vendor API (SPEC §6, §8) on loopback for tests and
 //! `refleet run`. [`policy`] holds the rules every stage reads; [`gen`] makes realistic test
-//! inventories; [`cli`] is the command line and nothing else.
+//! inventories; [`app`] holds the steps the commands share; [`cli`] is the
+//! command line and nothing else.
 
 #![deny(unsafe_code)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod api;
+pub mod app;
 pub mod audit;
 pub mod cli;
 pub mod contracts;

@@ -30,7 +30,6 @@ use crate::pipeline::{self, ItemMap, MappedSink};
 use crate::policy::Policy;
 use crate::progress::Progress;
 use crate::quote::{family_slot, Quote, QuoteBuilder, QuoteError, QuoteInput};
-use crate::report::{self, UnknownItems};
 use crate::validate::Validator;
 
 /// One valid item and what the plan decided for it.
@@ -54,6 +53,13 @@ pub struct Judged<'a> {
     pub result_line: &'a [u8],
 }
 
+/// Makes one judged item's line of a report (its format is the report's),
+/// into `out`, emptied first; `eta` is the activation date as text ("" for
+/// an ineligible item). Called on the validating threads.
+pub trait ItemLine: Send + Sync {
+    fn line(&self, out: &mut Vec<u8>, item: &Item, key: &str, verdict: &Verdict, eta: &str);
+}
+
 /// Receives the plan in row order.
 pub trait PlanSink {
     /// Every valid item with its verdict.
@@ -63,7 +69,7 @@ pub trait PlanSink {
         false
     }
     /// Whether, and how, [`Judged::result_line`] must be made.
-    fn result_lines(&self) -> Option<UnknownItems> {
+    fn result_lines(&self) -> Option<Box<dyn ItemLine>> {
         None
     }
     fn reject(&mut self, reject: &Reject) -> anyhow::Result<()>;
@@ -94,6 +100,8 @@ pub struct PlanContext<'a> {
     pub policy: &'a Policy,
     pub as_of: NaiveDate,
     pub pool: &'a crate::pipeline::Workers,
+    /// Makes [`Judged::eligibility_line`].
+    pub eligibility_line: &'a dyn ItemLine,
     /// Eligible items (by serial number or license id) that are not bought
     /// by this plan: already bought, or held by the vendor. They keep their
     /// verdict and leave the quotes.
@@ -175,8 +183,9 @@ struct Judge<'a> {
     etas: Etas,
     /// Keep each device's item for the sink ([`PlanSink::wants_items`]).
     keep_items: bool,
-    /// Make `results.csv` lines ([`PlanSink::result_lines`]).
-    result_lines: Option<UnknownItems>,
+    eligibility_line: &'a dyn ItemLine,
+    /// Makes `results.csv` lines ([`PlanSink::result_lines`]).
+    result_lines: Option<Box<dyn ItemLine>>,
     /// [`PlanContext::not_bought`].
     not_bought: Option<&'a std::collections::HashSet<String>>,
 }
@@ -288,7 +297,7 @@ impl<'a> Judge<'a> {
     fn new(
         ctx: &PlanContext<'a>,
         keep_items: bool,
-        result_lines: Option<UnknownItems>,
+        result_lines: Option<Box<dyn ItemLine>>,
     ) -> Result<Judge<'a>, QuoteError> {
         let etas = ctx
             .policy
@@ -314,6 +323,7 @@ impl<'a> Judge<'a> {
             no_eligible_devices: EligibleDevices::new(),
             etas,
             keep_items,
+            eligibility_line: ctx.eligibility_line,
             result_lines,
             not_bought: ctx.not_bought,
         })
@@ -347,10 +357,11 @@ impl<'a> Judge<'a> {
             _ => None,
         };
         let eta_text = eta.as_ref().map_or("", |(_, s)| s);
-        report::eligibility_line(eligibility_line, item, key, &v, eta_text);
+        self.eligibility_line
+            .line(eligibility_line, item, key, &v, eta_text);
         result_line.clear();
-        if let Some(unknown) = self.result_lines {
-            unknown.line(result_line, item, key, &v, eta_text);
+        if let Some(lines) = &self.result_lines {
+            lines.line(result_line, item, key, &v, eta_text);
         }
         (v, eta.map(|(d, _)| d))
     }

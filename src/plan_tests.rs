@@ -48,6 +48,7 @@ fn etas_are_the_slas_business_days_for_each_country_and_coverage() {
         policy: &policy,
         as_of,
         pool: &pool,
+        eligibility_line: &crate::report::EligibilityLines,
         not_bought: None,
     };
     let judge = Judge::new(&ctx, false, None).unwrap();

@@ -161,30 +161,6 @@ pub(super) fn journal_left_in_out(out: &Path, journal: &Path) -> Result<(), Usag
     )))
 }
 
-/// `n` with its thousands grouped by commas: `1,891`.
-pub(super) fn grouped(n: u64) -> String {
-    let digits = n.to_string();
-    let mut text = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, d) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            text.push(',');
-        }
-        text.push(d);
-    }
-    text
-}
-
-/// The line a run starts with: which journal, which run of it, and how
-/// much it already holds.
-pub(super) fn journal_line(journal: &Path, run_id: i64, earlier_items: u64) -> String {
-    let held = match earlier_items {
-        0 => "no items from earlier runs".to_string(),
-        1 => "1 item from earlier runs".to_string(),
-        n => format!("{} items from earlier runs", grouped(n)),
-    };
-    format!("journal: {} (run {run_id}; {held})", journal.display())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,28 +191,6 @@ mod tests {
         ] {
             assert!(parse(text).is_err(), "{text}");
         }
-    }
-
-    #[test]
-    fn counts_are_grouped_by_thousands() {
-        for (n, text) in [
-            (0, "0"),
-            (999, "999"),
-            (1000, "1,000"),
-            (1891, "1,891"),
-            (123_456, "123,456"),
-            (1_234_567, "1,234,567"),
-        ] {
-            assert_eq!(grouped(n), text);
-        }
-        assert_eq!(
-            journal_line(Path::new("/s/refleet/journal.sqlite"), 3, 1891),
-            "journal: /s/refleet/journal.sqlite (run 3; 1,891 items from earlier runs)"
-        );
-        assert_eq!(
-            journal_line(Path::new("j.sqlite"), 1, 0),
-            "journal: j.sqlite (run 1; no items from earlier runs)"
-        );
     }
 
     #[test]

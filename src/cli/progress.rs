@@ -12,6 +12,7 @@
 //! lines go through [`log_line`], which prints them above the bar rather
 //! than through it.
 
+use crate::app::run::RunProgress;
 use std::future::Future;
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -159,6 +160,22 @@ impl Phases {
             line.submission = Some((Baseline::of(counts, requests), Instant::now()));
             s.submission(&mut line, counts, requests);
         }
+    }
+}
+
+/// What `crate::app::run` shows: the methods above.
+impl RunProgress for Phases {
+    fn phase(&self, name: &'static str) {
+        Phases::phase(self, name);
+    }
+    fn clear(&self) {
+        Phases::clear(self);
+    }
+    fn begin_submission(&self, counts: &[(ItemState, u64)], requests: u64) {
+        Phases::begin_submission(self, counts, requests);
+    }
+    fn watch(&self, stop: Stop) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(Phases::watch(self, stop))
     }
 }
 

@@ -16,7 +16,9 @@ use std::path::Path;
 
 pub use crate::audit::{AuditLog, Binding, ChainState};
 pub use file::{temp_in, AtomicFile, NamedWriter};
-pub use plan::{eligibility_line, write_quotes, PlanReports, ELIGIBILITY_COLUMNS};
+pub use plan::{
+    eligibility_line, write_quotes, EligibilityLines, PlanReports, ELIGIBILITY_COLUMNS,
+};
 pub use results::{
     event_key, patch_results, write_results, HeldRow, PlannedKind, ResultCounts, RowSpool,
     UnknownItems, UnknownResults, RESULTS_COLUMNS, RESULT_STATES,

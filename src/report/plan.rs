@@ -8,7 +8,7 @@ use std::io::Write;
 use super::{neutralise, push_cell, AtomicFile, RejectsWriter};
 use crate::domain::{Item, Reject};
 use crate::eligibility::Verdict;
-use crate::plan::{Judged, PlanSink};
+use crate::plan::{ItemLine, Judged, PlanSink};
 use crate::quote::Quote;
 
 pub const ELIGIBILITY_COLUMNS: [&str; 12] = [
@@ -25,6 +25,15 @@ pub const ELIGIBILITY_COLUMNS: [&str; 12] = [
     "alternative",
     "eta",
 ];
+
+/// Makes `eligibility.csv` lines for the plan ([`eligibility_line`]).
+pub struct EligibilityLines;
+
+impl ItemLine for EligibilityLines {
+    fn line(&self, out: &mut Vec<u8>, item: &Item, key: &str, verdict: &Verdict, eta: &str) {
+        eligibility_line(out, item, key, verdict, eta);
+    }
+}
 
 /// One item's `eligibility.csv` record, newline included, into `out`
 /// (emptied first, so that one buffer serves many rows); `eta` is the

@@ -25,7 +25,7 @@ use super::{csv_line, neutralise, push_cell, temp_in, AtomicFile, NamedWriter};
 use crate::api;
 use crate::domain::{Item, Reject};
 use crate::eligibility::{Reason, Verdict};
-use crate::plan::{Judged, PlanSink};
+use crate::plan::{ItemLine, Judged, PlanSink};
 use crate::submit::journal::{ItemRecord, ItemState};
 
 pub const RESULTS_COLUMNS: [&str; 18] = [
@@ -214,6 +214,12 @@ impl UnknownItems {
         push_cell(out, &neutralise(&item.site));
         // source: nobody bought it.
         out.extend_from_slice(b",\n");
+    }
+}
+
+impl ItemLine for UnknownItems {
+    fn line(&self, out: &mut Vec<u8>, item: &Item, key: &str, verdict: &Verdict, eta: &str) {
+        UnknownItems::line(*self, out, item, key, verdict, eta);
     }
 }
 
@@ -619,8 +625,8 @@ impl UnknownResults {
 }
 
 impl PlanSink for UnknownResults {
-    fn result_lines(&self) -> Option<UnknownItems> {
-        Some(self.items)
+    fn result_lines(&self) -> Option<Box<dyn ItemLine>> {
+        Some(Box::new(self.items))
     }
 
     fn verdict(&mut self, judged: &Judged<'_>) -> anyhow::Result<()> {

@@ -852,6 +852,7 @@ fn plan_within(
             policy: &policy,
             as_of,
             pool: &pool,
+            eligibility_line: &refleet::report::EligibilityLines,
             not_bought: None,
         };
         let mut sink = Sink {

@@ -1,56 +1,6 @@
-//! Tests of `refleet run`: its arguments, the vendor session, endings and texts.
+//! Tests of `refleet run`'s arguments.
 
 use super::*;
-use crate::submit::journal::ItemState;
-
-/// Regression: the outcome came from how the submission returned, so
-/// a crashed task or a lost request ended "finished" with items still
-/// submitted or accepted. It comes from the journal's states now.
-#[test]
-fn the_outcome_comes_from_the_items_states() {
-    use ItemState::*;
-    let done = SubmitReport::default();
-    let end = |states: &[(ItemState, u64)], escalate: bool, failed: u64| {
-        ending(
-            &done,
-            &unfinished_items(states, escalate),
-            failed,
-            false,
-            false,
-        )
-    };
-    for st in [Planned, Submitted, Accepted, Provisioning] {
-        assert_eq!(end(&[(Active, 9), (st, 1)], true, 0), Ending::Stopped);
-        assert_eq!(end(&[(Active, 9), (st, 1)], false, 0), Ending::Stopped);
-    }
-    // A failed item or a manual review waits for its case when cases are on.
-    for st in [Failed, ManualReview] {
-        assert_eq!(end(&[(st, 1)], true, 1), Ending::Stopped);
-        assert_eq!(end(&[(st, 1)], false, 1), Ending::FinishedWithFailures);
-    }
-    assert_eq!(end(&[(Active, 9), (Planned, 0)], true, 0), Ending::Finished);
-    assert_eq!(
-        end(&[(Active, 9), (Escalated, 1)], true, 1),
-        Ending::FinishedWithFailures
-    );
-    assert_eq!(Ending::Stopped.exit_code(), 4);
-    assert_eq!(Ending::FinishedWithFailures.exit_code(), 3);
-    assert_eq!(Ending::Finished.exit_code(), 0);
-    // A crashed task is a failure whatever the states say.
-    let crashed = SubmitReport {
-        aborted: Some("a request task panicked".into()),
-        ..SubmitReport::default()
-    };
-    let e = ending(&crashed, &[], 0, false, false);
-    assert_eq!(
-        (e, e.exit_code(), e.name()),
-        (Ending::Aborted, 1, "aborted")
-    );
-    assert_eq!(
-        unfinished_text(&unfinished_items(&[(Accepted, 3), (ManualReview, 2)], true)),
-        "5 items not finished (accepted 3, manual_review 2)"
-    );
-}
 
 #[test]
 fn durations() {
@@ -113,13 +63,4 @@ fn credentials_in_the_url_are_refused_without_being_repeated() {
     assert!(!e.contains("t0ken") && e.contains("http"), "{e}");
     let e = api_url("not a url t0ken", true).unwrap_err().0;
     assert!(!e.contains("t0ken"), "{e}");
-}
-
-#[test]
-fn the_label_masks_query_values() {
-    assert_eq!(
-        api_label("https://vendor.example:8443/api/?code=K1&region=eu&flag"),
-        "https://vendor.example:8443/api/?code=***&region=***&***"
-    );
-    assert_eq!(api_label("http://127.0.0.1:80/"), "http://127.0.0.1/");
 }

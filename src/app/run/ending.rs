@@ -1,12 +1,12 @@
 //! How a run ended: from the items' states in the journal to `Ending` and its exit code.
 
-use crate::cli::Outcome;
+use crate::app::Outcome;
 use crate::submit::journal::ItemState;
 use crate::submit::SubmitReport;
 
 /// How a run ended, as `summary.json` and the exit code say it (SPEC §7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Ending {
+pub enum Ending {
     Finished,
     FinishedWithFailures,
     /// Some item is not in a terminal state: run again to resume.
@@ -18,7 +18,7 @@ pub(super) enum Ending {
 }
 
 impl Ending {
-    pub(super) fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Ending::Finished => "finished",
             Ending::FinishedWithFailures => "finished_with_failures",
@@ -30,7 +30,7 @@ impl Ending {
     }
 
     /// The exit code of a run that returns `Ok`, or `None` for a failure.
-    pub(super) fn outcome(self) -> Option<Outcome> {
+    pub fn outcome(self) -> Option<Outcome> {
         match self {
             Ending::Finished | Ending::DryRun => Some(Outcome::Success),
             Ending::FinishedWithFailures | Ending::BudgetExceeded => Some(Outcome::Partial),
@@ -39,7 +39,7 @@ impl Ending {
         }
     }
 
-    pub(super) fn exit_code(self) -> i32 {
+    pub fn exit_code(self) -> i32 {
         self.outcome().map_or(1, Outcome::exit_code)
     }
 }
@@ -47,10 +47,7 @@ impl Ending {
 /// Journal items not in a terminal state (SPEC §6): planned, submitted,
 /// accepted, provisioning; and, when cases are opened, failed and
 /// manual-review items whose case is not open yet.
-pub(super) fn unfinished_items(
-    counts: &[(ItemState, u64)],
-    escalate: bool,
-) -> Vec<(ItemState, u64)> {
+pub fn unfinished_items(counts: &[(ItemState, u64)], escalate: bool) -> Vec<(ItemState, u64)> {
     counts
         .iter()
         .copied()
@@ -68,7 +65,7 @@ pub(super) fn unfinished_items(
         .collect()
 }
 
-pub(super) fn unfinished_text(unfinished: &[(ItemState, u64)]) -> String {
+pub fn unfinished_text(unfinished: &[(ItemState, u64)]) -> String {
     let total: u64 = unfinished.iter().map(|(_, n)| n).sum();
     let parts: Vec<String> = unfinished
         .iter()
@@ -79,7 +76,7 @@ pub(super) fn unfinished_text(unfinished: &[(ItemState, u64)]) -> String {
 
 /// The run's ending, from the items' states in the journal, never from how
 /// the submission returned: any item not terminal means "stopped".
-pub(super) fn ending(
+pub fn ending(
     report: &SubmitReport,
     unfinished: &[(ItemState, u64)],
     failed_or_rejected: u64,
@@ -98,5 +95,59 @@ pub(super) fn ending(
         Ending::FinishedWithFailures
     } else {
         Ending::Finished
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: the outcome came from how the submission returned, so
+    /// a crashed task or a lost request ended "finished" with items still
+    /// submitted or accepted. It comes from the journal's states now.
+    #[test]
+    fn the_outcome_comes_from_the_items_states() {
+        use ItemState::*;
+        let done = SubmitReport::default();
+        let end = |states: &[(ItemState, u64)], escalate: bool, failed: u64| {
+            ending(
+                &done,
+                &unfinished_items(states, escalate),
+                failed,
+                false,
+                false,
+            )
+        };
+        for st in [Planned, Submitted, Accepted, Provisioning] {
+            assert_eq!(end(&[(Active, 9), (st, 1)], true, 0), Ending::Stopped);
+            assert_eq!(end(&[(Active, 9), (st, 1)], false, 0), Ending::Stopped);
+        }
+        // A failed item or a manual review waits for its case when cases are on.
+        for st in [Failed, ManualReview] {
+            assert_eq!(end(&[(st, 1)], true, 1), Ending::Stopped);
+            assert_eq!(end(&[(st, 1)], false, 1), Ending::FinishedWithFailures);
+        }
+        assert_eq!(end(&[(Active, 9), (Planned, 0)], true, 0), Ending::Finished);
+        assert_eq!(
+            end(&[(Active, 9), (Escalated, 1)], true, 1),
+            Ending::FinishedWithFailures
+        );
+        assert_eq!(Ending::Stopped.exit_code(), 4);
+        assert_eq!(Ending::FinishedWithFailures.exit_code(), 3);
+        assert_eq!(Ending::Finished.exit_code(), 0);
+        // A crashed task is a failure whatever the states say.
+        let crashed = SubmitReport {
+            aborted: Some("a request task panicked".into()),
+            ..SubmitReport::default()
+        };
+        let e = ending(&crashed, &[], 0, false, false);
+        assert_eq!(
+            (e, e.exit_code(), e.name()),
+            (Ending::Aborted, 1, "aborted")
+        );
+        assert_eq!(
+            unfinished_text(&unfinished_items(&[(Accepted, 3), (ManualReview, 2)], true)),
+            "5 items not finished (accepted 3, manual_review 2)"
+        );
     }
 }

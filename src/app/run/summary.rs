@@ -1,6 +1,7 @@
 //! What a run says at its end: `summary.json`'s shape and the closing text.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -13,57 +14,57 @@ use crate::submit::SubmitReport;
 
 /// `summary.json`: stable keys for monitoring (SPEC §7).
 #[derive(Serialize)]
-pub(super) struct Summary<'a> {
-    pub(super) refleet_version: &'static str,
-    pub(super) run_id: i64,
-    pub(super) input: String,
-    pub(super) as_of: String,
-    pub(super) api: &'a str,
+pub struct Summary<'a> {
+    pub refleet_version: &'static str,
+    pub run_id: i64,
+    pub input: String,
+    pub as_of: String,
+    pub api: &'a str,
     /// The journal this run used (absolute path).
-    pub(super) journal: String,
-    pub(super) dry_run: bool,
+    pub journal: String,
+    pub dry_run: bool,
     /// Whether failed and manual-review items get a support case: with it
     /// on, such an item is not finished until its case is open.
-    pub(super) escalate: bool,
-    pub(super) outcome: &'a str,
-    pub(super) exit_code: i32,
-    pub(super) stopped_because: Option<String>,
-    pub(super) rows: u64,
-    pub(super) valid_rows: u64,
-    pub(super) rejected_rows: u64,
-    pub(super) eligible: u64,
-    pub(super) ineligible: u64,
-    pub(super) items_by_state: &'a BTreeMap<String, u64>,
-    pub(super) reasons: &'a BTreeMap<String, u64>,
-    pub(super) by_region: &'a BTreeMap<String, BTreeMap<String, u64>>,
-    pub(super) by_contract: &'a BTreeMap<String, BTreeMap<String, u64>>,
+    pub escalate: bool,
+    pub outcome: &'a str,
+    pub exit_code: i32,
+    pub stopped_because: Option<String>,
+    pub rows: u64,
+    pub valid_rows: u64,
+    pub rejected_rows: u64,
+    pub eligible: u64,
+    pub ineligible: u64,
+    pub items_by_state: &'a BTreeMap<String, u64>,
+    pub reasons: &'a BTreeMap<String, u64>,
+    pub by_region: &'a BTreeMap<String, BTreeMap<String, u64>>,
+    pub by_contract: &'a BTreeMap<String, BTreeMap<String, u64>>,
     /// What this run buys: items already bought by earlier runs of the
     /// journal, or held by the vendor, are not in it.
-    pub(super) quotes: &'a BTreeMap<String, CurrencyTotal>,
+    pub quotes: &'a BTreeMap<String, CurrencyTotal>,
     /// This run's eligible items by who buys them.
-    pub(super) items: RunSplit,
+    pub items: RunSplit,
     /// The lookups before paying (absent with `--no-reconcile`).
-    pub(super) vendor_lookups: Option<VendorLookups>,
+    pub vendor_lookups: Option<VendorLookups>,
     /// By currency: what the items not bought again (held by earlier runs
     /// or the vendor) would have cost in this run's quotes.
-    pub(super) not_bought_again: BTreeMap<String, String>,
-    pub(super) budget: BTreeMap<String, String>,
-    pub(super) over_budget: &'a [String],
-    pub(super) requests: Requests,
-    pub(super) timings: Timings,
+    pub not_bought_again: BTreeMap<String, String>,
+    pub budget: BTreeMap<String, String>,
+    pub over_budget: &'a [String],
+    pub requests: Requests,
+    pub timings: Timings,
 }
 
 #[derive(Serialize)]
-pub(super) struct VendorLookups {
-    pub(super) looked_up: u64,
+pub struct VendorLookups {
+    pub looked_up: u64,
     /// Held by the vendor for this deactivation, by the vendor's state.
-    pub(super) held: BTreeMap<&'static str, u64>,
-    pub(super) requests: u64,
-    pub(super) finished: bool,
+    pub held: BTreeMap<&'static str, u64>,
+    pub requests: u64,
+    pub finished: bool,
 }
 
 /// By currency, `before` minus `after`, for the currencies where it is not zero.
-pub(super) fn savings(
+pub fn savings(
     before: &BTreeMap<String, CurrencyTotal>,
     after: &BTreeMap<String, CurrencyTotal>,
 ) -> BTreeMap<String, String> {
@@ -80,28 +81,28 @@ pub(super) fn savings(
 }
 
 #[derive(Serialize)]
-pub(super) struct Requests {
-    pub(super) sent: u64,
-    pub(super) throttled: u64,
-    pub(super) configured_rate: f64,
-    pub(super) achieved_rate: f64,
+pub struct Requests {
+    pub sent: u64,
+    pub throttled: u64,
+    pub configured_rate: f64,
+    pub achieved_rate: f64,
 }
 
 #[derive(Serialize)]
-pub(super) struct Timings {
+pub struct Timings {
     /// Validate, decide, quote, write the plan into the journal, and the
     /// vendor lookups (which are also in `lookup_seconds`).
-    pub(super) plan_seconds: f64,
-    pub(super) lookup_seconds: f64,
+    pub plan_seconds: f64,
+    pub lookup_seconds: f64,
     /// Submission and tracking, lookups included (the requests' window).
-    pub(super) submit_seconds: f64,
-    pub(super) audit_seconds: f64,
+    pub submit_seconds: f64,
+    pub audit_seconds: f64,
     /// `results.csv` (and the Parquet copies).
-    pub(super) results_seconds: f64,
-    pub(super) total_seconds: f64,
+    pub results_seconds: f64,
+    pub total_seconds: f64,
 }
 
-pub(super) fn final_text(
+pub fn final_text(
     counts: &ResultCounts,
     report: &SubmitReport,
     stopped_because: Option<&str>,
@@ -138,4 +139,55 @@ pub(super) fn final_text(
         settings.plan.out.display()
     ));
     text
+}
+
+/// `n` with its thousands grouped by commas: `1,891`.
+pub fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut text = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, d) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            text.push(',');
+        }
+        text.push(d);
+    }
+    text
+}
+
+/// The line a run starts with: which journal, which run of it, and how
+/// much it already holds.
+pub fn journal_line(journal: &Path, run_id: i64, earlier_items: u64) -> String {
+    let held = match earlier_items {
+        0 => "no items from earlier runs".to_string(),
+        1 => "1 item from earlier runs".to_string(),
+        n => format!("{} items from earlier runs", grouped(n)),
+    };
+    format!("journal: {} (run {run_id}; {held})", journal.display())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_are_grouped_by_thousands() {
+        for (n, text) in [
+            (0, "0"),
+            (999, "999"),
+            (1000, "1,000"),
+            (1891, "1,891"),
+            (123_456, "123,456"),
+            (1_234_567, "1,234,567"),
+        ] {
+            assert_eq!(grouped(n), text);
+        }
+        assert_eq!(
+            journal_line(Path::new("/s/refleet/journal.sqlite"), 3, 1891),
+            "journal: /s/refleet/journal.sqlite (run 3; 1,891 items from earlier runs)"
+        );
+        assert_eq!(
+            journal_line(Path::new("j.sqlite"), 1, 0),
+            "journal: j.sqlite (run 1; no items from earlier runs)"
+        );
+    }
 }

@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
+use super::RunProgress;
 use crate::api::{CoverageWire, ItemType};
-use crate::cli::progress::Phases;
-use crate::cli::quote::{make_plan, PlanSettings, Planned};
+use crate::app::{make_plan, PlanSettings, Planned};
 use crate::contracts::Contracts;
 use crate::domain::{Coverage, Item, ItemKind};
 use crate::policy::Policy;
@@ -12,7 +12,7 @@ use crate::report::{PlannedKind, ResultCounts, RowSpool};
 use crate::submit::journal::{ItemState, Journal, PlannedItem};
 
 /// The folder of the journal, where its audit log lives.
-pub(super) fn journal_dir(state: &std::path::Path) -> PathBuf {
+pub fn journal_dir(state: &std::path::Path) -> PathBuf {
     state
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -22,20 +22,20 @@ pub(super) fn journal_dir(state: &std::path::Path) -> PathBuf {
 
 /// `results.csv`'s rows: spooled, to be joined with the journal at the
 /// end, or already written.
-pub(super) enum Rows {
+pub enum Rows {
     Spooled(tempfile::NamedTempFile),
     Written(ResultCounts),
 }
 
 /// Makes the plan, puts its eligible and manual-review items into the
 /// journal (one transaction), and spools every row for `results.csv`.
-pub(super) fn plan_into_journal(
+pub fn plan_into_journal(
     journal: &Journal,
     run_id: i64,
     plan: &mut PlanSettings,
     (policy, contracts): (&Policy, &Contracts),
     escalate: bool,
-    progress: &Phases,
+    progress: &dyn RunProgress,
 ) -> anyhow::Result<(tempfile::NamedTempFile, Planned)> {
     journal.atomically(|| -> anyhow::Result<_> {
         let on_planned = move |item: &Item,
@@ -58,7 +58,7 @@ pub(super) fn plan_into_journal(
 }
 
 /// What the journal needs to rebuild an item's request.
-pub(super) fn planned_item(item: &Item, event: &str, contracts: &Contracts) -> PlannedItem {
+pub fn planned_item(item: &Item, event: &str, contracts: &Contracts) -> PlannedItem {
     let coverage = match contracts.by_id.get(&item.contract_id).map(|c| c.coverage) {
         Some(Coverage::Extended) => CoverageWire::Extended,
         _ => CoverageWire::Standard,

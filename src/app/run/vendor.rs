@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
+use super::RunProgress;
 use super::{api_label, Endpoint, Settings};
-use crate::cli::progress::Phases;
-use crate::cli::{Global, UsageError};
+use crate::app::UsageError;
 use crate::sim::{Sim, SimConfig};
 use crate::submit::client::{ApiClient, ClientConfig, Token};
 use crate::submit::journal::Journal;
@@ -22,21 +22,21 @@ use crate::submit::{
 /// `JOURNAL.sim.jsonl` beside the journal, so a resumed run meets the
 /// simulator that took its requests), the client, and the stop that
 /// SIGINT, SIGTERM and SIGHUP trigger.
-pub(super) struct VendorSession {
-    pub(super) label: String,
-    pub(super) client: Arc<ApiClient>,
-    pub(super) stop: Stop,
+pub struct VendorSession {
+    pub label: String,
+    pub client: Arc<ApiClient>,
+    pub stop: Stop,
     /// Dropped before the runtime.
-    pub(super) _sim: Option<Sim>,
-    pub(super) runtime: tokio::runtime::Runtime,
+    pub _sim: Option<Sim>,
+    pub runtime: tokio::runtime::Runtime,
 }
 
 impl VendorSession {
-    pub(super) fn start(
+    pub fn start(
         settings: &Settings,
         policy: Arc<crate::policy::Policy>,
-        global: &Global,
-        progress: &Phases,
+        quiet: bool,
+        progress: &dyn RunProgress,
     ) -> anyhow::Result<VendorSession> {
         // The cores the run was given (`--threads`, 0 = one per core).
         let cores = match settings.plan.threads {
@@ -65,7 +65,7 @@ impl VendorSession {
                     )
                     .await
                     .context("cannot start the built-in simulator")?;
-                    if !global.quiet {
+                    if !quiet {
                         eprintln!(
                             "no --api-url: using the built-in simulator on {} (a simulation: nothing leaves this machine)",
                             sim.url()
@@ -97,11 +97,11 @@ impl VendorSession {
 
     /// Looks up every item of `book` before any is paid (see
     /// `submit::reconcile`).
-    pub(super) fn reconcile(
+    pub fn reconcile(
         &self,
         book: &mut dyn LookupBook,
         settings: &SubmitSettings,
-        progress: &Phases,
+        progress: &dyn RunProgress,
     ) -> anyhow::Result<Reconciled> {
         let found = self
             .runtime
@@ -118,12 +118,12 @@ impl VendorSession {
     }
 
     /// Submits and tracks until done, stopped by a signal, or out of time.
-    pub(super) fn submit(
+    pub fn submit(
         &self,
         journal: &Journal,
         run_id: i64,
         settings: &SubmitSettings,
-        progress: &Phases,
+        progress: &dyn RunProgress,
         after_round: &mut dyn AfterRound,
     ) -> anyhow::Result<SubmitReport> {
         progress.begin_submission(&journal.counts()?, self.client.sent());
@@ -141,7 +141,7 @@ impl VendorSession {
     }
 }
 
-pub(super) fn submit_error(e: SubmitError) -> anyhow::Error {
+pub fn submit_error(e: SubmitError) -> anyhow::Error {
     match e {
         SubmitError::Unauthorized { .. } | SubmitError::NoLookup { .. } => {
             UsageError(e.to_string()).into()
@@ -153,7 +153,7 @@ pub(super) fn submit_error(e: SubmitError) -> anyhow::Error {
 /// SIGINT (Ctrl-C), SIGTERM and SIGHUP (what schedulers, systemd and
 /// Kubernetes send) all stop a run the same way: nothing more is sent, what
 /// came back is recorded, the reports are written, and the exit code is 4.
-pub(super) fn stop_on_signals(stop: &Stop) -> anyhow::Result<()> {
+pub fn stop_on_signals(stop: &Stop) -> anyhow::Result<()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

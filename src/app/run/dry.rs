@@ -3,23 +3,23 @@
 //! eligible items it would look up at the vendor are kept in memory
 //! ([`HeldInMemory`]), not planned into the journal.
 
-use crate::cli::progress::Phases;
-use crate::cli::quote::{make_plan, PlanSettings, Planned};
+use super::RunProgress;
+use crate::app::{make_plan, PlanSettings, Planned};
 use crate::contracts::Contracts;
 use crate::domain::{ItemKind, Reject};
-use crate::plan::{Judged, PlanSink};
+use crate::plan::{ItemLine, Judged, PlanSink};
 use crate::policy::Policy;
 use crate::report::{ResultCounts, UnknownItems, UnknownResults};
 use crate::submit::held::HeldInMemory;
 
 /// Makes the plan and writes `results.csv` as it goes; with `to_look_up`,
 /// every eligible item goes there too, in plan order.
-pub(super) fn plan_read_only(
+pub fn plan_read_only(
     plan: &mut PlanSettings,
     (policy, contracts): (&Policy, &Contracts),
     items: UnknownItems,
     to_look_up: Option<&mut HeldInMemory>,
-    progress: &Phases,
+    progress: &dyn RunProgress,
 ) -> anyhow::Result<(ResultCounts, Planned)> {
     let mut results = UnknownResults::create(&plan.out, items)?;
     let planned = match to_look_up {
@@ -65,7 +65,7 @@ impl PlanSink for Eligible<'_> {
         true
     }
 
-    fn result_lines(&self) -> Option<UnknownItems> {
+    fn result_lines(&self) -> Option<Box<dyn ItemLine>> {
         self.results.result_lines()
     }
 
