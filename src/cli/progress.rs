@@ -64,9 +64,11 @@ impl std::io::Write for LogLine {
     }
 }
 
-/// The progress line of a command: hidden, or drawn on stderr.
+/// The progress line of a command: hidden, or drawn on stderr; and what
+/// the command tells as it goes, on stderr unless `--quiet`.
 pub struct Phases {
     shown: Option<Shown>,
+    quiet: bool,
 }
 
 #[derive(Clone)]
@@ -100,7 +102,7 @@ impl Phases {
     /// Drawn on stderr when it is a terminal and `quiet` is off.
     pub fn for_terminal(quiet: bool) -> Phases {
         if quiet || !std::io::stderr().is_terminal() {
-            return Phases { shown: None };
+            return Phases { shown: None, quiet };
         }
         let phases = Phases::drawn_to(ProgressDrawTarget::stderr_with_hz(8), None);
         if let (Some(s), Ok(mut on_screen)) = (&phases.shown, ON_SCREEN.lock()) {
@@ -116,6 +118,7 @@ impl Phases {
                 line: Arc::new(Mutex::new(Line::default())),
                 width,
             }),
+            quiet: false,
         }
     }
 
@@ -176,6 +179,17 @@ impl RunProgress for Phases {
     }
     fn watch(&self, stop: Stop) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
         Box::pin(Phases::watch(self, stop))
+    }
+    /// Below the progress line, which the next phase draws again.
+    fn say(&self, text: &str) {
+        if !self.quiet {
+            Phases::clear(self);
+            eprintln!("{}", text.trim_end_matches('\n'));
+        }
+    }
+    fn warn(&self, text: &str) {
+        Phases::clear(self);
+        eprintln!("refleet: {text}");
     }
 }
 

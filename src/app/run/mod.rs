@@ -56,6 +56,12 @@ pub trait RunProgress: crate::progress::Progress + LookupProgress + SubmitProgre
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
         Box::pin(async {})
     }
+    /// What the run tells as it goes, a line or lines (`--quiet` hides it).
+    fn say(&self, _text: &str) {}
+    /// A warning: shown even with `--quiet`.
+    fn warn(&self, text: &str) {
+        eprintln!("refleet: {text}");
+    }
 }
 
 /// Where requests go.
@@ -85,13 +91,12 @@ pub fn api_label(url: &str) -> String {
     reqwest::Url::parse(url).map_or_else(|_| "(unreadable URL)".to_string(), |u| redact_url(&u))
 }
 
-/// Runs the whole job (see the module's docs); `quiet` keeps stderr to
-/// warnings and errors.
+/// Runs the whole job (see the module's docs), telling and showing its
+/// progress through `progress`.
 pub fn run(
     mut settings: Settings,
     policy: Arc<Policy>,
     progress: &dyn RunProgress,
-    quiet: bool,
 ) -> anyhow::Result<Outcome> {
     let started = Instant::now();
     let contracts = load_contracts(&settings.plan, &policy)?;
@@ -113,11 +118,11 @@ pub fn run(
     };
     let (journal, moved) = opened.map_err(refused)?;
     if let Some(moved) = moved {
-        eprintln!(
-            "refleet: --new-journal: the journal {} could not be used; it was moved to {} and a new journal started (every item is submitted again)",
+        progress.warn(&format!(
+            "--new-journal: the journal {} could not be used; it was moved to {} and a new journal started (every item is submitted again)",
             settings.state.display(),
             moved.display()
-        );
+        ));
     }
     let audit_dir = journal_dir(&settings.state);
     let binding = journal.audit_state().map_err(refused)?;
@@ -140,10 +145,8 @@ pub fn run(
         &settings.plan.input.display().to_string(),
         settings.plan.as_of,
     )?;
-    if !quiet {
-        let held = journal.counts()?.iter().map(|(_, n)| n).sum();
-        eprintln!("{}", journal_line(&settings.state, run_id, held));
-    }
+    let held = journal.counts()?.iter().map(|(_, n)| n).sum();
+    progress.say(&journal_line(&settings.state, run_id, held));
 
     // Plan: every verdict to the reports, eligible and manual-review items to the journal.
     progress.phase("planning");
@@ -196,7 +199,7 @@ pub fn run(
         Endpoint::Simulator => "simulator".to_string(),
     };
     let session = if settings.reconcile || !settings.dry_run {
-        let session = VendorSession::start(&settings, policy.clone(), quiet, progress)?;
+        let session = VendorSession::start(&settings, policy.clone(), progress)?;
         api_label = session.label.clone();
         Some(session)
     } else {
@@ -219,13 +222,13 @@ pub fn run(
         lookup_seconds = lookups_started.elapsed().as_secs_f64();
         report.seconds = lookup_seconds;
         report.requests = found.requests;
-        if !quiet && found.looked_up > 0 {
-            eprintln!(
+        if found.looked_up > 0 {
+            progress.say(&format!(
                 "looked up {} items at the vendor ({} requests): {} already held there, not paid again",
                 found.looked_up,
                 found.requests,
                 found.held_total()
-            );
+            ));
         }
         if let Some(why) = found.unfinished.then(|| session.stop.reason()).flatten() {
             report.stopped_because = Some(why);
@@ -266,32 +269,28 @@ pub fn run(
         journal.run_split(run_id)?
     };
     let plan_seconds = started.elapsed().as_secs_f64();
-    if !quiet {
-        eprint!("{}", summary_text(&settings.plan, &contracts, &planned));
-    }
+    progress.say(&summary_text(&settings.plan, &contracts, &planned));
 
     // The budget guard comes before any request that pays.
     let budget_refused = !planned.over_budget.is_empty();
     if budget_refused {
-        eprintln!(
-            "refleet: budget exceeded, nothing was submitted: {}",
+        progress.warn(&format!(
+            "budget exceeded, nothing was submitted: {}",
             planned.over_budget.join("; ")
-        );
+        ));
     } else if settings.dry_run {
-        if !quiet {
-            eprintln!(
-                "dry run: nothing was sent; would buy {}, already bought by earlier runs {}, held by the vendor {}",
-                split.to_buy, split.earlier_runs, split.vendor_held
-            );
-        }
+        progress.say(&format!(
+            "dry run: nothing was sent; would buy {}, already bought by earlier runs {}, held by the vendor {}",
+            split.to_buy, split.earlier_runs, split.vendor_held
+        ));
     } else if let Some(session) = &session {
-        if split.to_buy == 0 && !quiet {
-            eprintln!(
+        if split.to_buy == 0 {
+            progress.say(&format!(
                 "nothing new to submit: {} items already done by earlier runs, {} held by the vendor (journal {})",
                 split.earlier_runs,
                 split.vendor_held,
                 settings.state.display()
-            );
+            ));
         }
         // Its request count is the client's: the lookups are in it.
         let mut rep = session.submit(
@@ -444,20 +443,15 @@ pub fn run(
     )?;
     write_run_report(&out, &summary_json, &planned.plan.quotes, &journal)?;
     progress.clear();
-    if !quiet {
-        eprint!(
-            "{}",
-            final_text(
-                &counts,
-                &report,
-                stopped_because.as_deref(),
-                &settings,
-                started
-            )
-        );
-        if let Some((n, path)) = audited.filter(|(n, _)| *n > 0) {
-            eprintln!("audit log: {n} new records in {}", path.display());
-        }
+    progress.say(&final_text(
+        &counts,
+        &report,
+        stopped_because.as_deref(),
+        &settings,
+        started,
+    ));
+    if let Some((n, path)) = audited.filter(|(n, _)| *n > 0) {
+        progress.say(&format!("audit log: {n} new records in {}", path.display()));
     }
     match ending.outcome() {
         Some(outcome) => Ok(outcome),

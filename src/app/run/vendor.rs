@@ -35,7 +35,6 @@ impl VendorSession {
     pub fn start(
         settings: &Settings,
         policy: Arc<crate::policy::Policy>,
-        quiet: bool,
         progress: &dyn RunProgress,
     ) -> anyhow::Result<VendorSession> {
         // The cores the run was given (`--threads`, 0 = one per core).
@@ -65,12 +64,10 @@ impl VendorSession {
                     )
                     .await
                     .context("cannot start the built-in simulator")?;
-                    if !quiet {
-                        eprintln!(
-                            "no --api-url: using the built-in simulator on {} (a simulation: nothing leaves this machine)",
-                            sim.url()
-                        );
-                    }
+                    progress.say(&format!(
+                        "no --api-url: using the built-in simulator on {} (a simulation: nothing leaves this machine)",
+                        sim.url()
+                    ));
                     ("simulator".to_string(), sim.url(), Token::new(token), Some(sim))
                 }
             })

@@ -215,7 +215,7 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
     let settings = args.resolve()?;
     let policy = Arc::new(global.load_policy()?);
     let progress = Phases::for_terminal(global.quiet);
-    crate::app::run::run(settings, policy, &progress, global.quiet)
+    crate::app::run::run(settings, policy, &progress)
 }
 
 #[cfg(test)]
