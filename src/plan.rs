@@ -386,7 +386,7 @@ struct LastContract<'a> {
 }
 
 /// A device's `eligibility.csv` line and (maybe empty) `results.csv` line
-/// in its row's slot ([`ItemMap::SLOT`]): their lengths in the first two
+/// in its row's slot ([`ItemMap::ROW_SCRATCH`]): their lengths in the first two
 /// bytes, then the lines. The slots are one buffer that travels with the
 /// chunk, so a row's lines need no allocation of their own (which another
 /// thread would free) and are read back in row order from that buffer.
@@ -449,7 +449,7 @@ struct JudgeState<'a> {
 impl<'a> ItemMap for Judge<'a> {
     type State = JudgeState<'a>;
     type Out = Judgement;
-    const SLOT: usize = ReportLines::ROW_BYTES;
+    const ROW_SCRATCH: usize = ReportLines::ROW_BYTES;
 
     fn state(&self) -> JudgeState<'a> {
         JudgeState::default()

@@ -6,9 +6,9 @@
 use std::borrow::Cow;
 
 use super::keys::{PreparedSerial, SerialKey};
+use super::mac_like::{Found, MacLikeSet};
 use super::mid::SplitMid;
 use super::serials::SerialSet;
-use super::split48::{Found, Split48};
 use super::table::{Key, KeySet, Probe};
 use super::{DuplicateIndex, Dups, Role, RowKeys, PREFETCH_AHEAD};
 use crate::domain::{Reject, RejectCode, Serial};
@@ -35,14 +35,14 @@ impl DuplicateIndex {
     /// double) while a large file is read.
     pub fn with_capacity(rows: usize) -> DuplicateIndex {
         DuplicateIndex {
-            hex_serials: Split48::with_capacity(&[], 0),
+            hex_serials: MacLikeSet::with_capacity(&[], 0),
             short_serials: KeySet::with_capacity(0),
             mid_serials: SplitMid::with_capacity(&[], 0),
             long_serials: KeySet::with_capacity(0),
-            macs: Split48::with_capacity(&[], 0),
+            macs: MacLikeSet::with_capacity(&[], 0),
             licenses: KeySet::with_capacity(0),
             expected_rows: rows,
-            bitmap_min: Split48::BITMAP_MIN,
+            bitmap_min: MacLikeSet::BITMAP_MIN,
             threads: 1,
         }
     }

@@ -2,8 +2,8 @@
 //! keys, with their hashes, computed on the validating threads so that the
 //! index (on one thread) only probes.
 
+use super::mac_like::MacLikeSet;
 use super::mid::{mid_key, SplitMid};
-use super::split48::Split48;
 use super::table::KeySet;
 use crate::domain::{hex48, LicenseId, Mac, Serial};
 
@@ -46,7 +46,7 @@ impl RowKeys {
 /// counts.
 pub(super) struct Prepared {
     pub(super) serial: Option<PreparedSerial>,
-    /// The hashes of the MAC ([`Split48::hash`]) and of the license id's
+    /// The hashes of the MAC ([`MacLikeSet::hash`]) and of the license id's
     /// key (0 when absent).
     pub(super) mac_hash: u64,
     pub(super) license_hash: u64,
@@ -56,7 +56,7 @@ impl Prepared {
     fn new(serial: Option<&Serial>, mac: Option<Mac>, license: Option<LicenseId>) -> Prepared {
         Prepared {
             serial: serial.map(PreparedSerial::new),
-            mac_hash: mac.map_or(0, |m| Split48::hash(m.as_u64())),
+            mac_hash: mac.map_or(0, |m| MacLikeSet::hash(m.as_u64())),
             license_hash: license.map_or(0, |l| KeySet::hash(&l.key())),
         }
     }
@@ -100,7 +100,7 @@ pub(super) fn serial_key(s: &Serial) -> SerialKey {
 
 /// A serial's key and its hash in the [`DuplicateIndex`](super::DuplicateIndex),
 /// computed ahead on a validating thread so that the index only probes. (A
-/// hex serial's hash is the one of its [`Split48`] table, not of
+/// hex serial's hash is the one of its [`MacLikeSet`] table, not of
 /// [`SerialSet`](super::SerialSet)'s.)
 #[derive(Debug, Clone, Copy)]
 pub struct PreparedSerial(pub(super) SerialKey, pub(super) u64);
@@ -110,7 +110,7 @@ impl PreparedSerial {
     pub fn new(s: &Serial) -> PreparedSerial {
         let k = serial_key(s);
         let h = match k {
-            SerialKey::Hex(v) => Split48::hash(v),
+            SerialKey::Hex(v) => MacLikeSet::hash(v),
             SerialKey::Short(k) => KeySet::hash(&k),
             SerialKey::Mid(k) => SplitMid::hash(&k),
             SerialKey::Long(k) => KeySet::hash(&k),

@@ -2,7 +2,7 @@
 //! family's prefix): a table of the last twelve characters for each common
 //! head, one table of whole keys for the rest.
 
-use super::split48::{Found, REST};
+use super::mac_like::{Found, REST};
 use super::table::{Key, KeySet, Probe};
 use crate::sys::memory::Region;
 

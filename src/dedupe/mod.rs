@@ -6,15 +6,15 @@
 //! - `index`: looking them up and recording them, row after row;
 //! - `sizing`: the tables sized from the first chunk's mix of keys;
 //! - `serials`: a set of serials in the same keys;
-//! - `table`, `split48`, `mid`: the tables (open addressing; bitmaps by
+//! - `table`, `mac_like`, `mid`: the tables (open addressing; bitmaps by
 //!   OUI; serials of 13 to 15 characters by head).
 
 mod index;
 mod keys;
+mod mac_like;
 mod mid;
 mod serials;
 mod sizing;
-mod split48;
 mod table;
 
 #[cfg(test)]
@@ -27,8 +27,8 @@ pub(crate) mod testing;
 pub use keys::{PreparedSerial, RowKeys};
 pub use serials::SerialSet;
 
+use mac_like::MacLikeSet;
 use mid::SplitMid;
-use split48::Split48;
 use table::KeySet;
 
 /// Serials, MACs and license ids seen so far; the first valid occurrence wins.
@@ -38,7 +38,7 @@ use table::KeySet;
 /// serial of up to 12 characters fits 8 bytes, up to 15 fits 10, longer ones
 /// 16; a MAC, and a serial of 12 hex digits (a desk phone's MAC), is a
 /// 48-bit number: a bit in a 2 MiB bitmap of its OUI when that OUI is
-/// common, 6 bytes in a hash table otherwise ([`Split48`]: smaller than
+/// common, 6 bytes in a hash table otherwise ([`MacLikeSet`]: smaller than
 /// one table of whole keys, and the bitmaps smaller again than three-byte
 /// keys per OUI). The index runs on one thread, in row order;
 /// the keys and their hashes are computed on the validating threads
@@ -50,17 +50,17 @@ use table::KeySet;
 /// the first chunk is checked ([`crate::sys::memory::populate`]).
 pub struct DuplicateIndex {
     /// Serials of 12 hex digits (a desk phone's is its MAC), as numbers.
-    hex_serials: Split48,
+    hex_serials: MacLikeSet,
     short_serials: KeySet<u64>,
     mid_serials: SplitMid,
     long_serials: KeySet<[u8; 16]>,
-    macs: Split48,
+    macs: MacLikeSet,
     licenses: KeySet<u128>,
     /// The expected number of rows, until the first chunk has sized the
     /// tables from its mix of keys (0: unknown, the tables grow instead).
     pub(crate) expected_rows: usize,
     /// The fewest numbers expected under an OUI for it to get a bitmap
-    /// ([`Split48::BITMAP_MIN`]; lower in tests).
+    /// ([`MacLikeSet::BITMAP_MIN`]; lower in tests).
     pub(crate) bitmap_min: usize,
     /// Threads that may share the work of sizing (the validating pool's).
     pub(crate) threads: usize,

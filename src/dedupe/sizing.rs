@@ -3,8 +3,8 @@
 //! its pages are cleared on every core before the first chunk is checked.
 
 use super::keys::{PreparedSerial, SerialKey};
+use super::mac_like::MacLikeSet;
 use super::mid::{mid_parts, SplitMid};
-use super::split48::Split48;
 use super::table::KeySet;
 use super::DuplicateIndex;
 use super::RowKeys;
@@ -82,9 +82,9 @@ impl DuplicateIndex {
         // to fill one; the others share a table.
         let split = |counts: OuiCount| {
             let (common, rest) =
-                common_keys(counts, Split48::TABLES, |n| need(n) >= self.bitmap_min);
+                common_keys(counts, MacLikeSet::TABLES, |n| need(n) >= self.bitmap_min);
             let ouis: Vec<u32> = common.iter().map(|&(o, _)| o as u32).collect();
-            Split48::with_capacity(&ouis, need(rest))
+            MacLikeSet::with_capacity(&ouis, need(rest))
         };
         // A common head of a 13-15-character serial gets a table; the
         // others share one.

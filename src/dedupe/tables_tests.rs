@@ -1,26 +1,26 @@
-//! Tests of the tables against a map: [`KeySet`], [`Split48`] (OUIs with a
+//! Tests of the tables against a map: [`KeySet`], [`MacLikeSet`] (OUIs with a
 //! bitmap and without) and [`SplitMid`] (heads with a table and without).
 
+use super::mac_like::MacLikeSet;
 use super::mid::{mid_key, SplitMid};
-use super::split48::Split48;
 use super::table::{KeySet, Probe};
 
 proptest::proptest! {
     /// Numbers under OUIs with a table, OUIs without one (more than
-    /// [`Split48::TABLES`]) and low bytes of zero, against a map.
+    /// [`MacLikeSet::TABLES`]) and low bytes of zero, against a map.
     #[test]
-    fn split48_behaves_as_a_hash_map_of_marks(
+    fn mac_like_behaves_as_a_hash_map_of_marks(
         picks in proptest::collection::vec((0u64..7, 0u64..6, proptest::bool::ANY), 0..400),
         tables in 0usize..7,
         cap in 0usize..40,
     ) {
         let oui = |o: u64| [0x0004F2u64, 0x00197F, 0x64167F, 0, 0xFFFFFF, 0x123456, 0x0004F3][o as usize];
         let ouis: Vec<u32> = (0..tables as u64).map(|o| oui(o) as u32).collect();
-        let mut set = Split48::with_capacity(&ouis, cap);
+        let mut set = MacLikeSet::with_capacity(&ouis, cap);
         let mut reference = std::collections::HashMap::new();
         for (o, low, mark) in picks {
             let v = (oui(o) << 24) | (low * 0x10101);
-            let at = set.probe(v, Split48::hash(v));
+            let at = set.probe(v, MacLikeSet::hash(v));
             match reference.get(&v) {
                 Some(_) => proptest::prop_assert!(at.is_present()),
                 None => {

@@ -45,7 +45,7 @@ pub const CHUNK_RECORDS: usize = 4 * 1024;
 /// fewer cache hits).
 const CHUNKS_IN_FLIGHT: usize = 32;
 
-/// A validated chunk's outcomes, and its rows' slots ([`ItemMap::SLOT`]).
+/// A validated chunk's outcomes, and its rows' slots ([`ItemMap::ROW_SCRATCH`]).
 type Outputs<T> = (Vec<RowOutcome<T>>, Vec<u8>);
 
 /// The threads refleet may keep busy (`--threads`): a rayon pool for the
@@ -341,7 +341,7 @@ fn validate_chunk<M: ItemMap>(
     (outcomes, slots): (&mut Vec<RowOutcome<M::Out>>, &mut Vec<u8>),
     parallel: bool,
 ) {
-    let slot_len = M::SLOT.max(1);
+    let slot_len = M::ROW_SCRATCH.max(1);
     // Grown only: what a slot held before is overwritten by its new row's
     // map, or unused.
     if slots.len() < chunk.len() * slot_len {
@@ -349,7 +349,7 @@ fn validate_chunk<M: ItemMap>(
     }
     let one = |(state, map_state): &mut (_, _), (i, slot): (usize, &mut [u8])| {
         validator.validate_with(state, chunk, chunk.record_at(i), |item, keys| {
-            map.map(map_state, item, keys, &mut slot[..M::SLOT])
+            map.map(map_state, item, keys, &mut slot[..M::ROW_SCRATCH])
         })
     };
     if parallel {
@@ -413,7 +413,7 @@ impl<'w, M: ItemMap> Walk<'w, M> {
         outcomes: &mut [RowOutcome<M::Out>],
         slots: &[u8],
     ) -> anyhow::Result<()> {
-        let slot_len = M::SLOT.max(1);
+        let slot_len = M::ROW_SCRATCH.max(1);
         let len = chunk.len();
         self.stats.rows += len as u64;
         let map = self.map;
@@ -444,7 +444,7 @@ impl<'w, M: ItemMap> Walk<'w, M> {
                         }
                         self.stats.valid += 1;
                         if item.is_some() {
-                            self.sink.item(item, &slot[..M::SLOT], &self.index)?;
+                            self.sink.item(item, &slot[..M::ROW_SCRATCH], &self.index)?;
                         }
                         continue;
                     }

@@ -27,11 +27,11 @@ pub trait ItemMap: Sync {
     /// ([`MappedSink::item`]'s `slot`). A chunk's slots are one buffer that
     /// circulates with it, so a small per-row output (a report line) costs
     /// no allocation of its own. They are not cleared between chunks.
-    const SLOT: usize = 0;
+    const ROW_SCRATCH: usize = 0;
     fn state(&self) -> Self::State;
     /// The item comes as it is made (an output that keeps it should box
     /// it, so that outcomes move a pointer); `keys` are the row's keys, as
-    /// the duplicate index sees them; `slot` is the row's [`ItemMap::SLOT`]
+    /// the duplicate index sees them; `slot` is the row's [`ItemMap::ROW_SCRATCH`]
     /// bytes.
     fn map(
         &self,
@@ -54,7 +54,7 @@ pub trait MappedSink<T> {
     /// read it: whatever it leaves is dropped later on another thread, off
     /// the one that walks the rows in order. `seen` holds the serials of
     /// the valid rows so far, and of the rest of this row's chunk. `slot`
-    /// is the row's [`ItemMap::SLOT`] bytes, as the map left them.
+    /// is the row's [`ItemMap::ROW_SCRATCH`] bytes, as the map left them.
     fn item(
         &mut self,
         out: &mut Option<T>,

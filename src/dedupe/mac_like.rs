@@ -8,17 +8,17 @@ use crate::sys::memory::{prefetch, Region};
 /// them (2 MiB), and another of the marks, made on the first mark. A
 /// number is found by its own bit, with no hashing or probing, in a table
 /// small enough to stay mostly in the caches.
-struct Bits24 {
+struct OuiBitmap {
     bits: Vec<u64>,
     marks: Vec<u64>,
     len: usize,
 }
 
-impl Bits24 {
+impl OuiBitmap {
     const WORDS: usize = (1 << 24) / 64;
 
-    fn new() -> Bits24 {
-        Bits24 {
+    fn new() -> OuiBitmap {
+        OuiBitmap {
             bits: vec![0; Self::WORDS],
             marks: Vec::new(),
             len: 0,
@@ -88,18 +88,18 @@ impl Bits24 {
 /// A set of 48-bit numbers (MACs, serials of 12 hex digits), each with a
 /// mark, split by their top 24 bits (a MAC's OUI). A fleet's numbers share
 /// a handful of OUIs: each common one gets a bitmap of the numbers' low 24
-/// bits ([`Bits24`], 2 MiB however many), and every other number goes to
+/// bits ([`OuiBitmap`], 2 MiB however many), and every other number goes to
 /// one hash table of whole keys. The bitmaps replaced hash tables of
 /// three-byte keys, which took more memory and whose probes, with the
 /// tables filling up, were a good part of the ordered thread's time.
-pub(super) struct Split48 {
-    /// The common OUIs with their bitmaps; at most [`Split48::TABLES`], so
+pub(super) struct MacLikeSet {
+    /// The common OUIs with their bitmaps; at most [`MacLikeSet::TABLES`], so
     /// finding a number's table is a few compares.
-    ouis: Vec<(u32, Bits24)>,
+    ouis: Vec<(u32, OuiBitmap)>,
     rest: KeySet<[u8; 6]>,
 }
 
-/// Where [`Split48::probe`] found a number, or where it would go.
+/// Where [`MacLikeSet::probe`] found a number, or where it would go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Found {
     /// Index into `ouis`; [`REST`] for the table of whole keys.
@@ -115,7 +115,7 @@ impl Found {
     }
 }
 
-impl Split48 {
+impl MacLikeSet {
     /// The most OUIs with a bitmap of their own.
     pub(super) const TABLES: usize = 4;
 
@@ -125,19 +125,19 @@ impl Split48 {
     pub(super) const BITMAP_MIN: usize = 1 << 19;
 
     /// With a bitmap for each of `ouis` (only the first
-    /// [`Split48::TABLES`]) and a table sized for `rest` other numbers.
-    pub(super) fn with_capacity(ouis: &[u32], rest: usize) -> Split48 {
-        Split48 {
+    /// [`MacLikeSet::TABLES`]) and a table sized for `rest` other numbers.
+    pub(super) fn with_capacity(ouis: &[u32], rest: usize) -> MacLikeSet {
+        MacLikeSet {
             ouis: ouis
                 .iter()
                 .take(Self::TABLES)
-                .map(|&oui| (oui & 0xFF_FFFF, Bits24::new()))
+                .map(|&oui| (oui & 0xFF_FFFF, OuiBitmap::new()))
                 .collect(),
             rest: KeySet::with_capacity(rest),
         }
     }
 
-    /// The hash of `v` for [`Split48::probe`] and [`Split48::prefetch`]
+    /// The hash of `v` for [`MacLikeSet::probe`] and [`MacLikeSet::prefetch`]
     /// (used when `v` goes to the table of whole keys).
     #[inline]
     pub(super) fn hash(v: u64) -> u64 {
@@ -164,7 +164,7 @@ impl Split48 {
         [b[0], b[1], b[2], b[3], b[4], b[5]]
     }
 
-    /// A hint that `v` will be probed soon; `h` is [`Split48::hash`] of it.
+    /// A hint that `v` will be probed soon; `h` is [`MacLikeSet::hash`] of it.
     #[inline]
     pub(super) fn prefetch(&self, v: u64, h: u64) {
         match self.ouis.get(self.table(v)) {
@@ -173,7 +173,7 @@ impl Split48 {
         }
     }
 
-    /// Finds `v` (a number below 2^48); `h` is [`Split48::hash`] of it.
+    /// Finds `v` (a number below 2^48); `h` is [`MacLikeSet::hash`] of it.
     #[inline]
     pub(super) fn probe(&self, v: u64, h: u64) -> Found {
         let table = self.table(v);
@@ -191,7 +191,7 @@ impl Split48 {
         Found { table, probe }
     }
 
-    /// Stores `v`, marked or not, where [`Split48::probe`] just found it
+    /// Stores `v`, marked or not, where [`MacLikeSet::probe`] just found it
     /// missing, with no insert in between; nothing if it was there.
     #[inline]
     pub(super) fn fill(&mut self, v: u64, at: Found, mark: bool) {
