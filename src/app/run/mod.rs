@@ -2,11 +2,11 @@
 //! track → reports (SPEC §1, §6, §7). Without an API URL it starts the
 //! built-in simulator on loopback and says so.
 //!
-//! The steps, each in its file: the plan into the journal ([`journal`]) or,
-//! for a dry run on a journal that holds no item, into memory ([`dry`]);
-//! the vendor session, with its runtime, client and signals ([`vendor`]);
-//! how the run ended ([`ending`]) and what it says at the end
-//! ([`summary`]).
+//! The steps, each in its file: the plan into the journal (`journal`) or,
+//! for a dry run on a journal that holds no item, into memory (`dry`);
+//! the vendor session, with its runtime, client and signals (`vendor`);
+//! how the run ended (`ending`) and what it says at the end
+//! (`summary`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
