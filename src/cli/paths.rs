@@ -65,12 +65,63 @@ impl clap::builder::TypedValueParser for StateParser {
         value: &std::ffi::OsStr,
     ) -> Result<PathBuf, clap::Error> {
         state_path(value).map_err(|why| {
+            let value = match is_ledger_url(value) {
+                true => shown(&value.to_string_lossy()),
+                false => value.to_string_lossy().into_owned(),
+            };
             clap::Error::raw(
                 clap::error::ErrorKind::ValueValidation,
-                format!("--state {}: {why}\n", value.to_string_lossy()),
+                format!("--state {value}: {why}\n"),
             )
             .with_cmd(cmd)
         })
+    }
+}
+
+/// Where a command reads its history: a SQLite journal, or a shared
+/// PostgreSQL ledger (`postgres://` or `postgresql://`), which only
+/// `refleet audit` reads yet.
+#[derive(Clone, Debug)]
+pub(super) enum State {
+    Journal(PathBuf),
+    /// The URL as given: it may hold a password, so it is never printed
+    /// (see [`shown`]).
+    Ledger(String),
+}
+
+/// `--state` for the commands that read a ledger too: [`State`].
+#[derive(Clone, Debug)]
+pub(super) struct AnyStateParser;
+
+impl clap::builder::TypedValueParser for AnyStateParser {
+    type Value = State;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<State, clap::Error> {
+        if is_ledger_url(value) {
+            return Ok(State::Ledger(value.to_string_lossy().into_owned()));
+        }
+        StateParser.parse_ref(cmd, None, value).map(State::Journal)
+    }
+}
+
+fn is_ledger_url(value: &std::ffi::OsStr) -> bool {
+    value.to_str().is_some_and(|text| {
+        let scheme = text.split_once(':').map(|(s, _)| s.to_ascii_lowercase());
+        matches!(scheme.as_deref(), Some("postgres" | "postgresql"))
+    })
+}
+
+/// A ledger URL as messages show it: without its user and password, its
+/// query values (which may hold one) masked.
+pub(super) fn shown(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => crate::submit::client::redact_url(&u),
+        Err(_) => "(a PostgreSQL URL that cannot be read)".into(),
     }
 }
 
@@ -83,7 +134,7 @@ fn state_path(value: &std::ffi::OsStr) -> Result<PathBuf, String> {
     let scheme = text.split_once(':').map(|(s, _)| s.to_ascii_lowercase());
     match scheme.as_deref() {
         Some("postgres" | "postgresql") => Err(
-            "a PostgreSQL ledger is not supported by this version of refleet yet; pass the path of a SQLite journal (a file, or sqlite:PATH)".into(),
+            "a PostgreSQL ledger is not supported by this command yet (only `refleet audit` reads one); pass the path of a SQLite journal (a file, or sqlite:PATH)".into(),
         ),
         Some("sqlite") => {
             let rest = &text["sqlite:".len()..];

@@ -369,7 +369,7 @@ fn concurrent_runners_extend_one_audit_chain() {
         for r in runners {
             r.await.unwrap();
         }
-        let ledger = PgLedger::connect(&url, "exporter").await.unwrap();
+        let mut ledger = PgLedger::connect(&url, "exporter").await.unwrap();
         let mut file = std::fs::File::create(&log).unwrap();
         assert_eq!(ledger.export_audit(&mut file).await.unwrap(), 151);
         ledger.ledger_id().await.unwrap()

@@ -18,6 +18,7 @@
 //! assert_eq!(pg.psql("select x from t"), "1");
 //! ```
 
+mod audit;
 mod harness;
 mod ledger;
 

@@ -47,17 +47,43 @@ impl PgLedger {
         Ok(u64::try_from(seq).unwrap_or(0))
     }
 
-    /// Writes the audit chain as JSONL, the format of a journal's log.
-    pub async fn export_audit(&self, out: &mut impl std::io::Write) -> Result<u64, anyhow::Error> {
-        let rows = self
+    /// Writes the audit chain as JSONL, the format of a journal's log, a
+    /// page of records at a time (memory stays bounded whatever its
+    /// length), from one snapshot: records appended meanwhile are not in
+    /// it, and the export ends at a record the chain held.
+    pub async fn export_audit(
+        &mut self,
+        out: &mut impl std::io::Write,
+    ) -> Result<u64, anyhow::Error> {
+        const PAGE: i64 = 10_000;
+        let label = self.label.clone();
+        let db = |e| LedgerError::Db(label.clone(), e);
+        let tx = self
             .client
-            .query("SELECT line FROM audit ORDER BY seq", &[])
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
             .await
-            .map_err(self.db())?;
-        for r in &rows {
-            out.write_all(r.get::<_, &str>(0).as_bytes())?;
-            out.write_all(b"\n")?;
+            .map_err(db)?;
+        let (mut after, mut written) = (0i64, 0u64);
+        loop {
+            let rows = tx
+                .query(
+                    "SELECT seq, line FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2",
+                    &[&after, &PAGE],
+                )
+                .await
+                .map_err(db)?;
+            let Some(last) = rows.last() else { break };
+            after = last.get(0);
+            for r in &rows {
+                out.write_all(r.get::<_, &str>(1).as_bytes())?;
+                out.write_all(b"\n")?;
+            }
+            written += rows.len() as u64;
         }
-        Ok(rows.len() as u64)
+        tx.commit().await.map_err(db)?;
+        Ok(written)
     }
 }

@@ -115,6 +115,8 @@ pub enum LedgerError {
     Mismatch { batch: i64, held: u64, given: usize },
     #[error("the PostgreSQL ledger {ledger} did not come back within {:.1} s", waited.as_secs_f64())]
     Unreachable { ledger: String, waited: Duration },
+    #[error("{0} holds no refleet ledger")]
+    NotALedger(String),
     #[error("the ledger {ledger} is damaged: {why}")]
     Damaged { ledger: String, why: String },
 }
@@ -151,7 +153,24 @@ impl PgLedger {
             label,
             runner: runner.to_string(),
         };
-        ledger.migrate().await?;
+        ledger.migrate(true).await?;
+        Ok(ledger)
+    }
+
+    /// Connects to a ledger that exists, to read it: a database without
+    /// refleet's schema is refused ([`LedgerError::NotALedger`]), never
+    /// given one.
+    pub async fn open_existing(url: &str) -> Result<PgLedger, LedgerError> {
+        let config = config_of(url, |name| std::env::var(name).ok())?;
+        let label = label(&config);
+        let client = open(&config, &label).await?;
+        let mut ledger = PgLedger {
+            config,
+            client,
+            label,
+            runner: String::new(),
+        };
+        ledger.migrate(false).await?;
         Ok(ledger)
     }
 
@@ -200,16 +219,25 @@ impl PgLedger {
         |e| LedgerError::Db(self.label.clone(), e)
     }
 
-    /// Creates the schema on an empty database; checks its version
-    /// otherwise. Under an advisory lock, so runners starting together
-    /// neither race nor fail.
-    async fn migrate(&mut self) -> Result<(), LedgerError> {
+    /// Creates the schema on an empty database (when `create`); checks its
+    /// version otherwise. Under an advisory lock, so runners starting
+    /// together neither race nor fail.
+    async fn migrate(&mut self, create: bool) -> Result<(), LedgerError> {
         let label = self.label.clone();
         let db = |e| LedgerError::Db(label.clone(), e);
         let tx = self.client.transaction().await.map_err(db)?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
             .await
             .map_err(db)?;
+        if !create {
+            let known = tx
+                .query_one("SELECT to_regclass('refleet_meta') IS NOT NULL", &[])
+                .await
+                .map_err(db)?;
+            if !known.get::<_, bool>(0) {
+                return Err(LedgerError::NotALedger(self.label.clone()));
+            }
+        }
         tx.batch_execute(
             "CREATE TABLE IF NOT EXISTS refleet_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
         )
@@ -224,6 +252,7 @@ impl PgLedger {
             .map_err(db)?
             .map(|r| r.get::<_, String>(0));
         match found {
+            None if !create => return Err(LedgerError::NotALedger(self.label.clone())),
             None => {
                 tx.batch_execute(SCHEMA_V1).await.map_err(db)?;
                 let id = format!("{:016x}", fastrand::u64(..));
@@ -264,6 +293,12 @@ impl PgLedger {
             },
         }
         tx.commit().await.map_err(db)
+    }
+
+    /// `host:port/database`: how messages name the ledger (never with
+    /// its password).
+    pub fn label(&self) -> &str {
+        &self.label
     }
 
     /// The ledger's id (the audit chain's header names it).
