@@ -8,6 +8,7 @@ use super::{PlanSettings, Planned};
 use crate::domain::{Region, Reject};
 use crate::plan::{Judged, PlanSink};
 use crate::report::html::{self, QuoteRow, ReportData, Source};
+use crate::submit::journal::ItemLedger;
 use crate::submit::journal::Journal;
 
 /// `run`'s `report.html`: its summary, quotes, the rows to fix from its

@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Map, Value};
 
 use crate::audit::{self, AuditLog};
-use crate::submit::journal::{AuditItem, AuditOrder, AuditedOrder, Journal};
+use crate::submit::journal::{AuditItem, AuditLedger, AuditOrder, AuditedOrder};
 
 /// Writes the journal's settled items and orders to its audit log.
 pub struct AuditWriter {
@@ -70,7 +70,7 @@ impl AuditWriter {
     /// Appends what the journal settled and the log does not have yet,
     /// syncs it, then records it in the journal; returns how many records
     /// were appended.
-    pub fn catch_up(&mut self, journal: &Journal) -> anyhow::Result<u64> {
+    pub fn catch_up(&mut self, journal: &dyn AuditLedger) -> anyhow::Result<u64> {
         let mut orders = journal.unaudited_orders()?;
         let mut items = journal.unaudited_items()?;
         if orders.is_empty() && items.is_empty() {
@@ -168,7 +168,7 @@ fn window(
 }
 
 impl crate::submit::AfterRound for AuditWriter {
-    fn after_round(&mut self, journal: &Journal) -> anyhow::Result<()> {
+    fn after_round(&mut self, journal: &dyn AuditLedger) -> anyhow::Result<()> {
         self.catch_up(journal).map(|_| ())
     }
 }

@@ -41,7 +41,8 @@ use tokio::task::{JoinError, JoinSet};
 use crate::api;
 use client::{ApiClient, Attempt, Call, CallError};
 use journal::{
-    Batch, CaseToOpen, ItemState, Journal, JournalError, LookupPurpose, LookupTarget, Tracked,
+    AuditLedger, Batch, BatchLedger, CaseLedger, CaseToOpen, ItemState, JournalError, Ledger,
+    LookupPurpose, LookupTarget, Tracked,
 };
 use record::record;
 pub use record::{Lost, MAX_LOSSES};
@@ -175,14 +176,14 @@ impl Vendor for ApiClient {
 /// (about once a second, and once at the end): `run` writes the audit log
 /// as it goes.
 pub trait AfterRound {
-    fn after_round(&mut self, journal: &Journal) -> anyhow::Result<()>;
+    fn after_round(&mut self, ledger: &dyn AuditLedger) -> anyhow::Result<()>;
 }
 
 /// Nothing after a round.
 pub struct NothingAfter;
 
 impl AfterRound for NothingAfter {
-    fn after_round(&mut self, _journal: &Journal) -> anyhow::Result<()> {
+    fn after_round(&mut self, _ledger: &dyn AuditLedger) -> anyhow::Result<()> {
         Ok(())
     }
 }
@@ -253,8 +254,8 @@ fn after(now: Instant, d: Duration) -> Instant {
 /// Sends every planned item and tracks it to a terminal state, or until
 /// `stop` is triggered or the tracking time-out passes (which triggers it,
 /// so that every wait in flight ends too).
-pub async fn submit_and_track<V: Vendor>(
-    journal: &Journal,
+pub async fn submit_and_track<V: Vendor, L: Ledger>(
+    journal: &L,
     vendor: Arc<V>,
     run_id: i64,
     settings: &SubmitSettings,
@@ -429,7 +430,7 @@ fn task_failure(e: JoinError) -> String {
 }
 
 fn queue_cases(
-    journal: &Journal,
+    journal: &impl CaseLedger,
     queue: &mut VecDeque<Work>,
     queued: &mut HashSet<String>,
 ) -> Result<(), JournalError> {
@@ -471,7 +472,7 @@ fn spawn<V: Vendor>(tasks: &mut JoinSet<Done>, vendor: &Arc<V>, stop: &Stop, wor
 }
 
 fn log_attempts(
-    journal: &Journal,
+    journal: &impl BatchLedger,
     run_id: i64,
     kind: &str,
     target: &str,

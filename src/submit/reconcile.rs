@@ -20,7 +20,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use tokio::task::JoinSet;
 
 use super::client::{Attempt, Call, CallError};
-use super::journal::{Journal, LookupPurpose, LookupTarget};
+use super::journal::{Ledger, LookupPurpose, LookupTarget};
 use super::stop::Stop;
 use super::{SubmitError, SubmitSettings, Vendor};
 use crate::api::{self, ItemState, VendorRecord};
@@ -144,7 +144,7 @@ pub(super) fn answer_matches(targets: &[LookupTarget], answer: &api::LookupAnswe
 /// Applies a lookup's answer to the journal; returns the items now held
 /// (by vendor state) and how many of the asked are still on their way.
 pub(super) fn apply(
-    journal: &Journal,
+    journal: &impl Ledger,
     purpose: LookupPurpose,
     targets: &[LookupTarget],
     answer: &api::LookupAnswer,
@@ -212,15 +212,15 @@ pub trait LookupBook {
 /// The journal's planned items, looked up in the order they were planned;
 /// what the vendor holds is recorded in the journal, a page per
 /// transaction.
-pub struct JournalBook<'j> {
-    journal: &'j Journal,
+pub struct JournalBook<'j, L> {
+    journal: &'j L,
     run_id: i64,
     /// The last rowid handed out.
     after: i64,
 }
 
-impl<'j> JournalBook<'j> {
-    pub fn new(journal: &'j Journal, run_id: i64) -> JournalBook<'j> {
+impl<'j, L: Ledger> JournalBook<'j, L> {
+    pub fn new(journal: &'j L, run_id: i64) -> JournalBook<'j, L> {
         JournalBook {
             journal,
             run_id,
@@ -229,7 +229,7 @@ impl<'j> JournalBook<'j> {
     }
 }
 
-impl LookupBook for JournalBook<'_> {
+impl<L: Ledger> LookupBook for JournalBook<'_, L> {
     fn to_look_up(&self) -> Result<u64, SubmitError> {
         // Every planned item is looked up, and nothing plans one meanwhile.
         Ok(self

@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
 use super::client::CallError;
-use super::journal::{Batch, BatchItem, ItemState, Journal, LookupPurpose, Tracked};
+use super::journal::{Batch, BatchItem, ItemState, Ledger, LookupPurpose, Tracked};
 use super::{
     after, log_attempts, poll_delay, queue_cases, reconcile, Done, Later, SubmitError,
     SubmitSettings, Work,
@@ -184,7 +184,7 @@ pub(super) fn check_status(
 /// A lost batch: re-sent under its key, or given up, with one warning.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn lose(
-    journal: &Journal,
+    journal: &impl Ledger,
     run_id: i64,
     settings: &SubmitSettings,
     batch_id: i64,
@@ -241,7 +241,7 @@ pub(super) fn lose(
 
 #[allow(clippy::too_many_arguments)]
 pub(super) fn record(
-    journal: &Journal,
+    journal: &impl Ledger,
     run_id: i64,
     settings: &SubmitSettings,
     done: Done,

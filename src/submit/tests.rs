@@ -1,7 +1,9 @@
 //! Tests of submission and tracking against fake vendors: batches, polls, losses and stops.
 
+use super::journal::Journal;
 use super::*;
 use crate::api::{CoverageWire, Decision, ItemDecision, ItemStatus, ItemType};
+use crate::submit::journal::ledger::*;
 use chrono::{NaiveDate, Utc};
 use journal::PlannedItem;
 use std::sync::atomic::AtomicU64;

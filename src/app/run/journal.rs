@@ -10,6 +10,7 @@ use crate::domain::{Coverage, Item, ItemKind};
 use crate::policy::Policy;
 use crate::report::{PlannedKind, ResultCounts, RowSpool};
 use crate::submit::journal::{ItemState, Journal, PlannedItem};
+use crate::submit::journal::{PlanLedger, RunLedger};
 
 /// The folder of the journal, where its audit log lives.
 pub fn journal_dir(state: &std::path::Path) -> PathBuf {

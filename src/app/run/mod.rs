@@ -32,6 +32,9 @@ mod journal;
 mod summary;
 mod vendor;
 
+use crate::submit::journal::{
+    AuditLedger, ItemLedger, ItemRecords, PlanLedger, RunLedger, VendorLedger,
+};
 use dry::plan_read_only;
 use ending::{ending, unfinished_items, unfinished_text, Ending};
 use journal::{journal_dir, plan_into_journal, Rows};

@@ -10,6 +10,7 @@ use super::{api_label, Endpoint, Settings};
 use crate::app::UsageError;
 use crate::sim::{Sim, SimConfig};
 use crate::submit::client::{ApiClient, ClientConfig, Token};
+use crate::submit::journal::ItemLedger;
 use crate::submit::journal::Journal;
 use crate::submit::reconcile::{reconcile, LookupBook, Reconciled};
 use crate::submit::retry::RetryPolicy;

@@ -7,6 +7,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::columns::features_text;
 use super::file::unusable;
+use super::ledger::AuditLedger;
+use super::ledger::RunLedger;
 use super::{Journal, JournalError};
 
 /// An activation or a case the audit log does not have yet.
@@ -44,17 +46,12 @@ pub struct AuditOrder {
     pub items: u64,
 }
 
-impl Journal {
-    /// What the journal knows of its audit log: its id, the log's file and
-    /// where the chain stands, as last recorded.
-    pub fn audit_state(&self) -> Result<crate::audit::Binding, JournalError> {
+impl AuditLedger for Journal {
+    fn audit_state(&self) -> Result<crate::audit::Binding, JournalError> {
         audit_binding(&self.conn, &self.path)
     }
 
-    /// Active and escalated items not yet in the audit log, by batch
-    /// (items found at the vendor first), through the partial index
-    /// `items_unaudited`: only what settled since the last write is read.
-    pub fn unaudited_items(&self) -> Result<Vec<AuditItem>, JournalError> {
+    fn unaudited_items(&self) -> Result<Vec<AuditItem>, JournalError> {
         let rows = self
             .conn
             .prepare_cached(
@@ -90,8 +87,7 @@ impl Journal {
         Ok(rows)
     }
 
-    /// Accepted requests not yet in the audit log.
-    pub fn unaudited_orders(&self) -> Result<Vec<AuditOrder>, JournalError> {
+    fn unaudited_orders(&self) -> Result<Vec<AuditOrder>, JournalError> {
         let rows = self
             .conn
             .prepare(
@@ -116,10 +112,7 @@ impl Journal {
         Ok(rows)
     }
 
-    /// Marks what the log holds (items appended now, by row; items adopted
-    /// from a crash's tail, by event key; orders), with the log's file and
-    /// the chain's new state, in one transaction.
-    pub fn mark_audited(
+    fn mark_audited(
         &self,
         rows: &[i64],
         adopted: &[String],

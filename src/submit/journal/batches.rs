@@ -5,12 +5,13 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension};
 
 use super::columns::{coverage_str, now, parse_coverage, read_planned};
+use super::ledger::BatchLedger;
+use super::ledger::RunLedger;
 use super::{Batch, BatchGroup, BatchItem, ItemState, Journal, JournalError, PlannedItem};
 use crate::api;
 
-impl Journal {
-    /// Batches whose outcome is unknown: written, maybe sent, no answer kept.
-    pub fn unsent_batches(&self) -> Result<Vec<Batch>, JournalError> {
+impl BatchLedger for Journal {
+    fn unsent_batches(&self) -> Result<Vec<Batch>, JournalError> {
         let ids: Vec<i64> = self
             .conn
             .prepare("SELECT id FROM batches WHERE state = 'submitted' ORDER BY id")?
@@ -19,46 +20,7 @@ impl Journal {
         ids.into_iter().map(|id| self.load_batch(id)).collect()
     }
 
-    fn load_batch(&self, id: i64) -> Result<Batch, JournalError> {
-        let (idem, contract_id, region, quote_id, coverage): (
-            String,
-            String,
-            String,
-            String,
-            String,
-        ) = self.conn.query_row(
-            "SELECT idem_key, contract_id, region, quote_id, coverage FROM batches WHERE id = ?1",
-            [id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-        )?;
-        let items = self
-            .conn
-            .prepare_cached(
-                "SELECT event_key, item_type, serial_number, mac_address, model, license_id,
-                        bound_serial, contract_id, region, country, deactivated_at, coverage
-                 FROM items WHERE batch_id = ?1 ORDER BY batch_pos",
-            )?
-            .query_map([id], read_planned)?
-            .map(|r| r.map(|p| p.to_request_item()))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Batch {
-            id,
-            idempotency_key: idem,
-            request: api::ReactivationRequest {
-                contract_id,
-                region,
-                quote_id,
-                coverage: parse_coverage(&coverage),
-                items,
-            },
-        })
-    }
-
-    /// Forms the next batch from planned items: the first planned item in
-    /// journal order picks the (contract, region), and up to `max` items of
-    /// that group follow it. The batch is committed as `submitted` before
-    /// it is returned, so it is on disk before its request can leave.
-    pub fn next_batch(&self, max: usize) -> Result<Option<Batch>, JournalError> {
+    fn next_batch(&self, max: usize) -> Result<Option<Batch>, JournalError> {
         // Both through indexes: the first planned item by `items_state`
         // (ordered by rowid within a state), its group's planned items by
         // the partial index `items_planned`, so forming a batch costs the
@@ -130,10 +92,7 @@ impl Journal {
         )))
     }
 
-    /// The server accepted the batch: its request id and each item's first
-    /// word. Items are found by their place in the batch (the answer's keys
-    /// were checked against the batch before).
-    pub fn batch_accepted(
+    fn batch_accepted(
         &self,
         batch: &Batch,
         attempts: u32,
@@ -184,9 +143,7 @@ impl Journal {
         })
     }
 
-    /// The server refused the batch for good (a 4xx that is not retried):
-    /// its items are `failed` with the server's reason.
-    pub fn batch_refused(
+    fn batch_refused(
         &self,
         batch_id: i64,
         attempts: u32,
@@ -209,9 +166,7 @@ impl Journal {
         Ok(())
     }
 
-    /// No answer after every retry: the batch stays `submitted` (outcome
-    /// unknown) and will be re-sent with the same key.
-    pub fn batch_unanswered(
+    fn batch_unanswered(
         &self,
         batch_id: i64,
         attempts: u32,
@@ -224,8 +179,7 @@ impl Journal {
         Ok(())
     }
 
-    /// The items of a batch, in batch order, to check an answer against.
-    pub fn batch_items(&self, batch_id: i64) -> Result<Vec<BatchItem>, JournalError> {
+    fn batch_items(&self, batch_id: i64) -> Result<Vec<BatchItem>, JournalError> {
         let mut items = Vec::new();
         let mut stmt = self.conn.prepare_cached(
             "SELECT event_key, batch_pos, state FROM items WHERE batch_id = ?1 ORDER BY batch_pos",
@@ -243,10 +197,7 @@ impl Journal {
         Ok(items)
     }
 
-    /// The vendor lost or confused a batch: kept in the attempts trail (kind
-    /// `lost`, with why). Returns how many times this batch was lost, over
-    /// every run of this journal.
-    pub fn record_loss(&self, run_id: i64, batch_id: i64, why: &str) -> Result<u32, JournalError> {
+    fn record_loss(&self, run_id: i64, batch_id: i64, why: &str) -> Result<u32, JournalError> {
         let target = format!("batch {batch_id}");
         self.record_attempt(run_id, Utc::now(), "lost", &target, None, Some(why), 0)?;
         let n: i64 = self.conn.query_row(
@@ -257,10 +208,7 @@ impl Journal {
         Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }
 
-    /// Puts a lost batch back to `submitted`, to be re-sent under its key
-    /// and body; its items go back to `submitted` for the new answer to
-    /// decide. Returns the batch to send.
-    pub fn batch_resend(&self, batch_id: i64, why: &str) -> Result<Batch, JournalError> {
+    fn batch_resend(&self, batch_id: i64, why: &str) -> Result<Batch, JournalError> {
         let tx = &self.conn;
         self.atomically(|| -> Result<_, JournalError> {
             let at = now();
@@ -278,9 +226,7 @@ impl Journal {
         self.load_batch(batch_id)
     }
 
-    /// Gives up on a lost batch: its items still on their way are `failed`
-    /// with `reason` (then escalated, when cases are on).
-    pub fn batch_lost(&self, batch_id: i64, reason: &str, why: &str) -> Result<(), JournalError> {
+    fn batch_lost(&self, batch_id: i64, reason: &str, why: &str) -> Result<(), JournalError> {
         let tx = &self.conn;
         self.atomically(|| -> Result<_, JournalError> {
             let at = now();
@@ -297,9 +243,7 @@ impl Journal {
         })
     }
 
-    /// One HTTP exchange, for the audit trail.
-    #[allow(clippy::too_many_arguments)]
-    pub fn record_attempt(
+    fn record_attempt(
         &self,
         run_id: i64,
         at: DateTime<Utc>,
@@ -323,5 +267,42 @@ impl Journal {
             millis as i64
         ])?;
         Ok(())
+    }
+}
+
+impl Journal {
+    fn load_batch(&self, id: i64) -> Result<Batch, JournalError> {
+        let (idem, contract_id, region, quote_id, coverage): (
+            String,
+            String,
+            String,
+            String,
+            String,
+        ) = self.conn.query_row(
+            "SELECT idem_key, contract_id, region, quote_id, coverage FROM batches WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )?;
+        let items = self
+            .conn
+            .prepare_cached(
+                "SELECT event_key, item_type, serial_number, mac_address, model, license_id,
+                        bound_serial, contract_id, region, country, deactivated_at, coverage
+                 FROM items WHERE batch_id = ?1 ORDER BY batch_pos",
+            )?
+            .query_map([id], read_planned)?
+            .map(|r| r.map(|p| p.to_request_item()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Batch {
+            id,
+            idempotency_key: idem,
+            request: api::ReactivationRequest {
+                contract_id,
+                region,
+                quote_id,
+                coverage: parse_coverage(&coverage),
+                items,
+            },
+        })
     }
 }

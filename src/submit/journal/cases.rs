@@ -2,12 +2,12 @@
 
 use rusqlite::params;
 
+use super::ledger::CaseLedger;
 use super::{CaseToOpen, Journal, JournalError};
 use crate::api;
 
-impl Journal {
-    /// Items that need a support case: failed ones and manual reviews.
-    pub fn cases_to_open(&self) -> Result<Vec<CaseToOpen>, JournalError> {
+impl CaseLedger for Journal {
+    fn cases_to_open(&self) -> Result<Vec<CaseToOpen>, JournalError> {
         let rows = self
             .conn
             .prepare(
@@ -40,7 +40,7 @@ impl Journal {
         Ok(rows)
     }
 
-    pub fn case_opened(&self, event_key: &str, case_id: &str) -> Result<(), JournalError> {
+    fn case_opened(&self, event_key: &str, case_id: &str) -> Result<(), JournalError> {
         self.conn.execute(
             "UPDATE items SET state = 'escalated', case_id = ?2 WHERE event_key = ?1",
             params![event_key, case_id],

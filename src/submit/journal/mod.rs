@@ -34,6 +34,7 @@ mod batches;
 mod cases;
 mod columns;
 mod file;
+pub mod ledger;
 mod plan;
 mod reader;
 mod records;
@@ -61,6 +62,10 @@ use rusqlite::{params, Connection};
 
 pub use audit::{AuditItem, AuditOrder, AuditedOrder};
 pub(super) use columns::{coverage_str, item_type_str};
+pub use ledger::{
+    AuditLedger, BatchLedger, CaseLedger, ItemLedger, ItemRecords, Ledger, PlanLedger, RunLedger,
+    StatusLedger, VendorLedger,
+};
 pub use reader::{FinishedRun, JournalReader, RunRow};
 pub use records::Records;
 pub use schema::SCHEMA_VERSION;
@@ -177,8 +182,10 @@ impl Journal {
         schema_version(&conn, path)?;
         Ok(conn)
     }
+}
 
-    pub fn begin_run(&self, input: &str, as_of: NaiveDate) -> Result<i64, JournalError> {
+impl RunLedger for Journal {
+    fn begin_run(&self, input: &str, as_of: NaiveDate) -> Result<i64, JournalError> {
         self.conn.execute(
             "INSERT INTO runs (started_at, input, as_of) VALUES (?1, ?2, ?3)",
             params![now(), input, as_of.to_string()],
@@ -186,8 +193,7 @@ impl Journal {
         Ok(self.conn.last_insert_rowid())
     }
 
-    /// Closes a run, keeping its `summary.json` and `quotes.json`.
-    pub fn finish_run(
+    fn finish_run(
         &self,
         run_id: i64,
         outcome: &str,
@@ -202,10 +208,7 @@ impl Journal {
         Ok(())
     }
 
-    /// Runs `f` in one transaction (one sync to disk), or inside the
-    /// caller's when one is open: the coordinator groups a round of
-    /// answers and new batches into a single commit.
-    pub fn atomically<T, E: From<JournalError>>(
+    fn atomically<T, E: From<JournalError>>(
         &self,
         f: impl FnOnce() -> Result<T, E>,
     ) -> Result<T, E> {

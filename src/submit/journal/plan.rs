@@ -4,13 +4,11 @@
 use rusqlite::params;
 
 use super::columns::{coverage_str, item_type_str};
+use super::ledger::PlanLedger;
 use super::{ItemState, Journal, JournalError, PlannedItem};
 
-impl Journal {
-    /// Records an item to submit (`Planned`) or to escalate
-    /// (`ManualReview`), unless the journal already knows its event key:
-    /// then its recorded state stands (a re-run never submits it again).
-    pub fn plan_item(
+impl PlanLedger for Journal {
+    fn plan_item(
         &self,
         item: &PlannedItem,
         state: ItemState,
@@ -42,8 +40,7 @@ impl Journal {
         Ok(())
     }
 
-    /// The quote of (contract, region) for the batches formed from now on.
-    pub fn set_quote(
+    fn set_quote(
         &self,
         contract_id: &str,
         region: &str,

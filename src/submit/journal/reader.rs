@@ -84,16 +84,9 @@ impl JournalReader {
     }
 }
 
-impl Journal {
-    /// Activations per UTC day, for `report.html`.
-    pub fn activations_by_day(&self) -> Result<Vec<(String, u64)>, JournalError> {
-        activations_by_day(&self.conn)
-    }
-}
-
 /// Activations per UTC day (`YYYY-MM-DD`), oldest first, over every item the
 /// journal holds: the journal spans nightly runs, so this is its history.
-fn activations_by_day(conn: &Connection) -> Result<Vec<(String, u64)>, JournalError> {
+pub(super) fn activations_by_day(conn: &Connection) -> Result<Vec<(String, u64)>, JournalError> {
     let mut stmt = conn.prepare(
         "SELECT substr(activated_at, 1, 10) AS day, COUNT(*) FROM items
          WHERE activated_at IS NOT NULL AND activated_at <> '' GROUP BY day ORDER BY day",

@@ -6,30 +6,27 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension};
 
 use super::columns::features_text;
+use super::ledger::{ItemLedger, ItemRecords};
 use super::{ItemRecord, ItemState, Journal, JournalError, Source};
 
-impl Journal {
-    /// Whether the journal holds any item.
-    pub fn holds_items(&self) -> Result<bool, JournalError> {
+impl ItemLedger for Journal {
+    type Records<'a> = Records<'a>;
+
+    fn holds_items(&self) -> Result<bool, JournalError> {
         Ok(self
             .conn
             .query_row("SELECT EXISTS (SELECT 1 FROM items)", [], |r| r.get(0))?)
     }
 
-    /// Item counts by state.
-    pub fn counts(&self) -> Result<Vec<(ItemState, u64)>, JournalError> {
+    fn counts(&self) -> Result<Vec<(ItemState, u64)>, JournalError> {
         counts(&self.conn, &self.path)
     }
 
-    /// Looks up one item by event key (see [`Records`]).
-    pub fn record(&self, event_key: &str, run_id: i64) -> Result<Option<ItemRecord>, JournalError> {
+    fn record(&self, event_key: &str, run_id: i64) -> Result<Option<ItemRecord>, JournalError> {
         self.records(run_id)?.get(event_key)
     }
 
-    /// A reader of items by event key as run `run_id` sees them, for
-    /// `results.csv`: the batches (attempts, which run sent them) are read
-    /// once, then each item is one lookup by its key.
-    pub fn records(&self, run_id: i64) -> Result<Records<'_>, JournalError> {
+    fn records(&self, run_id: i64) -> Result<Records<'_>, JournalError> {
         let mut batches = std::collections::HashMap::new();
         let mut stmt = self.conn.prepare(
             "SELECT id, attempts, created_at >= (SELECT started_at FROM runs WHERE id = ?1),
@@ -56,6 +53,10 @@ impl Journal {
         )?;
         Ok(Records { item, batches })
     }
+
+    fn activations_by_day(&self) -> Result<Vec<(String, u64)>, JournalError> {
+        super::reader::activations_by_day(&self.conn)
+    }
 }
 
 /// Items by event key, with what their batches say (see [`Journal::records`]).
@@ -72,8 +73,8 @@ struct BatchOfRecord {
     request_id: Option<String>,
 }
 
-impl Records<'_> {
-    pub fn get(&mut self, event_key: &str) -> Result<Option<ItemRecord>, JournalError> {
+impl ItemRecords for Records<'_> {
+    fn get(&mut self, event_key: &str) -> Result<Option<ItemRecord>, JournalError> {
         let batches = &self.batches;
         Ok(self
             .item

@@ -4,12 +4,13 @@
 use rusqlite::params;
 
 use super::columns::{features_bits, fmt_time};
+use super::ledger::RunLedger;
+use super::ledger::StatusLedger;
 use super::{BatchItem, ItemState, Journal, JournalError, Tracked};
 use crate::api;
 
-impl Journal {
-    /// Accepted batches with items still pending or provisioning.
-    pub fn tracked(&self) -> Result<Vec<Tracked>, JournalError> {
+impl StatusLedger for Journal {
+    fn tracked(&self) -> Result<Vec<Tracked>, JournalError> {
         let rows = self
             .conn
             .prepare(
@@ -27,12 +28,7 @@ impl Journal {
         Ok(rows)
     }
 
-    /// Records a status answer about a batch whose items are `items` (as
-    /// [`Journal::batch_items`] read them, the answer checked against
-    /// them); returns how many of its items are still on their way. Only
-    /// items whose state changes are written: an item still pending or
-    /// provisioning keeps its row as it was.
-    pub fn record_status(
+    fn record_status(
         &self,
         batch_id: i64,
         items: &[BatchItem],

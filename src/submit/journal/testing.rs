@@ -7,6 +7,7 @@ use chrono::NaiveDate;
 use rusqlite::Connection;
 
 use super::{ItemState, Journal, JournalError, PlannedItem};
+use super::{PlanLedger, RunLedger};
 use crate::api::{CoverageWire, ItemType};
 
 pub(super) fn item(key: &str, contract: &str, region: &str) -> PlannedItem {

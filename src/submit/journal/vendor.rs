@@ -4,14 +4,12 @@
 use rusqlite::params;
 
 use super::columns::{features_bits, fmt_time};
+use super::ledger::VendorLedger;
 use super::{ItemState, Journal, JournalError, LookupPurpose, LookupTarget, RunSplit};
 use crate::api;
 
-impl Journal {
-    /// Up to `limit` items to look up at the vendor before paying, after
-    /// journal row `after` (0 to start): planned items (never sent), and
-    /// items a lookup found still on their way ([`LookupPurpose::Track`]).
-    pub fn to_look_up(
+impl VendorLedger for Journal {
+    fn to_look_up(
         &self,
         purpose: LookupPurpose,
         after: i64,
@@ -55,12 +53,7 @@ impl Journal {
         Ok(rows)
     }
 
-    /// Records what the vendor holds for an item refleet did not send: its
-    /// state (pending → `accepted`), request id, confirmation and times;
-    /// `source` marks it as the vendor's, not bought by this journal. Only
-    /// an item still `planned` (before paying) or one found earlier (while
-    /// tracking) is changed; returns whether it was.
-    pub fn record_vendor(
+    fn record_vendor(
         &self,
         event_key: &str,
         record: &api::VendorRecord,
@@ -90,13 +83,7 @@ impl Journal {
         Ok(changed > 0)
     }
 
-    /// The items of run `run_id`'s input that it will not buy: already
-    /// sent by an earlier run, or found at the vendor. By serial number
-    /// (devices) or license id (licenses), as quotes key them.
-    pub fn not_to_buy(
-        &self,
-        run_id: i64,
-    ) -> Result<std::collections::HashSet<String>, JournalError> {
+    fn not_to_buy(&self, run_id: i64) -> Result<std::collections::HashSet<String>, JournalError> {
         let rows = self
             .conn
             .prepare(
@@ -109,9 +96,7 @@ impl Journal {
         Ok(rows)
     }
 
-    /// Of run `run_id`'s eligible input: items to buy, items an earlier run
-    /// of this journal sent, items the vendor held.
-    pub fn run_split(&self, run_id: i64) -> Result<RunSplit, JournalError> {
+    fn run_split(&self, run_id: i64) -> Result<RunSplit, JournalError> {
         let split = self.conn.query_row(
             "SELECT COALESCE(SUM(state = 'planned'), 0),
                     COALESCE(SUM(source IS NULL AND state NOT IN ('planned', 'manual_review')), 0),
@@ -129,10 +114,7 @@ impl Journal {
         Ok(split)
     }
 
-    /// An item found on its way at the vendor whose vendor record then
-    /// failed, was rejected or went away: it was not reactivated, so it goes
-    /// back to `planned` (no vendor fields) to be looked up and paid.
-    pub fn release_vendor(&self, event_key: &str) -> Result<bool, JournalError> {
+    fn release_vendor(&self, event_key: &str) -> Result<bool, JournalError> {
         let changed = self
             .conn
             .prepare_cached(
