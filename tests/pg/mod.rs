@@ -21,6 +21,7 @@
 mod audit;
 mod harness;
 mod ledger;
+mod tls;
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -171,6 +172,39 @@ impl Pg {
         self.launch().unwrap_or_else(|e| {
             panic!("restarting PostgreSQL on port {}: {}", self.port, e.message)
         });
+    }
+
+    /// Turns TLS on with the server certificate and key at `cert` and `key`
+    /// (PEM), and logs each connection (with whether it used TLS); then
+    /// restarts the server.
+    pub fn enable_tls(&self, cert: &Path, key: &Path) {
+        let data = self.data_dir();
+        for (from, to) in [(cert, "server.crt"), (key, "server.key")] {
+            let to = data.join(to);
+            fs::copy(from, &to).unwrap_or_else(|e| panic!("copying {}: {e}", from.display()));
+            // The server refuses a key others can read, or that is not its own.
+            fs::set_permissions(&to, fs::Permissions::from_mode(0o600)).unwrap();
+            if let Some(user) = self.user {
+                std::os::unix::fs::chown(&to, Some(user.uid), None)
+                    .unwrap_or_else(|e| panic!("chown {}: {e}", to.display()));
+            }
+        }
+        let conf = data.join("postgresql.conf");
+        fs::OpenOptions::new()
+            .append(true)
+            .open(&conf)
+            .and_then(|mut f| {
+                f.write_all(
+                    b"ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\nlog_connections = on\n",
+                )
+            })
+            .unwrap_or_else(|e| panic!("appending to {}: {e}", conf.display()));
+        self.restart();
+    }
+
+    /// What the server has logged so far.
+    pub fn log(&self) -> String {
+        String::from_utf8_lossy(&fs::read(self.log_file()).unwrap_or_default()).into_owned()
     }
 
     /// `stop`, then `start`.

@@ -1,27 +1,174 @@
 //! Connections to the ledger: their settings from a URL and the `PG*` variables, their label, and opening one.
+//!
+//! TLS is used when the URL (or `PGSSLMODE`) asks for it: `sslmode=require`,
+//! `verify-ca` or `verify-full`. refleet then always checks the server's
+//! certificate and its name (libpq's `verify-full`), against the CA
+//! certificates of `sslrootcert` (or `PGSSLROOTCERT`: a PEM file) or else
+//! the system's. `disable`, `allow` and `prefer` (and no `sslmode`)
+//! connect without TLS, as before.
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use tokio_postgres::config::SslMode;
 use tokio_postgres::{Client, NoTls};
 
 use super::LedgerError;
 
+/// How to reach the ledger: the connection's settings, and its TLS client
+/// settings when the connection is to be encrypted.
+#[derive(Clone)]
+pub struct Settings {
+    pub postgres: tokio_postgres::Config,
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
 /// A new connection, its driver on the runtime.
-pub(super) async fn open(
-    config: &tokio_postgres::Config,
-    label: &str,
-) -> Result<Client, LedgerError> {
-    let (client, connection) = config
-        .connect(NoTls)
-        .await
-        .map_err(|e| LedgerError::Connect(label.to_string(), e))?;
+pub(super) async fn open(settings: &Settings, label: &str) -> Result<Client, LedgerError> {
+    let failed = |e| LedgerError::Connect(label.to_string(), e);
     let for_log = label.to_string();
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::warn!(ledger = %for_log, error = %e, "connection to the ledger lost");
+    let lost = move |e: tokio_postgres::Error| {
+        tracing::warn!(ledger = %for_log, error = %e, "connection to the ledger lost");
+    };
+    let client = match &settings.tls {
+        None => {
+            let (client, connection) = settings.postgres.connect(NoTls).await.map_err(failed)?;
+            tokio::spawn(async move { connection.await.unwrap_or_else(lost) });
+            client
         }
-    });
+        Some(tls) => {
+            let tls =
+                tokio_postgres_rustls::MakeRustlsConnect::new(rustls::ClientConfig::clone(tls));
+            let (client, connection) = settings.postgres.connect(tls).await.map_err(failed)?;
+            tokio::spawn(async move { connection.await.unwrap_or_else(lost) });
+            client
+        }
+    };
     Ok(client)
+}
+
+/// [`config_of`], and TLS as `sslmode` and `sslrootcert` (in the URL, or
+/// `PGSSLMODE` and `PGSSLROOTCERT`) ask: see the module's docs.
+pub fn settings_of(
+    url: &str,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Settings, LedgerError> {
+    let (rest, mode, root) = take_tls_options(url);
+    let mut postgres = config_of(&rest, &env)?;
+    let mode = mode.or_else(|| env("PGSSLMODE"));
+    let encrypt = match mode.as_deref() {
+        None | Some("disable" | "allow" | "prefer") => false,
+        Some("require" | "verify-ca" | "verify-full") => true,
+        Some(other) => {
+            return Err(LedgerError::Setting {
+                name: "sslmode".into(),
+                value: other.into(),
+            })
+        }
+    };
+    if !encrypt {
+        postgres.ssl_mode(SslMode::Disable);
+        return Ok(Settings {
+            postgres,
+            tls: None,
+        });
+    }
+    postgres.ssl_mode(SslMode::Require);
+    let root = root.or_else(|| env("PGSSLROOTCERT")).map(PathBuf::from);
+    Ok(Settings {
+        postgres,
+        tls: Some(Arc::new(tls_config(root.as_deref())?)),
+    })
+}
+
+/// `url` without its `sslmode` and `sslrootcert` options (tokio-postgres
+/// knows neither `verify-full` nor `sslrootcert`), and their values.
+fn take_tls_options(url: &str) -> (String, Option<String>, Option<String>) {
+    let (mut mode, mut root) = (None, None);
+    let is_url = url.starts_with("postgres://") || url.starts_with("postgresql://");
+    if is_url {
+        let Ok(mut parsed) = reqwest::Url::parse(url) else {
+            return (url.to_string(), None, None);
+        };
+        let kept: Vec<(String, String)> = parsed
+            .query_pairs()
+            .filter_map(|(k, v)| match k.as_ref() {
+                "sslmode" => {
+                    mode = Some(v.into_owned());
+                    None
+                }
+                "sslrootcert" => {
+                    root = Some(v.into_owned());
+                    None
+                }
+                _ => Some((k.into_owned(), v.into_owned())),
+            })
+            .collect();
+        if kept.is_empty() {
+            parsed.set_query(None);
+        } else {
+            parsed.query_pairs_mut().clear().extend_pairs(kept);
+        }
+        return (parsed.into(), mode, root);
+    }
+    // libpq's `key=value` form: unquoted values only.
+    let kept: Vec<&str> = url
+        .split_whitespace()
+        .filter(|token| {
+            if let Some(v) = token.strip_prefix("sslmode=") {
+                mode = Some(v.to_string());
+                false
+            } else if let Some(v) = token.strip_prefix("sslrootcert=") {
+                root = Some(v.to_string());
+                false
+            } else {
+                true
+            }
+        })
+        .collect();
+    (kept.join(" "), mode, root)
+}
+
+/// A TLS client that checks the server's certificate chain and name
+/// against the CA certificates in `root` (PEM), or the system's.
+fn tls_config(root: Option<&std::path::Path>) -> Result<rustls::ClientConfig, LedgerError> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let tls = |why: String| LedgerError::Tls(why);
+    let mut roots = rustls::RootCertStore::empty();
+    match root {
+        Some(path) => {
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| tls(format!("sslrootcert {}: {e}", path.display())))?;
+            if certs.is_empty() {
+                return Err(tls(format!(
+                    "sslrootcert {}: no certificate in it",
+                    path.display()
+                )));
+            }
+            for c in certs {
+                roots
+                    .add(c)
+                    .map_err(|e| tls(format!("sslrootcert {}: {e}", path.display())))?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(found.certs);
+            if roots.is_empty() {
+                return Err(tls(
+                    "no CA certificates on this system to check the server's: give sslrootcert=FILE (or PGSSLROOTCERT)".into(),
+                ));
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 /// The connection settings of `url` (`postgres://user@host:port/db?…`,

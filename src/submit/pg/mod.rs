@@ -35,7 +35,7 @@ mod chain;
 mod config;
 mod quota;
 
-pub use config::config_of;
+pub use config::{config_of, settings_of, Settings};
 use config::{label, open};
 
 /// The schema this refleet writes and reads.
@@ -117,13 +117,15 @@ pub enum LedgerError {
     Unreachable { ledger: String, waited: Duration },
     #[error("{0} holds no refleet ledger")]
     NotALedger(String),
+    #[error("TLS to the ledger: {0}")]
+    Tls(String),
     #[error("the ledger {ledger} is damaged: {why}")]
     Damaged { ledger: String, why: String },
 }
 
 /// One runner's connection to the ledger.
 pub struct PgLedger {
-    config: tokio_postgres::Config,
+    settings: Settings,
     client: Client,
     /// `host:port/database`, for messages: never the password.
     label: String,
@@ -144,11 +146,11 @@ impl PgLedger {
     /// Connects as `runner` (a name unique among the ledger's runners) and
     /// creates or checks the schema.
     pub async fn connect(url: &str, runner: &str) -> Result<PgLedger, LedgerError> {
-        let config = config_of(url, |name| std::env::var(name).ok())?;
-        let label = label(&config);
-        let client = open(&config, &label).await?;
+        let settings = settings_of(url, |name| std::env::var(name).ok())?;
+        let label = label(&settings.postgres);
+        let client = open(&settings, &label).await?;
         let mut ledger = PgLedger {
-            config,
+            settings,
             client,
             label,
             runner: runner.to_string(),
@@ -161,11 +163,11 @@ impl PgLedger {
     /// refleet's schema is refused ([`LedgerError::NotALedger`]), never
     /// given one.
     pub async fn open_existing(url: &str) -> Result<PgLedger, LedgerError> {
-        let config = config_of(url, |name| std::env::var(name).ok())?;
-        let label = label(&config);
-        let client = open(&config, &label).await?;
+        let settings = settings_of(url, |name| std::env::var(name).ok())?;
+        let label = label(&settings.postgres);
+        let client = open(&settings, &label).await?;
         let mut ledger = PgLedger {
-            config,
+            settings,
             client,
             label,
             runner: String::new(),
@@ -192,7 +194,7 @@ impl PgLedger {
         let mut pause = Duration::from_millis(100);
         loop {
             let left = wait.saturating_sub(started.elapsed());
-            let attempt = tokio::time::timeout(left, open(&self.config, &self.label)).await;
+            let attempt = tokio::time::timeout(left, open(&self.settings, &self.label)).await;
             match attempt {
                 Ok(Ok(client)) => {
                     self.client = client;

@@ -48,3 +48,80 @@ fn a_label_never_holds_the_password() {
         .unwrap();
     assert_eq!(label(&config), "db.example:6432/ledger");
 }
+
+#[test]
+fn tls_is_used_when_sslmode_asks_for_it_and_its_options_leave_the_url() {
+    use tokio_postgres::config::SslMode;
+    let none = |_: &str| None;
+    // No sslmode, or one that does not ask for TLS: a plain connection.
+    for url in [
+        "postgres://u@h/d",
+        "postgres://u@h/d?sslmode=disable",
+        "postgres://u@h/d?sslmode=prefer&application_name=x",
+        "host=h dbname=d sslmode=allow",
+    ] {
+        let s = settings_of(url, none).unwrap();
+        assert!(s.tls.is_none(), "{url}");
+        assert_eq!(s.postgres.get_ssl_mode(), SslMode::Disable, "{url}");
+    }
+    assert_eq!(
+        settings_of("postgres://u@h/d?sslmode=prefer&application_name=x", none)
+            .unwrap()
+            .postgres
+            .get_application_name(),
+        Some("x"),
+        "other options stay"
+    );
+    // Asked for: required, whatever the spelling; PGSSLMODE when the URL
+    // says nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.pem");
+    for (url, env_mode) in [
+        ("postgres://u@h/d?sslmode=require", None),
+        ("postgres://u@h/d?sslmode=verify-full", None),
+        ("host=h dbname=d sslmode=verify-ca", None),
+        ("postgres://u@h/d", Some("require")),
+    ] {
+        let env = |k: &str| {
+            (k == "PGSSLMODE")
+                .then(|| env_mode.unwrap_or("").to_string())
+                .filter(|v| !v.is_empty())
+        };
+        // A root certificate file that is not there is named.
+        let with_root = if url.contains("://") {
+            format!(
+                "{url}{}sslrootcert={}",
+                if url.contains('?') { "&" } else { "?" },
+                missing.display()
+            )
+        } else {
+            format!("{url} sslrootcert={}", missing.display())
+        };
+        let err = settings_of(&with_root, env).err().map(|e| e.to_string());
+        assert!(
+            err.as_deref()
+                .is_some_and(|e| e.contains("sslrootcert") && e.contains("missing.pem")),
+            "{with_root}: {err:?}"
+        );
+    }
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "").unwrap();
+    let err = settings_of(
+        &format!(
+            "postgres://u@h/d?sslmode=require&sslrootcert={}",
+            empty.display()
+        ),
+        none,
+    )
+    .err()
+    .map(|e| e.to_string());
+    assert!(
+        err.as_deref().is_some_and(|e| e.contains("no certificate")),
+        "{err:?}"
+    );
+    let err = settings_of("postgres://u@h/d?sslmode=sometimes", none).err();
+    assert!(
+        matches!(err, Some(LedgerError::Setting { ref name, .. }) if name == "sslmode"),
+        "{err:?}"
+    );
+}
