@@ -28,8 +28,12 @@ pub enum Rows {
     Written(ResultCounts),
 }
 
+/// Items handed to the ledger at once (see [`PlanLedger::plan_items`]).
+const PLAN_CHUNK: usize = 5_000;
+
 /// Makes the plan, puts its eligible and manual-review items into the
-/// journal (one transaction), and spools every row for `results.csv`.
+/// journal in bulk (one transaction), and spools every row for
+/// `results.csv`.
 pub fn plan_into_journal(
     journal: &Journal,
     run_id: i64,
@@ -39,22 +43,39 @@ pub fn plan_into_journal(
     progress: &dyn RunProgress,
 ) -> anyhow::Result<(tempfile::NamedTempFile, Planned)> {
     journal.atomically(|| -> anyhow::Result<_> {
-        let on_planned = move |item: &Item,
-                               event: &str,
-                               _: &crate::eligibility::Verdict,
-                               kind: PlannedKind|
-              -> anyhow::Result<()> {
-            let state = match kind {
-                PlannedKind::Eligible => ItemState::Planned,
-                PlannedKind::ManualReview if escalate => ItemState::ManualReview,
+        // Items waiting to go in, by the state they go in with.
+        let pending: std::cell::RefCell<[Vec<PlannedItem>; 2]> = Default::default();
+        let flush = |pending: &mut [Vec<PlannedItem>; 2], min: usize| {
+            for (items, state) in pending
+                .iter_mut()
+                .zip([ItemState::Planned, ItemState::ManualReview])
+            {
+                if !items.is_empty() && items.len() >= min {
+                    journal.plan_items(items, state, run_id)?;
+                    items.clear();
+                }
+            }
+            anyhow::Ok(())
+        };
+        let on_planned = |item: &Item,
+                          event: &str,
+                          _: &crate::eligibility::Verdict,
+                          kind: PlannedKind|
+         -> anyhow::Result<()> {
+            let slot = match kind {
+                PlannedKind::Eligible => 0,
+                PlannedKind::ManualReview if escalate => 1,
                 PlannedKind::ManualReview => return Ok(()),
             };
-            journal.plan_item(&planned_item(item, event, contracts), state, run_id)?;
-            Ok(())
+            let mut pending = pending.borrow_mut();
+            pending[slot].push(planned_item(item, event, contracts));
+            flush(&mut pending, PLAN_CHUNK)
         };
         let mut spool = RowSpool::create(&plan.out, Box::new(on_planned))?;
         let planned = make_plan(plan, policy, contracts, progress, Some(&mut spool), None)?;
-        Ok((spool.finish()?, planned))
+        let spooled = spool.finish()?;
+        flush(&mut pending.borrow_mut(), 0)?;
+        Ok((spooled, planned))
     })
 }
 

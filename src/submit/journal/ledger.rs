@@ -69,15 +69,27 @@ pub trait ItemRecords {
 
 /// The plan: items to buy or escalate, and their quotes.
 pub trait PlanLedger {
-    /// Records an item to submit (`Planned`) or to escalate
-    /// (`ManualReview`), unless the journal already knows its event key:
-    /// then its recorded state stands (a re-run never submits it again).
+    /// Records items to submit (`Planned`) or to escalate (`ManualReview`)
+    /// in bulk, except those whose event key the ledger knows already:
+    /// their recorded state stands (a re-run never submits one again), and
+    /// they are marked as in run `run_id`'s input. Call it with large
+    /// slices, inside one transaction.
+    fn plan_items(
+        &self,
+        items: &[PlannedItem],
+        state: ItemState,
+        run_id: i64,
+    ) -> Result<(), JournalError>;
+
+    /// [`PlanLedger::plan_items`] for one item.
     fn plan_item(
         &self,
         item: &PlannedItem,
         state: ItemState,
         run_id: i64,
-    ) -> Result<(), JournalError>;
+    ) -> Result<(), JournalError> {
+        self.plan_items(std::slice::from_ref(item), state, run_id)
+    }
 
     /// The quote of (contract, region) for the batches formed from now on.
     fn set_quote(

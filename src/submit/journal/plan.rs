@@ -8,12 +8,14 @@ use super::ledger::PlanLedger;
 use super::{ItemState, Journal, JournalError, PlannedItem};
 
 impl PlanLedger for Journal {
-    fn plan_item(
+    fn plan_items(
         &self,
-        item: &PlannedItem,
+        items: &[PlannedItem],
         state: ItemState,
         run_id: i64,
     ) -> Result<(), JournalError> {
+        // One prepared statement for them all, inside the caller's
+        // transaction (see `atomically`).
         let mut stmt = self.conn.prepare_cached(
             "INSERT INTO items (event_key, item_type, serial_number, mac_address, model,
                 license_id, bound_serial, contract_id, region, country, deactivated_at, coverage,
@@ -21,22 +23,24 @@ impl PlanLedger for Journal {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14)
              ON CONFLICT (event_key) DO UPDATE SET last_run = excluded.last_run",
         )?;
-        stmt.execute(params![
-            item.event_key,
-            item_type_str(item.item_type),
-            item.serial_number,
-            item.mac_address,
-            item.model,
-            item.license_id,
-            item.bound_serial,
-            item.contract_id,
-            item.region,
-            item.country,
-            item.deactivated_at,
-            coverage_str(item.coverage),
-            state.as_str(),
-            run_id,
-        ])?;
+        for item in items {
+            stmt.execute(params![
+                item.event_key,
+                item_type_str(item.item_type),
+                item.serial_number,
+                item.mac_address,
+                item.model,
+                item.license_id,
+                item.bound_serial,
+                item.contract_id,
+                item.region,
+                item.country,
+                item.deactivated_at,
+                coverage_str(item.coverage),
+                state.as_str(),
+                run_id,
+            ])?;
+        }
         Ok(())
     }
 
