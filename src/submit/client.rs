@@ -241,6 +241,25 @@ pub struct ApiClient {
     /// Every attempt sent, and those answered 429.
     pub sent: AtomicU64,
     pub throttled: AtomicU64,
+    reach: Reach,
+}
+
+/// An attempt's error when it could not connect: nothing reached the server.
+pub const NOT_CONNECTED: &str = "cannot connect";
+
+/// Attempts in a row that could not connect, with no answer ever, after
+/// which the API is taken for unreachable (a wrong URL, a closed port, a
+/// firewall): the run stops at once instead of retrying until its
+/// time-out.
+pub const UNREACHABLE_AFTER: u32 = 5;
+
+/// Whether the API has ever answered, and the connection failures in a row.
+#[derive(Default)]
+struct Reach {
+    answered: std::sync::atomic::AtomicBool,
+    failed_in_a_row: std::sync::atomic::AtomicU32,
+    /// Why it is unreachable, once it is taken for that.
+    unreachable: std::sync::Mutex<Option<String>>,
 }
 
 impl ApiClient {
@@ -259,7 +278,42 @@ impl ApiClient {
             budget: RetryBudget::default(),
             sent: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
+            reach: Reach::default(),
         })
+    }
+
+    /// Why the API is unreachable: [`UNREACHABLE_AFTER`] attempts in a row
+    /// could not connect and none ever got an answer. The stop of the call
+    /// that found it was triggered with the same text.
+    pub fn unreachable(&self) -> Option<String> {
+        self.reach
+            .unreachable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Keeps count of connection failures; returns why the API is
+    /// unreachable when this failure makes it so.
+    fn could_not_connect(&self, e: &reqwest::Error) -> Option<String> {
+        if self.reach.answered.load(Ordering::Relaxed) {
+            return None;
+        }
+        let n = self.reach.failed_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
+        if n < UNREACHABLE_AFTER {
+            return None;
+        }
+        let why = format!(
+            "cannot reach the API at {}: {} (no answer to {n} attempts in a row); check --api-url and the network",
+            label_of(&self.base),
+            root_cause(e)
+        );
+        let mut slot = self
+            .reach
+            .unreachable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Some(slot.get_or_insert(why).clone())
     }
 
     pub async fn submit(
@@ -371,6 +425,18 @@ impl ApiClient {
                 not_awaited(&mut attempts);
                 return stopped(attempts);
             };
+            if let Err(e) = &sent {
+                if let Some(why) = e.is_connect().then(|| self.could_not_connect(e)).flatten() {
+                    attempts.push(Attempt {
+                        at: sent_at,
+                        status: None,
+                        error: Some(describe(e)),
+                        millis: started.elapsed().as_millis() as u64,
+                    });
+                    stop.trigger(why);
+                    return stopped(attempts);
+                }
+            }
             let (class, retry_after, timed_out, attempt) = match sent {
                 Err(e) => (
                     Class::Retry { throttled: false },
@@ -384,6 +450,8 @@ impl ApiClient {
                     },
                 ),
                 Ok(resp) => {
+                    self.reach.answered.store(true, Ordering::Relaxed);
+                    self.reach.failed_in_a_row.store(0, Ordering::Relaxed);
                     let status = resp.status().as_u16();
                     let retry_after = resp
                         .headers()
@@ -552,13 +620,33 @@ pub fn redact_url(url: &reqwest::Url) -> String {
     out
 }
 
+/// The base URL as messages show it (query values masked).
+fn label_of(base: &str) -> String {
+    reqwest::Url::parse(base).map_or_else(|_| "(unreadable URL)".to_string(), |u| redact_url(&u))
+}
+
+/// The innermost cause of a transport error: the operating system's
+/// "Connection refused (os error 111)", a DNS failure.
+fn root_cause(e: &reqwest::Error) -> String {
+    let mut last = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        last = inner.to_string();
+        src = inner.source();
+    }
+    match e.url() {
+        Some(url) => last.replace(url.as_str(), &redact_url(url)),
+        None => last,
+    }
+}
+
 /// A transport error in a few words. reqwest's messages name the URL, whose
 /// query may hold a secret: it is shown redacted.
 fn describe(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         "timed out".into()
     } else if e.is_connect() {
-        "cannot connect".into()
+        NOT_CONNECTED.into()
     } else if e.is_body() || e.is_decode() {
         "connection lost".into()
     } else {

@@ -303,9 +303,13 @@ pub(super) fn record(
                         work: Work::Submit(batch),
                     });
                 }
-                // Stays `submitted`: the next run re-sends it with its key.
+                // Stays `submitted`: the next run re-sends it with its key;
+                // unless nothing of it ever reached the vendor (the API
+                // could not be reached at all): then it was never sent.
                 Err(e @ CallError::Stopped) => {
-                    journal.batch_unanswered(batch_id, n, &e.to_string())?;
+                    if !journal.batch_never_sent(batch_id, run_id)? {
+                        journal.batch_unanswered(batch_id, n, &e.to_string())?;
+                    }
                 }
             }
         }

@@ -168,9 +168,12 @@ fn a_dead_runners_batches_are_taken_over_under_the_same_key() {
             .await
             .unwrap();
         let lease = Duration::from_secs(3);
+        // Before the claims: a lease starts on the server during its
+        // claim, so no lease can run out before this plus its length
+        // (measured after the claims, it would miss their round trips).
+        let claimed = Instant::now();
         let a = stopped.claim_batch(10, lease).await.unwrap().unwrap().batch;
         let b = stopped.claim_batch(10, lease).await.unwrap().unwrap().batch;
-        let claimed = Instant::now();
         let mut alive = PgLedger::connect(&url, "alive").await.unwrap();
         let c = alive.claim_batch(10, lease).await.unwrap().unwrap();
         assert!(

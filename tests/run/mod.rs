@@ -1875,3 +1875,64 @@ fn a_journal_left_in_out_by_an_earlier_refleet_is_not_taken_for_new() {
     ran(&mut run_cmd(&input, &out, &sim, &state), &out, 0);
     assert_eq!(reactivation_posts(&sim), posts);
 }
+
+/// A wrong `--api-url` (here a closed port): the run stops within seconds,
+/// exit 1, with one line naming the URL and the system's error, instead
+/// of retrying until its tracking time-out; and nothing is recorded as
+/// submitted, with or without the lookups that come first.
+#[test]
+fn an_api_that_cannot_be_reached_stops_the_run_at_once_and_nothing_is_sent() {
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let url = format!("http://127.0.0.1:{closed}");
+    let dir = tempfile::tempdir().unwrap();
+    for (n, extra) in [&[][..], &["--no-reconcile"][..]].into_iter().enumerate() {
+        let out = dir.path().join(format!("out{n}"));
+        let journal = dir.path().join(format!("j{n}.sqlite"));
+        let mut args = run_args_at(&sample("inventory.csv"), &out, Some(&url), extra);
+        args.extend([
+            "--state".into(),
+            journal.clone().into(),
+            "--track-timeout".into(),
+            "10m".into(),
+        ]);
+        let started = std::time::Instant::now();
+        let output = refleet_for(&out)
+            .args(args)
+            .env("REFLEET_API_TOKEN", TOKEN)
+            .env_remove("REFLEET_API_URL")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{extra:?}: {stderr}");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "stopped long before its 10-minute time-out, not {:?}",
+            started.elapsed()
+        );
+        assert!(
+            stderr.contains(&format!(
+                "cannot reach the API at {url}/: Connection refused"
+            )),
+            "{extra:?}: {stderr}"
+        );
+        let s = summary(&out);
+        assert_eq!(s["outcome"], "aborted");
+        assert_eq!(s["items_by_state"]["submitted"], 0, "{extra:?}");
+        let db = rusqlite::Connection::open(&journal).unwrap();
+        let batches: i64 = db
+            .query_row("SELECT COUNT(*) FROM batches", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(batches, 0, "{extra:?}: no batch is recorded as sent");
+        let planned: i64 = db
+            .query_row(
+                "SELECT COUNT(*) FROM items WHERE state = 'planned'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(Some(planned as u64), s["eligible"].as_u64(), "{extra:?}");
+    }
+}

@@ -309,6 +309,12 @@ pub fn run(
         }
         report = rep;
     }
+    // An API that never answered and could not be connected to: the run
+    // fails at once (exit 1), naming the URL and the system's error.
+    if let Some(why) = session.as_ref().and_then(|s| s.client.unreachable()) {
+        report.stopped_because.get_or_insert_with(|| why.clone());
+        report.aborted.get_or_insert(why);
+    }
     drop(session);
     let not_bought_again = savings(&quoted_before, &planned.totals);
 

@@ -179,6 +179,38 @@ impl BatchLedger for Journal {
         Ok(())
     }
 
+    fn batch_never_sent(&self, batch_id: i64, run_id: i64) -> Result<bool, JournalError> {
+        // Attempts are logged when a call ends: a batch an earlier run
+        // formed may have left before a crash that logged nothing, so only
+        // this run's batches are judged by their attempts.
+        let judged: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT (SELECT COUNT(*) FROM attempts
+                         WHERE kind = 'submit' AND target = 'batch ' || b.id
+                           AND (status IS NOT NULL OR error IS NOT ?2))
+                 FROM batches b
+                 WHERE b.id = ?1 AND b.state = 'submitted'
+                   AND b.created_at >= (SELECT started_at FROM runs WHERE id = ?3)",
+                params![batch_id, crate::submit::client::NOT_CONNECTED, run_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if judged != Some(0) {
+            return Ok(false);
+        }
+        self.atomically(|| -> Result<bool, JournalError> {
+            self.conn
+                .execute("DELETE FROM batches WHERE id = ?1", [batch_id])?;
+            self.conn.execute(
+                "UPDATE items SET state = 'planned', batch_id = NULL, batch_pos = NULL
+                 WHERE batch_id = ?1",
+                [batch_id],
+            )?;
+            Ok(true)
+        })
+    }
+
     fn batch_items(&self, batch_id: i64) -> Result<Vec<BatchItem>, JournalError> {
         let mut items = Vec::new();
         let mut stmt = self.conn.prepare_cached(

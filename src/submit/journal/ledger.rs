@@ -175,6 +175,14 @@ pub trait BatchLedger {
         error: &str,
     ) -> Result<(), JournalError>;
 
+    /// A batch run `run_id` formed and recorded `submitted` whose every
+    /// attempt could not connect (`client::NOT_CONNECTED`), or that was
+    /// never attempted, so that nothing of it reached the vendor: it is
+    /// removed (its attempts stay) and its items go back to `planned`.
+    /// Returns whether it was; any other batch (one that may have reached
+    /// the vendor, or an earlier run's) is left to be re-sent under its key.
+    fn batch_never_sent(&self, batch_id: i64, run_id: i64) -> Result<bool, JournalError>;
+
     /// The items of a batch, in batch order, to check an answer against.
     fn batch_items(&self, batch_id: i64) -> Result<Vec<BatchItem>, JournalError>;
 
