@@ -92,6 +92,9 @@ pub struct Plan {
     /// How many times the inventory was read: 2 when a license came before
     /// its eligible device.
     pub passes: u32,
+    /// The first contract id of the inventory that the contracts file
+    /// lacks (`CONTRACT_NOT_FOUND`), as an example for messages.
+    pub missing_contract: Option<String>,
 }
 
 /// Where the plan reads from and what it decides with.
@@ -152,6 +155,7 @@ pub fn plan(
         builder,
         eligible,
         ineligible,
+        missing_contract,
         ..
     } = fold;
     Ok(Plan {
@@ -161,6 +165,7 @@ pub fn plan(
         ineligible,
         by_reason,
         passes,
+        missing_contract,
     })
 }
 
@@ -525,6 +530,8 @@ struct Fold<'a, 's> {
     ineligible: u64,
     /// Ineligible items by reason, indexed by `Reason as usize`.
     by_reason: [u64; 32],
+    /// See [`Plan::missing_contract`].
+    missing_contract: Option<String>,
 }
 
 impl<'a, 's> Fold<'a, 's> {
@@ -546,6 +553,7 @@ impl<'a, 's> Fold<'a, 's> {
             eligible: 0,
             ineligible: 0,
             by_reason: [0; 32],
+            missing_contract: None,
         }
     }
 
@@ -559,6 +567,9 @@ impl<'a, 's> Fold<'a, 's> {
             self.ineligible += 1;
             for r in &v.reasons {
                 self.by_reason[*r as usize] += 1;
+                if *r == Reason::ContractNotFound && self.missing_contract.is_none() {
+                    self.missing_contract = Some(quote.contract_id.to_string());
+                }
             }
         }
     }

@@ -62,6 +62,35 @@ pub struct Planned {
     pub over_budget: Vec<String>,
     /// `rejects.csv` as the HTML report shows it.
     pub problems: crate::report::html::Problems,
+    /// Why the contracts file does not go with the inventory, when no
+    /// contract id of the inventory is in it (see [`contract_mismatch`]).
+    pub contract_mismatch: Option<String>,
+}
+
+/// When every valid row's contract is missing from a contracts file that
+/// holds contracts, the two files name contracts differently (another
+/// system's export, another format): a sentence with an id of each.
+pub fn contract_mismatch(
+    plan: &Plan,
+    contracts: &Contracts,
+    contracts_file: &InputPath,
+) -> Option<String> {
+    let not_found = plan
+        .by_reason
+        .get("CONTRACT_NOT_FOUND")
+        .copied()
+        .unwrap_or(0);
+    let valid = plan.eligible + plan.ineligible;
+    if valid == 0 || not_found < valid {
+        return None;
+    }
+    let theirs = contracts.by_id.keys().min()?;
+    let ours = plan.missing_contract.as_deref().unwrap_or("?");
+    Some(format!(
+        "no contract id of the inventory is in the contracts file {} ({} contracts): the inventory names e.g. `{ours}`, the contracts file `{theirs}`; check that both exports come from the same system and write contract ids the same way (every valid row is CONTRACT_NOT_FOUND)",
+        contracts_file.display(),
+        contracts.by_id.len()
+    ))
 }
 
 /// Runs the plan, writing `rejects.csv`, `warnings.csv`, `eligibility.csv`,
@@ -129,11 +158,13 @@ pub fn make_plan(
     })?;
     let totals = totals_by_currency(&plan.quotes).map_err(|e| UsageError(e.to_string()))?;
     let over_budget = over_budget(&totals, &settings.budgets);
+    let contract_mismatch = contract_mismatch(&plan, contracts, &settings.contracts);
     Ok(Planned {
         plan,
         totals,
         over_budget,
         problems,
+        contract_mismatch,
     })
 }
 

@@ -111,6 +111,9 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
             settings.out.display()
         );
     }
+    if let Some(why) = &planned.contract_mismatch {
+        eprintln!("refleet: warning: {why}");
+    }
     if !planned.over_budget.is_empty() {
         eprintln!(
             "refleet: budget exceeded: {}",

@@ -962,6 +962,12 @@ proptest! {
         args.extend(os(&[&"--track-timeout", &"3s", &"--state", &journal]));
         let ran = refleet_within(limit, &args);
         prop_assert!(!ran.stderr.contains("panicked"), "{}", ran.stderr);
-        prop_assert!(matches!(ran.code, Some(0 | 3 | 4)), "{ran:?}");
+        // Contracts whose ids the inventory never names stop a run before
+        // it sends anything (quote only warns).
+        let unmatched = ran.stderr.contains("no contract id of the inventory is in the contracts file");
+        prop_assert!(
+            matches!(ran.code, Some(0 | 3 | 4)) || (ran.code == Some(2) && unmatched),
+            "{ran:?}"
+        );
     }
 }

@@ -1132,6 +1132,23 @@ fn a_dry_run_on_an_empty_journal_writes_what_the_journal_would() {
         fixtures.join("quoted_newlines.csv"),
         fixtures.join("every_code.csv"),
     ];
+    // The sample's contracts and the fixtures' `C-1`: a contracts file that
+    // names none of an inventory's contracts stops a run (exit 2).
+    let contracts = dir.path().join("contracts.csv");
+    let text = std::fs::read_to_string(sample("contracts.csv")).unwrap();
+    let first = text.lines().nth(1).unwrap();
+    let c1 = format!("C-1{}", &first[first.find(',').unwrap()..]);
+    std::fs::write(&contracts, format!("{text}{c1}\n")).unwrap();
+    let run = |input: &Path, out: &Path, args: &[&str]| {
+        let mut all = run_args(input, out, &sim, args);
+        let i = all.iter().position(|a| a == "--contracts").unwrap();
+        all[i + 1] = contracts.clone().into();
+        let mut cmd = refleet_for(out);
+        cmd.args(all)
+            .env("REFLEET_API_TOKEN", TOKEN)
+            .env_remove("REFLEET_API_URL");
+        cmd
+    };
     for (i, input) in inputs.iter().enumerate() {
         for escalate in [&[][..], &["--no-escalate"][..]] {
             let case = format!("{} {escalate:?}", input.display());
@@ -1144,21 +1161,30 @@ fn a_dry_run_on_an_empty_journal_writes_what_the_journal_would() {
             let fresh = at("fresh");
             let args = with(&at("fresh.sqlite"), &["--dry-run", "--no-reconcile"]);
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            ran(&mut run_cmd(input, &fresh, &sim, &args), &fresh, 0);
+            ran(&mut run(input, &fresh, &args), &fresh, 0);
             assert_eq!(journal_items(&at("fresh.sqlite")), 0, "{case}: read only");
 
+            // A run whose token the vendor refuses has planned its items
+            // into its journal and sent nothing: the journal then holds
+            // them, so the next dry run takes the journal's way.
             let primed = at("primed.sqlite");
-            let args = with(&primed, &["--dry-run"]);
+            let args = with(&primed, &[]);
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            ran(
-                &mut run_cmd(input, &at("lookups"), &sim, &args),
-                &at("lookups"),
-                0,
+            let refused = run(input, &at("refused"), &args)
+                .env("REFLEET_API_TOKEN", "not-the-token")
+                .output()
+                .unwrap();
+            // (An input with nothing to send finishes without asking.)
+            let code = refused.status.code();
+            assert!(matches!(code, Some(0 | 2)), "{case}: {code:?}");
+            assert!(
+                journal_items(&primed) > 0 || i > 0,
+                "{case}: the sample's items are in the journal"
             );
             let known = at("known");
             let args = with(&primed, &["--dry-run", "--no-reconcile"]);
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            ran(&mut run_cmd(input, &known, &sim, &args), &known, 0);
+            ran(&mut run(input, &known, &args), &known, 0);
 
             let read = |out: &Path| std::fs::read_to_string(out.join("results.csv")).unwrap();
             assert_eq!(read(&fresh), read(&known), "{case}");
@@ -1935,4 +1961,79 @@ fn an_api_that_cannot_be_reached_stops_the_run_at_once_and_nothing_is_sent() {
             .unwrap();
         assert_eq!(Some(planned as u64), s["eligible"].as_u64(), "{extra:?}");
     }
+}
+
+/// A contracts file whose ids are written another way (`C000001` for the
+/// inventory's `C-00000-1`) matches no row: `quote` warns with an id of
+/// each, and `run` stops before any request (exit 2) instead of calling a
+/// run where every row is CONTRACT_NOT_FOUND "finished".
+#[test]
+fn a_contracts_file_that_names_no_inventory_contract_is_a_mistake_not_a_finished_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(sample("contracts.csv")).unwrap();
+    let mut other = String::new();
+    for (i, line) in text.lines().enumerate() {
+        // C-00000-1 → C000001 in the first column.
+        let line = match (i, line.split_once(',')) {
+            (0, _) | (_, None) => line.to_string(),
+            (_, Some((id, rest))) => format!("{},{rest}", id.replace('-', "")),
+        };
+        other.push_str(&line);
+        other.push('\n');
+    }
+    let contracts = dir.path().join("contracts.csv");
+    std::fs::write(&contracts, other).unwrap();
+    let expected = "the inventory names e.g. `C-00000-1`, the contracts file `C000001`";
+
+    let quote = refleet()
+        .args(["quote", "--quiet", "--as-of", AS_OF, "--out"])
+        .arg(dir.path().join("q"))
+        .arg(sample("inventory.csv"))
+        .arg("--contracts")
+        .arg(&contracts)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&quote.stderr);
+    assert_eq!(quote.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("refleet: warning: no contract id of the inventory"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(expected), "{stderr}");
+
+    let sim = sim(SimConfig::default());
+    let out = dir.path().join("r");
+    let mut args = run_args(&sample("inventory.csv"), &out, &sim, &[]);
+    let i = args.iter().position(|a| a == "--contracts").unwrap();
+    args[i + 1] = contracts.clone().into();
+    let run = refleet_for(&out)
+        .args(args)
+        .env("REFLEET_API_TOKEN", TOKEN)
+        .env_remove("REFLEET_API_URL")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(expected) && stderr.contains("nothing was sent"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(!out.join("summary.json").exists(), "no outcome is claimed");
+    assert_eq!(sim.stats().requests, 0);
+    // With the inventory's own contracts file, the same run goes on.
+    let mut args = run_args(&sample("inventory.csv"), &out, &sim, &[]);
+    args.push("--dry-run".into());
+    let ok = refleet_for(&out)
+        .args(args)
+        .env("REFLEET_API_TOKEN", TOKEN)
+        .env_remove("REFLEET_API_URL")
+        .output()
+        .unwrap();
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
 }

@@ -184,6 +184,11 @@ pub fn run(
         (Rows::Spooled(spool), planned)
     };
     progress.clear();
+    // A contracts file that names none of the inventory's contracts makes
+    // every row ineligible: that is a mistake to fix, not a finished run.
+    if let Some(why) = &planned.contract_mismatch {
+        return Err(UsageError(format!("{why}; nothing was sent")).into());
+    }
     tracing::info!(
         run_id,
         rows = planned.plan.stats.rows,
