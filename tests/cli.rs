@@ -251,6 +251,43 @@ fn missing_required_column_is_one_clear_fatal_error() {
     );
 }
 
+/// A German asset-tool export: every missing column in one message, with
+/// the file's own headers, not one column per run.
+#[test]
+fn every_missing_column_is_named_at_once_with_the_headers_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(sample("inventory.csv")).unwrap();
+    let mut lines = text.lines();
+    let header = lines
+        .next()
+        .unwrap()
+        .replace("account_id", "Kundennummer")
+        .replace("contract_id", "Vertragsnummer");
+    let mut file = header.clone() + "\n";
+    for l in lines.take(3) {
+        file.push_str(l);
+        file.push('\n');
+    }
+    let input = dir.path().join("export.csv");
+    std::fs::write(&input, file).unwrap();
+    let (_out, output) = validate(&input, &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+    assert!(
+        stderr.contains("2 required columns are missing: `account_id`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("`contract_id` (looked for `contract_id`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("`Kundennummer`") && stderr.contains("`Vertragsnummer`"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn empty_file_is_a_usage_error_and_header_only_is_fine() {
     let (_out, output) = validate(&fixture("empty.csv"), &[]);

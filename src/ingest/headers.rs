@@ -26,8 +26,13 @@ pub enum HeaderError {
         first: String,
         second: String,
     },
-    #[error("required column `{column}` is missing (looked for {tried}); add it or an alias in the policy's [headers.aliases]")]
-    Missing { column: String, tried: String },
+    /// Every required column the file lacks, each with the names looked
+    /// for, and the file's own column names.
+    #[error("{}", missing_text(missing, found))]
+    Missing {
+        missing: Vec<(String, String)>,
+        found: Vec<String>,
+    },
     #[error("the file has no header row")]
     Empty,
 }
@@ -75,13 +80,16 @@ pub fn match_headers(
 }
 
 impl HeaderMap {
-    /// Fails on the first of `required` that the file lacks, naming what was tried.
+    /// Fails when the file lacks any of `required`, naming them all at
+    /// once, each with what was looked for, and the file's own columns (a
+    /// user who adds aliases one run at a time gives up).
     pub fn require(
         &self,
         canonical: &[&str],
         required: &[&str],
         aliases: &HashMap<String, String>,
     ) -> Result<(), HeaderError> {
+        let mut missing = Vec::new();
         for column in required {
             let Some(i) = canonical.iter().position(|c| c == column) else {
                 continue;
@@ -94,13 +102,46 @@ impl HeaderMap {
                     .collect();
                 tried.sort();
                 tried.insert(0, format!("`{column}`"));
-                return Err(HeaderError::Missing {
-                    column: column.to_string(),
-                    tried: tried.join(", "),
-                });
+                missing.push((column.to_string(), tried.join(", ")));
             }
         }
-        Ok(())
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(HeaderError::Missing {
+            missing,
+            found: self.names.clone(),
+        })
+    }
+}
+
+/// [`HeaderError::Missing`]'s text.
+fn missing_text(missing: &[(String, String)], found: &[String]) -> String {
+    const SHOWN: usize = 40;
+    let mut names: Vec<String> = found
+        .iter()
+        .take(SHOWN)
+        .map(|n| format!("`{}`", n.trim()))
+        .collect();
+    if found.len() > SHOWN {
+        names.push(format!("and {} more", found.len() - SHOWN));
+    }
+    let found = names.join(", ");
+    match missing {
+        [(column, tried)] => format!(
+            "required column `{column}` is missing (looked for {tried}); the file's columns: {found}; add it or an alias in the policy's [headers.aliases]"
+        ),
+        _ => {
+            let each: Vec<String> = missing
+                .iter()
+                .map(|(column, tried)| format!("`{column}` (looked for {tried})"))
+                .collect();
+            format!(
+                "{} required columns are missing: {}; the file's columns: {found}; add them or aliases in the policy's [headers.aliases]",
+                missing.len(),
+                each.join(", ")
+            )
+        }
     }
 }
 
@@ -159,7 +200,21 @@ mod tests {
             .to_string();
         assert_eq!(
             err,
-            "required column `serial_number` is missing (looked for `serial_number`, `serial`, `sn`); add it or an alias in the policy's [headers.aliases]"
+            "required column `serial_number` is missing (looked for `serial_number`, `serial`, `sn`); the file's columns: `Country`; add it or an alias in the policy's [headers.aliases]"
+        );
+    }
+
+    #[test]
+    fn every_missing_column_is_named_at_once_with_the_files_headers() {
+        let canonical = ["serial_number", "mac_address", "country"];
+        let m = match_headers(&names(&["Seriennummer", "Land"]), &canonical, &aliases()).unwrap();
+        let err = m
+            .require(&canonical, &canonical, &aliases())
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "3 required columns are missing: `serial_number` (looked for `serial_number`, `serial`, `sn`), `mac_address` (looked for `mac_address`, `ethernetmac`, `mac`), `country` (looked for `country`); the file's columns: `Seriennummer`, `Land`; add them or aliases in the policy's [headers.aliases]"
         );
     }
 }
