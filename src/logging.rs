@@ -3,7 +3,8 @@
 //! `--log-format json`, for schedulers. Never logs secrets.
 
 /// Logs to `stderr`: the CLI's makes a log line clear the progress line
-/// and draws it again below (`cli::progress::log_line`).
+/// and draws it again below (`cli::progress::log_line`). Colours only on a
+/// terminal.
 pub fn init<W>(json: bool, stderr: W)
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
@@ -12,7 +13,13 @@ where
         tracing_subscriber::EnvFilter::try_from_env("REFLEET_LOG")
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"))
     };
-    let builder = tracing_subscriber::fmt().with_writer(stderr);
+    // Colours only for a person at a terminal: never escape codes in a
+    // pipe, a file or a scheduler's log (nor with NO_COLOR set).
+    let colours = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let builder = tracing_subscriber::fmt()
+        .with_writer(stderr)
+        .with_ansi(colours);
     let _ = if json {
         builder.json().with_env_filter(filter()).try_init()
     } else {

@@ -994,3 +994,93 @@ fn parquet_python() -> Option<String> {
     );
     None
 }
+
+/// A missing file or a folder given as an input: one line that says so
+/// (the system's error once), and nothing left behind: no `--out`, no
+/// journal.
+#[test]
+fn a_missing_file_or_a_folder_as_input_is_said_once_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("exports");
+    std::fs::create_dir(&folder).unwrap();
+    let missing = dir.path().join("fleet.csv");
+    let contracts = sample("contracts.csv");
+    let inventory = sample("inventory.csv");
+    let s = |p: &Path| p.to_string_lossy().into_owned();
+    let cases: Vec<(Vec<String>, i32, String)> = vec![
+        (
+            vec!["validate".into(), s(&missing)],
+            1,
+            format!(
+                "refleet: cannot open {}: No such file or directory (os error 2)",
+                missing.display()
+            ),
+        ),
+        (
+            vec!["validate".into(), s(&folder)],
+            2,
+            format!("refleet: {} is a folder, not a file", folder.display()),
+        ),
+        (
+            vec![
+                "quote".into(),
+                s(&inventory),
+                "--contracts".into(),
+                s(&folder),
+            ],
+            2,
+            format!("refleet: {} is a folder, not a file", folder.display()),
+        ),
+        (
+            vec![
+                "run".into(),
+                s(&folder),
+                "--contracts".into(),
+                s(&contracts),
+                "--state".into(),
+                s(&dir.path().join("j.sqlite")),
+            ],
+            2,
+            format!("refleet: {} is a folder, not a file", folder.display()),
+        ),
+        (
+            vec![
+                "run".into(),
+                s(&missing),
+                "--contracts".into(),
+                s(&contracts),
+                "--state".into(),
+                s(&dir.path().join("j.sqlite")),
+            ],
+            1,
+            format!(
+                "refleet: cannot open {}: No such file or directory (os error 2)",
+                missing.display()
+            ),
+        ),
+    ];
+    for (args, code, line) in cases {
+        let out = dir.path().join("out");
+        let output = refleet()
+            .args(&args)
+            .arg("--out")
+            .arg(&out)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(code), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: one line: {stderr}");
+        assert!(stderr.starts_with(&line), "{args:?}: {stderr}");
+        assert_eq!(
+            stderr.matches("os error").count(),
+            usize::from(code == 1),
+            "{stderr}"
+        );
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, ["exports"], "{args:?}: nothing left behind");
+    }
+}

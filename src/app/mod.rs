@@ -50,9 +50,32 @@ pub fn input_error(
     move |e| match e {
         // It names the file already.
         IngestError::Open { .. } => anyhow::Error::new(e),
+        IngestError::Folder(_) => UsageError(e.to_string()).into(),
         IngestError::Io(_) => anyhow::Error::new(e).context(Reading(input.display().to_string())),
         _ => UsageError(format!("{}: {e}", input.display())).into(),
     }
+}
+
+/// Checks that each input names a file that is there, before anything is
+/// created (`--out`, the journal): a missing file or a folder is said once
+/// and leaves nothing behind.
+pub fn check_inputs(inputs: &[&crate::ingest::InputPath]) -> anyhow::Result<()> {
+    use crate::ingest::{IngestError, InputPath};
+    for input in inputs {
+        let InputPath::File(path) = input else {
+            continue;
+        };
+        let found = match std::fs::metadata(path) {
+            Ok(meta) if meta.is_dir() => Err(IngestError::Folder(path.display().to_string())),
+            Ok(_) => Ok(()),
+            Err(source) => Err(IngestError::Open {
+                path: path.display().to_string(),
+                source,
+            }),
+        };
+        found.map_err(input_error(input))?;
+    }
+    Ok(())
 }
 
 /// The context "reading FILE" of an error of reading an input.

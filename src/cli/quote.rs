@@ -85,6 +85,7 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
     let mut settings = args.plan.resolve()?;
     let policy = global.load_policy()?;
     let started = Instant::now();
+    crate::app::check_inputs(&[&settings.input, &settings.contracts])?;
     let contracts = load_contracts(&settings, &policy)?;
     let mut regions = RegionTally::default();
     let progress = super::progress::Phases::for_terminal(global.quiet);

@@ -107,6 +107,7 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
         ingest::open(&settings.input, &settings.ingest).map_err(input_error(&settings.input))?;
     let validator = Validator::new(&policy, settings.validate.clone(), opened.source.as_ref())
         .map_err(input_error(&settings.input))?;
+    crate::app::check_inputs(&[&settings.input])?;
     super::create_out_dir(&settings.out)?;
     let valid_path = |f: ValidFormat| {
         settings.out.join(if f == ValidFormat::Csv {

@@ -24,7 +24,11 @@ pub fn open(input: &InputPath, options: &IngestOptions) -> Result<Opened, Ingest
                 path: path.display().to_string(),
                 source,
             })?;
-            let len = file.metadata().ok().map(|m| m.len());
+            let meta = file.metadata().ok();
+            if meta.as_ref().is_some_and(|m| m.is_dir()) {
+                return Err(IngestError::Folder(path.display().to_string()));
+            }
+            let len = meta.map(|m| m.len());
             (Box::new(file), len)
         }
     };

@@ -33,6 +33,10 @@ pub enum IngestError {
         path: String,
         source: std::io::Error,
     },
+    #[error(
+        "{0} is a folder, not a file: give the export's file (CSV, .csv.gz, .csv.zst or Parquet)"
+    )]
+    Folder(String),
     #[error("the input is empty: no header row")]
     Empty,
     #[error("bad header row: {0}")]

@@ -703,6 +703,15 @@ fn the_token_appears_in_no_log_and_no_output() {
     );
     let mut haystacks = vec![output.stdout.clone(), output.stderr.clone()];
     assert!(!output.stderr.is_empty(), "trace logging produced output");
+    // A pipe gets plain text: no terminal colour codes in a scheduler's log.
+    assert!(
+        !output.stderr.contains(&0x1b),
+        "no escape codes: {}",
+        String::from_utf8_lossy(&output.stderr)
+            .lines()
+            .next()
+            .unwrap_or("")
+    );
     // The reports, and the journal with its audit log beside it.
     let journal = journal_of(out.path());
     for dir in [out.path(), journal.parent().unwrap()] {

@@ -102,6 +102,7 @@ pub fn run(
     progress: &dyn RunProgress,
 ) -> anyhow::Result<Outcome> {
     let started = Instant::now();
+    super::check_inputs(&[&settings.plan.input, &settings.plan.contracts])?;
     let contracts = load_contracts(&settings.plan, &policy)?;
     // The journal first: a second run on it, a journal that cannot be
     // used and an audit log that is not the journal's are refused before
