@@ -1084,3 +1084,88 @@ fn a_missing_file_or_a_folder_as_input_is_said_once_and_leaves_nothing() {
         assert_eq!(left, ["exports"], "{args:?}: nothing left behind");
     }
 }
+
+/// Everyday exports that are not UTF-8 CSV: Excel's "CSV" in Europe
+/// (Windows-1252), a "Unicode text" export (UTF-16, with or without its
+/// byte-order mark), a workbook. Each is read, or refused with what to do.
+#[test]
+fn exports_in_other_encodings_are_read_or_refused_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(sample("inventory.csv")).unwrap();
+    let mut lines = text.lines();
+    let mut csv = lines.next().unwrap().to_string() + "\r\n";
+    for l in lines.take(20) {
+        let mut f: Vec<&str> = l.split(',').collect();
+        f[9] = "München Büro";
+        csv.push_str(&f.join(","));
+        csv.push_str("\r\n");
+    }
+    let write = |name: &str, bytes: Vec<u8>| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    };
+    let utf16: Vec<u8> = csv.encode_utf16().flat_map(|u| u.to_le_bytes()).collect();
+    let cp1252 = write(
+        "cp1252.csv",
+        csv.chars()
+            .map(|c| match c {
+                'ü' => 0xFC,
+                c => u8::try_from(u32::from(c)).unwrap(),
+            })
+            .collect(),
+    );
+    let with_bom = write("utf16.csv", [&[0xFF, 0xFE][..], &utf16].concat());
+    let no_bom = write("utf16-nobom.csv", utf16.clone());
+    let mut zip = b"PK\x03\x04".to_vec();
+    zip.extend_from_slice(&[0; 60]);
+    let workbook = write("fleet.xlsx", zip);
+
+    // Read as it is: every row ENCODING_INVALID, and one hint for the file.
+    let (out, output) = validate(&cp1252, &["--emit-valid"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("20 of 20 rows are not UTF-8")
+            && stderr.contains("--encoding windows-1252"),
+        "{stderr}"
+    );
+    drop(out);
+    // Read with --encoding, and UTF-16 by itself: every row valid, the
+    // site's text intact.
+    for (input, extra) in [
+        (&cp1252, &["--encoding", "windows-1252"][..]),
+        (&with_bom, &[][..]),
+        (&no_bom, &[][..]),
+    ] {
+        let mut args = vec!["--emit-valid"];
+        args.extend(extra);
+        let (out, output) = validate(input, &args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{}: {stderr}",
+            input.display()
+        );
+        assert!(!stderr.contains("not UTF-8"), "{stderr}");
+        let valid = std::fs::read_to_string(out.path().join("valid.csv")).unwrap();
+        assert_eq!(
+            valid.matches("München Büro").count(),
+            20,
+            "{}",
+            input.display()
+        );
+    }
+    // A workbook: what to do, in one line; an unknown encoding: refused.
+    let (_out, output) = validate(&workbook, &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("is an Excel workbook (.xlsx), not CSV") && stderr.contains("CSV UTF-8"),
+        "{stderr}"
+    );
+    let (_out, output) = validate(&cp1252, &["--encoding", "klingon"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not a text encoding refleet knows"));
+}

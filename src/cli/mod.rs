@@ -185,6 +185,11 @@ struct InputArgs {
     /// Field delimiter (one character, or `tab`); sniffed when absent.
     #[arg(long, value_parser = parse_delimiter, env = "REFLEET_DELIMITER")]
     delimiter: Option<u8>,
+    /// Text encoding of a CSV input, e.g. windows-1252 (Excel's "CSV" in
+    /// much of Europe), latin1, utf-16; default UTF-8 (UTF-16 is also
+    /// recognised by its byte-order mark).
+    #[arg(long, value_name = "LABEL", value_parser = parse_encoding, env = "REFLEET_ENCODING")]
+    encoding: Option<&'static encoding_rs::Encoding>,
     /// Threads to keep busy: 0 = every core (the default, fastest); N = at
     /// most N at once (1 = everything on one thread)
     #[arg(long, default_value_t = 0, env = "REFLEET_THREADS")]
@@ -199,6 +204,16 @@ impl InputArgs {
             .transpose()
             .map_err(UsageError)
     }
+}
+
+/// Parses `--encoding`: a WHATWG label (`windows-1252`, `latin1`,
+/// `iso-8859-15`, `utf-16le`, …).
+fn parse_encoding(s: &str) -> Result<&'static encoding_rs::Encoding, String> {
+    encoding_rs::Encoding::for_label(s.trim().as_bytes()).ok_or_else(|| {
+        format!(
+            "`{s}` is not a text encoding refleet knows (e.g. utf-8, windows-1252, latin1, utf-16)"
+        )
+    })
 }
 
 /// Parses `--delimiter`: one byte, or `tab`.

@@ -70,6 +70,7 @@ impl PlanArgs {
             out: self.out,
             ingest: IngestOptions {
                 delimiter: self.input.delimiter,
+                encoding: self.input.encoding,
                 ..IngestOptions::default()
             },
             date_format,
@@ -114,6 +115,9 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
     }
     if let Some(why) = &planned.contract_mismatch {
         eprintln!("refleet: warning: {why}");
+    }
+    if let Some(hint) = planned.plan.stats.encoding_hint() {
+        eprintln!("refleet: warning: {hint}");
     }
     if !planned.over_budget.is_empty() {
         eprintln!(

@@ -62,6 +62,7 @@ impl Args {
             ingest: IngestOptions {
                 delimiter: self.input.delimiter,
                 max_record: self.max_record_bytes,
+                encoding: self.input.encoding,
             },
             validate: ValidateOptions {
                 date_format,
@@ -150,6 +151,9 @@ pub(super) fn run(args: Args, global: &Global) -> anyhow::Result<Outcome> {
         v.commit()?;
     }
     progress.clear();
+    if let Some(hint) = stats.encoding_hint() {
+        eprintln!("refleet: warning: {hint}");
+    }
     let elapsed = started.elapsed().as_secs_f64();
     if !global.quiet {
         let bytes = opened.bytes_read.load(std::sync::atomic::Ordering::Relaxed);

@@ -108,7 +108,12 @@ impl CsvSource {
         for i in 0..source.ends_len {
             let field = source.field(i);
             let name = std::str::from_utf8(field)
-                .map_err(|_| IngestError::Header(format!("header {} is not valid UTF-8", i + 1)))?;
+                .map_err(|_| {
+                    IngestError::Header(format!(
+                        "header {} is not valid UTF-8: the file is in another encoding; run again with --encoding windows-1252 (Excel's \"CSV\" in much of Europe) or the file's own, or save it as \"CSV UTF-8\"",
+                        i + 1
+                    ))
+                })?;
             headers.push(name.trim().to_string());
         }
         source.headers = headers;

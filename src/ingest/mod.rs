@@ -37,6 +37,8 @@ pub enum IngestError {
         "{0} is a folder, not a file: give the export's file (CSV, .csv.gz, .csv.zst or Parquet)"
     )]
     Folder(String),
+    #[error("this is an Excel workbook (.xlsx), not CSV: in Excel, File > Save As > \"CSV UTF-8 (Comma delimited)\", then give refleet that file")]
+    Workbook,
     #[error("the input is empty: no header row")]
     Empty,
     #[error("bad header row: {0}")]
@@ -633,6 +635,9 @@ impl InputPath {
 pub struct IngestOptions {
     pub delimiter: Option<u8>,
     pub max_record: usize,
+    /// The text encoding of a CSV input (`--encoding`); `None`: UTF-8, or
+    /// UTF-16 when a byte-order mark or the NUL bytes of its ASCII say so.
+    pub encoding: Option<&'static encoding_rs::Encoding>,
 }
 
 impl Default for IngestOptions {
@@ -640,6 +645,7 @@ impl Default for IngestOptions {
         IngestOptions {
             delimiter: None,
             max_record: DEFAULT_MAX_RECORD,
+            encoding: None,
         }
     }
 }

@@ -112,3 +112,19 @@ pub struct ValidateStats {
     pub rejects_by_code: BTreeMap<String, u64>,
     pub warnings_by_code: BTreeMap<String, u64>,
 }
+
+impl ValidateStats {
+    /// A hint for the whole file when most of its rows are not UTF-8: it
+    /// was saved in another encoding, most often Windows-1252 (Excel's
+    /// "CSV" in much of Europe), and each row would otherwise only say
+    /// ENCODING_INVALID.
+    pub fn encoding_hint(&self) -> Option<String> {
+        let bad = self.rejects_by_code.get("ENCODING_INVALID").copied()?;
+        (bad * 2 > self.rows).then(|| {
+            format!(
+                "{bad} of {} rows are not UTF-8: the file was probably saved as Windows-1252 (Excel's \"CSV\" in much of Europe); run again with --encoding windows-1252, or save it as \"CSV UTF-8\"",
+                self.rows
+            )
+        })
+    }
+}

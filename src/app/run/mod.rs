@@ -187,6 +187,9 @@ pub fn run(
     progress.clear();
     // A contracts file that names none of the inventory's contracts makes
     // every row ineligible: that is a mistake to fix, not a finished run.
+    if let Some(hint) = planned.plan.stats.encoding_hint() {
+        progress.warn(&format!("warning: {hint}"));
+    }
     if let Some(why) = &planned.contract_mismatch {
         return Err(UsageError(format!("{why}; nothing was sent")).into());
     }
