@@ -77,7 +77,7 @@ pub fn contract_mismatch(
 ) -> Option<String> {
     let not_found = plan
         .by_reason
-        .get("CONTRACT_NOT_FOUND")
+        .get(crate::eligibility::Reason::ContractNotFound.as_str())
         .copied()
         .unwrap_or(0);
     let valid = plan.eligible + plan.ineligible;

@@ -119,8 +119,11 @@ impl ValidateStats {
     /// "CSV" in much of Europe), and each row would otherwise only say
     /// ENCODING_INVALID.
     pub fn encoding_hint(&self) -> Option<String> {
-        let bad = self.rejects_by_code.get("ENCODING_INVALID").copied()?;
-        (bad * 2 > self.rows).then(|| {
+        let bad = self
+            .rejects_by_code
+            .get(crate::domain::RejectCode::EncodingInvalid.as_str())
+            .copied()?;
+        (bad > self.rows / 2).then(|| {
             format!(
                 "{bad} of {} rows are not UTF-8: the file was probably saved as Windows-1252 (Excel's \"CSV\" in much of Europe); run again with --encoding windows-1252, or save it as \"CSV UTF-8\"",
                 self.rows

@@ -38,8 +38,6 @@ pub struct HeldInMemory {
     /// What the vendor holds, by the item's row: its record and its place
     /// in `items`.
     held: HashMap<u64, (ItemRecord, usize)>,
-    /// Their serial numbers or license ids, as quotes key them.
-    held_keys: HashSet<String>,
 }
 
 impl HeldInMemory {
@@ -80,9 +78,14 @@ impl HeldInMemory {
         Some((record, self.items.get(*index)?.contract_id.as_str()))
     }
 
-    /// The serial numbers and license ids the vendor holds: not to buy.
-    pub fn held_keys(&self) -> &HashSet<String> {
-        &self.held_keys
+    /// The serial numbers and license ids the vendor holds (as quotes key
+    /// items): not to buy.
+    pub fn held_keys(&self) -> HashSet<String> {
+        self.held
+            .values()
+            .filter_map(|(_, index)| self.items.get(*index))
+            .map(|item| item.key.to_string())
+            .collect()
     }
 
     fn target(&self, index: usize) -> Option<LookupTarget> {
@@ -140,7 +143,6 @@ impl LookupBook for HeldInMemory {
                 .is_none()
             {
                 *held.entry(vendor.state.as_str()).or_default() += 1;
-                self.held_keys.insert(item.key.to_string());
             }
         }
         Ok(())
@@ -229,6 +231,6 @@ mod tests {
         assert_eq!(book.held(3), Some((&record, "C-1")));
         assert_eq!(book.held(5), None);
         assert_eq!(book.held(8), None);
-        assert_eq!(book.held_keys(), &HashSet::from(["SER0001".to_string()]));
+        assert_eq!(book.held_keys(), HashSet::from(["SER0001".to_string()]));
     }
 }

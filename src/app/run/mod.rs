@@ -249,7 +249,7 @@ pub fn run(
     }
     let quoted_before = planned.totals.clone();
     let not_bought = match &in_memory {
-        Some(book) => book.held_keys().clone(),
+        Some(book) => book.held_keys(),
         None if read_only => Default::default(),
         None => journal.not_to_buy(run_id)?,
     };

@@ -146,6 +146,19 @@ impl PgLedger {
     /// Connects as `runner` (a name unique among the ledger's runners) and
     /// creates or checks the schema.
     pub async fn connect(url: &str, runner: &str) -> Result<PgLedger, LedgerError> {
+        PgLedger::open_as(url, runner, true).await
+    }
+
+    /// Connects to a ledger that exists, to read it: a database without
+    /// refleet's schema is refused ([`LedgerError::NotALedger`]), never
+    /// given one.
+    pub async fn open_existing(url: &str) -> Result<PgLedger, LedgerError> {
+        PgLedger::open_as(url, "", false).await
+    }
+
+    /// Connects as `runner`, then creates the schema (`create`) or only
+    /// checks it.
+    async fn open_as(url: &str, runner: &str, create: bool) -> Result<PgLedger, LedgerError> {
         let settings = settings_of(url, |name| std::env::var(name).ok())?;
         let label = label(&settings.postgres);
         let client = open(&settings, &label).await?;
@@ -155,24 +168,7 @@ impl PgLedger {
             label,
             runner: runner.to_string(),
         };
-        ledger.migrate(true).await?;
-        Ok(ledger)
-    }
-
-    /// Connects to a ledger that exists, to read it: a database without
-    /// refleet's schema is refused ([`LedgerError::NotALedger`]), never
-    /// given one.
-    pub async fn open_existing(url: &str) -> Result<PgLedger, LedgerError> {
-        let settings = settings_of(url, |name| std::env::var(name).ok())?;
-        let label = label(&settings.postgres);
-        let client = open(&settings, &label).await?;
-        let mut ledger = PgLedger {
-            settings,
-            client,
-            label,
-            runner: String::new(),
-        };
-        ledger.migrate(false).await?;
+        ledger.migrate(create).await?;
         Ok(ledger)
     }
 
