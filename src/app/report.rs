@@ -9,7 +9,6 @@ use crate::domain::{Region, Reject};
 use crate::plan::{Judged, PlanSink};
 use crate::report::html::{self, QuoteRow, ReportData, Source};
 use crate::submit::journal::ItemLedger;
-use crate::submit::journal::Journal;
 
 /// `run`'s `report.html`: its summary, quotes, the rows to fix from its
 /// `rejects.csv` and the activations in its journal.
@@ -17,7 +16,7 @@ pub fn write_run_report(
     out: &Path,
     summary_json: &str,
     quotes: &[crate::quote::Quote],
-    journal: &Journal,
+    journal: &impl ItemLedger,
 ) -> anyhow::Result<()> {
     let data = ReportData::from_summary(
         Source::Run,

@@ -134,7 +134,7 @@ fn state_path(value: &std::ffi::OsStr) -> Result<PathBuf, String> {
     let scheme = text.split_once(':').map(|(s, _)| s.to_ascii_lowercase());
     match scheme.as_deref() {
         Some("postgres" | "postgresql") => Err(
-            "a PostgreSQL ledger is not supported by this command yet (only `refleet audit` reads one); pass the path of a SQLite journal (a file, or sqlite:PATH)".into(),
+            "a PostgreSQL ledger is not supported by this command yet (`refleet run` and `refleet audit` use one); pass the path of a SQLite journal (a file, or sqlite:PATH)".into(),
         ),
         Some("sqlite") => {
             let rest = &text["sqlite:".len()..];

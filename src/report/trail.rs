@@ -57,6 +57,11 @@ impl AuditWriter {
         }
     }
 
+    /// The writer of a ledger that keeps its chain itself (PostgreSQL).
+    pub fn for_ledger(cancellation_days: HashMap<String, u32>) -> AuditWriter {
+        AuditWriter::new(Path::new(""), Path::new(""), cancellation_days)
+    }
+
     /// Records appended so far.
     pub fn appended(&self) -> u64 {
         self.appended
@@ -71,6 +76,9 @@ impl AuditWriter {
     /// syncs it, then records it in the journal; returns how many records
     /// were appended.
     pub fn catch_up(&mut self, journal: &dyn AuditLedger) -> anyhow::Result<u64> {
+        if journal.chain_in_ledger() {
+            return self.catch_up_in_ledger(journal);
+        }
         let mut orders = journal.unaudited_orders()?;
         let mut items = journal.unaudited_items()?;
         if orders.is_empty() && items.is_empty() {
@@ -110,20 +118,9 @@ impl AuditWriter {
             return Ok(0);
         };
         let before = self.appended;
-        for o in &orders {
-            log.append(window(&self.cancellation_days, o, &recorded_at))?;
+        for record in records(&self.cancellation_days, &orders, &items, &recorded_at) {
+            log.append(record)?;
             self.appended += 1;
-        }
-        for i in items.iter().filter(|i| i.state != "active") {
-            log.append(case(i, &recorded_at))?;
-            self.appended += 1;
-        }
-        let active: Vec<&AuditItem> = items.iter().filter(|i| i.state == "active").collect();
-        for group in active.chunk_by(|a, b| same_request(a, b)) {
-            for rows in group.chunks(crate::api::MAX_BATCH) {
-                log.append(activations(rows, &recorded_at))?;
-                self.appended += 1;
-            }
         }
         let chain = log.sync()?;
         let rows: Vec<i64> = items.iter().map(|i| i.rowid).collect();
@@ -137,6 +134,61 @@ impl AuditWriter {
         )?;
         Ok(self.appended - before)
     }
+
+    /// [`AuditWriter::catch_up`] for a ledger that keeps its chain itself
+    /// (PostgreSQL): records appended and marked in one transaction, read
+    /// again when another runner recorded some of them first.
+    fn catch_up_in_ledger(&mut self, ledger: &dyn AuditLedger) -> anyhow::Result<u64> {
+        /// Each retry follows another runner's append, so runners make progress.
+        const TRIES: u32 = 50;
+        for _ in 0..TRIES {
+            let orders = ledger.unaudited_orders()?;
+            let items = ledger.unaudited_items()?;
+            if orders.is_empty() && items.is_empty() {
+                return Ok(0);
+            }
+            let recorded_at =
+                chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            let records = records(&self.cancellation_days, &orders, &items, &recorded_at);
+            let n = records.len() as u64;
+            let rows: Vec<i64> = items.iter().map(|i| i.rowid).collect();
+            let batches: Vec<i64> = orders.iter().map(|o| o.batch_id).collect();
+            if ledger.append_chain(records, &rows, &batches)?.is_some() {
+                self.appended += n;
+                return Ok(n);
+            }
+        }
+        anyhow::bail!(
+            "the audit chain: other runners kept recording the same items first ({TRIES} tries); what is settled stays unaudited and is recorded by the next run"
+        )
+    }
+}
+
+/// The records of what settled: a cancellation window per order, a case
+/// per escalated item, an `activations` record per request's active items.
+fn records(
+    cancellation_days: &HashMap<String, u32>,
+    orders: &[AuditOrder],
+    items: &[AuditItem],
+    recorded_at: &str,
+) -> Vec<Map<String, Value>> {
+    let mut out: Vec<Map<String, Value>> = orders
+        .iter()
+        .map(|o| window(cancellation_days, o, recorded_at))
+        .collect();
+    out.extend(
+        items
+            .iter()
+            .filter(|i| i.state != "active")
+            .map(|i| case(i, recorded_at)),
+    );
+    let active: Vec<&AuditItem> = items.iter().filter(|i| i.state == "active").collect();
+    for group in active.chunk_by(|a, b| same_request(a, b)) {
+        for rows in group.chunks(crate::api::MAX_BATCH) {
+            out.push(activations(rows, recorded_at));
+        }
+    }
+    out
 }
 
 /// The cancellation window of an order.

@@ -242,6 +242,10 @@ struct Later {
     work: Work,
 }
 
+/// How often a runner with nothing in hand looks at what other runners
+/// hold of its items (see [`BatchLedger::held_elsewhere`]).
+const ELSEWHERE_EVERY: Duration = Duration::from_secs(1);
+
 /// `now + d`, or far in the future when that does not fit an `Instant`
 /// (a `--track-timeout` of centuries means "no time-out").
 fn after(now: Instant, d: Duration) -> Instant {
@@ -292,10 +296,14 @@ pub async fn submit_and_track<V: Vendor, L: Ledger>(
     let mut stopped_because: Option<String> = None;
     let mut aborted: Option<String> = None;
     let mut last_progress = Instant::now();
+    // When this runner has nothing left in hand but other runners on a
+    // shared ledger hold items of this run: when it last looked.
+    let mut last_look_elsewhere: Option<Instant> = None;
 
     let mut finished: Vec<Done> = Vec::new();
     loop {
         let now = Instant::now();
+        journal.keep_alive()?;
         if stopped_because.is_none() {
             if let Some(why) = stop.reason() {
                 stopped_because = Some(why);
@@ -354,11 +362,28 @@ pub async fn submit_and_track<V: Vendor, L: Ledger>(
         for work in to_send {
             spawn(&mut tasks, &vendor, stop, work);
         }
-        if tasks.is_empty()
-            && (stopped_because.is_some()
-                || (now_queue.is_empty() && later.is_empty() && !planned_left))
-        {
+        if tasks.is_empty() && stopped_because.is_some() {
             break;
+        }
+        if tasks.is_empty() && now_queue.is_empty() && later.is_empty() && !planned_left {
+            // Nothing in hand. On a shared ledger, other runners may hold
+            // items of this run: wait for them (once a second), taking over
+            // the batches of one that died, before the run ends.
+            if last_look_elsewhere.is_none_or(|t| t.elapsed() >= ELSEWHERE_EVERY) {
+                if journal.held_elsewhere(run_id)? == 0 {
+                    break;
+                }
+                if last_look_elsewhere.is_none() {
+                    tracing::info!("other runners hold items of this run; waiting for them");
+                }
+                last_look_elsewhere = Some(Instant::now());
+                let (resend, follow) = journal.take_over()?;
+                now_queue.extend(resend.into_iter().map(Work::Submit));
+                now_queue.extend(follow.into_iter().map(|t| Work::Poll(t, 0)));
+                // Items a runner gave back (a batch it never sent) are
+                // planned again.
+                planned_left = true;
+            }
         }
         // Counting items by state reads a whole index: once a second.
         if last_progress.elapsed() >= Duration::from_secs(1) {

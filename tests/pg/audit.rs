@@ -129,6 +129,9 @@ fn a_database_without_a_ledger_is_refused_and_left_as_it_was() {
         .unwrap();
     let text = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(2), "{text}");
-    assert!(text.contains("only `refleet audit` reads one"), "{text}");
+    assert!(
+        text.contains("`refleet run` and `refleet audit` use one"),
+        "{text}"
+    );
     assert!(!text.contains("s3cret"), "{text}");
 }

@@ -58,19 +58,60 @@ fn runners_starting_together_create_the_schema_once_and_a_newer_one_is_refused()
     });
     assert_eq!(
         pg.psql("SELECT value FROM refleet_meta WHERE key = 'schema_version'"),
-        "1"
+        "2"
     );
     assert_eq!(pg.psql("SELECT count(*) FROM audit"), "1", "one header");
-    pg.psql("UPDATE refleet_meta SET value = '2' WHERE key = 'schema_version'");
+    pg.psql("UPDATE refleet_meta SET value = '3' WHERE key = 'schema_version'");
     let err = runtime()
         .block_on(PgLedger::connect(&url, "e"))
         .err()
         .expect("refused");
-    assert!(matches!(err, LedgerError::Newer { found: 2, .. }), "{err}");
+    assert!(matches!(err, LedgerError::Newer { found: 3, .. }), "{err}");
     assert!(
         err.to_string().contains("newer than this refleet knows"),
         "{err}"
     );
+}
+
+/// A ledger of schema version 1 is brought to version 2 by the first
+/// runner, its items and batches kept: a closed batch is an accepted one,
+/// and a run's columns are there to use.
+#[test]
+fn a_version_1_ledger_is_migrated_and_keeps_what_it_held() {
+    let Some(pg) = Pg::start_or_skip("a_version_1_ledger_is_migrated") else {
+        return;
+    };
+    pg.psql(refleet::submit::pg::SCHEMA_V1);
+    pg.psql(
+        "CREATE TABLE refleet_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+         INSERT INTO refleet_meta VALUES ('schema_version', '1'), ('ledger_id', '00000000000000aa');
+         INSERT INTO audit_head VALUES (TRUE, 0, repeat('0', 64));
+         INSERT INTO items (event_key, item_type, contract_id, region, country, deactivated_at,
+                            coverage, state, batch_id, batch_pos)
+         VALUES ('A|C-1|2026-11-01', 'device', 'C-1', 'AMER', 'US', '2026-11-01', 'standard',
+                 'active', 1, 0),
+                ('B|C-1|2026-11-01', 'device', 'C-1', 'AMER', 'US', '2026-11-01', 'standard',
+                 'planned', NULL, NULL);
+         INSERT INTO batches (idempotency_key, contract_id, region, quote_id, coverage, open,
+                              runner, lease_until)
+         VALUES ('k1', 'C-1', 'AMER', 'Q-1', 'standard', FALSE, 'old', now())",
+    );
+    runtime()
+        .block_on(PgLedger::connect(&pg.url(), "new"))
+        .expect("migrated");
+    assert_eq!(
+        pg.psql("SELECT value FROM refleet_meta WHERE key = 'schema_version'"),
+        "2"
+    );
+    assert_eq!(
+        pg.psql("SELECT string_agg(state || ':' || audited, ',' ORDER BY event_key) FROM items"),
+        "active:false,planned:false"
+    );
+    assert_eq!(
+        pg.psql("SELECT state FROM batches WHERE id = 1"),
+        "accepted"
+    );
+    assert_eq!(pg.psql("SELECT count(*) FROM runs"), "0");
 }
 
 /// Three runners claim batches of one plan as fast as they can: every item

@@ -12,7 +12,11 @@ use refleet::sim::{RateLimit, Sim, SimConfig};
 use super::{journal_of, parquet_python, refleet, refleet_for, sample, state_home};
 
 mod reconcile;
+mod runners;
+mod store;
 mod terminal;
+
+use store::{on_both, Store};
 
 pub(crate) const TOKEN: &str = "test-token-Zq81xv";
 const AS_OF: &str = "2026-11-24";
@@ -303,8 +307,12 @@ fn a_license_before_its_device_is_planned_once_and_activated() {
     assert_eq!(sim.stats().duplicate_activations, 0);
 }
 
-#[test]
-fn the_quick_start_runs_against_the_built_in_simulator() {
+on_both!(
+    the_quick_start_runs_against_the_built_in_simulator: the_quick_start_runs_on_sqlite,
+    the_quick_start_runs_on_postgres
+);
+
+fn the_quick_start_runs_against_the_built_in_simulator(store: Store) {
     let out = tempfile::tempdir().unwrap();
     let output = ran(
         refleet_for(out.path())
@@ -316,6 +324,7 @@ fn the_quick_start_runs_against_the_built_in_simulator() {
             .arg(AS_OF)
             .arg("--out")
             .arg(out.path())
+            .args(store.args(&[]))
             .env_remove("REFLEET_API_URL")
             .env_remove("REFLEET_API_TOKEN"),
         out.path(),
@@ -349,8 +358,13 @@ fn the_quick_start_runs_against_the_built_in_simulator() {
     }
 }
 
-#[test]
-fn every_fault_at_once_and_still_every_item_terminal_and_never_twice() {
+on_both!(
+    every_fault_at_once_and_still_every_item_terminal_and_never_twice:
+        every_fault_at_once_on_sqlite,
+    every_fault_at_once_on_postgres
+);
+
+fn every_fault_at_once_and_still_every_item_terminal_and_never_twice(store: Store) {
     let sim = sim(SimConfig {
         reset_rate: 0.05,
         timeout_rate: 0.05,
@@ -371,7 +385,7 @@ fn every_fault_at_once_and_still_every_item_terminal_and_never_twice() {
         &sample("inventory.csv"),
         out.path(),
         &sim,
-        &[
+        &store.args(&[
             "--rate",
             "400",
             "--burst",
@@ -382,7 +396,7 @@ fn every_fault_at_once_and_still_every_item_terminal_and_never_twice() {
             "8",
             "--request-timeout",
             "500ms",
-        ],
+        ]),
     )
     .output()
     .unwrap();
@@ -414,8 +428,12 @@ fn every_fault_at_once_and_still_every_item_terminal_and_never_twice() {
     assert_eq!(stats.activations, billed, "{stats:?}");
 }
 
-#[test]
-fn sigkill_at_random_moments_never_pays_twice_nor_loses_a_row() {
+on_both!(
+    sigkill_at_random_moments_never_pays_twice_nor_loses_a_row: sigkill_at_random_moments_on_sqlite,
+    sigkill_at_random_moments_on_postgres
+);
+
+fn sigkill_at_random_moments_never_pays_twice_nor_loses_a_row(store: Store) {
     let sim = sim(SimConfig {
         latency_ms: Some((2, 15)),
         ..SimConfig::default()
@@ -429,7 +447,7 @@ fn sigkill_at_random_moments_never_pays_twice_nor_loses_a_row() {
             &sample("inventory.csv"),
             out.path(),
             &sim,
-            &["--rate", "60", "--batch-size", "10", "--concurrency", "4"],
+            &store.args(&["--rate", "60", "--batch-size", "10", "--concurrency", "4"]),
         );
         // Let it reach the submission phase, then kill it at a random moment.
         let started = Instant::now();
@@ -456,7 +474,7 @@ fn sigkill_at_random_moments_never_pays_twice_nor_loses_a_row() {
             &sample("inventory.csv"),
             out.path(),
             &sim,
-            &["--rate", "300"],
+            &store.args(&["--rate", "300"]),
         ),
         out.path(),
         0,
@@ -465,12 +483,8 @@ fn sigkill_at_random_moments_never_pays_twice_nor_loses_a_row() {
     assert_eq!(sim.stats().duplicate_activations, 0, "{:?}", sim.stats());
     // The audit log, written as the runs went and killed 20 times, still
     // verifies and names each activation once.
-    let log = journal_of(out.path()).with_file_name("audit.jsonl");
-    refleet()
-        .args(["audit", "verify"])
-        .arg(&log)
-        .assert()
-        .code(0);
+    store.assert_audit_verifies(out.path());
+    let log = store.audit_log(out.path());
     let logged = activation_keys(&log);
     let unique: std::collections::HashSet<&String> = logged.iter().collect();
     assert_eq!(unique.len(), logged.len(), "an activation logged twice");
@@ -782,11 +796,12 @@ fn a_second_run_on_the_same_journal_is_refused() {
 }
 
 /// `--state postgres://…` was once taken for a folder named `postgres:`,
-/// a local journal nobody else would see. Until refleet can keep its
-/// ledger in PostgreSQL, every command refuses such a URL, by flag or by
-/// `REFLEET_STATE`, before doing anything.
+/// a local journal nobody else would see. It names a PostgreSQL ledger, by
+/// flag or by `REFLEET_STATE`: `run` and `audit` use it (one that cannot be
+/// reached is named, and nothing is made or sent); `status` and `report`
+/// refuse it before doing anything.
 #[test]
-fn a_postgres_state_url_is_refused_not_taken_for_a_folder() {
+fn a_postgres_state_url_is_a_ledger_never_a_folder() {
     let sim = sim(SimConfig::default());
     let cwd = tempfile::tempdir().unwrap();
     let out = cwd.path().join("out");
@@ -794,12 +809,15 @@ fn a_postgres_state_url_is_refused_not_taken_for_a_folder() {
     let inventory = sample("inventory.csv");
     let mut by_flag = run_cmd(&inventory, &out, &sim, &["--state", url]);
     let mut by_env = run_cmd(&inventory, &out, &sim, &[]);
-    by_env.env("REFLEET_STATE", "postgresql://refleet@127.0.0.1:9/ledger");
+    by_env.env(
+        "REFLEET_STATE",
+        "postgresql://refleet:s3cret@127.0.0.1:9/ledger",
+    );
     let mut status = refleet();
     status.args(["status", "--state", url]);
     let mut report = refleet();
     report.args(["report", "--state", url]);
-    for cmd in [&mut by_flag, &mut by_env, &mut status, &mut report] {
+    for cmd in [&mut status, &mut report] {
         let output = cmd.current_dir(cwd.path()).output().unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{stderr}");
@@ -808,29 +826,35 @@ fn a_postgres_state_url_is_refused_not_taken_for_a_folder() {
             "{stderr}"
         );
     }
-    // `audit` reads a ledger: one that cannot be reached is named.
-    let output = refleet()
-        .args(["audit", "verify", "--state", url])
-        .current_dir(cwd.path())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains("cannot reach the PostgreSQL ledger 127.0.0.1:9/ledger"),
-        "{stderr}"
-    );
+    // `run` and `audit` use a ledger: one that cannot be reached is named,
+    // with no password, and nothing is sent.
+    let mut audit = refleet();
+    audit.args(["audit", "verify", "--state", url]);
+    for cmd in [&mut by_flag, &mut by_env, &mut audit] {
+        let output = cmd.current_dir(cwd.path()).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains("cannot reach the PostgreSQL ledger 127.0.0.1:9/ledger"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("s3cret"), "{stderr}");
+    }
     let left: Vec<_> = std::fs::read_dir(cwd.path()).unwrap().collect();
     assert!(left.is_empty(), "nothing created: {left:?}");
     assert_eq!(sim.stats().requests, 0);
 }
 
-#[test]
-fn nightly_runs_submit_only_new_deactivations() {
+on_both!(
+    nightly_runs_submit_only_new_deactivations: nightly_runs_on_sqlite,
+    nightly_runs_on_postgres
+);
+
+fn nightly_runs_submit_only_new_deactivations(store: Store) {
     let sim = sim(SimConfig::default());
     let dir = tempfile::tempdir().unwrap();
     let journal = dir.path().join("journal.sqlite");
-    let state = ["--state", journal.to_str().unwrap()];
+    let state = store.shared_args(journal.to_str().unwrap(), &[]);
     let night1 = dir.path().join("night1");
     ran(
         &mut run_cmd(&sample("inventory.csv"), &night1, &sim, &state),
@@ -892,8 +916,12 @@ fn nightly_runs_submit_only_new_deactivations() {
     assert_eq!(after3.duplicate_activations, 0);
 }
 
-#[test]
-fn ctrl_c_stops_cleanly_with_exit_4_and_the_next_run_resumes() {
+on_both!(
+    ctrl_c_stops_cleanly_with_exit_4_and_the_next_run_resumes: ctrl_c_then_resume_on_sqlite,
+    ctrl_c_then_resume_on_postgres
+);
+
+fn ctrl_c_stops_cleanly_with_exit_4_and_the_next_run_resumes(store: Store) {
     let sim = sim(SimConfig {
         latency_ms: Some((5, 10)),
         ..SimConfig::default()
@@ -903,7 +931,7 @@ fn ctrl_c_stops_cleanly_with_exit_4_and_the_next_run_resumes() {
         &sample("inventory.csv"),
         out.path(),
         &sim,
-        &["--rate", "30", "--batch-size", "10"],
+        &store.args(&["--rate", "30", "--batch-size", "10"]),
     );
     // Wait for the first submissions, then interrupt.
     let started = Instant::now();
@@ -939,7 +967,7 @@ fn ctrl_c_stops_cleanly_with_exit_4_and_the_next_run_resumes() {
             &sample("inventory.csv"),
             out.path(),
             &sim,
-            &["--rate", "300"],
+            &store.args(&["--rate", "300"]),
         ),
         out.path(),
         0,
@@ -948,17 +976,24 @@ fn ctrl_c_stops_cleanly_with_exit_4_and_the_next_run_resumes() {
     assert_eq!(sim.stats().duplicate_activations, 0);
 }
 
-#[test]
-fn the_audit_log_chains_every_activation_and_names_a_tampered_record() {
+on_both!(
+    the_audit_log_chains_every_activation_and_names_a_tampered_record:
+        the_audit_log_chains_every_activation_on_sqlite,
+    the_audit_log_chains_every_activation_on_postgres
+);
+
+/// On a ledger the chain is exported to check it, and altered in the
+/// database (`tests/pg/audit.rs`) rather than in a file.
+fn the_audit_log_chains_every_activation_and_names_a_tampered_record(store: Store) {
     let sim = sim(SimConfig::default());
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     ran(
-        &mut run_cmd(&sample("inventory.csv"), &out, &sim, &[]),
+        &mut run_cmd(&sample("inventory.csv"), &out, &sim, &store.args(&[])),
         &out,
         0,
     );
-    let log = journal_of(&out).with_file_name("audit.jsonl");
+    let log = store.audit_log(&out);
     let text = std::fs::read_to_string(&log).unwrap();
     let records: Vec<serde_json::Value> = text
         .lines()
@@ -1025,19 +1060,21 @@ fn the_audit_log_chains_every_activation_and_names_a_tampered_record() {
             "features_verified in {r}"
         );
     }
-    refleet()
-        .args(["audit", "verify"])
-        .arg(&log)
-        .assert()
-        .code(0);
+    store.assert_audit_verifies(&out);
 
     // A second run on the same journal adds nothing: each event is recorded once.
     ran(
-        &mut run_cmd(&sample("inventory.csv"), &out, &sim, &[]),
+        &mut run_cmd(&sample("inventory.csv"), &out, &sim, &store.args(&[])),
         &out,
         0,
     );
-    assert_eq!(std::fs::read_to_string(&log).unwrap(), text);
+    assert_eq!(
+        std::fs::read_to_string(store.audit_log(&out)).unwrap(),
+        text
+    );
+    if matches!(store, Store::Postgres { .. }) {
+        return;
+    }
 
     // One changed byte in record 7 (a digit of its confirmation or request id).
     let lines: Vec<&str> = text.lines().collect();
@@ -1584,11 +1621,16 @@ fn kill_9_then_a_stale_simulator_state_still_converges() {
     assert_complete(out.path(), sample_rows());
 }
 
+on_both!(
+    requests_a_restarted_vendor_forgot_are_sent_again_never_taken_for_done:
+        requests_a_restarted_vendor_forgot_on_sqlite,
+    requests_a_restarted_vendor_forgot_on_postgres
+);
+
 /// Regression: a vendor restarted mid-run forgets its request ids; the
 /// next run polled 404s until its time-out and never resolved its items.
 /// They are sent again under their keys and activated.
-#[test]
-fn requests_a_restarted_vendor_forgot_are_sent_again_never_taken_for_done() {
+fn requests_a_restarted_vendor_forgot_are_sent_again_never_taken_for_done(store: Store) {
     let dir = tempfile::tempdir().unwrap();
     let input = head(dir.path(), 200);
     let out = dir.path().join("out");
@@ -1602,7 +1644,7 @@ fn requests_a_restarted_vendor_forgot_are_sent_again_never_taken_for_done() {
             &input,
             &out,
             &first,
-            &["--rate", "200", "--track-timeout", "2s"],
+            &store.args(&["--rate", "200", "--track-timeout", "2s"]),
         ),
         &out,
         4,
@@ -1615,7 +1657,7 @@ fn requests_a_restarted_vendor_forgot_are_sent_again_never_taken_for_done() {
             &input,
             &out,
             &second,
-            &["--rate", "200", "--track-timeout", "20s"],
+            &store.args(&["--rate", "200", "--track-timeout", "20s"]),
         ),
         &out,
         0,

@@ -9,7 +9,7 @@ use crate::contracts::Contracts;
 use crate::domain::{Coverage, Item, ItemKind};
 use crate::policy::Policy;
 use crate::report::{PlannedKind, ResultCounts, RowSpool};
-use crate::submit::journal::{ItemState, Journal, PlannedItem};
+use crate::submit::journal::{ItemState, PlannedItem};
 use crate::submit::journal::{PlanLedger, RunLedger};
 
 /// The folder of the journal, where its audit log lives.
@@ -35,7 +35,7 @@ const PLAN_CHUNK: usize = 5_000;
 /// journal in bulk (one transaction), and spools every row for
 /// `results.csv`.
 pub fn plan_into_journal(
-    journal: &Journal,
+    journal: &(impl PlanLedger + RunLedger),
     run_id: i64,
     plan: &mut PlanSettings,
     (policy, contracts): (&Policy, &Contracts),

@@ -21,8 +21,8 @@ use crate::report::{
 };
 use crate::submit::client::{redact_url, Token};
 use crate::submit::held::HeldInMemory;
-use crate::submit::journal::RunSplit;
-use crate::submit::journal::{ItemState, Journal, JournalError};
+use crate::submit::journal::{ItemState, Journal, JournalError, Ledger, RunSplit};
+use crate::submit::pg::{LedgerError, PgJournal};
 use crate::submit::reconcile::{JournalBook, LookupProgress};
 use crate::submit::{Stop, SubmitProgress, SubmitReport, SubmitSettings};
 
@@ -32,12 +32,11 @@ mod journal;
 mod summary;
 mod vendor;
 
-use crate::submit::journal::{
-    AuditLedger, ItemLedger, ItemRecords, PlanLedger, RunLedger, VendorLedger,
-};
+use crate::submit::journal::{AuditLedger, ItemRecords};
 use dry::plan_read_only;
 use ending::{ending, unfinished_items, unfinished_text, Ending};
 use journal::{journal_dir, plan_into_journal, Rows};
+use std::collections::HashMap;
 use summary::{final_text, journal_line, savings, Requests, Summary, Timings, VendorLookups};
 use vendor::VendorSession;
 
@@ -73,10 +72,22 @@ pub enum Endpoint {
     Simulator,
 }
 
+/// Where the run keeps what it sent and what came back.
+#[derive(Clone)]
+pub enum Store {
+    /// A SQLite journal: one file, one process at a time; its audit log is
+    /// a file beside it.
+    Journal(PathBuf),
+    /// A PostgreSQL ledger that several runners share (`submit::pg`), with
+    /// its audit chain inside. `url` may hold a password: it is never
+    /// shown. `lease`: how long a runner's claims last unless renewed.
+    Ledger { url: String, lease: Duration },
+}
+
 pub struct Settings {
     pub plan: PlanSettings,
     pub endpoint: Endpoint,
-    pub state: PathBuf,
+    pub store: Store,
     pub rate: f64,
     pub burst: u32,
     pub dry_run: bool,
@@ -97,20 +108,51 @@ pub fn api_label(url: &str) -> String {
 /// Runs the whole job (see the module's docs), telling and showing its
 /// progress through `progress`.
 pub fn run(
-    mut settings: Settings,
+    settings: Settings,
     policy: Arc<Policy>,
     progress: &dyn RunProgress,
 ) -> anyhow::Result<Outcome> {
     let started = Instant::now();
     super::check_inputs(&[&settings.plan.input, &settings.plan.contracts])?;
+    // A ledger that cannot be used is refused before anything is written.
+    enum Open {
+        Journal(PathBuf),
+        Ledger(PgJournal),
+    }
+    let store = match &settings.store {
+        Store::Journal(path) => Open::Journal(path.clone()),
+        Store::Ledger { url, lease } => Open::Ledger(
+            PgJournal::open(url, *lease, settings.submit.track_timeout).map_err(ledger_refused)?,
+        ),
+    };
     let contracts = load_contracts(&settings.plan, &policy)?;
+    let cancellation_days: HashMap<String, u32> = contracts
+        .by_id
+        .iter()
+        .map(|(id, c)| (id.to_string(), c.cancellation_days))
+        .collect();
+    // The journal's path, or the ledger, open.
+    let state = match store {
+        Open::Journal(path) => path,
+        Open::Ledger(ledger) => {
+            let shown = format!("postgres://{}", ledger.label());
+            let writer = AuditWriter::for_ledger(cancellation_days);
+            let journal = Opened {
+                ledger: &ledger,
+                shown: &shown,
+                absolute: &shown,
+                audit: writer,
+            };
+            return run_on(journal, settings, policy, contracts, progress, started);
+        }
+    };
     // The journal first: a second run on it, a journal that cannot be
     // used and an audit log that is not the journal's are refused before
     // any work.
     let opened = if settings.new_journal {
-        Journal::open_afresh_if_unusable(&settings.state)
+        Journal::open_afresh_if_unusable(&state)
     } else {
-        Journal::open(&settings.state).map(|j| (j, None))
+        Journal::open(&state).map(|j| (j, None))
     };
     let refused = |e: JournalError| -> anyhow::Error {
         match e {
@@ -124,33 +166,78 @@ pub fn run(
     if let Some(moved) = moved {
         progress.warn(&format!(
             "--new-journal: the journal {} could not be used; it was moved to {} and a new journal started (every item is submitted again)",
-            settings.state.display(),
+            state.display(),
             moved.display()
         ));
     }
-    let audit_dir = journal_dir(&settings.state);
+    let audit_dir = journal_dir(&state);
     let binding = journal.audit_state().map_err(refused)?;
     audit::locate(&audit_dir, &binding).map_err(|e| {
         UsageError(format!(
             "journal {}: {e}. Nothing was sent",
-            settings.state.display()
+            state.display()
         ))
     })?;
-    let mut audit_writer = AuditWriter::new(
-        &audit_dir,
-        &settings.state,
-        contracts
-            .by_id
-            .iter()
-            .map(|(id, c)| (id.to_string(), c.cancellation_days))
-            .collect(),
-    );
+    let shown = state.display().to_string();
+    let absolute = std::path::absolute(&state)
+        .unwrap_or_else(|_| state.clone())
+        .display()
+        .to_string();
+    let journal = Opened {
+        ledger: &journal,
+        shown: &shown,
+        absolute: &absolute,
+        audit: AuditWriter::new(&audit_dir, &state, cancellation_days),
+    };
+    run_on(journal, settings, policy, contracts, progress, started)
+}
+
+/// A ledger refused before any work: one that cannot be reached, is not
+/// refleet's, is newer than this refleet or damaged, or a URL or setting it
+/// cannot use, is the operator's to fix (exit 2, as `refleet audit` says
+/// it); an error of the server while opening it is a failure (exit 1).
+fn ledger_refused(e: LedgerError) -> anyhow::Error {
+    match e {
+        LedgerError::Db(..) | LedgerError::Worker(_) => anyhow::Error::new(e),
+        e => UsageError(format!("{:#}", anyhow::Error::new(e))).into(),
+    }
+}
+
+/// The store a run works on, opened, with how messages name it and its
+/// audit log's writer.
+struct Opened<'a, L> {
+    ledger: &'a L,
+    /// As the operator gave it (a path), or the ledger's URL without
+    /// credentials.
+    shown: &'a str,
+    /// For `summary.json`: the journal's absolute path, or the ledger's URL.
+    absolute: &'a str,
+    audit: AuditWriter,
+}
+
+/// The run on an opened store (see [`run`]).
+fn run_on<L: Ledger>(
+    opened: Opened<'_, L>,
+    mut settings: Settings,
+    policy: Arc<Policy>,
+    contracts: crate::contracts::Contracts,
+    progress: &dyn RunProgress,
+    started: Instant,
+) -> anyhow::Result<Outcome> {
+    let Opened {
+        ledger: journal,
+        shown,
+        absolute,
+        audit: mut audit_writer,
+    } = opened;
+    // What the store holds before this run (a shared ledger's counts are
+    // of the run's own items once it is begun).
+    let held = journal.counts()?.iter().map(|(_, n)| n).sum();
     let run_id = journal.begin_run(
         &settings.plan.input.display().to_string(),
         settings.plan.as_of,
     )?;
-    let held = journal.counts()?.iter().map(|(_, n)| n).sum();
-    progress.say(&journal_line(&settings.state, run_id, held));
+    progress.say(&journal_line(shown, run_id, held));
 
     // Plan: every verdict to the reports, eligible and manual-review items to the journal.
     progress.phase("planning");
@@ -172,7 +259,7 @@ pub fn run(
         (Rows::Written(counts), planned)
     } else {
         let (spool, planned) = plan_into_journal(
-            &journal,
+            journal,
             run_id,
             &mut settings.plan,
             (&policy, &contracts),
@@ -226,7 +313,7 @@ pub fn run(
         let found = match in_memory.as_mut() {
             Some(book) => session.reconcile(book, &settings.submit, progress)?,
             None => session.reconcile(
-                &mut JournalBook::new(&journal, run_id),
+                &mut JournalBook::new(journal, run_id),
                 &settings.submit,
                 progress,
             )?,
@@ -301,12 +388,12 @@ pub fn run(
                 "nothing new to submit: {} items already done by earlier runs, {} held by the vendor (journal {})",
                 split.earlier_runs,
                 split.vendor_held,
-                settings.state.display()
+                shown
             ));
         }
         // Its request count is the client's: the lookups are in it.
         let mut rep = session.submit(
-            &journal,
+            journal,
             run_id,
             &settings.submit,
             progress,
@@ -331,7 +418,7 @@ pub fn run(
     // was written as the run went).
     progress.phase("audit log");
     let audit_started = Instant::now();
-    audit_writer.catch_up(&journal)?;
+    audit_writer.catch_up(journal)?;
     let audit_seconds = audit_started.elapsed().as_secs_f64();
     let audited = audit_writer
         .path()
@@ -383,10 +470,7 @@ pub fn run(
         input: settings.plan.input.display().to_string(),
         as_of: settings.plan.as_of.to_string(),
         api: &api_label,
-        journal: std::path::absolute(&settings.state)
-            .unwrap_or_else(|_| settings.state.clone())
-            .display()
-            .to_string(),
+        journal: absolute.to_string(),
         dry_run: settings.dry_run,
         escalate,
         outcome: outcome_name,
@@ -459,17 +543,25 @@ pub fn run(
         &summary_json,
         &serde_json::to_string(&planned.plan.quotes)?,
     )?;
-    write_run_report(&out, &summary_json, &planned.plan.quotes, &journal)?;
+    write_run_report(&out, &summary_json, &planned.plan.quotes, journal)?;
     progress.clear();
     progress.say(&final_text(
         &counts,
         &report,
         stopped_because.as_deref(),
         &settings,
+        shown,
         started,
     ));
-    if let Some((n, path)) = audited.filter(|(n, _)| *n > 0) {
-        progress.say(&format!("audit log: {n} new records in {}", path.display()));
+    match audited {
+        Some((n, path)) if n > 0 => {
+            progress.say(&format!("audit log: {n} new records in {}", path.display()))
+        }
+        None if audit_writer.appended() > 0 => progress.say(&format!(
+            "audit chain: {} new records in the ledger {shown}",
+            audit_writer.appended()
+        )),
+        _ => {}
     }
     match ending.outcome() {
         Some(outcome) => Ok(outcome),

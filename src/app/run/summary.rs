@@ -1,7 +1,6 @@
 //! What a run says at its end: `summary.json`'s shape and the closing text.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -107,6 +106,7 @@ pub fn final_text(
     report: &SubmitReport,
     stopped_because: Option<&str>,
     settings: &Settings,
+    store: &str,
     started: Instant,
 ) -> String {
     let mut text = String::from("results:");
@@ -129,8 +129,7 @@ pub fn final_text(
     }
     if let Some(why) = stopped_because {
         text.push_str(&format!(
-            "stopped before finishing: {why}; run the same command again to resume (journal {})\n",
-            settings.state.display()
+            "stopped before finishing: {why}; run the same command again to resume (journal {store})\n"
         ));
     }
     text.push_str(&format!(
@@ -156,13 +155,13 @@ pub fn grouped(n: u64) -> String {
 
 /// The line a run starts with: which journal, which run of it, and how
 /// much it already holds.
-pub fn journal_line(journal: &Path, run_id: i64, earlier_items: u64) -> String {
+pub fn journal_line(journal: &str, run_id: i64, earlier_items: u64) -> String {
     let held = match earlier_items {
         0 => "no items from earlier runs".to_string(),
         1 => "1 item from earlier runs".to_string(),
         n => format!("{} items from earlier runs", grouped(n)),
     };
-    format!("journal: {} (run {run_id}; {held})", journal.display())
+    format!("journal: {journal} (run {run_id}; {held})")
 }
 
 #[cfg(test)]
@@ -182,11 +181,11 @@ mod tests {
             assert_eq!(grouped(n), text);
         }
         assert_eq!(
-            journal_line(Path::new("/s/refleet/journal.sqlite"), 3, 1891),
+            journal_line("/s/refleet/journal.sqlite", 3, 1891),
             "journal: /s/refleet/journal.sqlite (run 3; 1,891 items from earlier runs)"
         );
         assert_eq!(
-            journal_line(Path::new("j.sqlite"), 1, 0),
+            journal_line("j.sqlite", 1, 0),
             "journal: j.sqlite (run 1; no items from earlier runs)"
         );
     }

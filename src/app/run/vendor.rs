@@ -6,12 +6,11 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use super::RunProgress;
-use super::{api_label, Endpoint, Settings};
+use super::{api_label, Endpoint, Settings, Store};
 use crate::app::UsageError;
 use crate::sim::{Sim, SimConfig};
 use crate::submit::client::{ApiClient, ClientConfig, Token};
-use crate::submit::journal::ItemLedger;
-use crate::submit::journal::Journal;
+use crate::submit::journal::Ledger;
 use crate::submit::reconcile::{reconcile, LookupBook, Reconciled};
 use crate::submit::retry::RetryPolicy;
 use crate::submit::{
@@ -53,7 +52,11 @@ impl VendorSession {
                 Endpoint::Url(url, token) => (api_label(url), url.clone(), token.clone(), None),
                 Endpoint::Simulator => {
                     let token = format!("sim-{:016x}", fastrand::u64(..));
-                    let mut state_file = settings.state.clone().into_os_string();
+                    // Beside the journal; for a shared ledger, in --out.
+                    let mut state_file = match &settings.store {
+                        Store::Journal(path) => path.clone().into_os_string(),
+                        Store::Ledger { .. } => settings.plan.out.join("ledger").into_os_string(),
+                    };
                     state_file.push(".sim.jsonl");
                     let sim = Sim::start(
                         SimConfig {
@@ -118,7 +121,7 @@ impl VendorSession {
     /// Submits and tracks until done, stopped by a signal, or out of time.
     pub fn submit(
         &self,
-        journal: &Journal,
+        journal: &impl Ledger,
         run_id: i64,
         settings: &SubmitSettings,
         progress: &dyn RunProgress,

@@ -12,7 +12,7 @@ use std::time::Duration;
 use super::progress::Phases;
 use super::quote::PlanArgs;
 use super::{Global, Outcome, UsageError};
-use crate::app::run::{Endpoint, Settings};
+use crate::app::run::{Endpoint, Settings, Store};
 use crate::submit::client::{redact_url, Token};
 use crate::submit::SubmitSettings;
 
@@ -49,9 +49,19 @@ pub struct Args {
     /// state folder ($XDG_STATE_HOME, else ~/.local/state; macOS:
     /// ~/Library/Application Support; Windows: %LOCALAPPDATA%), the same
     /// whatever --out. Re-running with the same journal resumes and never
-    /// submits an item twice. Its audit log is written beside it.
-    #[arg(long, value_name = "FILE", env = "REFLEET_STATE", value_parser = super::paths::StateParser)]
-    state: Option<PathBuf>,
+    /// submits an item twice. Its audit log is written beside it. Or a
+    /// PostgreSQL ledger that several runners share,
+    /// postgres://USER@HOST:PORT/DB (password from PGPASSWORD or
+    /// ~/.pgpass; TLS with ?sslmode=verify-full), whose audit chain is in
+    /// the database.
+    #[arg(long, value_name = "FILE|URL", env = "REFLEET_STATE", hide_env_values = true,
+          value_parser = super::paths::AnyStateParser)]
+    state: Option<super::paths::State>,
+    /// On a PostgreSQL ledger: how long a runner's claim on a batch lasts
+    /// without renewal (2s to 10m). A runner renews its claims while it
+    /// lives; when one dies, another takes its batches over this long after.
+    #[arg(long, default_value = "30s", value_parser = parse_lease, env = "REFLEET_LEASE")]
+    lease: Duration,
     /// When the journal cannot be used (empty, damaged, or from another
     /// refleet version), move it aside (renamed FILE.unusable-<UTC time>,
     /// never deleted) and start a new one, which submits every item again.
@@ -76,6 +86,15 @@ pub struct Args {
     /// Time-out of one HTTP attempt (e.g. 10s, 500ms).
     #[arg(long, default_value = "10s", value_parser = parse_duration, env = "REFLEET_REQUEST_TIMEOUT")]
     request_timeout: Duration,
+}
+
+/// `--lease`: a duration from 2 s to 10 min.
+fn parse_lease(s: &str) -> Result<Duration, String> {
+    let lease = parse_duration(s)?;
+    if !(Duration::from_secs(2)..=Duration::from_secs(600)).contains(&lease) {
+        return Err(format!("`{s}`: a lease is from 2s to 10m"));
+    }
+    Ok(lease)
 }
 
 /// `90s`, `30m`, `2h`, `500ms`, or plain seconds.
@@ -121,18 +140,29 @@ impl Args {
                 Endpoint::Url(url, read_token(self.token_file.as_deref())?)
             }
         };
-        let state = match self.state {
-            Some(state) => state,
+        let store = match self.state {
+            Some(super::paths::State::Journal(path)) => Store::Journal(path),
+            Some(super::paths::State::Ledger(url)) => {
+                if self.new_journal {
+                    return Err(UsageError(
+                        "--new-journal is for a SQLite journal: a PostgreSQL ledger is never set aside by refleet".into(),
+                    ));
+                }
+                Store::Ledger {
+                    url,
+                    lease: self.lease,
+                }
+            }
             None => {
                 let journal = super::paths::default_journal()?;
                 super::paths::journal_left_in_out(&plan.out, &journal)?;
                 super::paths::create_state_dir(&journal)?;
-                journal
+                Store::Journal(journal)
             }
         };
         Ok(Settings {
             endpoint,
-            state,
+            store,
             rate: self.rate,
             burst: self.burst.max(1),
             dry_run: self.dry_run,

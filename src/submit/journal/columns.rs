@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use super::PlannedItem;
 use crate::api::{self, CoverageWire, ItemType};
 
-pub(super) fn now() -> String {
+pub(in crate::submit) fn now() -> String {
     Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
@@ -32,13 +32,13 @@ pub(in crate::submit) fn item_type_str(t: ItemType) -> &'static str {
     }
 }
 
-pub(super) fn fmt_time(t: DateTime<Utc>) -> String {
+pub(in crate::submit) fn fmt_time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// The verified features as the journal and `results.csv` keep them:
 /// `meetings;conferencing;uc`, or fewer.
-pub(super) fn features_text(bits: i64) -> String {
+pub(in crate::submit) fn features_text(bits: i64) -> String {
     let mut v = Vec::new();
     for (bit, name) in FEATURES {
         if bits & bit != 0 {
@@ -51,7 +51,7 @@ pub(super) fn features_text(bits: i64) -> String {
 /// The journal's `features` bits.
 const FEATURES: [(i64, &str); 3] = [(1, "meetings"), (2, "conferencing"), (4, "uc")];
 
-pub(super) fn features_bits(f: &api::Features) -> i64 {
+pub(in crate::submit) fn features_bits(f: &api::Features) -> i64 {
     i64::from(f.meetings) | i64::from(f.conferencing) << 1 | i64::from(f.uc) << 2
 }
 

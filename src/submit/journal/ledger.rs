@@ -200,6 +200,30 @@ pub trait BatchLedger {
     /// with `reason` (then escalated, when cases are on).
     fn batch_lost(&self, batch_id: i64, reason: &str, why: &str) -> Result<(), JournalError>;
 
+    /// Keeps this runner's claims alive on a ledger other runners share
+    /// (their leases renewed); called every round, cheap when not due.
+    /// Nothing to do on a journal only one process opens.
+    fn keep_alive(&self) -> Result<(), JournalError> {
+        Ok(())
+    }
+
+    /// Items of run `run_id`'s input still on their way (planned, sent,
+    /// accepted or provisioning) when this runner has none of them left in
+    /// hand: other runners on a shared ledger hold them. The run waits for
+    /// them, and takes over ([`BatchLedger::take_over`]) the batches of a
+    /// runner that died, before it ends. Always 0 on a journal only one
+    /// process opens.
+    fn held_elsewhere(&self, _run_id: i64) -> Result<u64, JournalError> {
+        Ok(0)
+    }
+
+    /// The batches of runners whose leases ran out (they died), now this
+    /// runner's: those to send again under their keys, and those accepted
+    /// to follow. Empty on a journal only one process opens.
+    fn take_over(&self) -> Result<(Vec<Batch>, Vec<Tracked>), JournalError> {
+        Ok((Vec::new(), Vec::new()))
+    }
+
     /// One HTTP exchange, for the audit trail.
     #[allow(clippy::too_many_arguments)]
     fn record_attempt(
@@ -278,6 +302,27 @@ pub trait AuditLedger {
 
     /// Accepted requests not yet in the audit log.
     fn unaudited_orders(&self) -> Result<Vec<AuditOrder>, JournalError>;
+
+    /// Whether the audit chain is kept in the ledger itself (PostgreSQL:
+    /// one chain for every runner) rather than in a file beside it.
+    fn chain_in_ledger(&self) -> bool {
+        false
+    }
+
+    /// Appends `records` to the ledger's own chain and marks as audited the
+    /// items (by row) and accepted batches they hold, in one transaction
+    /// that holds the chain's head. `None`: another runner wrote some of
+    /// them first, nothing was appended; read what is unaudited again.
+    fn append_chain(
+        &self,
+        _records: Vec<serde_json::Map<String, serde_json::Value>>,
+        _rows: &[i64],
+        _batches: &[i64],
+    ) -> Result<Option<u64>, JournalError> {
+        Err(JournalError::Shared(
+            "this journal keeps its audit log in a file, not in the ledger".into(),
+        ))
+    }
 
     /// Marks what the log holds (items appended now, by row; items adopted
     /// from a crash's tail, by event key; orders), with the log's file and

@@ -61,7 +61,9 @@ use chrono::NaiveDate;
 use rusqlite::{params, Connection};
 
 pub use audit::{AuditItem, AuditOrder, AuditedOrder};
-pub(super) use columns::{coverage_str, item_type_str};
+pub(super) use columns::{
+    coverage_str, features_bits, features_text, fmt_time, item_type_str, now,
+};
 pub use ledger::{
     AuditLedger, BatchLedger, CaseLedger, ItemLedger, ItemRecords, Ledger, PlanLedger, RunLedger,
     StatusLedger, VendorLedger,
@@ -69,12 +71,12 @@ pub use ledger::{
 pub use reader::{FinishedRun, JournalReader, RunRow};
 pub use records::Records;
 pub use schema::SCHEMA_VERSION;
+pub(super) use status::status_changes;
 pub use types::{
     Batch, BatchGroup, BatchItem, CaseToOpen, ItemRecord, ItemState, LookupPurpose, LookupTarget,
     PlannedItem, RunSplit, Source, Tracked, UnknownState,
 };
 
-use columns::now;
 use file::{check_file, create, damaged, open_existing, set_aside, suffixed};
 use schema::schema_version;
 
@@ -92,6 +94,10 @@ pub enum JournalError {
     Sql(#[from] rusqlite::Error),
     #[error("journal {0}: unknown state `{1}` (written by a newer refleet?)")]
     BadState(PathBuf, String),
+    /// The shared PostgreSQL ledger (`submit::pg`) failed; its error says
+    /// which ledger, never with a password.
+    #[error(transparent)]
+    Shared(Box<dyn std::error::Error + Send + Sync + 'static>),
     #[error("the journal {path} {problem}. The journal is what tells refleet which batches were already sent and paid for: starting without it sends every item again, and the vendor may charge again for what it no longer replays under the same idempotency key. Restore it from a backup if there is one; otherwise `refleet run --new-journal` moves it aside (renamed {path}.unusable-<UTC time>, never deleted) and starts a new journal")]
     Unusable { path: PathBuf, problem: String },
 }

@@ -34,33 +34,15 @@ impl StatusLedger for Journal {
         items: &[BatchItem],
         status: &api::ReactivationStatus,
     ) -> Result<usize, JournalError> {
-        let known: std::collections::HashMap<&str, &BatchItem> =
-            items.iter().map(|i| (i.event_key.as_str(), i)).collect();
+        let (open, changes) = status_changes(items, status);
         let tx = &self.conn;
-        let mut open = 0;
         self.atomically(|| -> Result<_, JournalError> {
             let mut upd = tx.prepare_cached(
                 "UPDATE items SET state = ?1, reason = COALESCE(?2, reason), eta = COALESCE(?3, eta),
                      confirmation_id = ?4, features = ?5, activated_at = ?6
                  WHERE batch_id = ?7 AND batch_pos = ?8 AND state IN ('accepted', 'provisioning')",
             )?;
-            for it in &status.items {
-                let state = match it.state {
-                    api::ItemState::Pending => ItemState::Accepted,
-                    api::ItemState::Provisioning => ItemState::Provisioning,
-                    api::ItemState::Active => ItemState::Active,
-                    api::ItemState::Failed => ItemState::Failed,
-                    api::ItemState::Rejected => ItemState::Rejected,
-                };
-                if !it.state.is_terminal() {
-                    open += 1;
-                }
-                let Some(item) = known.get(it.item_key.as_str()) else {
-                    continue;
-                };
-                if item.state == state {
-                    continue;
-                }
+            for (item, state, it) in changes {
                 let features = it.features_verified.map(|f| features_bits(&f));
                 upd.execute(params![
                     state.as_str(),
@@ -77,4 +59,32 @@ impl StatusLedger for Journal {
         })?;
         Ok(open)
     }
+}
+
+/// What a status answer about a batch whose items are `items` changes:
+/// how many of its items are still on their way, and each item whose state
+/// it moves, with its new state and the answer's line about it. Lines
+/// about items not in the batch change nothing (the caller checked the
+/// answer against the batch).
+pub(in crate::submit) fn status_changes<'a>(
+    items: &'a [BatchItem],
+    status: &'a api::ReactivationStatus,
+) -> (usize, Vec<(&'a BatchItem, ItemState, &'a api::ItemStatus)>) {
+    let known: std::collections::HashMap<&str, &BatchItem> =
+        items.iter().map(|i| (i.event_key.as_str(), i)).collect();
+    let open = status
+        .items
+        .iter()
+        .filter(|it| !it.state.is_terminal())
+        .count();
+    let changes = status
+        .items
+        .iter()
+        .filter_map(|it| {
+            let item = known.get(it.item_key.as_str())?;
+            let state = ItemState::of_vendor(it.state);
+            (item.state != state).then_some((*item, state, it))
+        })
+        .collect();
+    (open, changes)
 }

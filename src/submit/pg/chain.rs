@@ -5,6 +5,46 @@ use serde_json::{Map, Value};
 use super::{LedgerError, PgLedger};
 use crate::audit;
 
+/// Seals `records` after the chain's head `(seq, hash)` and appends them,
+/// in the caller's transaction, which holds the head (`FOR UPDATE`).
+/// Returns the chain's new length.
+pub(super) async fn extend(
+    db: &impl tokio_postgres::GenericClient,
+    label: &str,
+    (mut seq, mut hash): (i64, String),
+    records: Vec<Map<String, Value>>,
+) -> Result<u64, LedgerError> {
+    let db_err = |e| LedgerError::Db(label.to_string(), e);
+    let (mut seqs, mut hashes, mut lines) = (Vec::new(), Vec::new(), Vec::new());
+    for record in records {
+        let next = seq
+            .checked_add(1)
+            .and_then(|n| u64::try_from(n).ok().map(|u| (n, u)));
+        let Some((n, number)) = next else {
+            return Err(LedgerError::Damaged {
+                ledger: label.to_string(),
+                why: format!("its audit chain is at record {seq}"),
+            });
+        };
+        let (line, h) = audit::seal(record, number, &hash);
+        seq = n;
+        seqs.push(seq);
+        hashes.push(h.clone());
+        lines.push(line);
+        hash = h;
+    }
+    db.execute(
+        "INSERT INTO audit SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[])",
+        &[&seqs, &hashes, &lines],
+    )
+    .await
+    .map_err(db_err)?;
+    db.execute("UPDATE audit_head SET seq = $1, hash = $2", &[&seq, &hash])
+        .await
+        .map_err(db_err)?;
+    Ok(seq.unsigned_abs())
+}
+
 impl PgLedger {
     /// Appends records to the ledger's audit chain, in one transaction that
     /// holds the chain's head: concurrent runners append one after the
@@ -20,31 +60,9 @@ impl PgLedger {
             .query_one("SELECT seq, hash FROM audit_head FOR UPDATE", &[])
             .await
             .map_err(db)?;
-        let (mut seq, mut hash): (i64, String) = (head.get(0), head.get(1));
-        let (mut seqs, mut hashes, mut lines) = (Vec::new(), Vec::new(), Vec::new());
-        for record in records {
-            seq += 1;
-            let next = u64::try_from(seq).map_err(|_| LedgerError::Damaged {
-                ledger: self.label.clone(),
-                why: format!("its audit chain is at record {seq}"),
-            })?;
-            let (line, h) = audit::seal(record, next, &hash);
-            seqs.push(seq);
-            hashes.push(h.clone());
-            lines.push(line);
-            hash = h;
-        }
-        tx.execute(
-            "INSERT INTO audit SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[])",
-            &[&seqs, &hashes, &lines],
-        )
-        .await
-        .map_err(db)?;
-        tx.execute("UPDATE audit_head SET seq = $1, hash = $2", &[&seq, &hash])
-            .await
-            .map_err(db)?;
+        let seq = extend(&tx, &self.label, (head.get(0), head.get(1)), records).await?;
         tx.commit().await.map_err(db)?;
-        Ok(u64::try_from(seq).unwrap_or(0))
+        Ok(seq)
     }
 
     /// Writes the audit chain as JSONL, the format of a journal's log, a

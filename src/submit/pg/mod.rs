@@ -1,8 +1,8 @@
 //! The shared ledger in PostgreSQL (issue 18): what several runners on one
 //! database need that one SQLite journal, held by one process, never did.
 //!
-//! This first part holds the pieces that make sharing safe, each tested
-//! against a real server (`tests/pg/ledger.rs`):
+//! The pieces that make sharing safe, each tested against a real server
+//! (`tests/pg/ledger.rs`):
 //! - the schema, created and migrated under an advisory lock (runners that
 //!   start together do not race), with its version; a newer schema than
 //!   this refleet knows is refused;
@@ -19,8 +19,9 @@
 //!   concurrent runners never fork it, and exported as the same JSONL as a
 //!   journal's log (`audit::verify` checks it).
 //!
-//! `refleet run` does not use it yet: `--state postgres://…` is refused
-//! until the journal's operations have their PostgreSQL side too.
+//! [`PgJournal`] (`journal/`) is the journal's operations on it, which
+//! `refleet run --state postgres://…` uses; `PgLedger` is one runner's
+//! connection with the sharing primitives above.
 
 use std::time::Duration;
 
@@ -33,13 +34,19 @@ use crate::audit;
 
 mod chain;
 mod config;
+mod journal;
 mod quota;
 
 pub use config::{config_of, settings_of, Settings};
 use config::{label, open};
+pub use journal::PgJournal;
 
-/// The schema this refleet writes and reads.
-pub const SCHEMA_VERSION: i64 = 1;
+/// The schema this refleet writes and reads. Version 1 held what runners
+/// share (claims, leases, the quota, the audit chain); version 2 adds what
+/// a run keeps (its runs, HTTP attempts, each item's answer and audit
+/// mark, each batch's state), so that `refleet run` works on the ledger
+/// as on a journal ([`PgJournal`]).
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// The advisory lock that serialises schema changes ("refleet" in ASCII).
 const SCHEMA_LOCK: i64 = 0x0072_6566_6c65_6574;
@@ -48,7 +55,9 @@ const SCHEMA_LOCK: i64 = 0x0072_6566_6c65_6574;
 /// few hundred statements, small enough to keep each message modest.
 const PLAN_CHUNK: usize = 5_000;
 
-const SCHEMA_V1: &str = "
+/// The first schema, as it was: a ledger of version 1 is brought to 2 by
+/// [`SCHEMA_V2`]'s step (public for the test of that step).
+pub const SCHEMA_V1: &str = "
 CREATE TABLE items (
     seq BIGSERIAL NOT NULL,
     event_key TEXT PRIMARY KEY,
@@ -89,6 +98,61 @@ CREATE TABLE audit_head (one BOOLEAN PRIMARY KEY CHECK (one), seq BIGINT NOT NUL
 CREATE TABLE audit (seq BIGINT PRIMARY KEY, hash TEXT NOT NULL, line TEXT NOT NULL);
 ";
 
+/// From version 1 to 2: the journal's columns (see `submit::journal`'s
+/// schema), item states as the journal names them, batch states, runs, the
+/// items of each run's input, HTTP attempts.
+const SCHEMA_V2: &str = "
+ALTER TABLE items
+    ADD COLUMN eta TEXT,
+    -- verified features: 1 meetings, 2 conferencing, 4 uc (NULL: none reported)
+    ADD COLUMN features INTEGER CHECK (features BETWEEN 0 AND 7),
+    ADD COLUMN activated_at TEXT,
+    ADD COLUMN audited BOOLEAN NOT NULL DEFAULT FALSE,
+    -- 'vendor': a lookup found it at the vendor; NULL: bought through this ledger
+    ADD COLUMN source TEXT CHECK (source = 'vendor');
+CREATE INDEX items_unaudited ON items (batch_id, seq)
+    WHERE NOT audited AND state IN ('active', 'escalated');
+CREATE INDEX items_cases ON items (seq) WHERE state IN ('failed', 'manual_review') AND case_id IS NULL;
+ALTER TABLE batches
+    ADD COLUMN state TEXT NOT NULL DEFAULT 'submitted'
+        CHECK (state IN ('submitted', 'accepted', 'refused', 'lost')),
+    ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0,
+    ADD COLUMN last_error TEXT,
+    ADD COLUMN audited BOOLEAN NOT NULL DEFAULT FALSE,
+    -- the run that formed it, and the run whose request the vendor accepted
+    ADD COLUMN run_id BIGINT,
+    ADD COLUMN accepted_by_run BIGINT,
+    ADD COLUMN updated_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp();
+UPDATE batches SET state = 'accepted' WHERE NOT open;
+CREATE INDEX batches_tracked ON batches (id) WHERE state = 'accepted' AND open;
+CREATE TABLE runs (
+    id BIGSERIAL PRIMARY KEY,
+    runner TEXT NOT NULL,
+    started_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),
+    finished_at TIMESTAMPTZ,
+    input TEXT NOT NULL,
+    as_of TEXT NOT NULL,
+    outcome TEXT,
+    summary_json TEXT,
+    quotes_json TEXT
+);
+-- the items of each run's input: runners with overlapping exports each
+-- report on their own
+CREATE TABLE run_items (run_id BIGINT NOT NULL, seq BIGINT NOT NULL, PRIMARY KEY (run_id, seq));
+CREATE UNIQUE INDEX items_seq ON items (seq);
+CREATE TABLE attempts (
+    id BIGSERIAL PRIMARY KEY,
+    run_id BIGINT NOT NULL,
+    at TIMESTAMPTZ NOT NULL,
+    kind TEXT NOT NULL,
+    target TEXT NOT NULL,
+    status INTEGER,
+    error TEXT,
+    millis BIGINT NOT NULL
+);
+CREATE INDEX attempts_target ON attempts (target, kind);
+";
+
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
     #[error("the ledger URL is not one PostgreSQL understands")]
@@ -119,6 +183,8 @@ pub enum LedgerError {
     NotALedger(String),
     #[error("TLS to the ledger: {0}")]
     Tls(String),
+    #[error("the ledger's connection thread: {0}")]
+    Worker(String),
     #[error("the ledger {ledger} is damaged: {why}")]
     Damaged { ledger: String, why: String },
 }
@@ -253,6 +319,7 @@ impl PgLedger {
             None if !create => return Err(LedgerError::NotALedger(self.label.clone())),
             None => {
                 tx.batch_execute(SCHEMA_V1).await.map_err(db)?;
+                tx.batch_execute(SCHEMA_V2).await.map_err(db)?;
                 let id = format!("{:016x}", fastrand::u64(..));
                 tx.execute(
                     "INSERT INTO refleet_meta VALUES ('schema_version', $1), ('ledger_id', $2)",
@@ -275,6 +342,18 @@ impl PgLedger {
             }
             Some(v) => match v.parse::<i64>() {
                 Ok(SCHEMA_VERSION) => {}
+                Ok(1) if create => {
+                    tx.batch_execute(SCHEMA_V2).await.map_err(db)?;
+                    tx.execute(
+                        "UPDATE refleet_meta SET value = $1 WHERE key = 'schema_version'",
+                        &[&SCHEMA_VERSION.to_string()],
+                    )
+                    .await
+                    .map_err(db)?;
+                }
+                // Read only (`refleet audit`): the audit tables are the
+                // same in both versions.
+                Ok(1) => {}
                 Ok(found) if found > SCHEMA_VERSION => {
                     return Err(LedgerError::Newer {
                         ledger: self.label.clone(),
@@ -436,88 +515,10 @@ impl PgLedger {
                 taken_over: true,
             }));
         }
-        // The group of the first planned item no one else is claiming.
-        let first = tx
-            .query_opt(
-                "SELECT contract_id, region FROM items WHERE state = 'planned'
-                 ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED",
-                &[],
-            )
-            .await
-            .map_err(db)?;
-        let Some(first) = first else {
-            tx.commit().await.map_err(db)?;
-            return Ok(None);
-        };
-        let (contract_id, region): (String, String) = (first.get(0), first.get(1));
-        let max = i64::try_from(max.clamp(1, api::MAX_BATCH)).unwrap_or(1);
-        let items = tx
-            .query(
-                &format!(
-                    "SELECT {ITEM_COLUMNS} FROM items
-                     WHERE state = 'planned' AND contract_id = $1 AND region = $2
-                     ORDER BY seq LIMIT $3 FOR UPDATE SKIP LOCKED"
-                ),
-                &[&contract_id, &region, &max],
-            )
-            .await
-            .map_err(db)?
-            .iter()
-            .map(|r| planned_of(r, &self.label))
-            .collect::<Result<Vec<_>, _>>()?;
-        let Some(head) = items.first() else {
-            // The first item was in our lock, so it is here; should the
-            // group be empty all the same, there is nothing to claim now.
-            tx.commit().await.map_err(db)?;
-            return Ok(None);
-        };
-        let coverage = head.coverage;
-        let quote_id: String = tx
-            .query_opt(
-                "SELECT quote_id FROM quotes WHERE contract_id = $1 AND region = $2",
-                &[&contract_id, &region],
-            )
-            .await
-            .map_err(db)?
-            .map_or_else(String::new, |r| r.get(0));
-        let key = api::batch_key(items.iter().map(|i| i.event_key.as_str()));
-        let id: i64 = tx
-            .query_one(
-                "INSERT INTO batches (idempotency_key, contract_id, region, quote_id, coverage,
-                     runner, lease_until)
-                 VALUES ($1, $2, $3, $4, $5, $6, clock_timestamp() + make_interval(secs => $7))
-                 RETURNING id",
-                &[
-                    &key,
-                    &contract_id,
-                    &region,
-                    &quote_id,
-                    &coverage_str(coverage),
-                    &self.runner,
-                    &lease_s,
-                ],
-            )
-            .await
-            .map_err(db)?
-            .get(0);
-        let keys: Vec<&str> = items.iter().map(|i| i.event_key.as_str()).collect();
-        tx.execute(
-            "UPDATE items SET state = 'submitted', batch_id = $1, batch_pos = u.n - 1
-             FROM UNNEST($2::text[]) WITH ORDINALITY AS u(k, n)
-             WHERE items.event_key = u.k",
-            &[&id, &keys],
-        )
-        .await
-        .map_err(db)?;
+        let formed = form_batch(&tx, &self.label, &self.runner, lease_s, max, None).await?;
         tx.commit().await.map_err(db)?;
-        let group = BatchGroup {
-            contract_id,
-            region,
-            quote_id,
-            coverage,
-        };
-        Ok(Some(Claimed {
-            batch: Batch::of(id, key, group, &items),
+        Ok(formed.map(|batch| Claimed {
+            batch,
             taken_over: false,
         }))
     }
@@ -606,6 +607,102 @@ impl PgLedger {
             })
             .collect()
     }
+}
+
+/// Forms a batch in the caller's transaction on `db`: up to `max` planned
+/// items of the contract and region of the first planned item no other
+/// runner is claiming (rows another runner holds are skipped, not waited
+/// for), recorded `submitted` under its key, held by `runner` for
+/// `lease_s` seconds, formed by run `run_id` when there is one. `None`:
+/// nothing left to claim.
+async fn form_batch(
+    db: &impl tokio_postgres::GenericClient,
+    label: &str,
+    runner: &str,
+    lease_s: f64,
+    max: usize,
+    run_id: Option<i64>,
+) -> Result<Option<Batch>, LedgerError> {
+    let db_err = |e| LedgerError::Db(label.to_string(), e);
+    let first = db
+        .query_opt(
+            "SELECT contract_id, region FROM items WHERE state = 'planned'
+             ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED",
+            &[],
+        )
+        .await
+        .map_err(db_err)?;
+    let Some(first) = first else {
+        return Ok(None);
+    };
+    let (contract_id, region): (String, String) = (first.get(0), first.get(1));
+    let max = i64::try_from(max.clamp(1, api::MAX_BATCH)).unwrap_or(1);
+    let items = db
+        .query(
+            &format!(
+                "SELECT {ITEM_COLUMNS} FROM items
+                 WHERE state = 'planned' AND contract_id = $1 AND region = $2
+                 ORDER BY seq LIMIT $3 FOR UPDATE SKIP LOCKED"
+            ),
+            &[&contract_id, &region, &max],
+        )
+        .await
+        .map_err(db_err)?
+        .iter()
+        .map(|r| planned_of(r, label))
+        .collect::<Result<Vec<_>, _>>()?;
+    let Some(head) = items.first() else {
+        // The first item was in our lock, so it is here; should the group
+        // be empty all the same, there is nothing to claim now.
+        return Ok(None);
+    };
+    let coverage = head.coverage;
+    let quote_id: String = db
+        .query_opt(
+            "SELECT quote_id FROM quotes WHERE contract_id = $1 AND region = $2",
+            &[&contract_id, &region],
+        )
+        .await
+        .map_err(db_err)?
+        .map_or_else(String::new, |r| r.get(0));
+    let key = api::batch_key(items.iter().map(|i| i.event_key.as_str()));
+    let id: i64 = db
+        .query_one(
+            "INSERT INTO batches (idempotency_key, contract_id, region, quote_id, coverage,
+                 runner, lease_until, run_id, state)
+             VALUES ($1, $2, $3, $4, $5, $6, clock_timestamp() + make_interval(secs => $7),
+                     $8, 'submitted')
+             RETURNING id",
+            &[
+                &key,
+                &contract_id,
+                &region,
+                &quote_id,
+                &coverage_str(coverage),
+                &runner,
+                &lease_s,
+                &run_id,
+            ],
+        )
+        .await
+        .map_err(db_err)?
+        .get(0);
+    let keys: Vec<&str> = items.iter().map(|i| i.event_key.as_str()).collect();
+    db.execute(
+        "UPDATE items SET state = 'submitted', batch_id = $1, batch_pos = u.n - 1
+         FROM UNNEST($2::text[]) WITH ORDINALITY AS u(k, n)
+         WHERE items.event_key = u.k",
+        &[&id, &keys],
+    )
+    .await
+    .map_err(db_err)?;
+    let group = BatchGroup {
+        contract_id,
+        region,
+        quote_id,
+        coverage,
+    };
+    Ok(Some(Batch::of(id, key, group, &items)))
 }
 
 impl LedgerError {

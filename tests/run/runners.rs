@@ -1,0 +1,158 @@
+//! Several `refleet run` processes on one PostgreSQL ledger (issue 18):
+//! each item paid by exactly one runner, each runner's reports complete,
+//! and a runner that dies finished by the others or by its restart.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use refleet::sim::SimConfig;
+
+use super::store::Store;
+use super::{
+    assert_complete, assert_outcome_agrees, output_within, results, run_child, sample, sample_rows,
+    sim,
+};
+
+/// Runs `n` runners on the sample at once, each with its own `--out`.
+fn start(
+    store: &Store,
+    sim: &refleet::sim::Sim,
+    dir: &Path,
+    n: usize,
+) -> Vec<(PathBuf, std::process::Child)> {
+    (0..n)
+        .map(|i| {
+            let out = dir.join(format!("runner-{i}"));
+            let child = run_child(
+                &sample("inventory.csv"),
+                &out,
+                sim,
+                &store.args(&["--rate", "40", "--batch-size", "10", "--concurrency", "4"]),
+            );
+            (out, child)
+        })
+        .collect()
+}
+
+/// Waits for every runner: each ends with exit 0 and a complete report.
+fn finish(runners: Vec<(PathBuf, std::process::Child)>) -> Vec<PathBuf> {
+    let mut outs = Vec::new();
+    for (out, child) in runners {
+        let output = output_within(child, Duration::from_secs(120));
+        assert_outcome_agrees(&out, &output);
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_complete(&out, sample_rows());
+        outs.push(out);
+    }
+    outs
+}
+
+/// Who paid for each active item, by `results.csv`'s `source`, over every
+/// runner's report: exactly one runner says `this_run` for each.
+fn payers(outs: &[PathBuf]) -> BTreeMap<String, Vec<usize>> {
+    let mut paid: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, out) in outs.iter().enumerate() {
+        for r in results(out) {
+            if r["state"] == "active" && r["source"] == "this_run" {
+                paid.entry(r["item_key"].clone()).or_default().push(i);
+            }
+        }
+    }
+    paid
+}
+
+#[test]
+fn three_runners_on_one_ledger_pay_each_item_once_and_each_reports_every_row() {
+    let Some(store) = Store::postgres("three_runners_on_one_ledger") else {
+        return;
+    };
+    let sim = sim(SimConfig {
+        latency_ms: Some((2, 10)),
+        ..SimConfig::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let runners = start(&store, &sim, dir.path(), 3);
+    let outs = finish(runners);
+    let stats = sim.stats();
+    assert_eq!(stats.duplicate_activations, 0, "{stats:?}");
+    let paid = payers(&outs);
+    for (key, by) in &paid {
+        assert_eq!(by.len(), 1, "{key} paid by runners {by:?}");
+    }
+    // Every active item of every report was paid by one of them, and the
+    // vendor billed exactly those.
+    let active = results(&outs[0])
+        .iter()
+        .filter(|r| r["state"] == "active")
+        .count();
+    assert_eq!(paid.len(), active);
+    assert_eq!(stats.activations, active as u64, "{stats:?}");
+    // The work was shared, not done by one runner while the others waited.
+    let sharing: std::collections::BTreeSet<usize> = paid.values().flatten().copied().collect();
+    assert!(sharing.len() >= 2, "only runners {sharing:?} paid");
+    store.assert_audit_verifies(&outs[0]);
+}
+
+#[test]
+fn a_runner_killed_twice_mid_run_is_finished_by_the_others_or_its_restart() {
+    let Some(store) = Store::postgres("a_runner_killed_twice_mid_run") else {
+        return;
+    };
+    let sim = sim(SimConfig {
+        latency_ms: Some((5, 15)),
+        ..SimConfig::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let mut runners = start(&store, &sim, dir.path(), 3);
+    let victim = dir.path().join("runner-2");
+    for kill in 1..=2 {
+        // Kill it once it has batches on their way: claimed under its
+        // lease, answered or not.
+        let (_, child) = &mut runners[2];
+        let started = Instant::now();
+        while store.psql("SELECT to_regclass('batches') IS NOT NULL") != "t"
+            && started.elapsed() < Duration::from_secs(30)
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let held = format!(
+            "SELECT count(*) FROM batches WHERE open AND runner LIKE '%/{}/%'",
+            child.id()
+        );
+        while store.psql(&held).parse::<u64>().unwrap_or(0) < 2
+            && started.elapsed() < Duration::from_secs(30)
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(20 * kill));
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        let restarted = run_child(
+            &sample("inventory.csv"),
+            &victim,
+            &sim,
+            &store.args(&["--rate", "40", "--batch-size", "10", "--concurrency", "4"]),
+        );
+        runners[2] = (victim.clone(), restarted);
+    }
+    let outs = finish(runners);
+    let stats = sim.stats();
+    assert_eq!(stats.duplicate_activations, 0, "{stats:?}");
+    for (key, by) in payers(&outs) {
+        assert!(by.len() <= 1, "{key} paid by runners {by:?}");
+    }
+    // The killed runner held batches that another runner (or its restart,
+    // a new runner) took over under their keys.
+    let taken: u64 = store
+        .psql("SELECT COALESCE(sum(takeovers), 0) FROM batches")
+        .parse()
+        .unwrap();
+    assert!(taken > 0, "no batch was taken over");
+    store.assert_audit_verifies(&outs[0]);
+}

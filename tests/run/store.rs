@@ -1,0 +1,109 @@
+//! Where a run keeps its history, for the scenarios that run on both: the
+//! SQLite journal (the default, in the state folder of the run's `--out`)
+//! and a PostgreSQL ledger on a throwaway server (`crate::pg::Pg`).
+//!
+//! ```text
+//! on_both!(scenario: scenario_on_sqlite, scenario_on_postgres);
+//! fn scenario(store: Store) { … run_cmd(…, &store.args(&["--rate", "300"])) … }
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use crate::pg::Pg;
+
+/// The lease of the ledger's runs in tests: short, so that a killed
+/// runner's batches are taken over within the test's time.
+pub(crate) const LEASE: &str = "2s";
+
+pub(crate) enum Store {
+    Sqlite,
+    Postgres { pg: Pg, url: String },
+}
+
+impl Store {
+    /// A ledger on a new server, or `None` when PostgreSQL is not installed
+    /// (outside CI only: in CI that fails the test).
+    pub(crate) fn postgres(test: &str) -> Option<Store> {
+        let pg = Pg::start_or_skip(test)?;
+        let url = pg.url();
+        Some(Store::Postgres { pg, url })
+    }
+
+    /// `extra` and what makes a run use this store: nothing for the
+    /// default journal; `--state URL` and a short lease for a ledger.
+    pub(crate) fn args<'a>(&'a self, extra: &[&'a str]) -> Vec<&'a str> {
+        let mut args = extra.to_vec();
+        if let Store::Postgres { url, .. } = self {
+            args.extend(["--state", url.as_str(), "--lease", LEASE]);
+        }
+        args
+    }
+
+    /// [`Store::args`] for runs on one history whatever their `--out`: a
+    /// journal in `dir`, or the ledger.
+    pub(crate) fn shared_args<'a>(&'a self, dir: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+        match self {
+            Store::Sqlite => {
+                let mut args = extra.to_vec();
+                args.extend(["--state", dir]);
+                args
+            }
+            Store::Postgres { .. } => self.args(extra),
+        }
+    }
+
+    /// The audit log of the runs writing to `out`: the journal's file, or
+    /// the ledger's chain exported with `refleet audit export`.
+    pub(crate) fn audit_log(&self, out: &Path) -> PathBuf {
+        match self {
+            Store::Sqlite => super::journal_of(out).with_file_name("audit.jsonl"),
+            Store::Postgres { url, .. } => {
+                let file = out.join("exported-audit.jsonl");
+                super::refleet()
+                    .args(["audit", "export", "--state", url, "--out"])
+                    .arg(&file)
+                    .assert()
+                    .code(0);
+                file
+            }
+        }
+    }
+
+    /// `refleet audit verify` of this store's audit log passes.
+    pub(crate) fn assert_audit_verifies(&self, out: &Path) {
+        let mut cmd = super::refleet();
+        cmd.args(["audit", "verify"]);
+        match self {
+            Store::Sqlite => cmd.arg(self.audit_log(out)),
+            Store::Postgres { url, .. } => cmd.args(["--state", url]),
+        };
+        cmd.assert().code(0);
+    }
+
+    /// Runs `sql` on the ledger (PostgreSQL only).
+    pub(crate) fn psql(&self, sql: &str) -> String {
+        match self {
+            Store::Postgres { pg, .. } => pg.psql(sql),
+            Store::Sqlite => panic!("psql on a SQLite store"),
+        }
+    }
+}
+
+/// Two tests of one scenario: on the SQLite journal and on a PostgreSQL
+/// ledger.
+macro_rules! on_both {
+    ($scenario:ident: $sqlite:ident, $postgres:ident) => {
+        #[test]
+        fn $sqlite() {
+            $scenario(crate::run::store::Store::Sqlite);
+        }
+
+        #[test]
+        fn $postgres() {
+            if let Some(store) = crate::run::store::Store::postgres(stringify!($postgres)) {
+                $scenario(store);
+            }
+        }
+    };
+}
+pub(crate) use on_both;
