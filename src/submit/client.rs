@@ -69,7 +69,7 @@ const PROBE_CEILING_AFTER: u32 = 10 * PROBE_AFTER;
 /// server, scheduling and network jitter can bunch requests together, never
 /// spread them out, so a client at exactly the server's rate would now and
 /// then look faster than it and draw 429s.
-const PACING: f64 = 0.99;
+pub const PACING: f64 = 0.99;
 
 fn gcra(rate: f64, burst: NonZeroU32) -> Arc<DefaultDirectRateLimiter> {
     let period = Duration::from_secs_f64(1.0 / (rate * PACING).max(0.001));
@@ -190,6 +190,28 @@ impl Limiter {
     }
 }
 
+/// A vendor quota shared with other runners (a shared ledger's): every
+/// request takes one from it after the client's own limiter, and a `429`
+/// any runner draws pauses it for all of them.
+pub trait SharedQuota: Send + Sync {
+    /// Takes one request: `Ok(None)` when taken, else how long to wait
+    /// before asking again.
+    fn take(
+        &self,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Option<Duration>, String>> + Send + '_>,
+    >;
+    /// No runner takes from the quota for `pause`.
+    fn pause(
+        &self,
+        pause: Duration,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>>;
+}
+
+/// How long a request waits before asking a quota that failed to answer
+/// (the ledger is away) again.
+const QUOTA_RETRY: Duration = Duration::from_millis(500);
+
 /// One HTTP exchange, for the journal's audit trail.
 #[derive(Debug, Clone)]
 pub struct Attempt {
@@ -242,6 +264,8 @@ pub struct ApiClient {
     pub sent: AtomicU64,
     pub throttled: AtomicU64,
     reach: Reach,
+    /// The quota shared with the other runners of a shared ledger.
+    shared: Option<Box<dyn SharedQuota>>,
 }
 
 /// An attempt's error when it could not connect: nothing reached the server.
@@ -279,7 +303,31 @@ impl ApiClient {
             sent: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
             reach: Reach::default(),
+            shared: None,
         })
+    }
+
+    /// Makes every request take from `quota` too (see [`SharedQuota`]).
+    pub fn share_quota(mut self, quota: Box<dyn SharedQuota>) -> ApiClient {
+        self.shared = Some(quota);
+        self
+    }
+
+    /// Waits until a request may leave: the client's own limiter, then the
+    /// shared quota when there is one.
+    async fn acquire(&self) {
+        self.limiter.acquire().await;
+        let Some(quota) = &self.shared else { return };
+        loop {
+            match quota.take().await {
+                Ok(None) => return,
+                Ok(Some(wait)) => tokio::time::sleep(wait).await,
+                Err(why) => {
+                    tracing::warn!(error = %why, "the shared vendor quota did not answer; asking again");
+                    tokio::time::sleep(QUOTA_RETRY).await;
+                }
+            }
+        }
     }
 
     /// Why the API is unreachable: [`UNREACHABLE_AFTER`] attempts in a row
@@ -392,7 +440,7 @@ impl ApiClient {
             attempts,
         };
         loop {
-            if stop.or(self.limiter.acquire()).await.is_none() {
+            if stop.or(self.acquire()).await.is_none() {
                 return stopped(attempts);
             }
             self.sent.fetch_add(1, Ordering::Relaxed);
@@ -544,6 +592,12 @@ impl ApiClient {
             if class == (Class::Retry { throttled: true }) {
                 self.throttled.fetch_add(1, Ordering::Relaxed);
                 self.limiter.throttled(retry_after);
+                if let Some(quota) = &self.shared {
+                    let pause = retry_after.unwrap_or(Duration::from_secs(1));
+                    if stop.or(quota.pause(pause)).await.is_none() {
+                        return stopped(attempts);
+                    }
+                }
             }
             let n = attempts.len() as u32;
             let cost = if timed_out {

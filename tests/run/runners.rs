@@ -156,3 +156,50 @@ fn a_runner_killed_twice_mid_run_is_finished_by_the_others_or_its_restart() {
     assert!(taken > 0, "no batch was taken over");
     store.assert_audit_verifies(&outs[0]);
 }
+
+/// `--rate` is the vendor's limit for every runner on the ledger together:
+/// two runners at `--rate 20` against a vendor that allows 20 requests a
+/// second (burst 5) stay under it together, where each alone at 20/s would
+/// make 40/s and draw 429s by the dozen.
+#[test]
+fn runners_on_one_ledger_share_the_vendor_quota() {
+    let Some(store) = Store::postgres("runners_on_one_ledger_share_the_vendor_quota") else {
+        return;
+    };
+    let sim = sim(SimConfig {
+        rate_limit: Some(refleet::sim::RateLimit {
+            per_second: 20.0,
+            burst: 5,
+        }),
+        ..SimConfig::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let input = super::head(dir.path(), 600);
+    let runners: Vec<_> = (0..2)
+        .map(|i| {
+            let out = dir.path().join(format!("runner-{i}"));
+            let child = run_child(
+                &input,
+                &out,
+                &sim,
+                &store.args(&["--rate", "20", "--batch-size", "10", "--concurrency", "4"]),
+            );
+            (out, child)
+        })
+        .collect();
+    let started = Instant::now();
+    for (out, child) in runners {
+        let output = output_within(child, Duration::from_secs(120));
+        assert_outcome_agrees(&out, &output);
+        assert_eq!(output.status.code(), Some(0));
+        assert_complete(&out, 600);
+    }
+    let stats = sim.stats();
+    assert_eq!(stats.duplicate_activations, 0, "{stats:?}");
+    assert!(stats.requests > 100, "{stats:?}");
+    // Unshared, the two draw 429s within seconds (the client then halves
+    // its rate, so a handful, not hundreds).
+    assert_eq!(stats.rate_limited, 0, "{stats:?}");
+    let rate = stats.requests as f64 / started.elapsed().as_secs_f64();
+    assert!(rate < 20.0 + 5.0, "{rate:.1} requests/s together");
+}

@@ -9,8 +9,9 @@ use super::RunProgress;
 use super::{api_label, Endpoint, Settings, Store};
 use crate::app::UsageError;
 use crate::sim::{Sim, SimConfig};
-use crate::submit::client::{ApiClient, ClientConfig, Token};
+use crate::submit::client::{ApiClient, ClientConfig, Token, PACING};
 use crate::submit::journal::Ledger;
+use crate::submit::pg::PgQuota;
 use crate::submit::reconcile::{reconcile, LookupBook, Reconciled};
 use crate::submit::retry::RetryPolicy;
 use crate::submit::{
@@ -76,14 +77,30 @@ impl VendorSession {
                 }
             })
         })?;
-        let client = Arc::new(ApiClient::new(ClientConfig {
+        let mut client = ApiClient::new(ClientConfig {
             base_url,
             token,
             rate: settings.rate,
             burst: settings.burst,
             timeout: settings.request_timeout,
             retry: RetryPolicy::default(),
-        })?);
+        })?;
+        // On a shared ledger `--rate` and `--burst` are the vendor's limit
+        // for every runner together: each request takes from one quota in
+        // the ledger too, paced as the client paces its own.
+        if let Store::Ledger { url, .. } = &settings.store {
+            let quota = runtime
+                .block_on(PgQuota::connect(
+                    url,
+                    "quota",
+                    &label,
+                    settings.rate * PACING,
+                    settings.burst,
+                ))
+                .map_err(|e| anyhow::Error::new(e).context("the shared vendor quota"))?;
+            client = client.share_quota(Box::new(quota));
+        }
+        let client = Arc::new(client);
         let stop = Stop::new();
         runtime.block_on(async { stop_on_signals(&stop) })?;
         runtime.spawn(progress.watch(stop.clone()));

@@ -40,6 +40,7 @@ mod quota;
 pub use config::{config_of, settings_of, Settings};
 use config::{label, open};
 pub use journal::PgJournal;
+pub use quota::PgQuota;
 
 /// The schema this refleet writes and reads. Version 1 held what runners
 /// share (claims, leases, the quota, the audit chain); version 2 adds what

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::{LedgerError, PgLedger};
+use crate::submit::client::SharedQuota;
 use crate::submit::retry::RETRY_AFTER_CAP;
 
 impl PgLedger {
@@ -93,3 +94,74 @@ pub(super) fn gcra(rate: f64, burst: u32, n: u32) -> (f64, f64) {
     let interval = 1.0 / rate.max(f64::MIN_POSITIVE);
     (interval * f64::from(n), interval * f64::from(burst.max(1)))
 }
+
+/// The vendor quota of one account on the ledger, for the client
+/// ([`SharedQuota`]): its own connection, on the run's runtime.
+pub struct PgQuota {
+    ledger: tokio::sync::Mutex<PgLedger>,
+    account: String,
+    rate: f64,
+    burst: u32,
+}
+
+impl PgQuota {
+    /// Connects to the ledger at `url` for the quota of `account` (how the
+    /// runners name the vendor account they share: the API's URL without
+    /// secrets): `rate` requests a second with bursts of `burst`.
+    pub async fn connect(
+        url: &str,
+        runner: &str,
+        account: &str,
+        rate: f64,
+        burst: u32,
+    ) -> Result<PgQuota, LedgerError> {
+        let ledger = PgLedger::connect(url, runner).await?;
+        Ok(PgQuota {
+            ledger: tokio::sync::Mutex::new(ledger),
+            account: account.to_string(),
+            rate,
+            burst: burst.max(1),
+        })
+    }
+}
+
+impl SharedQuota for PgQuota {
+    fn take(
+        &self,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Option<Duration>, String>> + Send + '_>,
+    > {
+        Box::pin(async move {
+            let mut ledger = self.ledger.lock().await;
+            let taken = ledger
+                .take_quota(&self.account, self.rate, self.burst, 1)
+                .await;
+            match taken {
+                Err(e) if e.is_connection_lost() => {
+                    let _ = ledger.reconnect(QUOTA_RECONNECT).await;
+                    Err(e.to_string())
+                }
+                other => other.map_err(|e| e.to_string()),
+            }
+        })
+    }
+
+    fn pause(
+        &self,
+        pause: Duration,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            let ledger = self.ledger.lock().await;
+            if let Err(e) = ledger
+                .pause_quota(&self.account, self.rate, self.burst, pause)
+                .await
+            {
+                tracing::warn!(error = %e, "could not pause the shared vendor quota");
+            }
+        })
+    }
+}
+
+/// How long one quota request waits for a lost ledger to come back before
+/// it asks again.
+const QUOTA_RECONNECT: Duration = Duration::from_secs(2);
