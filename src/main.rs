@@ -19,6 +19,8 @@ fn main() -> ExitCode {
             eprintln!("refleet: {}", refleet::cli::error_text(err.as_ref()));
             if err.is::<refleet::cli::UsageError>() {
                 ExitCode::from(2)
+            } else if err.is::<refleet::app::Interrupted>() {
+                ExitCode::from(4)
             } else {
                 ExitCode::from(1)
             }

@@ -29,6 +29,13 @@ impl Outcome {
     }
 }
 
+/// A run that had to stop before finishing for a reason outside it (the
+/// shared ledger went away and did not come back in time): exit code 4,
+/// resumable by running the same command again.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Interrupted(pub String);
+
 /// A usage or configuration error: exit code 2.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

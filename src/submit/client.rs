@@ -318,12 +318,15 @@ impl ApiClient {
     async fn acquire(&self) {
         self.limiter.acquire().await;
         let Some(quota) = &self.shared else { return };
+        let mut said = false;
         loop {
             match quota.take().await {
                 Ok(None) => return,
                 Ok(Some(wait)) => tokio::time::sleep(wait).await,
                 Err(why) => {
-                    tracing::warn!(error = %why, "the shared vendor quota did not answer; asking again");
+                    if !std::mem::replace(&mut said, true) {
+                        tracing::warn!(error = %why, "the shared vendor quota did not answer; asking again until it does");
+                    }
                     tokio::time::sleep(QUOTA_RETRY).await;
                 }
             }

@@ -203,3 +203,94 @@ fn runners_on_one_ledger_share_the_vendor_quota() {
     let rate = stats.requests as f64 / started.elapsed().as_secs_f64();
     assert!(rate < 20.0 + 5.0, "{rate:.1} requests/s together");
 }
+
+/// The ledger's server restarts while a run sends and tracks: the run
+/// waits for it, goes on, and finishes every row without paying twice.
+#[test]
+fn a_ledger_restart_mid_run_is_waited_for_and_nothing_is_lost() {
+    let Some(store) = Store::postgres("a_ledger_restart_mid_run") else {
+        return;
+    };
+    let sim = sim(SimConfig {
+        latency_ms: Some((5, 15)),
+        ..SimConfig::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let child = run_child(
+        &sample("inventory.csv"),
+        &out,
+        &sim,
+        &store.args(&["--rate", "60", "--batch-size", "10"]),
+    );
+    store.wait_for_accepted(5);
+    store.server().stop();
+    std::thread::sleep(Duration::from_secs(2));
+    store.server().start();
+    let output = output_within(child, Duration::from_secs(120));
+    assert_outcome_agrees(&out, &output);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("waiting for it to come back"), "{stderr}");
+    assert_complete(&out, sample_rows());
+    assert_eq!(sim.stats().duplicate_activations, 0);
+    store.assert_audit_verifies(&out);
+}
+
+/// A ledger that does not come back within `--track-timeout`: the run
+/// stops with exit 4, saying so; once it is back, the same command
+/// finishes every row, and nothing was paid twice.
+#[test]
+fn a_ledger_gone_past_the_time_out_stops_the_run_with_exit_4_and_it_resumes() {
+    let Some(store) = Store::postgres("a_ledger_gone_past_the_time_out") else {
+        return;
+    };
+    let sim = sim(SimConfig {
+        latency_ms: Some((5, 15)),
+        ..SimConfig::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let child = run_child(
+        &sample("inventory.csv"),
+        &out,
+        &sim,
+        &store.args(&[
+            "--rate",
+            "60",
+            "--batch-size",
+            "10",
+            "--track-timeout",
+            "4s",
+        ]),
+    );
+    store.wait_for_accepted(3);
+    store.server().stop();
+    let started = Instant::now();
+    let output = output_within(child, Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("did not come back"), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "bounded: {:?}",
+        started.elapsed()
+    );
+    store.server().start();
+    let rerun = run_child(
+        &sample("inventory.csv"),
+        &out,
+        &sim,
+        &store.args(&["--rate", "300"]),
+    );
+    let output = output_within(rerun, Duration::from_secs(120));
+    assert_outcome_agrees(&out, &output);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_complete(&out, sample_rows());
+    assert_eq!(sim.stats().duplicate_activations, 0);
+}

@@ -80,6 +80,34 @@ impl Store {
         cmd.assert().code(0);
     }
 
+    /// The ledger's server (PostgreSQL only).
+    pub(crate) fn server(&self) -> &Pg {
+        match self {
+            Store::Postgres { pg, .. } => pg,
+            Store::Sqlite => panic!("no server behind a SQLite store"),
+        }
+    }
+
+    /// Waits (at most 30 s) until the ledger holds `n` accepted batches
+    /// (PostgreSQL only; 0 until a runner has made the schema).
+    pub(crate) fn wait_for_accepted(&self, n: u64) {
+        let started = std::time::Instant::now();
+        let accepted = "SELECT CASE WHEN to_regclass('batches') IS NULL THEN 0 ELSE 1 END";
+        while started.elapsed() < std::time::Duration::from_secs(30) {
+            if self.psql(accepted) == "1"
+                && self
+                    .psql("SELECT count(*) FROM batches WHERE state = 'accepted'")
+                    .parse::<u64>()
+                    .unwrap_or(0)
+                    >= n
+            {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        panic!("fewer than {n} accepted batches after 30 s");
+    }
+
     /// Runs `sql` on the ledger (PostgreSQL only).
     pub(crate) fn psql(&self, sql: &str) -> String {
         match self {

@@ -24,7 +24,7 @@ use crate::submit::held::HeldInMemory;
 use crate::submit::journal::{ItemState, Journal, JournalError, Ledger, RunSplit};
 use crate::submit::pg::{LedgerError, PgJournal};
 use crate::submit::reconcile::{JournalBook, LookupProgress};
-use crate::submit::{Stop, SubmitProgress, SubmitReport, SubmitSettings};
+use crate::submit::{Stop, SubmitError, SubmitProgress, SubmitReport, SubmitSettings};
 
 mod dry;
 mod ending;
@@ -143,7 +143,8 @@ pub fn run(
                 absolute: &shown,
                 audit: writer,
             };
-            return run_on(journal, settings, policy, contracts, progress, started);
+            return run_on(journal, settings, policy, contracts, progress, started)
+                .map_err(ledger_gone);
         }
     };
     // The journal first: a second run on it, a journal that cannot be
@@ -200,6 +201,28 @@ fn ledger_refused(e: LedgerError) -> anyhow::Error {
     match e {
         LedgerError::Db(..) | LedgerError::Worker(_) => anyhow::Error::new(e),
         e => UsageError(format!("{:#}", anyhow::Error::new(e))).into(),
+    }
+}
+
+/// A run whose ledger went away and did not come back within its wait
+/// (`--track-timeout`) stopped: exit 4, resumable, what was recorded
+/// before kept in the ledger.
+fn ledger_gone(e: anyhow::Error) -> anyhow::Error {
+    let gone = e
+        .chain()
+        .find_map(|c| match c.downcast_ref::<JournalError>() {
+            Some(JournalError::Gone(why)) => Some(why.clone()),
+            _ => match c.downcast_ref::<SubmitError>() {
+                Some(SubmitError::Journal(JournalError::Gone(why))) => Some(why.clone()),
+                _ => None,
+            },
+        });
+    match gone {
+        Some(why) => super::Interrupted(format!(
+            "{why}; what was recorded before it went away is kept in it (the reports of this run were not written), and running the same command again resumes"
+        ))
+        .into(),
+        None => e,
     }
 }
 

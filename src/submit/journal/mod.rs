@@ -98,6 +98,10 @@ pub enum JournalError {
     /// which ledger, never with a password.
     #[error(transparent)]
     Shared(Box<dyn std::error::Error + Send + Sync + 'static>),
+    /// The shared ledger went away and did not come back in time: what
+    /// was recorded before stays, and a run of the same command resumes.
+    #[error("{0}")]
+    Gone(String),
     #[error("the journal {path} {problem}. The journal is what tells refleet which batches were already sent and paid for: starting without it sends every item again, and the vendor may charge again for what it no longer replays under the same idempotency key. Restore it from a backup if there is one; otherwise `refleet run --new-journal` moves it aside (renamed {path}.unusable-<UTC time>, never deleted) and starts a new journal")]
     Unusable { path: PathBuf, problem: String },
 }

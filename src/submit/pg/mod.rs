@@ -253,6 +253,14 @@ impl PgLedger {
         if !self.client.is_closed() {
             return Ok(false);
         }
+        self.reopen(wait).await.map(|()| true)
+    }
+
+    /// Opens a new connection, trying for at most `wait` (see
+    /// [`PgLedger::reconnect`]), whether or not the old one looks closed
+    /// yet: after the server said it is shutting down, the connection may
+    /// not have noticed.
+    pub async fn reopen(&mut self, wait: Duration) -> Result<(), LedgerError> {
         let started = tokio::time::Instant::now();
         let mut pause = Duration::from_millis(100);
         loop {
@@ -262,7 +270,7 @@ impl PgLedger {
                 Ok(Ok(client)) => {
                     self.client = client;
                     tracing::info!(ledger = %self.label, "connected to the ledger again");
-                    return Ok(true);
+                    return Ok(());
                 }
                 _ if started.elapsed() >= wait => {
                     tracing::warn!(ledger = %self.label, "the ledger is still unreachable");

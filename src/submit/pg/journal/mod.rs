@@ -127,11 +127,10 @@ impl Conn {
         }
     }
 
-    /// The ledger went away: waits for it (at most the reconnect wait).
-    /// Returns whether it is back.
-    fn reconnect(&mut self) -> bool {
-        let wait = self.reconnect_wait;
-        matches!(self.rt.block_on(self.ledger.reconnect(wait)), Ok(true))
+    /// The ledger went away: waits for it, at most `left`.
+    fn reconnect(&mut self, left: Duration) -> Result<(), JournalError> {
+        tracing::warn!(ledger = %self.ledger.label, "lost the ledger; waiting for it to come back");
+        Ok(self.rt.block_on(self.ledger.reopen(left))?)
     }
 }
 
@@ -147,7 +146,10 @@ fn connection_lost(e: &JournalError) -> bool {
 
 impl From<LedgerError> for JournalError {
     fn from(e: LedgerError) -> Self {
-        JournalError::Shared(Box::new(e))
+        match e {
+            LedgerError::Unreachable { .. } => JournalError::Gone(e.to_string()),
+            e => JournalError::Shared(Box::new(e)),
+        }
     }
 }
 
@@ -230,9 +232,16 @@ impl PgJournal {
         let gone = || JournalError::from(LedgerError::Worker("the ledger's thread ended".into()));
         let (answer, answered) = mpsc::sync_channel(1);
         let job: Job = Box::new(move |conn: &mut Conn| {
+            // However often it goes away, one operation waits for the
+            // ledger for at most the reconnect wait in all.
+            let started = Instant::now();
             let mut result = f(conn);
-            while result.as_ref().is_err_and(connection_lost) && conn.reconnect() {
-                result = f(conn);
+            while result.as_ref().is_err_and(connection_lost) {
+                let left = conn.reconnect_wait.saturating_sub(started.elapsed());
+                result = match conn.reconnect(left) {
+                    Ok(()) => f(conn),
+                    Err(gone) => Err(gone),
+                };
             }
             let _ = answer.send(result);
         });
