@@ -47,40 +47,11 @@ fn absolute(value: Option<OsString>) -> Option<PathBuf> {
     value.map(PathBuf::from).filter(|p| p.is_absolute())
 }
 
-/// `--state` (and `REFLEET_STATE`): the journal's file path, or a
-/// `sqlite:` URL naming one (`sqlite:PATH`, `sqlite://PATH`,
-/// `sqlite:///ABSOLUTE`). A `postgres://` or `postgresql://` URL names a
-/// shared PostgreSQL ledger, which this version cannot use yet: it is
-/// refused, where it was once taken for a folder named `postgres:`.
-#[derive(Clone, Debug)]
-pub(super) struct StateParser;
-
-impl clap::builder::TypedValueParser for StateParser {
-    type Value = PathBuf;
-
-    fn parse_ref(
-        &self,
-        cmd: &clap::Command,
-        _: Option<&clap::Arg>,
-        value: &std::ffi::OsStr,
-    ) -> Result<PathBuf, clap::Error> {
-        state_path(value).map_err(|why| {
-            let value = match is_ledger_url(value) {
-                true => shown(&value.to_string_lossy()),
-                false => value.to_string_lossy().into_owned(),
-            };
-            clap::Error::raw(
-                clap::error::ErrorKind::ValueValidation,
-                format!("--state {value}: {why}\n"),
-            )
-            .with_cmd(cmd)
-        })
-    }
-}
-
-/// Where a command reads its history: a SQLite journal, or a shared
-/// PostgreSQL ledger (`postgres://` or `postgresql://`), which only
-/// `refleet audit` reads yet.
+/// Where a command keeps or reads its history (`--state`, and
+/// `REFLEET_STATE`): a SQLite journal, by its file path or a `sqlite:` URL
+/// naming one (`sqlite:PATH`, `sqlite://PATH`, `sqlite:///ABSOLUTE`), or a
+/// shared PostgreSQL ledger (`postgres://` or `postgresql://`), once taken
+/// for a folder named `postgres:`.
 #[derive(Clone, Debug)]
 pub(super) enum State {
     Journal(PathBuf),
@@ -89,7 +60,7 @@ pub(super) enum State {
     Ledger(String),
 }
 
-/// `--state` for the commands that read a ledger too: [`State`].
+/// The parser of `--state`: [`State`].
 #[derive(Clone, Debug)]
 pub(super) struct AnyStateParser;
 
@@ -105,7 +76,13 @@ impl clap::builder::TypedValueParser for AnyStateParser {
         if is_ledger_url(value) {
             return Ok(State::Ledger(value.to_string_lossy().into_owned()));
         }
-        StateParser.parse_ref(cmd, None, value).map(State::Journal)
+        state_path(value).map(State::Journal).map_err(|why| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("--state {}: {why}\n", value.to_string_lossy()),
+            )
+            .with_cmd(cmd)
+        })
     }
 }
 
@@ -125,7 +102,7 @@ pub(super) fn shown(url: &str) -> String {
     }
 }
 
-/// See [`StateParser`].
+/// A journal's path from `--state` that is not a ledger URL.
 fn state_path(value: &std::ffi::OsStr) -> Result<PathBuf, String> {
     let Some(text) = value.to_str() else {
         // Not UTF-8, so not a URL: a file name.
@@ -133,9 +110,6 @@ fn state_path(value: &std::ffi::OsStr) -> Result<PathBuf, String> {
     };
     let scheme = text.split_once(':').map(|(s, _)| s.to_ascii_lowercase());
     match scheme.as_deref() {
-        Some("postgres" | "postgresql") => Err(
-            "a PostgreSQL ledger is not supported by this command yet (`refleet run` and `refleet audit` use one); pass the path of a SQLite journal (a file, or sqlite:PATH)".into(),
-        ),
         Some("sqlite") => {
             let rest = &text["sqlite:".len()..];
             let path = rest.strip_prefix("//").unwrap_or(rest);
@@ -217,7 +191,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn state_is_a_path_or_a_sqlite_url_and_a_postgres_url_is_refused() {
+    fn state_is_a_path_a_sqlite_url_or_a_ledger() {
         let parse = |s: &str| state_path(std::ffi::OsStr::new(s));
         for (text, path) in [
             ("journal.sqlite", "journal.sqlite"),
@@ -236,10 +210,10 @@ mod tests {
             "postgresql://refleet@db/ledger?sslmode=require",
             "POSTGRES://x",
             "postgres:",
-            "sqlite:",
-            "sqlite://",
-            "sqlite:j.sqlite?mode=ro",
         ] {
+            assert!(is_ledger_url(std::ffi::OsStr::new(text)), "{text}");
+        }
+        for text in ["sqlite:", "sqlite://", "sqlite:j.sqlite?mode=ro"] {
             assert!(parse(text).is_err(), "{text}");
         }
     }

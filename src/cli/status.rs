@@ -1,46 +1,79 @@
-//! `refleet status [--state FILE]`: where a run stands, read from its
+//! `refleet status [--state FILE|URL]`: where a run stands, read from its
 //! journal (safe while the run goes on: WAL lets a reader in); by default
 //! the one `refleet run` uses by default.
 
 use std::path::PathBuf;
 
+use super::paths::{shown, State};
 use super::{Global, Outcome, UsageError};
 use crate::audit;
-use crate::submit::journal::{ItemState, JournalReader, RunRow};
+use crate::submit::journal::{AuditLedger, History, ItemState, JournalReader, RunRow};
+use crate::submit::pg::PgJournal;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The run's journal; default: the one `refleet run` uses by default
-    /// (refleet/journal.sqlite in the user's state folder).
-    #[arg(long, value_name = "FILE", env = "REFLEET_STATE", value_parser = super::paths::StateParser)]
-    state: Option<PathBuf>,
+    /// The journal (default: the one `refleet run` uses), or a shared
+    /// ledger (postgres://…).
+    #[arg(long, value_name = "FILE|URL", env = "REFLEET_STATE", hide_env_values = true,
+          value_parser = super::paths::AnyStateParser)]
+    state: Option<State>,
 }
 
 pub(super) fn run(args: Args, _global: &Global) -> anyhow::Result<Outcome> {
-    let journal_file = super::paths::existing_journal(args.state)?;
+    let text = match args.state {
+        Some(State::Ledger(url)) => {
+            let ledger =
+                PgJournal::open_existing(&url).map_err(|e| UsageError(super::error_text(&e)))?;
+            let audit = match ledger.audit_state() {
+                Ok(b) => format!(
+                    "ledger id {}\naudit chain: {} records in the ledger (`refleet audit verify --state URL` checks it)\n",
+                    b.journal_id, b.chain.records
+                ),
+                Err(e) => format!("audit chain: unknown ({e})\n"),
+            };
+            status_text(&ledger, &format!("ledger {}", shown(&url)), audit)?
+        }
+        Some(State::Journal(path)) => journal_status(Some(path))?,
+        None => journal_status(None)?,
+    };
+    print!("{text}");
+    Ok(Outcome::Success)
+}
+
+/// The status of the journal at `state`, or of the default one.
+fn journal_status(state: Option<PathBuf>) -> anyhow::Result<String> {
+    let journal_file = super::paths::existing_journal(state)?;
     let journal =
         JournalReader::open(&journal_file).map_err(|e| UsageError(super::error_text(&e)))?;
-    let counts = journal.counts()?;
+    let audit = audit_text(&journal, &journal_file);
+    status_text(
+        &journal,
+        &format!("journal {}", journal_file.display()),
+        audit,
+    )
+}
+
+/// What `status` prints of `history`, named `name`, with `audit` (what
+/// is known of its audit log) after the counts.
+fn status_text(history: &dyn History, name: &str, audit: String) -> anyhow::Result<String> {
+    let counts = history.counts()?;
     let n = |s: ItemState| counts.iter().find(|(st, _)| *st == s).map_or(0, |c| c.1);
     let total: u64 = counts.iter().map(|c| c.1).sum();
     let done = n(ItemState::Active)
         + n(ItemState::Rejected)
         + n(ItemState::Failed)
         + n(ItemState::Escalated);
-    let mut text = format!(
-        "journal {}: {total} items, {done} done\n",
-        journal_file.display()
-    );
+    let mut text = format!("{name}: {total} items, {done} done\n");
     for (state, count) in &counts {
         text.push_str(&format!("  {:<13} {count}\n", state.as_str()));
     }
-    text.push_str(&audit_text(&journal, &journal_file));
+    text.push_str(&audit);
     if let Some(RunRow {
         id,
         started_at: started,
         finished_at,
         outcome,
-    }) = journal.last_run()?
+    }) = history.last_run()?
     {
         match finished_at {
             Some(f) => text.push_str(&format!(
@@ -51,8 +84,7 @@ pub(super) fn run(args: Args, _global: &Global) -> anyhow::Result<Outcome> {
                 "run #{id} started {started}: still going, or stopped without finishing\n"
             )),
         }
-        // The rate over the last minute of attempts, and an ETA from it.
-        if let Some(rate) = journal.recent_rate(id)? {
+        if let Some(rate) = history.recent_rate(id)? {
             text.push_str(&format!(
                 "rate: {rate:.1} requests/s over the last minute of requests\n"
             ));
@@ -65,12 +97,9 @@ pub(super) fn run(args: Args, _global: &Global) -> anyhow::Result<Outcome> {
     if left > 0 {
         text.push_str(&format!("{left} items still to submit or on their way\n"));
     }
-    print!("{text}");
-    Ok(Outcome::Success)
+    Ok(text)
 }
 
-/// The journal's id and its audit log: where it is, how many records the
-/// journal recorded, and any problem a run would refuse to start on.
 fn audit_text(journal: &JournalReader, state: &std::path::Path) -> String {
     let binding = match journal.audit_binding() {
         Ok(b) => b,

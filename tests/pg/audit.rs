@@ -121,7 +121,8 @@ fn a_database_without_a_ledger_is_refused_and_left_as_it_was() {
         "0",
         "no table was created"
     );
-    // Commands that cannot use a ledger yet say so, without the password.
+    // `status` reads a ledger: it refuses this one too, without the
+    // password, and leaves it as it was.
     let url = pg.url().replace("postgres@", "postgres:s3cret-pw@");
     let run = refleet()
         .args(["status", "--state", &url])
@@ -129,9 +130,11 @@ fn a_database_without_a_ledger_is_refused_and_left_as_it_was() {
         .unwrap();
     let text = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(2), "{text}");
-    assert!(
-        text.contains("`refleet run` and `refleet audit` use one"),
-        "{text}"
-    );
+    assert!(text.contains("holds no refleet ledger"), "{text}");
     assert!(!text.contains("s3cret"), "{text}");
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"),
+        "0",
+        "no table was created"
+    );
 }

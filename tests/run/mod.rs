@@ -356,6 +356,35 @@ fn the_quick_start_runs_against_the_built_in_simulator(store: Store) {
     ] {
         assert!(out.path().join(f).exists(), "{f}");
     }
+    // `status` and `report` read what the run kept, on either store.
+    let status = refleet_for(out.path())
+        .arg("status")
+        .args(store.state_args())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert_eq!(status.status.code(), Some(0), "{text}");
+    let done = res
+        .iter()
+        .filter(|r| ["active", "escalated", "rejected"].contains(&r["state"].as_str()))
+        .count();
+    assert!(
+        text.contains(&format!("{done} items, {done} done")),
+        "{text}"
+    );
+    assert!(text.contains("last run #1:"), "{text}");
+    let page = out.path().join("page");
+    refleet_for(out.path())
+        .args(["report", "--out"])
+        .arg(&page)
+        .args(store.state_args())
+        .assert()
+        .code(0);
+    let html = std::fs::read_to_string(page.join("report.html")).unwrap();
+    assert!(
+        html.contains("run #1 finished"),
+        "report.html names the run"
+    );
 }
 
 on_both!(
@@ -797,9 +826,8 @@ fn a_second_run_on_the_same_journal_is_refused() {
 
 /// `--state postgres://…` was once taken for a folder named `postgres:`,
 /// a local journal nobody else would see. It names a PostgreSQL ledger, by
-/// flag or by `REFLEET_STATE`: `run` and `audit` use it (one that cannot be
-/// reached is named, and nothing is made or sent); `status` and `report`
-/// refuse it before doing anything.
+/// flag or by `REFLEET_STATE`, which every command uses: one that cannot
+/// be reached is named, and nothing is made or sent.
 #[test]
 fn a_postgres_state_url_is_a_ledger_never_a_folder() {
     let sim = sim(SimConfig::default());
@@ -816,21 +844,18 @@ fn a_postgres_state_url_is_a_ledger_never_a_folder() {
     let mut status = refleet();
     status.args(["status", "--state", url]);
     let mut report = refleet();
-    report.args(["report", "--state", url]);
-    for cmd in [&mut status, &mut report] {
-        let output = cmd.current_dir(cwd.path()).output().unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(2), "{stderr}");
-        assert!(
-            stderr.contains("a PostgreSQL ledger is not supported"),
-            "{stderr}"
-        );
-    }
-    // `run` and `audit` use a ledger: one that cannot be reached is named,
-    // with no password, and nothing is sent.
+    report.args(["report", "--out", "r", "--state", url]);
+    // Every command uses the ledger: one that cannot be reached is named,
+    // with no password, and nothing is made or sent.
     let mut audit = refleet();
     audit.args(["audit", "verify", "--state", url]);
-    for cmd in [&mut by_flag, &mut by_env, &mut audit] {
+    for cmd in [
+        &mut by_flag,
+        &mut by_env,
+        &mut audit,
+        &mut status,
+        &mut report,
+    ] {
         let output = cmd.current_dir(cwd.path()).output().unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{stderr}");

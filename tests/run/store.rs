@@ -39,6 +39,15 @@ impl Store {
         args
     }
 
+    /// What makes `status`, `report` or `audit` read this store: nothing
+    /// for the default journal, `--state URL` for a ledger.
+    pub(crate) fn state_args(&self) -> Vec<&str> {
+        match self {
+            Store::Sqlite => Vec::new(),
+            Store::Postgres { url, .. } => vec!["--state", url.as_str()],
+        }
+    }
+
     /// [`Store::args`] for runs on one history whatever their `--out`: a
     /// journal in `dir`, or the ledger.
     pub(crate) fn shared_args<'a>(&'a self, dir: &'a str, extra: &[&'a str]) -> Vec<&'a str> {

@@ -68,7 +68,7 @@ pub use ledger::{
     AuditLedger, BatchLedger, CaseLedger, ItemLedger, ItemRecords, Ledger, PlanLedger, RunLedger,
     StatusLedger, VendorLedger,
 };
-pub use reader::{FinishedRun, JournalReader, RunRow};
+pub use reader::{FinishedRun, History, JournalReader, RunRow};
 pub use records::Records;
 pub use schema::SCHEMA_VERSION;
 pub(super) use status::status_changes;

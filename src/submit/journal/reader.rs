@@ -26,6 +26,40 @@ pub struct RunRow {
     pub outcome: Option<String>,
 }
 
+/// What `refleet status` and `refleet report` read of a journal or a
+/// shared ledger, while runs may be using it.
+pub trait History {
+    /// Item counts by state (of every run).
+    fn counts(&self) -> Result<Vec<(ItemState, u64)>, JournalError>;
+    /// The newest run.
+    fn last_run(&self) -> Result<Option<RunRow>, JournalError>;
+    /// Run `run_id`'s requests per second over the last minute of its
+    /// requests; `None` with fewer than two requests in it.
+    fn recent_rate(&self, run_id: i64) -> Result<Option<f64>, JournalError>;
+    /// The last run that finished and kept its `summary.json`.
+    fn last_finished_run(&self) -> Result<Option<FinishedRun>, JournalError>;
+    /// Activations per UTC day, oldest first.
+    fn activations_by_day(&self) -> Result<Vec<(String, u64)>, JournalError>;
+}
+
+impl History for JournalReader {
+    fn counts(&self) -> Result<Vec<(ItemState, u64)>, JournalError> {
+        JournalReader::counts(self)
+    }
+    fn last_run(&self) -> Result<Option<RunRow>, JournalError> {
+        JournalReader::last_run(self)
+    }
+    fn recent_rate(&self, run_id: i64) -> Result<Option<f64>, JournalError> {
+        JournalReader::recent_rate(self, run_id)
+    }
+    fn last_finished_run(&self) -> Result<Option<FinishedRun>, JournalError> {
+        JournalReader::last_finished_run(self)
+    }
+    fn activations_by_day(&self) -> Result<Vec<(String, u64)>, JournalError> {
+        JournalReader::activations_by_day(self)
+    }
+}
+
 impl JournalReader {
     pub fn open(path: &Path) -> Result<JournalReader, JournalError> {
         Ok(JournalReader {

@@ -28,6 +28,7 @@
 
 mod audit;
 mod batches;
+mod history;
 mod items;
 
 use std::cell::Cell;
@@ -162,6 +163,22 @@ impl PgJournal {
         lease: Duration,
         reconnect_wait: Duration,
     ) -> Result<PgJournal, LedgerError> {
+        PgJournal::start(url, lease, reconnect_wait, true)
+    }
+
+    /// Connects to a ledger that exists, to read it (`refleet status`,
+    /// `refleet report`): a database without one is refused, never given
+    /// one ([`LedgerError::NotALedger`]).
+    pub fn open_existing(url: &str) -> Result<PgJournal, LedgerError> {
+        PgJournal::start(url, Duration::from_secs(30), Duration::ZERO, false)
+    }
+
+    fn start(
+        url: &str,
+        lease: Duration,
+        reconnect_wait: Duration,
+        create: bool,
+    ) -> Result<PgJournal, LedgerError> {
         let runner = runner_name();
         let (jobs, queue) = mpsc::channel::<Job>();
         let (ready, opened) = mpsc::sync_channel(1);
@@ -179,7 +196,11 @@ impl PgJournal {
                         return;
                     }
                 };
-                let ledger = match rt.block_on(PgLedger::connect(&url, &name)) {
+                let opened = match create {
+                    true => rt.block_on(PgLedger::connect(&url, &name)),
+                    false => rt.block_on(PgLedger::open_existing(&url)),
+                };
+                let ledger = match opened {
                     Ok(ledger) => ledger,
                     Err(e) => {
                         let _ = ready.send(Err(e));
