@@ -17,8 +17,8 @@
 #   RUNNERS=3 ITEMS=5000 LIMIT=20 PROXY_BURST=5 NO_BUILD=1 benches/runners_via_proxy.sh
 #   RUNNERS=1 RUN_RATE=60 benches/runners_via_proxy.sh   # control: over the limit, the proxy says 429
 #
-# Needs nginx and Debian's PostgreSQL server (`.ci/run` installs both). As
-# root, the server runs as the user `refleet-pg` (PostgreSQL refuses root).
+# Needs nginx (apt-get install nginx-light) and Debian's PostgreSQL server
+# (`.ci/run` installs it); see benches/pg.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 die() {
@@ -40,40 +40,27 @@ BATCH=${BATCH:-100}
 RATE=100000
 SIM_BURST=10000
 command -v nginx >/dev/null || die "nginx is not installed (apt-get install nginx-light)"
-bindir=${REFLEET_PG_BINDIR:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}
-[[ -x $bindir/initdb ]] || die "no PostgreSQL server (apt-get install postgresql)"
 
 work=$(mktemp -d)
 chmod 755 "$work"
-pg_up=
 nginx_pid=
-as=()
 cleanup() {
   [[ -n $nginx_pid ]] && kill "$nginx_pid" 2>/dev/null || true
-  [[ -n $pg_up ]] && "${as[@]}" "$bindir/pg_ctl" -D "$work/pg/data" -m immediate stop >/dev/null 2>&1 || true
+  pg_stop
   [[ -n ${sim:-} ]] && kill "$sim" 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT
 
+# shellcheck source=benches/pg.sh
+source benches/pg.sh
 # shellcheck source=benches/common.sh
 source benches/common.sh
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # The ledger: a throwaway cluster on a free loopback port.
-mkdir -p "$work/pg"
-if [[ $EUID -eq 0 ]]; then
-  id refleet-pg >/dev/null 2>&1 || useradd --system --no-create-home refleet-pg
-  chown refleet-pg "$work/pg"
-  as=(runuser -u refleet-pg --)
-fi
-"${as[@]}" "$bindir/initdb" -D "$work/pg/data" -U postgres -A trust -E UTF8 --locale=C --no-sync >/dev/null
-pgport=$(free_port)
-"${as[@]}" "$bindir/pg_ctl" -D "$work/pg/data" -l "$work/pg/log" -w \
-  -o "-p $pgport -k $work/pg -c listen_addresses=127.0.0.1" start >/dev/null
-pg_up=1
-ledger="postgres://postgres@127.0.0.1:$pgport/postgres"
+pg_start "$work/pg"
 
 # The proxy: nginx limit_req in front of the simulator.
 nport=$(free_port)

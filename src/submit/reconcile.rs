@@ -151,6 +151,7 @@ pub(super) fn apply(
     held: &mut BTreeMap<&'static str, u64>,
 ) -> Result<usize, SubmitError> {
     let mut open = 0;
+    let mut found = Vec::new();
     // The caller checked the answer: one result per target, in order.
     for (target, result) in targets.iter().zip(&answer.items) {
         let counts = match (purpose, result.record.as_ref()) {
@@ -174,8 +175,13 @@ pub(super) fn apply(
                 None
             }
         };
-        let Some(record) = counts else { continue };
-        if journal.record_vendor(&target.event_key, record)? {
+        if let Some(record) = counts {
+            found.push((target.event_key.as_str(), record));
+        }
+    }
+    // In one go: a shared ledger answers them in one round trip.
+    for ((_, record), changed) in found.iter().zip(journal.record_vendors(&found)?) {
+        if changed {
             if purpose == LookupPurpose::BeforePaying {
                 *held.entry(record.state.as_str()).or_default() += 1;
             }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use refleet::sim::{PortalRecord, SimConfig};
 
+use super::store::{on_both, Store};
 use super::{
     assert_complete, head, ran, refleet, results, run_args, run_child, run_cmd, sample,
     sample_rows, sim, summary, TOKEN,
@@ -62,8 +63,15 @@ fn eligible_serials(out: &Path) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn a_second_journal_pays_for_nothing_the_vendor_already_holds() {
+on_both!(
+    a_second_journal_pays_for_nothing_the_vendor_already_holds:
+        a_second_journal_pays_for_nothing_held_on_sqlite,
+    a_second_ledger_pays_for_nothing_held_on_postgres
+);
+
+/// The second site keeps its history in `store` (a journal of its own, or
+/// a ledger), the first in a journal.
+fn a_second_journal_pays_for_nothing_the_vendor_already_holds(store: Store) {
     let sim = sim(SimConfig::default());
     let dir = tempfile::tempdir().unwrap();
     let (out1, out2) = (dir.path().join("site-a"), dir.path().join("site-b"));
@@ -85,11 +93,12 @@ fn a_second_journal_pays_for_nothing_the_vendor_already_holds() {
 
     // Another site's laptop: another journal, another batch size (and
     // not --quiet, to read what it says).
+    let b = journal("b.sqlite");
     let args: Vec<std::ffi::OsString> = run_args(
         &sample("inventory.csv"),
         &out2,
         &sim,
-        &["--state", &journal("b.sqlite"), "--batch-size", "37"],
+        &store.shared_args(&b, &["--batch-size", "37"]),
     )
     .into_iter()
     .filter(|a| a != "--quiet")
@@ -380,8 +389,14 @@ fn a_dry_run_on_a_new_journal_writes_nothing_and_shows_what_the_vendor_holds() {
     assert_eq!(summed, by_contract);
 }
 
-#[test]
-fn sigkill_during_the_lookups_then_a_resume_never_pays_twice() {
+on_both!(
+    sigkill_during_the_lookups_then_a_resume_never_pays_twice:
+        sigkill_during_the_lookups_on_sqlite,
+    sigkill_during_the_lookups_on_postgres
+);
+
+/// The second history is `store`'s (a journal, or a ledger).
+fn sigkill_during_the_lookups_then_a_resume_never_pays_twice(store: Store) {
     let sim = sim(SimConfig {
         latency_ms: Some((40, 60)),
         ..SimConfig::default()
@@ -404,14 +419,19 @@ fn sigkill_during_the_lookups_then_a_resume_never_pays_twice() {
             &sample("inventory.csv"),
             &out,
             &sim,
-            &["--state", &b, "--concurrency", "1", "--batch-size", "50"],
+            &store.shared_args(&b, &["--concurrency", "1", "--batch-size", "50"]),
         );
         std::thread::sleep(Duration::from_millis(wait));
         child.kill().unwrap();
         child.wait().unwrap();
     }
     ran(
-        &mut run_cmd(&sample("inventory.csv"), &out, &sim, &["--state", &b]),
+        &mut run_cmd(
+            &sample("inventory.csv"),
+            &out,
+            &sim,
+            &store.shared_args(&b, &[]),
+        ),
         &out,
         0,
     );

@@ -124,6 +124,18 @@ pub trait VendorLedger {
         record: &api::VendorRecord,
     ) -> Result<bool, JournalError>;
 
+    /// [`VendorLedger::record_vendor`] for many items: whether each was
+    /// changed, in order. One statement on a shared ledger.
+    fn record_vendors(
+        &self,
+        records: &[(&str, &api::VendorRecord)],
+    ) -> Result<Vec<bool>, JournalError> {
+        records
+            .iter()
+            .map(|(key, record)| self.record_vendor(key, record))
+            .collect()
+    }
+
     /// The items of run `run_id`'s input that it will not buy: already
     /// sent by an earlier run, or found at the vendor. By serial number
     /// (devices) or license id (licenses), as quotes key them.

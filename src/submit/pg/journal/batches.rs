@@ -113,6 +113,7 @@ impl BatchLedger for PgJournal {
     }
 
     fn next_batch(&self, max: usize) -> Result<Option<Batch>, JournalError> {
+        self.fresh_statistics()?;
         let (runner, lease, run_id) = (self.runner.clone(), self.lease_secs(), self.run_id());
         self.in_transaction(move |c| {
             let formed = form_batch(

@@ -29,6 +29,7 @@ impl VendorLedger for PgJournal {
                 "i.source = 'vendor' AND i.state IN ('accepted', 'provisioning')"
             }
         };
+        self.fresh_statistics()?;
         let sql = format!(
             "SELECT i.seq, i.event_key, i.item_type, i.serial_number, i.license_id,
                     i.contract_id, i.deactivated_at
@@ -91,6 +92,51 @@ impl VendorLedger for PgJournal {
             )
         })?;
         Ok(changed > 0)
+    }
+
+    fn record_vendors(
+        &self,
+        records: &[(&str, &api::VendorRecord)],
+    ) -> Result<Vec<bool>, JournalError> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = records.iter().map(|(k, _)| k.to_string()).collect();
+        let states: Vec<&'static str> = records
+            .iter()
+            .map(|(_, r)| ItemState::of_vendor(r.state).as_str())
+            .collect();
+        let text = |f: fn(&api::VendorRecord) -> Option<String>| -> Vec<Option<String>> {
+            records.iter().map(|(_, r)| f(r)).collect()
+        };
+        let columns = (
+            text(|r| r.request_id.clone()),
+            text(|r| r.confirmation_id.clone()),
+            records
+                .iter()
+                .map(|(_, r)| r.features_verified.map(|f| features_bits(&f) as i32))
+                .collect::<Vec<_>>(),
+            text(|r| r.activated_at.map(fmt_time)),
+            text(|r| r.eta.map(|d| d.to_string())),
+            text(|r| r.reason.clone()),
+        );
+        let rows = self.call(move |c| {
+            let (request, confirmation, features, activated, eta, reason) = &columns;
+            c.query(
+                "UPDATE items SET state = u.s, source = 'vendor', request_id = u.rq,
+                     confirmation_id = u.cf, features = u.f, activated_at = u.a,
+                     eta = COALESCE(u.e, items.eta), reason = u.r
+                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int[],
+                             $6::text[], $7::text[], $8::text[]) AS u(k, s, rq, cf, f, a, e, r)
+                 WHERE items.event_key = u.k
+                   AND (items.state = 'planned'
+                        OR (items.source = 'vendor' AND items.state IN ('accepted', 'provisioning')))
+                 RETURNING items.event_key",
+                &[&keys, &states, request, confirmation, features, activated, eta, reason],
+            )
+        })?;
+        let changed: HashSet<String> = rows.iter().map(|r| r.get(0)).collect();
+        Ok(records.iter().map(|(k, _)| changed.contains(*k)).collect())
     }
 
     fn not_to_buy(&self, run_id: i64) -> Result<HashSet<String>, JournalError> {

@@ -57,6 +57,10 @@ pub struct PgJournal {
     /// This runner's run, once begun (0 before).
     run: Cell<i64>,
     renewed: Cell<Option<Instant>>,
+    /// Items were planned since the server last counted its tables: a plan
+    /// of many items leaves its statistics far behind, and queries planned
+    /// on them take tens of milliseconds a page instead of one.
+    stale_statistics: Cell<bool>,
 }
 
 type Job = Box<dyn FnOnce(&mut Conn) + Send>;
@@ -229,6 +233,7 @@ impl PgJournal {
             lease,
             run: Cell::new(0),
             renewed: Cell::new(None),
+            stale_statistics: Cell::new(false),
         })
     }
 
@@ -280,6 +285,16 @@ impl PgJournal {
         f: impl Fn(&mut Conn) -> Result<T, JournalError> + Send + 'static,
     ) -> Result<T, JournalError> {
         self.call(move |c| c.transaction(&f))
+    }
+
+    /// Has the server count the items again when a plan added many since
+    /// (see [`PgJournal::stale_statistics`]); called before the queries
+    /// that follow a plan.
+    fn fresh_statistics(&self) -> Result<(), JournalError> {
+        if self.stale_statistics.replace(false) {
+            self.call(|c| c.batch("ANALYZE items, run_items"))?;
+        }
+        Ok(())
     }
 
     /// The run begun on this journal.
@@ -372,6 +387,9 @@ impl PlanLedger for PgJournal {
         state: ItemState,
         run_id: i64,
     ) -> Result<(), JournalError> {
+        if items.len() >= PLAN_CHUNK {
+            self.stale_statistics.set(true);
+        }
         for chunk in items.chunks(PLAN_CHUNK) {
             let col = |f: fn(&PlannedItem) -> &str| -> Vec<String> {
                 chunk.iter().map(|i| f(i).to_string()).collect()
