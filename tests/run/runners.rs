@@ -251,6 +251,9 @@ fn a_ledger_gone_past_the_time_out_stops_the_run_with_exit_4_and_it_resumes() {
     });
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
+    // An earlier run's summary, which must not speak for this one.
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("summary.json"), r#"{"outcome": "finished"}"#).unwrap();
     let child = run_child(
         &sample("inventory.csv"),
         &out,
@@ -271,6 +274,10 @@ fn a_ledger_gone_past_the_time_out_stops_the_run_with_exit_4_and_it_resumes() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(4), "{stderr}");
     assert!(stderr.contains("did not come back"), "{stderr}");
+    assert!(
+        !out.join("summary.json").exists(),
+        "no summary claims an outcome the ledger cannot tell"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(30),
         "bounded: {:?}",

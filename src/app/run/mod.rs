@@ -143,8 +143,15 @@ pub fn run(
                 absolute: &shown,
                 audit: writer,
             };
-            return run_on(journal, settings, policy, contracts, progress, started)
-                .map_err(ledger_gone);
+            let summary = settings.plan.out.join("summary.json");
+            return run_on(journal, settings, policy, contracts, progress, started).map_err(|e| {
+                let e = ledger_gone(e);
+                // An earlier run's summary would claim an outcome for this one.
+                if e.is::<super::Interrupted>() {
+                    let _ = std::fs::remove_file(&summary);
+                }
+                e
+            });
         }
     };
     // The journal first: a second run on it, a journal that cannot be
