@@ -536,26 +536,27 @@ fn activation_keys(log: &Path) -> Vec<String> {
         .collect()
 }
 
+on_both!(
+    the_audit_log_is_written_as_the_run_goes: the_audit_log_is_written_as_the_run_goes_on_sqlite,
+    the_audit_chain_is_written_as_the_run_goes_on_postgres
+);
+
 /// The audit log is written while the run goes, not at its end: a run
 /// killed before it ends has already logged what it activated.
-#[test]
-fn the_audit_log_is_written_as_the_run_goes() {
+fn the_audit_log_is_written_as_the_run_goes(store: Store) {
     let sim = sim(SimConfig::default());
     let out = tempfile::tempdir().unwrap();
     let mut child = run_child(
         &sample("inventory.csv"),
         out.path(),
         &sim,
-        &["--rate", "20", "--batch-size", "10", "--concurrency", "2"],
+        &store.args(&["--rate", "20", "--batch-size", "10", "--concurrency", "2"]),
     );
-    let log = journal_of(out.path()).with_file_name("audit.jsonl");
     let started = Instant::now();
     let mut logged = Vec::new();
     while logged.is_empty() && started.elapsed() < Duration::from_secs(60) {
         std::thread::sleep(Duration::from_millis(50));
-        if std::fs::metadata(&log).is_ok() {
-            logged = activation_keys(&log);
-        }
+        logged = store.logged_activations(out.path());
     }
     let still_running = child.try_wait().unwrap().is_none();
     let _ = child.kill(); // SIGKILL
@@ -570,11 +571,7 @@ fn the_audit_log_is_written_as_the_run_goes() {
         "{} activations logged: the run was nearly done",
         logged.len()
     );
-    refleet()
-        .args(["audit", "verify"])
-        .arg(&log)
-        .assert()
-        .code(0);
+    store.assert_audit_verifies(out.path());
 }
 
 /// The largest number of requests the server saw in any `window`.
@@ -703,8 +700,12 @@ fn retry_after_is_honoured_no_request_before_it_expires() {
     }
 }
 
-#[test]
-fn the_budget_guard_refuses_before_any_request() {
+on_both!(
+    the_budget_guard_refuses_before_any_request: the_budget_guard_refuses_on_sqlite,
+    the_budget_guard_refuses_on_postgres
+);
+
+fn the_budget_guard_refuses_before_any_request(store: Store) {
     let sim = sim(SimConfig::default());
     let out = tempfile::tempdir().unwrap();
     let output = ran(
@@ -712,7 +713,7 @@ fn the_budget_guard_refuses_before_any_request() {
             &sample("inventory.csv"),
             out.path(),
             &sim,
-            &["--budget", "1", "USD"],
+            &store.args(&["--budget", "1", "USD"]),
         ),
         out.path(),
         3,

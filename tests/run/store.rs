@@ -78,6 +78,30 @@ impl Store {
         }
     }
 
+    /// The event keys of the activations the audit log holds so far (none
+    /// while it does not exist yet), read while a run may be writing it.
+    pub(crate) fn logged_activations(&self, out: &Path) -> Vec<String> {
+        let log = match self {
+            Store::Sqlite => super::journal_of(out).with_file_name("audit.jsonl"),
+            Store::Postgres { url, .. } => {
+                let file = out.join("exported-audit.jsonl");
+                let exported = super::refleet()
+                    .args(["audit", "export", "--state", url, "--out"])
+                    .arg(&file)
+                    .output()
+                    .unwrap();
+                if !exported.status.success() {
+                    return Vec::new();
+                }
+                file
+            }
+        };
+        match std::fs::metadata(&log) {
+            Ok(_) => super::activation_keys(&log),
+            Err(_) => Vec::new(),
+        }
+    }
+
     /// `refleet audit verify` of this store's audit log passes.
     pub(crate) fn assert_audit_verifies(&self, out: &Path) {
         let mut cmd = super::refleet();
