@@ -380,6 +380,10 @@ pub async fn submit_and_track<V: Vendor, L: Ledger>(
                 let (resend, follow) = journal.take_over()?;
                 now_queue.extend(resend.into_iter().map(Work::Submit));
                 now_queue.extend(follow.into_iter().map(|t| Work::Poll(t, 0)));
+                // Items of this run another runner failed: escalated here.
+                if settings.escalate {
+                    queue_cases(journal, &mut now_queue, &mut cases_queued)?;
+                }
                 // Items a runner gave back (a batch it never sent) are
                 // planned again.
                 planned_left = true;

@@ -301,3 +301,59 @@ fn a_ledger_gone_past_the_time_out_stops_the_run_with_exit_4_and_it_resumes() {
     assert_complete(&out, sample_rows());
     assert_eq!(sim.stats().duplicate_activations, 0);
 }
+
+/// A runner buys only items of its own export: another runner's planned
+/// items may still wait for their lookups or be over that runner's budget.
+/// Here one runner's whole plan was refused by its budget guard; a second
+/// runner, whose export shares 100 rows with it, buys those 100 rows' items
+/// and none of the others.
+#[test]
+fn a_runner_never_buys_items_outside_its_own_export() {
+    let Some(store) = Store::postgres("a_runner_never_buys_items_outside") else {
+        return;
+    };
+    let sim = sim(SimConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let refused = dir.path().join("refused");
+    let output = output_within(
+        run_child(
+            &sample("inventory.csv"),
+            &refused,
+            &sim,
+            &store.args(&["--budget", "1", "USD"]),
+        ),
+        Duration::from_secs(60),
+    );
+    assert_eq!(output.status.code(), Some(3), "the budget guard refused");
+    assert_eq!(sim.stats().activations, 0);
+    let planned: u64 = store
+        .psql("SELECT count(*) FROM items WHERE state = 'planned'")
+        .parse()
+        .unwrap();
+    assert!(planned > 1000, "{planned} planned");
+
+    let input = super::head(dir.path(), 100);
+    let out = dir.path().join("small");
+    let output = output_within(
+        run_child(&input, &out, &sim, &store.args(&[])),
+        Duration::from_secs(60),
+    );
+    assert_outcome_agrees(&out, &output);
+    assert_eq!(output.status.code(), Some(0));
+    let res = assert_complete(&out, 100);
+    let active = res.iter().filter(|r| r["state"] == "active").count() as u64;
+    assert!(active > 50, "{active}");
+    assert_eq!(
+        sim.stats().activations,
+        active,
+        "only its own export's items"
+    );
+    assert_eq!(
+        store
+            .psql("SELECT count(*) FROM items WHERE state = 'planned'")
+            .parse::<u64>()
+            .unwrap(),
+        planned - active,
+        "the refused run's other items are still planned"
+    );
+}

@@ -120,9 +120,8 @@ ALTER TABLE batches
     ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0,
     ADD COLUMN last_error TEXT,
     ADD COLUMN audited BOOLEAN NOT NULL DEFAULT FALSE,
-    -- the run that formed it, and the run whose request the vendor accepted
+    -- the run that formed it: the one that paid for its items
     ADD COLUMN run_id BIGINT,
-    ADD COLUMN accepted_by_run BIGINT,
     ADD COLUMN updated_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp();
 UPDATE batches SET state = 'accepted' WHERE NOT open;
 CREATE INDEX batches_tracked ON batches (id) WHERE state = 'accepted' AND open;
@@ -622,7 +621,9 @@ impl PgLedger {
 /// items of the contract and region of the first planned item no other
 /// runner is claiming (rows another runner holds are skipped, not waited
 /// for), recorded `submitted` under its key, held by `runner` for
-/// `lease_s` seconds, formed by run `run_id` when there is one. `None`:
+/// `lease_s` seconds. With a run `run_id`, only items of that run's input
+/// are taken: those it looked up at the vendor and priced under its budget
+/// (another runner's items may still wait for their lookups). `None`:
 /// nothing left to claim.
 async fn form_batch(
     db: &impl tokio_postgres::GenericClient,
@@ -633,11 +634,16 @@ async fn form_batch(
     run_id: Option<i64>,
 ) -> Result<Option<Batch>, LedgerError> {
     let db_err = |e| LedgerError::Db(label.to_string(), e);
+    // This run's input, or any item.
+    let mine = "(($1::bigint IS NULL) OR EXISTS (SELECT 1 FROM run_items r
+                 WHERE r.run_id = $1 AND r.seq = items.seq))";
     let first = db
         .query_opt(
-            "SELECT contract_id, region FROM items WHERE state = 'planned'
-             ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED",
-            &[],
+            &format!(
+                "SELECT contract_id, region FROM items WHERE state = 'planned' AND {mine}
+                 ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED"
+            ),
+            &[&run_id],
         )
         .await
         .map_err(db_err)?;
@@ -650,10 +656,10 @@ async fn form_batch(
         .query(
             &format!(
                 "SELECT {ITEM_COLUMNS} FROM items
-                 WHERE state = 'planned' AND contract_id = $1 AND region = $2
-                 ORDER BY seq LIMIT $3 FOR UPDATE SKIP LOCKED"
+                 WHERE state = 'planned' AND contract_id = $2 AND region = $3 AND {mine}
+                 ORDER BY seq LIMIT $4 FOR UPDATE SKIP LOCKED"
             ),
-            &[&contract_id, &region, &max],
+            &[&run_id, &contract_id, &region, &max],
         )
         .await
         .map_err(db_err)?

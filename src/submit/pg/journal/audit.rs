@@ -44,7 +44,7 @@ impl AuditLedger for PgJournal {
                         i.activated_at, i.case_id, i.reason, i.source = 'vendor'
                  FROM items i LEFT JOIN batches b ON b.id = i.batch_id
                  WHERE NOT i.audited AND i.state IN ('active', 'escalated')
-                 ORDER BY i.batch_id, i.seq",
+                 ORDER BY i.batch_id NULLS FIRST, i.seq",
                 &[],
             )
         })?;

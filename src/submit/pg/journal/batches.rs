@@ -154,21 +154,16 @@ impl BatchLedger for PgJournal {
             reasons.push(d.reason.clone());
             etas.push(d.eta.map(|e| e.to_string()));
         }
-        let (id, request_id, attempts, run_id) = (
-            batch.id,
-            answer.request_id.clone(),
-            int(attempts),
-            self.run_id(),
-        );
+        let (id, request_id, attempts) = (batch.id, answer.request_id.clone(), int(attempts));
         self.in_transaction(move |c| {
             // A re-sent batch answered under a new request id is a new
             // order for the audit log.
             c.execute(
                 "UPDATE batches SET state = 'accepted', request_id = $2, attempts = attempts + $3,
-                     last_error = NULL, updated_at = clock_timestamp(), accepted_by_run = $4,
+                     last_error = NULL, updated_at = clock_timestamp(),
                      audited = CASE WHEN request_id IS NOT DISTINCT FROM $2 THEN audited ELSE FALSE END
                  WHERE id = $1",
-                &[&id, &request_id, &attempts, &run_id],
+                &[&id, &request_id, &attempts],
             )?;
             // Only items waiting for this answer: those of a re-sent batch
             // that the vendor had settled already keep their state.
@@ -224,17 +219,26 @@ impl BatchLedger for PgJournal {
     }
 
     fn batch_never_sent(&self, batch_id: i64, run_id: i64) -> Result<bool, JournalError> {
+        let runner = self.runner.clone();
         self.in_transaction(move |c| {
             // Attempts are logged when a call ends: only a batch this run
-            // formed is judged by them.
+            // formed, and that no other runner ever held (whose call may be
+            // on its way with nothing logged yet), is judged by them.
             let judged = c.query_opt(
                 "SELECT (SELECT COUNT(*) FROM attempts
                          WHERE kind = 'submit' AND target = 'batch ' || b.id
                            AND (status IS NOT NULL OR error IS DISTINCT FROM $2))
                  FROM batches b
                  WHERE b.id = $1 AND b.state = 'submitted' AND b.run_id = $3
+                   AND b.runner = $4 AND b.takeovers = 0
+                   AND b.lease_until >= clock_timestamp()
                  FOR UPDATE",
-                &[&batch_id, &crate::submit::client::NOT_CONNECTED, &run_id],
+                &[
+                    &batch_id,
+                    &crate::submit::client::NOT_CONNECTED,
+                    &run_id,
+                    &runner,
+                ],
             )?;
             if judged.map(|r| r.get::<_, i64>(0)) != Some(0) {
                 return Ok(false);
@@ -381,10 +385,16 @@ impl BatchLedger for PgJournal {
     fn held_elsewhere(&self, run_id: i64) -> Result<u64, JournalError> {
         let n: i64 = self
             .call(move |c| {
+                // Planned items (another runner may be forming a batch of
+                // them) and items in batches. Not items a lookup found on
+                // their way at the vendor: no batch holds them, and a run
+                // that stops following them leaves them as a journal does.
                 c.query_one(
                     "SELECT COUNT(*) FROM run_items r JOIN items i ON i.seq = r.seq
                      WHERE r.run_id = $1
-                       AND i.state IN ('planned', 'submitted', 'accepted', 'provisioning')",
+                       AND (i.state = 'planned'
+                            OR (i.batch_id IS NOT NULL
+                                AND i.state IN ('submitted', 'accepted', 'provisioning')))",
                     &[&run_id],
                 )
             })?
@@ -392,9 +402,12 @@ impl BatchLedger for PgJournal {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
+    /// Called when this runner has nothing in hand: so a batch of its own
+    /// still open is one it lost track of (a commit whose answer the lost
+    /// connection took), and is taken back too.
     fn take_over(&self) -> Result<(Vec<Batch>, Vec<Tracked>), JournalError> {
-        let resend = self.claim("submitted", false)?;
-        let follow = self.claim("accepted", false)?;
+        let resend = self.claim("submitted", true)?;
+        let follow = self.claim("accepted", true)?;
         Ok((self.load(resend)?, self.tracked_of(follow)?))
     }
 }
@@ -427,6 +440,12 @@ impl StatusLedger for PgJournal {
             return Ok(open);
         }
         self.in_transaction(move |c| {
+            // The batch first, then its items, as every other writer of
+            // both: two runners never wait on each other the other way.
+            c.query_opt(
+                "SELECT 1 FROM batches WHERE id = $1 FOR UPDATE",
+                &[&batch_id],
+            )?;
             let r = &rows;
             c.execute(
                 "UPDATE items SET state = u.s, reason = COALESCE(u.r, reason),

@@ -340,7 +340,7 @@ fn record_sql(filter: &str) -> String {
         "SELECT i.event_key, i.state, i.reason, COALESCE(i.request_id, b.request_id),
                 i.confirmation_id, i.features, i.case_id, i.eta, i.activated_at, i.source,
                 b.attempts, r.seq,
-                b.id IS NOT NULL, COALESCE(b.accepted_by_run, b.run_id) = $1
+                b.id IS NOT NULL, b.run_id = $1
          FROM run_items r JOIN items i ON i.seq = r.seq LEFT JOIN batches b ON b.id = i.batch_id
          WHERE r.run_id = $1 AND {filter}"
     )

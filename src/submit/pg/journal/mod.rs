@@ -139,6 +139,24 @@ impl Conn {
     }
 }
 
+/// How often an operation the server rolled back to break a deadlock is
+/// repeated before its error is the run's.
+const DEADLOCK_RETRIES: u32 = 5;
+
+/// Whether the server rolled the operation back: a deadlock, or a
+/// serialization failure (SQLSTATE 40P01, 40001).
+fn deadlocked(e: &JournalError) -> bool {
+    let JournalError::Shared(inner) = e else {
+        return false;
+    };
+    match inner.downcast_ref::<LedgerError>() {
+        Some(LedgerError::Db(_, e)) => e
+            .as_db_error()
+            .is_some_and(|d| matches!(d.code().code(), "40P01" | "40001")),
+        _ => false,
+    }
+}
+
 /// Whether `e` says the connection to the ledger was lost.
 fn connection_lost(e: &JournalError) -> bool {
     match e {
@@ -249,8 +267,14 @@ impl PgJournal {
 
     /// Runs `f` on the ledger's thread and waits for its result. An
     /// operation that failed because the connection was lost is repeated
-    /// once the ledger is back: each operation is one commit (or none), so
-    /// repeating it is safe.
+    /// once the ledger is back, and one the server rolled back to break a
+    /// deadlock at once. Each operation is one commit or none, so a repeat
+    /// changes nothing twice, with one exception: a commit that went
+    /// through but whose answer the lost connection took. Then an attempt
+    /// may be recorded twice (a loss counted twice at worst, toward
+    /// `MAX_LOSSES`), a run row left unused, or a second batch formed; the
+    /// first stays this runner's, and is taken back when the run has
+    /// nothing else in hand (`BatchLedger::take_over`).
     fn call<T: Send + 'static>(
         &self,
         f: impl Fn(&mut Conn) -> Result<T, JournalError> + Send + 'static,
@@ -261,13 +285,23 @@ impl PgJournal {
             // However often it goes away, one operation waits for the
             // ledger for at most the reconnect wait in all.
             let started = Instant::now();
+            let mut deadlocks = 0;
             let mut result = f(conn);
-            while result.as_ref().is_err_and(connection_lost) {
-                let left = conn.reconnect_wait.saturating_sub(started.elapsed());
-                result = match conn.reconnect(left) {
-                    Ok(()) => f(conn),
-                    Err(gone) => Err(gone),
-                };
+            loop {
+                match &result {
+                    Err(e) if connection_lost(e) => {
+                        let left = conn.reconnect_wait.saturating_sub(started.elapsed());
+                        result = match conn.reconnect(left) {
+                            Ok(()) => f(conn),
+                            Err(gone) => Err(gone),
+                        };
+                    }
+                    Err(e) if deadlocked(e) && deadlocks < DEADLOCK_RETRIES => {
+                        deadlocks += 1;
+                        result = f(conn);
+                    }
+                    _ => break,
+                }
             }
             let _ = answer.send(result);
         });
