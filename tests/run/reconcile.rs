@@ -247,8 +247,13 @@ fn work_done_by_hand_is_never_paid_and_a_new_deactivation_is_paid_once() {
     assert_eq!(sim.stats().duplicate_activations, 0);
 }
 
-#[test]
-fn a_dry_run_looks_up_and_says_what_it_would_buy() {
+on_both!(
+    a_dry_run_looks_up_and_says_what_it_would_buy: a_dry_run_looks_up_on_sqlite,
+    a_dry_run_looks_up_on_postgres
+);
+
+/// The dry run's history is `store`'s (a journal, or a ledger).
+fn a_dry_run_looks_up_and_says_what_it_would_buy(store: Store) {
     let sim = sim(SimConfig::default());
     let dir = tempfile::tempdir().unwrap();
     let input = head(dir.path(), 60);
@@ -260,7 +265,7 @@ fn a_dry_run_looks_up_and_says_what_it_would_buy() {
     let dry = dir.path().join("dry");
     let b = dir.path().join("b.sqlite").to_string_lossy().into_owned();
     let output = ran(
-        &mut run_cmd(&input, &dry, &sim, &["--state", &b, "--dry-run"]),
+        &mut run_cmd(&input, &dry, &sim, &store.shared_args(&b, &["--dry-run"])),
         &dry,
         0,
     );

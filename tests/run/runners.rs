@@ -204,6 +204,23 @@ fn runners_on_one_ledger_share_the_vendor_quota() {
     assert!(rate < 20.0 + 5.0, "{rate:.1} requests/s together");
 }
 
+/// A simulator that answers in 5 to 15 ms, and a run on the sample at 60
+/// requests/s in batches of 10 writing to `out`, on `store`, with `extra`.
+fn a_slow_run(
+    store: &Store,
+    out: &Path,
+    extra: &[&str],
+) -> (refleet::sim::Sim, std::process::Child) {
+    let sim = sim(SimConfig {
+        latency_ms: Some((5, 15)),
+        ..SimConfig::default()
+    });
+    let mut args = vec!["--rate", "60", "--batch-size", "10"];
+    args.extend(extra);
+    let child = run_child(&sample("inventory.csv"), out, &sim, &store.args(&args));
+    (sim, child)
+}
+
 /// The ledger's server restarts while a run sends and tracks: the run
 /// waits for it, goes on, and finishes every row without paying twice.
 #[test]
@@ -211,18 +228,9 @@ fn a_ledger_restart_mid_run_is_waited_for_and_nothing_is_lost() {
     let Some(store) = Store::postgres("a_ledger_restart_mid_run") else {
         return;
     };
-    let sim = sim(SimConfig {
-        latency_ms: Some((5, 15)),
-        ..SimConfig::default()
-    });
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let child = run_child(
-        &sample("inventory.csv"),
-        &out,
-        &sim,
-        &store.args(&["--rate", "60", "--batch-size", "10"]),
-    );
+    let (sim, child) = a_slow_run(&store, &out, &[]);
     store.wait_for_accepted(5);
     store.server().stop();
     std::thread::sleep(Duration::from_secs(2));
@@ -245,28 +253,12 @@ fn a_ledger_gone_past_the_time_out_stops_the_run_with_exit_4_and_it_resumes() {
     let Some(store) = Store::postgres("a_ledger_gone_past_the_time_out") else {
         return;
     };
-    let sim = sim(SimConfig {
-        latency_ms: Some((5, 15)),
-        ..SimConfig::default()
-    });
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     // An earlier run's summary, which must not speak for this one.
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("summary.json"), r#"{"outcome": "finished"}"#).unwrap();
-    let child = run_child(
-        &sample("inventory.csv"),
-        &out,
-        &sim,
-        &store.args(&[
-            "--rate",
-            "60",
-            "--batch-size",
-            "10",
-            "--track-timeout",
-            "4s",
-        ]),
-    );
+    let (sim, child) = a_slow_run(&store, &out, &["--track-timeout", "4s"]);
     store.wait_for_accepted(3);
     store.server().stop();
     let started = Instant::now();
