@@ -587,8 +587,14 @@ fn max_in_window(times: &[Duration], window: Duration) -> usize {
     best
 }
 
-#[test]
-fn the_client_keeps_to_its_rate_gets_no_429_and_uses_most_of_it() {
+on_both!(
+    the_client_keeps_to_its_rate_gets_no_429_and_uses_most_of_it:
+        the_client_keeps_to_its_rate_on_sqlite,
+    the_client_keeps_to_its_rate_on_postgres
+);
+
+/// On a ledger, through the shared quota too.
+fn the_client_keeps_to_its_rate_gets_no_429_and_uses_most_of_it(store: Store) {
     let rate = 40.0;
     let sim = sim(SimConfig {
         rate_limit: Some(RateLimit {
@@ -603,7 +609,7 @@ fn the_client_keeps_to_its_rate_gets_no_429_and_uses_most_of_it() {
             &sample("inventory.csv"),
             out.path(),
             &sim,
-            &[
+            &store.args(&[
                 "--rate",
                 "40",
                 "--burst",
@@ -612,7 +618,7 @@ fn the_client_keeps_to_its_rate_gets_no_429_and_uses_most_of_it() {
                 "15",
                 "--concurrency",
                 "8",
-            ],
+            ]),
         ),
         out.path(),
         0,
@@ -649,8 +655,13 @@ fn head(dir: &Path, n: usize) -> PathBuf {
     path
 }
 
-#[test]
-fn retry_after_is_honoured_no_request_before_it_expires() {
+on_both!(
+    retry_after_is_honoured_no_request_before_it_expires: retry_after_is_honoured_on_sqlite,
+    retry_after_is_honoured_on_postgres
+);
+
+/// On a ledger, the `429`'s pause goes through the shared quota too.
+fn retry_after_is_honoured_no_request_before_it_expires(store: Store) {
     let sim = sim(SimConfig {
         rate_limit: Some(RateLimit {
             per_second: 4.0,
@@ -666,7 +677,7 @@ fn retry_after_is_honoured_no_request_before_it_expires() {
             &input,
             &out,
             &sim,
-            &[
+            &store.args(&[
                 "--rate",
                 "50",
                 "--burst",
@@ -675,7 +686,7 @@ fn retry_after_is_honoured_no_request_before_it_expires() {
                 "5",
                 "--concurrency",
                 "1",
-            ],
+            ]),
         ),
         &out,
         0,
