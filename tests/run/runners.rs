@@ -221,8 +221,9 @@ fn a_slow_run(
     (sim, child)
 }
 
-/// The ledger's server restarts while a run sends and tracks: the run
-/// waits for it, goes on, and finishes every row without paying twice.
+/// The ledger's server restarts while two runners send and track: each
+/// waits for it, goes on, and finishes every row, and nothing is paid
+/// twice.
 #[test]
 fn a_ledger_restart_mid_run_is_waited_for_and_nothing_is_lost() {
     let Some(store) = Store::postgres("a_ledger_restart_mid_run") else {
@@ -230,17 +231,26 @@ fn a_ledger_restart_mid_run_is_waited_for_and_nothing_is_lost() {
     };
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let (sim, child) = a_slow_run(&store, &out, &[]);
+    let (sim, first) = a_slow_run(&store, &out, &[]);
+    let other = dir.path().join("other");
+    let second = run_child(
+        &sample("inventory.csv"),
+        &other,
+        &sim,
+        &store.args(&["--rate", "60", "--batch-size", "10"]),
+    );
     store.wait_for_accepted(5);
     store.server().stop();
     std::thread::sleep(Duration::from_secs(2));
     store.server().start();
-    let output = output_within(child, Duration::from_secs(120));
-    assert_outcome_agrees(&out, &output);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(0), "{stderr}");
-    assert!(stderr.contains("waiting for it to come back"), "{stderr}");
-    assert_complete(&out, sample_rows());
+    for (out, child) in [(&out, first), (&other, second)] {
+        let output = output_within(child, Duration::from_secs(120));
+        assert_outcome_agrees(out, &output);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "{stderr}");
+        assert!(stderr.contains("waiting for it to come back"), "{stderr}");
+        assert_complete(out, sample_rows());
+    }
     assert_eq!(sim.stats().duplicate_activations, 0);
     store.assert_audit_verifies(&out);
 }
