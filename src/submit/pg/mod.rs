@@ -523,9 +523,9 @@ impl PgLedger {
                 taken_over: true,
             }));
         }
-        let formed = form_batch(&tx, &self.label, &self.runner, lease_s, max, None).await?;
+        let formed = form_batch(&tx, &self.label, &self.runner, lease_s, max, None, 0).await?;
         tx.commit().await.map_err(db)?;
-        Ok(formed.map(|batch| Claimed {
+        Ok(formed.map(|(batch, _)| Claimed {
             batch,
             taken_over: false,
         }))
@@ -623,8 +623,12 @@ impl PgLedger {
 /// for), recorded `submitted` under its key, held by `runner` for
 /// `lease_s` seconds. With a run `run_id`, only items of that run's input
 /// are taken: those it looked up at the vendor and priced under its budget
-/// (another runner's items may still wait for their lookups). `None`:
-/// nothing left to claim.
+/// (another runner's items may still wait for their lookups). Items before
+/// `from` (a `seq`) are not looked at: the caller knows none of them was
+/// planned, and a queue's index keeps the entries of items long claimed
+/// until it is vacuumed, so that scanning them each time would cost more
+/// with every batch. Returns the batch and the `seq` of its first item;
+/// `None`: nothing left to claim from `from` on.
 async fn form_batch(
     db: &impl tokio_postgres::GenericClient,
     label: &str,
@@ -632,34 +636,50 @@ async fn form_batch(
     lease_s: f64,
     max: usize,
     run_id: Option<i64>,
-) -> Result<Option<Batch>, LedgerError> {
+    from: i64,
+) -> Result<Option<(Batch, i64)>, LedgerError> {
     let db_err = |e| LedgerError::Db(label.to_string(), e);
-    // This run's input, or any item.
-    let mine = "(($1::bigint IS NULL) OR EXISTS (SELECT 1 FROM run_items r
-                 WHERE r.run_id = $1 AND r.seq = items.seq))";
-    let first = db
-        .query_opt(
-            &format!(
-                "SELECT contract_id, region FROM items WHERE state = 'planned' AND {mine}
-                 ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED"
-            ),
-            &[&run_id],
-        )
-        .await
-        .map_err(db_err)?;
+    // A run's first planned item is found through its input, walked in
+    // order from `from`; without a run, through the planned items.
+    let first = match &run_id {
+        Some(run) => {
+            db.query_opt(
+                "SELECT i.contract_id, i.region, i.seq FROM run_items r
+                 JOIN items i ON i.seq = r.seq
+                 WHERE r.run_id = $1 AND r.seq >= $2 AND i.seq >= $2 AND i.state = 'planned'
+                 ORDER BY r.seq LIMIT 1 FOR UPDATE OF i SKIP LOCKED",
+                &[run, &from],
+            )
+            .await
+        }
+        None => {
+            db.query_opt(
+                "SELECT contract_id, region, seq FROM items WHERE state = 'planned' AND seq >= $1
+                 ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED",
+                &[&from],
+            )
+            .await
+        }
+    }
+    .map_err(db_err)?;
     let Some(first) = first else {
         return Ok(None);
     };
-    let (contract_id, region): (String, String) = (first.get(0), first.get(1));
+    let (contract_id, region, first_seq): (String, String, i64) =
+        (first.get(0), first.get(1), first.get(2));
     let max = i64::try_from(max.clamp(1, api::MAX_BATCH)).unwrap_or(1);
+    // Its group from it on (an item of the group before it was not planned,
+    // or was another runner's a moment ago), of the run's input if any.
     let items = db
         .query(
             &format!(
                 "SELECT {ITEM_COLUMNS} FROM items
-                 WHERE state = 'planned' AND contract_id = $2 AND region = $3 AND {mine}
-                 ORDER BY seq LIMIT $4 FOR UPDATE SKIP LOCKED"
+                 WHERE state = 'planned' AND contract_id = $1 AND region = $2 AND seq >= $4
+                   AND ($5::bigint IS NULL OR seq IN (SELECT r.seq FROM run_items r
+                        WHERE r.run_id = $5 AND r.seq >= $4))
+                 ORDER BY seq LIMIT $3 FOR UPDATE SKIP LOCKED"
             ),
-            &[&run_id, &contract_id, &region, &max],
+            &[&contract_id, &region, &max, &first_seq, &run_id],
         )
         .await
         .map_err(db_err)?
@@ -717,7 +737,7 @@ async fn form_batch(
         quote_id,
         coverage,
     };
-    Ok(Some(Batch::of(id, key, group, &items)))
+    Ok(Some((Batch::of(id, key, group, &items), first_seq)))
 }
 
 impl LedgerError {

@@ -115,17 +115,33 @@ impl BatchLedger for PgJournal {
     fn next_batch(&self, max: usize) -> Result<Option<Batch>, JournalError> {
         self.fresh_statistics()?;
         let (runner, lease, run_id) = (self.runner.clone(), self.lease_secs(), self.run_id());
-        self.in_transaction(move |c| {
-            let formed = form_batch(
-                &c.ledger.client,
-                &c.ledger.label,
-                &runner,
-                lease,
-                max,
-                Some(run_id),
-            );
-            Ok(c.rt.block_on(formed)?)
-        })
+        let form = |from: i64| {
+            let runner = runner.clone();
+            self.in_transaction(move |c| {
+                let formed = form_batch(
+                    &c.ledger.client,
+                    &c.ledger.label,
+                    &runner,
+                    lease,
+                    max,
+                    Some(run_id),
+                    from,
+                );
+                Ok(c.rt.block_on(formed)?)
+            })
+        };
+        // From where the last batch began; once more from the start before
+        // saying there is none (an item skipped while another runner held
+        // it, or given back, may be planned again before that point).
+        let from = self.claim_from.get();
+        let formed = match form(from)? {
+            None if from > 0 => form(0)?,
+            formed => formed,
+        };
+        Ok(formed.map(|(batch, first)| {
+            self.claim_from.set(first);
+            batch
+        }))
     }
 
     fn batch_accepted(

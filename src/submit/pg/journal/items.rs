@@ -34,7 +34,8 @@ impl VendorLedger for PgJournal {
             "SELECT i.seq, i.event_key, i.item_type, i.serial_number, i.license_id,
                     i.contract_id, i.deactivated_at
              FROM run_items r JOIN items i ON i.seq = r.seq
-             WHERE r.run_id = $1 AND {filter} AND r.seq > $2 ORDER BY r.seq LIMIT $3"
+             WHERE r.run_id = $1 AND {filter} AND r.seq > $2 AND i.seq > $2
+             ORDER BY r.seq LIMIT $3"
         );
         let (run, limit) = (self.run_id(), i64::try_from(limit).unwrap_or(i64::MAX));
         let rows = self.call(move |c| c.query(&sql, &[&run, &after, &limit]))?;
@@ -304,7 +305,9 @@ impl ItemLedger for PgJournal {
     fn records(&self, run_id: i64) -> Result<PgRecords, JournalError> {
         let mut items = HashMap::new();
         let mut after = 0i64;
-        let sql = record_sql("r.run_id = $1 AND r.seq > $2 ORDER BY r.seq LIMIT $3");
+        // `i.seq` bounded too: else the server may merge the two tables
+        // from the start of the items for every page.
+        let sql = record_sql("r.seq > $2 AND i.seq > $2 ORDER BY r.seq LIMIT $3");
         loop {
             let sql = sql.clone();
             let rows = self.call(move |c| c.query(&sql, &[&run_id, &after, &PAGE]))?;

@@ -61,6 +61,9 @@ pub struct PgJournal {
     /// of many items leaves its statistics far behind, and queries planned
     /// on them take tens of milliseconds a page instead of one.
     stale_statistics: Cell<bool>,
+    /// Where this runner's last batch began: the next one is looked for
+    /// from there (see `form_batch`).
+    claim_from: Cell<i64>,
 }
 
 type Job = Box<dyn FnOnce(&mut Conn) + Send>;
@@ -252,6 +255,7 @@ impl PgJournal {
             run: Cell::new(0),
             renewed: Cell::new(None),
             stale_statistics: Cell::new(false),
+            claim_from: Cell::new(0),
         })
     }
 
