@@ -670,22 +670,33 @@ async fn form_batch(
     let max = i64::try_from(max.clamp(1, api::MAX_BATCH)).unwrap_or(1);
     // Its group from it on (an item of the group before it was not planned,
     // or was another runner's a moment ago), of the run's input if any.
-    let items = db
-        .query(
-            &format!(
-                "SELECT {ITEM_COLUMNS} FROM items
-                 WHERE state = 'planned' AND contract_id = $1 AND region = $2 AND seq >= $4
-                   AND ($5::bigint IS NULL OR seq IN (SELECT r.seq FROM run_items r
-                        WHERE r.run_id = $5 AND r.seq >= $4))
-                 ORDER BY seq LIMIT $3 FOR UPDATE SKIP LOCKED"
-            ),
-            &[&contract_id, &region, &max, &first_seq, &run_id],
-        )
-        .await
-        .map_err(db_err)?
-        .iter()
-        .map(|r| planned_of(r, label))
-        .collect::<Result<Vec<_>, _>>()?;
+    let group = format!(
+        "SELECT {ITEM_COLUMNS} FROM items
+         WHERE state = 'planned' AND contract_id = $1 AND region = $2 AND seq >= $4 {}
+         ORDER BY seq LIMIT $3 FOR UPDATE SKIP LOCKED",
+        match run_id {
+            // One index probe per candidate (not `IN`, nor an `OR` with
+            // the run's absence: the server then scans the run's items).
+            Some(_) =>
+                "AND EXISTS (SELECT 1 FROM run_items r
+                                     WHERE r.run_id = $5 AND r.seq = items.seq)",
+            None => "",
+        }
+    );
+    let items = match &run_id {
+        Some(run) => {
+            db.query(&group, &[&contract_id, &region, &max, &first_seq, run])
+                .await
+        }
+        None => {
+            db.query(&group, &[&contract_id, &region, &max, &first_seq])
+                .await
+        }
+    }
+    .map_err(db_err)?
+    .iter()
+    .map(|r| planned_of(r, label))
+    .collect::<Result<Vec<_>, _>>()?;
     let Some(head) = items.first() else {
         // The first item was in our lock, so it is here; should the group
         // be empty all the same, there is nothing to claim now.
