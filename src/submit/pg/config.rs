@@ -46,7 +46,7 @@ pub(super) async fn open(settings: &Settings, label: &str) -> Result<Client, Led
         }
     };
     // The ledger's statements are short and many: compiling one with JIT
-    // costs more (a hundred milliseconds) than running it.
+    // costs more than running it.
     client
         .batch_execute("SET jit = off")
         .await

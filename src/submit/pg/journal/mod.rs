@@ -58,8 +58,8 @@ pub struct PgJournal {
     run: Cell<i64>,
     renewed: Cell<Option<Instant>>,
     /// Items were planned since the server last counted its tables: a plan
-    /// of many items leaves its statistics far behind, and queries planned
-    /// on them take tens of milliseconds a page instead of one.
+    /// of many items leaves its statistics far behind, and the server then
+    /// plans the queries that follow as if the tables were nearly empty.
     stale_statistics: Cell<bool>,
     /// Where this runner's last batch began: the next one is looked for
     /// from there (see `form_batch`).
@@ -262,11 +262,6 @@ impl PgJournal {
     /// `host:port/database`: how messages name the ledger.
     pub fn label(&self) -> &str {
         &self.label
-    }
-
-    /// This runner's name in the ledger's claims.
-    pub fn runner(&self) -> &str {
-        &self.runner
     }
 
     /// Runs `f` on the ledger's thread and waits for its result. An
