@@ -65,6 +65,8 @@ EOF
   fi
   if [[ -f $dir/report.html ]]; then
     sed -i -E '/seconds|[0-9]+(\.[0-9]+)? s\b|per second|\/s\b/d' "$dir/report.html"
+    # When the run ended (the page's header says it).
+    sed -i -E 's/ ended <b>[^<]*<\/b>//' "$dir/report.html"
     [[ $live == 0 ]] || sed -i -E '/Activations per day/d' "$dir/report.html"
   fi
   if [[ $live == 1 && -f $dir/results.csv ]]; then

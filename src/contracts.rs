@@ -88,6 +88,7 @@ pub fn load(
                     value: chunk.problem_preview(r).to_string(),
                     code: p.code,
                     message: p.message.clone(),
+                    site: Default::default(),
                 });
                 continue;
             }
@@ -180,6 +181,7 @@ fn reject(row: u64, col: usize, value: &str, code: RejectCode, message: String) 
         value: value.to_string(),
         code,
         message,
+        site: Default::default(),
     }
 }
 

@@ -45,6 +45,8 @@ pub struct Judged<'a> {
     /// The expected activation date of an eligible item.
     pub eta: Option<NaiveDate>,
     pub contract_id: &'a str,
+    /// [`Item::site`], as the export wrote it.
+    pub site: &'a str,
     /// The item's `eligibility.csv` record (SPEC §7), newline included,
     /// made on the validating threads.
     pub eligibility_line: &'a [u8],
@@ -234,6 +236,8 @@ enum KeptItem {
         contract_id: CompactString,
         region: Region,
         family: usize,
+        /// For the by-site counts of `results.csv`.
+        site: CompactString,
     },
 }
 
@@ -264,6 +268,13 @@ impl KeptItem {
         match self {
             KeptItem::Whole(item) => &item.contract_id,
             KeptItem::QuoteFields { contract_id, .. } => contract_id,
+        }
+    }
+
+    fn site(&self) -> &str {
+        match self {
+            KeptItem::Whole(item) => &item.site,
+            KeptItem::QuoteFields { site, .. } => site,
         }
     }
 
@@ -493,6 +504,7 @@ impl<'a> ItemMap for Judge<'a> {
                 family: family_slot(self.policy, &item),
                 region: item.region,
                 contract_id: item.contract_id,
+                site: item.site,
             }
         };
         Judgement::Device {
@@ -506,6 +518,13 @@ impl<'a> ItemMap for Judge<'a> {
     /// An eligible device.
     fn mark(&self, out: &Judgement) -> bool {
         matches!(out, Judgement::Device { verdict, .. } if verdict.eligible())
+    }
+
+    fn site<'o>(&self, out: &'o Judgement) -> &'o str {
+        match out {
+            Judgement::Device { item, .. } => item.site(),
+            Judgement::License(item) => &item.site,
+        }
     }
 }
 
@@ -606,6 +625,7 @@ impl MappedSink<Judgement> for Fold<'_, '_> {
                     region: item.region(),
                     key: item.key(),
                     contract_id: item.contract_id(),
+                    site: item.site(),
                     verdict,
                     eta: *eta,
                     eligibility_line,
@@ -637,6 +657,7 @@ impl MappedSink<Judgement> for Fold<'_, '_> {
                     region: item.region,
                     key: &key,
                     contract_id: &item.contract_id,
+                    site: &item.site,
                     verdict: &verdict,
                     eta,
                     eligibility_line: &self.eligibility_line,

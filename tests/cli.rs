@@ -2,6 +2,7 @@
 //! `fixtures/` and on generated inventories. One test binary on purpose
 //! (polars makes each one large).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
@@ -48,6 +49,54 @@ fn refleet_for(out: &Path) -> Command {
     let mut cmd = refleet();
     cmd.env("XDG_STATE_HOME", state_home(out));
     cmd
+}
+
+/// `results.csv` by site: rows, active, on the way, failed or rejected,
+/// escalated, ineligible, invalid (the by-site table's columns).
+pub fn results_by_site(results: &Path) -> BTreeMap<String, Vec<u64>> {
+    let mut by_site: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut rd = csv::Reader::from_path(results).unwrap();
+    let headers = rd.headers().unwrap().clone();
+    let col = |name: &str| headers.iter().position(|h| h == name).unwrap();
+    let (state, site) = (col("state"), col("site"));
+    for r in rd.records() {
+        let r = r.unwrap();
+        let column = match &r[state] {
+            "active" => 1,
+            "planned" | "submitted" | "accepted" | "provisioning" | "manual_review" => 2,
+            "rejected" | "failed" => 3,
+            "escalated" => 4,
+            "ineligible" => 5,
+            "invalid" => 6,
+            other => panic!("state {other} in results.csv"),
+        };
+        let counts = by_site.entry(r[site].to_string()).or_insert(vec![0; 7]);
+        counts[0] += 1;
+        counts[column] += 1;
+    }
+    by_site
+}
+
+/// `summary.json`'s `by_site` as [`results_by_site`] gives it.
+pub fn summary_by_site(summary: &serde_json::Value) -> BTreeMap<String, Vec<u64>> {
+    let columns = [
+        "rows",
+        "active",
+        "on_the_way",
+        "failed_or_rejected",
+        "escalated",
+        "ineligible",
+        "invalid",
+    ];
+    summary["by_site"]
+        .as_object()
+        .expect("summary.json has by_site")
+        .iter()
+        .map(|(site, c)| {
+            let counts = columns.iter().map(|k| c[*k].as_u64().unwrap()).collect();
+            (site.clone(), counts)
+        })
+        .collect()
 }
 
 fn fixture(name: &str) -> PathBuf {

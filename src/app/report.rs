@@ -82,6 +82,7 @@ pub fn write_plan_report(
     }
     let data = ReportData {
         source: Source::Quote,
+        run: None,
         input: settings.input.display().to_string(),
         as_of: settings.as_of.to_string(),
         outcome: None,
@@ -96,6 +97,7 @@ pub fn write_plan_report(
         states: None,
         reasons,
         by_region: regions.into_map(),
+        by_site: Default::default(),
         quote_totals: planned
             .totals
             .iter()

@@ -196,6 +196,7 @@ impl DuplicateIndex {
                 row: keys.row,
                 column: Cow::Borrowed(column),
                 message: format!("{what} {value} already appears in an earlier row; the first occurrence is kept"),
+                site: Default::default(),
                 value,
                 code,
             });

@@ -105,4 +105,7 @@ pub struct Reject {
     pub value: String,
     pub code: RejectCode,
     pub message: String,
+    /// The row's `site` when the rule that rejected it could read it, for
+    /// `results.csv` and its counts by site; else empty.
+    pub site: compact_str::CompactString,
 }

@@ -448,7 +448,13 @@ impl<'w, M: ItemMap> Walk<'w, M> {
                         }
                         continue;
                     }
-                    DuplicateIndex::rejects(keys, *d)
+                    let mut rejects = DuplicateIndex::rejects(keys, *d);
+                    if let Some(site) = item.as_ref().map(|out| map.site(out)) {
+                        for r in &mut rejects {
+                            r.site = site.into();
+                        }
+                    }
+                    rejects
                 }
                 RowOutcome::Rejected { rejects, keys } => {
                     let mut rejects = std::mem::take(rejects);

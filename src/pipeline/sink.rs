@@ -46,6 +46,11 @@ pub trait ItemMap: Sync {
     fn mark(&self, _out: &Self::Out) -> bool {
         false
     }
+    /// The row's site, as the output keeps it, for the rejects of a valid
+    /// row that repeats an earlier one ("" when it keeps none).
+    fn site<'o>(&self, _out: &'o Self::Out) -> &'o str {
+        ""
+    }
 }
 
 /// [`ValidateSink`] for the outputs of an [`ItemMap`].
@@ -78,6 +83,9 @@ impl ItemMap for Items {
     fn state(&self) {}
     fn map(&self, _: &mut (), item: Item, _: &RowKeys, _: &mut [u8]) -> Box<Item> {
         Box::new(item)
+    }
+    fn site<'o>(&self, item: &'o Box<Item>) -> &'o str {
+        &item.site
     }
 }
 

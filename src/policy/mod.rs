@@ -559,6 +559,14 @@ impl Policy {
             let region = Region::parse(name).ok_or_else(|| {
                 invalid(format!("regions.{name}: regions are AMER, EMEA and APAC"))
             })?;
+            // A currency names a price book and labels every amount: an
+            // ISO 4217 code, three capital letters.
+            let c = &entry.currency;
+            if c.len() != 3 || !c.bytes().all(|b| b.is_ascii_uppercase()) {
+                return Err(invalid(format!(
+                    "regions.{name}.currency: `{c}` is not an ISO 4217 code (three capital letters, e.g. USD)"
+                )));
+            }
             currencies.insert(region, entry.currency.clone());
         }
 

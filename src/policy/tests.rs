@@ -259,3 +259,23 @@ fn inconsistent_policy_is_refused_with_the_key() {
         .to_string();
     assert!(err.contains("identifiers.account_pattern"), "{err}");
 }
+
+#[test]
+fn a_currency_is_an_iso_4217_code() {
+    let with = |currency: &str| {
+        let user = PolicyFile::parse(
+            &format!("[regions.EMEA]\ncurrency = \"{currency}\"\n"),
+            "user.toml",
+        )
+        .unwrap();
+        Policy::build(PolicyFile::builtin().merge(user))
+    };
+    assert!(with("CHF").is_ok());
+    for bad in ["chf", "EURO", "E", "", "€UR", "US$"] {
+        let err = with(bad).expect_err(bad).to_string();
+        assert!(
+            err.contains("regions.EMEA.currency") && err.contains("ISO 4217"),
+            "{bad}: {err}"
+        );
+    }
+}

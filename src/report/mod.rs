@@ -3,6 +3,7 @@
 //! half-written report; every cell that came from input is neutralised
 //! against spreadsheet formula injection.
 
+mod counts;
 mod file;
 pub mod html;
 pub mod parquet;
@@ -15,13 +16,14 @@ use std::borrow::Cow;
 use std::path::Path;
 
 pub use crate::audit::{AuditLog, Binding, ChainState};
+pub use counts::{ResultCounts, SiteCounts, RESULT_STATES};
 pub use file::{temp_in, AtomicFile, NamedWriter};
 pub use plan::{
     eligibility_line, write_quotes, EligibilityLines, PlanReports, ELIGIBILITY_COLUMNS,
 };
 pub use results::{
-    event_key, patch_results, write_results, HeldRow, PlannedKind, ResultCounts, RowSpool,
-    UnknownItems, UnknownResults, RESULTS_COLUMNS, RESULT_STATES,
+    event_key, patch_results, write_results, HeldRow, PlannedKind, RowSpool, UnknownItems,
+    UnknownResults, RESULTS_COLUMNS,
 };
 pub use valid::{ValidFormat, ValidWriter};
 
@@ -161,6 +163,7 @@ mod tests {
                 value: values[i % values.len()].to_string(),
                 code: RejectCode::ALL[(i * i) % RejectCode::ALL.len()],
                 message: format!("@message {i}, with \"quotes\""),
+                site: Default::default(),
             })
             .unwrap();
         }

@@ -12,15 +12,13 @@
 //! test compares them). When its lookups found items the vendor holds,
 //! [`patch_results`] then joins just those rows with their records.
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::BufReader;
 use std::path::Path;
 
-use serde::Serialize;
-
 use std::io::Write;
 
+use super::counts::{CountedRow, ResultCounts};
 use super::{csv_line, neutralise, push_cell, temp_in, AtomicFile, NamedWriter};
 use crate::api;
 use crate::domain::{Item, Reject};
@@ -72,25 +70,39 @@ pub struct RowSpool<'a> {
 
 /// The reject codes of the current row: they come one per (row, code).
 #[derive(Default)]
-struct RowCodes(Option<(u64, Vec<&'static str>)>);
+struct RowCodes(Option<InvalidRow>);
+
+/// An invalid row of `results.csv`: its number, reject codes and site.
+struct InvalidRow {
+    row: u64,
+    codes: Vec<&'static str>,
+    site: compact_str::CompactString,
+}
 
 impl RowCodes {
-    /// Adds `r`'s code; when `r` starts a new row, the codes of the row
-    /// before are returned, complete.
-    fn add(&mut self, r: &Reject) -> Option<(u64, Vec<&'static str>)> {
+    /// Adds `r`'s code; when `r` starts a new row, the row before is
+    /// returned, complete.
+    fn add(&mut self, r: &Reject) -> Option<InvalidRow> {
         match &mut self.0 {
-            Some((row, codes)) if *row == r.row => {
-                if !codes.contains(&r.code.as_str()) {
-                    codes.push(r.code.as_str());
+            Some(row) if row.row == r.row => {
+                if !row.codes.contains(&r.code.as_str()) {
+                    row.codes.push(r.code.as_str());
+                }
+                if row.site.is_empty() {
+                    row.site.clone_from(&r.site);
                 }
                 None
             }
-            _ => self.0.replace((r.row, vec![r.code.as_str()])),
+            _ => self.0.replace(InvalidRow {
+                row: r.row,
+                codes: vec![r.code.as_str()],
+                site: r.site.clone(),
+            }),
         }
     }
 
-    /// The last row's codes.
-    fn take(&mut self) -> Option<(u64, Vec<&'static str>)> {
+    /// The last row.
+    fn take(&mut self) -> Option<InvalidRow> {
         self.0.take()
     }
 }
@@ -108,18 +120,19 @@ impl<'a> RowSpool<'a> {
         })
     }
 
-    fn write_invalid(&mut self, row: u64, codes: &[&str]) -> anyhow::Result<()> {
-        let row = row.to_string();
-        let codes = codes.join(";");
+    fn write_invalid(&mut self, invalid: &InvalidRow) -> anyhow::Result<()> {
+        let row = invalid.row.to_string();
+        let codes = invalid.codes.join(";");
         let mut record = [""; 11];
         (record[0], record[1], record[7]) = (&row, "invalid", &codes);
+        record[10] = &invalid.site;
         self.csv.write_record(record)?;
         Ok(())
     }
 
     fn flush_rejects(&mut self) -> anyhow::Result<()> {
         match self.pending.take() {
-            Some((row, codes)) => self.write_invalid(row, &codes),
+            Some(invalid) => self.write_invalid(&invalid),
             None => Ok(()),
         }
     }
@@ -224,15 +237,17 @@ impl ItemLine for UnknownItems {
 }
 
 /// The `results.csv` record of an invalid row.
-fn invalid_line(row: u64, codes: &[&str]) -> Vec<u8> {
-    let row = row.to_string();
-    let codes = codes.join(";");
+fn invalid_line(invalid: &InvalidRow) -> Vec<u8> {
+    let row = invalid.row.to_string();
+    let codes = invalid.codes.join(";");
     let codes = neutralise(&codes);
+    let site = neutralise(&invalid.site);
     let mut fields = [""; 18];
     fields[0] = &row;
     fields[6] = "invalid";
     fields[7] = &codes;
     fields[11] = "0";
+    fields[16] = &site;
     csv_line(fields)
 }
 
@@ -277,7 +292,7 @@ impl PlanSink for RowSpool<'_> {
 
     fn reject(&mut self, r: &Reject) -> anyhow::Result<()> {
         match self.pending.add(r) {
-            Some((row, codes)) => self.write_invalid(row, &codes),
+            Some(invalid) => self.write_invalid(&invalid),
             None => Ok(()),
         }
     }
@@ -297,130 +312,6 @@ impl PlanSink for RowSpool<'_> {
         Ok(())
     }
 }
-
-/// Counts of the written `results.csv`, for `summary.json`.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
-pub struct ResultCounts {
-    pub rows: u64,
-    pub by_state: BTreeMap<String, u64>,
-    pub by_reason: BTreeMap<String, u64>,
-    pub by_region: BTreeMap<String, BTreeMap<String, u64>>,
-    pub by_contract: BTreeMap<String, BTreeMap<String, u64>>,
-    /// Rows the API rejected or failed (escalated failures included).
-    pub failed_or_rejected: u64,
-    /// Rows still on their way (planned, submitted, accepted, provisioning),
-    /// or manual reviews whose support case is not open yet.
-    pub unfinished: u64,
-}
-
-impl ResultCounts {
-    /// No row yet; every state of [`RESULT_STATES`] at zero.
-    fn new() -> ResultCounts {
-        ResultCounts {
-            by_state: RESULT_STATES.iter().map(|s| (s.to_string(), 0)).collect(),
-            ..ResultCounts::default()
-        }
-    }
-
-    /// Counts one row of `results.csv` (`reason`: its `;`-separated codes).
-    fn count(&mut self, state: &str, reason: &str, region: &str, contract: &str) {
-        /// One more of `key`, without a new `String` when it is there.
-        fn bump(map: &mut BTreeMap<String, u64>, key: &str) {
-            match map.get_mut(key) {
-                Some(n) => *n += 1,
-                None => {
-                    map.insert(key.to_string(), 1);
-                }
-            }
-        }
-        self.rows += 1;
-        bump(&mut self.by_state, state);
-        for r in reason.split(';').filter(|r| !r.is_empty()) {
-            bump(&mut self.by_reason, r);
-        }
-        for (map, key) in [
-            (&mut self.by_region, region),
-            (&mut self.by_contract, contract),
-        ] {
-            if key.is_empty() {
-                continue;
-            }
-            match map.get_mut(key) {
-                Some(states) => bump(states, state),
-                None => {
-                    map.insert(key.to_string(), BTreeMap::from([(state.to_string(), 1)]));
-                }
-            }
-        }
-        match state {
-            "rejected" | "failed" => self.failed_or_rejected += 1,
-            "escalated" if reason != "MANUAL_REVIEW" => self.failed_or_rejected += 1,
-            "planned" | "submitted" | "accepted" | "provisioning" | "manual_review" => {
-                self.unfinished += 1
-            }
-            _ => {}
-        }
-    }
-}
-
-impl ResultCounts {
-    /// Takes back one [`count`](ResultCounts::count) of the same row;
-    /// what falls to zero goes, as if it was never counted (the states of
-    /// `by_state` stay, at zero).
-    fn uncount(&mut self, state: &str, reason: &str, region: &str, contract: &str) {
-        /// One less of `key`; gone at zero when `keep` does not hold it.
-        fn drop_one(map: &mut BTreeMap<String, u64>, key: &str, keep: bool) {
-            if let Some(n) = map.get_mut(key) {
-                *n = n.saturating_sub(1);
-                if *n == 0 && !keep {
-                    map.remove(key);
-                }
-            }
-        }
-        self.rows = self.rows.saturating_sub(1);
-        drop_one(&mut self.by_state, state, RESULT_STATES.contains(&state));
-        for r in reason.split(';').filter(|r| !r.is_empty()) {
-            drop_one(&mut self.by_reason, r, false);
-        }
-        for (map, key) in [
-            (&mut self.by_region, region),
-            (&mut self.by_contract, contract),
-        ] {
-            if let Some(states) = map.get_mut(key) {
-                drop_one(states, state, false);
-                if states.is_empty() {
-                    map.remove(key);
-                }
-            }
-        }
-        match state {
-            "rejected" | "failed" => {
-                self.failed_or_rejected = self.failed_or_rejected.saturating_sub(1)
-            }
-            "escalated" if reason != "MANUAL_REVIEW" => {
-                self.failed_or_rejected = self.failed_or_rejected.saturating_sub(1)
-            }
-            "planned" | "submitted" | "accepted" | "provisioning" | "manual_review" => {
-                self.unfinished = self.unfinished.saturating_sub(1)
-            }
-            _ => {}
-        }
-    }
-}
-
-/// States in `results.csv`, all listed in `summary.json` even when zero.
-pub const RESULT_STATES: [&str; 10] = [
-    "invalid",
-    "ineligible",
-    "planned",
-    "submitted",
-    "accepted",
-    "provisioning",
-    "active",
-    "rejected",
-    "failed",
-    "escalated",
-];
 
 /// A row of the plan as the spool keeps it: what `results.csv` says of
 /// the row before the journal's record of its item is joined.
@@ -517,7 +408,13 @@ pub fn write_results(
             event => lookup(event)?,
         };
         let (state, reason) = write_row(&mut w, &plan, record.as_ref())?;
-        counts.count(state, &reason, plan.region, plan.contract);
+        counts.count(CountedRow {
+            state,
+            reason: &reason,
+            region: plan.region,
+            contract: plan.contract,
+            site: plan.site,
+        });
     }
     w.into_inner()
         .map_err(|e| anyhow::anyhow!("{}", e.error()))?
@@ -528,9 +425,10 @@ pub fn write_results(
 /// An item a dry run found held by the vendor, for [`patch_results`].
 pub struct HeldRow<'a> {
     pub record: &'a ItemRecord,
-    /// Its contract id as the input wrote it (`results.csv` may show it
-    /// neutralised).
+    /// Its contract id and site as the input wrote them (`results.csv`
+    /// may show them neutralised).
     pub contract_id: &'a str,
+    pub site: &'a str,
 }
 
 /// Rewrites `out/results.csv` as written by [`UnknownResults`] (every
@@ -569,9 +467,22 @@ pub fn patch_results<'h>(
             site: f(16),
         };
         let (state, reason) = write_row(&mut w, &plan, Some(found.record))?;
+        let (region, contract, site) = (plan.region, found.contract_id, found.site);
         // An eligible item has no reason.
-        counts.uncount("planned", "", plan.region, found.contract_id);
-        counts.count(state, &reason, plan.region, found.contract_id);
+        counts.uncount(CountedRow {
+            state: "planned",
+            reason: "",
+            region,
+            contract,
+            site,
+        });
+        counts.count(CountedRow {
+            state,
+            reason: &reason,
+            region,
+            contract,
+            site,
+        });
     }
     w.into_inner()
         .map_err(|e| anyhow::anyhow!("{}", e.error()))?
@@ -603,15 +514,21 @@ impl UnknownResults {
         })
     }
 
-    fn write_invalid(&mut self, row: u64, codes: &[&str]) -> anyhow::Result<()> {
-        self.file.write_all(&invalid_line(row, codes))?;
-        self.counts.count("invalid", &codes.join(";"), "", "");
+    fn write_invalid(&mut self, invalid: &InvalidRow) -> anyhow::Result<()> {
+        self.file.write_all(&invalid_line(invalid))?;
+        self.counts.count(CountedRow {
+            state: "invalid",
+            reason: &invalid.codes.join(";"),
+            region: "",
+            contract: "",
+            site: &invalid.site,
+        });
         Ok(())
     }
 
     fn flush_rejects(&mut self) -> anyhow::Result<()> {
         match self.pending.take() {
-            Some((row, codes)) => self.write_invalid(row, &codes),
+            Some(invalid) => self.write_invalid(&invalid),
             None => Ok(()),
         }
     }
@@ -638,18 +555,19 @@ impl PlanSink for UnknownResults {
             [one] => one.as_str(),
             _ => &v.reasons_text(),
         };
-        self.counts.count(
-            self.items.state(v),
-            reasons,
-            judged.region.as_str(),
-            judged.contract_id,
-        );
+        self.counts.count(CountedRow {
+            state: self.items.state(v),
+            reason: reasons,
+            region: judged.region.as_str(),
+            contract: judged.contract_id,
+            site: judged.site,
+        });
         Ok(())
     }
 
     fn reject(&mut self, r: &Reject) -> anyhow::Result<()> {
         match self.pending.add(r) {
-            Some((row, codes)) => self.write_invalid(row, &codes),
+            Some(invalid) => self.write_invalid(&invalid),
             None => Ok(()),
         }
     }

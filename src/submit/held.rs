@@ -27,6 +27,8 @@ struct ToLookUp {
     license: bool,
     contract_id: CompactString,
     deactivated_at: CompactString,
+    /// As the export wrote it, for `results.csv`'s counts by site.
+    site: CompactString,
 }
 
 /// Items to look up and what the vendor holds of them, in memory.
@@ -43,7 +45,7 @@ pub struct HeldInMemory {
 impl HeldInMemory {
     /// Adds an eligible item: `row` in the input, its `key` (serial number
     /// or license id), contract and deactivation as written in its event
-    /// key.
+    /// key, and its site.
     pub fn push(
         &mut self,
         row: u64,
@@ -51,6 +53,7 @@ impl HeldInMemory {
         license: bool,
         contract_id: &str,
         deactivated_at: &str,
+        site: &str,
     ) {
         self.items.push(ToLookUp {
             row,
@@ -58,6 +61,7 @@ impl HeldInMemory {
             license,
             contract_id: contract_id.into(),
             deactivated_at: deactivated_at.into(),
+            site: site.into(),
         });
     }
 
@@ -71,11 +75,12 @@ impl HeldInMemory {
         self.held.len() as u64
     }
 
-    /// The record and the contract id of the item on input row `row`,
-    /// when the vendor holds it.
-    pub fn held(&self, row: u64) -> Option<(&ItemRecord, &str)> {
+    /// The record, the contract id and the site of the item on input row
+    /// `row`, when the vendor holds it.
+    pub fn held(&self, row: u64) -> Option<(&ItemRecord, &str, &str)> {
         let (record, index) = self.held.get(&row)?;
-        Some((record, self.items.get(*index)?.contract_id.as_str()))
+        let item = self.items.get(*index)?;
+        Some((record, item.contract_id.as_str(), item.site.as_str()))
     }
 
     /// The serial numbers and license ids the vendor holds (as quotes key
@@ -193,9 +198,9 @@ mod tests {
     #[test]
     fn pages_go_in_plan_order_and_only_what_is_held_for_the_event_is_kept() {
         let mut book = HeldInMemory::default();
-        book.push(3, "SER0001", false, "C-1", "2026-10-01");
-        book.push(5, "LIC-9", true, "C-1", "2026-10-01");
-        book.push(8, "SER0002", false, "C-1", "2026-10-01");
+        book.push(3, "SER0001", false, "C-1", "2026-10-01", "Berlin");
+        book.push(5, "LIC-9", true, "C-1", "2026-10-01", "Berlin");
+        book.push(8, "SER0002", false, "C-1", "2026-10-01", "Paris");
         assert_eq!(book.to_look_up().unwrap(), 3);
         let first = book.next_page(2).unwrap();
         assert_eq!(first[0].event_key, "SER0001|C-1|2026-10-01");
@@ -228,7 +233,7 @@ mod tests {
         assert_eq!(held, BTreeMap::from([("active", 1)]));
         assert_eq!(book.held_count(), 1);
         let record = ItemRecord::held_by_vendor(&active);
-        assert_eq!(book.held(3), Some((&record, "C-1")));
+        assert_eq!(book.held(3), Some((&record, "C-1", "Berlin")));
         assert_eq!(book.held(5), None);
         assert_eq!(book.held(8), None);
         assert_eq!(book.held_keys(), HashSet::from(["SER0001".to_string()]));

@@ -38,6 +38,7 @@ impl<'p> Validator<'p> {
                     value: chunk.problem_preview(r).into_owned(),
                     code: p.code,
                     message: p.into_owned().message,
+                    site: Default::default(),
                 }],
                 keys: None,
             };
@@ -325,6 +326,12 @@ impl<'p> Validator<'p> {
                 let serial = serial.filter(|_| kind == Some(ItemKind::Device));
                 let keys = (serial.is_some() || mac.is_some() || license_id.is_some())
                     .then(|| RowKeys::new(row, serial, mac, license_id));
+                let site = get(Col::Site);
+                if !site.is_empty() {
+                    for r in &mut v.rejects {
+                        r.site = site.into();
+                    }
+                }
                 RowOutcome::Rejected {
                     rejects: v.rejects,
                     keys,
@@ -359,6 +366,7 @@ impl RowCheck {
             value: value.to_string(),
             code,
             message,
+            site: Default::default(),
         });
     }
 
@@ -369,6 +377,7 @@ impl RowCheck {
             value: value.to_string(),
             code,
             message,
+            site: Default::default(),
         });
     }
 
@@ -379,6 +388,7 @@ impl RowCheck {
             value: String::from_utf8_lossy(raw).into_owned(),
             code: RejectCode::EncodingInvalid,
             message: "field is not valid UTF-8 (save the export as UTF-8)".into(),
+            site: Default::default(),
         });
     }
 

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{refleet, refleet_for, sample};
+use super::{refleet, refleet_for, results_by_site, sample};
 
 const AS_OF: &str = "2026-11-24";
 
@@ -356,4 +356,239 @@ fn hostile_cells_stay_text_in_chromium() {
     assert!(dom
         .stdout
         .contains("\"&gt;&lt;img src=x onerror=console.error(2)&gt;"));
+}
+
+/// A policy whose prices are the largest it allows (1,000,000 a unit a
+/// year, a term multiplier of 100, no discount) and whose regions' currency
+/// codes are the longest allowed (three letters: all are).
+const HUGE_PRICES: &str = r#"
+[pricing]
+term_multipliers = { "12" = "100", "24" = "100", "36" = "100" }
+volume_tiers = [{ min_devices = 1, discount = "0.00" }]
+[pricing.per_term_fee.USD]
+standard = "1000000000"
+extended = "1000000000"
+[pricing.per_term_fee.EUR]
+standard = "1000000000"
+extended = "1000000000"
+"#;
+
+/// The unit prices of every family at the largest the policy allows.
+fn huge_unit_prices() -> String {
+    let families = [
+        "vvx", "ccx", "edge", "trio", "studio", "gseries", "group", "sync", "headset", "license",
+    ];
+    let mut text = String::new();
+    for currency in ["USD", "EUR"] {
+        text.push_str(&format!("[pricing.unit.{currency}]\n"));
+        for f in families {
+            text.push_str(&format!(
+                "{f} = {{ standard = \"1000000\", extended = \"1000000\" }}\n"
+            ));
+        }
+    }
+    text
+}
+
+/// What overflows its card in `page` rendered `width` pixels wide, and how
+/// many cards there are; with the by-site table's total row and each
+/// site's row, as the browser laid them out. A copy of the page gets a
+/// script (the page itself allows none) that measures every element of
+/// every card against the card's box.
+struct Layout {
+    overflowing: Vec<String>,
+    cards: usize,
+    site_total: Vec<u64>,
+    sites: BTreeMap<String, Vec<u64>>,
+}
+
+fn layout(chromium: &Path, page: &Path, width: u32) -> Layout {
+    const MEASURE: &str = r#"<script>
+const bad = [];
+for (const card of document.querySelectorAll('.card')) {
+  const box = card.getBoundingClientRect();
+  if (card.scrollWidth > card.clientWidth + 0.5) bad.push('card scrolls: ' + card.textContent);
+  for (const el of card.querySelectorAll('*')) {
+    const r = el.getBoundingClientRect();
+    if (r.left < box.left - 0.5 || r.right > box.right + 0.5 || el.scrollWidth > el.clientWidth + 0.5 && el.clientWidth > 0)
+      bad.push(el.className + ' overflows: ' + el.textContent);
+  }
+}
+const cells = tr => Array.from(tr.querySelectorAll('td.n')).map(td => td.textContent.replaceAll(',', ''));
+const total = document.querySelector('#by-site tr[data-site-total]');
+const sites = {};
+for (const tr of document.querySelectorAll('#by-site tr[data-site]')) sites[tr.dataset.site] = cells(tr);
+const out = document.createElement('pre');
+out.id = 'layout';
+out.textContent = JSON.stringify({bad, cards: document.querySelectorAll('.card').length,
+  total: total ? cells(total) : [], sites});
+document.body.appendChild(out);
+</script>"#;
+    let html = std::fs::read_to_string(page).unwrap();
+    let html = html
+        .replace(
+            "default-src 'none'; style-src 'unsafe-inline'",
+            "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'",
+        )
+        .replace("</body>", &format!("{MEASURE}</body>"));
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("measured.html");
+    std::fs::write(&copy, html).unwrap();
+    let dom = render(
+        chromium,
+        &copy,
+        &["--dump-dom", &format!("--window-size={width},2000")],
+    );
+    assert!(dom.console.is_empty(), "{}", dom.console.join("\n"));
+    let json = dom
+        .stdout
+        .split(r#"<pre id="layout">"#)
+        .nth(1)
+        .and_then(|s| s.split("</pre>").next())
+        .expect("the measuring script ran")
+        .replace("&amp;", "&")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let numbers = |v: &serde_json::Value| -> Vec<u64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_str().unwrap().parse().unwrap())
+            .collect()
+    };
+    Layout {
+        overflowing: v["bad"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect(),
+        cards: v["cards"].as_u64().unwrap() as usize,
+        site_total: numbers(&v["total"]),
+        sites: v["sites"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, n)| (k.clone(), numbers(n)))
+            .collect(),
+    }
+}
+
+#[test]
+fn cards_fit_the_largest_amounts_and_the_by_site_table_adds_up_to_results_csv() {
+    let Some(chromium) = chromium() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("huge.toml");
+    std::fs::write(&policy, format!("{HUGE_PRICES}{}", huge_unit_prices())).unwrap();
+    let out = dir.path().join("out");
+    let journal = dir.path().join("journal.sqlite");
+    let o = refleet()
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["run", "sample-data/inventory.csv"])
+        .args(["--contracts", "sample-data/contracts.csv", "--policy"])
+        .arg(&policy)
+        .args(["--as-of", AS_OF, "--quiet", "--state"])
+        .arg(&journal)
+        .arg("--out")
+        .arg(&out)
+        .env_remove("REFLEET_API_URL")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    let usd = summary["quotes"]["USD"]["total"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(usd.len() >= 15, "the amounts are large: USD {usd}");
+
+    // The same journal's report with every number at its widest: counts
+    // of a trillion rows and amounts of a hundred trillion.
+    let mut wide = summary.clone();
+    let huge_count = serde_json::json!(999_999_999_999u64);
+    for key in [
+        "rows",
+        "valid_rows",
+        "rejected_rows",
+        "eligible",
+        "ineligible",
+    ] {
+        wide[key] = huge_count.clone();
+    }
+    for state in ["active", "failed", "rejected", "escalated"] {
+        wide["items_by_state"][state] = huge_count.clone();
+    }
+    wide["requests"]["sent"] = huge_count.clone();
+    for currency in ["USD", "EUR"] {
+        wide["quotes"][currency]["total"] = serde_json::json!("99999999999999.99");
+        for key in ["quotes", "devices", "licenses"] {
+            wide["quotes"][currency][key] = huge_count.clone();
+        }
+    }
+    wide["items"]["earlier_runs"] = huge_count.clone();
+    wide["items"]["vendor_held"] = huge_count.clone();
+    wide["not_bought_again"] =
+        serde_json::json!({"EUR": "99999999999999.99", "USD": "99999999999999.99"});
+    rusqlite::Connection::open(&journal)
+        .unwrap()
+        .execute(
+            "UPDATE runs SET summary_json = ?1",
+            [serde_json::to_string(&wide).unwrap()],
+        )
+        .unwrap();
+    let widest = dir.path().join("widest");
+    let o = refleet()
+        .args(["report", "--state"])
+        .arg(&journal)
+        .arg("--out")
+        .arg(&widest)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let widest_html = std::fs::read_to_string(widest.join("report.html")).unwrap();
+    assert!(widest_html.contains("99,999,999,999,999.99"));
+
+    let expected = results_by_site(&out.join("results.csv"));
+    let mut total = vec![0u64; 7];
+    for counts in expected.values() {
+        for (t, n) in total.iter_mut().zip(counts) {
+            *t += n;
+        }
+    }
+    assert_eq!(total[0], 2000, "every row of the sample in results.csv");
+    for width in [1280, 800] {
+        for page in [out.join("report.html"), widest.join("report.html")] {
+            let l = layout(&chromium, &page, width);
+            assert!(l.cards >= 10, "{width} px: {} cards", l.cards);
+            assert!(
+                l.overflowing.is_empty(),
+                "{width} px, {}: {:#?}",
+                page.display(),
+                l.overflowing
+            );
+            assert_eq!(l.site_total, total, "{width} px: the total line");
+            assert!(!l.sites.is_empty());
+            for (site, shown) in &l.sites {
+                assert_eq!(Some(shown), expected.get(site), "site {site:?}");
+            }
+        }
+    }
+
+    // The measure can fail: a card whose value may not wrap overflows.
+    let html = std::fs::read_to_string(widest.join("report.html")).unwrap();
+    let broken = dir.path().join("broken.html");
+    std::fs::write(
+        &broken,
+        html.replace(
+            "<style>",
+            "<style>.card{overflow-wrap:normal!important}.card .value{white-space:nowrap!important;font-size:40px!important}",
+        ),
+    )
+    .unwrap();
+    assert!(!layout(&chromium, &broken, 800).overflowing.is_empty());
 }

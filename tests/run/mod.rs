@@ -373,6 +373,35 @@ fn the_quick_start_runs_against_the_built_in_simulator(store: Store) {
         "{text}"
     );
     assert!(text.contains("last run #1:"), "{text}");
+    // By site: summary.json and `status --by site` count what results.csv
+    // holds, the sites needing the most work first.
+    let by_site = crate::results_by_site(&out.path().join("results.csv"));
+    assert_eq!(crate::summary_by_site(&summary(out.path())), by_site);
+    let status = refleet_for(out.path())
+        .args(["status", "--by", "site"])
+        .args(store.state_args())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert_eq!(status.status.code(), Some(0), "{text}");
+    let table: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("by site, as of run #1"))
+        .skip(2)
+        .collect();
+    assert_eq!(table.len(), by_site.len(), "one line a site:\n{text}");
+    let mut needing_work = Vec::new();
+    for line in table {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let (name, counts) = words.split_at(words.len() - 7);
+        let counts: Vec<u64> = counts.iter().map(|n| n.parse().unwrap()).collect();
+        assert_eq!(Some(&counts), by_site.get(&name.join(" ")), "{line}");
+        needing_work.push(counts[0] - counts[1] - counts[5]);
+    }
+    assert!(
+        needing_work.windows(2).all(|w| w[0] >= w[1]),
+        "most work first: {needing_work:?}"
+    );
     let page = out.path().join("page");
     refleet_for(out.path())
         .args(["report", "--out"])

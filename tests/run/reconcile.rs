@@ -366,7 +366,16 @@ fn a_dry_run_on_a_new_journal_writes_nothing_and_shows_what_the_vendor_holds() {
         }
     }
     assert_eq!(vendor_rows as u64, held);
-    // summary.json counts exactly what results.csv holds.
+    // summary.json counts exactly what results.csv holds, by site too
+    // (the dry run's rows written as the plan went, then patched).
+    for out in [&dry, &paid] {
+        assert_eq!(
+            crate::summary_by_site(&summary(out)),
+            crate::results_by_site(&out.join("results.csv")),
+            "{}",
+            out.display()
+        );
+    }
     let mut by_state = std::collections::BTreeMap::<String, u64>::new();
     let mut by_contract = std::collections::BTreeMap::<(String, String), u64>::new();
     for r in &dry_rows {

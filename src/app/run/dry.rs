@@ -56,6 +56,7 @@ impl PlanSink for Eligible<'_> {
                 item.kind == ItemKind::License,
                 &item.contract_id,
                 &item.deactivated_at.to_string(),
+                &item.site,
             );
         }
         Ok(())

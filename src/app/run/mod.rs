@@ -458,9 +458,10 @@ fn run_on<L: Ledger>(
     if let (Rows::Written(counts), Some(book)) = (&mut rows, &in_memory) {
         if book.held_count() > 0 {
             patch_results(&out, counts, &|row| {
-                book.held(row).map(|(record, contract_id)| HeldRow {
+                book.held(row).map(|(record, contract_id, site)| HeldRow {
                     record,
                     contract_id,
+                    site,
                 })
             })?;
         }
@@ -497,6 +498,7 @@ fn run_on<L: Ledger>(
     let summary = Summary {
         refleet_version: env!("CARGO_PKG_VERSION"),
         run_id,
+        finished_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         input: settings.plan.input.display().to_string(),
         as_of: settings.plan.as_of.to_string(),
         api: &api_label,
@@ -515,6 +517,7 @@ fn run_on<L: Ledger>(
         reasons: &counts.by_reason,
         by_region: &counts.by_region,
         by_contract: &counts.by_contract,
+        by_site: &counts.by_site,
         quotes: &planned.totals,
         items: split,
         vendor_lookups: reconciled.as_ref().map(|r| VendorLookups {

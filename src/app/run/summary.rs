@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::Settings;
 use crate::quote::CurrencyTotal;
-use crate::report::ResultCounts;
+use crate::report::{ResultCounts, SiteCounts};
 use crate::submit::journal::RunSplit;
 use crate::submit::SubmitReport;
 
@@ -16,6 +16,8 @@ use crate::submit::SubmitReport;
 pub struct Summary<'a> {
     pub refleet_version: &'static str,
     pub run_id: i64,
+    /// When the run ended, UTC (RFC 3339, seconds).
+    pub finished_at: String,
     pub input: String,
     pub as_of: String,
     pub api: &'a str,
@@ -37,6 +39,9 @@ pub struct Summary<'a> {
     pub reasons: &'a BTreeMap<String, u64>,
     pub by_region: &'a BTreeMap<String, BTreeMap<String, u64>>,
     pub by_contract: &'a BTreeMap<String, BTreeMap<String, u64>>,
+    /// `results.csv`'s rows by their `site` ("" for rows without one, or
+    /// too malformed for it to be read), each row in one count.
+    pub by_site: &'a BTreeMap<String, SiteCounts>,
     /// What this run buys: items already bought by earlier runs of the
     /// journal, or held by the vendor, are not in it.
     pub quotes: &'a BTreeMap<String, CurrencyTotal>,

@@ -4,8 +4,9 @@ use std::fmt::Write as _;
 
 use rust_decimal::prelude::ToPrimitive;
 
+use super::sections::{site_name, sites_by_need};
 use super::svg::{day_chart, hbar_chart, stacked_chart, state_colour, state_rank, Bar};
-use super::{esc, fmt_int, fmt_money, plural, ReportData, TOP_REASONS};
+use super::{esc, fmt_int, fmt_money, plural, ReportData, TOP_REASONS, TOP_SITES};
 
 pub(super) fn figure(h: &mut String, caption: &str, svg: &str, note: &str) {
     let _ = write!(h, "<figure><figcaption>{}</figcaption>{svg}", esc(caption));
@@ -107,6 +108,43 @@ pub(super) fn charts(h: &mut String, d: &ReportData) {
         },
     );
 
+    if !d.by_site.is_empty() {
+        let sites = sites_by_need(d);
+        let groups: Vec<(String, std::collections::BTreeMap<String, u64>)> = sites
+            .iter()
+            .take(TOP_SITES)
+            .map(|(site, c)| {
+                let segments = [
+                    ("active", c.active),
+                    ("on the way", c.on_the_way),
+                    ("failed or rejected", c.failed_or_rejected),
+                    ("escalated", c.escalated),
+                    ("ineligible", c.ineligible),
+                    ("invalid", c.invalid),
+                ];
+                let segments = segments.iter().map(|(s, n)| (s.to_string(), *n)).collect();
+                (site_name(site).to_string(), segments)
+            })
+            .collect();
+        let note = if sites.len() > TOP_SITES {
+            format!(
+                "The {TOP_SITES} of {} sites with the most rows needing work (neither active nor ineligible); the table lists more.",
+                fmt_int(sites.len() as u64)
+            )
+        } else {
+            "Sites with the most rows needing work (neither active nor ineligible) first.".into()
+        };
+        figure(
+            h,
+            "Sites needing the most work",
+            &stacked_chart(
+                "Sites needing the most work",
+                groups.iter().map(|(g, m)| (g, m)),
+            ),
+            &note,
+        );
+    }
+
     let bars: Vec<Bar> = d
         .quote_totals
         .iter()
@@ -134,7 +172,11 @@ pub(super) fn charts(h: &mut String, d: &ReportData) {
             h,
             "Activations per day",
             &day_chart("Activations per day", days),
-            "Days are UTC; every item the journal holds, across its runs.",
+            if d.api.as_deref() == Some("simulator") {
+                "Simulated dates: the built-in simulator compresses business days into moments, so its activation dates run far ahead of the calendar. Days are UTC; every item the journal holds, across its runs."
+            } else {
+                "Days are UTC, as the vendor reported them; every item the journal holds, across its runs."
+            },
         ),
         None => figure(
             h,

@@ -25,14 +25,14 @@ use anyhow::Context;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 
-use super::AtomicFile;
+use super::{AtomicFile, SiteCounts};
 
 mod charts;
 mod sections;
 mod svg;
 
 use charts::charts;
-use sections::{headline, notices, problems, quotes_table};
+use sections::{by_site, headline, notices, problems, quotes_table};
 
 /// Rows of `rejects.csv` shown in the table of rows to fix.
 pub const PROBLEM_ROWS: usize = 50;
@@ -40,6 +40,11 @@ pub const PROBLEM_ROWS: usize = 50;
 const TOP_REASONS: usize = 15;
 /// Quotes listed in the table (the rest are in `quotes.csv`).
 const QUOTE_ROWS: usize = 200;
+/// Sites listed in the by-site table, those needing the most work (the
+/// rest are summed in one line, and all are in `summary.json`).
+pub const SITE_ROWS: usize = 50;
+/// Sites in the by-site chart.
+const TOP_SITES: usize = 15;
 
 /// Which command the page describes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,6 +156,9 @@ pub enum Problems {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReportData {
     pub source: Source,
+    /// The run's number in its journal and when it ended (UTC); `None`
+    /// for a plan.
+    pub run: Option<(i64, String)>,
     pub input: String,
     pub as_of: String,
     pub outcome: Option<String>,
@@ -168,6 +176,8 @@ pub struct ReportData {
     pub reasons: BTreeMap<String, u64>,
     /// Items per region, by state (or by verdict for a plan).
     pub by_region: BTreeMap<String, BTreeMap<String, u64>>,
+    /// `results.csv`'s rows by site; empty for a plan.
+    pub by_site: BTreeMap<String, SiteCounts>,
     pub quote_totals: BTreeMap<String, QuoteTotal>,
     pub quotes: Vec<QuoteRow>,
     pub over_budget: Vec<String>,
@@ -185,6 +195,10 @@ pub struct ReportData {
 /// written by an older refleet still gives a report.
 #[derive(Deserialize)]
 struct SummaryIn {
+    #[serde(default)]
+    run_id: Option<i64>,
+    #[serde(default)]
+    finished_at: Option<String>,
     #[serde(default)]
     input: String,
     #[serde(default)]
@@ -210,6 +224,8 @@ struct SummaryIn {
     reasons: BTreeMap<String, u64>,
     #[serde(default)]
     by_region: BTreeMap<String, BTreeMap<String, u64>>,
+    #[serde(default)]
+    by_site: BTreeMap<String, SiteCounts>,
     #[serde(default)]
     quotes: BTreeMap<String, QuoteTotal>,
     #[serde(default)]
@@ -252,6 +268,7 @@ impl ReportData {
             serde_json::from_str(summary_json).context("summary.json is not as expected")?;
         Ok(ReportData {
             source,
+            run: s.run_id.map(|id| (id, s.finished_at.unwrap_or_default())),
             input: s.input,
             as_of: s.as_of,
             outcome: s.outcome,
@@ -266,6 +283,7 @@ impl ReportData {
             states: Some(s.items_by_state),
             reasons: s.reasons,
             by_region: s.by_region,
+            by_site: s.by_site,
             quote_totals: s.quotes,
             quotes,
             over_budget: s.over_budget,
@@ -439,12 +457,42 @@ fn metric(path: &str, text: &str) -> String {
     )
 }
 
+/// A headline card. `value` is markup; the longer its text, the smaller
+/// its type, so that any count or amount fits the narrowest card (and
+/// wraps rather than overflows, should one still not fit).
 fn card(out: &mut String, label: &str, value: &str, sub: &str, tone: &str) {
+    let size = match visible_len(value) {
+        0..=10 => "",
+        11..=14 => " long",
+        _ => " longer",
+    };
     let _ = write!(
         out,
-        r#"<div class="card {tone}"><div class="label">{}</div><div class="value">{value}</div><div class="sub">{sub}</div></div>"#,
+        r#"<div class="card {tone}"><div class="label">{}</div><div class="value{size}">{value}</div><div class="sub">{sub}</div></div>"#,
         esc(label)
     );
+}
+
+/// The characters of `markup` outside its tags (entities count as one).
+fn visible_len(markup: &str) -> usize {
+    let mut n = 0;
+    let mut in_tag = false;
+    let mut in_entity = false;
+    for c in markup.chars() {
+        match (c, in_tag, in_entity) {
+            ('<', _, _) => in_tag = true,
+            ('>', true, _) => in_tag = false,
+            (_, true, _) => {}
+            ('&', _, _) => {
+                in_entity = true;
+                n += 1;
+            }
+            (';', _, true) => in_entity = false,
+            (_, _, true) => {}
+            _ => n += 1,
+        }
+    }
+    n
 }
 
 const STYLE: &str = r#"
@@ -458,11 +506,12 @@ h2{font-size:17px;margin:28px 0 10px}
 .meta b{color:var(--ink);font-weight:600}
 .notice{background:#fff8e1;border:1px solid #ffe082;border-radius:6px;padding:10px 14px;margin:14px 0}
 .notice.bad{background:#ffebee;border-color:#ef9a9a}
-.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(170px,1fr));gap:12px;margin-top:18px}
-.card{background:#fff;border:1px solid var(--line);border-left:4px solid #90a4ae;border-radius:6px;padding:10px 12px}
+.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(190px,1fr));gap:12px;margin-top:18px}
+.card{min-width:0;background:#fff;border:1px solid var(--line);border-left:4px solid #90a4ae;border-radius:6px;padding:10px 12px;overflow-wrap:anywhere}
 .card.good{border-left-color:#2e7d32}.card.bad{border-left-color:#c62828}.card.warn{border-left-color:#ef6c00}.card.info{border-left-color:#1565c0}
 .card .label{color:var(--muted);font-size:12px;text-transform:uppercase;letter-spacing:.04em}
-.card .value{font-size:24px;font-weight:650;font-variant-numeric:tabular-nums;white-space:nowrap}
+.card .value{font-size:24px;font-weight:650;font-variant-numeric:tabular-nums;line-height:1.25}
+.card .value.long{font-size:19px}.card .value.longer{font-size:15px}
 .card .sub{color:var(--muted);font-size:12px;min-height:1em}
 .card .sub .num{font-variant-numeric:tabular-nums}
 .charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(560px,1fr));gap:14px}
@@ -479,6 +528,7 @@ th,td{padding:5px 8px;border-bottom:1px solid var(--line);text-align:left;vertic
 th{background:#eceff1;font-weight:600}
 td.n,th.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 td.code{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:12px}
+tr.total td{font-weight:600;border-top:2px solid var(--line)}
 td.value{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:12px;word-break:break-all;max-width:260px}
 .two{display:grid;grid-template-columns:minmax(260px,1fr) 3fr;gap:14px;align-items:start}
 footer{color:var(--muted);font-size:12px;margin-top:28px}
@@ -525,6 +575,12 @@ pub fn render(d: &ReportData) -> String {
     if let Some(api) = &d.api {
         let _ = write!(h, " · API <b>{}</b>", esc(api));
     }
+    if let (Some((run_id, finished_at)), Source::Run) = (&d.run, &d.source) {
+        let _ = write!(h, r#" · run <b data-field="run">#{run_id}</b>"#);
+        if !finished_at.is_empty() {
+            let _ = write!(h, " ended <b>{}</b>", esc(finished_at));
+        }
+    }
     if let Source::Journal {
         path,
         run_id,
@@ -541,6 +597,7 @@ pub fn render(d: &ReportData) -> String {
     h.push_str("</p>\n</header>\n");
     notices(&mut h, d);
     headline(&mut h, d);
+    by_site(&mut h, d);
     charts(&mut h, d);
     quotes_table(&mut h, d);
     problems(&mut h, d);

@@ -3,7 +3,8 @@
 use std::fmt::Write as _;
 
 use super::{
-    card, esc, fmt_int, fmt_money, fmt_rate, metric, Problems, ReportData, Source, QUOTE_ROWS,
+    card, esc, fmt_int, fmt_money, fmt_rate, metric, Problems, ReportData, SiteCounts, Source,
+    QUOTE_ROWS, SITE_ROWS,
 };
 
 pub(super) fn notices(h: &mut String, d: &ReportData) {
@@ -58,11 +59,21 @@ pub(super) fn headline(h: &mut String, d: &ReportData) {
         "",
         "good",
     );
+    // The states chart counts a manual review escalated (or waiting for
+    // its case) apart from the ineligible: the card says why they differ.
+    let reviews = d.reasons.get("MANUAL_REVIEW").copied().unwrap_or(0);
+    let ineligible_note = match (&d.states, reviews) {
+        (Some(_), 1..) => format!(
+            "{} for manual review: escalated, not in the state “ineligible”",
+            fmt_int(reviews)
+        ),
+        _ => String::new(),
+    };
     card(
         h,
         "Ineligible",
         &metric("ineligible", &fmt_int(d.ineligible)),
-        "",
+        &ineligible_note,
         "",
     );
     if let Some(states) = &d.states {
@@ -236,5 +247,69 @@ pub(super) fn problems(h: &mut String, d: &ReportData) {
             );
         }
     }
+    h.push('\n');
+}
+
+/// Sites in the order the table and chart list them: most rows needing
+/// work first, then most rows, then by name.
+pub(super) fn sites_by_need(d: &ReportData) -> Vec<(&String, &SiteCounts)> {
+    let mut sites: Vec<(&String, &SiteCounts)> = d.by_site.iter().collect();
+    sites.sort_by(|a, b| SiteCounts::listing_order((a.0, a.1), (b.0, b.1)));
+    sites
+}
+
+/// How a site is named in the page: rows without one get a name that
+/// says so.
+pub(super) fn site_name(site: &str) -> &str {
+    if site.is_empty() {
+        "(no site)"
+    } else {
+        site
+    }
+}
+
+/// The by-site table: where each site stands, the sites that need the
+/// most work first, and a total line equal to `results.csv`.
+pub(super) fn by_site(h: &mut String, d: &ReportData) {
+    if d.by_site.is_empty() {
+        return;
+    }
+    let sites = sites_by_need(d);
+    h.push_str("<h2>By site</h2>\n");
+    h.push_str(r#"<table id="by-site"><thead><tr><th>Site</th><th class="n">Rows</th><th class="n">Active</th><th class="n">On the way</th><th class="n">Failed / rejected</th><th class="n">Escalated</th><th class="n">Ineligible</th><th class="n">Invalid</th></tr></thead><tbody>"#);
+    let mut total = SiteCounts::default();
+    for (i, (site, c)) in sites.iter().enumerate() {
+        total.add(c);
+        if i >= SITE_ROWS {
+            continue;
+        }
+        let _ = write!(
+            h,
+            r#"<tr data-site="{}"><td>{}</td>"#,
+            esc(site),
+            esc(site_name(site))
+        );
+        for n in c.columns() {
+            let _ = write!(h, r#"<td class="n">{}</td>"#, fmt_int(n));
+        }
+        h.push_str("</tr>");
+    }
+    if sites.len() > SITE_ROWS {
+        let _ = write!(
+            h,
+            r#"<tr><td colspan="8" class="note">… and {} more sites, with fewer rows needing work: all are in summary.json (by_site) and results.csv.</td></tr>"#,
+            fmt_int((sites.len() - SITE_ROWS) as u64)
+        );
+    }
+    let _ = write!(
+        h,
+        r#"</tbody><tfoot><tr class="total" data-site-total=""><td>All {} sites</td>"#,
+        fmt_int(sites.len() as u64)
+    );
+    for n in total.columns() {
+        let _ = write!(h, r#"<td class="n">{}</td>"#, fmt_int(n));
+    }
+    h.push_str("</tr></tfoot></table>\n");
+    h.push_str(r#"<p class="note">Every row of results.csv is in one column: on the way is planned, submitted, accepted, provisioning, or a manual review waiting for its case; escalated is handed to support. (no site) is rows without one, and rows too malformed for it to be read.</p>"#);
     h.push('\n');
 }

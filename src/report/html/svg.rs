@@ -19,24 +19,27 @@ pub(super) fn state_colour(state: &str) -> &'static str {
         "invalid" => "#8d6e63",
         "ineligible" => "#9e9e9e",
         "manual_review" => "#f9a825",
-        "planned" | "submitted" | "accepted" | "provisioning" => "#1565c0",
+        "planned" | "submitted" | "accepted" | "provisioning" | "on the way" => "#1565c0",
+        "failed or rejected" => "#c62828",
         _ => "#546e7a",
     }
 }
 
 /// The order states are listed in: the life of an item, good to bad.
 pub(super) fn state_rank(state: &str) -> usize {
-    const ORDER: [&str; 12] = [
+    const ORDER: [&str; 14] = [
         "eligible",
         "active",
         "planned",
         "submitted",
         "accepted",
         "provisioning",
+        "on the way",
         "manual_review",
         "escalated",
         "rejected",
         "failed",
+        "failed or rejected",
         "ineligible",
         "invalid",
     ];
@@ -111,13 +114,14 @@ pub(super) fn hbar_chart(title: &str, bars: &[Bar]) -> String {
 /// A group of the stacked chart: its name, (state, count) segments, total.
 type Stack<'a> = (&'a String, Vec<(&'a String, u64)>, u64);
 
-/// One horizontal bar per group, split into segments by state, with a legend.
-pub(super) fn stacked_chart(
+/// One horizontal bar per group, in the order given, split into segments
+/// by state, with a legend.
+pub(super) fn stacked_chart<'a>(
     title: &str,
-    groups: &BTreeMap<String, BTreeMap<String, u64>>,
+    groups: impl IntoIterator<Item = (&'a String, &'a BTreeMap<String, u64>)>,
 ) -> String {
     let groups: Vec<Stack<'_>> = groups
-        .iter()
+        .into_iter()
         .map(|(g, m)| {
             let mut segs: Vec<(&String, u64)> = m
                 .iter()

@@ -54,8 +54,21 @@ fn sample_with(hostile: &str) -> ReportData {
             total: "94963.15".parse().unwrap(),
         },
     );
+    let site = |rows, active, failed_or_rejected, invalid| SiteCounts {
+        rows,
+        active,
+        failed_or_rejected,
+        invalid,
+        ..SiteCounts::default()
+    };
+    let by_site = BTreeMap::from([
+        ("Berlin".to_string(), site(10, 10, 0, 0)),
+        (hostile.to_string(), site(5, 1, 3, 1)),
+        (String::new(), site(4, 0, 0, 4)),
+    ]);
     ReportData {
         source: Source::Run,
+        run: Some((7, "2026-11-24T10:00:00Z".into())),
         input: hostile.into(),
         as_of: "2026-11-24".into(),
         outcome: Some("finished".into()),
@@ -70,6 +83,7 @@ fn sample_with(hostile: &str) -> ReportData {
         states: Some(states),
         reasons,
         by_region,
+        by_site,
         quote_totals,
         quotes: vec![QuoteRow {
             quote_id: "Q-1".into(),
@@ -152,6 +166,7 @@ fn input_is_escaped_everywhere() {
         "table",
         "thead",
         "tbody",
+        "tfoot",
         "tr",
         "th",
         "td",
@@ -262,6 +277,7 @@ fn the_reasons_chart_keeps_the_top_and_counts_the_rest() {
 fn empty_data_renders() {
     let d = ReportData {
         source: Source::Run,
+        run: None,
         input: String::new(),
         as_of: String::new(),
         outcome: None,
@@ -276,6 +292,7 @@ fn empty_data_renders() {
         states: Some(BTreeMap::new()),
         reasons: BTreeMap::new(),
         by_region: BTreeMap::new(),
+        by_site: BTreeMap::new(),
         quote_totals: BTreeMap::new(),
         quotes: vec![],
         over_budget: vec![],
@@ -357,4 +374,90 @@ fn rejects_csv_is_grouped_by_code() {
     );
     assert_eq!(first.len(), 2);
     assert_eq!(first[1].value, "ZZ");
+}
+
+#[test]
+fn the_by_site_table_lists_the_sites_needing_most_work_first_with_totals() {
+    let html = render(&sample());
+    let table = html
+        .split(r#"<table id="by-site">"#)
+        .nth(1)
+        .and_then(|t| t.split("</table>").next())
+        .expect("a by-site table");
+    // Needing work: the hostile site 4, (no site) 4 (fewer rows), Berlin 0.
+    let order: Vec<usize> = [
+        r#"data-site="&lt;script&gt;"#,
+        r#"data-site="""#,
+        r#"data-site="Berlin""#,
+    ]
+    .iter()
+    .map(|s| {
+        table
+            .find(s)
+            .unwrap_or_else(|| panic!("{s} not in the table"))
+    })
+    .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
+    assert!(table.contains("<td>(no site)</td>"));
+    assert!(table.contains(
+        r#"<td>All 3 sites</td><td class="n">19</td><td class="n">11</td><td class="n">0</td><td class="n">3</td><td class="n">0</td><td class="n">0</td><td class="n">5</td>"#
+    ));
+    assert!(html.contains("Sites needing the most work"));
+    assert!(html.contains(r#"run <b data-field="run">#7</b> ended <b>2026-11-24T10:00:00Z</b>"#));
+    assert!(html.contains("Simulated dates"));
+}
+
+#[test]
+fn the_by_site_table_is_capped_and_its_total_still_counts_every_site() {
+    let mut d = sample();
+    d.by_site = (0..SITE_ROWS as u64 + 7)
+        .map(|i| {
+            let c = SiteCounts {
+                rows: i + 1,
+                active: 1,
+                on_the_way: i,
+                ..SiteCounts::default()
+            };
+            (format!("Site {i:03}"), c)
+        })
+        .collect();
+    let html = render(&d);
+    let rows = html.matches("<tr data-site=").count();
+    assert_eq!(rows, SITE_ROWS);
+    assert!(html.contains("… and 7 more sites"));
+    // The most work first: Site 056 has 56 rows on the way, Site 000 none.
+    assert!(html.contains(r#"data-site="Site 056""#));
+    assert!(!html.contains(r#"data-site="Site 000""#));
+    let n = SITE_ROWS as u64 + 7;
+    let total_rows = n * (n + 1) / 2;
+    assert!(html.contains(&format!(
+        r#"<td>All {n} sites</td><td class="n">{}</td>"#,
+        fmt_int(total_rows)
+    )));
+}
+
+#[test]
+fn a_card_value_gets_smaller_type_as_it_gets_longer() {
+    let mut out = String::new();
+    card(&mut out, "Rows", &metric("rows", "1,889"), "", "");
+    assert!(out.contains(r#"<div class="value">"#));
+    out.clear();
+    card(
+        &mut out,
+        "Quoted EUR",
+        &metric("q", "11,034,731.49"),
+        "",
+        "",
+    );
+    assert!(out.contains(r#"<div class="value long">"#), "{out}");
+    out.clear();
+    card(
+        &mut out,
+        "Quoted EUR",
+        &metric("q", "999,999,999,999.99"),
+        "",
+        "",
+    );
+    assert!(out.contains(r#"<div class="value longer">"#), "{out}");
+    assert_eq!(visible_len("<b>a&amp;b</b>"), 3);
 }
