@@ -174,6 +174,10 @@ fn cells(table: &[std::collections::HashMap<String, String>], column: &str) -> V
 /// warning naming it; one refleet reads with no text form is a usage error
 /// naming it. None panics, with or without carried columns.
 #[test]
+#[cfg_attr(
+    no_python_readers,
+    ignore = "needs a Python with polars, pyarrow and duckdb (REFLEET_PYTHON); runs in CI"
+)]
 fn parquet_columns_of_any_type_from_pyarrow_polars_and_duckdb() {
     let Some(python) = parquet_python() else {
         return;

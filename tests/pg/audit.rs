@@ -30,6 +30,10 @@ fn ledger_with_records(pg: &Pg, n: usize) -> String {
 }
 
 #[test]
+#[cfg_attr(
+    no_postgres,
+    ignore = "needs PostgreSQL (Debian's postgresql package); runs in CI"
+)]
 fn a_ledgers_chain_is_exported_as_a_log_and_verified_in_place() {
     let Some(pg) = Pg::start_or_skip("a_ledgers_chain_is_exported_as_a_log_and_verified_in_place")
     else {
@@ -104,6 +108,10 @@ fn a_ledgers_chain_is_exported_as_a_log_and_verified_in_place() {
 }
 
 #[test]
+#[cfg_attr(
+    no_postgres,
+    ignore = "needs PostgreSQL (Debian's postgresql package); runs in CI"
+)]
 fn a_database_without_a_ledger_is_refused_and_left_as_it_was() {
     let Some(pg) = Pg::start_or_skip("a_database_without_a_ledger_is_refused_and_left_as_it_was")
     else {

@@ -48,6 +48,10 @@ fn drop_and_check(pg: Pg) {
 }
 
 #[test]
+#[cfg_attr(
+    no_postgres,
+    ignore = "needs PostgreSQL (Debian's postgresql package); runs in CI"
+)]
 fn a_cluster_keeps_its_data_and_port_across_restarts() {
     let Some(pg) = Pg::start_or_skip("a_cluster_keeps_its_data_and_port_across_restarts") else {
         return;
@@ -71,6 +75,10 @@ fn a_cluster_keeps_its_data_and_port_across_restarts() {
 }
 
 #[test]
+#[cfg_attr(
+    no_postgres,
+    ignore = "needs PostgreSQL (Debian's postgresql package); runs in CI"
+)]
 fn two_clusters_start_at_once_and_are_independent() {
     let start =
         || thread::spawn(|| Pg::start_or_skip("two_clusters_start_at_once_and_are_independent"));

@@ -41,6 +41,10 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 #[test]
+#[cfg_attr(
+    no_postgres,
+    ignore = "needs PostgreSQL (Debian's postgresql package); runs in CI"
+)]
 fn runners_starting_together_create_the_schema_once_and_a_newer_one_is_refused() {
     let Some(pg) = Pg::start_or_skip("runners_starting_together_create_the_schema_once") else {
         return;
@@ -77,6 +81,10 @@ fn runners_starting_together_create_the_schema_once_and_a_newer_one_is_refused()
 /// runner, its items and batches kept: a closed batch is an accepted one,
 /// and a run's columns are there to use.
 #[test]
+#[cfg_attr(
+    no_postgres,
+    ignore = "needs PostgreSQL (Debian's postgresql package); runs in CI"
+)]
 fn a_version_1_ledger_is_migrated_and_keeps_what_it_held() {
     let Some(pg) = Pg::start_or_skip("a_version_1_ledger_is_migrated") else {
         return;
@@ -118,6 +126,10 @@ fn a_version_1_ledger_is_migrated_and_keeps_what_it_held() {
 /// is in exactly one batch, of one contract and region, and each batch's
 /// key is the digest of its items.
 #[test]
+#[cfg_attr(
+    no_postgres,
+    ignore = "needs PostgreSQL (Debian's postgresql package); runs in CI"
+)]
 fn three_runners_claim_every_item_exactly_once() {
     let Some(pg) = Pg::start_or_skip("three_runners_claim_every_item_exactly_once") else {
         return;
@@ -196,6 +208,10 @@ fn three_runners_claim_every_item_exactly_once() {
 /// renew nor close them any more. A runner that renews its lease keeps its
 /// batch. Leases of seconds, so a slow machine does not make the test lie.
 #[test]
+#[cfg_attr(
+    no_postgres,
+    ignore = "needs PostgreSQL (Debian's postgresql package); runs in CI"
+)]
 fn a_dead_runners_batches_are_taken_over_under_the_same_key() {
     let Some(pg) = Pg::start_or_skip("a_dead_runners_batches_are_taken_over") else {
         return;
@@ -299,6 +315,10 @@ fn a_dead_runners_batches_are_taken_over_under_the_same_key() {
 /// fast as they can for 2 s: together never more than the quota allows,
 /// and most of it used. A pause (a 429 one runner saw) stops them all.
 #[test]
+#[cfg_attr(
+    no_postgres,
+    ignore = "needs PostgreSQL (Debian's postgresql package); runs in CI"
+)]
 fn runners_share_one_vendor_quota() {
     let Some(pg) = Pg::start_or_skip("runners_share_one_vendor_quota") else {
         return;
@@ -383,6 +403,10 @@ fn runners_share_one_vendor_quota() {
 /// Three runners append to the audit chain at once: one chain, every
 /// record once, and the export verifies as a journal's log does.
 #[test]
+#[cfg_attr(
+    no_postgres,
+    ignore = "needs PostgreSQL (Debian's postgresql package); runs in CI"
+)]
 fn concurrent_runners_extend_one_audit_chain() {
     let Some(pg) = Pg::start_or_skip("concurrent_runners_extend_one_audit_chain") else {
         return;
@@ -431,6 +455,10 @@ fn concurrent_runners_extend_one_audit_chain() {
 /// connection, it connects again and goes on, nothing lost. A server that
 /// does not come back is given up on after the wait, not forever.
 #[test]
+#[cfg_attr(
+    no_postgres,
+    ignore = "needs PostgreSQL (Debian's postgresql package); runs in CI"
+)]
 fn a_runner_reconnects_after_a_server_restart_and_gives_up_after_its_wait() {
     let Some(pg) = Pg::start_or_skip("a_runner_reconnects_after_a_server_restart") else {
         return;
@@ -480,6 +508,10 @@ fn a_runner_reconnects_after_a_server_restart_and_gives_up_after_its_wait() {
 /// the batch over: the runner that let it lapse may have been cut off, and
 /// the batch may be on its way to another runner already.
 #[test]
+#[cfg_attr(
+    no_postgres,
+    ignore = "needs PostgreSQL (Debian's postgresql package); runs in CI"
+)]
 fn a_lapsed_lease_is_not_renewed_even_before_a_takeover() {
     let Some(pg) = Pg::start_or_skip("a_lapsed_lease_is_not_renewed") else {
         return;

@@ -83,6 +83,10 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 #[test]
+#[cfg_attr(
+    no_postgres,
+    ignore = "needs PostgreSQL (Debian's postgresql package); runs in CI"
+)]
 fn the_ledger_is_reached_over_tls_when_the_url_asks_and_a_wrong_certificate_is_refused() {
     let Some(pg) = Pg::start_or_skip(
         "the_ledger_is_reached_over_tls_when_the_url_asks_and_a_wrong_certificate_is_refused",
@@ -169,6 +173,10 @@ fn the_ledger_is_reached_over_tls_when_the_url_asks_and_a_wrong_certificate_is_r
 }
 
 #[test]
+#[cfg_attr(
+    no_postgres,
+    ignore = "needs PostgreSQL (Debian's postgresql package); runs in CI"
+)]
 fn a_server_without_tls_is_refused_when_the_url_asks_for_it() {
     let Some(pg) = Pg::start_or_skip("a_server_without_tls_is_refused_when_the_url_asks_for_it")
     else {

@@ -3,8 +3,8 @@
 //! journal alone (`refleet report`) and from a plan (`refleet quote`).
 //!
 //! Chromium is Debian's `chromium` package (`.ci/run` installs it). Without
-//! it the Chromium test fails in CI (`CI=true`) and is skipped, loudly,
-//! elsewhere; `REFLEET_CHROMIUM` names another binary. Set
+//! it the Chromium tests fail in CI (`CI=true`) and are listed as ignored
+//! elsewhere (`build.rs`); `REFLEET_CHROMIUM` names another binary. Set
 //! `REFLEET_REPORT_SCREENSHOT=docs/report.png` to refresh the screenshot.
 
 use std::collections::BTreeMap;
@@ -187,6 +187,10 @@ fn render(chromium: &Path, page: &Path, extra: &[&str]) -> Rendered {
 }
 
 #[test]
+#[cfg_attr(
+    no_chromium,
+    ignore = "needs Chromium (apt-get install chromium, or REFLEET_CHROMIUM); runs in CI"
+)]
 fn sample_run_report_renders_in_chromium_and_matches_summary_json() {
     let Some(chromium) = chromium() else {
         return;
@@ -322,6 +326,10 @@ fn quote_writes_a_report_of_its_plan() {
 }
 
 #[test]
+#[cfg_attr(
+    no_chromium,
+    ignore = "needs Chromium (apt-get install chromium, or REFLEET_CHROMIUM); runs in CI"
+)]
 fn hostile_cells_stay_text_in_chromium() {
     let Some(chromium) = chromium() else {
         return;
@@ -477,6 +485,10 @@ document.body.appendChild(out);
 }
 
 #[test]
+#[cfg_attr(
+    no_chromium,
+    ignore = "needs Chromium (apt-get install chromium, or REFLEET_CHROMIUM); runs in CI"
+)]
 fn cards_fit_the_largest_amounts_and_the_by_site_table_adds_up_to_results_csv() {
     let Some(chromium) = chromium() else {
         return;

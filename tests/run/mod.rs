@@ -1406,6 +1406,10 @@ fn completions_and_json_logs_for_schedulers() {
 }
 
 #[test]
+#[cfg_attr(
+    no_python_readers,
+    ignore = "needs a Python with polars, pyarrow and duckdb (REFLEET_PYTHON); runs in CI"
+)]
 fn parquet_reports_read_back_in_polars_pyarrow_and_duckdb() {
     let out = tempfile::tempdir().unwrap();
     ran(

@@ -68,6 +68,10 @@ fn payers(outs: &[PathBuf]) -> BTreeMap<String, Vec<usize>> {
 }
 
 #[test]
+#[cfg_attr(
+    no_postgres,
+    ignore = "needs PostgreSQL (Debian's postgresql package); runs in CI"
+)]
 fn three_runners_on_one_ledger_pay_each_item_once_and_each_reports_every_row() {
     let Some(store) = Store::postgres("three_runners_on_one_ledger") else {
         return;
@@ -100,6 +104,10 @@ fn three_runners_on_one_ledger_pay_each_item_once_and_each_reports_every_row() {
 }
 
 #[test]
+#[cfg_attr(
+    no_postgres,
+    ignore = "needs PostgreSQL (Debian's postgresql package); runs in CI"
+)]
 fn a_runner_killed_twice_mid_run_is_finished_by_the_others_or_its_restart() {
     let Some(store) = Store::postgres("a_runner_killed_twice_mid_run") else {
         return;
@@ -162,6 +170,10 @@ fn a_runner_killed_twice_mid_run_is_finished_by_the_others_or_its_restart() {
 /// second (burst 5) stay under it together, where each alone at 20/s would
 /// make 40/s and draw 429s by the dozen.
 #[test]
+#[cfg_attr(
+    no_postgres,
+    ignore = "needs PostgreSQL (Debian's postgresql package); runs in CI"
+)]
 fn runners_on_one_ledger_share_the_vendor_quota() {
     let Some(store) = Store::postgres("runners_on_one_ledger_share_the_vendor_quota") else {
         return;
@@ -225,6 +237,10 @@ fn a_slow_run(
 /// waits for it, goes on, and finishes every row, and nothing is paid
 /// twice.
 #[test]
+#[cfg_attr(
+    no_postgres,
+    ignore = "needs PostgreSQL (Debian's postgresql package); runs in CI"
+)]
 fn a_ledger_restart_mid_run_is_waited_for_and_nothing_is_lost() {
     let Some(store) = Store::postgres("a_ledger_restart_mid_run") else {
         return;
@@ -259,6 +275,10 @@ fn a_ledger_restart_mid_run_is_waited_for_and_nothing_is_lost() {
 /// stops with exit 4, saying so; once it is back, the same command
 /// finishes every row, and nothing was paid twice.
 #[test]
+#[cfg_attr(
+    no_postgres,
+    ignore = "needs PostgreSQL (Debian's postgresql package); runs in CI"
+)]
 fn a_ledger_gone_past_the_time_out_stops_the_run_with_exit_4_and_it_resumes() {
     let Some(store) = Store::postgres("a_ledger_gone_past_the_time_out") else {
         return;
@@ -310,6 +330,10 @@ fn a_ledger_gone_past_the_time_out_stops_the_run_with_exit_4_and_it_resumes() {
 /// runner, whose export shares 100 rows with it, buys those 100 rows' items
 /// and none of the others.
 #[test]
+#[cfg_attr(
+    no_postgres,
+    ignore = "needs PostgreSQL (Debian's postgresql package); runs in CI"
+)]
 fn a_runner_never_buys_items_outside_its_own_export() {
     let Some(store) = Store::postgres("a_runner_never_buys_items_outside") else {
         return;

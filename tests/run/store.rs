@@ -160,6 +160,10 @@ macro_rules! on_both {
         }
 
         #[test]
+        #[cfg_attr(
+            no_postgres,
+            ignore = "needs PostgreSQL (Debian's postgresql package); runs in CI"
+        )]
         fn $postgres() {
             if let Some(store) = crate::run::store::Store::postgres(stringify!($postgres)) {
                 $scenario(store);
