@@ -115,7 +115,20 @@ pub fn load(
             for (c, t) in texts.iter_mut().enumerate() {
                 *t = field(c);
             }
-            if let Some(c) = parse_row(row, &texts, policy, &patterns, &mut rejects) {
+            let parsed = parse_row(row, &texts, policy, &patterns, &mut rejects);
+            // A row that gives no contract always says why: should a rule
+            // fail without its reject (a bug), the row is still reported.
+            debug_assert!(parsed.is_some() || !rejects.is_empty(), "row {row}");
+            if parsed.is_none() && rejects.is_empty() {
+                rejects.push(reject(
+                    row,
+                    0,
+                    texts[0].unwrap_or(""),
+                    RejectCode::ValueInvalid,
+                    "the contract could not be read, and no rule said why".into(),
+                ));
+            }
+            if let Some(c) = parsed {
                 if rejects.is_empty() {
                     match out.by_id.entry(c.id.clone()) {
                         Entry::Occupied(_) => out.rejects.push(reject(row, 0, &c.id, RejectCode::DuplicateContract, format!("contract {} already appears in an earlier row; the first occurrence is kept", c.id))),
@@ -374,7 +387,19 @@ fn parse_row(
         }
     }
     let home_v = home.and_then(|v| match policy.countries.parse(v) {
-        Ok(c) => policy.countries.region(c).map(|r| (c, r)),
+        Ok(c) => match policy.countries.region(c) {
+            Some(r) => Some((c, r)),
+            None => {
+                rejects.push(reject(
+                    row,
+                    7,
+                    v,
+                    RejectCode::CountryInvalid,
+                    format!("country {c} has no sales region in the policy"),
+                ));
+                None
+            }
+        },
         Err(e) => {
             rejects.push(reject(row, 7, v, RejectCode::CountryInvalid, e.to_string()));
             None
@@ -413,14 +438,42 @@ mod tests {
     use crate::ingest::CsvSource;
 
     fn load_str(text: &str) -> Contracts {
-        let policy = Policy::load(None).unwrap();
+        load_with(&Policy::load(None).unwrap(), text)
+    }
+
+    fn load_with(policy: &Policy, text: &str) -> Contracts {
         let src = CsvSource::new(
             Box::new(std::io::Cursor::new(text.as_bytes().to_vec())),
             None,
             65536,
         )
         .unwrap();
-        load(Box::new(src), &policy, None).unwrap()
+        load(Box::new(src), policy, None).unwrap()
+    }
+
+    /// A home country the policy gives no sales region (a policy file
+    /// that replaces the built-in one may leave some out) rejects its
+    /// contract with a line saying so: it used to be dropped without one.
+    #[test]
+    fn a_home_country_without_a_region_is_a_reject_not_a_silent_drop() {
+        let mut file = crate::policy::PolicyFile::builtin();
+        file.countries.remove("DE");
+        let policy = Policy::build(file).unwrap();
+        let c = load_with(
+            &policy,
+            &format!("{HEADER}C-1,A-1,active,extended,true,2026-01-01,2027-12-31,DE,per_device,12,,no,0\nC-2,A-1,active,extended,true,2026-01-01,2027-12-31,FR,per_device,12,,no,0\n"),
+        );
+        assert_eq!(c.by_id.keys().collect::<Vec<_>>(), ["C-2"]);
+        let got: Vec<(u64, &str, &str, RejectCode)> = c
+            .rejects
+            .iter()
+            .map(|r| (r.row, r.column.as_ref(), r.value.as_str(), r.code))
+            .collect();
+        assert_eq!(
+            got,
+            vec![(1, "home_country", "DE", RejectCode::CountryInvalid)]
+        );
+        assert!(c.rejects[0].message.contains("no sales region"));
     }
 
     const HEADER: &str = "contract_id,account_id,status,coverage,covers_reactivation,start_date,end_date,home_country,pricing_model,term_months,included_devices,auto_renew,cancellation_days\n";
