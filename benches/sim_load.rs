@@ -38,6 +38,7 @@ fn main() {
     let started = Instant::now();
     let deadline = started + Duration::from_secs(secs);
     rt.block_on(async {
+        refleet::submit::client::install_tls_provider();
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(clients as usize)
             .build()

@@ -286,8 +286,18 @@ struct Reach {
     unreachable: std::sync::Mutex<Option<String>>,
 }
 
+/// Makes rustls' ring provider the process's default, which reqwest's
+/// clients take their TLS from (built without a provider of its own: see
+/// Cargo.toml). Call it before building a `reqwest::Client`; calling it
+/// again, or after another provider was installed, changes nothing.
+pub fn install_tls_provider() {
+    // An error only says that a default is there already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 impl ApiClient {
     pub fn new(config: ClientConfig) -> anyhow::Result<ApiClient> {
+        install_tls_provider();
         let http = reqwest::Client::builder()
             .connect_timeout(config.timeout.min(Duration::from_secs(10)))
             .pool_idle_timeout(Duration::from_secs(30))

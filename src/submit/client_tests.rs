@@ -170,6 +170,7 @@ async fn transport_errors_do_not_repeat_the_query() {
             let _ = s.and_then(|mut s| std::io::Read::read(&mut s, &mut buf));
         }
     });
+    install_tls_provider();
     let err = reqwest::Client::new()
         .get(format!("http://{addr}/v1?token=Qs3cret"))
         .send()

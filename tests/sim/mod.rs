@@ -26,6 +26,13 @@ async fn start(config: SimConfig) -> (Sim, Api) {
     (sim, api)
 }
 
+/// A client builder, with the TLS provider refleet's clients use installed
+/// first (reqwest is built without one of its own).
+fn http() -> reqwest::ClientBuilder {
+    refleet::submit::client::install_tls_provider();
+    reqwest::Client::builder()
+}
+
 struct Api {
     client: reqwest::Client,
     url: String,
@@ -34,7 +41,7 @@ struct Api {
 impl Api {
     fn new(sim: &Sim) -> Api {
         Api {
-            client: reqwest::Client::new(),
+            client: http().build().expect("a client"),
             url: sim.url(),
         }
     }
@@ -46,10 +53,7 @@ impl Api {
     /// race rather than the server breaking.
     fn unpooled(sim: &Sim) -> Api {
         Api {
-            client: reqwest::Client::builder()
-                .pool_max_idle_per_host(0)
-                .build()
-                .expect("a client"),
+            client: http().pool_max_idle_per_host(0).build().expect("a client"),
             url: sim.url(),
         }
     }
@@ -779,7 +783,7 @@ async fn two_hundred_concurrent_clients_replaying_keys_activate_each_item_once()
     for c in 0..200usize {
         let (bodies, barrier, url) = (bodies.clone(), barrier.clone(), url.clone());
         tasks.push(tokio::spawn(async move {
-            let client = reqwest::Client::new();
+            let client = http().build().expect("a client");
             let b = c % 20;
             let key = format!("batch-{b}");
             barrier.wait().await;
@@ -934,10 +938,7 @@ async fn a_reset_or_a_timeout_still_does_the_work() {
         ..SimConfig::default()
     })
     .await;
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_millis(300))
-        .build()
-        .unwrap();
+    let client = http().timeout(Duration::from_millis(300)).build().unwrap();
     let err = client
         .post(format!("{}/v1/reactivations", api.url))
         .bearer_auth("t")
@@ -965,7 +966,9 @@ fn starts_in_the_background_for_blocking_callers() {
         .unwrap();
     let url = sim.url();
     let get_stats = || {
-        reqwest::Client::new()
+        http()
+            .build()
+            .expect("a client")
             .get(format!("{url}/v1/_sim/stats"))
             .bearer_auth("t")
             .send()

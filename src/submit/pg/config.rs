@@ -169,7 +169,7 @@ fn tls_config(root: Option<&std::path::Path>) -> Result<rustls::ClientConfig, Le
             }
         }
     }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
     Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| tls(e.to_string()))?
