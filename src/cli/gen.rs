@@ -4,7 +4,8 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use chrono::NaiveDate;
-use polars::prelude::*;
+use polars_core::prelude::*;
+use polars_io::prelude::*;
 
 use super::{Global, Outcome, UsageError};
 use crate::gen::{self, GenOptions};

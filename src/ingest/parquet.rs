@@ -25,8 +25,9 @@ use std::io::{Read, Seek, SeekFrom};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 
-use polars::io::parquet::read::_internal::to_deserializer;
-use polars::prelude::*;
+use polars_core::prelude::*;
+use polars_io::parquet::read::_internal::to_deserializer;
+use polars_io::prelude::*;
 use polars_parquet::parquet::schema::types::{
     GroupConvertedType, GroupLogicalType, ParquetType, PhysicalType, PrimitiveLogicalType,
 };
@@ -41,7 +42,7 @@ pub struct ParquetSource {
     path: PathBuf,
     /// Keeps a spooled stdin alive for as long as the source is read.
     _spool: Option<tempfile::TempPath>,
-    metadata: polars::io::parquet::metadata::FileMetadataRef,
+    metadata: polars_io::parquet::metadata::FileMetadataRef,
     headers: Vec<String>,
     /// How each column becomes text.
     decodes: Vec<Decode>,

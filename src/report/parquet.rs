@@ -8,7 +8,8 @@
 use std::path::Path;
 
 use anyhow::Context;
-use polars::prelude::*;
+use polars_core::prelude::*;
+use polars_io::prelude::*;
 
 const BATCH: usize = 64 * 1024;
 
@@ -37,7 +38,7 @@ pub fn csv_to_parquet(csv_path: &Path, parquet: &Path) -> anyhow::Result<()> {
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let tmp = super::temp_in(dir)?;
-    let mut writer: Option<polars::io::parquet::write::BatchedWriter<std::fs::File>> = None;
+    let mut writer: Option<polars_io::parquet::write::BatchedWriter<std::fs::File>> = None;
     let mut columns: Vec<Vec<String>> = vec![Vec::new(); names.len()];
     let mut records = reader.records();
     loop {

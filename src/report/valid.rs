@@ -5,7 +5,8 @@ use std::fs::File;
 use std::path::Path;
 
 use anyhow::Context;
-use polars::prelude::*;
+use polars_core::prelude::*;
+use polars_io::prelude::*;
 
 use super::{neutralise, AtomicFile};
 use crate::domain::Item;
@@ -48,7 +49,7 @@ pub struct ParquetSink {
     columns: Vec<Vec<String>>,
     rows: Vec<u64>,
     lost: Vec<bool>,
-    writer: Option<polars::io::parquet::write::BatchedWriter<File>>,
+    writer: Option<polars_io::parquet::write::BatchedWriter<File>>,
     tmp: tempfile::NamedTempFile,
     path: std::path::PathBuf,
 }

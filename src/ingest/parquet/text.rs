@@ -1,7 +1,7 @@
 //! Parquet values written as the text a CSV export would hold: exact decimals, UUIDs, dates, date-times, times and years.
 
 use chrono::{DateTime, NaiveDate, NaiveTime, SecondsFormat};
-use polars::prelude::TimeUnit;
+use polars_core::prelude::TimeUnit;
 
 /// `unscaled` × 10^-`scale`, every digit written: `1250`, 2 → `12.50`.
 pub(super) fn decimal_text(unscaled: i128, scale: usize) -> String {
