@@ -19,9 +19,11 @@
 #                              bounded by that rate
 #
 # For each: every wall time, best and median wall, median CPU (user+sys), peak
-# RSS (the highest of its runs); then both ratios of medians to quote's (best
-# ratios too), each with PASS/FAIL for <= MAX_RATIO. Exits 1 if either FAILs
-# or a run fails.
+# RSS (the highest of its runs); then the ratio of medians (and of bests) of
+# the dry run without lookups to quote's, with PASS/FAIL for <= MAX_RATIO,
+# and, for the dry run with lookups, the vendor's share of its time (its
+# requests over RATE) and refleet's. Exits 1 if the ratio FAILs or a run
+# fails.
 #
 # Environment: ITEMS (as the argument), SEED (default 42), REPEAT (default 3),
 # RATE (simulator --rate-limit and client --rate, default 1000), SIM_BURST
@@ -131,13 +133,22 @@ try:
 except ValueError:
     pass
 
-verdicts = []
-for name, what in (("dry-no-reconcile", "refleet's own cost"),
-                   ("dry-lookups", f"with vendor lookups, simulator at {rate:g}/s")):
-    r, rb = med[name] / med["quote"], best[name] / best["quote"]
-    ok = r <= max_ratio and not any(x[3] for x in runs.get(name, []) + runs.get("quote", []))
-    verdicts.append(ok)
-    print(f"{'PASS' if ok else 'FAIL'}  {labels[name]} / quote ({what}): median {r:.2f}x, best {rb:.2f}x "
-          f"(target <= {max_ratio:g}x)")
-sys.exit(0 if all(verdicts) and not failed else 1)
+# The verdict is on refleet's own cost. With the lookups a dry run also
+# waits for the vendor: about ITEMS/500 requests, at least that many
+# seconds over RATE whatever refleet does; their figures are shown beside
+# (refleet's time beyond that floor) but are not a verdict.
+name = "dry-no-reconcile"
+r, rb = med[name] / med["quote"], best[name] / best["quote"]
+ok = r <= max_ratio and not any(x[3] for x in runs.get(name, []) + runs.get("quote", []))
+print(f"{'PASS' if ok else 'FAIL'}  {labels[name]} / quote (refleet's own cost): median {r:.2f}x, "
+      f"best {rb:.2f}x (target <= {max_ratio:g}x)")
+name = "dry-lookups"
+try:
+    lk = json.load(open(os.path.join(work, f"{name}.summary.json"))).get("vendor_lookups") or {}
+    floor = max(0, lk.get("requests", 0) - 1) / rate
+except (OSError, ValueError):
+    floor = float("nan")
+print(f"INFO  {labels[name]}: median {med[name]:.2f} s = {floor:.2f} s the vendor's rate takes at least "
+      f"+ {med[name] - floor:.2f} s of refleet's ({(med[name] - floor) / med['quote']:.2f}x quote)")
+sys.exit(0 if ok and not failed else 1)
 PY

@@ -225,3 +225,16 @@ async fn a_throttle_halves_the_rate_and_successes_bring_it_back() {
         l.current_rate()
     );
 }
+
+#[test]
+fn the_limiter_keeps_a_tenth_of_the_burst_in_hand() {
+    for (burst, paced) in [(100, 90), (10, 9), (5, 4), (2, 1), (1, 1), (0, 1)] {
+        assert_eq!(paced_burst(burst).get(), paced, "burst {burst}");
+    }
+    assert_eq!(paced_burst(u32::MAX).get(), 3_865_470_565);
+    // What the limiter lets through at once is the paced burst.
+    let l = Limiter::new(1.0, 100);
+    let limiter = l.lock().limiter.clone();
+    let at_once = (0..200).take_while(|_| limiter.check().is_ok()).count();
+    assert_eq!(at_once, 90);
+}

@@ -351,6 +351,9 @@ fn run_on<L: Ledger>(
         lookup_seconds = lookups_started.elapsed().as_secs_f64();
         report.seconds = lookup_seconds;
         report.requests = found.requests;
+        // The 429s the lookups drew (a paying run's count includes them
+        // too, as its client counts from its first request).
+        report.throttled = crate::submit::Vendor::throttled(session.client.as_ref());
         if found.looked_up > 0 {
             progress.say(&format!(
                 "looked up {} items at the vendor ({} requests): {} already held there, not paid again",
