@@ -42,7 +42,7 @@ const TOP_REASONS: usize = 15;
 const QUOTE_ROWS: usize = 200;
 /// Sites listed in the by-site table, those needing the most work (the
 /// rest are summed in one line, and all are in `summary.json`).
-pub const SITE_ROWS: usize = 50;
+pub const SITE_ROWS: usize = 25;
 /// Sites in the by-site chart.
 const TOP_SITES: usize = 15;
 

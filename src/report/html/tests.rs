@@ -425,8 +425,10 @@ fn the_by_site_table_is_capped_and_its_total_still_counts_every_site() {
     let rows = html.matches("<tr data-site=").count();
     assert_eq!(rows, SITE_ROWS);
     assert!(html.contains("… and 7 more sites"));
-    // The most work first: Site 056 has 56 rows on the way, Site 000 none.
-    assert!(html.contains(r#"data-site="Site 056""#));
+    // The most work first: the last site has the most rows on the way,
+    // Site 000 none.
+    let most = format!(r#"data-site="Site {:03}""#, SITE_ROWS + 6);
+    assert!(html.contains(&most), "{most}");
     assert!(!html.contains(r#"data-site="Site 000""#));
     let n = SITE_ROWS as u64 + 7;
     let total_rows = n * (n + 1) / 2;
