@@ -111,19 +111,15 @@ impl SiteCounts {
 
     /// Adds `other`'s counts to these.
     pub fn add(&mut self, other: &SiteCounts) {
-        let [rows, active, on_the_way, failed_or_rejected, escalated, ineligible, invalid] =
-            other.columns();
-        for (sum, n) in [
-            (&mut self.rows, rows),
-            (&mut self.active, active),
-            (&mut self.on_the_way, on_the_way),
-            (&mut self.failed_or_rejected, failed_or_rejected),
-            (&mut self.escalated, escalated),
-            (&mut self.ineligible, ineligible),
-            (&mut self.invalid, invalid),
-        ] {
-            *sum = sum.saturating_add(n);
-        }
+        self.rows = self.rows.saturating_add(other.rows);
+        self.active = self.active.saturating_add(other.active);
+        self.on_the_way = self.on_the_way.saturating_add(other.on_the_way);
+        self.failed_or_rejected = self
+            .failed_or_rejected
+            .saturating_add(other.failed_or_rejected);
+        self.escalated = self.escalated.saturating_add(other.escalated);
+        self.ineligible = self.ineligible.saturating_add(other.ineligible);
+        self.invalid = self.invalid.saturating_add(other.invalid);
     }
 
     /// The order sites are listed in (`report.html`, `refleet status`):
@@ -200,13 +196,22 @@ impl ResultCounts {
         if let Some(n) = counts.slot(state) {
             *n += 1;
         }
+        if let Some(n) = self.total_of(state, reason) {
+            *n += 1;
+        }
+    }
+
+    /// The run-wide total a row in `state` with `reason` adds to, if any:
+    /// rows the API rejected or failed (escalated failures included), or
+    /// rows not finished.
+    fn total_of(&mut self, state: &str, reason: &str) -> Option<&mut u64> {
         match state {
-            "rejected" | "failed" => self.failed_or_rejected += 1,
-            "escalated" if reason != "MANUAL_REVIEW" => self.failed_or_rejected += 1,
+            "rejected" | "failed" => Some(&mut self.failed_or_rejected),
+            "escalated" if reason != "MANUAL_REVIEW" => Some(&mut self.failed_or_rejected),
             "planned" | "submitted" | "accepted" | "provisioning" | "manual_review" => {
-                self.unfinished += 1
+                Some(&mut self.unfinished)
             }
-            _ => {}
+            _ => None,
         }
     }
 
@@ -246,17 +251,8 @@ impl ResultCounts {
                 self.by_site.remove(site);
             }
         }
-        match state {
-            "rejected" | "failed" => {
-                self.failed_or_rejected = self.failed_or_rejected.saturating_sub(1)
-            }
-            "escalated" if reason != "MANUAL_REVIEW" => {
-                self.failed_or_rejected = self.failed_or_rejected.saturating_sub(1)
-            }
-            "planned" | "submitted" | "accepted" | "provisioning" | "manual_review" => {
-                self.unfinished = self.unfinished.saturating_sub(1)
-            }
-            _ => {}
+        if let Some(n) = self.total_of(state, reason) {
+            *n = n.saturating_sub(1);
         }
     }
 }

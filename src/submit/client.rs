@@ -74,9 +74,7 @@ pub const PACING: f64 = 0.99;
 /// The share of the burst the limiter keeps in hand, for the same reason:
 /// a client that may send the server's whole burst at once sends one a
 /// server sees as larger whenever the requests before it were delayed on
-/// the way. At the vendor's own rate and burst (1,000/s, 100) a client
-/// drew a 429 about every 60 lookups, each a whole second's pause; keeping
-/// 10 % in hand it drew none (benches/RESULTS.md).
+/// the way, and each 429 pauses every request for its `Retry-After`.
 pub const BURST_HEADROOM: f64 = 0.1;
 
 /// The burst the limiter allows for a configured `burst`: 10 % less,
