@@ -37,13 +37,13 @@ pub const CHUNK_RECORDS: usize = 4 * 1024;
 
 /// Chunk buffers in circulation, each back to the reader only once walked
 /// in order: one being read, some queued, some being validated or waiting
-/// for an earlier one, one being walked. The ordered walk runs on a thread
-/// of its own, which the workers can get ahead of for a while; with too few
-/// buffers they then run dry and spin idle, taking CPU from the walk they
-/// wait for. A quarter as many left the cores idle part of the time, for
-/// less memory; twice as many were slower again (more memory to clear,
-/// fewer cache hits).
-const CHUNKS_IN_FLIGHT: usize = 32;
+/// for an earlier one, one being walked. Too few, and the validating
+/// threads run dry while the walk catches up. Too many, and the chunks,
+/// outcomes and lines in flight outgrow the caches and are fresh memory
+/// that the kernel (and, in a VM, the host) must back on first use: more
+/// CPU per row, most of all in `quote`, whose outcomes are larger
+/// (benches/RESULTS.md, "Chunks in flight").
+const CHUNKS_IN_FLIGHT: usize = 12;
 
 /// A validated chunk's outcomes, and its rows' slots ([`ItemMap::ROW_SCRATCH`]).
 type Outputs<T> = (Vec<RowOutcome<T>>, Vec<u8>);
