@@ -27,13 +27,29 @@ use crate::progress::Progress;
 use crate::validate::{RowOutcome, Validator};
 use sink::{ItemSink, Items};
 
-/// Records per chunk: enough to keep every core busy (a few milliseconds of
-/// work per chunk), few enough that a chunk and its outcomes stay in the
-/// caches between stages and that the chunks in flight hold little memory,
-/// which the kernel must clear on first use. Eight times as many were
-/// slower and held more memory; half as many were slower again (more
-/// hand-offs).
-pub const CHUNK_RECORDS: usize = 4 * 1024;
+/// Records per chunk at most: enough to keep every core busy (a few
+/// milliseconds of work per chunk) with few hand-offs between the stages.
+const MAX_CHUNK_RECORDS: usize = 4 * 1024;
+
+/// Records per chunk at least, however large each row's outputs.
+const MIN_CHUNK_RECORDS: usize = 1024;
+
+/// What a chunk's outputs (each row's outcome and slot) may take: a chunk
+/// is written by the validating threads and then read by the walk, and its
+/// outputs should stay in the caches in between. `quote`'s rows carry a
+/// judgement and a line slot, several times `validate`'s outcome, so its
+/// chunks hold fewer rows (benches/RESULTS.md, "Chunks in flight").
+const CHUNK_OUTPUT_BYTES: usize = 1 << 20;
+
+/// Records per chunk when each row's outputs take `row_bytes`.
+fn chunk_records(row_bytes: usize) -> usize {
+    (CHUNK_OUTPUT_BYTES / row_bytes.max(1)).clamp(MIN_CHUNK_RECORDS, MAX_CHUNK_RECORDS)
+}
+
+/// Records per chunk for `M`'s outputs.
+fn chunk_records_for<M: ItemMap>() -> usize {
+    chunk_records(std::mem::size_of::<RowOutcome<M::Out>>() + M::ROW_SCRATCH.max(1))
+}
 
 /// Chunk buffers in circulation, each back to the reader only once walked
 /// in order: one being read, some queued, some being validated or waiting
@@ -148,8 +164,6 @@ pub fn run_mapped<M: ItemMap>(
     // which goes back to the reader once the chunk has been walked.
     type Done<T> = (u64, Result<(RecordChunk, Outputs<T>), IngestError>);
     source.read_only(&validator.read_columns());
-    // Each row's slot: at least a byte, so that the chunks of the slots'
-    // buffer line up with the rows.
     let pool = match (workers.limit, &workers.validating) {
         (Some(n), _) if n <= 2 => {
             return run_in_line(source, validator, n, expected_rows, map, sink, progress)
@@ -157,6 +171,7 @@ pub fn run_mapped<M: ItemMap>(
         (_, Some(validating)) => validating,
         _ => &workers.pool,
     };
+    let records = chunk_records_for::<M>();
     let (raw_tx, raw_rx) = sync_channel::<Result<RecordChunk, IngestError>>(2);
     let (done_tx, done_rx) = sync_channel::<Done<M::Out>>(CHUNKS_IN_FLIGHT);
     // Buffers go back upstream to be refilled: fresh multi-megabyte buffers
@@ -169,7 +184,7 @@ pub fn run_mapped<M: ItemMap>(
         std::thread::Builder::new()
             .name("refleet-read".into())
             .spawn_scoped(scope, move || {
-                read_chunks(source, CHUNKS_IN_FLIGHT, &spare_chunk_rx, &raw_tx)
+                read_chunks(source, records, CHUNKS_IN_FLIGHT, &spare_chunk_rx, &raw_tx)
             })?;
         let spare_vec_rx = &spare_vec_rx;
         std::thread::Builder::new()
@@ -255,13 +270,14 @@ fn run_in_line<M: ItemMap>(
     progress: &dyn Progress,
 ) -> anyhow::Result<ValidateStats> {
     let width = source.headers().len();
+    let records = chunk_records_for::<M>();
     let mut walk = Walk::new(map, sink, progress, expected_rows, 1);
     let (mut outcomes, mut slots) = (Vec::new(), Vec::new());
     if threads <= 1 {
-        let mut chunk = RecordChunk::with_capacity(CHUNK_RECORDS, width);
+        let mut chunk = RecordChunk::with_capacity(records, width);
         loop {
             chunk.clear();
-            source.fill(&mut chunk, CHUNK_RECORDS)?;
+            source.fill(&mut chunk, records)?;
             if chunk.is_empty() {
                 break;
             }
@@ -276,7 +292,9 @@ fn run_in_line<M: ItemMap>(
     std::thread::scope(|scope| {
         std::thread::Builder::new()
             .name("refleet-read".into())
-            .spawn_scoped(scope, move || read_chunks(source, 3, &spare_rx, &raw_tx))?;
+            .spawn_scoped(scope, move || {
+                read_chunks(source, records, 3, &spare_rx, &raw_tx)
+            })?;
         // Owned here, so that an early return hands the reader an end.
         let spare_tx = spare_tx;
         for chunk in raw_rx {
@@ -297,6 +315,7 @@ fn run_in_line<M: ItemMap>(
 /// kernel clear each step's pages as well.
 fn read_chunks(
     mut source: Box<dyn RecordSource>,
+    records: usize,
     buffers: usize,
     spare: &std::sync::mpsc::Receiver<RecordChunk>,
     raw: &std::sync::mpsc::SyncSender<Result<RecordChunk, IngestError>>,
@@ -308,7 +327,7 @@ fn read_chunks(
             Ok(c) => c,
             Err(_) if made < buffers => {
                 made += 1;
-                RecordChunk::with_capacity(CHUNK_RECORDS, width)
+                RecordChunk::with_capacity(records, width)
             }
             Err(_) => match spare.recv() {
                 Ok(c) => c,
@@ -316,7 +335,7 @@ fn read_chunks(
             },
         };
         chunk.clear();
-        match source.fill(&mut chunk, CHUNK_RECORDS) {
+        match source.fill(&mut chunk, records) {
             Ok(()) if chunk.is_empty() => break,
             Ok(()) => {
                 if raw.send(Ok(chunk)).is_err() {
@@ -341,6 +360,8 @@ fn validate_chunk<M: ItemMap>(
     (outcomes, slots): (&mut Vec<RowOutcome<M::Out>>, &mut Vec<u8>),
     parallel: bool,
 ) {
+    // Each row's slot: at least a byte, so that the chunks of the slots'
+    // buffer line up with the rows.
     let slot_len = M::ROW_SCRATCH.max(1);
     // Grown only: what a slot held before is overwritten by its new row's
     // map, or unused.

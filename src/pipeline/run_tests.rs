@@ -217,3 +217,18 @@ fn errors_of_the_source_or_the_sink_end_the_run() {
         assert!(rows.len() >= 150 && rows.len() < 2000, "{}", rows.len());
     }
 }
+
+/// A chunk holds as many rows as keep its outputs within the budget,
+/// within the bounds: `validate`'s outcomes alone get the most rows, a row
+/// that also carries a line slot (as `quote`'s do) fewer.
+#[test]
+fn chunks_hold_fewer_rows_when_each_row_carries_more() {
+    assert_eq!(chunk_records(0), MAX_CHUNK_RECORDS);
+    assert_eq!(chunk_records(usize::MAX), MIN_CHUNK_RECORDS);
+    let row_bytes = std::mem::size_of::<RowOutcome<Box<Item>>>() + 256;
+    let rows = chunk_records(row_bytes);
+    assert!(MIN_CHUNK_RECORDS < rows && rows < MAX_CHUNK_RECORDS);
+    assert!(rows * row_bytes <= CHUNK_OUTPUT_BYTES);
+    assert!((rows + 1) * row_bytes > CHUNK_OUTPUT_BYTES);
+    assert_eq!(chunk_records_for::<Items>(), MAX_CHUNK_RECORDS);
+}
