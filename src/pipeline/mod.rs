@@ -307,8 +307,9 @@ fn run_in_line<M: ItemMap>(
     })
 }
 
-/// The reading step: fills chunks from `source` and sends them on `raw`,
-/// until the source ends, fails (the error is sent) or nobody listens.
+/// The reading step: fills chunks of up to `records` records from `source`
+/// and sends them on `raw`, until the source ends, fails (the error is
+/// sent) or nobody listens.
 /// A fixed set of `buffers` chunk buffers circulates: after the first few,
 /// it waits for one to come back on `spare` rather than allocate. Each is
 /// made at about its final size: grown by doubling, it would have the
