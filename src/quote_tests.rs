@@ -406,3 +406,47 @@ proptest::proptest! {
         proptest::prop_assert_eq!(shuffled[0].total, q[0].total);
     }
 }
+
+/// `quotes.json` is written on every core, byte for byte as serde_json
+/// writes the array: here with quotes of both pricing models, a volume
+/// discount, licenses and several families.
+#[test]
+fn quotes_json_on_every_core_is_serde_jsons_pretty_array() {
+    let quotes = [
+        quote(
+            &[(Some("VVX 450"), 100), (Some("CCX 500"), 5), (None, 3)],
+            "DE",
+            contract("C-1", PricingModel::PerDevice, Coverage::Extended, 24, None),
+        ),
+        quote(
+            &[(Some("VVX 450"), 3), (None, 1)],
+            "US",
+            contract(
+                "C-2",
+                PricingModel::PerTerm,
+                Coverage::Standard,
+                12,
+                Some(2),
+            ),
+        ),
+        quote(
+            &[(None, 2)],
+            "JP",
+            contract(
+                "C-\"3\"\n",
+                PricingModel::PerDevice,
+                Coverage::Standard,
+                36,
+                None,
+            ),
+        ),
+    ];
+    for n in 0..=quotes.len() {
+        let mut got = Vec::new();
+        crate::report::write_pretty_array(&mut got, &quotes[..n]).unwrap();
+        assert_eq!(
+            String::from_utf8(got).unwrap(),
+            serde_json::to_string_pretty(&quotes[..n]).unwrap()
+        );
+    }
+}

@@ -147,9 +147,10 @@ pub fn make_plan(
         Err(e) => reading(input)(e),
     })?;
     let problems = reports.problems();
-    // Both end in an fsync: they overlap.
+    // Both end in an fsync: they overlap. The quotes are serialised on the
+    // plan's threads.
     std::thread::scope(|scope| {
-        let quotes = scope.spawn(|| write_quotes(&settings.out, &plan.quotes));
+        let quotes = scope.spawn(|| pool.install(|| write_quotes(&settings.out, &plan.quotes)));
         let committed = reports.commit();
         quotes
             .join()

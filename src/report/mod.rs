@@ -6,6 +6,7 @@
 mod counts;
 mod file;
 pub mod html;
+mod json;
 pub mod parquet;
 mod plan;
 mod results;
@@ -18,6 +19,7 @@ use std::path::Path;
 pub use crate::audit::{AuditLog, Binding, ChainState};
 pub use counts::{ResultCounts, SiteCounts, RESULT_STATES};
 pub use file::{temp_in, AtomicFile, NamedWriter};
+pub use json::write_pretty_array;
 pub use plan::{
     eligibility_line, write_quotes, EligibilityLines, PlanReports, ELIGIBILITY_COLUMNS,
 };

@@ -187,9 +187,10 @@ pub fn write_quotes(out: &Path, quotes: &[Quote]) -> anyhow::Result<()> {
     csv.into_inner()
         .map_err(|e| anyhow::anyhow!("{}", e.error()))?
         .commit()?;
-    // As serde_json writes it; it overlaps the other reports' final sync.
+    // As serde_json writes it, on the current rayon pool; it overlaps the
+    // other reports' final sync.
     let mut json = AtomicFile::create(&out.join("quotes.json"))?;
-    serde_json::to_writer_pretty(&mut json, quotes)?;
+    super::write_pretty_array(&mut json, quotes)?;
     json.write_all(b"\n")?;
     json.commit()
 }
