@@ -210,17 +210,29 @@ impl Devices for EligibleSoFar<'_> {
 /// What a validating thread makes of one valid row. A license's verdict
 /// depends on the eligible devices of the rows before it, so [`Fold`]
 /// makes it in row order.
+///
+/// One crosses threads per row and is written, read and dropped in a
+/// chunk's vector of outcomes: what most rows do not need is boxed (the
+/// verdict of an eligible device is [`ELIGIBLE`], and lines seldom miss
+/// their slot), and the serial is the row's keys'.
 enum Judgement {
     Device {
         item: KeptItem,
-        verdict: Verdict,
+        /// `None`: eligible.
+        ineligible: Option<Box<Verdict>>,
         eta: Option<NaiveDate>,
         /// The lines when they did not fit the row's slot (see [`ReportLines`]);
         /// `None`: they are there.
-        lines: Option<ReportLines>,
+        lines: Option<Box<ReportLines>>,
     },
     License(Box<Item>),
 }
+
+/// The verdict of every eligible item: no reason, no alternative.
+static ELIGIBLE: Verdict = Verdict {
+    reasons: Vec::new(),
+    alternative: String::new(),
+};
 
 /// What a device's judgement keeps of its item: all of it, boxed, for a
 /// sink that wants items, else what the quotes need. The item itself is
@@ -230,9 +242,8 @@ enum KeptItem {
     /// The whole item, for a sink that [wants items](PlanSink::wants_items).
     Whole(Box<Item>),
     /// Only the fields the quotes and the sink need ([`QuoteInput`], whose
-    /// key is the serial).
+    /// key is the serial, in the row's keys).
     QuoteFields {
-        serial: Option<Serial>,
         contract_id: CompactString,
         region: Region,
         family: usize,
@@ -256,11 +267,11 @@ impl KeptItem {
         }
     }
 
-    /// [`Item::key`] of the device.
-    fn key(&self) -> &str {
+    /// [`Item::key`] of the device, whose row's keys are `keys`.
+    fn key<'k>(&'k self, keys: &'k RowKeys) -> &'k str {
         match self {
             KeptItem::Whole(item) => device_key(item),
-            KeptItem::QuoteFields { serial, .. } => serial.as_ref().map_or("", |s| s.as_str()),
+            KeptItem::QuoteFields { .. } => keys.serial.as_ref().map_or("", |s| s.as_str()),
         }
     }
 
@@ -278,7 +289,7 @@ impl KeptItem {
         }
     }
 
-    fn quote_input(&self, policy: &Policy) -> QuoteInput<'_> {
+    fn quote_input<'k>(&'k self, keys: &'k RowKeys, policy: &Policy) -> QuoteInput<'k> {
         match self {
             KeptItem::Whole(item) => QuoteInput::of(item, device_key(item), policy),
             KeptItem::QuoteFields {
@@ -291,7 +302,7 @@ impl KeptItem {
                 region: *region,
                 kind: ItemKind::Device,
                 family: *family,
-                key: self.key(),
+                key: self.key(keys),
             },
         }
     }
@@ -421,7 +432,11 @@ impl ReportLines {
 
     /// Stores the lines in `slot` when they fit; else they are returned, to
     /// be kept on the heap.
-    fn store(eligibility_line: &[u8], result_line: &[u8], slot: &mut [u8]) -> Option<ReportLines> {
+    fn store(
+        eligibility_line: &[u8],
+        result_line: &[u8],
+        slot: &mut [u8],
+    ) -> Option<Box<ReportLines>> {
         let (a, b) = (eligibility_line, result_line);
         match (u8::try_from(a.len()), u8::try_from(b.len())) {
             (Ok(na), Ok(nb)) if 2 + a.len() + b.len() <= slot.len() => {
@@ -431,16 +446,16 @@ impl ReportLines {
                 slot[2 + a.len()..2 + a.len() + b.len()].copy_from_slice(b);
                 None
             }
-            _ => Some(ReportLines {
+            _ => Some(Box::new(ReportLines {
                 both: [a, b].concat(),
                 eligibility_len: a.len(),
-            }),
+            })),
         }
     }
 
     /// The lines (`eligibility.csv`'s, `results.csv`'s) that
     /// [`ReportLines::store`] kept in `slot`, or else `heap`.
-    fn get<'s>(heap: &'s Option<ReportLines>, slot: &'s [u8]) -> (&'s [u8], &'s [u8]) {
+    fn get<'s>(heap: Option<&'s ReportLines>, slot: &'s [u8]) -> (&'s [u8], &'s [u8]) {
         match heap {
             Some(ReportLines {
                 both,
@@ -500,7 +515,6 @@ impl<'a> ItemMap for Judge<'a> {
             KeptItem::Whole(Box::new(item))
         } else {
             KeptItem::QuoteFields {
-                serial: item.serial,
                 family: family_slot(self.policy, &item),
                 region: item.region,
                 contract_id: item.contract_id,
@@ -509,7 +523,7 @@ impl<'a> ItemMap for Judge<'a> {
         };
         Judgement::Device {
             item,
-            verdict,
+            ineligible: (!verdict.eligible()).then(|| Box::new(verdict)),
             eta,
             lines,
         }
@@ -517,7 +531,13 @@ impl<'a> ItemMap for Judge<'a> {
 
     /// An eligible device.
     fn mark(&self, out: &Judgement) -> bool {
-        matches!(out, Judgement::Device { verdict, .. } if verdict.eligible())
+        matches!(
+            out,
+            Judgement::Device {
+                ineligible: None,
+                ..
+            }
+        )
     }
 
     fn site<'o>(&self, out: &'o Judgement) -> &'o str {
@@ -609,21 +629,23 @@ impl MappedSink<Judgement> for Fold<'_, '_> {
     fn item(
         &mut self,
         out: &mut Option<Judgement>,
+        keys: &RowKeys,
         slot: &[u8],
         seen: &DuplicateIndex,
     ) -> anyhow::Result<()> {
         match out {
             Some(Judgement::Device {
                 item,
-                verdict,
+                ineligible,
                 eta,
                 lines,
             }) => {
-                let (eligibility_line, result_line) = ReportLines::get(lines, slot);
+                let (eligibility_line, result_line) = ReportLines::get(lines.as_deref(), slot);
+                let verdict = ineligible.as_deref().unwrap_or(&ELIGIBLE);
                 self.sink.verdict(&Judged {
                     item: item.item(),
                     region: item.region(),
-                    key: item.key(),
+                    key: item.key(keys),
                     contract_id: item.contract_id(),
                     site: item.site(),
                     verdict,
@@ -631,7 +653,7 @@ impl MappedSink<Judgement> for Fold<'_, '_> {
                     eligibility_line,
                     result_line,
                 })?;
-                self.count(item.quote_input(self.judge.policy), verdict);
+                self.count(item.quote_input(keys, self.judge.policy), verdict);
             }
             Some(Judgement::License(item)) => {
                 let key = item.key();

@@ -27,7 +27,7 @@ fn lines_fit_in_their_slot_or_go_to_the_heap() {
         let heap = ReportLines::store(&a, &b, &mut slot);
         assert_eq!(heap.is_some(), la + lb > max, "{la} + {lb}");
         assert_eq!(
-            ReportLines::get(&heap, &slot),
+            ReportLines::get(heap.as_deref(), &slot),
             (&a[..], &b[..]),
             "{la} + {lb}"
         );

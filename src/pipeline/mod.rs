@@ -466,7 +466,8 @@ impl<'w, M: ItemMap> Walk<'w, M> {
                         }
                         self.stats.valid += 1;
                         if item.is_some() {
-                            self.sink.item(item, &slot[..M::ROW_SCRATCH], &self.index)?;
+                            self.sink
+                                .item(item, keys, &slot[..M::ROW_SCRATCH], &self.index)?;
                         }
                         continue;
                     }

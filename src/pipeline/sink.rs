@@ -57,12 +57,15 @@ pub trait ItemMap: Sync {
 pub trait MappedSink<T> {
     /// One valid row's output (always `Some`). The sink may take it or only
     /// read it: whatever it leaves is dropped later on another thread, off
-    /// the one that walks the rows in order. `seen` holds the serials of
-    /// the valid rows so far, and of the rest of this row's chunk. `slot`
-    /// is the row's [`ItemMap::ROW_SCRATCH`] bytes, as the map left them.
+    /// the one that walks the rows in order. `keys` are the row's
+    /// identifiers (so the output need not repeat them), `seen` holds the
+    /// serials of the valid rows so far, and of the rest of this row's
+    /// chunk. `slot` is the row's [`ItemMap::ROW_SCRATCH`] bytes, as the
+    /// map left them.
     fn item(
         &mut self,
         out: &mut Option<T>,
+        keys: &RowKeys,
         slot: &[u8],
         seen: &DuplicateIndex,
     ) -> anyhow::Result<()>;
@@ -95,6 +98,7 @@ impl MappedSink<Box<Item>> for ItemSink<'_> {
     fn item(
         &mut self,
         item: &mut Option<Box<Item>>,
+        _: &RowKeys,
         _: &[u8],
         _: &DuplicateIndex,
     ) -> anyhow::Result<()> {
