@@ -212,9 +212,10 @@ impl Devices for EligibleSoFar<'_> {
 /// makes it in row order.
 ///
 /// One crosses threads per row and is written, read and dropped in a
-/// chunk's vector of outcomes: what most rows do not need is boxed (the
-/// verdict of an eligible device is [`ELIGIBLE`], and lines seldom miss
-/// their slot), and the serial is the row's keys'.
+/// chunk's vector of outcomes, so it is kept small: what most rows do not
+/// need is boxed (an eligible device's verdict is [`ELIGIBLE`], and lines
+/// seldom miss their slot), and the serial is not repeated (the walk hands
+/// the sink the row's keys).
 enum Judgement {
     Device {
         item: KeptItem,
