@@ -3,7 +3,9 @@
 //!
 //! `quotes.json` holds tens of thousands of quotes of a few KB each: one
 //! thread serialising them all was most of `quote`'s end, with the other
-//! cores idle (benches/RESULTS.md, "quotes.json on every core").
+//! cores idle. It pays: `quote` at 10 M rows takes 0.96× the wall time of
+//! serde_json on one thread (benches/RESULTS.md, "quotes.json on every
+//! core").
 
 use std::io::Write;
 
