@@ -268,14 +268,6 @@ impl KeptItem {
         }
     }
 
-    /// [`Item::key`] of the device, whose row's keys are `keys`.
-    fn key<'k>(&'k self, keys: &'k RowKeys) -> &'k str {
-        match self {
-            KeptItem::Whole(item) => device_key(item),
-            KeptItem::QuoteFields { .. } => keys.serial.as_ref().map_or("", |s| s.as_str()),
-        }
-    }
-
     fn contract_id(&self) -> &str {
         match self {
             KeptItem::Whole(item) => &item.contract_id,
@@ -292,7 +284,7 @@ impl KeptItem {
 
     fn quote_input<'k>(&'k self, keys: &'k RowKeys, policy: &Policy) -> QuoteInput<'k> {
         match self {
-            KeptItem::Whole(item) => QuoteInput::of(item, device_key(item), policy),
+            KeptItem::Whole(item) => QuoteInput::of(item, row_device_key(keys), policy),
             KeptItem::QuoteFields {
                 contract_id,
                 region,
@@ -303,7 +295,7 @@ impl KeptItem {
                 region: *region,
                 kind: ItemKind::Device,
                 family: *family,
-                key: self.key(keys),
+                key: row_device_key(keys),
             },
         }
     }
@@ -317,6 +309,12 @@ type Etas = HashMap<(Country, Coverage), (NaiveDate, String), foldhash::fast::Fi
 /// [`Item::key`] of a device, without building a string.
 fn device_key(item: &Item) -> &str {
     item.serial.as_ref().map_or("", |s| s.as_str())
+}
+
+/// [`device_key`] of a device row's item, from the row's keys (which hold a
+/// device's serial), for whatever the judgement kept of the item.
+fn row_device_key(keys: &RowKeys) -> &str {
+    keys.serial.as_ref().map_or("", |s| s.as_str())
 }
 
 impl<'a> Judge<'a> {
@@ -646,7 +644,7 @@ impl MappedSink<Judgement> for Fold<'_, '_> {
                 self.sink.verdict(&Judged {
                     item: item.item(),
                     region: item.region(),
-                    key: item.key(keys),
+                    key: row_device_key(keys),
                     contract_id: item.contract_id(),
                     site: item.site(),
                     verdict,
