@@ -200,8 +200,9 @@ impl LicenseId {
         let s = input.trim();
         let mut out = [0u8; 16];
         let mut n = 0usize;
-        let mut group = 0usize;
-        let mut groups = Vec::with_capacity(4);
+        // Characters in each group; a fifth group is never valid.
+        let mut groups = [0usize; 4];
+        let mut g = 0usize;
         for b in s.bytes() {
             if b.is_ascii_alphanumeric() {
                 if n == 16 {
@@ -209,19 +210,17 @@ impl LicenseId {
                 }
                 out[n] = b.to_ascii_uppercase();
                 n += 1;
-                group += 1;
+                groups[g] += 1;
             } else if b.is_ascii_punctuation() || b == b' ' {
-                if group == 0 {
+                if groups[g] == 0 || g == 3 {
                     return Err(LicenseError);
                 }
-                groups.push(group);
-                group = 0;
+                g += 1;
             } else {
                 return Err(LicenseError);
             }
         }
-        groups.push(group);
-        let grouped_ok = groups == [16] || groups == [4, 4, 4, 4];
+        let grouped_ok = g == 0 || groups == [4, 4, 4, 4];
         if n != 16 || !grouped_ok {
             return Err(LicenseError);
         }
@@ -321,6 +320,9 @@ mod tests {
             "ABCD--EFGH-1234-5678",
             "ABCDEFGH-12345678",
             "ABCD-EFGH-1234-567É",
+            "ABCD-EFGH-1234-5678-",
+            "-ABCD-EFGH-1234-5678",
+            "AB-CD-EFGH-1234-5678",
         ] {
             assert_eq!(LicenseId::parse(s), Err(LicenseError), "{s:?}");
         }
@@ -383,6 +385,15 @@ mod tests {
             let id = LicenseId::parse(&s).unwrap();
             prop_assert_eq!(LicenseId::parse(&id.to_string()), Ok(id));
             prop_assert_eq!(id.to_string().replace('-', ""), s);
+        }
+
+        /// Accepted exactly when its letters and digits are one group of
+        /// sixteen or four groups of four.
+        #[test]
+        fn license_groups(s in "([A-Z0-9]{3,5}[-. ]{0,2}){0,5}|[A-Z0-9]{15,17}") {
+            let groups: Vec<usize> = s.trim().split(['-', '.', ' ']).map(str::len).collect();
+            let ok = groups == [16] || groups == [4, 4, 4, 4];
+            prop_assert_eq!(LicenseId::parse(&s).is_ok(), ok, "{:?}", s);
         }
 
         #[test]
