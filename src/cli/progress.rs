@@ -346,6 +346,9 @@ impl LookupProgress for Phases {
 }
 
 impl SubmitProgress for Phases {
+    fn shows_counts(&self) -> bool {
+        self.shown.is_some()
+    }
     fn update(&self, counts: &[(ItemState, u64)], requests: u64) {
         if let Some(s) = &self.shown {
             let mut line = s.line();

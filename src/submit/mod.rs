@@ -82,6 +82,12 @@ impl Default for SubmitSettings {
 
 /// Progress of a submission, for a terminal or a log.
 pub trait SubmitProgress: Sync {
+    /// Whether [`SubmitProgress::update`] shows the counts it is given:
+    /// counting the items by state reads a whole index of the ledger, so it
+    /// is not done for a progress that nobody sees.
+    fn shows_counts(&self) -> bool {
+        false
+    }
     fn update(&self, _counts: &[(ItemState, u64)], _requests: u64) {}
 }
 
@@ -255,6 +261,36 @@ fn after(now: Instant, d: Duration) -> Instant {
         .unwrap_or(now)
 }
 
+/// When the submission loop counts the items by state for a progress line.
+/// The count reads a whole index, and takes longer as the ledger grows:
+/// it is done at most once a second, and the wait after one is nine times
+/// what it took, so that counting takes at most a tenth of the loop's time
+/// however large the ledger (the loop sends nothing while it counts).
+#[derive(Debug)]
+struct CountCadence {
+    next: Instant,
+}
+
+impl CountCadence {
+    const EVERY: Duration = Duration::from_secs(1);
+
+    fn new(now: Instant) -> CountCadence {
+        CountCadence {
+            next: after(now, CountCadence::EVERY),
+        }
+    }
+
+    fn due(&self, now: Instant) -> bool {
+        now >= self.next
+    }
+
+    /// A count ran from `started` to `ended`.
+    fn counted(&mut self, started: Instant, ended: Instant) {
+        let took = ended.saturating_duration_since(started);
+        self.next = after(ended, took.saturating_mul(9).max(CountCadence::EVERY));
+    }
+}
+
 /// Sends every planned item and tracks it to a terminal state, or until
 /// `stop` is triggered or the tracking time-out passes (which triggers it,
 /// so that every wait in flight ends too).
@@ -295,7 +331,8 @@ pub async fn submit_and_track<V: Vendor, L: Ledger>(
     let mut tasks: JoinSet<Done> = JoinSet::new();
     let mut stopped_because: Option<String> = None;
     let mut aborted: Option<String> = None;
-    let mut last_progress = Instant::now();
+    let mut last_round = Instant::now();
+    let mut counting = CountCadence::new(Instant::now());
     // When this runner has nothing left in hand but other runners on a
     // shared ledger hold items of this run: when it last looked.
     let mut last_look_elsewhere: Option<Instant> = None;
@@ -389,13 +426,17 @@ pub async fn submit_and_track<V: Vendor, L: Ledger>(
                 planned_left = true;
             }
         }
-        // Counting items by state reads a whole index: once a second.
-        if last_progress.elapsed() >= Duration::from_secs(1) {
+        if last_round.elapsed() >= Duration::from_secs(1) {
             after_round
                 .after_round(journal)
                 .map_err(SubmitError::AfterRound)?;
-            progress.update(&journal.counts()?, vendor.sent());
-            last_progress = Instant::now();
+            last_round = Instant::now();
+        }
+        if progress.shows_counts() && counting.due(Instant::now()) {
+            let started = Instant::now();
+            let counts = journal.counts()?;
+            counting.counted(started, Instant::now());
+            progress.update(&counts, vendor.sent());
         }
         let next_due = later
             .iter()
@@ -434,7 +475,9 @@ pub async fn submit_and_track<V: Vendor, L: Ledger>(
     after_round
         .after_round(journal)
         .map_err(SubmitError::AfterRound)?;
-    progress.update(&journal.counts()?, vendor.sent());
+    if progress.shows_counts() {
+        progress.update(&journal.counts()?, vendor.sent());
+    }
     Ok(SubmitReport {
         requests: vendor.sent(),
         throttled: vendor.throttled(),

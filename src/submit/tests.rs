@@ -388,3 +388,82 @@ async fn the_time_out_stops_the_run_and_every_wait_in_it() {
     assert!(why.contains("time-out"), "{why}");
     assert_eq!(states(&j, &["A"])[0].0, "provisioning");
 }
+
+/// A progress that keeps the counts it is given.
+struct Recorded {
+    shows: bool,
+    updates: std::sync::Mutex<Vec<Vec<(ItemState, u64)>>>,
+}
+
+impl SubmitProgress for Recorded {
+    fn shows_counts(&self) -> bool {
+        self.shows
+    }
+    fn update(&self, counts: &[(ItemState, u64)], _requests: u64) {
+        self.updates.lock().unwrap().push(counts.to_vec());
+    }
+}
+
+/// Items are counted by state only for a progress that shows the counts
+/// (the count reads a whole index of the ledger); one that shows them
+/// gets the counts at the end.
+#[tokio::test]
+async fn items_are_counted_only_for_a_progress_that_shows_them() {
+    for shows in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = ["A", "B"];
+        let (j, run) = journal_with(dir.path(), &keys);
+        let fake = Fake::new(
+            Box::new(|n, body| Ok(accept_all(n, body))),
+            Box::new(|id| Ok(status_of(id, &["A", "B"], api::ItemState::Active))),
+        );
+        let progress = Recorded {
+            shows,
+            updates: Default::default(),
+        };
+        let report = submit_and_track(
+            &j,
+            fake,
+            run,
+            &quick(10),
+            &Stop::new(),
+            &progress,
+            &mut NothingAfter,
+        )
+        .await
+        .unwrap();
+        assert_eq!(report.stopped_because, None);
+        let updates = progress.updates.into_inner().unwrap();
+        if shows {
+            assert_eq!(updates.last(), Some(&vec![(ItemState::Active, 2)]));
+        } else {
+            assert_eq!(updates, Vec::<Vec<(ItemState, u64)>>::new());
+        }
+    }
+}
+
+#[test]
+fn counting_waits_a_second_then_nine_times_what_the_last_count_took() {
+    let t0 = Instant::now();
+    let mut c = CountCadence::new(t0);
+    assert!(!c.due(t0 + Duration::from_millis(999)));
+    assert!(c.due(t0 + Duration::from_secs(1)));
+    // A quick count: the next one a second after it.
+    let end = t0 + Duration::from_millis(1010);
+    c.counted(t0 + Duration::from_secs(1), end);
+    assert!(!c.due(end + Duration::from_millis(999)));
+    assert!(c.due(end + Duration::from_secs(1)));
+    // A count of half a second: the next one 4.5 s after it.
+    let (start, end) = (
+        end + Duration::from_secs(1),
+        end + Duration::from_millis(1500),
+    );
+    c.counted(start, end);
+    assert!(!c.due(end + Duration::from_millis(4499)));
+    assert!(c.due(end + Duration::from_millis(4500)));
+    // A count of an hour: the next one nine hours after it.
+    let (start, end) = (end, end + Duration::from_secs(3600));
+    c.counted(start, end);
+    assert!(!c.due(end + Duration::from_secs(9 * 3600 - 1)));
+    assert!(c.due(end + Duration::from_secs(9 * 3600)));
+}

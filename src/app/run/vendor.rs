@@ -144,7 +144,9 @@ impl VendorSession {
         progress: &dyn RunProgress,
         after_round: &mut dyn AfterRound,
     ) -> anyhow::Result<SubmitReport> {
-        progress.begin_submission(&journal.counts()?, self.client.sent());
+        if progress.shows_counts() {
+            progress.begin_submission(&journal.counts()?, self.client.sent());
+        }
         let report = self.runtime.block_on(submit_and_track(
             journal,
             self.client.clone(),
