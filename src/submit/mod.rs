@@ -262,10 +262,11 @@ fn after(now: Instant, d: Duration) -> Instant {
 }
 
 /// When the submission loop counts the items by state for a progress line.
-/// The count reads a whole index, and takes longer as the ledger grows:
-/// it is done at most once a second, and the wait after one is nine times
-/// what it took, so that counting takes at most a tenth of the loop's time
-/// however large the ledger (the loop sends nothing while it counts).
+/// The count reads all the run's items, and takes longer as the ledger
+/// grows; the loop sends nothing meanwhile, and on a shared ledger the
+/// count also slows the server's other work. So it is done at most once a
+/// second, and the wait after one is 49 times what it took: counting takes
+/// at most a fiftieth of the loop's time however large the ledger.
 #[derive(Debug)]
 struct CountCadence {
     next: Instant,
@@ -287,7 +288,7 @@ impl CountCadence {
     /// A count ran from `started` to `ended`.
     fn counted(&mut self, started: Instant, ended: Instant) {
         let took = ended.saturating_duration_since(started);
-        self.next = after(ended, took.saturating_mul(9).max(CountCadence::EVERY));
+        self.next = after(ended, took.saturating_mul(49).max(CountCadence::EVERY));
     }
 }
 

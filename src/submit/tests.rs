@@ -443,7 +443,7 @@ async fn items_are_counted_only_for_a_progress_that_shows_them() {
 }
 
 #[test]
-fn counting_waits_a_second_then_nine_times_what_the_last_count_took() {
+fn counting_waits_a_second_then_49_times_what_the_last_count_took() {
     let t0 = Instant::now();
     let mut c = CountCadence::new(t0);
     assert!(!c.due(t0 + Duration::from_millis(999)));
@@ -453,17 +453,17 @@ fn counting_waits_a_second_then_nine_times_what_the_last_count_took() {
     c.counted(t0 + Duration::from_secs(1), end);
     assert!(!c.due(end + Duration::from_millis(999)));
     assert!(c.due(end + Duration::from_secs(1)));
-    // A count of half a second: the next one 4.5 s after it.
+    // A count of half a second: the next one 24.5 s after it.
     let (start, end) = (
         end + Duration::from_secs(1),
         end + Duration::from_millis(1500),
     );
     c.counted(start, end);
-    assert!(!c.due(end + Duration::from_millis(4499)));
-    assert!(c.due(end + Duration::from_millis(4500)));
-    // A count of an hour: the next one nine hours after it.
+    assert!(!c.due(end + Duration::from_millis(24_499)));
+    assert!(c.due(end + Duration::from_millis(24_500)));
+    // A count of an hour: the next one 49 hours after it.
     let (start, end) = (end, end + Duration::from_secs(3600));
     c.counted(start, end);
-    assert!(!c.due(end + Duration::from_secs(9 * 3600 - 1)));
-    assert!(c.due(end + Duration::from_secs(9 * 3600)));
+    assert!(!c.due(end + Duration::from_secs(49 * 3600 - 1)));
+    assert!(c.due(end + Duration::from_secs(49 * 3600)));
 }
