@@ -390,7 +390,9 @@ mod tests {
         /// Accepted exactly when its letters and digits are one group of
         /// sixteen or four groups of four.
         #[test]
-        fn license_groups(s in "([A-Z0-9]{3,5}[-. ]{0,2}){0,5}|[A-Z0-9]{15,17}") {
+        fn license_groups(
+            s in "([A-Z0-9]{3,5}[-. ]{0,2}){0,5}|[A-Z0-9]{15,17}|([A-Z0-9]{3,5}[-. ]){3}[A-Z0-9]{3,5}"
+        ) {
             let groups: Vec<usize> = s.trim().split(['-', '.', ' ']).map(str::len).collect();
             let ok = groups == [16] || groups == [4, 4, 4, 4];
             prop_assert_eq!(LicenseId::parse(&s).is_ok(), ok, "{:?}", s);

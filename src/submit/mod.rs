@@ -262,11 +262,12 @@ fn after(now: Instant, d: Duration) -> Instant {
 }
 
 /// When the submission loop counts the items by state for a progress line.
-/// The count reads all the run's items, and takes longer as the ledger
-/// grows; the loop sends nothing meanwhile, and on a shared ledger the
-/// count also slows the server's other work. So it is done at most once a
-/// second, and the wait after one is 49 times what it took: counting takes
-/// at most a fiftieth of the loop's time however large the ledger.
+/// The count reads all the items (the run's, on a shared ledger), and takes
+/// longer as they grow; the loop sends nothing meanwhile, and on a shared
+/// ledger the count also slows the server's other work. So it is done only
+/// for a progress that shows it, at most once a second, and the wait after
+/// one is 49 times what it took: counting takes at most a fiftieth of the
+/// loop's time however large the ledger.
 #[derive(Debug)]
 struct CountCadence {
     next: Instant,
@@ -289,6 +290,26 @@ impl CountCadence {
     fn counted(&mut self, started: Instant, ended: Instant) {
         let took = ended.saturating_duration_since(started);
         self.next = after(ended, took.saturating_mul(49).max(CountCadence::EVERY));
+    }
+
+    /// Hands `progress` the counts `count` takes, if it shows them and a
+    /// count is due at `now` (or this is the `last` one, at the end).
+    fn show(
+        &mut self,
+        progress: &dyn SubmitProgress,
+        now: Instant,
+        last: bool,
+        count: impl FnOnce() -> Result<Vec<(ItemState, u64)>, JournalError>,
+        requests: u64,
+    ) -> Result<(), JournalError> {
+        if !progress.shows_counts() || !(last || self.due(now)) {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let counts = count()?;
+        self.counted(now, after(now, started.elapsed()));
+        progress.update(&counts, requests);
+        Ok(())
     }
 }
 
@@ -433,12 +454,13 @@ pub async fn submit_and_track<V: Vendor, L: Ledger>(
                 .map_err(SubmitError::AfterRound)?;
             last_round = Instant::now();
         }
-        if progress.shows_counts() && counting.due(Instant::now()) {
-            let started = Instant::now();
-            let counts = journal.counts()?;
-            counting.counted(started, Instant::now());
-            progress.update(&counts, vendor.sent());
-        }
+        counting.show(
+            progress,
+            Instant::now(),
+            false,
+            || journal.counts(),
+            vendor.sent(),
+        )?;
         let next_due = later
             .iter()
             .map(|l| l.due)
@@ -476,9 +498,13 @@ pub async fn submit_and_track<V: Vendor, L: Ledger>(
     after_round
         .after_round(journal)
         .map_err(SubmitError::AfterRound)?;
-    if progress.shows_counts() {
-        progress.update(&journal.counts()?, vendor.sent());
-    }
+    counting.show(
+        progress,
+        Instant::now(),
+        true,
+        || journal.counts(),
+        vendor.sent(),
+    )?;
     Ok(SubmitReport {
         requests: vendor.sent(),
         throttled: vendor.throttled(),

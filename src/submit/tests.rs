@@ -442,6 +442,39 @@ async fn items_are_counted_only_for_a_progress_that_shows_them() {
     }
 }
 
+/// The ledger is not even asked for counts that nobody shows, nor before
+/// a count is due; the last one is taken whenever it comes.
+#[test]
+fn counts_are_taken_only_when_shown_and_due() {
+    let calls = std::cell::Cell::new(0);
+    let count = || {
+        calls.set(calls.get() + 1);
+        Ok(vec![(ItemState::Active, 1)])
+    };
+    let progress = |shows| Recorded {
+        shows,
+        updates: Default::default(),
+    };
+    let t0 = Instant::now();
+    let (hidden, shown) = (progress(false), progress(true));
+    let mut c = CountCadence::new(t0);
+    let later = t0 + Duration::from_secs(2);
+    c.show(&hidden, later, false, count, 0).unwrap();
+    c.show(&hidden, later, true, count, 0).unwrap();
+    assert_eq!(calls.get(), 0);
+    c.show(&shown, t0, false, count, 0).unwrap();
+    assert_eq!(calls.get(), 0);
+    c.show(&shown, later, false, count, 7).unwrap();
+    assert_eq!(calls.get(), 1);
+    // The next one waits again, but not the last.
+    c.show(&shown, later, false, count, 7).unwrap();
+    assert_eq!(calls.get(), 1);
+    c.show(&shown, later, true, count, 7).unwrap();
+    assert_eq!(calls.get(), 2);
+    assert_eq!(shown.updates.into_inner().unwrap().len(), 2);
+    assert!(hidden.updates.into_inner().unwrap().is_empty());
+}
+
 #[test]
 fn counting_waits_a_second_then_49_times_what_the_last_count_took() {
     let t0 = Instant::now();
