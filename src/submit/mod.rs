@@ -83,8 +83,8 @@ impl Default for SubmitSettings {
 /// Progress of a submission, for a terminal or a log.
 pub trait SubmitProgress: Sync {
     /// Whether [`SubmitProgress::update`] shows the counts it is given:
-    /// counting the items by state reads a whole index of the ledger, so it
-    /// is not done for a progress that nobody sees.
+    /// counting the items by state reads all of them, so it is not done for
+    /// a progress that nobody sees.
     fn shows_counts(&self) -> bool {
         false
     }
@@ -286,9 +286,8 @@ impl CountCadence {
         now >= self.next
     }
 
-    /// A count ran from `started` to `ended`.
-    fn counted(&mut self, started: Instant, ended: Instant) {
-        let took = ended.saturating_duration_since(started);
+    /// A count that took `took` ended at `ended`.
+    fn counted(&mut self, ended: Instant, took: Duration) {
         self.next = after(ended, took.saturating_mul(49).max(CountCadence::EVERY));
     }
 
@@ -307,7 +306,8 @@ impl CountCadence {
         }
         let started = Instant::now();
         let counts = count()?;
-        self.counted(now, after(now, started.elapsed()));
+        let took = started.elapsed();
+        self.counted(after(now, took), took);
         progress.update(&counts, requests);
         Ok(())
     }

@@ -483,20 +483,17 @@ fn counting_waits_a_second_then_49_times_what_the_last_count_took() {
     assert!(c.due(t0 + Duration::from_secs(1)));
     // A quick count: the next one a second after it.
     let end = t0 + Duration::from_millis(1010);
-    c.counted(t0 + Duration::from_secs(1), end);
+    c.counted(end, Duration::from_millis(10));
     assert!(!c.due(end + Duration::from_millis(999)));
     assert!(c.due(end + Duration::from_secs(1)));
     // A count of half a second: the next one 24.5 s after it.
-    let (start, end) = (
-        end + Duration::from_secs(1),
-        end + Duration::from_millis(1500),
-    );
-    c.counted(start, end);
+    let end = end + Duration::from_millis(1500);
+    c.counted(end, Duration::from_millis(500));
     assert!(!c.due(end + Duration::from_millis(24_499)));
     assert!(c.due(end + Duration::from_millis(24_500)));
     // A count of an hour: the next one 49 hours after it.
-    let (start, end) = (end, end + Duration::from_secs(3600));
-    c.counted(start, end);
+    let end = end + Duration::from_secs(3600);
+    c.counted(end, Duration::from_secs(3600));
     assert!(!c.due(end + Duration::from_secs(49 * 3600 - 1)));
     assert!(c.due(end + Duration::from_secs(49 * 3600)));
 }
