@@ -24,6 +24,7 @@ use crate::dedupe::{DuplicateIndex, Dups, Role};
 use crate::domain::RejectCode;
 use crate::ingest::{IngestError, RecordChunk, RecordSource};
 use crate::progress::Progress;
+use crate::sys::memory::prefetch_whole;
 use crate::validate::{RowOutcome, Validator};
 use sink::{ItemSink, Items};
 
@@ -60,6 +61,10 @@ fn chunk_records_for<M: ItemMap>() -> usize {
 /// CPU per row, most of all in `quote`, whose outcomes are larger
 /// (benches/RESULTS.md, "Chunks in flight").
 const CHUNKS_IN_FLIGHT: usize = 12;
+
+/// How many rows ahead the ordered walk fetches a row's slot into its
+/// core's cache ([`fetch_slot_ahead`]).
+const ROWS_AHEAD: usize = 8;
 
 /// A validated chunk's outcomes, and its rows' slots ([`ItemMap::ROW_SCRATCH`]).
 type Outputs<T> = (Vec<RowOutcome<T>>, Vec<u8>);
@@ -451,8 +456,10 @@ impl<'w, M: ItemMap> Walk<'w, M> {
         let rows = outcomes
             .iter_mut()
             .zip(&self.dups)
-            .zip(slots.chunks(slot_len));
-        for ((outcome, d), slot) in rows {
+            .zip(slots.chunks(slot_len))
+            .enumerate();
+        for (i, ((outcome, d), slot)) in rows {
+            fetch_slot_ahead::<M>(slots, i + ROWS_AHEAD);
             let rejects = match outcome {
                 RowOutcome::Valid {
                     keys,
@@ -512,6 +519,27 @@ impl<'w, M: ItemMap> Walk<'w, M> {
             .map(|(c, n)| (c.to_string(), n))
             .collect();
         Ok(stats)
+    }
+}
+
+/// Fetches row `i`'s slot into this core's cache, if the chunk has that
+/// row. A slot was written on another core, and reading it (to copy its
+/// lines into the reports) would wait for that core's cache at each row:
+/// fetched a few rows ahead, it is here when the row's turn comes
+/// (benches/RESULTS.md, "Slots fetched ahead on the walk"). Fetching the
+/// outcomes ahead as well measured no gain: the duplicate check has just
+/// read their keys.
+#[inline]
+fn fetch_slot_ahead<M: ItemMap>(slots: &[u8], i: usize) {
+    let slot_len = M::ROW_SCRATCH;
+    if slot_len == 0 {
+        return;
+    }
+    if let Some(slot) = i
+        .checked_mul(slot_len)
+        .and_then(|at| slots.get(at..at.checked_add(slot_len)?))
+    {
+        prefetch_whole(slot);
     }
 }
 

@@ -17,6 +17,31 @@ pub fn prefetch<T>(value: &T) {
     let _ = value;
 }
 
+/// [`prefetch`] of every cache line `value` spans: a row's outcome or its
+/// slot (a few hundred bytes) spans several.
+#[inline]
+pub fn prefetch_whole<T: ?Sized>(value: &T) {
+    let start = (value as *const T).cast::<u8>();
+    let len = std::mem::size_of_val(value);
+    // Every 64 bytes, and the last byte: each line is hit once at least.
+    let offsets = (0..len).step_by(CACHE_LINE).chain(len.checked_sub(1));
+    for offset in offsets {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a prefetch never faults, and `start + offset` lies inside
+        // the live `value` (`offset < len`).
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                start.add(offset).cast::<i8>(),
+            );
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (start, offset);
+    }
+}
+
+/// The size of a cache line on the CPUs refleet is built for.
+const CACHE_LINE: usize = 64;
+
 /// The memory of a live slice, for [`populate`]: made only from a slice,
 /// and borrowing it, so it cannot outlive it.
 #[derive(Debug, Clone, Copy)]
@@ -127,6 +152,12 @@ mod tests {
         let v = [7u8; 3];
         prefetch(&v[2]);
         prefetch(&v);
+        prefetch_whole(&v);
+        prefetch_whole(&v[..0]);
+        let long = vec![9u64; 1000];
+        prefetch_whole(long.as_slice());
+        prefetch_whole(&long[999..]);
         assert_eq!(v, [7; 3]);
+        assert!(long.iter().all(|x| *x == 9));
     }
 }
