@@ -143,8 +143,8 @@ add_comparison() {
     wall_verdict=$(verdict "$wr" "$wp")
     rss_verdict=$(verdict "$rr" "$rp")
     [[ $wall_verdict == PASS && $rss_verdict == PASS ]] || failed=1
-    out+=("$(printf '  refleet/polars at %d rows: wall %s %s, peak RSS %s %s (need <= %s)' \
-        "$n" "$wall_ratio" "$wall_verdict" "$rss_ratio" "$rss_verdict" "$MAX_RATIO")")
+    out+=("$(printf '  refleet/polars %s at %d rows: wall %s %s, peak RSS %s %s (need <= %s)' \
+        "$polars_version" "$n" "$wall_ratio" "$wall_verdict" "$rss_ratio" "$rss_verdict" "$MAX_RATIO")")
 }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f\n", a / b; else print "inf" }'; }
@@ -165,6 +165,10 @@ if ! "$PYTHON" -c 'import polars' 2>/dev/null; then
     echo "polars: not installed, pip install --quiet polars"
     "$PYTHON" -m pip install --quiet polars
 fi
+# Named in every verdict: a newer Polars moves the bar (Polars 2.2.0 runs
+# the quote baseline about 20 % faster than 2.1.0; benches/RESULTS.md).
+polars_version=$("$PYTHON" -c 'import polars; print(polars.__version__)')
+echo "polars: $polars_version ($PYTHON)"
 
 refleet_threads=()
 polars_env=()
@@ -263,7 +267,7 @@ for n in "${ROWS[@]}"; do
         if [[ $refleet_quote == 1 ]]; then
             add_comparison quote_results "$n" "$dir/refleet-quote.time" "$dir/polars-quote.time"
         else
-            quote_results+=("$(printf '  refleet/polars at %d rows: skipped (refleet quote not available)' "$n")")
+            quote_results+=("$(printf '  refleet/polars %s at %d rows: skipped (refleet quote not available)' "$polars_version" "$n")")
         fi
     fi
 done
