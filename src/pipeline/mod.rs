@@ -63,7 +63,8 @@ fn chunk_records_for<M: ItemMap>() -> usize {
 const CHUNKS_IN_FLIGHT: usize = 12;
 
 /// How many rows ahead the ordered walk fetches a row's slot into its
-/// core's cache ([`fetch_slot_ahead`]).
+/// core's cache ([`fetch_slot_ahead`]). Not tuned: 8 was the first value
+/// tried, and it took away the wait it was for.
 const ROWS_AHEAD: usize = 8;
 
 /// A validated chunk's outcomes, and its rows' slots ([`ItemMap::ROW_SCRATCH`]).
@@ -522,13 +523,14 @@ impl<'w, M: ItemMap> Walk<'w, M> {
     }
 }
 
-/// Fetches row `i`'s slot into this core's cache, if the chunk has that
-/// row. A slot was written on another core, and reading it (to copy its
-/// lines into the reports) would wait for that core's cache at each row:
-/// fetched a few rows ahead, it is here when the row's turn comes
-/// (benches/RESULTS.md, "Slots fetched ahead on the walk"). Fetching the
-/// outcomes ahead as well measured no gain: the duplicate check has just
-/// read their keys.
+/// Fetches row `i`'s slot into this core's cache, if `slots` has one (past
+/// a short chunk's end it may be a stale slot: harmless, as a prefetch
+/// changes nothing). A slot was written on another core, and reading it
+/// (to copy its lines into the reports) would wait for that core's cache
+/// at each row: fetched a few rows ahead, it is here when the row's turn
+/// comes (benches/RESULTS.md, "Slots fetched ahead on the walk").
+/// Fetching the outcomes ahead as well measured no gain: the duplicate
+/// check has just read their keys.
 #[inline]
 fn fetch_slot_ahead<M: ItemMap>(slots: &[u8], i: usize) {
     let slot_len = M::ROW_SCRATCH;

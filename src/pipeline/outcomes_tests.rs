@@ -139,3 +139,35 @@ proptest::proptest! {
         proptest::prop_assert_eq!(marked.len(), marks.values().filter(|m| **m).count());
     }
 }
+
+/// A slot fetched ahead past the buffer's end, or at a row number whose
+/// offset overflows, is skipped rather than a panic (the walk asks for the
+/// rows after a chunk's last).
+#[test]
+fn fetching_a_slot_ahead_past_the_end_is_skipped() {
+    /// An [`ItemMap`] with slots as large as quote's.
+    struct Slotted;
+    impl ItemMap for Slotted {
+        type State = ();
+        type Out = ();
+        const ROW_SCRATCH: usize = 256;
+        fn state(&self) {}
+        fn map(&self, _: &mut (), _: crate::domain::Item, _: &RowKeys, _: &mut [u8]) {}
+    }
+    let slot = Slotted::ROW_SCRATCH;
+    let slots = vec![5u8; 3 * slot];
+    for i in [
+        0,
+        2,
+        3,
+        4,
+        usize::MAX / slot,
+        usize::MAX / slot + 1,
+        usize::MAX,
+    ] {
+        fetch_slot_ahead::<Slotted>(&slots, i);
+        fetch_slot_ahead::<Items>(&slots, i);
+    }
+    fetch_slot_ahead::<Slotted>(&[], 0);
+    assert!(slots.iter().all(|&b| b == 5));
+}
