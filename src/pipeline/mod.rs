@@ -63,8 +63,9 @@ fn chunk_records_for<M: ItemMap>() -> usize {
 const CHUNKS_IN_FLIGHT: usize = 12;
 
 /// How many rows ahead the ordered walk fetches a row's slot into its
-/// core's cache ([`fetch_slot_ahead`]). Not tuned: 8 was the first value
-/// tried, and it took away the wait it was for.
+/// core's cache ([`fetch_slot_ahead`]): the first value tried; 16
+/// measured the same (benches/RESULTS.md, "Slots fetched ahead on the
+/// walk").
 const ROWS_AHEAD: usize = 8;
 
 /// A validated chunk's outcomes, and its rows' slots ([`ItemMap::ROW_SCRATCH`]).
