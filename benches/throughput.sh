@@ -165,8 +165,8 @@ if ! "$PYTHON" -c 'import polars' 2>/dev/null; then
     echo "polars: not installed, pip install --quiet polars"
     "$PYTHON" -m pip install --quiet polars
 fi
-# Named in every verdict: a newer Polars moves the bar (Polars 2.2.0 runs
-# the quote baseline about 20 % faster than 2.1.0; benches/RESULTS.md).
+# Named in every verdict: a newer Polars moves the bar (benches/RESULTS.md,
+# "A new machine, and Polars 2.2.0").
 polars_version=$("$PYTHON" -c 'import polars; print(polars.__version__)')
 echo "polars: $polars_version ($PYTHON)"
 

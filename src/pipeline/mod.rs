@@ -63,8 +63,8 @@ fn chunk_records_for<M: ItemMap>() -> usize {
 const CHUNKS_IN_FLIGHT: usize = 12;
 
 /// How many rows ahead the ordered walk fetches a row's slot into its
-/// core's cache ([`fetch_slot_ahead`]): the first value tried; 16
-/// measured the same (benches/RESULTS.md, "Slots fetched ahead on the
+/// core's cache ([`fetch_slot_ahead`]): far enough for the fetch to arrive
+/// before the row's turn (benches/RESULTS.md, "Slots fetched ahead on the
 /// walk").
 const ROWS_AHEAD: usize = 8;
 
@@ -529,9 +529,8 @@ impl<'w, M: ItemMap> Walk<'w, M> {
 /// changes nothing). A slot was written on another core, and reading it
 /// (to copy its lines into the reports) would wait for that core's cache
 /// at each row: fetched a few rows ahead, it is here when the row's turn
-/// comes (benches/RESULTS.md, "Slots fetched ahead on the walk").
-/// Fetching the outcomes ahead as well measured no gain: the duplicate
-/// check has just read their keys.
+/// comes (benches/RESULTS.md, "Slots fetched ahead on the walk"). The
+/// outcomes are not fetched: the duplicate check has just read them.
 #[inline]
 fn fetch_slot_ahead<M: ItemMap>(slots: &[u8], i: usize) {
     let slot_len = M::ROW_SCRATCH;

@@ -6,15 +6,7 @@ use std::marker::PhantomData;
 /// without waiting. Only a hint: nothing happens on other CPUs.
 #[inline]
 pub fn prefetch<T>(value: &T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch never faults, and `value` is a live reference.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-            (value as *const T).cast::<i8>(),
-        );
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = value;
+    prefetch_line((value as *const T).cast());
 }
 
 /// [`prefetch`] of every cache line `value` spans: a row's slot of report
@@ -23,17 +15,21 @@ pub fn prefetch<T>(value: &T) {
 pub fn prefetch_whole<T: ?Sized>(value: &T) {
     let start = (value as *const T).cast::<u8>();
     for offset in line_offsets(std::mem::size_of_val(value)) {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: a prefetch never faults, and `start + offset` lies inside
-        // the live `value` (`line_offsets` gives offsets below its size).
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                start.add(offset).cast::<i8>(),
-            );
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = (start, offset);
+        prefetch_line(start.wrapping_add(offset));
     }
+}
+
+/// Fetches the cache line holding `at` without waiting for it.
+#[inline]
+fn prefetch_line(at: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch reads nothing into the program and never faults,
+    // whatever the address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(at.cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = at;
 }
 
 /// Offsets into `len` bytes, wherever they start, that fall in each cache
