@@ -19,6 +19,11 @@
 #   REFLEET=PATH   binary to measure (default target/release/refleet)
 #   NO_BUILD=1     skip `cargo build --release`
 #   PYTHON=PATH    interpreter for the baseline (default python3)
+#   POLARS_VERSION=V  the Polars release measured against (default 2.2.0,
+#                  the newest when the figures in benches/RESULTS.md were
+#                  taken); installed with pip when PYTHON has no polars, and
+#                  the script stops when PYTHON has another release.
+#                  `installed`: whatever PYTHON has
 #   REPEAT=N       runs of each tool per benchmark, alternating refleet and
 #                  polars (default 3); the tables show each tool's median run
 #                  by wall time, and every run's wall time is printed too
@@ -161,12 +166,19 @@ else
 fi
 [[ -x $REFLEET ]] || die "$REFLEET is not an executable (set REFLEET= or build first)"
 
-if ! "$PYTHON" -c 'import polars' 2>/dev/null; then
-    echo "polars: not installed, pip install --quiet polars"
-    "$PYTHON" -m pip install --quiet polars
+# The reference is one Polars release, named: a newer one moved the bar by
+# 5-20 % (benches/RESULTS.md, "A new machine, and Polars 2.2.0"), so a
+# release is changed here on purpose, with the figures measured again.
+POLARS_VERSION=${POLARS_VERSION:-2.2.0}
+installed=$("$PYTHON" -c 'import polars; print(polars.__version__)' 2>/dev/null) || installed=
+if [[ -z $installed ]]; then
+    [[ $POLARS_VERSION != installed ]] || die "POLARS_VERSION=installed, but $PYTHON has no polars"
+    echo "polars: not installed, pip install --quiet polars==$POLARS_VERSION"
+    "$PYTHON" -m pip install --quiet "polars==$POLARS_VERSION"
+elif [[ $POLARS_VERSION != installed && $installed != "$POLARS_VERSION" ]]; then
+    die "$PYTHON has polars $installed, the reference is $POLARS_VERSION: point PYTHON at one with polars $POLARS_VERSION (python3 -m venv /tmp/pv && /tmp/pv/bin/pip install polars==$POLARS_VERSION; PYTHON=/tmp/pv/bin/python), or set POLARS_VERSION=installed to measure against $installed"
 fi
-# Named in every verdict: a newer Polars moves the bar (benches/RESULTS.md,
-# "A new machine, and Polars 2.2.0").
+# Named in every verdict.
 polars_version=$("$PYTHON" -c 'import polars; print(polars.__version__)')
 echo "polars: $polars_version ($PYTHON)"
 
