@@ -166,9 +166,9 @@ else
 fi
 [[ -x $REFLEET ]] || die "$REFLEET is not an executable (set REFLEET= or build first)"
 
-# The reference is one Polars release, named: a newer one moved the bar by
-# 5-20 % (benches/RESULTS.md, "A new machine, and Polars 2.2.0"), so a
-# release is changed here on purpose, with the figures measured again.
+# The reference is one Polars release, named: a newer one can move the bar
+# (benches/RESULTS.md, "A new machine, and Polars 2.2.0"), so the release
+# is changed here on purpose, with the figures measured again.
 POLARS_VERSION=${POLARS_VERSION:-2.2.0}
 installed=$("$PYTHON" -c 'import polars; print(polars.__version__)' 2>/dev/null) || installed=
 if [[ -z $installed ]]; then
